@@ -1,0 +1,100 @@
+# basalt — one binary. `make`, `make run`, `make test`, `make bench`, `make fuzz`.
+# BUILD selects the output folder; SANITIZE=address,undefined builds with sanitizers.
+
+BUILD    ?= build
+CC       ?= cc
+PY       ?= /usr/bin/python3
+PKGS     := libh2o-evloop libcjson sqlite3 lmdb yaml-0.1 libcrypto
+VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
+GIT_SHA  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
+WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Werror
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 $(WARN) -Isrc -DH2O_USE_EPOLL=1 -D_GNU_SOURCE -pthread \
+            -DBS_VERSION='"$(VERSION)"' -DBS_GIT_SHA='"$(GIT_SHA)"' \
+            $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
+
+ifneq ($(SANITIZE),)
+CFLAGS   += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS  += -fsanitize=$(SANITIZE)
+endif
+
+SRCS     := $(shell find src -name '*.c' | sort)
+MAIN_SRC := src/cli/main.c
+LIB_SRCS := $(filter-out $(MAIN_SRC),$(SRCS))
+LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
+UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
+UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+
+.PHONY: all deps run test unit api asan fuzz fuzz-replay bench clean format
+
+all: $(BUILD)/basalt
+
+deps:
+	@./scripts/deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libbasalt.a: $(LIB_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(BUILD)/basalt: $(BUILD)/obj/$(MAIN_SRC:.c=.o) $(BUILD)/libbasalt.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbasalt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(BUILD)/libbasalt.a $(LDLIBS) -lcmocka
+
+run: deps $(BUILD)/basalt
+	$(BUILD)/basalt serve --data ./data
+
+unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+api: $(BUILD)/basalt
+	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api
+
+# The sanitizer pass: same unit and API tests on an ASan+UBSan build.
+asan:
+	$(MAKE) BUILD=build-asan SANITIZE=address,undefined unit api
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) api
+	$(MAKE) fuzz-replay
+	$(MAKE) asan
+
+# libFuzzer targets: fuzz/fuzz_*.c, linked against a clang build of the library.
+FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=build-fuzz/%)
+FUZZ_CFLAGS := -O1 -g -std=gnu11 -Isrc -DH2O_USE_EPOLL=1 -D_GNU_SOURCE -pthread \
+    -DBS_VERSION='"$(VERSION)"' -DBS_GIT_SHA='"$(GIT_SHA)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+
+build-fuzz/%: fuzz/%.c $(LIB_SRCS)
+	@mkdir -p build-fuzz
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) $(LDLIBS)
+
+fuzz-replay: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); echo "== replay $$n"; \
+	  $$f -runs=0 fuzz/corpus/$$n >/dev/null 2>build-fuzz/$$n.log || { cat build-fuzz/$$n.log; exit 1; }; \
+	  ls fuzz/corpus/$$n | while read c; do $$f fuzz/corpus/$$n/$$c >>build-fuzz/$$n.log 2>&1 || { cat build-fuzz/$$n.log; exit 1; }; done; done
+
+fuzz: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \
+	  $$f -max_total_time=$${FUZZ_SECONDS:-60} build-fuzz/corpus-$$n fuzz/corpus/$$n; done
+
+bench: deps all
+	@set -e; for b in bench/*/run.sh; do echo "== $$b"; sh $$b; done
+
+format:
+	clang-format -i $(SRCS) $(wildcard src/*/*.h) $(UNIT_SRCS)
+
+clean:
+	rm -rf build build-asan build-fuzz
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

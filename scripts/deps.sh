@@ -1,0 +1,30 @@
+#!/bin/sh
+# Installs every Debian package that basalt's build, tests and benchmarks need.
+# Safe to re-run: apt-get skips what is already installed.
+set -eu
+
+PACKAGES="
+build-essential pkg-config clang libclang-rt-14-dev
+libh2o-evloop-dev libcjson-dev libsqlite3-dev liblmdb-dev libyaml-dev libssl-dev
+libcmocka-dev
+python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
+python3-sklearn python3-xgboost
+nginx wrk libxgboost-dev python3-fastapi uvicorn
+"
+
+missing=""
+for p in $PACKAGES; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+
+if [ -z "$missing" ]; then
+    exit 0
+fi
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+    SUDO="sudo"
+fi
+echo "deps.sh: installing:$missing" >&2
+$SUDO apt-get update
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends $missing
