@@ -1,0 +1,310 @@
+/* Growable buffer and JSON writer; see buf.h. */
+#include "base/buf.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void bs_buf_init(bs_buf_t *b) { memset(b, 0, sizeof *b); }
+
+void bs_buf_free(bs_buf_t *b)
+{
+    if (!b->borrowed)
+        free(b->data);
+    memset(b, 0, sizeof *b);
+}
+
+void bs_buf_reset(bs_buf_t *b)
+{
+    b->len = 0;
+    b->need_comma = 0;
+    b->oom = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+
+static int reserve(bs_buf_t *b, size_t n)
+{
+    if (b->oom)
+        return -1;
+    if (n > SIZE_MAX - b->len - 1) {
+        b->oom = 1;
+        return -1;
+    }
+    size_t need = b->len + n + 1;
+    if (need <= b->cap)
+        return 0;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < need)
+        cap = cap > SIZE_MAX / 2 ? need : cap * 2;
+    char *p;
+    if (b->borrowed) {
+        p = malloc(cap);
+        if (p && b->len)
+            memcpy(p, b->data, b->len);
+    } else {
+        p = realloc(b->data, cap);
+    }
+    if (!p) {
+        b->oom = 1;
+        return -1;
+    }
+    b->borrowed = 0;
+    b->data = p;
+    b->cap = cap;
+    return 0;
+}
+
+char *bs_buf_take(bs_buf_t *b)
+{
+    if (b->borrowed) {
+        char *copy = malloc(b->len + 1);
+        if (copy) {
+            memcpy(copy, b->data, b->len);
+            copy[b->len] = '\0';
+        }
+        memset(b, 0, sizeof *b);
+        return copy;
+    }
+    if (reserve(b, 0) < 0) {
+        bs_buf_free(b);
+        return NULL;
+    }
+    b->data[b->len] = '\0';
+    char *p = b->data;
+    memset(b, 0, sizeof *b);
+    return p;
+}
+
+void bs_buf_append(bs_buf_t *b, const void *p, size_t n)
+{
+    if (reserve(b, n) < 0)
+        return;
+    memcpy(b->data + b->len, p, n);
+    b->len += n;
+    b->data[b->len] = '\0';
+}
+
+void bs_buf_puts(bs_buf_t *b, const char *s) { bs_buf_append(b, s, strlen(s)); }
+
+void bs_buf_putc(bs_buf_t *b, char c)
+{
+    if (reserve(b, 1) < 0)
+        return;
+    b->data[b->len++] = c;
+    b->data[b->len] = '\0';
+}
+
+void bs_buf_printf(bs_buf_t *b, const char *fmt, ...)
+{
+    char small[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(small, sizeof small, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n < sizeof small) {
+        bs_buf_append(b, small, (size_t)n);
+        return;
+    }
+    if (reserve(b, (size_t)n) < 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+static void comma(bs_buf_t *b)
+{
+    if (b->need_comma)
+        bs_buf_putc(b, ',');
+}
+
+void bs_jw_obj_begin(bs_buf_t *b)
+{
+    comma(b);
+    bs_buf_putc(b, '{');
+    b->need_comma = 0;
+}
+
+void bs_jw_obj_end(bs_buf_t *b)
+{
+    bs_buf_putc(b, '}');
+    b->need_comma = 1;
+}
+
+void bs_jw_arr_begin(bs_buf_t *b)
+{
+    comma(b);
+    bs_buf_putc(b, '[');
+    b->need_comma = 0;
+}
+
+void bs_jw_arr_end(bs_buf_t *b)
+{
+    bs_buf_putc(b, ']');
+    b->need_comma = 1;
+}
+
+/* Length of a valid UTF-8 sequence starting at s (at most n bytes), or 0. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len;
+    unsigned min;
+    if (c < 0x80)
+        return 1;
+    if ((c & 0xE0) == 0xC0) {
+        len = 2;
+        min = 0x80;
+        c &= 0x1F;
+    } else if ((c & 0xF0) == 0xE0) {
+        len = 3;
+        min = 0x800;
+        c &= 0x0F;
+    } else if ((c & 0xF8) == 0xF0) {
+        len = 4;
+        min = 0x10000;
+        c &= 0x07;
+    } else {
+        return 0;
+    }
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        c = (c << 6) | (s[i] & 0x3F);
+    }
+    if (c < min || c > 0x10FFFF || (c >= 0xD800 && c <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, run = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+            i++;
+            run++;
+            continue;
+        }
+        if (run)
+            bs_buf_append(b, s + i - run, run);
+        run = 0;
+        if (c >= 0x80) {
+            size_t l = utf8_len(s + i, n - i);
+            if (l) {
+                bs_buf_append(b, s + i, l);
+                i += l;
+            } else {
+                bs_buf_append(b, "\xEF\xBF\xBD", 3);
+                i++;
+            }
+            continue;
+        }
+        char esc[6] = {'\\', 0, 0, 0, 0, 0};
+        size_t el = 2;
+        switch (c) {
+        case '"': esc[1] = '"'; break;
+        case '\\': esc[1] = '\\'; break;
+        case '\n': esc[1] = 'n'; break;
+        case '\r': esc[1] = 'r'; break;
+        case '\t': esc[1] = 't'; break;
+        case '\b': esc[1] = 'b'; break;
+        case '\f': esc[1] = 'f'; break;
+        default:
+            esc[1] = 'u';
+            esc[2] = '0';
+            esc[3] = '0';
+            esc[4] = hex[c >> 4];
+            esc[5] = hex[c & 15];
+            el = 6;
+        }
+        bs_buf_append(b, esc, el);
+        i++;
+    }
+    if (run)
+        bs_buf_append(b, s + n - run, run);
+}
+
+void bs_jw_key(bs_buf_t *b, const char *key)
+{
+    comma(b);
+    bs_buf_putc(b, '"');
+    bs_jw_escape(b, key, strlen(key));
+    bs_buf_append(b, "\":", 2);
+    b->need_comma = 0;
+}
+
+void bs_jw_strn(bs_buf_t *b, const char *s, size_t n)
+{
+    comma(b);
+    bs_buf_putc(b, '"');
+    bs_jw_escape(b, s, n);
+    bs_buf_putc(b, '"');
+    b->need_comma = 1;
+}
+
+void bs_jw_str(bs_buf_t *b, const char *s)
+{
+    if (!s) {
+        bs_jw_null(b);
+        return;
+    }
+    bs_jw_strn(b, s, strlen(s));
+}
+
+void bs_jw_int(bs_buf_t *b, int64_t v)
+{
+    comma(b);
+    char tmp[24];
+    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
+    bs_buf_append(b, tmp, (size_t)n);
+    b->need_comma = 1;
+}
+
+void bs_jw_double(bs_buf_t *b, double v)
+{
+    if (!isfinite(v)) {
+        bs_jw_null(b);
+        return;
+    }
+    comma(b);
+    char tmp[32];
+    /* Shortest of %.15g / %.17g that reads back exactly. */
+    int n = snprintf(tmp, sizeof tmp, "%.15g", v);
+    if (strtod(tmp, NULL) != v)
+        n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    bs_buf_append(b, tmp, (size_t)n);
+    b->need_comma = 1;
+}
+
+void bs_jw_bool(bs_buf_t *b, int v)
+{
+    comma(b);
+    bs_buf_puts(b, v ? "true" : "false");
+    b->need_comma = 1;
+}
+
+void bs_jw_null(bs_buf_t *b)
+{
+    comma(b);
+    bs_buf_append(b, "null", 4);
+    b->need_comma = 1;
+}
+
+void bs_jw_raw(bs_buf_t *b, const char *json, size_t n)
+{
+    comma(b);
+    bs_buf_append(b, json, n);
+    b->need_comma = 1;
+}

@@ -1,0 +1,53 @@
+/* UUIDv7 generation with a per-thread random pool refilled from getrandom; see id.h.
+ * Within one millisecond, rand_a carries a per-thread counter so ids from one thread
+ * stay ordered (RFC 9562 §6.2, method 1). */
+#include "base/id.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#include "base/crypto.h"
+#include "base/time.h"
+
+static _Thread_local unsigned char pool[256];
+static _Thread_local size_t pool_pos = sizeof pool;
+static _Thread_local int64_t last_ms;
+static _Thread_local uint16_t seq;
+
+static void take(unsigned char *out, size_t n)
+{
+    if (pool_pos + n > sizeof pool) {
+        bs_random_bytes(pool, sizeof pool);
+        pool_pos = 0;
+    }
+    memcpy(out, pool + pool_pos, n);
+    pool_pos += n;
+}
+
+void bs_uuid7(char out[37])
+{
+    unsigned char u[16];
+    int64_t ms = bs_time_wall_ms();
+    take(u + 6, 10);
+    if (ms <= last_ms) {
+        ms = last_ms;
+        seq++;
+    } else {
+        last_ms = ms;
+        seq = (uint16_t)((u[6] << 8 | u[7]) & 0x7FF); /* random start, room to count up */
+    }
+    for (int i = 0; i < 6; i++)
+        u[i] = (unsigned char)(ms >> (40 - 8 * i));
+    u[6] = (unsigned char)(0x70 | ((seq >> 8) & 0x0F));
+    u[7] = (unsigned char)(seq & 0xFF);
+    u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[u[i] >> 4];
+        *p++ = hex[u[i] & 15];
+    }
+    *p = '\0';
+}

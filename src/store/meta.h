@@ -1,0 +1,78 @@
+/*
+ * The metadata store: a small relational interface (statements with bound
+ * values, row callbacks, transactions, numbered forward-only migrations)
+ * implemented on SQLite in WAL mode. A PostgreSQL backend will implement the
+ * same functions; no SQLite type appears here. SQL uses `?` placeholders and
+ * the portable subset both engines share.
+ *
+ * Thread safety: one connection guarded by a mutex; every call is atomic.
+ * A transaction (bs_meta_tx_begin … commit/rollback) holds the mutex from
+ * begin to end, so keep it short and never span I/O waits. Writes use
+ * synchronous=NORMAL in WAL mode: a committed write survives a process kill
+ * (the WAL is in the OS page cache), and the I/O thread never fsyncs.
+ */
+#ifndef BS_STORE_META_H
+#define BS_STORE_META_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/err.h"
+
+typedef struct bs_meta bs_meta_t;
+
+typedef enum { BS_VAL_NULL = 0, BS_VAL_INT, BS_VAL_DOUBLE, BS_VAL_TEXT, BS_VAL_BLOB } bs_val_type_t;
+
+/* A bound value; text and blobs are borrowed for the duration of the call. */
+typedef struct {
+    bs_val_type_t type;
+    int64_t i;
+    double d;
+    const char *s;
+    size_t len; /* text/blob length; for text, SIZE_MAX means NUL-terminated */
+} bs_val_t;
+
+#define BS_INT(v) ((bs_val_t){.type = BS_VAL_INT, .i = (v)})
+#define BS_DBL(v) ((bs_val_t){.type = BS_VAL_DOUBLE, .d = (v)})
+#define BS_TXT(v) ((bs_val_t){.type = (v) ? BS_VAL_TEXT : BS_VAL_NULL, .s = (v), .len = SIZE_MAX})
+#define BS_BLOB(p, n) ((bs_val_t){.type = BS_VAL_BLOB, .s = (const char *)(p), .len = (n)})
+#define BS_NUL ((bs_val_t){.type = BS_VAL_NULL})
+
+typedef struct bs_meta_row bs_meta_row_t;
+
+/* Row accessors: column index from 0. Text is borrowed until the callback returns. */
+int bs_meta_row_is_null(const bs_meta_row_t *r, int col);
+int64_t bs_meta_row_int(const bs_meta_row_t *r, int col);
+double bs_meta_row_double(const bs_meta_row_t *r, int col);
+const char *bs_meta_row_text(const bs_meta_row_t *r, int col); /* "" for NULL */
+const void *bs_meta_row_blob(const bs_meta_row_t *r, int col, size_t *len);
+
+/* Called per row; return nonzero to stop early (that value is not an error). */
+typedef int (*bs_meta_row_cb)(const bs_meta_row_t *row, void *ud);
+
+/* Opens (creating) the store at path and applies pending migrations.
+ * Returns NULL with err set (BS_EIO) on failure. */
+bs_meta_t *bs_meta_open(const char *path, bs_err_t *err);
+void bs_meta_close(bs_meta_t *m);
+
+/* Runs one statement. Returns 0, BS_ECONFLICT on a uniqueness violation,
+ * BS_EIO on other failures. changes (optional) receives the rows affected. */
+int bs_meta_exec(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs, int *changes,
+                 bs_err_t *err);
+/* Runs a query, calling cb per row. Returns 0 or BS_EIO. */
+int bs_meta_query(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs,
+                  bs_meta_row_cb cb, void *ud, bs_err_t *err);
+
+/* Transactions: begin takes the store's lock until commit/rollback. */
+int bs_meta_tx_begin(bs_meta_t *m, bs_err_t *err);
+int bs_meta_tx_commit(bs_meta_t *m, bs_err_t *err);
+void bs_meta_tx_rollback(bs_meta_t *m);
+
+/* Highest applied migration number. */
+int bs_meta_schema_version(bs_meta_t *m);
+/* 1 if open and migrated. */
+int bs_meta_ready(bs_meta_t *m);
+/* Name of the backend ("sqlite"). */
+const char *bs_meta_backend(const bs_meta_t *m);
+
+#endif

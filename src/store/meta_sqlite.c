@@ -1,0 +1,304 @@
+/*
+ * SQLite implementation of the metadata store (see meta.h). One connection,
+ * WAL journal, synchronous=NORMAL, foreign keys on, a busy timeout; prepared
+ * statements are cached per SQL text (sqlite3_prepare_v3 with PERSISTENT) so
+ * repeated queries skip the parser. All access is serialised by `lock`.
+ */
+#include <pthread.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/meta.h"
+#include "store/meta_int.h"
+
+#define STMT_CACHE 64
+
+struct bs_meta {
+    sqlite3 *db;
+    pthread_mutex_t lock;
+    int version;
+    struct {
+        const char *sql; /* pointer identity: callers pass string literals */
+        sqlite3_stmt *stmt;
+    } cache[STMT_CACHE];
+    int n_cache;
+};
+
+struct bs_meta_row {
+    sqlite3_stmt *st;
+};
+
+int bs_meta_row_is_null(const bs_meta_row_t *r, int col)
+{
+    return sqlite3_column_type(r->st, col) == SQLITE_NULL;
+}
+int64_t bs_meta_row_int(const bs_meta_row_t *r, int col) { return sqlite3_column_int64(r->st, col); }
+double bs_meta_row_double(const bs_meta_row_t *r, int col)
+{
+    return sqlite3_column_double(r->st, col);
+}
+const char *bs_meta_row_text(const bs_meta_row_t *r, int col)
+{
+    const unsigned char *t = sqlite3_column_text(r->st, col);
+    return t ? (const char *)t : "";
+}
+const void *bs_meta_row_blob(const bs_meta_row_t *r, int col, size_t *len)
+{
+    *len = (size_t)sqlite3_column_bytes(r->st, col);
+    return sqlite3_column_blob(r->st, col);
+}
+
+static int db_err(bs_meta_t *m, bs_err_t *err, const char *what)
+{
+    int code = sqlite3_extended_errcode(m->db);
+    if ((code & 0xff) == SQLITE_CONSTRAINT)
+        return bs_err_set(err, BS_ECONFLICT, "%s: %s", what, sqlite3_errmsg(m->db));
+    return bs_err_set(err, BS_EIO, "%s: %s", what, sqlite3_errmsg(m->db));
+}
+
+static int run_script(bs_meta_t *m, const char *sql, bs_err_t *err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(m->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        bs_err_set(err, BS_EIO, "metadata store: %s", msg ? msg : "error");
+        sqlite3_free(msg);
+        return BS_EIO;
+    }
+    return 0;
+}
+
+static int migrate(bs_meta_t *m, bs_err_t *err)
+{
+    int rc = run_script(m, "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                           " version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+                        err);
+    if (rc)
+        return rc;
+    sqlite3_stmt *st;
+    sqlite3_prepare_v2(m->db, "SELECT COALESCE(MAX(version),0) FROM schema_migrations", -1, &st,
+                       NULL);
+    int have = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
+    sqlite3_finalize(st);
+    int n = 0;
+    while (bs__meta_migrations[n])
+        n++;
+    if (have > n)
+        return bs_err_set(err, BS_EIO,
+                          "data directory has schema version %d, newer than this binary's %d",
+                          have, n);
+    for (int v = have + 1; v <= n; v++) {
+        char record[128];
+        snprintf(record, sizeof record,
+                 "INSERT INTO schema_migrations VALUES (%d, CAST(strftime('%%s','now') AS INTEGER));",
+                 v);
+        if ((rc = run_script(m, "BEGIN IMMEDIATE", err)))
+            return rc;
+        if ((rc = run_script(m, bs__meta_migrations[v - 1], err)) ||
+            (rc = run_script(m, record, err))) {
+            run_script(m, "ROLLBACK", NULL);
+            return rc;
+        }
+        if ((rc = run_script(m, "COMMIT", err)))
+            return rc;
+    }
+    m->version = n;
+    return 0;
+}
+
+bs_meta_t *bs_meta_open(const char *path, bs_err_t *err)
+{
+    bs_meta_t *m = calloc(1, sizeof *m);
+    if (!m) {
+        bs_err_set(err, BS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&m->lock, NULL);
+    if (sqlite3_open_v2(path, &m->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        bs_err_set(err, BS_EIO, "cannot open metadata store %s: %s", path,
+                   m->db ? sqlite3_errmsg(m->db) : "out of memory");
+        bs_meta_close(m);
+        return NULL;
+    }
+    sqlite3_busy_timeout(m->db, 5000);
+    if (run_script(m, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+                   err) ||
+        migrate(m, err)) {
+        bs_meta_close(m);
+        return NULL;
+    }
+    return m;
+}
+
+void bs_meta_close(bs_meta_t *m)
+{
+    if (!m)
+        return;
+    for (int i = 0; i < m->n_cache; i++)
+        sqlite3_finalize(m->cache[i].stmt);
+    if (m->db)
+        sqlite3_close(m->db);
+    pthread_mutex_destroy(&m->lock);
+    free(m);
+}
+
+/* Must hold lock. Returns a reset statement with args bound, or NULL. */
+static sqlite3_stmt *prepare(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs,
+                             int *cached, bs_err_t *err)
+{
+    sqlite3_stmt *st = NULL;
+    *cached = 0;
+    for (int i = 0; i < m->n_cache; i++)
+        if (m->cache[i].sql == sql) {
+            st = m->cache[i].stmt;
+            *cached = 1;
+            break;
+        }
+    if (!st) {
+        if (sqlite3_prepare_v3(m->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
+            db_err(m, err, "prepare");
+            return NULL;
+        }
+        if (m->n_cache < STMT_CACHE) {
+            m->cache[m->n_cache].sql = sql;
+            m->cache[m->n_cache].stmt = st;
+            m->n_cache++;
+            *cached = 1;
+        }
+    }
+    for (int i = 0; i < nargs; i++) {
+        const bs_val_t *v = &args[i];
+        int rc;
+        switch (v->type) {
+        case BS_VAL_INT: rc = sqlite3_bind_int64(st, i + 1, v->i); break;
+        case BS_VAL_DOUBLE: rc = sqlite3_bind_double(st, i + 1, v->d); break;
+        case BS_VAL_TEXT:
+            rc = sqlite3_bind_text(st, i + 1, v->s, v->len == SIZE_MAX ? -1 : (int)v->len,
+                                   SQLITE_STATIC);
+            break;
+        case BS_VAL_BLOB: rc = sqlite3_bind_blob64(st, i + 1, v->s, v->len, SQLITE_STATIC); break;
+        default: rc = sqlite3_bind_null(st, i + 1);
+        }
+        if (rc != SQLITE_OK) {
+            db_err(m, err, "bind");
+            if (*cached) {
+                sqlite3_reset(st);
+                sqlite3_clear_bindings(st);
+            } else {
+                sqlite3_finalize(st);
+            }
+            return NULL;
+        }
+    }
+    return st;
+}
+
+static void release(sqlite3_stmt *st, int cached)
+{
+    if (cached) {
+        sqlite3_reset(st);
+        sqlite3_clear_bindings(st);
+    } else {
+        sqlite3_finalize(st);
+    }
+}
+
+/* Transactions hold the mutex; calls inside them must not lock again. */
+static _Thread_local bs_meta_t *tx_owner;
+
+static void enter(bs_meta_t *m)
+{
+    if (tx_owner != m)
+        pthread_mutex_lock(&m->lock);
+}
+static void leave(bs_meta_t *m)
+{
+    if (tx_owner != m)
+        pthread_mutex_unlock(&m->lock);
+}
+
+int bs_meta_exec(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs, int *changes,
+                 bs_err_t *err)
+{
+    enter(m);
+    int cached, rc = 0;
+    sqlite3_stmt *st = prepare(m, sql, args, nargs, &cached, err);
+    if (!st) {
+        rc = err ? err->code : BS_EIO;
+        if (!rc)
+            rc = BS_EIO;
+    } else {
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW)
+            ;
+        if (s != SQLITE_DONE)
+            rc = db_err(m, err, "exec");
+        else if (changes)
+            *changes = sqlite3_changes(m->db);
+        release(st, cached);
+    }
+    leave(m);
+    return rc;
+}
+
+int bs_meta_query(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs,
+                  bs_meta_row_cb cb, void *ud, bs_err_t *err)
+{
+    enter(m);
+    int cached, rc = 0;
+    sqlite3_stmt *st = prepare(m, sql, args, nargs, &cached, err);
+    if (!st) {
+        rc = BS_EIO;
+    } else {
+        bs_meta_row_t row = {st};
+        int s;
+        while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+            if (cb(&row, ud))
+                break;
+        }
+        if (s != SQLITE_ROW && s != SQLITE_DONE)
+            rc = db_err(m, err, "query");
+        release(st, cached);
+    }
+    leave(m);
+    return rc;
+}
+
+int bs_meta_tx_begin(bs_meta_t *m, bs_err_t *err)
+{
+    pthread_mutex_lock(&m->lock);
+    tx_owner = m;
+    int rc = run_script(m, "BEGIN IMMEDIATE", err);
+    if (rc) {
+        tx_owner = NULL;
+        pthread_mutex_unlock(&m->lock);
+    }
+    return rc;
+}
+
+int bs_meta_tx_commit(bs_meta_t *m, bs_err_t *err)
+{
+    int rc = run_script(m, "COMMIT", err);
+    if (rc)
+        run_script(m, "ROLLBACK", NULL);
+    tx_owner = NULL;
+    pthread_mutex_unlock(&m->lock);
+    return rc;
+}
+
+void bs_meta_tx_rollback(bs_meta_t *m)
+{
+    run_script(m, "ROLLBACK", NULL);
+    tx_owner = NULL;
+    pthread_mutex_unlock(&m->lock);
+}
+
+int bs_meta_schema_version(bs_meta_t *m) { return m->version; }
+int bs_meta_ready(bs_meta_t *m) { return m && m->db && m->version > 0; }
+const char *bs_meta_backend(const bs_meta_t *m)
+{
+    (void)m;
+    return "sqlite";
+}
