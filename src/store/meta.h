@@ -34,7 +34,14 @@ typedef struct {
 
 #define BS_INT(v) ((bs_val_t){.type = BS_VAL_INT, .i = (v)})
 #define BS_DBL(v) ((bs_val_t){.type = BS_VAL_DOUBLE, .d = (v)})
-#define BS_TXT(v) ((bs_val_t){.type = (v) ? BS_VAL_TEXT : BS_VAL_NULL, .s = (v), .len = SIZE_MAX})
+#define BS_TXT(v) bs_val_text(v)
+
+/* Text value, or NULL value for a NULL pointer. */
+static inline bs_val_t bs_val_text(const char *s)
+{
+    bs_val_t v = {.type = s ? BS_VAL_TEXT : BS_VAL_NULL, .s = s, .len = SIZE_MAX};
+    return v;
+}
 #define BS_BLOB(p, n) ((bs_val_t){.type = BS_VAL_BLOB, .s = (const char *)(p), .len = (n)})
 #define BS_NUL ((bs_val_t){.type = BS_VAL_NULL})
 

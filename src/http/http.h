@@ -1,0 +1,153 @@
+/*
+ * The HTTP layer: routes with path parameters and a minimum role, a request
+ * context with an arena, JSON / error / text responses, and the server (h2o
+ * event loops, one per I/O thread, SO_REUSEPORT listeners). Handlers see
+ * only the types in this header; h2o stays inside src/http.
+ *
+ * A handler runs on an I/O thread and must respond exactly once before it
+ * returns (bs_resp_*). It must not block: no fsync, no big scans.
+ */
+#ifndef BS_HTTP_HTTP_H
+#define BS_HTTP_HTTP_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/config.h"
+#include "base/err.h"
+#include "base/principal.h"
+
+#define BS_HTTP_MAX_PARAMS 8
+
+typedef struct bs_req bs_req_t;
+typedef void (*bs_handler_fn)(bs_req_t *req);
+
+typedef struct {
+    const char *method;  /* "GET", "POST", … */
+    const char *pattern; /* "/v1/keys/{id}"; a last segment "{name*}" takes the rest */
+    bs_handler_fn fn;
+    bs_role_t min_role;
+    /* OpenAPI: summary, tag, and optional JSON Schema texts for body and 2xx response. */
+    const char *summary;
+    const char *tag;
+    const char *request_schema;
+    const char *response_schema;
+    int success_status; /* 200 if 0 */
+} bs_route_t;
+
+struct bs_req {
+    bs_arena_t arena;
+    const char *method;
+    size_t method_len;
+    const char *path; /* without the query */
+    size_t path_len;
+    const char *query; /* after '?', or NULL */
+    size_t query_len;
+    const char *body; /* NULL when there is none */
+    size_t body_len;
+    int n_params;
+    struct {
+        const char *name;
+        const char *value; /* percent-decoded, NUL-terminated, in the arena */
+    } params[BS_HTTP_MAX_PARAMS];
+    bs_principal_t who;
+    char request_id[72];
+    const bs_route_t *route;
+    int route_index;
+    void *app; /* the application context given to the server */
+    const bs_config_t *cfg;
+    /* private to src/http */
+    void *h2o;
+    int status;
+    int responded;
+    int err_index; /* error code index for metrics, -1 if none */
+    uint64_t start_ns;
+};
+
+/* Path parameter by name (borrowed, lives with the request), or NULL. */
+const char *bs_req_param(const bs_req_t *req, const char *name);
+/* Query parameter by name, percent-decoded in the arena, or NULL. */
+const char *bs_req_query(bs_req_t *req, const char *name);
+/* Request header by lower-case name (copied into the arena), or NULL. */
+const char *bs_req_header(bs_req_t *req, const char *name);
+/* Parses the body as JSON with the configured depth limit (freed with the request).
+ * Errors: BS_EMEDIA for a non-JSON content type, BS_EPARSE, BS_EDEPTH. */
+cJSON *bs_req_json(bs_req_t *req, bs_err_t *err);
+
+/* Adds a response header (both strings copied). Call before responding. */
+void bs_resp_header(bs_req_t *req, const char *name, const char *value);
+/* Sends body (copied) as application/json with the status. */
+void bs_resp_json(bs_req_t *req, int status, const bs_buf_t *body);
+/* Sends the error envelope of DESIGN.md with the code's status. */
+void bs_resp_error(bs_req_t *req, const bs_err_t *err);
+/* Shorthand: builds the error and sends it. */
+void bs_resp_errorf(bs_req_t *req, int code, const char *field, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Sends a body (copied) with a content type. */
+void bs_resp_body(bs_req_t *req, int status, const char *content_type, const char *body, size_t len);
+/* 204 No Content. */
+void bs_resp_empty(bs_req_t *req, int status);
+
+/* ---- router ---------------------------------------------------------------------------- */
+
+typedef struct bs_router bs_router_t;
+
+/* Builds a router over routes (borrowed; must outlive it). NULL with err on a bad pattern. */
+bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err);
+void bs_router_free(bs_router_t *r);
+/*
+ * Matches method + path. Returns the route index (>= 0) and fills params
+ * (values point into path and are NOT decoded or terminated: lengths given),
+ * or BS_ENOTFOUND (no route has this path) or BS_EMETHOD (the path exists
+ * with other methods; allow receives e.g. "GET, DELETE").
+ */
+typedef struct {
+    const char *name;
+    const char *value;
+    size_t len;
+} bs_route_param_t;
+int bs_router_match(const bs_router_t *r, const char *method, size_t method_len, const char *path,
+                    size_t path_len, bs_route_param_t *params, int *n_params, char *allow,
+                    size_t allow_len);
+int bs_router_count(const bs_router_t *r);
+const bs_route_t *bs_router_route(const bs_router_t *r, int i);
+
+/* ---- server ---------------------------------------------------------------------------- */
+
+typedef struct bs_server bs_server_t;
+
+/* Authenticates a bearer token. Returns 0 and fills who, or BS_EUNAUTH with err set. */
+typedef int (*bs_auth_fn)(void *app, const char *token, size_t len, bs_principal_t *who,
+                          bs_err_t *err);
+/* Charges one request to who's rate limit. Returns 0, or BS_ERATE with *retry_after_s set. */
+typedef int (*bs_rate_fn)(void *app, const bs_principal_t *who, double *retry_after_s);
+
+typedef struct {
+    const bs_config_t *cfg;
+    const bs_route_t *routes;
+    int n_routes;
+    void *app;
+    bs_auth_fn authenticate;
+    bs_rate_fn rate_limit;
+} bs_server_opts_t;
+
+/* Binds the listeners (one per thread) and prepares the loops. NULL with err. */
+bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err);
+/* Runs until bs_server_stop; then drains in-flight requests (bounded by the
+ * configured shutdown timeout) and returns 0. */
+int bs_server_run(bs_server_t *s);
+/* Async-signal-safe: asks the server to shut down gracefully. */
+void bs_server_stop(bs_server_t *s);
+void bs_server_free(bs_server_t *s);
+/* The bound port (useful with port 0). */
+int bs_server_port(const bs_server_t *s);
+const bs_router_t *bs_server_router(const bs_server_t *s);
+/* Writes the HTTP metrics (Prometheus text) into b. */
+void bs_server_metrics(bs_server_t *s, bs_buf_t *b);
+/* Requests being served right now. */
+int64_t bs_server_in_flight(const bs_server_t *s);
+
+#endif

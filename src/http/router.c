@@ -1,0 +1,179 @@
+/*
+ * Route matching. Patterns are compiled into segments at start; matching
+ * walks the route table comparing segment by segment (a few dozen routes,
+ * so a linear scan over precompiled segments beats a trie in simplicity and
+ * is well under a microsecond). A path that matches some route with a
+ * different method yields 405 with the Allow list (RFC 9110 §15.5.6).
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "http/http.h"
+
+#define MAX_SEGS 12
+
+typedef struct {
+    const char *text; /* literal, or parameter name */
+    size_t len;
+    int is_param;
+    int is_rest; /* {name*}: matches the remaining path */
+} seg_t;
+
+typedef struct {
+    int n_segs;
+    seg_t segs[MAX_SEGS];
+    size_t method_len;
+} compiled_t;
+
+struct bs_router {
+    const bs_route_t *routes;
+    int n;
+    compiled_t *c;
+    char *names; /* parameter names, NUL-terminated copies */
+};
+
+bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err)
+{
+    bs_router_t *r = calloc(1, sizeof *r);
+    size_t total = 0;
+    for (int i = 0; i < n_routes; i++)
+        total += strlen(routes[i].pattern) + 1;
+    if (r) {
+        r->c = calloc((size_t)n_routes + 1, sizeof *r->c);
+        r->names = malloc(total + 1);
+    }
+    if (!r || !r->c || !r->names) {
+        bs_router_free(r);
+        bs_err_set(err, BS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    r->routes = routes;
+    r->n = n_routes;
+    char *np = r->names;
+    for (int i = 0; i < n_routes; i++) {
+        const char *p = routes[i].pattern;
+        compiled_t *c = &r->c[i];
+        c->method_len = strlen(routes[i].method);
+        if (*p != '/')
+            goto bad;
+        while (*p == '/') {
+            p++;
+            const char *end = strchr(p, '/');
+            size_t len = end ? (size_t)(end - p) : strlen(p);
+            if (len == 0 && !end && c->n_segs == 0)
+                break; /* "/" */
+            if (c->n_segs == MAX_SEGS || len == 0)
+                goto bad;
+            seg_t *s = &c->segs[c->n_segs++];
+            if (p[0] == '{' && p[len - 1] == '}') {
+                s->is_param = 1;
+                size_t nl = len - 2;
+                if (nl && p[len - 2] == '*') {
+                    s->is_rest = 1;
+                    nl--;
+                }
+                memcpy(np, p + 1, nl);
+                np[nl] = '\0';
+                s->text = np;
+                s->len = nl;
+                np += nl + 1;
+            } else {
+                s->text = p;
+                s->len = len;
+            }
+            p += len;
+        }
+        continue;
+    bad:
+        bs_err_set(err, BS_EINVAL, "bad route pattern '%s'", routes[i].pattern);
+        bs_router_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void bs_router_free(bs_router_t *r)
+{
+    if (!r)
+        return;
+    free(r->c);
+    free(r->names);
+    free(r);
+}
+
+int bs_router_count(const bs_router_t *r) { return r->n; }
+const bs_route_t *bs_router_route(const bs_router_t *r, int i) { return &r->routes[i]; }
+
+/* Matches path segments; fills params. Returns 1 on match. */
+static int match_path(const compiled_t *c, const char *path, size_t path_len,
+                      bs_route_param_t *params, int *n_params)
+{
+    const char *p = path, *end = path + path_len;
+    int np = 0;
+    for (int i = 0; i < c->n_segs; i++) {
+        const seg_t *s = &c->segs[i];
+        if (p >= end || *p != '/')
+            return 0;
+        p++;
+        const char *q = s->is_rest ? end : memchr(p, '/', (size_t)(end - p));
+        if (!q)
+            q = end;
+        size_t len = (size_t)(q - p);
+        if (len == 0)
+            return 0;
+        if (s->is_param) {
+            if (params && np < BS_HTTP_MAX_PARAMS) {
+                params[np].name = s->text;
+                params[np].value = p;
+                params[np].len = len;
+            }
+            np++;
+        } else if (len != s->len || memcmp(p, s->text, len) != 0) {
+            return 0;
+        }
+        p = q;
+    }
+    if (c->n_segs == 0)
+        return path_len == 1 && path[0] == '/';
+    if (p != end)
+        return 0;
+    if (n_params)
+        *n_params = np;
+    return 1;
+}
+
+int bs_router_match(const bs_router_t *r, const char *method, size_t method_len, const char *path,
+                    size_t path_len, bs_route_param_t *params, int *n_params, char *allow,
+                    size_t allow_len)
+{
+    int path_matched = 0;
+    size_t alen = 0;
+    if (allow && allow_len)
+        allow[0] = '\0';
+    for (int i = 0; i < r->n; i++) {
+        const compiled_t *c = &r->c[i];
+        if (!match_path(c, path, path_len, NULL, NULL))
+            continue;
+        const char *m = r->routes[i].method;
+        if (c->method_len == method_len && memcmp(m, method, method_len) == 0) {
+            match_path(c, path, path_len, params, n_params);
+            return i;
+        }
+        /* HEAD is served by GET routes. */
+        if (method_len == 4 && memcmp(method, "HEAD", 4) == 0 && strcmp(m, "GET") == 0) {
+            match_path(c, path, path_len, params, n_params);
+            return i;
+        }
+        path_matched = 1;
+        if (allow && alen + c->method_len + 3 < allow_len && !strstr(allow, m)) {
+            if (alen) {
+                memcpy(allow + alen, ", ", 2);
+                alen += 2;
+            }
+            memcpy(allow + alen, m, c->method_len);
+            alen += c->method_len;
+            allow[alen] = '\0';
+        }
+    }
+    return path_matched ? BS_EMETHOD : BS_ENOTFOUND;
+}

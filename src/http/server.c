@@ -1,0 +1,707 @@
+/*
+ * The HTTP server on h2o 2.2.5 (libh2o-evloop).
+ *
+ * Threads: N I/O threads, each with its own h2o event loop, h2o context and
+ * SO_REUSEPORT listener; the kernel spreads connections over them. A request
+ * is handled start to finish on the thread that read it, so per-thread
+ * state (metrics, arena) needs no locks.
+ *
+ * Request path: h2o buffers the whole body (bounded by max_body_bytes, 413
+ * beyond) and calls on_req, which builds a bs_req_t in the request's h2o
+ * pool, checks the header budget (431), matches the route (404/405),
+ * authenticates and rate-limits, then calls the handler. The bs_req_t's
+ * arena is released by an h2o pool dispose hook once the response is done.
+ *
+ * Shutdown: bs_server_stop sets a flag; each loop notices it within its
+ * poll interval, closes its listener, asks h2o to close idle connections
+ * (h2o_context_request_shutdown) and keeps running until its connections
+ * are gone or the shutdown timeout passes.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <h2o.h>
+
+#include "base/id.h"
+#include "base/json.h"
+#include "base/log.h"
+#include "base/time.h"
+#include "http/http.h"
+#include "http/http_int.h"
+
+const int bs__http_statuses[BS__HTTP_N_STATUS] = {200, 201, 202, 204, 304, 400, 401, 403, 404, 405,
+                                                  409, 413, 415, 422, 429, 431, 500, 503, 0};
+const double bs__http_buckets[BS__HTTP_N_BUCKETS] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001,
+                                                     0.0025,  0.005,  0.01,    0.025,  0.05,
+                                                     0.1,     0.25,   0.5,     1,      2.5,
+                                                     5,       10};
+
+int bs__http_status_slot(int status)
+{
+    for (int i = 0; i < BS__HTTP_N_STATUS - 1; i++)
+        if (bs__http_statuses[i] == status)
+            return i;
+    return BS__HTTP_N_STATUS - 1;
+}
+
+typedef struct io_thread io_thread_t;
+
+struct io_thread {
+    bs_server_t *srv;
+    int index;
+    pthread_t tid;
+    int listen_fd;
+    h2o_evloop_t *loop;
+    h2o_context_t ctx;
+    h2o_accept_ctx_t accept_ctx;
+    h2o_socket_t *listener;
+    int64_t conns; /* only this thread touches it */
+    bs__http_metrics_t m;
+    uint32_t rng;
+};
+
+struct bs_server {
+    bs_server_opts_t o;
+    const bs_config_t *cfg;
+    bs_router_t *router;
+    h2o_globalconf_t global;
+    h2o_hostconf_t *host;
+    int n_threads;
+    io_thread_t *threads;
+    int port;
+    atomic_int stop;
+    atomic_llong in_flight;
+};
+
+static _Thread_local io_thread_t *self_thread;
+
+/* ---- request helpers ------------------------------------------------------------------- */
+
+const char *bs_req_param(const bs_req_t *req, const char *name)
+{
+    for (int i = 0; i < req->n_params; i++)
+        if (strcmp(req->params[i].name, name) == 0)
+            return req->params[i].value;
+    return NULL;
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes into the arena; '+' becomes space when form is set. NULL on bad escapes. */
+static char *decode(bs_arena_t *a, const char *s, size_t n, int form)
+{
+    char *out = bs_arena_alloc(a, n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '%') {
+            int h, l;
+            if (i + 2 >= n)
+                return NULL;
+            h = hexval(s[i + 1]);
+            l = hexval(s[i + 2]);
+            if (h < 0 || l < 0)
+                return NULL;
+            char c = (char)(h * 16 + l);
+            if (c == '\0')
+                return NULL;
+            *o++ = c;
+            i += 2;
+        } else if (form && s[i] == '+') {
+            *o++ = ' ';
+        } else {
+            *o++ = s[i];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+const char *bs_req_query(bs_req_t *req, const char *name)
+{
+    if (!req->query)
+        return NULL;
+    size_t nl = strlen(name);
+    const char *p = req->query, *end = req->query + req->query_len;
+    while (p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        if (!amp)
+            amp = end;
+        const char *eq = memchr(p, '=', (size_t)(amp - p));
+        const char *kend = eq ? eq : amp;
+        if ((size_t)(kend - p) == nl && memcmp(p, name, nl) == 0) {
+            if (!eq)
+                return "";
+            return decode(&req->arena, eq + 1, (size_t)(amp - eq - 1), 1);
+        }
+        p = amp + 1;
+    }
+    return NULL;
+}
+
+const char *bs_req_header(bs_req_t *req, const char *name)
+{
+    h2o_req_t *hr = req->h2o;
+    ssize_t i = h2o_find_header_by_str(&hr->headers, name, strlen(name), -1);
+    if (i < 0)
+        return NULL;
+    h2o_iovec_t v = hr->headers.entries[i].value;
+    return bs_arena_strndup(&req->arena, v.base, v.len);
+}
+
+static int is_json_type(const char *ct)
+{
+    if (!ct)
+        return 1;
+    /* curl -d sends form encoding by default; accept it (and text/plain) when the body is JSON. */
+    const char *ok[] = {"application/json", "application/x-www-form-urlencoded", "text/plain",
+                        "application/vnd.", "application/problem+json"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++)
+        if (strncasecmp(ct, ok[i], strlen(ok[i])) == 0)
+            return 1;
+    return 0;
+}
+
+cJSON *bs_req_json(bs_req_t *req, bs_err_t *err)
+{
+    const char *ct = bs_req_header(req, "content-type");
+    if (!is_json_type(ct)) {
+        bs_err_set(err, BS_EMEDIA, "content type '%.64s' is not accepted, send application/json",
+                   ct);
+        return NULL;
+    }
+    return bs_json_parse_arena(&req->arena, req->body, req->body_len, req->cfg->max_json_depth,
+                               err);
+}
+
+void bs_resp_header(bs_req_t *req, const char *name, const char *value)
+{
+    h2o_req_t *hr = req->h2o;
+    size_t nl = strlen(name), vl = strlen(value);
+    char *n = h2o_mem_alloc_pool(&hr->pool, nl + 1);
+    memcpy(n, name, nl + 1);
+    h2o_iovec_t v = h2o_strdup(&hr->pool, value, vl);
+    h2o_add_header_by_str(&hr->pool, &hr->res.headers, n, nl, 0, NULL, v.base, v.len);
+}
+
+static void record(bs_req_t *req, int status)
+{
+    io_thread_t *t = self_thread;
+    req->status = status;
+    if (!t)
+        return;
+    bs_server_t *s = t->srv;
+    int row = req->route_index >= 0 ? req->route_index : bs_router_count(s->router);
+    uint64_t *c = &t->m.counts[row * BS__HTTP_N_STATUS + bs__http_status_slot(status)];
+    __atomic_store_n(c, *c + 1, __ATOMIC_RELAXED);
+    uint64_t dur = bs_time_mono_ns() - req->start_ns;
+    double secs = (double)dur / 1e9;
+    int b = 0;
+    while (b < BS__HTTP_N_BUCKETS && secs > bs__http_buckets[b])
+        b++;
+    uint64_t *h = &t->m.hist[row * (BS__HTTP_N_BUCKETS + 1) + b];
+    __atomic_store_n(h, *h + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&t->m.sum_ns[row], t->m.sum_ns[row] + dur, __ATOMIC_RELAXED);
+    if (req->err_index >= 0)
+        __atomic_store_n(&t->m.errors[req->err_index], t->m.errors[req->err_index] + 1,
+                         __ATOMIC_RELAXED);
+
+    double sample = s->cfg->access_log_sample;
+    int log_it = status >= 500;
+    if (!log_it && sample > 0) {
+        if (sample >= 1) {
+            log_it = 1;
+        } else {
+            t->rng = t->rng * 1664525u + 1013904223u;
+            log_it = (double)(t->rng >> 8) / 16777216.0 < sample;
+        }
+    }
+    if (log_it && bs__log_level <= BS_LOG_INFO) {
+        char extra[512];
+        bs_buf_t e = BS_BUF_ON(extra);
+        bs_jw_key(&e, "method");
+        bs_jw_strn(&e, req->method, req->method_len);
+        bs_jw_key(&e, "path");
+        bs_jw_strn(&e, req->path, req->path_len > 200 ? 200 : req->path_len);
+        bs_jw_key(&e, "route");
+        bs_jw_str(&e, req->route ? req->route->pattern : "unmatched");
+        bs_jw_key(&e, "status");
+        bs_jw_int(&e, status);
+        bs_jw_key(&e, "duration_us");
+        bs_jw_int(&e, (int64_t)(dur / 1000));
+        bs_log_write(BS_LOG_INFO, "access", req->request_id, e.data, "request");
+        bs_buf_free(&e);
+    }
+}
+
+void bs_resp_body(bs_req_t *req, int status, const char *content_type, const char *body, size_t len)
+{
+    h2o_req_t *hr = req->h2o;
+    if (req->responded) {
+        BS_LOG(BS_LOG_ERROR, "http", "handler responded twice on %s", req->route ? req->route->pattern : "?");
+        return;
+    }
+    req->responded = 1;
+    hr->res.status = status;
+    hr->res.reason = "OK";
+    if (content_type)
+        h2o_add_header(&hr->pool, &hr->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
+                       strlen(content_type));
+    h2o_add_header_by_str(&hr->pool, &hr->res.headers, "x-request-id", 12, 0, NULL,
+                          req->request_id, strlen(req->request_id));
+    record(req, status);
+    hr->res.content_length = len;
+    h2o_send_inline(hr, body, len);
+}
+
+void bs_resp_json(bs_req_t *req, int status, const bs_buf_t *body)
+{
+    if (body->oom) {
+        bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory building the response");
+        return;
+    }
+    bs_resp_body(req, status, "application/json", body->data ? body->data : "", body->len);
+}
+
+void bs_resp_empty(bs_req_t *req, int status) { bs_resp_body(req, status, NULL, "", 0); }
+
+void bs_resp_error(bs_req_t *req, const bs_err_t *err)
+{
+    int code = err->code ? err->code : BS_EINTERNAL;
+    int status = bs_err_status(code);
+    req->err_index = bs_err_index(code);
+    char storage[1024];
+    bs_buf_t b = BS_BUF_ON(storage);
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "error");
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "code");
+    bs_jw_str(&b, bs_err_name(code));
+    bs_jw_key(&b, "message");
+    bs_jw_str(&b, err->msg[0] ? err->msg : bs_err_desc(code));
+    if (err->field[0]) {
+        bs_jw_key(&b, "field");
+        bs_jw_str(&b, err->field);
+    }
+    bs_jw_obj_end(&b);
+    bs_jw_key(&b, "request_id");
+    bs_jw_str(&b, req->request_id);
+    bs_jw_obj_end(&b);
+    h2o_req_t *hr = req->h2o;
+    if (status == 413 || status == 431 || code == BS_EBADREQ)
+        hr->http1_is_persistent = 0; /* the connection's state is suspect: close it */
+    if (status >= 500)
+        BS_LOG(BS_LOG_ERROR, "http", "%s: %s", bs_err_name(code), err->msg);
+    bs_resp_json(req, status, &b);
+    bs_buf_free(&b);
+}
+
+void bs_resp_errorf(bs_req_t *req, int code, const char *field, const char *fmt, ...)
+{
+    bs_err_t err;
+    err.code = code;
+    snprintf(err.field, sizeof err.field, "%s", field ? field : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(err.msg, sizeof err.msg, fmt, ap);
+    va_end(ap);
+    bs_resp_error(req, &err);
+}
+
+/* ---- dispatch -------------------------------------------------------------------------- */
+
+static int sane_request_id(const char *s, size_t n)
+{
+    if (n == 0 || n > 64)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.' || c == ':'))
+            return 0;
+    }
+    return 1;
+}
+
+static void dispose_req(void *p)
+{
+    bs_req_t *req = *(bs_req_t **)p;
+    io_thread_t *t = self_thread;
+    bs_arena_deinit(&req->arena);
+    if (t)
+        atomic_fetch_sub_explicit(&t->srv->in_flight, 1, memory_order_relaxed);
+}
+
+static int on_req(h2o_handler_t *h, h2o_req_t *hr)
+{
+    (void)h;
+    io_thread_t *t = self_thread;
+    bs_server_t *s = t->srv;
+    const bs_config_t *cfg = s->cfg;
+    bs_req_t **slot = h2o_mem_alloc_shared(&hr->pool, sizeof(bs_req_t *) + sizeof(bs_req_t),
+                                           dispose_req);
+    bs_req_t *req = (bs_req_t *)(slot + 1);
+    *slot = req;
+    memset(req, 0, sizeof *req);
+    atomic_fetch_add_explicit(&s->in_flight, 1, memory_order_relaxed);
+    bs_arena_init(&req->arena, 4096);
+    req->start_ns = bs_time_mono_ns();
+    req->h2o = hr;
+    req->app = s->o.app;
+    req->cfg = cfg;
+    req->route_index = -1;
+    req->err_index = -1;
+    req->method = hr->method.base;
+    req->method_len = hr->method.len;
+    req->path = hr->path.base;
+    req->path_len = hr->query_at != SIZE_MAX ? hr->query_at : hr->path.len;
+    if (hr->query_at != SIZE_MAX) {
+        req->query = hr->path.base + hr->query_at + 1;
+        req->query_len = hr->path.len - hr->query_at - 1;
+    }
+    if (hr->entity.base) {
+        req->body = hr->entity.base;
+        req->body_len = hr->entity.len;
+    }
+
+    size_t header_bytes = hr->path.len + hr->method.len + 12;
+    ssize_t rid = -1;
+    for (size_t i = 0; i < hr->headers.size; i++) {
+        const h2o_header_t *e = &hr->headers.entries[i];
+        header_bytes += e->name->len + e->value.len + 4;
+        if (e->name->len == 12 && strncasecmp(e->name->base, "x-request-id", 12) == 0)
+            rid = (ssize_t)i;
+    }
+    if (rid >= 0 && sane_request_id(hr->headers.entries[rid].value.base,
+                                     hr->headers.entries[rid].value.len)) {
+        memcpy(req->request_id, hr->headers.entries[rid].value.base,
+               hr->headers.entries[rid].value.len);
+        req->request_id[hr->headers.entries[rid].value.len] = '\0';
+    } else {
+        bs_uuid7(req->request_id);
+    }
+    if ((int64_t)header_bytes > cfg->max_header_bytes) {
+        bs_resp_errorf(req, BS_EHDRTOOBIG, NULL, "request headers are %zu bytes, the limit is %lld",
+                       header_bytes, (long long)cfg->max_header_bytes);
+        return 0;
+    }
+
+    bs_route_param_t params[BS_HTTP_MAX_PARAMS];
+    int n_params = 0;
+    char allow[128];
+    int idx = bs_router_match(s->router, req->method, req->method_len, req->path, req->path_len,
+                              params, &n_params, allow, sizeof allow);
+    if (idx == BS_ENOTFOUND) {
+        bs_resp_errorf(req, BS_ENOTFOUND, NULL, "no route for %.*s %.*s", (int)req->method_len,
+                       req->method, (int)(req->path_len > 200 ? 200 : req->path_len), req->path);
+        return 0;
+    }
+    if (idx == BS_EMETHOD) {
+        bs_resp_header(req, "allow", allow);
+        bs_resp_errorf(req, BS_EMETHOD, NULL, "%.*s is not allowed here; allowed: %s",
+                       (int)req->method_len, req->method, allow);
+        return 0;
+    }
+    req->route_index = idx;
+    req->route = bs_router_route(s->router, idx);
+    req->n_params = n_params > BS_HTTP_MAX_PARAMS ? BS_HTTP_MAX_PARAMS : n_params;
+    for (int i = 0; i < req->n_params; i++) {
+        req->params[i].name = params[i].name;
+        req->params[i].value = decode(&req->arena, params[i].value, params[i].len, 0);
+        if (!req->params[i].value) {
+            bs_resp_errorf(req, BS_EINVAL, params[i].name, "path parameter '%s' is badly encoded",
+                           params[i].name);
+            return 0;
+        }
+    }
+
+    if (req->route->min_role > BS_ROLE_PUBLIC) {
+        bs_err_t err;
+        if (cfg->no_auth) {
+            snprintf(req->who.key_id, sizeof req->who.key_id, "no-auth");
+            snprintf(req->who.tenant, sizeof req->who.tenant, "default");
+            req->who.role = BS_ROLE_ADMIN;
+        } else {
+            ssize_t ai = h2o_find_header(&hr->headers, H2O_TOKEN_AUTHORIZATION, -1);
+            if (ai < 0) {
+                bs_resp_header(req, "www-authenticate", "Bearer");
+                bs_resp_errorf(req, BS_EUNAUTH, NULL, "missing Authorization: Bearer <api key>");
+                return 0;
+            }
+            h2o_iovec_t v = hr->headers.entries[ai].value;
+            if (v.len < 8 || strncasecmp(v.base, "bearer ", 7) != 0) {
+                bs_resp_header(req, "www-authenticate", "Bearer");
+                bs_resp_errorf(req, BS_EUNAUTH, NULL, "Authorization must be 'Bearer <api key>'");
+                return 0;
+            }
+            bs_err_clear(&err);
+            if (s->o.authenticate(s->o.app, v.base + 7, v.len - 7, &req->who, &err) != 0) {
+                bs_resp_header(req, "www-authenticate", "Bearer error=\"invalid_token\"");
+                bs_resp_error(req, &err);
+                return 0;
+            }
+            if (req->who.role < req->route->min_role) {
+                bs_resp_errorf(req, BS_EFORBID, NULL, "role '%s' cannot do this; it needs '%s' or higher",
+                               bs_role_name(req->who.role), bs_role_name(req->route->min_role));
+                return 0;
+            }
+            double retry = 0;
+            if (s->o.rate_limit && s->o.rate_limit(s->o.app, &req->who, &retry) != 0) {
+                char ra[32];
+                snprintf(ra, sizeof ra, "%d", (int)ceil(retry < 1 ? 1 : retry));
+                bs_resp_header(req, "retry-after", ra);
+                bs_resp_errorf(req, BS_ERATE, NULL, "rate limit exceeded for this API key; retry in %s s",
+                               ra);
+                return 0;
+            }
+        }
+    }
+
+    req->route->fn(req);
+    if (!req->responded)
+        bs_resp_errorf(req, BS_EINTERNAL, NULL, "handler for %s did not respond", req->route->pattern);
+    return 0;
+}
+
+/* ---- listeners and loops --------------------------------------------------------------- */
+
+static void on_sock_close(void *data)
+{
+    io_thread_t *t = data;
+    t->conns--;
+}
+
+static void on_accept(h2o_socket_t *listener, const char *err)
+{
+    io_thread_t *t = listener->data;
+    if (err)
+        return;
+    for (int i = 0; i < 64; i++) {
+        h2o_socket_t *sock = h2o_evloop_socket_accept(listener);
+        if (!sock)
+            break;
+        /* Each thread gets an equal share of the connection budget. */
+        int64_t share = t->srv->cfg->max_connections / t->srv->n_threads;
+        if (share < 1)
+            share = 1;
+        if (t->conns >= share) {
+            h2o_socket_close(sock);
+            continue;
+        }
+        t->conns++;
+        t->m.conns_total++;
+        sock->on_close.cb = on_sock_close;
+        sock->on_close.data = t;
+        h2o_accept(&t->accept_ctx, sock);
+    }
+}
+
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, socklen_t *len, bs_err_t *err)
+{
+    char host[256];
+    const char *colon = strrchr(listen, ':');
+    if (!colon)
+        return bs_err_setf(err, BS_EINVAL, "listen", "listen address '%s' must be HOST:PORT", listen);
+    size_t hl = (size_t)(colon - listen);
+    if (hl >= sizeof host)
+        return bs_err_setf(err, BS_EINVAL, "listen", "listen host is too long");
+    memcpy(host, listen, hl);
+    host[hl] = '\0';
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    if (*end || end == colon + 1 || port < 0 || port > 65535)
+        return bs_err_setf(err, BS_EINVAL, "listen", "listen port in '%s' must be 0-65535", listen);
+    memset(ss, 0, sizeof *ss);
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        host[hl - 1] = '\0';
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)ss;
+        a6->sin6_family = AF_INET6;
+        a6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host + 1, &a6->sin6_addr) != 1)
+            return bs_err_setf(err, BS_EINVAL, "listen", "bad IPv6 address in '%s'", listen);
+        *len = sizeof *a6;
+        return 0;
+    }
+    struct sockaddr_in *a = (struct sockaddr_in *)ss;
+    a->sin_family = AF_INET;
+    a->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "localhost") == 0)
+        strcpy(host, "127.0.0.1");
+    if (hl == 0 || strcmp(host, "*") == 0)
+        a->sin_addr.s_addr = htonl(INADDR_ANY);
+    else if (inet_pton(AF_INET, host, &a->sin_addr) != 1)
+        return bs_err_setf(err, BS_EINVAL, "listen", "bad IPv4 address in '%s'", listen);
+    *len = sizeof *a;
+    return 0;
+}
+
+static int open_listener(struct sockaddr_storage *ss, socklen_t len, bs_err_t *err)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return bs_err_set(err, BS_EIO, "socket: %s", strerror(errno));
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof on);
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    if (bind(fd, (struct sockaddr *)ss, len) != 0 || listen(fd, H2O_SOMAXCONN) != 0) {
+        int e = errno;
+        close(fd);
+        return bs_err_set(err, BS_EIO, "cannot listen: %s", strerror(e));
+    }
+    return fd;
+}
+
+static void *thread_main(void *arg)
+{
+    io_thread_t *t = arg;
+    bs_server_t *s = t->srv;
+    self_thread = t;
+    t->rng = (uint32_t)(bs_time_mono_ns() ^ (uint64_t)t->index * 2654435761u);
+    t->listener = h2o_evloop_socket_create(t->loop, t->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
+    t->listener->data = t;
+    h2o_socket_read_start(t->listener, on_accept);
+    while (!atomic_load_explicit(&s->stop, memory_order_relaxed))
+        h2o_evloop_run(t->loop, 100);
+    h2o_socket_read_stop(t->listener);
+    h2o_socket_close(t->listener);
+    t->listener = NULL;
+    h2o_context_request_shutdown(&t->ctx);
+    uint64_t deadline = bs_time_mono_ns() + (uint64_t)s->cfg->shutdown_timeout_ms * 1000000u;
+    while ((t->conns > 0 || atomic_load(&s->in_flight) > 0) && bs_time_mono_ns() < deadline)
+        h2o_evloop_run(t->loop, 10);
+    return NULL;
+}
+
+bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
+{
+    bs_server_t *s = calloc(1, sizeof *s);
+    if (!s) {
+        bs_err_set(err, BS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->o = *opts;
+    s->cfg = opts->cfg;
+    s->router = bs_router_new(opts->routes, opts->n_routes, err);
+    if (!s->router) {
+        free(s);
+        return NULL;
+    }
+    int n = s->cfg->threads > 0 ? s->cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    s->n_threads = n;
+    s->threads = calloc((size_t)n, sizeof *s->threads);
+    h2o_config_init(&s->global);
+    s->global.max_request_entity_size = (size_t)s->cfg->max_body_bytes;
+    s->global.http1.req_timeout = (uint64_t)s->cfg->idle_timeout_ms;
+    s->global.http2.idle_timeout = (uint64_t)s->cfg->idle_timeout_ms;
+    s->global.server_name = h2o_iovec_init(H2O_STRLIT("basalt"));
+    s->host = h2o_config_register_host(&s->global, h2o_iovec_init(H2O_STRLIT("default")), 65535);
+    h2o_pathconf_t *path = h2o_config_register_path(s->host, "/", 0);
+
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    if (parse_listen(s->cfg->listen, &ss, &sl, err) != 0)
+        goto fail;
+    size_t routes_rows = (size_t)opts->n_routes + 1;
+    for (int i = 0; i < n; i++) {
+        io_thread_t *t = &s->threads[i];
+        t->srv = s;
+        t->index = i;
+        t->listen_fd = -1;
+        t->m.counts = calloc(routes_rows * BS__HTTP_N_STATUS, sizeof(uint64_t));
+        t->m.hist = calloc(routes_rows * (BS__HTTP_N_BUCKETS + 1), sizeof(uint64_t));
+        t->m.sum_ns = calloc(routes_rows, sizeof(uint64_t));
+        int fd = open_listener(&ss, sl, err);
+        if (fd < 0)
+            goto fail;
+        t->listen_fd = fd;
+        if (i == 0) {
+            struct sockaddr_storage bound;
+            socklen_t bl = sizeof bound;
+            getsockname(fd, (struct sockaddr *)&bound, &bl);
+            s->port = ntohs(bound.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&bound)->sin6_port
+                                                       : ((struct sockaddr_in *)&bound)->sin_port);
+            if (ss.ss_family == AF_INET6)
+                ((struct sockaddr_in6 *)&ss)->sin6_port = htons((uint16_t)s->port);
+            else
+                ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)s->port);
+        }
+    }
+    /* One handler for every thread; on_req finds its thread through self_thread. */
+    h2o_handler_t *h = h2o_create_handler(path, sizeof *h);
+    h->on_req = on_req;
+    return s;
+fail:
+    bs_server_free(s);
+    return NULL;
+}
+
+int bs_server_run(bs_server_t *s)
+{
+    for (int i = 0; i < s->n_threads; i++) {
+        io_thread_t *t = &s->threads[i];
+        t->loop = h2o_evloop_create();
+        h2o_context_init(&t->ctx, t->loop, &s->global);
+        t->accept_ctx.ctx = &t->ctx;
+        t->accept_ctx.hosts = s->global.hosts;
+    }
+    for (int i = 0; i < s->n_threads; i++)
+        pthread_create(&s->threads[i].tid, NULL, thread_main, &s->threads[i]);
+    for (int i = 0; i < s->n_threads; i++)
+        pthread_join(s->threads[i].tid, NULL);
+    return 0;
+}
+
+void bs_server_stop(bs_server_t *s) { atomic_store(&s->stop, 1); }
+
+void bs_server_free(bs_server_t *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; s->threads && i < s->n_threads; i++) {
+        io_thread_t *t = &s->threads[i];
+        if (t->listen_fd >= 0 && !t->loop)
+            close(t->listen_fd);
+        free(t->m.counts);
+        free(t->m.hist);
+        free(t->m.sum_ns);
+    }
+    free(s->threads);
+    bs_router_free(s->router);
+    free(s);
+}
+
+int bs_server_port(const bs_server_t *s) { return s->port; }
+const bs_router_t *bs_server_router(const bs_server_t *s) { return s->router; }
+int64_t bs_server_in_flight(const bs_server_t *s) { return atomic_load(&s->in_flight); }
+
+int bs__server_threads(bs_server_t *s) { return s->n_threads; }
+bs__http_metrics_t *bs__server_thread_metrics(bs_server_t *s, int i) { return &s->threads[i].m; }
+int64_t bs__server_conns(bs_server_t *s)
+{
+    int64_t n = 0;
+    for (int i = 0; i < s->n_threads; i++)
+        n += __atomic_load_n(&s->threads[i].conns, __ATOMIC_RELAXED);
+    return n;
+}
