@@ -1,0 +1,45 @@
+/*
+ * The REST API: the application context shared by handlers, the route table
+ * and the OpenAPI document generated from it. Handlers (src/api/<resource>.c)
+ * parse the request, call a domain module and render the result.
+ */
+#ifndef BS_API_API_H
+#define BS_API_API_H
+
+#include <stdint.h>
+
+#include "auth/auth.h"
+#include "base/buf.h"
+#include "base/config.h"
+#include "http/http.h"
+#include "store/meta.h"
+
+struct bs_registry;
+struct bs_serving;
+
+typedef struct bs_app {
+    bs_config_t cfg;
+    char data_dir[1024];
+    bs_meta_t *meta;
+    bs_auth_t *auth;
+    bs_server_t *server;
+    struct bs_registry *registry;
+    struct bs_serving *serving;
+    int64_t started_ms;
+    uint64_t started_mono_ns;
+    volatile int shutting_down;
+    char *openapi; /* the generated document, built once at start */
+    size_t openapi_len;
+} bs_app_t;
+
+/* The route table (static, lives for the process). */
+const bs_route_t *bs_api_routes(int *n);
+
+/* Writes the OpenAPI 3.1 document for routes into b. */
+void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b);
+
+/* Callbacks for the server. */
+int bs_api_authenticate(void *app, const char *token, size_t len, bs_principal_t *who, bs_err_t *err);
+int bs_api_rate_limit(void *app, const bs_principal_t *who, double *retry_after_s);
+
+#endif

@@ -1,0 +1,35 @@
+/* Private to src/api: handler declarations and small rendering helpers. */
+#ifndef BS_API_API_INT_H
+#define BS_API_API_INT_H
+
+#include "api/api.h"
+#include "base/time.h"
+
+#define APP(req) ((bs_app_t *)(req)->app)
+
+/* system.c */
+void bs__api_healthz(bs_req_t *req);
+void bs__api_readyz(bs_req_t *req);
+void bs__api_metrics(bs_req_t *req);
+void bs__api_openapi(bs_req_t *req);
+void bs__api_docs(bs_req_t *req);
+void bs__api_info(bs_req_t *req);
+
+/* models.c: per-model prediction metrics for /metrics. */
+void bs__api_model_metrics(bs_app_t *app, bs_buf_t *out);
+
+/* keys.c */
+void bs__api_keys_create(bs_req_t *req);
+void bs__api_keys_list(bs_req_t *req);
+void bs__api_keys_delete(bs_req_t *req);
+void bs__api_tenants_create(bs_req_t *req);
+void bs__api_tenants_list(bs_req_t *req);
+
+/* Writes an RFC 3339 timestamp value (null for 0). */
+void bs__api_jw_time(bs_buf_t *b, int64_t ms);
+/* Reads ?limit= (default def, 1..max). Returns 0 or responds with 400 and returns -1. */
+int bs__api_limit(bs_req_t *req, int def, int max, int *out);
+/* 1 if the caller may act on tenant t (its own, or any for default-tenant admins). */
+int bs__api_tenant_allowed(const bs_req_t *req, const char *t);
+
+#endif

@@ -1,0 +1,35 @@
+/* Opening and closing the application's stores and domain modules. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "api/api_int.h"
+
+int bs_api_app_open(bs_app_t *app, bs_err_t *err)
+{
+    char path[1200];
+    snprintf(path, sizeof path, "%s/basalt.db", app->data_dir);
+    app->meta = bs_meta_open(path, err);
+    if (!app->meta)
+        return err->code;
+    app->auth = bs_auth_new(app->meta, app->cfg.rate_limit_rps, app->cfg.rate_limit_burst, err);
+    if (!app->auth)
+        return err->code;
+    int n;
+    const bs_route_t *routes = bs_api_routes(&n);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    bs_api_openapi(routes, n, &b);
+    app->openapi_len = b.len;
+    app->openapi = bs_buf_take(&b);
+    return 0;
+}
+
+void bs_api_app_close(bs_app_t *app)
+{
+    bs_auth_free(app->auth);
+    app->auth = NULL;
+    bs_meta_close(app->meta);
+    app->meta = NULL;
+    free(app->openapi);
+    app->openapi = NULL;
+}

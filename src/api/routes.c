@@ -1,0 +1,58 @@
+/* The route table: every route with its method, pattern, handler, minimum role
+ * and OpenAPI description. /openapi.json is generated from this table. */
+#include "api/api_int.h"
+
+#define KEY_SCHEMA                                                                                 \
+    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"name\":{\"type\":"       \
+    "\"string\"},\"tenant\":{\"type\":\"string\"},\"role\":{\"type\":\"string\",\"enum\":["       \
+    "\"admin\",\"developer\",\"predictor\",\"viewer\"]},\"rate_limit\":{\"type\":[\"object\","    \
+    "\"null\"]},\"expires_at\":{\"type\":[\"string\",\"null\"],\"format\":\"date-time\"},"        \
+    "\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"created_by\":{\"type\":"     \
+    "\"string\"},\"key\":{\"type\":\"string\",\"description\":\"the secret, returned once\"}}}"
+#define KEY_CREATE_SCHEMA                                                                          \
+    "{\"type\":\"object\",\"required\":[\"name\",\"role\"],\"additionalProperties\":false,"       \
+    "\"properties\":{\"name\":{\"type\":\"string\"},\"role\":{\"type\":\"string\",\"enum\":["     \
+    "\"admin\",\"developer\",\"predictor\",\"viewer\"]},\"tenant\":{\"type\":\"string\"},"        \
+    "\"rate_limit\":{\"type\":\"object\",\"properties\":{\"rps\":{\"type\":\"number\"},"          \
+    "\"burst\":{\"type\":\"number\"}}},\"expires_at\":{\"type\":\"string\",\"format\":"          \
+    "\"date-time\"},\"ttl_seconds\":{\"type\":\"integer\"}}}"
+#define PAGE(item) "{\"type\":\"object\",\"properties\":{\"items\":{\"type\":\"array\",\"items\":" item "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
+#define TENANT_SCHEMA                                                                              \
+    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"name\":{\"type\":"       \
+    "\"string\"},\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"}}}"
+
+#include "api/routes_models.inc"
+
+static const bs_route_t routes[] = {
+    {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
+     "system", NULL, "{\"type\":\"object\"}", 0},
+    {"GET", "/readyz", bs__api_readyz, BS_ROLE_PUBLIC,
+     "Readiness: stores open and migrated (503 otherwise)", "system", NULL, "{\"type\":\"object\"}", 0},
+    {"GET", "/metrics", bs__api_metrics, BS_ROLE_PUBLIC, "Prometheus metrics (text format 0.0.4)",
+     "system", NULL, NULL, 0},
+    {"GET", "/openapi.json", bs__api_openapi, BS_ROLE_PUBLIC, "This OpenAPI 3.1 document", "system",
+     NULL, "{\"type\":\"object\"}", 0},
+    {"GET", "/docs", bs__api_docs, BS_ROLE_PUBLIC, "Human-readable API reference", "system", NULL,
+     NULL, 0},
+    {"GET", "/v1/info", bs__api_info, BS_ROLE_VIEWER,
+     "Version, build, uptime, data directory and backends", "system", NULL, "{\"type\":\"object\"}", 0},
+    {"POST", "/v1/keys", bs__api_keys_create, BS_ROLE_ADMIN,
+     "Create an API key; the secret is returned once", "auth", KEY_CREATE_SCHEMA, KEY_SCHEMA, 201},
+    {"GET", "/v1/keys", bs__api_keys_list, BS_ROLE_ADMIN, "List API keys (?tenant=, limit, cursor)",
+     "auth", NULL, PAGE(KEY_SCHEMA), 0},
+    {"DELETE", "/v1/keys/{id}", bs__api_keys_delete, BS_ROLE_ADMIN, "Revoke an API key", "auth",
+     NULL, NULL, 204},
+    {"POST", "/v1/tenants", bs__api_tenants_create, BS_ROLE_ADMIN,
+     "Create a tenant (admins of the default tenant)", "auth",
+     "{\"type\":\"object\",\"required\":[\"name\"],\"properties\":{\"name\":{\"type\":\"string\"}}}",
+     TENANT_SCHEMA, 201},
+    {"GET", "/v1/tenants", bs__api_tenants_list, BS_ROLE_ADMIN, "List tenants", "auth", NULL,
+     PAGE(TENANT_SCHEMA), 0},
+    MODEL_ROUTES
+};
+
+const bs_route_t *bs_api_routes(int *n)
+{
+    *n = (int)(sizeof routes / sizeof routes[0]);
+    return routes;
+}

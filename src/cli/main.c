@@ -1,0 +1,47 @@
+/* The basalt command: dispatches to `serve`, `version`, `model …` and `predict`. */
+#include <stdio.h>
+#include <string.h>
+
+#include "base/config.h"
+#include "cli/cli.h"
+
+int bs_cli_serve(int argc, char **argv);
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "basalt %s — an AI backend in one binary\n\n"
+            "usage:\n"
+            "  basalt serve [--listen ADDR:PORT] [--data DIR] [--threads N] [--config FILE]\n"
+            "               [--log-level L] [--no-auth] [settings…]\n"
+            "  basalt version\n"
+            "  basalt model check FILE [--format F] [--rows ROWS.json]\n"
+            "  basalt --help\n\n"
+            "settings (flag, environment variable; precedence flag > env > config file > default):\n",
+            BS_VERSION);
+    bs_config_print_help(f);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
+        printf("basalt %s (%s)\n", BS_VERSION, BS_GIT_SHA);
+        return 0;
+    }
+    if (!strcmp(argv[1], "serve")) {
+        for (int i = 2; i < argc; i++)
+            if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+                usage(stdout);
+                return 0;
+            }
+        return bs_cli_serve(argc - 1, argv + 1);
+    }
+    if (!strcmp(argv[1], "model") && argc >= 3 && !strcmp(argv[2], "check"))
+        return bs_cli_model_check(argc - 2, argv + 2);
+    fprintf(stderr, "basalt: unknown command '%s' (try basalt --help)\n", argv[1]);
+    return 2;
+}
