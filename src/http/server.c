@@ -35,6 +35,7 @@
 #include "base/id.h"
 #include "base/json.h"
 #include "base/log.h"
+#include "base/rcu.h"
 #include "base/time.h"
 #include "http/http.h"
 #include "http/http_int.h"
@@ -580,15 +581,21 @@ static void *thread_main(void *arg)
     t->listener = h2o_evloop_socket_create(t->loop, t->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
     h2o_socket_read_start(t->listener, on_accept);
-    while (!atomic_load_explicit(&s->stop, memory_order_relaxed))
+    bs_rcu_register();
+    while (!atomic_load_explicit(&s->stop, memory_order_relaxed)) {
         h2o_evloop_run(t->loop, 100);
+        bs_rcu_quiescent(); /* between iterations no handler holds a snapshot */
+    }
     h2o_socket_read_stop(t->listener);
     h2o_socket_close(t->listener);
     t->listener = NULL;
     h2o_context_request_shutdown(&t->ctx);
     uint64_t deadline = bs_time_mono_ns() + (uint64_t)s->cfg->shutdown_timeout_ms * 1000000u;
-    while ((t->conns > 0 || atomic_load(&s->in_flight) > 0) && bs_time_mono_ns() < deadline)
+    while ((t->conns > 0 || atomic_load(&s->in_flight) > 0) && bs_time_mono_ns() < deadline) {
         h2o_evloop_run(t->loop, 10);
+        bs_rcu_quiescent();
+    }
+    bs_rcu_unregister();
     return NULL;
 }
 
