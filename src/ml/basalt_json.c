@@ -578,8 +578,13 @@ static int parse_group(loader_t *L, const cJSON *grp, int g, bs__prep_group_t *G
             return fail(L, fld, "%s: drop must be the only step of its group", fld);
         bs__prep_step_t *S = &G->steps[G->n_steps];
         rc = parse_step(L, st, g, s, S, outpos, &w, &dropped);
-        if (rc < 0)
+        if (rc < 0) { /* the failed step is not counted yet: free what it holds */
+            free(S->a);
+            free(S->b);
+            free(S->n_cat);
+            memset(S, 0, sizeof *S);
             return rc;
+        }
         if (rc == 0)
             G->n_steps++;
         else
