@@ -1,0 +1,1034 @@
+/* Models, versions, approvals and aliases; see registry.h. Runs and the audit
+ * log live in runs.c and audit.c. */
+#include "registry/registry.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/crypto.h"
+#include "base/id.h"
+#include "base/time.h"
+#include "ml/ml.h"
+#include "ml/signature.h"
+#include "registry/registry_int.h"
+
+int bs_registry_valid_name(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 128)
+        return 0;
+    for (const char *p = s; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '-' || *p == '_' || *p == '.'))
+            return 0;
+    return 1;
+}
+
+static int valid_alias(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > 64)
+        return 0;
+    int digits = 1;
+    for (const char *p = s; *p; p++) {
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+            return 0;
+        if (*p < '0' || *p > '9')
+            digits = 0;
+    }
+    return !digits;
+}
+
+static int mkdirs(const char *path)
+{
+    char tmp[1200];
+    snprintf(tmp, sizeof tmp, "%s", path);
+    for (char *p = tmp + 1; *p; p++)
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir, bs_err_t *err)
+{
+    bs_registry_t *r = calloc(1, sizeof *r);
+    if (!r) {
+        bs_err_set(err, BS_ENOMEM, "out of memory");
+        return NULL;
+    }
+    r->meta = meta;
+    snprintf(r->dir, sizeof r->dir, "%s", artifacts_dir);
+    if (mkdirs(r->dir) != 0) {
+        bs_err_set(err, BS_EIO, "cannot create %s: %s", r->dir, strerror(errno));
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+void bs_registry_free(bs_registry_t *r) { free(r); }
+
+void bs_registry_on_change(bs_registry_t *r, void (*fn)(void *ud), void *ud)
+{
+    r->on_change = fn;
+    r->on_change_ud = ud;
+}
+
+void bs__registry_changed(bs_registry_t *r)
+{
+    if (r->on_change)
+        r->on_change(r->on_change_ud);
+}
+
+/* ---- helpers --------------------------------------------------------------------------- */
+
+static int first_text(const bs_meta_row_t *row, void *ud)
+{
+    bs_buf_t *b = ud;
+    bs_buf_puts(b, bs_meta_row_text(row, 0));
+    return 1;
+}
+
+static int first_int(const bs_meta_row_t *row, void *ud)
+{
+    *(int64_t *)ud = bs_meta_row_int(row, 0);
+    return 1;
+}
+
+/* Looks up a model's id by tenant and name into id[40]. BS_ENOTFOUND if absent. */
+int bs__registry_model_id(bs_registry_t *r, const char *tenant, const char *name, char *id,
+                          bs_err_t *err)
+{
+    char store[64];
+    bs_buf_t b = BS_BUF_ON(store);
+    b.len = 0;
+    store[0] = '\0';
+    bs_val_t args[] = {BS_TXT(tenant), BS_TXT(name)};
+    int rc = bs_meta_query(r->meta, "SELECT id FROM models WHERE tenant = ? AND name = ?", args, 2,
+                           first_text, &b, err);
+    if (rc)
+        return rc;
+    if (!b.len)
+        return bs_err_setf(err, BS_ENOTFOUND, "name", "no model '%.128s'", name);
+    snprintf(id, 40, "%s", b.data);
+    return 0;
+}
+
+/* Validates that a JSON value is an array of strings; writes it (or "[]") to out. */
+static int tags_json(const cJSON *tags, const char *field, char **out, bs_err_t *err)
+{
+    if (!tags || cJSON_IsNull(tags)) {
+        *out = strdup("[]");
+        return 0;
+    }
+    if (!cJSON_IsArray(tags) || cJSON_GetArraySize(tags) > 100)
+        return bs_err_setf(err, BS_EINVAL, field, "%s must be an array of at most 100 strings", field);
+    for (const cJSON *t = tags->child; t; t = t->next)
+        if (!cJSON_IsString(t) || strlen(t->valuestring) > 128)
+            return bs_err_setf(err, BS_EINVAL, field, "%s must hold strings of at most 128 bytes",
+                               field);
+    *out = cJSON_PrintUnformatted(tags);
+    return *out ? 0 : bs_err_set(err, BS_ENOMEM, "out of memory");
+}
+
+/* Validates an object whose values are scalars (numbers only when numeric). */
+static int object_json(const cJSON *o, const char *field, int numeric, char **out, bs_err_t *err)
+{
+    if (!o || cJSON_IsNull(o)) {
+        *out = strdup("{}");
+        return 0;
+    }
+    if (!cJSON_IsObject(o) || cJSON_GetArraySize(o) > 1000)
+        return bs_err_setf(err, BS_EINVAL, field, "%s must be an object with at most 1000 entries",
+                           field);
+    for (const cJSON *v = o->child; v; v = v->next) {
+        if (numeric && (!cJSON_IsNumber(v) || !isfinite(v->valuedouble)))
+            return bs_err_setf(err, BS_EINVAL, field, "%s.%.64s must be a finite number", field,
+                               v->string);
+        if (!numeric && !(cJSON_IsNumber(v) || cJSON_IsString(v) || cJSON_IsBool(v) || cJSON_IsNull(v)))
+            return bs_err_setf(err, BS_EINVAL, field, "%s.%.64s must be a string, number or bool",
+                               field, v->string);
+    }
+    *out = cJSON_PrintUnformatted(o);
+    return *out ? 0 : bs_err_set(err, BS_ENOMEM, "out of memory");
+}
+
+/* ---- models ---------------------------------------------------------------------------- */
+
+typedef struct {
+    bs_buf_t *out;
+    bs_registry_t *r;
+    int n, limit;
+    char last[160];
+} render_ctx_t;
+
+static int render_alias_row(const bs_meta_row_t *row, void *ud)
+{
+    bs_buf_t *b = ud;
+    bs_jw_key(b, bs_meta_row_text(row, 0));
+    bs_jw_int(b, bs_meta_row_int(row, 1));
+    return 0;
+}
+
+/* Columns: id, name, description, tags, require_distinct_approver, created_at, updated_at,
+ * created_by, latest version */
+#define MODEL_COLS                                                                                 \
+    "m.id, m.name, m.description, m.tags, m.require_distinct_approver, m.created_at,"            \
+    " m.updated_at, m.created_by,"                                                                 \
+    " (SELECT COALESCE(MAX(version),0) FROM model_versions v WHERE v.model_id = m.id)"
+
+static void render_model(bs_registry_t *r, const bs_meta_row_t *row, bs_buf_t *b)
+{
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "id");
+    bs_jw_str(b, bs_meta_row_text(row, 0));
+    bs_jw_key(b, "name");
+    bs_jw_str(b, bs_meta_row_text(row, 1));
+    bs_jw_key(b, "description");
+    bs_jw_str(b, bs_meta_row_text(row, 2));
+    bs_jw_key(b, "tags");
+    const char *tags = bs_meta_row_text(row, 3);
+    bs_jw_raw(b, tags, strlen(tags));
+    bs_jw_key(b, "require_distinct_approver");
+    bs_jw_bool(b, (int)bs_meta_row_int(row, 4));
+    bs_jw_key(b, "created_at");
+    bs__registry_jw_time(b, bs_meta_row_int(row, 5));
+    bs_jw_key(b, "updated_at");
+    bs__registry_jw_time(b, bs_meta_row_int(row, 6));
+    bs_jw_key(b, "created_by");
+    bs_jw_str(b, bs_meta_row_text(row, 7));
+    bs_jw_key(b, "latest_version");
+    int64_t latest = bs_meta_row_int(row, 8);
+    if (latest)
+        bs_jw_int(b, latest);
+    else
+        bs_jw_null(b);
+    bs_jw_key(b, "aliases");
+    bs_jw_obj_begin(b);
+    bs_val_t arg = BS_TXT(bs_meta_row_text(row, 0));
+    bs_meta_query(r->meta, "SELECT alias, version FROM model_aliases WHERE model_id = ? ORDER BY alias",
+                  &arg, 1, render_alias_row, b, NULL);
+    bs_jw_obj_end(b);
+    bs_jw_obj_end(b);
+}
+
+static int model_row(const bs_meta_row_t *row, void *ud)
+{
+    render_ctx_t *c = ud;
+    if (c->n == c->limit) {
+        c->n++;
+        return 1;
+    }
+    render_model(c->r, row, c->out);
+    snprintf(c->last, sizeof c->last, "%s", bs_meta_row_text(row, 1));
+    c->n++;
+    return 0;
+}
+
+int bs_registry_model_get(bs_registry_t *r, const char *tenant, const char *name, bs_buf_t *out,
+                          bs_err_t *err)
+{
+    render_ctx_t c = {.out = out, .r = r, .limit = 1};
+    bs_val_t args[] = {BS_TXT(tenant), BS_TXT(name)};
+    int rc = bs_meta_query(r->meta, "SELECT " MODEL_COLS " FROM models m WHERE tenant = ? AND name = ?",
+                           args, 2, model_row, &c, err);
+    if (rc)
+        return rc;
+    if (!c.n)
+        return bs_err_setf(err, BS_ENOTFOUND, "name", "no model '%.128s'", name);
+    return 0;
+}
+
+int bs_registry_model_list(bs_registry_t *r, const char *tenant, const char *prefix,
+                           const char *tag, const char *cursor, int limit, bs_buf_t *out,
+                           bs_err_t *err)
+{
+    char like[300] = "";
+    if (prefix) {
+        /* Escape LIKE wildcards in the prefix. */
+        size_t k = 0;
+        for (const char *p = prefix; *p && k + 3 < sizeof like; p++) {
+            if (*p == '%' || *p == '_' || *p == '\\')
+                like[k++] = '\\';
+            like[k++] = *p;
+        }
+        like[k++] = '%';
+        like[k] = '\0';
+    }
+    char tagq[300] = "";
+    if (tag) {
+        cJSON *s = cJSON_CreateString(tag);
+        char *q = s ? cJSON_PrintUnformatted(s) : NULL;
+        snprintf(tagq, sizeof tagq, "%s", q ? q : "");
+        free(q);
+        cJSON_Delete(s);
+    }
+    render_ctx_t c = {.out = out, .r = r, .limit = limit};
+    bs_jw_obj_begin(out);
+    bs_jw_key(out, "items");
+    bs_jw_arr_begin(out);
+    bs_val_t args[] = {BS_TXT(tenant),        BS_TXT(prefix ? like : NULL), BS_TXT(prefix ? like : NULL),
+                       BS_TXT(tag ? tagq : NULL), BS_TXT(tag ? tagq : NULL), BS_TXT(cursor ? cursor : ""),
+                       BS_INT(limit + 1)};
+    int rc = bs_meta_query(r->meta,
+                           "SELECT " MODEL_COLS " FROM models m WHERE tenant = ?"
+                           " AND (? IS NULL OR name LIKE ? ESCAPE '\\')"
+                           " AND (? IS NULL OR instr(tags, ?) > 0)"
+                           " AND name > ? ORDER BY name LIMIT ?",
+                           args, 7, model_row, &c, err);
+    if (rc)
+        return rc;
+    bs_jw_arr_end(out);
+    bs_jw_key(out, "next_cursor");
+    if (c.n > limit)
+        bs_jw_str(out, c.last);
+    else
+        bs_jw_null(out);
+    bs_jw_obj_end(out);
+    return 0;
+}
+
+int bs_registry_model_create(bs_registry_t *r, const bs_principal_t *who, const cJSON *body,
+                             bs_buf_t *out, bs_err_t *err)
+{
+    static const char *const allowed[] = {"name", "description", "tags", "require_distinct_approver", NULL};
+    if (!cJSON_IsObject(body))
+        return bs_err_set(err, BS_EINVAL, "body must be a JSON object");
+    if (bs_json_reject_unknown(body, allowed, err))
+        return err->code;
+    const char *name = NULL, *desc = "";
+    int distinct = 0;
+    if (bs_json_get_str(body, "name", 1, &name, err) < 0 ||
+        bs_json_get_str(body, "description", 0, &desc, err) < 0 ||
+        bs_json_get_bool(body, "require_distinct_approver", 0, &distinct, err) < 0)
+        return err->code;
+    if (!bs_registry_valid_name(name))
+        return bs_err_setf(err, BS_EINVAL, "name",
+                           "model name must be 1-128 characters of A-Z, a-z, 0-9, '.', '-' or '_'");
+    if (strlen(desc) > 10000)
+        return bs_err_setf(err, BS_EINVAL, "description", "description is longer than 10000 bytes");
+    char *tags = NULL;
+    int rc = tags_json(cJSON_GetObjectItemCaseSensitive(body, "tags"), "tags", &tags, err);
+    if (rc)
+        return rc;
+    char id[40];
+    bs_uuid7(id);
+    int64_t now = bs_time_wall_ms();
+    if ((rc = bs_meta_tx_begin(r->meta, err)) != 0) {
+        free(tags);
+        return rc;
+    }
+    bs_val_t args[] = {BS_TXT(id), BS_TXT(who->tenant), BS_TXT(name), BS_TXT(desc), BS_TXT(tags),
+                       BS_INT(distinct), BS_INT(now), BS_INT(now), BS_TXT(who->key_id)};
+    rc = bs_meta_exec(r->meta,
+                      "INSERT INTO models (id, tenant, name, description, tags, require_distinct_approver,"
+                      " created_at, updated_at, created_by) VALUES (?,?,?,?,?,?,?,?,?)",
+                      args, 9, NULL, err);
+    free(tags);
+    if (rc == BS_ECONFLICT)
+        bs_err_setf(err, BS_ECONFLICT, "name", "model '%s' already exists", name);
+    if (!rc) {
+        rc = bs_registry_model_get(r, who->tenant, name, out, err);
+        char res[200];
+        snprintf(res, sizeof res, "models/%s", name);
+        if (!rc)
+            rc = bs__registry_audit(r, who, "model.create", res, NULL, out->data, err);
+    }
+    if (rc) {
+        bs_meta_tx_rollback(r->meta);
+        return rc;
+    }
+    rc = bs_meta_tx_commit(r->meta, err);
+    if (!rc)
+        bs__registry_changed(r);
+    return rc;
+}
+
+int bs_registry_model_update(bs_registry_t *r, const bs_principal_t *who, const char *name,
+                             const cJSON *body, bs_buf_t *out, bs_err_t *err)
+{
+    static const char *const allowed[] = {"description", "tags", "require_distinct_approver", NULL};
+    if (!cJSON_IsObject(body))
+        return bs_err_set(err, BS_EINVAL, "body must be a JSON object");
+    if (bs_json_reject_unknown(body, allowed, err))
+        return err->code;
+    const char *desc = NULL;
+    int distinct = -1;
+    if (bs_json_get_str(body, "description", 0, &desc, err) < 0 ||
+        bs_json_get_bool(body, "require_distinct_approver", 0, &distinct, err) < 0)
+        return err->code;
+    if (desc && strlen(desc) > 10000)
+        return bs_err_setf(err, BS_EINVAL, "description", "description is longer than 10000 bytes");
+    const cJSON *t = cJSON_GetObjectItemCaseSensitive(body, "tags");
+    char *tags = NULL;
+    int rc = 0;
+    if (t && (rc = tags_json(t, "tags", &tags, err)))
+        return rc;
+    bs_buf_t before;
+    bs_buf_init(&before);
+    if ((rc = bs_meta_tx_begin(r->meta, err)) != 0)
+        goto done;
+    if ((rc = bs_registry_model_get(r, who->tenant, name, &before, err)))
+        goto rollback;
+    bs_val_t args[] = {BS_TXT(desc), BS_TXT(desc), BS_TXT(tags), BS_TXT(tags),
+                       BS_INT(distinct),  BS_INT(distinct),  BS_INT(bs_time_wall_ms()),
+                       BS_TXT(who->tenant), BS_TXT(name)};
+    rc = bs_meta_exec(r->meta,
+                      "UPDATE models SET description = CASE WHEN ? IS NULL THEN description ELSE ? END,"
+                      " tags = CASE WHEN ? IS NULL THEN tags ELSE ? END,"
+                      " require_distinct_approver = CASE WHEN ? < 0 THEN require_distinct_approver ELSE ? END,"
+                      " updated_at = ? WHERE tenant = ? AND name = ?",
+                      args, 9, NULL, err);
+    if (rc || (rc = bs_registry_model_get(r, who->tenant, name, out, err)))
+        goto rollback;
+    char res[200];
+    snprintf(res, sizeof res, "models/%s", name);
+    if ((rc = bs__registry_audit(r, who, "model.update", res, before.data, out->data, err)))
+        goto rollback;
+    rc = bs_meta_tx_commit(r->meta, err);
+    if (!rc)
+        bs__registry_changed(r);
+    goto done;
+rollback:
+    bs_meta_tx_rollback(r->meta);
+done:
+    free(tags);
+    bs_buf_free(&before);
+    return rc;
+}
+
+int bs_registry_model_delete(bs_registry_t *r, const bs_principal_t *who, const char *name,
+                             bs_err_t *err)
+{
+    bs_buf_t before;
+    bs_buf_init(&before);
+    int rc = bs_meta_tx_begin(r->meta, err);
+    if (rc)
+        return rc;
+    if ((rc = bs_registry_model_get(r, who->tenant, name, &before, err)))
+        goto rollback;
+    bs_val_t args[] = {BS_TXT(who->tenant), BS_TXT(name)};
+    if ((rc = bs_meta_exec(r->meta, "DELETE FROM models WHERE tenant = ? AND name = ?", args, 2,
+                           NULL, err)))
+        goto rollback;
+    char res[200];
+    snprintf(res, sizeof res, "models/%s", name);
+    if ((rc = bs__registry_audit(r, who, "model.delete", res, before.data, NULL, err)))
+        goto rollback;
+    rc = bs_meta_tx_commit(r->meta, err);
+    bs_buf_free(&before);
+    if (!rc)
+        bs__registry_changed(r);
+    return rc;
+rollback:
+    bs_meta_tx_rollback(r->meta);
+    bs_buf_free(&before);
+    return rc;
+}
+
+/* ---- versions -------------------------------------------------------------------------- */
+
+#define VERSION_COLS                                                                               \
+    "m.name, v.version, v.status, v.format, v.kind, v.sha256, v.size, v.signature, v.metrics,"   \
+    " v.params, v.tags, v.description, v.run_id, v.dataset, v.source_commit, v.created_by,"       \
+    " v.created_at, v.reviewed_by, v.reviewed_at, v.review_comment, v.model_id"
+
+typedef struct {
+    bs_buf_t *out;
+    bs_registry_t *r;
+    int n, limit, last;
+} vrender_t;
+
+static int alias_name_row(const bs_meta_row_t *row, void *ud)
+{
+    bs_jw_str(ud, bs_meta_row_text(row, 0));
+    return 0;
+}
+
+static void render_version(bs_registry_t *r, const bs_meta_row_t *row, bs_buf_t *b)
+{
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "model");
+    bs_jw_str(b, bs_meta_row_text(row, 0));
+    bs_jw_key(b, "version");
+    bs_jw_int(b, bs_meta_row_int(row, 1));
+    bs_jw_key(b, "status");
+    bs_jw_str(b, bs_meta_row_text(row, 2));
+    bs_jw_key(b, "format");
+    bs_jw_str(b, bs_meta_row_text(row, 3));
+    bs_jw_key(b, "kind");
+    bs_jw_str(b, bs_meta_row_text(row, 4));
+    bs_jw_key(b, "sha256");
+    bs_jw_str(b, bs_meta_row_text(row, 5));
+    bs_jw_key(b, "size");
+    bs_jw_int(b, bs_meta_row_int(row, 6));
+    static const char *const raw[] = {"signature", "metrics", "params", "tags"};
+    for (int i = 0; i < 4; i++) {
+        const char *t = bs_meta_row_text(row, 7 + i);
+        bs_jw_key(b, raw[i]);
+        bs_jw_raw(b, t, strlen(t));
+    }
+    bs_jw_key(b, "description");
+    bs_jw_str(b, bs_meta_row_text(row, 11));
+    bs_jw_key(b, "lineage");
+    bs_jw_obj_begin(b);
+    static const char *const lin[] = {"run_id", "dataset", "source_commit"};
+    for (int i = 0; i < 3; i++) {
+        bs_jw_key(b, lin[i]);
+        if (bs_meta_row_is_null(row, 12 + i))
+            bs_jw_null(b);
+        else
+            bs_jw_str(b, bs_meta_row_text(row, 12 + i));
+    }
+    bs_jw_obj_end(b);
+    bs_jw_key(b, "created_by");
+    bs_jw_str(b, bs_meta_row_text(row, 15));
+    bs_jw_key(b, "created_at");
+    bs__registry_jw_time(b, bs_meta_row_int(row, 16));
+    bs_jw_key(b, "reviewed_by");
+    if (bs_meta_row_is_null(row, 17))
+        bs_jw_null(b);
+    else
+        bs_jw_str(b, bs_meta_row_text(row, 17));
+    bs_jw_key(b, "reviewed_at");
+    bs__registry_jw_time(b, bs_meta_row_int(row, 18));
+    bs_jw_key(b, "review_comment");
+    if (bs_meta_row_is_null(row, 19))
+        bs_jw_null(b);
+    else
+        bs_jw_str(b, bs_meta_row_text(row, 19));
+    bs_jw_key(b, "aliases");
+    bs_jw_arr_begin(b);
+    bs_val_t args[] = {BS_TXT(bs_meta_row_text(row, 20)), BS_INT(bs_meta_row_int(row, 1))};
+    bs_meta_query(r->meta, "SELECT alias FROM model_aliases WHERE model_id = ? AND version = ? ORDER BY alias",
+                  args, 2, alias_name_row, b, NULL);
+    bs_jw_arr_end(b);
+    bs_jw_obj_end(b);
+}
+
+static int version_row(const bs_meta_row_t *row, void *ud)
+{
+    vrender_t *c = ud;
+    if (c->n == c->limit) {
+        c->n++;
+        return 1;
+    }
+    render_version(c->r, row, c->out);
+    c->last = (int)bs_meta_row_int(row, 1);
+    c->n++;
+    return 0;
+}
+
+int bs_registry_version_get(bs_registry_t *r, const char *tenant, const char *name, int version,
+                            bs_buf_t *out, bs_err_t *err)
+{
+    char id[40];
+    int rc = bs__registry_model_id(r, tenant, name, id, err);
+    if (rc)
+        return rc;
+    vrender_t c = {.out = out, .r = r, .limit = 1};
+    bs_val_t args[] = {BS_TXT(id), BS_INT(version)};
+    rc = bs_meta_query(r->meta,
+                       "SELECT " VERSION_COLS " FROM model_versions v JOIN models m ON m.id = v.model_id"
+                       " WHERE v.model_id = ? AND v.version = ?",
+                       args, 2, version_row, &c, err);
+    if (rc)
+        return rc;
+    if (!c.n)
+        return bs_err_setf(err, BS_ENOTFOUND, "version", "model '%.128s' has no version %d", name,
+                           version);
+    return 0;
+}
+
+int bs_registry_version_list(bs_registry_t *r, const char *tenant, const char *name,
+                             const char *status, int cursor, int limit, bs_buf_t *out, bs_err_t *err)
+{
+    char id[40];
+    int rc = bs__registry_model_id(r, tenant, name, id, err);
+    if (rc)
+        return rc;
+    vrender_t c = {.out = out, .r = r, .limit = limit};
+    bs_jw_obj_begin(out);
+    bs_jw_key(out, "items");
+    bs_jw_arr_begin(out);
+    bs_val_t args[] = {BS_TXT(id), BS_TXT(status), BS_TXT(status), BS_INT(cursor > 0 ? cursor : INT32_MAX),
+                       BS_INT(limit + 1)};
+    rc = bs_meta_query(r->meta,
+                       "SELECT " VERSION_COLS " FROM model_versions v JOIN models m ON m.id = v.model_id"
+                       " WHERE v.model_id = ? AND (? IS NULL OR v.status = ?) AND v.version < ?"
+                       " ORDER BY v.version DESC LIMIT ?",
+                       args, 5, version_row, &c, err);
+    if (rc)
+        return rc;
+    bs_jw_arr_end(out);
+    bs_jw_key(out, "next_cursor");
+    if (c.n > limit) {
+        char cur[16];
+        snprintf(cur, sizeof cur, "%d", c.last);
+        bs_jw_str(out, cur);
+    } else {
+        bs_jw_null(out);
+    }
+    bs_jw_obj_end(out);
+    return 0;
+}
+
+/* Writes bytes to <dir>/ab/<sha256> via a temporary file and rename, so a reader never
+ * sees a partial artifact and a crash leaves either nothing or the whole file. */
+static int write_artifact(bs_registry_t *r, const char *sha, const void *bytes, size_t len,
+                          bs_err_t *err)
+{
+    char dir[1200], path[1300], tmp[1400];
+    snprintf(dir, sizeof dir, "%s/%.2s", r->dir, sha);
+    snprintf(path, sizeof path, "%s/%s", dir, sha);
+    struct stat st;
+    if (stat(path, &st) == 0 && (size_t)st.st_size == len)
+        return 0;
+    if (mkdirs(dir) != 0)
+        return bs_err_set(err, BS_EIO, "cannot create %s: %s", dir, strerror(errno));
+    char rnd[17];
+    bs_random_hex(rnd, 8);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%s", path, rnd);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return bs_err_set(err, BS_EIO, "cannot write artifact: %s", strerror(errno));
+    const char *p = bytes;
+    size_t left = len;
+    while (left) {
+        ssize_t w = write(fd, p, left);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            int e = errno;
+            close(fd);
+            unlink(tmp);
+            return bs_err_set(err, BS_EIO, "cannot write artifact: %s", strerror(e));
+        }
+        p += w;
+        left -= (size_t)w;
+    }
+    if (close(fd) != 0 || rename(tmp, path) != 0) {
+        int e = errno;
+        unlink(tmp);
+        return bs_err_set(err, BS_EIO, "cannot store artifact: %s", strerror(e));
+    }
+    return 0;
+}
+
+int bs_registry_version_create(bs_registry_t *r, const bs_principal_t *who, const char *name,
+                               const char *format, const void *artifact, size_t len,
+                               const cJSON *meta, bs_buf_t *out, bs_err_t *err)
+{
+    static const char *const allowed[] = {"input_schema", "output_schema", "metrics", "params", "tags",
+                                          "description", "run_id", "dataset", "source_commit",
+                                          "format", NULL};
+    if (meta && !cJSON_IsNull(meta)) {
+        if (!cJSON_IsObject(meta))
+            return bs_err_setf(err, BS_EINVAL, "metadata", "metadata must be a JSON object");
+        if (bs_json_reject_unknown(meta, allowed, err))
+            return err->code;
+    } else {
+        meta = NULL;
+    }
+    const char *desc = "", *run_id = NULL, *dataset = NULL, *commit = NULL, *mformat = NULL;
+    if (meta && (bs_json_get_str(meta, "description", 0, &desc, err) < 0 ||
+                 bs_json_get_str(meta, "run_id", 0, &run_id, err) < 0 ||
+                 bs_json_get_str(meta, "dataset", 0, &dataset, err) < 0 ||
+                 bs_json_get_str(meta, "source_commit", 0, &commit, err) < 0 ||
+                 bs_json_get_str(meta, "format", 0, &mformat, err) < 0))
+        return err->code;
+    if (!format)
+        format = mformat;
+    if (!artifact || len == 0)
+        return bs_err_setf(err, BS_EINVAL, "artifact", "the model artifact is empty");
+    if (!format)
+        format = bs_ml_detect_format(artifact, len);
+    if (!format)
+        return bs_err_setf(err, BS_EINVAL, "format",
+                           "cannot tell the artifact's format; pass ?format=xgboost_json or basalt_json");
+    char id[40];
+    int rc = bs__registry_model_id(r, who->tenant, name, id, err);
+    if (rc)
+        return rc;
+    if (run_id) {
+        int64_t found = 0;
+        bs_val_t a[] = {BS_TXT(run_id), BS_TXT(who->tenant)};
+        bs_meta_query(r->meta, "SELECT 1 FROM runs WHERE id = ? AND tenant = ?", a, 2, first_int,
+                      &found, NULL);
+        if (!found)
+            return bs_err_setf(err, BS_EINVAL, "run_id", "run '%.64s' does not exist", run_id);
+    }
+
+    /* Validate by loading, and derive the signature with the uploaded overrides. */
+    bs_err_t lerr;
+    bs_err_clear(&lerr);
+    bs_ml_model_t *m = bs_ml_load(format, artifact, len, &lerr);
+    if (!m)
+        return bs_err_setf(err, lerr.code == BS_ENOMEM ? BS_ENOMEM : BS_EINVAL, "artifact",
+                           "the artifact does not load as %.32s: %s", format, lerr.msg);
+    const cJSON *in_s = meta ? cJSON_GetObjectItemCaseSensitive(meta, "input_schema") : NULL;
+    const cJSON *out_s = meta ? cJSON_GetObjectItemCaseSensitive(meta, "output_schema") : NULL;
+    bs_ml_schema_t sig;
+    rc = bs_ml_signature_build(m, in_s, out_s, &sig, err);
+    char *signature = NULL, *override = NULL, *metrics = NULL, *params = NULL, *tags = NULL;
+    const char *kind = bs_ml_model_kind(m);
+    if (!rc) {
+        bs_buf_t sb;
+        bs_buf_init(&sb);
+        bs_ml_signature_render(&sig, bs_ml_model_handles_missing(m), &sb);
+        signature = bs_buf_take(&sb);
+        bs_ml_schema_deinit(&sig);
+        if (in_s || out_s) {
+            cJSON *o = cJSON_CreateObject();
+            if (in_s)
+                cJSON_AddItemToObject(o, "input_schema", cJSON_Duplicate(in_s, 1));
+            if (out_s)
+                cJSON_AddItemToObject(o, "output_schema", cJSON_Duplicate(out_s, 1));
+            override = cJSON_PrintUnformatted(o);
+            cJSON_Delete(o);
+        }
+    }
+    if (!rc)
+        rc = object_json(meta ? cJSON_GetObjectItemCaseSensitive(meta, "metrics") : NULL, "metrics", 1,
+                         &metrics, err);
+    if (!rc)
+        rc = object_json(meta ? cJSON_GetObjectItemCaseSensitive(meta, "params") : NULL, "params", 0,
+                         &params, err);
+    if (!rc)
+        rc = tags_json(meta ? cJSON_GetObjectItemCaseSensitive(meta, "tags") : NULL, "tags", &tags, err);
+    char kind_copy[16];
+    snprintf(kind_copy, sizeof kind_copy, "%s", kind);
+    bs_ml_model_free(m);
+    char sha[65];
+    bs_sha256_hex(artifact, len, sha);
+    if (!rc)
+        rc = write_artifact(r, sha, artifact, len, err);
+    if (rc)
+        goto done;
+    if ((rc = bs_meta_tx_begin(r->meta, err)))
+        goto done;
+    int64_t next = 0;
+    bs_val_t qa = BS_TXT(id);
+    bs_meta_query(r->meta, "SELECT COALESCE(MAX(version),0) + 1 FROM model_versions WHERE model_id = ?",
+                  &qa, 1, first_int, &next, NULL);
+    int64_t now = bs_time_wall_ms();
+    bs_val_t args[] = {BS_TXT(id),       BS_INT(next),        BS_TXT("pending"),   BS_TXT(format),
+                       BS_TXT(sha),      BS_INT((int64_t)len), BS_TXT(kind_copy),  BS_TXT(override),
+                       BS_TXT(signature), BS_TXT(metrics),    BS_TXT(params),      BS_TXT(tags),
+                       BS_TXT(desc),     BS_TXT(run_id),      BS_TXT(dataset),     BS_TXT(commit),
+                       BS_TXT(who->key_id), BS_INT(now)};
+    rc = bs_meta_exec(r->meta,
+                      "INSERT INTO model_versions (model_id, version, status, format, sha256, size, kind,"
+                      " schema_override, signature, metrics, params, tags, description, run_id, dataset,"
+                      " source_commit, created_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                      args, 18, NULL, err);
+    if (!rc)
+        rc = bs_registry_version_get(r, who->tenant, name, (int)next, out, err);
+    if (!rc) {
+        char res[200];
+        snprintf(res, sizeof res, "models/%s/versions/%lld", name, (long long)next);
+        rc = bs__registry_audit(r, who, "version.create", res, NULL, out->data, err);
+    }
+    if (rc) {
+        bs_meta_tx_rollback(r->meta);
+        goto done;
+    }
+    rc = bs_meta_tx_commit(r->meta, err);
+    if (!rc)
+        bs__registry_changed(r);
+done:
+    free(signature);
+    free(override);
+    free(metrics);
+    free(params);
+    free(tags);
+    return rc;
+}
+
+typedef struct {
+    char status[16];
+    char created_by[40];
+    int distinct;
+    int found;
+} vstate_t;
+
+static int vstate_row(const bs_meta_row_t *row, void *ud)
+{
+    vstate_t *s = ud;
+    snprintf(s->status, sizeof s->status, "%s", bs_meta_row_text(row, 0));
+    snprintf(s->created_by, sizeof s->created_by, "%s", bs_meta_row_text(row, 1));
+    s->distinct = (int)bs_meta_row_int(row, 2);
+    s->found = 1;
+    return 1;
+}
+
+static int version_state(bs_registry_t *r, const char *id, int version, vstate_t *s, bs_err_t *err)
+{
+    memset(s, 0, sizeof *s);
+    bs_val_t args[] = {BS_TXT(id), BS_INT(version)};
+    return bs_meta_query(r->meta,
+                         "SELECT v.status, v.created_by, m.require_distinct_approver FROM model_versions v"
+                         " JOIN models m ON m.id = v.model_id WHERE v.model_id = ? AND v.version = ?",
+                         args, 2, vstate_row, s, err);
+}
+
+int bs_registry_version_transition(bs_registry_t *r, const bs_principal_t *who, const char *name,
+                                   int version, const char *decision, const char *comment,
+                                   bs_buf_t *out, bs_err_t *err)
+{
+    const char *to;
+    if (!strcmp(decision, "approve"))
+        to = "approved";
+    else if (!strcmp(decision, "reject"))
+        to = "rejected";
+    else if (!strcmp(decision, "archive"))
+        to = "archived";
+    else
+        return bs_err_set(err, BS_EINVAL, "unknown transition '%.32s'", decision);
+    if (comment && strlen(comment) > 10000)
+        return bs_err_setf(err, BS_EINVAL, "comment", "comment is longer than 10000 bytes");
+    char id[40];
+    int rc = bs__registry_model_id(r, who->tenant, name, id, err);
+    if (rc)
+        return rc;
+    bs_buf_t before;
+    bs_buf_init(&before);
+    if ((rc = bs_meta_tx_begin(r->meta, err)))
+        return rc;
+    vstate_t s;
+    if ((rc = version_state(r, id, version, &s, err)))
+        goto rollback;
+    if (!s.found) {
+        rc = bs_err_setf(err, BS_ENOTFOUND, "version", "model '%.128s' has no version %d", name, version);
+        goto rollback;
+    }
+    if (to[0] != 'a' || to[1] != 'r') { /* approve / reject */
+        if (strcmp(s.status, "pending") != 0) {
+            rc = bs_err_setf(err, BS_ECONFLICT, "status", "version %d is %s; only pending versions can be %s",
+                             version, s.status, to);
+            goto rollback;
+        }
+        if (s.distinct && strcmp(s.created_by, who->key_id) == 0) {
+            rc = bs_err_set(err, BS_EFORBID,
+                            "model '%.128s' requires the reviewer to differ from the uploader", name);
+            goto rollback;
+        }
+    } else {
+        if (strcmp(s.status, "approved") != 0) {
+            rc = bs_err_setf(err, BS_ECONFLICT, "status",
+                             "version %d is %s; only approved versions can be archived", version, s.status);
+            goto rollback;
+        }
+        int64_t aliased = 0;
+        bs_val_t a[] = {BS_TXT(id), BS_INT(version)};
+        bs_meta_query(r->meta, "SELECT COUNT(*) FROM model_aliases WHERE model_id = ? AND version = ?",
+                      a, 2, first_int, &aliased, NULL);
+        if (aliased) {
+            rc = bs_err_setf(err, BS_ECONFLICT, "version",
+                             "version %d still holds %lld alias(es); move or delete them first", version,
+                             (long long)aliased);
+            goto rollback;
+        }
+    }
+    if ((rc = bs_registry_version_get(r, who->tenant, name, version, &before, err)))
+        goto rollback;
+    bs_val_t args[] = {BS_TXT(to), BS_TXT(who->key_id), BS_INT(bs_time_wall_ms()), BS_TXT(comment),
+                       BS_TXT(id), BS_INT(version)};
+    if ((rc = bs_meta_exec(r->meta,
+                           "UPDATE model_versions SET status = ?, reviewed_by = ?, reviewed_at = ?,"
+                           " review_comment = ? WHERE model_id = ? AND version = ?",
+                           args, 6, NULL, err)))
+        goto rollback;
+    if ((rc = bs_registry_version_get(r, who->tenant, name, version, out, err)))
+        goto rollback;
+    char res[200], action[32];
+    snprintf(res, sizeof res, "models/%s/versions/%d", name, version);
+    snprintf(action, sizeof action, "version.%s", decision);
+    if ((rc = bs__registry_audit(r, who, action, res, before.data, out->data, err)))
+        goto rollback;
+    rc = bs_meta_tx_commit(r->meta, err);
+    bs_buf_free(&before);
+    if (!rc)
+        bs__registry_changed(r);
+    return rc;
+rollback:
+    bs_meta_tx_rollback(r->meta);
+    bs_buf_free(&before);
+    return rc;
+}
+
+static int alias_version_row(const bs_meta_row_t *row, void *ud)
+{
+    *(int64_t *)ud = bs_meta_row_int(row, 0);
+    return 1;
+}
+
+int bs_registry_alias_set(bs_registry_t *r, const bs_principal_t *who, const char *name,
+                          const char *alias, int version, bs_buf_t *out, bs_err_t *err)
+{
+    if (!valid_alias(alias))
+        return bs_err_setf(err, BS_EINVAL, "alias",
+                           "alias must be 1-64 characters of a-z, 0-9, '-' or '_' and not only digits");
+    char id[40];
+    int rc = bs__registry_model_id(r, who->tenant, name, id, err);
+    if (rc)
+        return rc;
+    if ((rc = bs_meta_tx_begin(r->meta, err)))
+        return rc;
+    vstate_t s;
+    if ((rc = version_state(r, id, version, &s, err)))
+        goto rollback;
+    if (!s.found) {
+        rc = bs_err_setf(err, BS_ENOTFOUND, "version", "model '%.128s' has no version %d", name, version);
+        goto rollback;
+    }
+    if (strcmp(s.status, "approved") != 0) {
+        rc = bs_err_setf(err, BS_ECONFLICT, "version",
+                         "version %d is %s; only approved versions can hold an alias", version, s.status);
+        goto rollback;
+    }
+    int64_t prev = 0;
+    bs_val_t qa[] = {BS_TXT(id), BS_TXT(alias)};
+    bs_meta_query(r->meta, "SELECT version FROM model_aliases WHERE model_id = ? AND alias = ?", qa, 2,
+                  alias_version_row, &prev, NULL);
+    bs_val_t args[] = {BS_TXT(id), BS_TXT(alias), BS_INT(version), BS_INT(bs_time_wall_ms()),
+                       BS_TXT(who->key_id)};
+    if ((rc = bs_meta_exec(r->meta,
+                           "INSERT INTO model_aliases (model_id, alias, version, updated_at, updated_by)"
+                           " VALUES (?,?,?,?,?) ON CONFLICT (model_id, alias) DO UPDATE SET"
+                           " version = excluded.version, updated_at = excluded.updated_at,"
+                           " updated_by = excluded.updated_by",
+                           args, 5, NULL, err)))
+        goto rollback;
+    bs_jw_obj_begin(out);
+    bs_jw_key(out, "model");
+    bs_jw_str(out, name);
+    bs_jw_key(out, "alias");
+    bs_jw_str(out, alias);
+    bs_jw_key(out, "version");
+    bs_jw_int(out, version);
+    bs_jw_key(out, "previous_version");
+    if (prev)
+        bs_jw_int(out, prev);
+    else
+        bs_jw_null(out);
+    bs_jw_obj_end(out);
+    char res[260], before[64];
+    snprintf(res, sizeof res, "models/%s/aliases/%s", name, alias);
+    snprintf(before, sizeof before, "{\"version\":%lld}", (long long)prev);
+    if ((rc = bs__registry_audit(r, who, "alias.set", res, prev ? before : NULL, out->data, err)))
+        goto rollback;
+    rc = bs_meta_tx_commit(r->meta, err);
+    if (!rc)
+        bs__registry_changed(r);
+    return rc;
+rollback:
+    bs_meta_tx_rollback(r->meta);
+    return rc;
+}
+
+int bs_registry_alias_delete(bs_registry_t *r, const bs_principal_t *who, const char *name,
+                             const char *alias, bs_err_t *err)
+{
+    char id[40];
+    int rc = bs__registry_model_id(r, who->tenant, name, id, err);
+    if (rc)
+        return rc;
+    if ((rc = bs_meta_tx_begin(r->meta, err)))
+        return rc;
+    int64_t prev = 0;
+    bs_val_t qa[] = {BS_TXT(id), BS_TXT(alias)};
+    bs_meta_query(r->meta, "SELECT version FROM model_aliases WHERE model_id = ? AND alias = ?", qa, 2,
+                  alias_version_row, &prev, NULL);
+    if (!prev) {
+        rc = bs_err_setf(err, BS_ENOTFOUND, "alias", "model '%.128s' has no alias '%.64s'", name, alias);
+        goto rollback;
+    }
+    if ((rc = bs_meta_exec(r->meta, "DELETE FROM model_aliases WHERE model_id = ? AND alias = ?", qa, 2,
+                           NULL, err)))
+        goto rollback;
+    char res[260], before[64];
+    snprintf(res, sizeof res, "models/%s/aliases/%s", name, alias);
+    snprintf(before, sizeof before, "{\"version\":%lld}", (long long)prev);
+    if ((rc = bs__registry_audit(r, who, "alias.delete", res, before, NULL, err)))
+        goto rollback;
+    rc = bs_meta_tx_commit(r->meta, err);
+    if (!rc)
+        bs__registry_changed(r);
+    return rc;
+rollback:
+    bs_meta_tx_rollback(r->meta);
+    return rc;
+}
+
+/* ---- artifacts for serving ------------------------------------------------------------- */
+
+static int artifact_row(const bs_meta_row_t *row, void *ud)
+{
+    bs_registry_artifact_t *a = ud;
+    snprintf(a->status, sizeof a->status, "%s", bs_meta_row_text(row, 0));
+    snprintf(a->format, sizeof a->format, "%s", bs_meta_row_text(row, 1));
+    snprintf(a->sha256, sizeof a->sha256, "%s", bs_meta_row_text(row, 2));
+    if (!bs_meta_row_is_null(row, 3))
+        a->schema_override = strdup(bs_meta_row_text(row, 3));
+    a->len = (size_t)bs_meta_row_int(row, 4);
+    return 1;
+}
+
+int bs_registry_artifact_load(bs_registry_t *r, const char *model_id, int version,
+                              bs_registry_artifact_t *out, bs_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    snprintf(out->model_id, sizeof out->model_id, "%s", model_id);
+    out->version = version;
+    bs_val_t args[] = {BS_TXT(model_id), BS_INT(version)};
+    int rc = bs_meta_query(r->meta,
+                           "SELECT status, format, sha256, schema_override, size FROM model_versions"
+                           " WHERE model_id = ? AND version = ?",
+                           args, 2, artifact_row, out, err);
+    if (rc)
+        return rc;
+    if (!out->sha256[0])
+        return bs_err_set(err, BS_ENOTFOUND, "no version %d", version);
+    char path[1300];
+    snprintf(path, sizeof path, "%s/%.2s/%s", r->dir, out->sha256, out->sha256);
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        bs_registry_artifact_deinit(out);
+        return bs_err_set(err, BS_EIO, "artifact %s is missing: %s", out->sha256, strerror(errno));
+    }
+    out->bytes = malloc(out->len ? out->len : 1);
+    size_t got = out->bytes ? fread(out->bytes, 1, out->len, f) : 0;
+    fclose(f);
+    if (got != out->len) {
+        bs_registry_artifact_deinit(out);
+        return bs_err_set(err, BS_EIO, "artifact is truncated");
+    }
+    char sha[65];
+    bs_sha256_hex(out->bytes, out->len, sha);
+    if (strcmp(sha, out->sha256) != 0) {
+        bs_registry_artifact_deinit(out);
+        return bs_err_set(err, BS_EIO, "artifact %.12s… failed its checksum", sha);
+    }
+    return 0;
+}
+
+void bs_registry_artifact_deinit(bs_registry_artifact_t *a)
+{
+    free(a->schema_override);
+    free(a->bytes);
+    a->schema_override = NULL;
+    a->bytes = NULL;
+}
