@@ -1,0 +1,292 @@
+"""Raw-socket malformed and oversized requests (after h2o's t/40bad-request.t). Each case is
+followed by a check that the server still serves /healthz."""
+import json
+import socket
+import time
+
+import pytest
+
+from conftest import parse_http_response, raw_exchange
+
+MAX_BODY = 2048
+MAX_HEADER = 2048
+IDLE_MS = 400
+
+
+@pytest.fixture(scope="module")
+def limited(request):
+    from conftest import Server, _finish
+    srv = Server(args=["--threads", "2", "--max-body-bytes", "2KiB",
+                       "--max-header-bytes", str(MAX_HEADER),
+                       "--idle-timeout-ms", str(IDLE_MS)]).start()
+    yield srv
+    _finish(srv)
+
+
+def healthy(srv):
+    r = srv.get("/healthz", key=None)
+    assert r.status_code == 200
+    return True
+
+
+def request_bytes(srv, method="POST", path="/v1/keys", headers=(), body=b"", key=True):
+    lines = ["%s %s HTTP/1.1" % (method, path), "Host: 127.0.0.1"]
+    if key:
+        lines.append("Authorization: Bearer " + srv.admin_key)
+    lines += list(headers)
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+def status_or_closed(data):
+    """Status of the response, or None if the server closed without answering."""
+    resp = parse_http_response(data)
+    if resp is None:
+        assert data == b"", data[:200]
+        return None
+    return resp[0]
+
+
+@pytest.mark.parametrize("line", [b"GARBAGE\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n",
+                                  b"\x00\x01\x02\x03\r\n\r\n", b"GET /healthz HTTP/1.1\r\nNoColon\r\n\r\n",
+                                  b"G\xffT / HTTP/1.1\r\n\r\n"])
+def test_bad_request_line(limited, line):
+    data, how = limited.raw(line)
+    assert how != "timeout"
+    st = status_or_closed(data)
+    assert st is None or 400 <= st < 500, data[:200]
+    assert healthy(limited)
+
+
+def test_headers_over_limit_431(limited):
+    big = "X-Big: " + "a" * (MAX_HEADER * 2)
+    data, how = limited.raw(request_bytes(limited, "GET", "/healthz", [big], key=False))
+    st = status_or_closed(data)
+    assert st in (431, None), data[:300]
+    if st == 431:
+        status, headers, body = parse_http_response(data)
+        assert json.loads(body)["error"]["code"] == "headers_too_large"
+        assert headers.get("x-request-id")
+        assert how == "eof"  # the connection is closed after a 431
+    assert healthy(limited)
+
+
+def test_many_small_headers_over_limit(limited):
+    hdrs = ["X-H%d: %s" % (i, "v" * 40) for i in range(MAX_HEADER // 40 + 10)]
+    data, _ = limited.raw(request_bytes(limited, "GET", "/healthz", hdrs, key=False))
+    assert status_or_closed(data) in (431, None)
+    assert healthy(limited)
+
+
+def test_headers_under_limit_ok(limited):
+    ok = "X-Small: " + "a" * (MAX_HEADER // 4)
+    data, _ = limited.raw(request_bytes(limited, "GET", "/healthz", [ok, "Connection: close"],
+                                        key=False))
+    assert status_or_closed(data) == 200
+
+
+@pytest.mark.parametrize("chunks", [b"ZZZ\r\nabc\r\n0\r\n\r\n", b"5\r\nab\r\n0\r\n\r\n",
+                                    b"-1\r\nx\r\n0\r\n\r\n", b"fffffffffffffffff\r\nx\r\n"])
+def test_bad_chunked_encoding(limited, chunks):
+    req = request_bytes(limited, headers=["Transfer-Encoding: chunked",
+                                          "Content-Type: application/json"], body=chunks)
+    data, how = limited.raw(req, timeout=5)
+    st = status_or_closed(data)
+    assert st is None or 400 <= st < 500, data[:200]
+    assert healthy(limited)
+
+
+def test_truncated_body_then_close(limited):
+    req = request_bytes(limited, headers=["Content-Length: 100", "Content-Type: application/json"],
+                        body=b'{"name":')
+    data, how = limited.raw(req, shut_wr=True, timeout=5)
+    st = status_or_closed(data)
+    assert st is None or 400 <= st < 500
+    assert healthy(limited)
+
+
+def test_truncated_body_abrupt_close(limited):
+    s = socket.create_connection((limited.host, limited.port))
+    s.sendall(request_bytes(limited, headers=["Content-Length: 1000"], body=b"x" * 10))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+    s.close()  # RST
+    assert healthy(limited)
+
+
+def test_body_over_limit_413(limited):
+    body = b"x" * (MAX_BODY + 1)
+    req = request_bytes(limited, headers=["Content-Length: %d" % len(body),
+                                          "Content-Type: application/json"], body=body)
+    data, how = limited.raw(req)
+    assert status_or_closed(data) == 413
+    assert healthy(limited)
+
+
+def test_chunked_body_over_limit_413(limited):
+    body = b"x" * (MAX_BODY + 100)
+    chunked = b"%x\r\n" % len(body) + body + b"\r\n0\r\n\r\n"
+    req = request_bytes(limited, headers=["Transfer-Encoding: chunked"], body=chunked)
+    data, how = limited.raw(req)
+    assert status_or_closed(data) == 413
+    assert healthy(limited)
+
+
+def test_body_over_limit_413_without_sending_it(limited):
+    # The limit applies to the declared length; the server need not wait for the bytes.
+    req = request_bytes(limited, headers=["Content-Length: %d" % (MAX_BODY * 1000)])
+    data, how = limited.raw(req, timeout=5)
+    assert status_or_closed(data) == 413
+    assert healthy(limited)
+
+
+def test_body_at_limit_is_parsed(limited):
+    pad = MAX_BODY - len('{"name":"k","role":"viewer","x":""}')
+    body = ('{"name":"k","role":"viewer","x":"%s"}' % ("a" * pad)).encode()
+    assert len(body) == MAX_BODY
+    r = limited.post("/v1/keys", data=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "x"  # parsed, then rejected
+
+
+@pytest.mark.xfail(strict=True, reason="bug: h2o answers 413 itself, as text/plain without "
+                   "X-Request-Id or the JSON error envelope (DESIGN.md: every response)")
+def test_413_has_envelope_and_request_id(limited):
+    body = b"x" * (MAX_BODY + 1)
+    req = request_bytes(limited, headers=["Content-Length: %d" % len(body)], body=body)
+    data, _ = limited.raw(req)
+    status, headers, payload = parse_http_response(data)
+    assert status == 413
+    assert headers.get("x-request-id")
+    assert json.loads(payload)["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.xfail(strict=True, reason="bug: h2o answers broken chunked encoding itself with "
+                   "400 text/plain, without X-Request-Id or the JSON error envelope")
+def test_bad_chunked_has_envelope(limited):
+    req = request_bytes(limited, headers=["Transfer-Encoding: chunked"], body=b"ZZZ\r\n\r\n")
+    data, _ = limited.raw(req)
+    status, headers, payload = parse_http_response(data)
+    assert status == 400
+    assert headers.get("x-request-id")
+    assert json.loads(payload)["error"]["code"] == "bad_request"
+
+
+def test_slow_client_never_finishing_headers_is_disconnected(limited):
+    s = socket.create_connection((limited.host, limited.port))
+    s.settimeout(30)  # far beyond --idle-timeout-ms: only a bound, not a measurement
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    try:
+        data = s.recv(4096)
+        # closed (b"") or an error response followed by close
+        while data and s.recv(4096):
+            pass
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        pytest.fail("connection with unfinished headers was not closed")
+    finally:
+        s.close()
+    assert healthy(limited)
+
+
+def test_slowloris_trickle_is_disconnected(limited):
+    """Sending one header byte at a time must not keep the connection alive forever."""
+    s = socket.create_connection((limited.host, limited.port))
+    s.settimeout(0.05)
+    closed = False
+    deadline = time.monotonic() + 30
+    payload = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Slow: " + b"s" * 100000
+    i = 0
+    try:
+        while time.monotonic() < deadline and i < len(payload):
+            s.send(payload[i:i + 1])
+            i += 1
+            try:
+                if s.recv(4096) == b"":
+                    closed = True
+                    break
+            except socket.timeout:
+                pass
+            time.sleep(IDLE_MS / 4000)
+    except (BrokenPipeError, ConnectionResetError):
+        closed = True
+    finally:
+        s.close()
+    assert closed, "slowloris connection still open after %d bytes" % i
+    assert healthy(limited)
+
+
+def test_idle_keepalive_connection_closed(limited):
+    s = socket.create_connection((limited.host, limited.port))
+    s.settimeout(30)
+    s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    buf = b""
+    while b"\r\n\r\n" not in buf:
+        buf += s.recv(4096)
+    status, headers, _ = parse_http_response(buf)
+    assert status == 200
+    try:
+        rest = b""
+        while True:
+            c = s.recv(4096)
+            if not c:
+                break
+            rest += c
+    except ConnectionResetError:
+        pass
+    except socket.timeout:
+        pytest.fail("idle keep-alive connection never closed")
+    finally:
+        s.close()
+
+
+def test_pipelined_requests(limited):
+    one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    last = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    data, how = limited.raw(one * 3 + last)
+    assert data.count(b"HTTP/1.1 200") == 4
+
+
+def served_keepalive(host, port):
+    """A connection on which one keep-alive request was answered, or None if refused."""
+    c = socket.create_connection((host, port))
+    c.settimeout(10)
+    try:
+        c.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = c.recv(4096)
+            if not chunk:
+                break
+            buf += chunk
+    except (ConnectionResetError, BrokenPipeError):
+        buf = b""
+    if buf.startswith(b"HTTP/1.1 200"):
+        return c
+    c.close()
+    return None
+
+
+def test_max_connections(start_server):
+    s = start_server("--threads", "1", "--max-connections", "2")
+    s.session.close()
+    held = []
+    try:
+        # Earlier connections (the readiness probe) may still be closing: keep opening until
+        # two are confirmed served and held open.
+        for _ in range(20):
+            c = served_keepalive(s.host, s.port)
+            if c:
+                held.append(c)
+            if len(held) == 2:
+                break
+        assert len(held) == 2
+        assert served_keepalive(s.host, s.port) is None, "served beyond --max-connections"
+    finally:
+        for c in held:
+            c.close()
+    # once the others are gone, new connections are served again
+    deadline = time.monotonic() + 10
+    c = None
+    while time.monotonic() < deadline and c is None:
+        c = served_keepalive(s.host, s.port)
+    assert c is not None
+    c.close()
