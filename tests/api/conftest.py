@@ -78,13 +78,15 @@ class Server:
     """One basalt process. Attributes after start(): url, host, port, admin_key, data_dir,
     proc, version, stdout_path, stderr_path."""
 
-    def __init__(self, args=(), env=None, data_dir=None, workdir=None, listen=True):
+    def __init__(self, args=(), env=None, data_dir=None, workdir=None, listen=True,
+                 data_flag=True):
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="basalt-test-")
         self.data_dir = data_dir or os.path.join(self.workdir, "data")
         self.args = list(args)
         self.env = dict(env or {})
         self.listen = listen
+        self.data_flag = data_flag  # False: no --data flag (the setting comes from elsewhere)
         self.proc = None
         self.admin_key = None
         self.url = self.host = self.port = self.version = None
@@ -97,7 +99,8 @@ class Server:
         cmd = [BASALT_BIN, "serve"]
         if self.listen:
             cmd += ["--listen", "127.0.0.1:0"]
-        cmd += ["--data", self.data_dir]
+        if self.data_flag:
+            cmd += ["--data", self.data_dir]
         return cmd + self.args
 
     def start(self, wait_healthy=True):
