@@ -31,7 +31,12 @@ void bs_uuid7(char out[37])
     take(u + 6, 10);
     if (ms <= last_ms) {
         ms = last_ms;
-        seq++;
+        if (++seq > 0xFFF) {
+            /* The 12-bit counter is used up within this millisecond: move on to the next
+             * one rather than wrap, so ids stay ordered (RFC 9562 §6.2, method 1). */
+            ms = ++last_ms;
+            seq = 0;
+        }
     } else {
         last_ms = ms;
         seq = (uint16_t)((u[6] << 8 | u[7]) & 0x7FF); /* random start, room to count up */

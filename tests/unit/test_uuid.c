@@ -1,0 +1,64 @@
+/* UUIDv7 (RFC 9562 §5.7): canonical format, version 7, variant 10, the timestamp field,
+ * strict ordering of ids made by one thread, and uniqueness. */
+#include "test_common.h"
+
+#include "base/id.h"
+#include "base/time.h"
+
+static int hexv(char c) { return (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1; }
+
+static void test_format(void **state)
+{
+    (void)state;
+    for (int n = 0; n < 1000; n++) {
+        char u[37];
+        memset(u, 'Z', sizeof u);
+        bs_uuid7(u);
+        assert_int_equal(strlen(u), 36);
+        for (int i = 0; i < 36; i++) {
+            if (i == 8 || i == 13 || i == 18 || i == 23)
+                assert_int_equal(u[i], '-');
+            else
+                assert_true(hexv(u[i]) >= 0); /* lowercase hex only */
+        }
+        assert_int_equal(u[14], '7');                      /* version */
+        assert_true(strchr("89ab", u[19]) != NULL);        /* variant 10xx */
+    }
+}
+
+static void test_timestamp(void **state)
+{
+    (void)state;
+    int64_t before = bs_time_wall_ms();
+    char u[37];
+    bs_uuid7(u);
+    int64_t after = bs_time_wall_ms();
+    int64_t ms = 0;
+    for (int i = 0; i < 13; i++)
+        if (u[i] != '-')
+            ms = ms * 16 + hexv(u[i]);
+    assert_true(ms >= before && ms <= after);
+}
+
+static void test_ordered_and_unique_within_thread(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    char(*ids)[37] = malloc(sizeof(*ids) * N);
+    assert_non_null(ids);
+    for (int i = 0; i < N; i++)
+        bs_uuid7(ids[i]);
+    for (int i = 1; i < N; i++)
+        assert_true(strcmp(ids[i - 1], ids[i]) < 0);
+    free(ids);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format),
+        cmocka_unit_test(test_timestamp),
+        cmocka_unit_test(test_ordered_and_unique_within_thread),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
