@@ -3,6 +3,7 @@
 #define BS_API_API_INT_H
 
 #include "api/api.h"
+#include "base/json.h"
 #include "base/time.h"
 
 #define APP(req) ((bs_app_t *)(req)->app)
@@ -24,6 +25,37 @@ void bs__api_keys_list(bs_req_t *req);
 void bs__api_keys_delete(bs_req_t *req);
 void bs__api_tenants_create(bs_req_t *req);
 void bs__api_tenants_list(bs_req_t *req);
+
+/* models.c */
+void bs__api_models_create(bs_req_t *req);
+void bs__api_models_list(bs_req_t *req);
+void bs__api_models_get(bs_req_t *req);
+void bs__api_models_update(bs_req_t *req);
+void bs__api_models_delete(bs_req_t *req);
+void bs__api_versions_create(bs_req_t *req);
+void bs__api_versions_list(bs_req_t *req);
+void bs__api_versions_get(bs_req_t *req);
+void bs__api_versions_approve(bs_req_t *req);
+void bs__api_versions_reject(bs_req_t *req);
+void bs__api_versions_archive(bs_req_t *req);
+void bs__api_alias_set(bs_req_t *req);
+void bs__api_alias_delete(bs_req_t *req);
+void bs__api_predict(bs_req_t *req);
+void bs__api_predict_version(bs_req_t *req);
+void bs__api_runs_create(bs_req_t *req);
+void bs__api_runs_list(bs_req_t *req);
+void bs__api_runs_get(bs_req_t *req);
+void bs__api_runs_update(bs_req_t *req);
+void bs__api_runs_metrics(bs_req_t *req);
+void bs__api_audit_list(bs_req_t *req);
+
+/* kserve.c */
+void bs__api_v2_live(bs_req_t *req);
+void bs__api_v2_ready(bs_req_t *req);
+void bs__api_v2_server(bs_req_t *req);
+void bs__api_v2_model(bs_req_t *req);
+void bs__api_v2_model_ready(bs_req_t *req);
+void bs__api_v2_infer(bs_req_t *req);
 
 /* Writes an RFC 3339 timestamp value (null for 0). */
 void bs__api_jw_time(bs_buf_t *b, int64_t ms);

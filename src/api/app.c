@@ -1,8 +1,11 @@
 /* Opening and closing the application's stores and domain modules. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "api/api_int.h"
+#include "registry/registry.h"
+#include "serving/serving.h"
 
 int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 {
@@ -14,6 +17,17 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->auth = bs_auth_new(app->meta, app->cfg.rate_limit_rps, app->cfg.rate_limit_burst, err);
     if (!app->auth)
         return err->code;
+    snprintf(path, sizeof path, "%s/artifacts", app->data_dir);
+    app->registry = bs_registry_new(app->meta, path, err);
+    if (!app->registry)
+        return err->code;
+    bs_serving_opts_t so = {.memory_budget = (size_t)app->cfg.model_memory_bytes,
+                            .max_rows = app->cfg.max_batch_rows,
+                            .reject_unknown = strcmp(app->cfg.unknown_features, "reject") == 0};
+    app->serving = bs_serving_new(app->meta, app->registry, &so, err);
+    if (!app->serving)
+        return err->code;
+    bs_registry_on_change(app->registry, bs_serving_refresh_cb, app->serving);
     int n;
     const bs_route_t *routes = bs_api_routes(&n);
     bs_buf_t b;
@@ -26,6 +40,10 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 
 void bs_api_app_close(bs_app_t *app)
 {
+    bs_serving_free(app->serving);
+    app->serving = NULL;
+    bs_registry_free(app->registry);
+    app->registry = NULL;
     bs_auth_free(app->auth);
     app->auth = NULL;
     bs_meta_close(app->meta);

@@ -1,8 +1,366 @@
-/* Model registry and prediction handlers (filled in with the registry). */
+/* /v1/models…: registry resources (models, versions, approvals, aliases) and
+ * online prediction. Handlers parse, call src/registry or src/serving, render. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "api/api_int.h"
+#include "registry/registry.h"
+#include "serving/serving.h"
+
+#define MAX_PAGE 1000
 
 void bs__api_model_metrics(bs_app_t *app, bs_buf_t *out)
 {
-    (void)app;
-    (void)out;
+    if (app->serving)
+        bs_serving_metrics(app->serving, out);
+}
+
+/* Sends b as JSON with status, or the error. */
+static void finish(bs_req_t *req, int rc, const bs_err_t *err, bs_buf_t *b, int status)
+{
+    if (rc)
+        bs_resp_error(req, err);
+    else
+        bs_resp_json(req, status, b);
+    bs_buf_free(b);
+}
+
+static cJSON *body_object(bs_req_t *req, bs_err_t *err)
+{
+    cJSON *j = bs_req_json(req, err);
+    if (j && !cJSON_IsObject(j)) {
+        bs_err_set(err, BS_EINVAL, "body must be a JSON object");
+        return NULL;
+    }
+    return j;
+}
+
+/* Parses the {version} path parameter; responds 400 and returns 0 when bad. */
+static int version_param(bs_req_t *req)
+{
+    const char *v = bs_req_param(req, "version");
+    char *end;
+    long n = v ? strtol(v, &end, 10) : 0;
+    if (!v || !*v || *end || n < 1 || n > 1000000000) {
+        bs_resp_errorf(req, BS_EINVAL, "version", "version must be a positive integer, got '%.32s'",
+                       v ? v : "");
+        return 0;
+    }
+    return (int)n;
+}
+
+void bs__api_models_create(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *j = body_object(req, &err);
+    if (!j)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_model_create(APP(req)->registry, &req->who, j, &b, &err);
+    finish(req, rc, &err, &b, 201);
+}
+
+void bs__api_models_list(bs_req_t *req)
+{
+    int limit;
+    if (bs__api_limit(req, 100, MAX_PAGE, &limit) < 0)
+        return;
+    bs_err_t err;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_model_list(APP(req)->registry, req->who.tenant, bs_req_query(req, "prefix"),
+                                    bs_req_query(req, "tag"), bs_req_query(req, "cursor"), limit, &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_models_get(bs_req_t *req)
+{
+    bs_err_t err;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_model_get(APP(req)->registry, req->who.tenant, bs_req_param(req, "name"), &b,
+                                   &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_models_update(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *j = body_object(req, &err);
+    if (!j)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_model_update(APP(req)->registry, &req->who, bs_req_param(req, "name"), j, &b,
+                                      &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_models_delete(bs_req_t *req)
+{
+    bs_err_t err;
+    if (bs_registry_model_delete(APP(req)->registry, &req->who, bs_req_param(req, "name"), &err))
+        return bs_resp_error(req, &err);
+    bs_resp_empty(req, 204);
+}
+
+void bs__api_versions_create(bs_req_t *req)
+{
+    bs_err_t err;
+    bs_err_clear(&err);
+    const char *format = bs_req_query(req, "format");
+    const char *artifact = req->body;
+    size_t len = req->body_len;
+    cJSON *meta = NULL;
+    if (bs_req_is_multipart(req)) {
+        bs_form_part_t parts[8];
+        int n = bs_req_multipart(req, parts, 8, &err);
+        if (n < 0)
+            return bs_resp_error(req, &err);
+        artifact = NULL;
+        len = 0;
+        for (int i = 0; i < n; i++) {
+            if (!strcmp(parts[i].name, "artifact") || !strcmp(parts[i].name, "model") ||
+                !strcmp(parts[i].name, "file")) {
+                artifact = parts[i].data;
+                len = parts[i].len;
+            } else if (!strcmp(parts[i].name, "metadata")) {
+                meta = bs_json_parse_arena(&req->arena, parts[i].data, parts[i].len,
+                                           req->cfg->max_json_depth, &err);
+                if (!meta) {
+                    char why[256];
+                    snprintf(why, sizeof why, "%s", err.msg);
+                    return bs_resp_errorf(req, err.code, "metadata", "metadata part: %s", why);
+                }
+            } else {
+                return bs_resp_errorf(req, BS_EINVAL, parts[i].name,
+                                      "unknown form part '%.64s'; send 'artifact' and 'metadata'",
+                                      parts[i].name);
+            }
+        }
+        if (!artifact)
+            return bs_resp_errorf(req, BS_EINVAL, "artifact", "the form has no 'artifact' part");
+    } else {
+        const char *m = bs_req_query(req, "metadata");
+        if (m) {
+            meta = bs_json_parse_arena(&req->arena, m, strlen(m), req->cfg->max_json_depth, &err);
+            if (!meta)
+                return bs_resp_errorf(req, err.code, "metadata", "metadata query parameter: %s", err.msg);
+        }
+    }
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_version_create(APP(req)->registry, &req->who, bs_req_param(req, "name"),
+                                        format, artifact, len, meta, &b, &err);
+    finish(req, rc, &err, &b, 201);
+}
+
+void bs__api_versions_list(bs_req_t *req)
+{
+    int limit;
+    if (bs__api_limit(req, 100, MAX_PAGE, &limit) < 0)
+        return;
+    const char *cur = bs_req_query(req, "cursor");
+    int cursor = 0;
+    if (cur) {
+        char *end;
+        long v = strtol(cur, &end, 10);
+        if (!*cur || *end || v < 1 || v > 1000000000)
+            return bs_resp_errorf(req, BS_EINVAL, "cursor", "cursor must be a version number");
+        cursor = (int)v;
+    }
+    const char *status = bs_req_query(req, "status");
+    bs_err_t err;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_version_list(APP(req)->registry, req->who.tenant, bs_req_param(req, "name"),
+                                      status, cursor, limit, &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_versions_get(bs_req_t *req)
+{
+    int v = version_param(req);
+    if (!v)
+        return;
+    bs_err_t err;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_version_get(APP(req)->registry, req->who.tenant, bs_req_param(req, "name"), v,
+                                     &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+static void transition(bs_req_t *req, const char *decision)
+{
+    int v = version_param(req);
+    if (!v)
+        return;
+    bs_err_t err;
+    const char *comment = NULL;
+    if (req->body_len) {
+        cJSON *j = body_object(req, &err);
+        if (!j)
+            return bs_resp_error(req, &err);
+        static const char *const allowed[] = {"comment", NULL};
+        if (bs_json_reject_unknown(j, allowed, &err) || bs_json_get_str(j, "comment", 0, &comment, &err) < 0)
+            return bs_resp_error(req, &err);
+    }
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_version_transition(APP(req)->registry, &req->who, bs_req_param(req, "name"), v,
+                                            decision, comment, &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_versions_approve(bs_req_t *req) { transition(req, "approve"); }
+void bs__api_versions_reject(bs_req_t *req) { transition(req, "reject"); }
+void bs__api_versions_archive(bs_req_t *req) { transition(req, "archive"); }
+
+void bs__api_alias_set(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *j = body_object(req, &err);
+    if (!j)
+        return bs_resp_error(req, &err);
+    static const char *const allowed[] = {"version", NULL};
+    int64_t v;
+    if (bs_json_reject_unknown(j, allowed, &err) ||
+        bs_json_get_int(j, "version", 1, 1, 1000000000, &v, &err) < 0)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_alias_set(APP(req)->registry, &req->who, bs_req_param(req, "name"),
+                                   bs_req_param(req, "alias"), (int)v, &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_alias_delete(bs_req_t *req)
+{
+    bs_err_t err;
+    if (bs_registry_alias_delete(APP(req)->registry, &req->who, bs_req_param(req, "name"),
+                                 bs_req_param(req, "alias"), &err))
+        return bs_resp_error(req, &err);
+    bs_resp_empty(req, 204);
+}
+
+/* ---- predict --------------------------------------------------------------------------- */
+
+static void predict(bs_req_t *req, int version)
+{
+    bs_app_t *app = APP(req);
+    bs_err_t err;
+    bs_err_clear(&err);
+    bs_model_handle_t *h = bs_serving_acquire(app->serving, req->who.tenant, bs_req_param(req, "name"),
+                                              version, &err);
+    if (!h)
+        return bs_resp_error(req, &err);
+    if (bs_serving_release_with(&req->arena, h) != 0)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    cJSON *j = bs_req_json(req, &err);
+    double *rows = NULL, *out = NULL;
+    size_t n = 0;
+    int rc = j ? 0 : err.code;
+    if (!rc)
+        rc = bs_serving_parse_inputs(app->serving, h, j, &req->arena, &rows, &n, &err);
+    if (!rc) {
+        size_t k = (size_t)bs_model_handle_schema(h)->n_outputs;
+        out = bs_arena_calloc(&req->arena, n * k + 1, sizeof(double));
+        rc = out ? bs_serving_predict(h, rows, n, out, &err) : bs_err_set(&err, BS_ENOMEM, "out of memory");
+    }
+    if (rc) {
+        bs_serving_record(h, 0, 0, rc);
+        return bs_resp_error(req, &err);
+    }
+    char small[2048];
+    bs_buf_t b = BS_BUF_ON(small);
+    bs_serving_render(h, out, n, &b);
+    bs_resp_json(req, 200, &b);
+    bs_buf_free(&b);
+    bs_serving_record(h, n, bs_time_mono_ns() - req->start_ns, 0);
+}
+
+void bs__api_predict(bs_req_t *req) { predict(req, 0); }
+
+void bs__api_predict_version(bs_req_t *req)
+{
+    int v = version_param(req);
+    if (v)
+        predict(req, v);
+}
+
+/* ---- runs and audit -------------------------------------------------------------------- */
+
+void bs__api_runs_create(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *j = body_object(req, &err);
+    if (!j)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_run_create(APP(req)->registry, &req->who, j, &b, &err);
+    finish(req, rc, &err, &b, 201);
+}
+
+void bs__api_runs_list(bs_req_t *req)
+{
+    int limit;
+    if (bs__api_limit(req, 100, MAX_PAGE, &limit) < 0)
+        return;
+    bs_err_t err;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_run_list(APP(req)->registry, req->who.tenant, bs_req_query(req, "experiment"),
+                                  bs_req_query(req, "cursor"), limit, &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_runs_get(bs_req_t *req)
+{
+    bs_err_t err;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_run_get(APP(req)->registry, req->who.tenant, bs_req_param(req, "id"), &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_runs_update(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *j = body_object(req, &err);
+    if (!j)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_run_update(APP(req)->registry, &req->who, bs_req_param(req, "id"), j, &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_runs_metrics(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *j = bs_req_json(req, &err);
+    if (!j)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_run_log_metrics(APP(req)->registry, &req->who, bs_req_param(req, "id"), j, &b,
+                                         &err);
+    finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_audit_list(bs_req_t *req)
+{
+    int limit;
+    if (bs__api_limit(req, 100, MAX_PAGE, &limit) < 0)
+        return;
+    bs_err_t err;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_audit_list(APP(req)->registry, req->who.tenant, bs_req_query(req, "cursor"),
+                                    limit, &b, &err);
+    finish(req, rc, &err, &b, 200);
 }

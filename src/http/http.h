@@ -77,6 +77,21 @@ const char *bs_req_header(bs_req_t *req, const char *name);
  * Errors: BS_EMEDIA for a non-JSON content type, BS_EPARSE, BS_EDEPTH. */
 cJSON *bs_req_json(bs_req_t *req, bs_err_t *err);
 
+/* A part of a multipart/form-data body (RFC 7578); pointers into the request body. */
+typedef struct {
+    const char *name;         /* form field name (arena) */
+    const char *filename;     /* or NULL (arena) */
+    const char *content_type; /* or NULL (arena) */
+    const char *data;
+    size_t len;
+} bs_form_part_t;
+
+/* 1 if the request is multipart/form-data. */
+int bs_req_is_multipart(bs_req_t *req);
+/* Splits a multipart/form-data body into at most max parts. Returns the count or
+ * BS_EINVAL for a malformed body. */
+int bs_req_multipart(bs_req_t *req, bs_form_part_t *parts, int max, bs_err_t *err);
+
 /* Adds a response header (both strings copied). Call before responding. */
 void bs_resp_header(bs_req_t *req, const char *name, const char *value);
 /* Sends body (copied) as application/json with the status. */

@@ -1,0 +1,415 @@
+/* The Open Inference Protocol (KServe v2 REST): health, server and model
+ * metadata, readiness and infer, as Triton and KServe clients expect.
+ * Tensors map to model inputs in one of two layouts:
+ *   - one tensor per feature, named after it, shape [N] or [N, 1];
+ *   - a single tensor of shape [N, n_features] in signature order.
+ * Outputs: "predictions" (regression) or "probabilities" + "label"
+ * (classification), plus "prediction_id". */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api/api_int.h"
+#include "base/id.h"
+#include "ml/signature.h"
+#include "serving/serving.h"
+
+void bs__api_v2_live(bs_req_t *req)
+{
+    static const char body[] = "{\"live\":true}";
+    bs_resp_body(req, 200, "application/json", body, sizeof body - 1);
+}
+
+void bs__api_v2_ready(bs_req_t *req)
+{
+    bs_app_t *app = APP(req);
+    int ready = bs_meta_ready(app->meta) && !app->shutting_down;
+    bs_resp_body(req, ready ? 200 : 503, "application/json", ready ? "{\"ready\":true}" : "{\"ready\":false}",
+                 ready ? 14 : 15);
+}
+
+void bs__api_v2_server(bs_req_t *req)
+{
+    bs_buf_t b;
+    bs_buf_init(&b);
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "name");
+    bs_jw_str(&b, "basalt");
+    bs_jw_key(&b, "version");
+    bs_jw_str(&b, BS_VERSION);
+    bs_jw_key(&b, "extensions");
+    bs_jw_arr_begin(&b);
+    bs_jw_arr_end(&b);
+    bs_jw_obj_end(&b);
+    bs_resp_json(req, 200, &b);
+    bs_buf_free(&b);
+}
+
+static const char *datatype(bs_ml_ftype_t t)
+{
+    switch (t) {
+    case BS_ML_INT: return "INT64";
+    case BS_ML_BOOL: return "BOOL";
+    case BS_ML_CATEGORY: return "BYTES";
+    default: return "FP64";
+    }
+}
+
+static int version_of(bs_req_t *req)
+{
+    const char *v = bs_req_param(req, "version");
+    if (!v)
+        return 0;
+    char *end;
+    long n = strtol(v, &end, 10);
+    if (!*v || *end || n < 1 || n > 1000000000) {
+        bs_resp_errorf(req, BS_EINVAL, "version", "version must be a positive integer");
+        return -1;
+    }
+    return (int)n;
+}
+
+static bs_model_handle_t *acquire(bs_req_t *req, int version)
+{
+    bs_err_t err;
+    bs_model_handle_t *h = bs_serving_acquire(APP(req)->serving, req->who.tenant,
+                                              bs_req_param(req, "name"), version, &err);
+    if (!h) {
+        bs_resp_error(req, &err);
+        return NULL;
+    }
+    if (bs_serving_release_with(&req->arena, h) != 0) {
+        bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+        return NULL;
+    }
+    return h;
+}
+
+void bs__api_v2_model(bs_req_t *req)
+{
+    int version = version_of(req);
+    if (version < 0)
+        return;
+    bs_model_handle_t *h = acquire(req, version);
+    if (!h)
+        return;
+    const bs_ml_schema_t *s = bs_model_handle_schema(h);
+    int versions[256];
+    int nv = bs_serving_versions(APP(req)->serving, req->who.tenant, bs_model_handle_name(h), versions, 256);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "name");
+    bs_jw_str(&b, bs_model_handle_name(h));
+    bs_jw_key(&b, "versions");
+    bs_jw_arr_begin(&b);
+    for (int i = 0; i < nv; i++) {
+        char v[16];
+        snprintf(v, sizeof v, "%d", versions[i]);
+        bs_jw_str(&b, v);
+    }
+    bs_jw_arr_end(&b);
+    bs_jw_key(&b, "platform");
+    bs_jw_str(&b, bs_ml_model_kind(bs_model_handle_model(h)));
+    bs_jw_key(&b, "inputs");
+    bs_jw_arr_begin(&b);
+    for (int i = 0; i < s->n_features; i++) {
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "name");
+        bs_jw_str(&b, s->features[i].name);
+        bs_jw_key(&b, "datatype");
+        bs_jw_str(&b, datatype(s->features[i].type));
+        bs_jw_key(&b, "shape");
+        bs_jw_raw(&b, "[-1]", 4);
+        bs_jw_obj_end(&b);
+    }
+    bs_jw_arr_end(&b);
+    bs_jw_key(&b, "outputs");
+    bs_jw_arr_begin(&b);
+    char shape[32];
+    snprintf(shape, sizeof shape, "[-1,%d]", s->n_outputs);
+    if (s->task == BS_ML_CLASSIFICATION) {
+        {
+            static const char lbl[] = "{\"name\":\"label\",\"datatype\":\"BYTES\",\"shape\":[-1]}";
+            bs_jw_raw(&b, lbl, sizeof lbl - 1);
+        }
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "name");
+        bs_jw_str(&b, "probabilities");
+        bs_jw_key(&b, "datatype");
+        bs_jw_str(&b, "FP64");
+        bs_jw_key(&b, "shape");
+        bs_jw_raw(&b, shape, strlen(shape));
+        bs_jw_obj_end(&b);
+    } else {
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "name");
+        bs_jw_str(&b, "predictions");
+        bs_jw_key(&b, "datatype");
+        bs_jw_str(&b, "FP64");
+        bs_jw_key(&b, "shape");
+        if (s->n_outputs == 1)
+            bs_jw_raw(&b, "[-1]", 4);
+        else
+            bs_jw_raw(&b, shape, strlen(shape));
+        bs_jw_obj_end(&b);
+    }
+    bs_jw_arr_end(&b);
+    bs_jw_obj_end(&b);
+    bs_resp_json(req, 200, &b);
+    bs_buf_free(&b);
+}
+
+void bs__api_v2_model_ready(bs_req_t *req)
+{
+    int version = version_of(req);
+    if (version < 0)
+        return;
+    bs_model_handle_t *h = acquire(req, version);
+    if (!h)
+        return;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "name");
+    bs_jw_str(&b, bs_model_handle_name(h));
+    bs_jw_key(&b, "ready");
+    bs_jw_bool(&b, 1);
+    bs_jw_obj_end(&b);
+    bs_resp_json(req, 200, &b);
+    bs_buf_free(&b);
+}
+
+/* Flattens nested arrays of a tensor's data into a pointer list (row-major). */
+static int flatten(const cJSON *d, const cJSON **out, size_t cap, size_t *n, int depth)
+{
+    if (depth > 4)
+        return -1;
+    for (const cJSON *c = d->child; c; c = c->next) {
+        if (cJSON_IsArray(c)) {
+            if (flatten(c, out, cap, n, depth + 1) < 0)
+                return -1;
+        } else {
+            if (*n == cap)
+                return -1;
+            out[(*n)++] = c;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    const char *name;
+    int64_t dims[2];
+    int ndim;
+    const cJSON **vals;
+    size_t n;
+} tensor_t;
+
+static int read_tensor(bs_req_t *req, const cJSON *t, int i, size_t max_vals, tensor_t *out, bs_err_t *err)
+{
+    char field[32];
+    snprintf(field, sizeof field, "inputs[%d]", i);
+    if (!cJSON_IsObject(t))
+        return bs_err_setf(err, BS_EINVAL, field, "%s must be a tensor object", field);
+    const char *dt = NULL;
+    if (bs_json_get_str(t, "name", 1, &out->name, err) < 0 || bs_json_get_str(t, "datatype", 1, &dt, err) < 0)
+        return bs_err_setf(err, BS_EINVAL, field, "%s needs name and datatype", field);
+    static const char *const types[] = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
+                                        "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES", NULL};
+    int ok = 0;
+    for (int k = 0; types[k]; k++)
+        ok |= !strcmp(dt, types[k]);
+    if (!ok)
+        return bs_err_setf(err, BS_EINVAL, field, "%s.datatype '%.16s' is not a KServe v2 datatype", field, dt);
+    const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
+    int nd = cJSON_GetArraySize(shape);
+    if (!cJSON_IsArray(shape) || nd < 1 || nd > 2)
+        return bs_err_setf(err, BS_EINVAL, field, "%s.shape must be [N] or [N, M]", field);
+    out->ndim = nd;
+    size_t total = 1;
+    for (int k = 0; k < nd; k++) {
+        const cJSON *d = cJSON_GetArrayItem(shape, k);
+        if (!cJSON_IsNumber(d) || d->valuedouble < 1 || d->valuedouble > 1e7 ||
+            d->valuedouble != (double)(int64_t)d->valuedouble)
+            return bs_err_setf(err, BS_EINVAL, field, "%s.shape must hold positive integers", field);
+        out->dims[k] = (int64_t)d->valuedouble;
+        total *= (size_t)out->dims[k];
+    }
+    if (total > max_vals)
+        return bs_err_setf(err, BS_ETOOBIG, field, "%s has %zu values, the limit is %zu", field, total, max_vals);
+    const cJSON *data = cJSON_GetObjectItemCaseSensitive(t, "data");
+    if (!cJSON_IsArray(data))
+        return bs_err_setf(err, BS_EINVAL, field, "%s.data must be an array", field);
+    out->vals = bs_arena_calloc(&req->arena, total + 1, sizeof *out->vals);
+    out->n = 0;
+    if (!out->vals)
+        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    if (flatten(data, out->vals, total, &out->n, 0) < 0 || out->n != total)
+        return bs_err_setf(err, BS_EINVAL, field, "%s.data does not hold shape's %zu values", field, total);
+    return 0;
+}
+
+static void infer(bs_req_t *req, int version)
+{
+    bs_app_t *app = APP(req);
+    bs_model_handle_t *h = acquire(req, version);
+    if (!h)
+        return;
+    bs_err_t err;
+    bs_err_clear(&err);
+    const bs_ml_schema_t *s = bs_model_handle_schema(h);
+    size_t nf = (size_t)s->n_features, max_rows = (size_t)req->cfg->max_batch_rows;
+    cJSON *j = bs_req_json(req, &err);
+    int rc = j ? 0 : err.code;
+    const cJSON *inputs = j ? cJSON_GetObjectItemCaseSensitive(j, "inputs") : NULL;
+    if (!rc && (!cJSON_IsObject(j) || !cJSON_IsArray(inputs) || !cJSON_GetArraySize(inputs)))
+        rc = bs_err_setf(&err, BS_EINVAL, "inputs", "body must be {\"inputs\": [tensors]}");
+    int nt = rc ? 0 : cJSON_GetArraySize(inputs);
+    tensor_t *ts = nt ? bs_arena_calloc(&req->arena, (size_t)nt, sizeof *ts) : NULL;
+    if (!rc && !ts)
+        rc = bs_err_set(&err, BS_ENOMEM, "out of memory");
+    int i = 0;
+    for (const cJSON *t = rc ? NULL : inputs->child; t && !rc; t = t->next, i++)
+        rc = read_tensor(req, t, i, max_rows * (nf > 0 ? nf : 1), &ts[i], &err);
+    size_t n = 0;
+    double *rows = NULL;
+    if (!rc) {
+        int positional = nt == 1 && ts[0].ndim == 2 && (size_t)ts[0].dims[1] == nf &&
+                         (nf > 1 || bs_model_handle_feature(h, ts[0].name, strlen(ts[0].name)) < 0);
+        n = (size_t)ts[0].dims[0];
+        if (n > max_rows)
+            rc = bs_err_setf(&err, BS_ETOOBIG, "inputs", "%zu rows in one request, the limit is %zu", n, max_rows);
+        else if (!(rows = bs_arena_calloc(&req->arena, n * nf + 1, sizeof(double))))
+            rc = bs_err_set(&err, BS_ENOMEM, "out of memory");
+        char where[96];
+        if (!rc && positional) {
+            for (size_t r = 0; r < n && !rc; r++)
+                for (size_t c = 0; c < nf && !rc; c++) {
+                    snprintf(where, sizeof where, "inputs[0] row %zu", r);
+                    rc = bs_serving_encode_value(h, (int)c, ts[0].vals[r * nf + c], &rows[r * nf + c], where, &err);
+                }
+        } else if (!rc) {
+            unsigned char *seen = bs_arena_calloc(&req->arena, nf + 1, 1);
+            for (int k = 0; k < nt && !rc; k++) {
+                int f = bs_model_handle_feature(h, ts[k].name, strlen(ts[k].name));
+                if (f < 0) {
+                    rc = bs_err_setf(&err, BS_EINVAL, ts[k].name,
+                                     "input tensor '%.64s' is not a feature of this model", ts[k].name);
+                } else if (seen[f]) {
+                    rc = bs_err_setf(&err, BS_EINVAL, ts[k].name, "input tensor '%.64s' is given twice", ts[k].name);
+                } else if ((size_t)ts[k].dims[0] != n || (ts[k].ndim == 2 && ts[k].dims[1] != 1)) {
+                    rc = bs_err_setf(&err, BS_EINVAL, ts[k].name,
+                                     "input tensor '%.64s' must have shape [%zu] or [%zu, 1]", ts[k].name, n, n);
+                } else {
+                    seen[f] = 1;
+                    for (size_t r = 0; r < n && !rc; r++) {
+                        snprintf(where, sizeof where, "%.40s row %zu", ts[k].name, r);
+                        rc = bs_serving_encode_value(h, f, ts[k].vals[r], &rows[r * nf + (size_t)f], where, &err);
+                    }
+                }
+            }
+            for (size_t f = 0; f < nf && !rc; f++)
+                for (size_t r = 0; !seen[f] && r < n && !rc; r++)
+                    rc = bs_serving_encode_missing(h, (int)f, &rows[r * nf + f], "inputs", &err);
+        }
+    }
+    size_t k = (size_t)s->n_outputs;
+    double *out = NULL;
+    if (!rc) {
+        out = bs_arena_calloc(&req->arena, n * k + 1, sizeof(double));
+        rc = out ? bs_serving_predict(h, rows, n, out, &err) : bs_err_set(&err, BS_ENOMEM, "out of memory");
+    }
+    if (rc) {
+        bs_serving_record(h, 0, 0, rc);
+        return bs_resp_error(req, &err);
+    }
+    (void)app;
+    const char *id = NULL;
+    bs_json_get_str(j, "id", 0, &id, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "model_name");
+    bs_jw_str(&b, bs_model_handle_name(h));
+    bs_jw_key(&b, "model_version");
+    char vs[16];
+    snprintf(vs, sizeof vs, "%d", bs_model_handle_version(h));
+    bs_jw_str(&b, vs);
+    if (id) {
+        bs_jw_key(&b, "id");
+        bs_jw_str(&b, id);
+    }
+    bs_jw_key(&b, "outputs");
+    bs_jw_arr_begin(&b);
+    int cls = s->task == BS_ML_CLASSIFICATION;
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "name");
+    bs_jw_str(&b, cls ? "probabilities" : "predictions");
+    bs_jw_key(&b, "datatype");
+    bs_jw_str(&b, "FP64");
+    bs_jw_key(&b, "shape");
+    bs_jw_arr_begin(&b);
+    bs_jw_int(&b, (int64_t)n);
+    if (cls || k > 1)
+        bs_jw_int(&b, (int64_t)k);
+    bs_jw_arr_end(&b);
+    bs_jw_key(&b, "data");
+    bs_jw_arr_begin(&b);
+    for (size_t q = 0; q < n * k; q++)
+        bs_jw_double(&b, out[q]);
+    bs_jw_arr_end(&b);
+    bs_jw_obj_end(&b);
+    if (cls) {
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "name");
+        bs_jw_str(&b, "label");
+        bs_jw_key(&b, "datatype");
+        bs_jw_str(&b, "BYTES");
+        bs_jw_key(&b, "shape");
+        bs_jw_arr_begin(&b);
+        bs_jw_int(&b, (int64_t)n);
+        bs_jw_arr_end(&b);
+        bs_jw_key(&b, "data");
+        bs_jw_arr_begin(&b);
+        for (size_t r = 0; r < n; r++) {
+            size_t best = 0;
+            for (size_t c = 1; c < k; c++)
+                if (out[r * k + c] > out[r * k + best])
+                    best = c;
+            bs_jw_str(&b, s->labels ? s->labels[best] : "");
+        }
+        bs_jw_arr_end(&b);
+        bs_jw_obj_end(&b);
+    }
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "name");
+    bs_jw_str(&b, "prediction_id");
+    bs_jw_key(&b, "datatype");
+    bs_jw_str(&b, "BYTES");
+    bs_jw_key(&b, "shape");
+    bs_jw_arr_begin(&b);
+    bs_jw_int(&b, (int64_t)n);
+    bs_jw_arr_end(&b);
+    bs_jw_key(&b, "data");
+    bs_jw_arr_begin(&b);
+    for (size_t r = 0; r < n; r++) {
+        char pid[37];
+        bs_uuid7(pid);
+        bs_jw_str(&b, pid);
+    }
+    bs_jw_arr_end(&b);
+    bs_jw_obj_end(&b);
+    bs_jw_arr_end(&b);
+    bs_jw_obj_end(&b);
+    bs_resp_json(req, 200, &b);
+    bs_buf_free(&b);
+    bs_serving_record(h, n, bs_time_mono_ns() - req->start_ns, 0);
+}
+
+void bs__api_v2_infer(bs_req_t *req)
+{
+    int v = version_of(req);
+    if (v >= 0)
+        infer(req, v);
+}

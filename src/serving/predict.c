@@ -1,0 +1,350 @@
+/* Request rows from JSON, validation against the signature, prediction,
+ * rendering and per-version metrics; see serving.h. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/id.h"
+#include "serving/serving_int.h"
+
+static const double buckets[BS__SERVING_BUCKETS] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
+                                                    0.0005,  0.001,    0.0025,  0.005,  0.01,
+                                                    0.025,   0.05,     0.1,     0.25,   0.5,
+                                                    1,       5};
+
+int bs_serving_encode_missing(const bs_model_handle_t *h, int i, double *out, const char *where,
+                              bs_err_t *err)
+{
+    const bs_ml_feature_t *f = &h->sig.features[i];
+    if (f->has_default) {
+        *out = f->default_value;
+        return 0;
+    }
+    if (f->required || !h->handles_missing)
+        return bs_err_setf(err, BS_EINVAL, f->name, "%s: required feature '%s' is missing", where,
+                           f->name);
+    *out = NAN;
+    return 0;
+}
+
+int bs_serving_encode_value(const bs_model_handle_t *h, int i, const cJSON *v, double *out,
+                            const char *where, bs_err_t *err)
+{
+    const bs_ml_feature_t *f = &h->sig.features[i];
+    if (!v)
+        return bs_serving_encode_missing(h, i, out, where, err);
+    if (cJSON_IsNull(v)) {
+        if (h->handles_missing) {
+            *out = NAN;
+            return 0;
+        }
+        if (f->has_default) {
+            *out = f->default_value;
+            return 0;
+        }
+        return bs_err_setf(err, BS_EINVAL, f->name,
+                           "%s: feature '%s' is null and this model cannot take missing values", where,
+                           f->name);
+    }
+    double x;
+    switch (f->type) {
+    case BS_ML_CATEGORY: {
+        char tmp[64];
+        const char *s;
+        if (cJSON_IsString(v)) {
+            s = v->valuestring;
+        } else if (cJSON_IsNumber(v)) {
+            if (v->valuedouble == floor(v->valuedouble) && fabs(v->valuedouble) < 1e15)
+                snprintf(tmp, sizeof tmp, "%lld", (long long)v->valuedouble);
+            else
+                snprintf(tmp, sizeof tmp, "%.17g", v->valuedouble);
+            s = tmp;
+        } else {
+            return bs_err_setf(err, BS_EINVAL, f->name, "%s: feature '%s' must be a category string",
+                               where, f->name);
+        }
+        for (int k = 0; k < f->n_categories; k++)
+            if (strcmp(f->categories[k], s) == 0) {
+                *out = k;
+                return 0;
+            }
+        if (f->accepts_unknown) {
+            *out = -1;
+            return 0;
+        }
+        return bs_err_setf(err, BS_EINVAL, f->name,
+                           "%s: feature '%s' has category '%.64s', which is not one of its %d categories",
+                           where, f->name, s, f->n_categories);
+    }
+    case BS_ML_BOOL:
+        if (cJSON_IsBool(v)) {
+            *out = cJSON_IsTrue(v);
+            return 0;
+        }
+        if (cJSON_IsNumber(v) && (v->valuedouble == 0 || v->valuedouble == 1)) {
+            *out = v->valuedouble;
+            return 0;
+        }
+        return bs_err_setf(err, BS_EINVAL, f->name, "%s: feature '%s' must be true or false", where,
+                           f->name);
+    case BS_ML_INT:
+    case BS_ML_FLOAT:
+    default:
+        if (!cJSON_IsNumber(v))
+            return bs_err_setf(err, BS_EINVAL, f->name, "%s: feature '%s' must be a number", where,
+                               f->name);
+        x = v->valuedouble;
+        if (!isfinite(x))
+            return bs_err_setf(err, BS_EINVAL, f->name, "%s: feature '%s' must be finite", where,
+                               f->name);
+        if (f->type == BS_ML_INT && x != floor(x))
+            return bs_err_setf(err, BS_EINVAL, f->name, "%s: feature '%s' must be an integer, got %.17g",
+                               where, f->name, x);
+        if (f->has_min && x < f->min)
+            return bs_err_setf(err, BS_EINVAL, f->name, "%s: feature '%s' is %.17g, below its minimum %.17g",
+                               where, f->name, x, f->min);
+        if (f->has_max && x > f->max)
+            return bs_err_setf(err, BS_EINVAL, f->name, "%s: feature '%s' is %.17g, above its maximum %.17g",
+                               where, f->name, x, f->max);
+        *out = x;
+        return 0;
+    }
+}
+
+static int named_row(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *obj, double *row,
+                     const char *where, bs_err_t *err)
+{
+    int nf = h->sig.n_features;
+    /* Mark unfilled slots with a sentinel bit pattern distinct from any encoded value. */
+    unsigned char seen_small[256];
+    unsigned char *seen = nf <= 256 ? seen_small : calloc((size_t)nf, 1);
+    if (!seen)
+        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    memset(seen, 0, nf <= 256 ? (size_t)nf : 0);
+    int rc = 0;
+    for (const cJSON *c = obj->child; c && !rc; c = c->next) {
+        int i = c->string ? bs_model_handle_feature(h, c->string, strlen(c->string)) : -1;
+        if (i < 0) {
+            if (s->o.reject_unknown)
+                rc = bs_err_setf(err, BS_EINVAL, c->string ? c->string : "",
+                                 "%s: unknown feature '%.64s' (this model takes %d features)", where,
+                                 c->string ? c->string : "", nf);
+            continue;
+        }
+        if (seen[i]) {
+            rc = bs_err_setf(err, BS_EINVAL, c->string, "%s: feature '%.64s' is given twice", where,
+                             c->string);
+            break;
+        }
+        seen[i] = 1;
+        rc = bs_serving_encode_value(h, i, c, &row[i], where, err);
+    }
+    for (int i = 0; i < nf && !rc; i++)
+        if (!seen[i])
+            rc = bs_serving_encode_missing(h, i, &row[i], where, err);
+    if (seen != seen_small)
+        free(seen);
+    return rc;
+}
+
+static int positional_row(const bs_model_handle_t *h, const cJSON *arr, double *row,
+                          const char *where, bs_err_t *err)
+{
+    int nf = h->sig.n_features, n = cJSON_GetArraySize(arr);
+    if (n != nf)
+        return bs_err_setf(err, BS_EINVAL, "instances", "%s has %d values, the model takes %d", where,
+                           n, nf);
+    int i = 0;
+    for (const cJSON *c = arr->child; c; c = c->next, i++) {
+        int rc = bs_serving_encode_value(h, i, c, &row[i], where, err);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *body,
+                            bs_arena_t *a, double **rows_out, size_t *n_rows, bs_err_t *err)
+{
+    if (!cJSON_IsObject(body))
+        return bs_err_set(err, BS_EINVAL, "body must be a JSON object with \"inputs\" or \"instances\"");
+    const cJSON *inputs = NULL, *instances = NULL;
+    for (const cJSON *c = body->child; c; c = c->next) {
+        if (c->string && !strcmp(c->string, "inputs"))
+            inputs = c;
+        else if (c->string && !strcmp(c->string, "instances"))
+            instances = c;
+        else if (c->string && strcmp(c->string, "parameters") != 0 && strcmp(c->string, "id") != 0)
+            return bs_err_setf(err, BS_EINVAL, c->string,
+                               "unknown field '%.64s'; send \"inputs\" or \"instances\"", c->string);
+    }
+    if (!!inputs == !!instances)
+        return bs_err_setf(err, BS_EINVAL, "inputs", "send exactly one of \"inputs\" or \"instances\"");
+    const cJSON *src = inputs ? inputs : instances;
+    int single = cJSON_IsObject(src);
+    if (!single && !cJSON_IsArray(src))
+        return bs_err_setf(err, BS_EINVAL, inputs ? "inputs" : "instances",
+                           "\"%s\" must be an object or an array of rows", inputs ? "inputs" : "instances");
+    if (instances && single)
+        return bs_err_setf(err, BS_EINVAL, "instances", "\"instances\" must be an array of rows");
+    size_t n = single ? 1 : (size_t)cJSON_GetArraySize(src);
+    if (n == 0)
+        return bs_err_setf(err, BS_EINVAL, inputs ? "inputs" : "instances", "no rows to predict");
+    if (n > (size_t)s->o.max_rows)
+        return bs_err_setf(err, BS_ETOOBIG, inputs ? "inputs" : "instances",
+                           "%zu rows in one request, the limit is %d", n, s->o.max_rows);
+    size_t nf = (size_t)h->sig.n_features;
+    double *rows = bs_arena_calloc(a, n * nf + 1, sizeof(double));
+    if (!rows)
+        return bs_err_set(err, BS_ENOMEM, "out of memory for %zu rows", n);
+    char where[48] = "inputs";
+    if (single) {
+        int rc = named_row(s, h, src, rows, where, err);
+        if (rc)
+            return rc;
+    } else {
+        size_t r = 0;
+        for (const cJSON *row = src->child; row; row = row->next, r++) {
+            snprintf(where, sizeof where, "%s[%zu]", inputs ? "inputs" : "instances", r);
+            int rc;
+            if (cJSON_IsObject(row))
+                rc = named_row(s, h, row, rows + r * nf, where, err);
+            else if (cJSON_IsArray(row) && instances)
+                rc = positional_row(h, row, rows + r * nf, where, err);
+            else
+                rc = bs_err_setf(err, BS_EINVAL, inputs ? "inputs" : "instances",
+                                 "%s must be %s", where,
+                                 inputs ? "an object of feature values" : "an array or object of feature values");
+            if (rc)
+                return rc;
+        }
+    }
+    *rows_out = rows;
+    *n_rows = n;
+    return 0;
+}
+
+int bs_serving_predict(bs_model_handle_t *h, const double *rows, size_t n, double *out, bs_err_t *err)
+{
+    return bs_ml_predict(h->model, rows, n, out, err);
+}
+
+void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b)
+{
+    const bs_ml_schema_t *s = &h->sig;
+    int k = s->n_outputs;
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "model");
+    bs_jw_str(b, h->slot->name);
+    bs_jw_key(b, "version");
+    bs_jw_int(b, h->slot->version);
+    bs_jw_key(b, "predictions");
+    bs_jw_arr_begin(b);
+    for (size_t r = 0; r < n; r++) {
+        const double *o = out + r * (size_t)k;
+        if (s->task == BS_ML_CLASSIFICATION) {
+            int best = 0;
+            for (int j = 1; j < k; j++)
+                if (o[j] > o[best])
+                    best = j;
+            bs_jw_obj_begin(b);
+            bs_jw_key(b, "label");
+            bs_jw_str(b, s->labels ? s->labels[best] : "");
+            bs_jw_key(b, "probabilities");
+            bs_jw_obj_begin(b);
+            for (int j = 0; j < k; j++) {
+                bs_jw_key(b, s->labels ? s->labels[j] : "");
+                bs_jw_double(b, o[j]);
+            }
+            bs_jw_obj_end(b);
+            bs_jw_obj_end(b);
+        } else if (k == 1) {
+            bs_jw_double(b, o[0]);
+        } else {
+            bs_jw_arr_begin(b);
+            for (int j = 0; j < k; j++)
+                bs_jw_double(b, o[j]);
+            bs_jw_arr_end(b);
+        }
+    }
+    bs_jw_arr_end(b);
+    bs_jw_key(b, "prediction_ids");
+    bs_jw_arr_begin(b);
+    for (size_t r = 0; r < n; r++) {
+        char id[37];
+        bs_uuid7(id);
+        bs_jw_strn(b, id, 36);
+    }
+    bs_jw_arr_end(b);
+    bs_jw_obj_end(b);
+}
+
+void bs_serving_record(bs_model_handle_t *h, size_t rows, uint64_t duration_ns, int code)
+{
+    bs__slot_t *sl = h->slot;
+    atomic_fetch_add_explicit(&sl->requests, 1, memory_order_relaxed);
+    if (code) {
+        int idx = bs_err_index(code);
+        atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
+        if (idx >= 0)
+            atomic_fetch_add_explicit(&sl->errors_by_code[idx], 1, memory_order_relaxed);
+        return;
+    }
+    atomic_fetch_add_explicit(&sl->rows, rows, memory_order_relaxed);
+    atomic_fetch_add_explicit(&sl->sum_ns, duration_ns, memory_order_relaxed);
+    double secs = (double)duration_ns / 1e9;
+    int b = 0;
+    while (b < BS__SERVING_BUCKETS && secs > buckets[b])
+        b++;
+    atomic_fetch_add_explicit(&sl->hist[b], 1, memory_order_relaxed);
+}
+
+void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
+{
+    bs_buf_puts(b, "# HELP basalt_predictions_total Predict requests per model version.\n"
+                   "# TYPE basalt_predictions_total counter\n"
+                   "# HELP basalt_prediction_rows_total Rows predicted per model version.\n"
+                   "# TYPE basalt_prediction_rows_total counter\n"
+                   "# HELP basalt_prediction_errors_total Failed predict requests by error code.\n"
+                   "# TYPE basalt_prediction_errors_total counter\n"
+                   "# HELP basalt_prediction_duration_seconds Time to validate, predict and render.\n"
+                   "# TYPE basalt_prediction_duration_seconds histogram\n"
+                   "# HELP basalt_model_loaded Whether the version is loaded in memory.\n"
+                   "# TYPE basalt_model_loaded gauge\n");
+    pthread_mutex_lock(&s->lock);
+    for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
+        uint64_t req = atomic_load(&sl->requests);
+        int loaded = atomic_load(&sl->handle) != NULL;
+        char lbl[300];
+        snprintf(lbl, sizeof lbl, "tenant=\"%s\",model=\"%s\",version=\"%d\"", sl->tenant, sl->name,
+                 sl->version);
+        if (loaded || req)
+            bs_buf_printf(b, "basalt_model_loaded{%s} %d\n", lbl, loaded);
+        if (!req)
+            continue;
+        bs_buf_printf(b, "basalt_predictions_total{%s} %llu\n", lbl, (unsigned long long)req);
+        bs_buf_printf(b, "basalt_prediction_rows_total{%s} %llu\n", lbl,
+                      (unsigned long long)atomic_load(&sl->rows));
+        for (int i = 0; i < BS_ERR_COUNT; i++) {
+            uint64_t e = atomic_load(&sl->errors_by_code[i]);
+            if (e)
+                bs_buf_printf(b, "basalt_prediction_errors_total{%s,code=\"%s\"} %llu\n", lbl,
+                              bs_err_name(i + BS_ERR_FIRST_ + 1), (unsigned long long)e);
+        }
+        uint64_t cum = 0;
+        for (int k = 0; k < BS__SERVING_BUCKETS; k++) {
+            cum += atomic_load(&sl->hist[k]);
+            bs_buf_printf(b, "basalt_prediction_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", lbl,
+                          buckets[k], (unsigned long long)cum);
+        }
+        cum += atomic_load(&sl->hist[BS__SERVING_BUCKETS]);
+        bs_buf_printf(b, "basalt_prediction_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", lbl,
+                      (unsigned long long)cum);
+        bs_buf_printf(b, "basalt_prediction_duration_seconds_sum{%s} %.9f\n", lbl,
+                      (double)atomic_load(&sl->sum_ns) / 1e9);
+        bs_buf_printf(b, "basalt_prediction_duration_seconds_count{%s} %llu\n", lbl,
+                      (unsigned long long)cum);
+    }
+    pthread_mutex_unlock(&s->lock);
+}

@@ -1,0 +1,97 @@
+/*
+ * Online serving: resolves model references to loaded versions and runs
+ * predictions.
+ *
+ * Routing state is an immutable snapshot (every tenant's models, their
+ * versions and aliases) rebuilt from the metadata store after each registry
+ * change and published by an atomic pointer swap; readers take no lock
+ * (QSBR, base/rcu.h). Each (model, version) has a long-lived slot holding
+ * its per-version metrics and, once loaded, a reference-counted handle.
+ * A version loads on first use (or eagerly when an alias points at it); when
+ * loaded models exceed the memory budget the least recently used are
+ * evicted. A handle being evicted or replaced stays alive until its last
+ * in-flight request releases it.
+ */
+#ifndef BS_SERVING_SERVING_H
+#define BS_SERVING_SERVING_H
+
+#include <cjson/cJSON.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/arena.h"
+#include "base/buf.h"
+#include "base/err.h"
+#include "ml/ml.h"
+#include "registry/registry.h"
+#include "store/meta.h"
+
+typedef struct bs_serving bs_serving_t;
+typedef struct bs_model_handle bs_model_handle_t;
+
+typedef struct {
+    size_t memory_budget;   /* bytes of loaded models before LRU eviction */
+    int max_rows;           /* rows per predict request */
+    int reject_unknown;     /* 1: unknown input features are a 400; 0: ignored */
+} bs_serving_opts_t;
+
+bs_serving_t *bs_serving_new(bs_meta_t *meta, bs_registry_t *reg, const bs_serving_opts_t *o,
+                             bs_err_t *err);
+void bs_serving_free(bs_serving_t *s);
+/* Rebuilds the routing snapshot from the store (registry change hook). */
+int bs_serving_refresh(bs_serving_t *s, bs_err_t *err);
+void bs_serving_refresh_cb(void *s);
+
+/*
+ * Resolves tenant's `ref` — "name", "name@alias" — or, when version > 0,
+ * that version of model `ref`, and returns a handle with one reference the
+ * caller owns (bs_serving_release). A bare name resolves to the "champion"
+ * alias, else the latest approved version. Errors: BS_ENOTFOUND naming what
+ * is missing; BS_EUNAVAIL/BS_EIO when the artifact cannot be loaded.
+ * Must be called from a thread registered with QSBR (I/O threads are).
+ */
+bs_model_handle_t *bs_serving_acquire(bs_serving_t *s, const char *tenant, const char *ref,
+                                      int version, bs_err_t *err);
+void bs_serving_release(bs_model_handle_t *h);
+/* Releases h when the arena is freed. */
+int bs_serving_release_with(bs_arena_t *a, bs_model_handle_t *h);
+
+const char *bs_model_handle_name(const bs_model_handle_t *h);
+int bs_model_handle_version(const bs_model_handle_t *h);
+const bs_ml_schema_t *bs_model_handle_schema(const bs_model_handle_t *h);
+const bs_ml_model_t *bs_model_handle_model(const bs_model_handle_t *h);
+int bs_model_handle_handles_missing(const bs_model_handle_t *h);
+/* The list of version numbers of the model behind h (for KServe metadata); returns count. */
+int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, int *out, int max);
+
+/*
+ * Converts a predict body into rows (arena-allocated, row-major doubles):
+ *   {"inputs": {...}}            one row by feature name
+ *   {"inputs": [{...}, ...]}     rows by feature name
+ *   {"instances": [[...], ...]}  rows by position (TF-Serving); objects also accepted
+ * Every validation failure is BS_EINVAL naming the field ("inputs[3].amount"),
+ * or BS_ETOOBIG for too many rows.
+ */
+int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *body,
+                            bs_arena_t *a, double **rows, size_t *n_rows, bs_err_t *err);
+/* Converts one JSON value for feature i into its slot value (shared with the KServe path). */
+int bs_serving_encode_value(const bs_model_handle_t *h, int i, const cJSON *v, double *out,
+                            const char *where, bs_err_t *err);
+/* Encodes an omitted feature i (default, NaN or an error). */
+int bs_serving_encode_missing(const bs_model_handle_t *h, int i, double *out, const char *where,
+                              bs_err_t *err);
+/* Index of a feature by name, or -1. */
+int bs_model_handle_feature(const bs_model_handle_t *h, const char *name, size_t len);
+
+/* Runs the model on n rows into out (n * n_outputs doubles). */
+int bs_serving_predict(bs_model_handle_t *h, const double *rows, size_t n, double *out, bs_err_t *err);
+
+/* Renders {"model", "version", "predictions", "prediction_ids"} into b. */
+void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b);
+
+/* Per-version metrics: one call per request. code 0 = success. */
+void bs_serving_record(bs_model_handle_t *h, size_t rows, uint64_t duration_ns, int code);
+/* Prometheus text for every version that served traffic. */
+void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b);
+
+#endif

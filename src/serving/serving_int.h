@@ -1,0 +1,78 @@
+/* Private to src/serving: slots, handles and the routing snapshot. */
+#ifndef BS_SERVING_SERVING_INT_H
+#define BS_SERVING_SERVING_INT_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "serving/serving.h"
+
+#define BS__SERVING_BUCKETS 17
+
+typedef struct bs__slot bs__slot_t;
+
+struct bs_model_handle {
+    atomic_int refs; /* the slot's reference + one per request */
+    bs__slot_t *slot;
+    bs_ml_model_t *model;
+    bs_ml_schema_t sig;
+    int handles_missing;
+    size_t memory;
+    /* open-addressing index of feature names: 2^k entries holding index+1 (0 = empty) */
+    int *name_index;
+    uint32_t name_mask;
+};
+
+/* One per (model, version) ever seen; lives until the serving module is freed. */
+struct bs__slot {
+    bs__slot_t *next;
+    char tenant[64];
+    char name[129];
+    char model_id[40];
+    int version;
+    _Atomic(bs_model_handle_t *) handle;
+    pthread_mutex_t load_lock;
+    _Atomic uint64_t last_used_ns;
+    int live; /* still in the current snapshot */
+    /* metrics */
+    _Atomic uint64_t requests, rows, errors, sum_ns;
+    _Atomic uint64_t hist[BS__SERVING_BUCKETS + 1];
+    _Atomic uint64_t errors_by_code[BS_ERR_COUNT];
+};
+
+typedef struct {
+    int version;
+    int approved;
+    bs__slot_t *slot;
+} bs__snap_version_t;
+
+typedef struct {
+    char alias[65];
+    int version;
+} bs__snap_alias_t;
+
+typedef struct {
+    char tenant[64];
+    char name[129];
+    char model_id[40];
+    int n_versions, n_aliases;
+    bs__snap_version_t *versions; /* ascending */
+    bs__snap_alias_t *aliases;
+} bs__snap_model_t;
+
+typedef struct {
+    int n;
+    bs__snap_model_t *models; /* sorted by (tenant, name) */
+} bs__snapshot_t;
+
+struct bs_serving {
+    bs_meta_t *meta;
+    bs_registry_t *reg;
+    bs_serving_opts_t o;
+    _Atomic(bs__snapshot_t *) snap;
+    pthread_mutex_t lock; /* slots list, refresh, eviction */
+    bs__slot_t *slots;
+    _Atomic size_t loaded_bytes;
+};
+
+#endif
