@@ -1,0 +1,155 @@
+/* JSON reader: depth counting (strings and escapes ignored), the depth limit, trailing
+ * garbage, empty input, non-terminated input, typed getters and unknown-field rejection. */
+#include "test_common.h"
+
+#include "base/json.h"
+
+static void test_depth(void **state)
+{
+    (void)state;
+    const struct {
+        const char *s;
+        int depth;
+    } cases[] = {
+        {"1", 0},
+        {"[]", 1},
+        {"{\"a\":[{}]}", 3},
+        {"[[[[]]]]", 4},
+        {"[\"[[[[\"]", 1},
+        {"[\"\\\"[[\"]", 1},        /* escaped quote inside a string */
+        {"[\"\\\\\",[[]]]", 3},     /* escaped backslash ends before the quote */
+        {"[][][]", 1},
+        {"]]]][", 0}, /* unbalanced closers never count as nesting */
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        assert_int_equal(bs_json_depth(cases[i].s, strlen(cases[i].s)), cases[i].depth);
+}
+
+static char *nested(int depth)
+{
+    char *s = malloc((size_t)depth * 2 + 1);
+    for (int i = 0; i < depth; i++) {
+        s[i] = '[';
+        s[2 * depth - 1 - i] = ']';
+    }
+    s[2 * depth] = '\0';
+    return s;
+}
+
+static void test_depth_limit(void **state)
+{
+    (void)state;
+    bs_err_t err;
+    char *at = nested(10), *over = nested(11);
+    cJSON *j = bs_json_parse(at, strlen(at), 10, &err);
+    assert_non_null(j);
+    cJSON_Delete(j);
+    bs_err_clear(&err);
+    assert_null(bs_json_parse(over, strlen(over), 10, &err));
+    assert_int_equal(err.code, BS_EDEPTH);
+    assert_non_null(strstr(err.msg, "10"));
+    free(at);
+    free(over);
+    char *huge = nested(200000); /* must not recurse into cJSON with this */
+    assert_null(bs_json_parse(huge, strlen(huge), 64, &err));
+    assert_int_equal(err.code, BS_EDEPTH);
+    free(huge);
+}
+
+static void test_trailing_and_empty(void **state)
+{
+    (void)state;
+    bs_err_t err;
+    const char *bad[] = {"{} x", "{}{}", "[1] ,", "1 2", "{\"a\":1}}", "", "   ", "nul", "[1,]",
+                         "{\"a\"}", "\"abc"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        bs_err_clear(&err);
+        cJSON *j = bs_json_parse(bad[i], strlen(bad[i]), 64, &err);
+        if (j)
+            fail_msg("accepted '%s'", bad[i]);
+        assert_int_equal(err.code, BS_EPARSE);
+    }
+    assert_null(bs_json_parse(NULL, 0, 64, &err));
+    assert_int_equal(err.code, BS_EPARSE);
+    const char *ok[] = {"{}\n", " [1] \r\n\t", "\"s\"", "-0.5e3", "null"};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        cJSON *j = bs_json_parse(ok[i], strlen(ok[i]), 64, &err);
+        assert_non_null(j);
+        cJSON_Delete(j);
+    }
+}
+
+static void test_not_nul_terminated(void **state)
+{
+    (void)state;
+    /* the parser must stay within len: "[1]" followed by bytes that are not JSON */
+    char *buf = malloc(3);
+    memcpy(buf, "[1]", 3);
+    bs_err_t err;
+    cJSON *j = bs_json_parse(buf, 3, 64, &err);
+    assert_non_null(j);
+    cJSON_Delete(j);
+    memcpy(buf, "[12", 3);
+    assert_null(bs_json_parse(buf, 3, 64, &err));
+    free(buf);
+}
+
+static void test_arena_owned(void **state)
+{
+    (void)state;
+    bs_arena_t a;
+    bs_arena_init(&a, 256);
+    bs_err_t err;
+    cJSON *j = bs_json_parse_arena(&a, "{\"k\":[1,2,3]}", 13, 64, &err);
+    assert_non_null(j);
+    bs_arena_deinit(&a); /* frees the tree (LeakSanitizer checks) */
+}
+
+static void test_getters(void **state)
+{
+    (void)state;
+    bs_err_t err;
+    const char *t = "{\"s\":\"x\",\"i\":42,\"f\":1.5,\"b\":true,\"n\":null,\"big\":1e300}";
+    cJSON *j = bs_json_parse(t, strlen(t), 8, &err);
+    assert_non_null(j);
+    const char *s = NULL;
+    int64_t i = 0;
+    double d = 0;
+    int b = 0;
+    assert_int_equal(bs_json_get_str(j, "s", 1, &s, &err), 0);
+    assert_string_equal(s, "x");
+    assert_int_equal(bs_json_get_str(j, "missing", 0, &s, &err), 1);
+    assert_int_equal(bs_json_get_str(j, "n", 0, &s, &err), 1);
+    assert_true(bs_json_get_str(j, "missing", 1, &s, &err) < 0);
+    assert_string_equal(err.field, "missing");
+    assert_true(bs_json_get_str(j, "i", 1, &s, &err) < 0);
+    assert_string_equal(err.field, "i");
+    assert_int_equal(bs_json_get_int(j, "i", 1, 0, 100, &i, &err), 0);
+    assert_int_equal(i, 42);
+    assert_true(bs_json_get_int(j, "i", 1, 0, 10, &i, &err) < 0);
+    assert_true(bs_json_get_int(j, "f", 1, 0, 10, &i, &err) < 0);
+    assert_true(bs_json_get_int(j, "big", 1, INT64_MIN, INT64_MAX, &i, &err) < 0);
+    assert_int_equal(bs_json_get_double(j, "f", 1, &d, &err), 0);
+    assert_true(d == 1.5);
+    assert_true(bs_json_get_double(j, "s", 1, &d, &err) < 0);
+    assert_int_equal(bs_json_get_bool(j, "b", 1, &b, &err), 0);
+    assert_int_equal(b, 1);
+    assert_true(bs_json_get_bool(j, "i", 1, &b, &err) < 0);
+    static const char *const allowed[] = {"s", "i", "f", "b", "n", "big", NULL};
+    assert_int_equal(bs_json_reject_unknown(j, allowed, &err), 0);
+    static const char *const fewer[] = {"s", "i", NULL};
+    assert_int_equal(bs_json_reject_unknown(j, fewer, &err), 1);
+    assert_string_equal(err.field, "f");
+    assert_non_null(strstr(err.msg, "'f'"));
+    cJSON_Delete(j);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_depth),          cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_trailing_and_empty), cmocka_unit_test(test_not_nul_terminated),
+        cmocka_unit_test(test_arena_owned),    cmocka_unit_test(test_getters),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
