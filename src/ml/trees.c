@@ -3,18 +3,29 @@
  * loader (xgboost_json.c, basalt_json.c), compilation into a compact layout,
  * and prediction.
  *
- * Compiled layout (struct bs__tree_fast). Each tree is renumbered breadth
- * first so that the two children of a node are adjacent: a step is then
- * `i = child + go_right`, with no branch on the comparison. Nodes are 16
- * bytes (float threshold, feature with the default-left flag in bit 31,
- * child, leaf offset), so a 100-tree depth-6 model is ~200 KB and stays in
- * L2. A leaf is a self-loop: it tests the extra input slot n_features, which
- * always holds 0.0f, against +inf, so it goes "left" to itself. Walking a few
- * steps too many is therefore harmless, and every walk runs a fixed number of
- * steps (the tree's depth) with no per-step leaf test.
+ * Compiled layouts (struct bs__tree_fast), chosen per ensemble:
+ *   - heap: when every tree is at most HEAP_MAX_DEPTH deep and padding them
+ *     all to the deepest one costs little memory (XGBoost's max_depth trees),
+ *     each tree becomes a complete binary tree of depth D in heap order: the
+ *     children of slot i are 2i+1 and 2i+2, so a step is
+ *     `i = 2i + 1 + go_right` with no child pointer to load. A node is 8
+ *     bytes (input slot, float threshold); a shallow leaf is pushed down by
+ *     padding nodes that always go left. Every walk is exactly D steps, and
+ *     the bottom slot indexes the tree's leaf table.
+ *   - explicit: otherwise (deep or lopsided trees), nodes are renumbered
+ *     breadth first so the two children are adjacent (`i = child +
+ *     go_right`); a leaf is a self-loop, so walking a few steps past it is
+ *     harmless and a walk runs the deepest tree's depth with no per-step leaf
+ *     test (deep trees stop early once every lane sits on a leaf).
  *
- * Prediction converts a block of rows to float once (XGBoost and
- * scikit-learn both compare float32 inputs), then walks "lanes" — (tree, row)
+ * Missing values without a branch: each row is converted to float twice,
+ * once with NaN replaced by +inf and once by -inf, and a node reads from the
+ * copy that sends NaN its default way (-inf < t holds and +inf < t does not,
+ * for every finite threshold t; validation rejects non-finite thresholds).
+ * Real values are the same in both copies. Slot n_features of each copy is
+ * always 0.0f; padding nodes and leaves test it against +inf.
+ *
+ * Prediction converts a block of rows, then walks "lanes" — (tree, row)
  * pairs in tree-major order — LANES at a time in lock step, so the CPU has
  * LANES independent dependency chains to overlap: one row is spread across
  * trees, a batch across rows of one tree. Leaves are then added to the sums
@@ -37,22 +48,35 @@
 
 #include "ml/ml_int.h"
 
-#define LANES 16          /* (tree, row) walks in flight at once */
-#define MAX_BLOCK_ROWS 64 /* rows converted to float per block */
-#define STACK_SCRATCH 32768
-#define DL_BIT 0x80000000u
+#define MAX_BLOCK_SHIFT 6 /* up to 64 rows converted to float per block */
+#define STACK_SCRATCH 49152
+#define HEAP_MAX_DEPTH 12
+#define HEAP_BLOCK_BYTES 16384 /* feature-major input block of the heap layout */
+#define ROW_LANES 16  /* batch: rows of one tree walked together */
+#define TREE_LANES 16 /* single row: trees walked together */
+#define LANES 8       /* explicit layout: (tree, row) pairs walked together */
+
+typedef struct {
+    uint32_t slot; /* input slot (copy chosen by default_left) << xshift */
+    float threshold;
+} hnode_t;
 
 typedef struct {
     float threshold;
-    uint32_t feature; /* input slot; bit 31: NaN goes left */
-    uint32_t child;   /* left child (right = child + 1); a leaf: itself */
-    uint32_t leaf;    /* leaves: offset into leaf_values / leaf_f */
+    uint32_t slot;  /* input slot */
+    uint32_t child; /* left child (right = child + 1); a leaf: itself */
+    uint32_t leaf;  /* leaves: offset into leaf_values / leaf_f */
 } cnode_t;
 
 struct bs__tree_fast {
-    cnode_t *nodes;
-    uint32_t *root;  /* n_trees */
-    uint32_t *depth; /* n_trees: steps that reach a leaf from the root */
+    int heap;        /* 1: heap layout, 0: explicit */
+    uint32_t depth;  /* heap: D, the depth of every (padded) tree */
+    unsigned xshift; /* heap: a block holds 1 << xshift rows, feature-major */
+    hnode_t *hnodes; /* heap: 2^D slots per tree (2^D - 1 used) */
+    uint32_t *hleaf; /* heap: 2^D leaf value offsets per tree */
+    cnode_t *nodes;  /* explicit */
+    uint32_t *root;  /* explicit: n_trees roots */
+    uint32_t *tdepth; /* explicit: n_trees depths */
     int32_t *group;  /* n_trees: sum index for leaf_width == 1 */
     float *leaf_f;   /* float32_sums: leaf values as float, n_leaf_values */
     size_t bytes;
@@ -150,8 +174,8 @@ static int check_tree(const bs__tree_ensemble_t *e, int t, int64_t a, int64_t b,
         if (n->feature >= e->n_features)
             return bs_err_set(err, BS_EINVAL, "tree %d node %lld: feature %d, model has %d", t, rel,
                               (int)n->feature, e->n_features);
-        if (isnan(n->threshold))
-            return bs_err_set(err, BS_EINVAL, "tree %d node %lld: threshold is NaN", t, rel);
+        if (!isfinite(n->threshold))
+            return bs_err_set(err, BS_EINVAL, "tree %d node %lld: threshold is not finite", t, rel);
         int32_t kids[2] = {n->left, n->right};
         for (int k = 0; k < 2; k++) {
             if ((int64_t)kids[k] <= i || (int64_t)kids[k] >= b)
@@ -225,50 +249,115 @@ static void fast_free(struct bs__tree_fast *f)
 {
     if (!f)
         return;
+    free(f->hnodes);
+    free(f->hleaf);
     free(f->nodes);
     free(f->root);
-    free(f->depth);
+    free(f->tdepth);
     free(f->group);
     free(f->leaf_f);
     free(f);
 }
 
-/* Breadth-first renumbering of tree t (valid, so each node is reached once). */
-static void compile_tree(const bs__tree_ensemble_t *e, struct bs__tree_fast *f, int t,
-                         uint32_t *pos, uint32_t *queue, uint32_t *level)
+/* The compiled test of an internal node: input slot and float threshold. */
+static void compile_split(const bs__tree_ensemble_t *e, const bs__tree_node_t *n, uint32_t *slot,
+                          float *threshold)
 {
-    const uint32_t leaf_slot = (uint32_t)e->n_features;
-    uint32_t base = *pos, head = 0, tail = 0, next = base + 1, depth = 0;
-    queue[tail] = (uint32_t)e->tree_root[t];
-    level[tail++] = 0;
+    *slot = (uint32_t)n->feature + (n->default_left ? (uint32_t)e->n_features + 1 : 0);
+    *threshold = e->split_rule == BS__TREE_LE ? float_at_most(n->threshold)
+                                              : float_at_least(n->threshold);
+}
+
+/* Depth of every tree (valid ensemble: each node is reached once). */
+static void tree_depths(const bs__tree_ensemble_t *e, uint32_t *depth, uint32_t *node_depth)
+{
+    for (int t = 0; t < e->n_trees; t++) {
+        int64_t a = e->tree_root[t], b = t + 1 < e->n_trees ? e->tree_root[t + 1] : e->n_nodes;
+        uint32_t dmax = 0;
+        for (int64_t i = a; i < b; i++)
+            node_depth[i] = 0;
+        for (int64_t i = a; i < b; i++) { /* children come after parents */
+            const bs__tree_node_t *n = &e->nodes[i];
+            if (n->feature < 0) {
+                if (node_depth[i] > dmax)
+                    dmax = node_depth[i];
+                continue;
+            }
+            node_depth[n->left] = node_depth[i] + 1;
+            node_depth[n->right] = node_depth[i] + 1;
+        }
+        depth[t] = dmax;
+    }
+}
+
+/* Heap layout of tree t (depth <= D). queue: scratch of the tree's size, 3 words each. */
+static void compile_heap_tree(const bs__tree_ensemble_t *e, struct bs__tree_fast *f, int t,
+                              uint32_t *queue)
+{
+    const uint32_t D = f->depth, width = 1u << D, bottom = width - 1;
+    hnode_t *hn = f->hnodes + (size_t)t * width;
+    uint32_t *hl = f->hleaf + (size_t)t * width;
+    const hnode_t pad = {(uint32_t)e->n_features << f->xshift, INFINITY}; /* always left */
+    for (uint32_t i = 0; i < width; i++) {
+        hn[i] = pad;
+        hl[i] = 0;
+    }
+    uint32_t head = 0, tail = 0;
+    queue[0] = (uint32_t)e->tree_root[t]; /* original node, heap slot, depth */
+    queue[1] = 0;
+    queue[2] = 0;
+    tail = 1;
+    while (head < tail) {
+        uint32_t o = queue[3 * head], p = queue[3 * head + 1], d = queue[3 * head + 2];
+        head++;
+        const bs__tree_node_t *n = &e->nodes[o];
+        if (n->feature >= 0) {
+            compile_split(e, n, &hn[p].slot, &hn[p].threshold);
+            hn[p].slot <<= f->xshift;
+            uint32_t kids[2] = {(uint32_t)n->left, (uint32_t)n->right};
+            for (int k = 0; k < 2; k++) {
+                queue[3 * tail] = kids[k];
+                queue[3 * tail + 1] = 2 * p + 1 + (uint32_t)k;
+                queue[3 * tail + 2] = d + 1;
+                tail++;
+            }
+            continue;
+        }
+        /* a leaf at depth d: the padding below it goes left, to bottom slot q */
+        uint32_t q = p;
+        for (uint32_t k = d; k < D; k++)
+            q = 2 * q + 1;
+        hl[q - bottom] = n->value_offset;
+    }
+
+}
+
+/* Explicit layout of tree t, breadth first from *pos. */
+static void compile_explicit_tree(const bs__tree_ensemble_t *e, struct bs__tree_fast *f, int t,
+                                  uint32_t *pos, uint32_t *queue)
+{
+    uint32_t base = *pos, head = 0, tail = 0, next = base + 1;
+    queue[tail++] = (uint32_t)e->tree_root[t];
     while (head < tail) {
         const bs__tree_node_t *n = &e->nodes[queue[head]];
-        uint32_t me = base + head, lv = level[head];
+        uint32_t me = base + head;
         cnode_t *c = &f->nodes[me];
         head++;
         if (n->feature < 0) {
             c->threshold = INFINITY;
-            c->feature = leaf_slot;
+            c->slot = (uint32_t)e->n_features;
             c->child = me;
             c->leaf = n->value_offset;
-            if (lv > depth)
-                depth = lv;
             continue;
         }
-        c->threshold = e->split_rule == BS__TREE_LE ? float_at_most(n->threshold)
-                                                    : float_at_least(n->threshold);
-        c->feature = (uint32_t)n->feature | (n->default_left ? DL_BIT : 0);
+        compile_split(e, n, &c->slot, &c->threshold);
         c->child = next;
         c->leaf = 0;
         next += 2;
-        queue[tail] = (uint32_t)n->left;
-        level[tail++] = lv + 1;
-        queue[tail] = (uint32_t)n->right;
-        level[tail++] = lv + 1;
+        queue[tail++] = (uint32_t)n->left;
+        queue[tail++] = (uint32_t)n->right;
     }
     f->root[t] = base;
-    f->depth[t] = depth;
-    f->group[t] = e->leaf_width == 1 && e->tree_group ? e->tree_group[t] : 0;
     *pos = base + tail;
 }
 
@@ -279,38 +368,70 @@ int bs__tree_ensemble_prepare(bs__tree_ensemble_t *e, bs_err_t *err)
     int rc = bs__tree_ensemble_validate(e, err);
     if (rc)
         return rc;
+    const size_t nn = (size_t)e->n_nodes, nt = (size_t)e->n_trees;
     struct bs__tree_fast *f = calloc(1, sizeof *f);
-    size_t nn = (size_t)e->n_nodes, nt = (size_t)e->n_trees;
-    uint32_t *queue = malloc((nn + 1) * sizeof *queue);
-    uint32_t *level = malloc((nn + 1) * sizeof *level);
-    if (f) {
+    uint32_t *queue = malloc((3 * nn + 3) * sizeof *queue);
+    uint32_t *node_depth = malloc((nn + 1) * sizeof *node_depth);
+    if (!f || !queue || !node_depth)
+        goto oom;
+    f->tdepth = malloc((nt + 1) * sizeof *f->tdepth);
+    f->group = malloc((nt + 1) * sizeof *f->group);
+    if (e->float32_sums)
+        f->leaf_f = malloc(((size_t)e->n_leaf_values + 1) * sizeof *f->leaf_f);
+    if (!f->tdepth || !f->group || (e->float32_sums && !f->leaf_f))
+        goto oom;
+    tree_depths(e, f->tdepth, node_depth);
+    uint32_t dmax = 0;
+    for (size_t t = 0; t < nt; t++) {
+        dmax = f->tdepth[t] > dmax ? f->tdepth[t] : dmax;
+        f->group[t] = e->leaf_width == 1 && e->tree_group ? e->tree_group[t] : 0;
+    }
+    /* heap layout if padding every tree to the deepest costs at most ~4x the nodes */
+    f->heap = dmax <= HEAP_MAX_DEPTH && (nt << dmax) <= 4 * nn + 4096;
+    if (f->heap) {
+        /* padded to a multiple of TREE_LANES trees (always-left padding, leaf 0),
+         * so the single-row walker may run past the last tree */
+        size_t nt_pad = (nt + TREE_LANES - 1) / TREE_LANES * TREE_LANES, slots = nt_pad << dmax;
+        f->depth = dmax;
+        f->hnodes = malloc((slots + 1) * sizeof *f->hnodes);
+        f->hleaf = calloc(slots + 1, sizeof *f->hleaf);
+        if (!f->hnodes || !f->hleaf)
+            goto oom;
+        /* feature-major blocks of up to 64 rows, as many as fit in HEAP_BLOCK_BYTES */
+        const size_t in_slots = 2 * ((size_t)e->n_features + 1);
+        f->xshift = MAX_BLOCK_SHIFT;
+        while (f->xshift > 0 && (in_slots << f->xshift) * sizeof(float) > HEAP_BLOCK_BYTES)
+            f->xshift--;
+        for (size_t i = 0; i < slots; i++)
+            f->hnodes[i] = (hnode_t){(uint32_t)e->n_features << f->xshift, INFINITY};
+        for (size_t t = 0; t < nt; t++)
+            compile_heap_tree(e, f, (int)t, queue);
+        f->bytes = slots * (sizeof *f->hnodes + sizeof *f->hleaf);
+    } else {
         f->nodes = malloc((nn + 1) * sizeof *f->nodes);
         f->root = malloc((nt + 1) * sizeof *f->root);
-        f->depth = malloc((nt + 1) * sizeof *f->depth);
-        f->group = malloc((nt + 1) * sizeof *f->group);
-        if (e->float32_sums)
-            f->leaf_f = malloc(((size_t)e->n_leaf_values + 1) * sizeof *f->leaf_f);
+        if (!f->nodes || !f->root)
+            goto oom;
+        uint32_t pos = 0;
+        for (size_t t = 0; t < nt; t++)
+            compile_explicit_tree(e, f, (int)t, &pos, queue);
+        f->bytes = nn * sizeof *f->nodes + nt * sizeof *f->root;
     }
-    if (!f || !queue || !level || !f->nodes || !f->root || !f->depth || !f->group ||
-        (e->float32_sums && !f->leaf_f)) {
-        free(queue);
-        free(level);
-        fast_free(f);
-        return bs_err_set(err, BS_ENOMEM, "out of memory compiling %lld tree nodes",
-                          (long long)e->n_nodes);
-    }
-    uint32_t pos = 0;
-    for (int t = 0; t < e->n_trees; t++)
-        compile_tree(e, f, t, &pos, queue, level);
-    free(queue);
-    free(level);
     if (f->leaf_f)
         for (int64_t i = 0; i < e->n_leaf_values; i++)
             f->leaf_f[i] = (float)e->leaf_values[i];
-    f->bytes = sizeof *f + (nn + 1) * sizeof *f->nodes + (nt + 1) * 3 * sizeof(uint32_t) +
-               (f->leaf_f ? ((size_t)e->n_leaf_values + 1) * sizeof(float) : 0);
+    f->bytes += sizeof *f + nt * 2 * sizeof(uint32_t) +
+                (f->leaf_f ? (size_t)e->n_leaf_values * sizeof(float) : 0);
+    free(queue);
+    free(node_depth);
     e->fast = f;
     return 0;
+oom:
+    free(queue);
+    free(node_depth);
+    fast_free(f);
+    return bs_err_set(err, BS_ENOMEM, "out of memory compiling %lld tree nodes",
+                      (long long)e->n_nodes);
 }
 
 void bs__tree_ensemble_free(bs__tree_ensemble_t *e)
@@ -329,79 +450,183 @@ void bs__tree_ensemble_free(bs__tree_ensemble_t *e)
 /* ---- prediction ------------------------------------------------------------------------- */
 
 /*
- * Walks n lanes `depth` steps in lock step. le selects the split rule; it is
- * a constant in each caller below, so each gets its own branch-free loop.
- * Deep trees stop early once every lane sits on a leaf (checked every 8
- * steps, so balanced trees pay nothing).
+ * Walkers. Each advances a fixed number of lanes in lock step, fully
+ * unrolled so the lane indices live in registers; le selects the split rule
+ * and is a constant in each wrapper, so each gets its own branch-free loop.
+ *
+ * heap_rows:  one tree, ROW_LANES rows of a feature-major block
+ *             (xt[slot << shift | row]): the batch path.
+ * heap_trees: TREE_LANES consecutive trees, one row: the single-row path
+ *             (and the rows left over when a block is not a multiple of
+ *             ROW_LANES).
+ * explicit:   LANES (tree, row) pairs on the explicit layout.
  */
-static inline __attribute__((always_inline)) void walk(const cnode_t *nd, uint32_t *idx,
-                                                       const float *const *x, int n,
-                                                       uint32_t depth, int le)
+
+static inline __attribute__((always_inline)) void heap_rows(const struct bs__tree_fast *f,
+                                                            uint32_t t, const float *xt,
+                                                            uint32_t *out, int le)
 {
-    for (uint32_t d = 0; d < depth; d++) {
-        for (int l = 0; l < n; l++) {
-            const cnode_t *c = &nd[idx[l]];
-            uint32_t fe = c->feature;
-            float v = x[l][fe & ~DL_BIT];
-            uint32_t left = le ? (v <= c->threshold) : (v < c->threshold);
-            uint32_t nan_dl = (uint32_t)(v != v) & (fe >> 31);
-            idx[l] = c->child + ((left ^ 1u) ^ nan_dl);
+    const uint32_t D = f->depth;
+    const hnode_t *hn = f->hnodes + ((size_t)t << D);
+    size_t i[ROW_LANES];
+#pragma GCC unroll 16
+    for (int l = 0; l < ROW_LANES; l++)
+        i[l] = 0;
+    for (uint32_t d = 0; d < D; d++) {
+#pragma GCC unroll 16
+        for (int l = 0; l < ROW_LANES; l++) {
+            hnode_t n = hn[i[l]];
+            float v = xt[n.slot + (size_t)l];
+            uint32_t right = le ? !(v <= n.threshold) : !(v < n.threshold);
+            i[l] = 2 * i[l] + 1 + right;
         }
-        if ((d & 7) == 7 && depth > 16) {
+    }
+    const uint32_t *hl = f->hleaf + ((size_t)t << D) - ((1u << D) - 1);
+#pragma GCC unroll 16
+    for (int l = 0; l < ROW_LANES; l++)
+        out[l] = hl[i[l]];
+}
+
+static inline __attribute__((always_inline)) void heap_trees(const struct bs__tree_fast *f,
+                                                             uint32_t t0, const float *x,
+                                                             uint32_t *out, int le)
+{
+    const uint32_t D = f->depth;
+    const size_t W = (size_t)1 << D;
+    const hnode_t *hn = f->hnodes + ((size_t)t0 << D);
+    size_t i[TREE_LANES];
+#pragma GCC unroll 16
+    for (int l = 0; l < TREE_LANES; l++)
+        i[l] = (size_t)l * W;
+    for (uint32_t d = 0; d < D; d++) {
+#pragma GCC unroll 16
+        for (int l = 0; l < TREE_LANES; l++) {
+            hnode_t n = hn[i[l]];
+            float v = x[n.slot];
+            uint32_t right = le ? !(v <= n.threshold) : !(v < n.threshold);
+            /* local index j = i - l*W steps to 2j + 1 + right */
+            i[l] = 2 * i[l] - (size_t)l * W + 1 + right;
+        }
+    }
+    const uint32_t *hl = f->hleaf + ((size_t)t0 << D) - (W - 1);
+#pragma GCC unroll 16
+    for (int l = 0; l < TREE_LANES; l++)
+        out[l] = hl[i[l]];
+}
+
+static inline __attribute__((always_inline)) void explicit_walk(const struct bs__tree_fast *f,
+                                                                const uint32_t *tree,
+                                                                const float *const *x,
+                                                                uint32_t *out, int le)
+{
+    const cnode_t *nd = f->nodes;
+    uint32_t i[LANES], depth = 0;
+#pragma GCC unroll 16
+    for (int l = 0; l < LANES; l++) {
+        i[l] = f->root[tree[l]];
+        depth = f->tdepth[tree[l]] > depth ? f->tdepth[tree[l]] : depth;
+    }
+    for (uint32_t d = 0; d < depth; d++) {
+#pragma GCC unroll 16
+        for (int l = 0; l < LANES; l++) {
+            const cnode_t *c = &nd[i[l]];
+            float v = x[l][c->slot];
+            uint32_t right = le ? !(v <= c->threshold) : !(v < c->threshold);
+            i[l] = c->child + right;
+        }
+        if ((d & 7) == 7 && depth > 16) { /* deep trees: stop once all lanes are on leaves */
             int all = 1;
-            for (int l = 0; l < n; l++)
-                all &= nd[idx[l]].child == idx[l];
+            for (int l = 0; l < LANES; l++)
+                all &= nd[i[l]].child == i[l];
             if (all)
                 break;
         }
     }
+#pragma GCC unroll 16
+    for (int l = 0; l < LANES; l++)
+        out[l] = nd[i[l]].leaf;
 }
 
-static void walk_lt(const cnode_t *nd, uint32_t *idx, const float *const *x, int n,
-                    uint32_t depth)
+typedef struct {
+    void (*rows)(const struct bs__tree_fast *, uint32_t, const float *, uint32_t *);
+    void (*trees)(const struct bs__tree_fast *, uint32_t, const float *, uint32_t *);
+    void (*lanes)(const struct bs__tree_fast *, const uint32_t *, const float *const *,
+                  uint32_t *);
+} walkers_t;
+
+static void heap_rows_lt(const struct bs__tree_fast *f, uint32_t t, const float *xt,
+                         uint32_t *out)
 {
-    walk(nd, idx, x, n, depth, 0);
+    heap_rows(f, t, xt, out, 0);
 }
 
-static void walk_le(const cnode_t *nd, uint32_t *idx, const float *const *x, int n,
-                    uint32_t depth)
+static void heap_rows_le(const struct bs__tree_fast *f, uint32_t t, const float *xt,
+                         uint32_t *out)
 {
-    walk(nd, idx, x, n, depth, 1);
+    heap_rows(f, t, xt, out, 1);
 }
+
+static void heap_trees_lt(const struct bs__tree_fast *f, uint32_t t0, const float *x,
+                          uint32_t *out)
+{
+    heap_trees(f, t0, x, out, 0);
+}
+
+static void heap_trees_le(const struct bs__tree_fast *f, uint32_t t0, const float *x,
+                          uint32_t *out)
+{
+    heap_trees(f, t0, x, out, 1);
+}
+
+static void explicit_lt(const struct bs__tree_fast *f, const uint32_t *t, const float *const *x,
+                        uint32_t *out)
+{
+    explicit_walk(f, t, x, out, 0);
+}
+
+static void explicit_le(const struct bs__tree_fast *f, const uint32_t *t, const float *const *x,
+                        uint32_t *out)
+{
+    explicit_walk(f, t, x, out, 1);
+}
+
+static const walkers_t walkers_lt = {heap_rows_lt, heap_trees_lt, explicit_lt};
+static const walkers_t walkers_le = {heap_rows_le, heap_trees_le, explicit_le};
 
 typedef struct {
     const bs__tree_ensemble_t *e;
     const struct bs__tree_fast *f;
-    void (*walk)(const cnode_t *, uint32_t *, const float *const *, int, uint32_t);
-    int stride; /* floats per converted row: n_features + 1 */
-    float *xf;  /* block rows as float */
-    float *sf;  /* float32_sums: block sums */
-    double *sd; /* double sums */
+    const walkers_t *walk;
+    size_t slots;   /* input slots per row: two copies of n_features + 1 */
+    unsigned shift; /* block capacity is 1 << shift rows */
+    float *xt;      /* heap layout: feature-major block (row i at xt + i) */
+    float *xr;      /* explicit layout: row-major rows, slots floats each */
+    float *sf;      /* float32_sums: block sums */
+    double *sd;     /* double sums */
 } run_t;
 
-/* Adds the leaves the lanes reached, in lane order (= model order per row). */
-static void accumulate(const run_t *r, const uint32_t *idx, const int *lt, const int *lr, int n)
+/* Adds leaf values (offsets off[0..n)) of tree t to the sums of rows row[0..n). */
+static inline void add_leaves(const run_t *r, uint32_t t, const uint32_t *off, const int *row,
+                              int n)
 {
     const bs__tree_ensemble_t *e = r->e;
     const struct bs__tree_fast *f = r->f;
     const int G = e->n_groups, W = e->leaf_width;
-    for (int l = 0; l < n; l++) {
-        uint32_t off = f->nodes[idx[l]].leaf;
-        if (e->float32_sums) {
-            float *s = r->sf + (size_t)lr[l] * G;
-            if (W == 1)
-                s[f->group[lt[l]]] += f->leaf_f[off];
-            else
-                for (int k = 0; k < W; k++)
-                    s[k] += f->leaf_f[off + k];
-        } else {
-            double *s = r->sd + (size_t)lr[l] * G;
-            if (W == 1)
-                s[f->group[lt[l]]] += e->scale * e->leaf_values[off];
-            else
-                for (int k = 0; k < W; k++)
-                    s[k] += e->scale * e->leaf_values[off + k];
-        }
+    const size_t g = (size_t)f->group[t];
+    if (e->float32_sums && W == 1) {
+        for (int l = 0; l < n; l++)
+            r->sf[(size_t)row[l] * G + g] += f->leaf_f[off[l]];
+    } else if (e->float32_sums) {
+        for (int l = 0; l < n; l++)
+            for (int k = 0; k < W; k++)
+                r->sf[(size_t)row[l] * G + k] += f->leaf_f[off[l] + k];
+    } else if (W == 1) {
+        for (int l = 0; l < n; l++)
+            r->sd[(size_t)row[l] * G + g] += e->scale * e->leaf_values[off[l]];
+    } else {
+        for (int l = 0; l < n; l++)
+            for (int k = 0; k < W; k++)
+                r->sd[(size_t)row[l] * G + k] += e->scale * e->leaf_values[off[l] + k];
     }
 }
 
@@ -489,18 +714,78 @@ static void transform_row(const bs__tree_ensemble_t *e, const float *sf, const d
     }
 }
 
-/* Predicts nb rows (nb <= the block size the scratch was sized for). */
+
+/* Single sum, one row: adds m trees' leaves in a register, in tree order. */
+static void add_one_sum(const run_t *r, int row, const uint32_t *off, int m)
+{
+    if (r->e->float32_sums) {
+        float acc = r->sf[row];
+        for (int l = 0; l < m; l++)
+            acc += r->f->leaf_f[off[l]];
+        r->sf[row] = acc;
+    } else {
+        double acc = r->sd[row];
+        for (int l = 0; l < m; l++)
+            acc += r->e->scale * r->e->leaf_values[off[l]];
+        r->sd[row] = acc;
+    }
+}
+
+/* Converts row src to float slots: [NaN -> +inf copy, 0] [NaN -> -inf copy, 0]. */
+static void convert_row(const double *src, int nf, float *dst, size_t step)
+{
+    for (int j = 0; j < nf; j++) {
+        float v = (float)src[j];
+        dst[(size_t)j * step] = v != v ? INFINITY : v;
+        dst[(size_t)(j + nf + 1) * step] = v != v ? -INFINITY : v;
+    }
+    dst[(size_t)nf * step] = 0.0f;
+    dst[(size_t)(2 * nf + 1) * step] = 0.0f;
+}
+
+/* Explicit layout: (tree, row) lanes in tree-major order over rows [0, nb) of xr. */
+static void walk_explicit(const run_t *r, int nb)
+{
+    uint32_t lt[LANES], off[LANES];
+    const float *xp[LANES];
+    int row[LANES], n = 0;
+    for (int t = 0; t < r->e->n_trees; t++) {
+        for (int i = 0; i < nb; i++) {
+            lt[n] = (uint32_t)t;
+            xp[n] = r->xr + (size_t)i * r->slots;
+            row[n] = i;
+            if (++n < LANES)
+                continue;
+            r->walk->lanes(r->f, lt, xp, off);
+            for (int l = 0; l < LANES; l++)
+                add_leaves(r, lt[l], &off[l], &row[l], 1);
+            n = 0;
+        }
+    }
+    if (n == 0)
+        return;
+    for (int l = n; l < LANES; l++) { /* idle lanes repeat lane 0 */
+        lt[l] = lt[0];
+        xp[l] = xp[0];
+    }
+    r->walk->lanes(r->f, lt, xp, off);
+    for (int l = 0; l < n; l++)
+        add_leaves(r, lt[l], &off[l], &row[l], 1);
+}
+
+/* Predicts nb rows (nb <= 1 << r->shift). */
 static void predict_block(const run_t *r, const double *rows, int nb, double *out)
 {
     const bs__tree_ensemble_t *e = r->e;
     const struct bs__tree_fast *f = r->f;
-    const int nf = e->n_features, G = e->n_groups;
+    const int nf = e->n_features, G = e->n_groups, T = e->n_trees;
+    /* heap layout: rows in groups of ROW_LANES walk feature-major, the rest one by one */
+    const int n_grouped = f->heap ? nb / ROW_LANES * ROW_LANES : 0;
     for (int i = 0; i < nb; i++) {
-        const double *src = rows + (size_t)i * nf;
-        float *dst = r->xf + (size_t)i * r->stride;
-        for (int j = 0; j < nf; j++)
-            dst[j] = (float)src[j];
-        dst[nf] = 0.0f;
+        if (f->heap)
+            convert_row(rows + (size_t)i * nf, nf, r->xt + i, (size_t)1 << r->shift);
+        else
+            convert_row(rows + (size_t)i * nf, nf, r->xr + (size_t)i * r->slots, 1);
         for (int k = 0; k < G; k++) {
             if (e->float32_sums)
                 r->sf[(size_t)i * G + k] = (float)e->base[k];
@@ -508,31 +793,33 @@ static void predict_block(const run_t *r, const double *rows, int nb, double *ou
                 r->sd[(size_t)i * G + k] = e->base[k];
         }
     }
-
-    uint32_t idx[LANES];
-    const float *xp[LANES];
-    int lt[LANES], lr[LANES], n = 0;
-    uint32_t depth = 0;
-    for (int t = 0; t < e->n_trees; t++) {
-        uint32_t root = f->root[t];
-        if (f->depth[t] > depth)
-            depth = f->depth[t];
-        for (int i = 0; i < nb; i++) {
-            idx[n] = root;
-            xp[n] = r->xf + (size_t)i * r->stride;
-            lt[n] = t;
-            lr[n] = i;
-            if (++n == LANES) {
-                r->walk(f->nodes, idx, xp, n, depth);
-                accumulate(r, idx, lt, lr, n);
-                n = 0;
-                depth = f->depth[t];
+    uint32_t off[ROW_LANES > TREE_LANES ? ROW_LANES : TREE_LANES];
+    int row[ROW_LANES > TREE_LANES ? ROW_LANES : TREE_LANES];
+    if (!f->heap) {
+        walk_explicit(r, nb);
+    } else {
+        for (int t = 0; t < T; t++) {
+            for (int r0 = 0; r0 < n_grouped; r0 += ROW_LANES) {
+                r->walk->rows(f, (uint32_t)t, r->xt + r0, off);
+                for (int l = 0; l < ROW_LANES; l++)
+                    row[l] = r0 + l;
+                add_leaves(r, (uint32_t)t, off, row, ROW_LANES);
             }
         }
-    }
-    if (n) {
-        r->walk(f->nodes, idx, xp, n, depth);
-        accumulate(r, idx, lt, lr, n);
+        for (int i = n_grouped; i < nb; i++) {
+            const float *x = r->xt + i;
+            row[0] = i;
+            /* the heap is padded to a multiple of TREE_LANES trees */
+            for (int t0 = 0; t0 < T; t0 += TREE_LANES) {
+                r->walk->trees(f, (uint32_t)t0, x, off);
+                int m = T - t0 < TREE_LANES ? T - t0 : TREE_LANES;
+                if (G == 1 && e->leaf_width == 1)
+                    add_one_sum(r, i, off, m);
+                else
+                    for (int l = 0; l < m; l++)
+                        add_leaves(r, (uint32_t)(t0 + l), &off[l], row, 1);
+            }
+        }
     }
     for (int i = 0; i < nb; i++)
         transform_row(e, r->sf ? r->sf + (size_t)i * G : NULL,
@@ -547,35 +834,42 @@ static int trees_predict(const void *impl, const double *rows, size_t n_rows, do
         return bs_err_set(err, BS_EINTERNAL, "tree ensemble was not prepared");
     if (n_rows == 0)
         return 0;
-    run_t r = {.e = e, .f = e->fast, .walk = e->split_rule == BS__TREE_LE ? walk_le : walk_lt};
-    r.stride = e->n_features + 1;
+    run_t r = {.e = e, .f = e->fast};
+    r.walk = e->split_rule == BS__TREE_LE ? &walkers_le : &walkers_lt;
+    r.slots = 2 * ((size_t)e->n_features + 1);
+    /* per block row: its input slots (feature-major for the heap layout, row-major
+     * otherwise) and its sums; double-aligned */
     size_t sum_bytes = (size_t)e->n_groups * (e->float32_sums ? sizeof(float) : sizeof(double));
-    size_t row_bytes = (size_t)r.stride * sizeof(float) + sum_bytes;
-    /* double-aligned so the sums that follow the floats are aligned */
+    size_t row_bytes = r.slots * sizeof(float) + sum_bytes + 2 * sizeof(double);
     double stack[STACK_SCRATCH / sizeof(double)];
     void *scratch = stack;
-    size_t block = STACK_SCRATCH / (row_bytes + sizeof(double));
-    if (block > MAX_BLOCK_ROWS)
-        block = MAX_BLOCK_ROWS;
-    if (block > n_rows)
-        block = n_rows;
-    if (block == 0) {
-        block = 1;
-        scratch = malloc(row_bytes + sizeof(double));
-        if (!scratch)
-            return bs_err_set(err, BS_ENOMEM, "out of memory for a row of %d features",
-                              e->n_features);
+    unsigned shift = 0;
+    if (e->fast->heap) {
+        shift = e->fast->xshift; /* fixed: node slots are premultiplied by it */
+    } else {
+        while (shift < MAX_BLOCK_SHIFT && ((size_t)1 << shift) < n_rows &&
+               (row_bytes << (shift + 1)) <= sizeof stack)
+            shift++;
     }
-    size_t xf_bytes = block * (size_t)r.stride * sizeof(float);
-    xf_bytes = (xf_bytes + sizeof(double) - 1) / sizeof(double) * sizeof(double);
-    r.xf = scratch;
+    if (row_bytes << shift > sizeof stack) {
+        scratch = malloc(row_bytes << shift);
+        if (!scratch)
+            return bs_err_set(err, BS_ENOMEM, "out of memory for %zu rows of %d features",
+                              (size_t)1 << shift, e->n_features);
+    }
+    const size_t cap = (size_t)1 << shift;
+    size_t x_bytes = (r.slots << shift) * sizeof(float);
+    x_bytes = (x_bytes + sizeof(double) - 1) / sizeof(double) * sizeof(double);
+    r.shift = shift;
+    r.xt = r.xr = scratch;
+    char *sums = (char *)scratch + x_bytes;
     if (e->float32_sums)
-        r.sf = (float *)((char *)scratch + xf_bytes);
+        r.sf = (float *)sums;
     else
-        r.sd = (double *)((char *)scratch + xf_bytes);
+        r.sd = (double *)sums;
 
-    for (size_t done = 0; done < n_rows; done += block) {
-        int nb = (int)(n_rows - done < block ? n_rows - done : block);
+    for (size_t done = 0; done < n_rows; done += cap) {
+        int nb = (int)(n_rows - done < cap ? n_rows - done : cap);
         predict_block(&r, rows + done * (size_t)e->n_features, nb,
                       out + done * (size_t)e->n_outputs);
     }
