@@ -116,7 +116,8 @@ static int reload(bs_auth_t *a, bs_err_t *err)
         pthread_mutex_unlock(&a->write_lock);
         return rc ? rc : bs_err_set(err, BS_ENOMEM, "out of memory");
     }
-    qsort(c.v, (size_t)c.n, sizeof *c.v, cmp_key);
+    if (c.n > 1) /* qsort(NULL, 0, ...) is undefined: an empty store has c.v == NULL */
+        qsort(c.v, (size_t)c.n, sizeof *c.v, cmp_key);
     s->n = c.n;
     s->keys = c.v;
     key_snapshot_t *old = atomic_exchange(&a->snap, s);
