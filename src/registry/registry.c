@@ -627,6 +627,26 @@ static int write_artifact(bs_registry_t *r, const char *sha, const void *bytes, 
     return 0;
 }
 
+/* Rules a signature must keep after the upload's overrides: a default inside its
+ * feature's min/max, and distinct class labels (they key the probabilities). */
+static int check_signature(const bs_ml_schema_t *s, bs_err_t *err)
+{
+    for (int i = 0; i < s->n_features; i++) {
+        const bs_ml_feature_t *f = &s->features[i];
+        if (f->has_default && f->type != BS_ML_CATEGORY &&
+            ((f->has_min && f->default_value < f->min) || (f->has_max && f->default_value > f->max)))
+            return bs_err_setf(err, BS_EINVAL, "input_schema",
+                               "feature '%.64s': default %.17g is outside its min/max", f->name,
+                               f->default_value);
+    }
+    for (int a = 0; s->labels && a < s->n_outputs; a++)
+        for (int b = a + 1; b < s->n_outputs; b++)
+            if (strcmp(s->labels[a], s->labels[b]) == 0)
+                return bs_err_setf(err, BS_EINVAL, "output_schema.labels",
+                                   "class label '%.64s' appears twice", s->labels[a]);
+    return 0;
+}
+
 int bs_registry_version_create(bs_registry_t *r, const bs_principal_t *who, const char *name,
                                const char *format, const void *artifact, size_t len,
                                const cJSON *meta, bs_buf_t *out, bs_err_t *err)
@@ -682,6 +702,8 @@ int bs_registry_version_create(bs_registry_t *r, const bs_principal_t *who, cons
     const cJSON *out_s = meta ? cJSON_GetObjectItemCaseSensitive(meta, "output_schema") : NULL;
     bs_ml_schema_t sig;
     rc = bs_ml_signature_build(m, in_s, out_s, &sig, err);
+    if (!rc && (rc = check_signature(&sig, err)) != 0)
+        bs_ml_schema_deinit(&sig);
     char *signature = NULL, *override = NULL, *metrics = NULL, *params = NULL, *tags = NULL;
     const char *kind = bs_ml_model_kind(m);
     if (!rc) {
