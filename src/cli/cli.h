@@ -19,4 +19,10 @@
  */
 int bs_cli_model_check(int argc, char **argv);
 
+/* `basalt model push|ls|versions|approve|reject|archive|alias …` against a server
+ * (argv[0] is the subcommand). --url/--key or BASALT_URL/BASALT_API_KEY. */
+int bs_cli_model_remote(int argc, char **argv);
+/* `basalt predict REF JSON` (argv[0] == "predict"). */
+int bs_cli_predict(int argc, char **argv);
+
 #endif

@@ -15,7 +15,13 @@ static void usage(FILE *f)
             "  basalt serve [--listen ADDR:PORT] [--data DIR] [--threads N] [--config FILE]\n"
             "               [--log-level L] [--no-auth] [settings…]\n"
             "  basalt version\n"
-            "  basalt model check FILE [--format F] [--rows ROWS.json]\n"
+            "  basalt model check FILE [--format F] [--rows ROWS.json]   (offline: validate, predict)\n"
+            "  basalt model push FILE --name N [--format F] [--schema S.json] [--metric k=v]…\n"
+            "                    [--param k=v]… [--tag T]… [--run ID] [--description D]\n"
+            "  basalt model ls | versions NAME | approve NAME V [--comment C] | reject NAME V\n"
+            "  basalt model archive NAME V | alias NAME ALIAS V\n"
+            "  basalt predict REF JSON      (REF: name, name@alias, name/versions/N)\n"
+            "  client commands take --url URL --key KEY (or BASALT_URL, BASALT_API_KEY)\n"
             "  basalt --help\n\n"
             "settings (flag, environment variable; precedence flag > env > config file > default):\n",
             BS_VERSION);
@@ -42,6 +48,10 @@ int main(int argc, char **argv)
     }
     if (!strcmp(argv[1], "model") && argc >= 3 && !strcmp(argv[2], "check"))
         return bs_cli_model_check(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "model") && argc >= 3)
+        return bs_cli_model_remote(argc - 2, argv + 2);
+    if (!strcmp(argv[1], "predict"))
+        return bs_cli_predict(argc - 1, argv + 1);
     fprintf(stderr, "basalt: unknown command '%s' (try basalt --help)\n", argv[1]);
     return 2;
 }

@@ -114,7 +114,13 @@ bs_meta_t *bs_meta_open(const char *path, bs_err_t *err)
         bs_err_set(err, BS_ENOMEM, "out of memory");
         return NULL;
     }
-    pthread_mutex_init(&m->lock, NULL);
+    /* Recursive: a row callback may run another query (rendering nested resources), and
+     * statements inside a transaction re-enter the lock its begin took. */
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_RECURSIVE);
+    pthread_mutex_init(&m->lock, &attr);
+    pthread_mutexattr_destroy(&attr);
     if (sqlite3_open_v2(path, &m->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
                         NULL) != SQLITE_OK) {
         bs_err_set(err, BS_EIO, "cannot open metadata store %s: %s", path,
@@ -151,7 +157,7 @@ static sqlite3_stmt *prepare(bs_meta_t *m, const char *sql, const bs_val_t *args
     sqlite3_stmt *st = NULL;
     *cached = 0;
     for (int i = 0; i < m->n_cache; i++)
-        if (m->cache[i].sql == sql) {
+        if (m->cache[i].sql == sql && !sqlite3_stmt_busy(m->cache[i].stmt)) {
             st = m->cache[i].stmt;
             *cached = 1;
             break;
@@ -161,7 +167,10 @@ static sqlite3_stmt *prepare(bs_meta_t *m, const char *sql, const bs_val_t *args
             db_err(m, err, "prepare");
             return NULL;
         }
-        if (m->n_cache < STMT_CACHE) {
+        int known = 0;
+        for (int i = 0; i < m->n_cache; i++)
+            known |= m->cache[i].sql == sql;
+        if (!known && m->n_cache < STMT_CACHE) {
             m->cache[m->n_cache].sql = sql;
             m->cache[m->n_cache].stmt = st;
             m->n_cache++;
@@ -205,19 +214,8 @@ static void release(sqlite3_stmt *st, int cached)
     }
 }
 
-/* Transactions hold the mutex; calls inside them must not lock again. */
-static _Thread_local bs_meta_t *tx_owner;
-
-static void enter(bs_meta_t *m)
-{
-    if (tx_owner != m)
-        pthread_mutex_lock(&m->lock);
-}
-static void leave(bs_meta_t *m)
-{
-    if (tx_owner != m)
-        pthread_mutex_unlock(&m->lock);
-}
+static void enter(bs_meta_t *m) { pthread_mutex_lock(&m->lock); }
+static void leave(bs_meta_t *m) { pthread_mutex_unlock(&m->lock); }
 
 int bs_meta_exec(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs, int *changes,
                  bs_err_t *err)
@@ -269,12 +267,9 @@ int bs_meta_query(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs
 int bs_meta_tx_begin(bs_meta_t *m, bs_err_t *err)
 {
     pthread_mutex_lock(&m->lock);
-    tx_owner = m;
     int rc = run_script(m, "BEGIN IMMEDIATE", err);
-    if (rc) {
-        tx_owner = NULL;
+    if (rc)
         pthread_mutex_unlock(&m->lock);
-    }
     return rc;
 }
 
@@ -283,7 +278,6 @@ int bs_meta_tx_commit(bs_meta_t *m, bs_err_t *err)
     int rc = run_script(m, "COMMIT", err);
     if (rc)
         run_script(m, "ROLLBACK", NULL);
-    tx_owner = NULL;
     pthread_mutex_unlock(&m->lock);
     return rc;
 }
@@ -291,7 +285,6 @@ int bs_meta_tx_commit(bs_meta_t *m, bs_err_t *err)
 void bs_meta_tx_rollback(bs_meta_t *m)
 {
     run_script(m, "ROLLBACK", NULL);
-    tx_owner = NULL;
     pthread_mutex_unlock(&m->lock);
 }
 
