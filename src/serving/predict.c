@@ -227,7 +227,19 @@ int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const c
 
 int bs_serving_predict(bs_model_handle_t *h, const double *rows, size_t n, double *out, bs_err_t *err)
 {
-    return bs_ml_predict(h->model, rows, n, out, err);
+    int rc = bs_ml_predict(h->model, rows, n, out, err);
+    if (rc)
+        return rc;
+    /* Finite inputs can still overflow (1e308 times a weight): JSON has no inf/NaN, and a
+     * null where a number is promised is no answer, so such a row is the caller's error. */
+    size_t k = (size_t)h->sig.n_outputs;
+    for (size_t i = 0; i < n * k; i++)
+        if (!isfinite(out[i]))
+            return bs_err_setf(err, BS_EINVAL, "inputs",
+                               "row %zu: the model's output is not finite for these inputs "
+                               "(values far outside the training range?)",
+                               i / (k ? k : 1));
+    return 0;
 }
 
 void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b)

@@ -301,6 +301,33 @@ def test_int_and_bool_type_overrides(shared_server):
     assert_error(predict(srv, "typed", {"inputs": {"n": 2, "flag": "yes"}}), 400, field="flag")
 
 
+def test_overflowing_prediction_is_400_not_null(shared_server):
+    """Finite inputs whose prediction overflows to inf (was: 200 with a null prediction)."""
+    srv = shared_server
+    publish(srv, "overflow", linear_bytes((3.0, 5.0), 1.0), "basalt_json")
+    ok = predict_ok(srv, "overflow", {"inputs": [{"a": 1e300, "b": -1e300}]}, 1)
+    assert_close(np.array(ok["predictions"]) / 1e300, [-2.0])
+    r = predict(srv, "overflow", {"inputs": [{"a": 1, "b": 1}, {"a": 1e308, "b": 1e308}]})
+    e = assert_error(r, 400, field="inputs")
+    assert "row 1" in e["message"]
+    r = srv.post("/v2/models/overflow/infer", json={"inputs": [
+        {"name": "a", "shape": [1], "datatype": "FP64", "data": [1e308]},
+        {"name": "b", "shape": [1], "datatype": "FP64", "data": [1e308]}]})
+    assert_error(r, 400, field="inputs")
+    # A softmax classifier fed huge values must not answer NaN probabilities either.
+    X, y = _load("iris")
+    model = LogisticRegression(max_iter=2000).fit(X, y)
+    publish(srv, "overflow-cls", exporter().to_json(model).encode(), "basalt_json")
+    big = {c: 1e308 for c in X.columns}
+    r = predict(srv, "overflow-cls", {"inputs": big})
+    if r.status_code == 200:
+        p = r.json()["predictions"][0]["probabilities"]
+        assert all(isinstance(v, float) and 0 <= v <= 1 for v in p.values()), p
+        assert abs(sum(p.values()) - 1) < 1e-9
+    else:
+        assert_error(r, 400, field="inputs")
+
+
 def test_malformed_bodies_are_4xx(shared_server, city_model):
     for data, ctype in ((b'{"inputs": {"x": 1,', "application/json"),
                         (b"[1, 2]", "application/json"),

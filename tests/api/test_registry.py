@@ -656,3 +656,45 @@ def test_kill9_right_after_upload_keeps_it(server):
     assert served(srv, "crashy") == 2
     assert served(srv, "crashy", version=1) == 1
     assert upload_ok(srv, "crashy", art(3), "basalt_json")["version"] == 3
+
+
+def test_predict_consistent_while_champion_moves(shared_server):
+    """Predictions racing alias moves: every response is computed by the version it names."""
+    import threading
+
+    import requests
+    srv = shared_server
+    create_model(srv, "moving")
+    for i in (1, 2, 3):
+        upload_ok(srv, "moving", art(i), "basalt_json")
+        approve(srv, "moving", i)
+    assert set_alias(srv, "moving", "champion", 1).status_code == 200
+    stop = threading.Event()
+    seen, problems = set(), []
+
+    def hammer():
+        with requests.Session() as s:
+            while not stop.is_set():
+                r = s.post(srv.url + "/v1/models/moving/predict", json={"inputs": ROWS},
+                           headers={"Authorization": "Bearer " + srv.admin_key}, timeout=60)
+                if r.status_code != 200:
+                    problems.append(r.text)
+                    return
+                j = r.json()
+                seen.add(j["version"])
+                if np.max(np.abs(np.array(j["predictions"]) - oracle(j["version"]))) > 1e-9:
+                    problems.append("version %d served %s" % (j["version"], j["predictions"]))
+
+    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        for k in range(30):
+            assert set_alias(srv, "moving", "champion", 1 + (k + 1) % 3).status_code == 200
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not problems, problems[:3]
+    assert seen <= {1, 2, 3} and seen
+    assert served(srv, "moving") == 1 + 30 % 3
