@@ -32,7 +32,8 @@ import time
 import pytest
 import requests
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 BASALT_BIN = os.path.abspath(os.environ.get("BASALT_BIN", os.path.join(ROOT, "build", "basalt")))
 
 # Sanitizer builds are several times slower; every wait below is a generous upper bound.
@@ -51,6 +52,7 @@ def clean_env(extra=None):
     """The caller's environment without BASALT_* settings, plus extra."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASALT_")}
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
+    env.setdefault("LSAN_OPTIONS", "suppressions=" + os.path.join(HERE, "lsan.supp"))
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     if extra:
         env.update(extra)
@@ -219,12 +221,13 @@ class Server:
             return ""
 
     def sanitizer_reports(self):
-        """Sanitizer lines in every run's stderr."""
+        """Sanitizer reports (each with up to 60 following lines) in every run's stderr."""
         found = []
         for run in range(1, self.runs + 1):
-            for line in self.stderr(run).splitlines():
+            lines = self.stderr(run).splitlines()
+            for i, line in enumerate(lines):
                 if any(m in line for m in SANITIZER_MARKERS):
-                    found.append(line)
+                    found.append("\n".join(lines[i:i + 60]))
         return found
 
     # ---- HTTP --------------------------------------------------------------------------
