@@ -172,6 +172,10 @@ void bs__api_versions_list(bs_req_t *req)
         cursor = (int)v;
     }
     const char *status = bs_req_query(req, "status");
+    if (status && strcmp(status, "pending") && strcmp(status, "approved") && strcmp(status, "rejected") &&
+        strcmp(status, "archived"))
+        return bs_resp_errorf(req, BS_EINVAL, "status",
+                              "status must be pending, approved, rejected or archived");
     bs_err_t err;
     bs_buf_t b;
     bs_buf_init(&b);

@@ -67,6 +67,7 @@ struct io_thread {
     h2o_accept_ctx_t accept_ctx;
     h2o_socket_t *listener;
     int64_t conns; /* only this thread touches it */
+    int started;   /* the loop took ownership of listen_fd */
     bs__http_metrics_t m;
     uint32_t rng;
 };
@@ -596,6 +597,10 @@ static void *thread_main(void *arg)
         bs_rcu_quiescent();
     }
     bs_rcu_unregister();
+    /* Connections still open after the timeout are dropped with the loop. */
+    h2o_context_dispose(&t->ctx);
+    h2o_evloop_destroy(t->loop);
+    t->loop = NULL;
     return NULL;
 }
 
@@ -669,6 +674,7 @@ int bs_server_run(bs_server_t *s)
     for (int i = 0; i < s->n_threads; i++) {
         io_thread_t *t = &s->threads[i];
         t->loop = h2o_evloop_create();
+        t->started = 1;
         h2o_context_init(&t->ctx, t->loop, &s->global);
         t->accept_ctx.ctx = &t->ctx;
         t->accept_ctx.hosts = s->global.hosts;
@@ -688,13 +694,14 @@ void bs_server_free(bs_server_t *s)
         return;
     for (int i = 0; s->threads && i < s->n_threads; i++) {
         io_thread_t *t = &s->threads[i];
-        if (t->listen_fd >= 0 && !t->loop)
+        if (t->listen_fd >= 0 && !t->started)
             close(t->listen_fd);
         free(t->m.counts);
         free(t->m.hist);
         free(t->m.sum_ns);
     }
     free(s->threads);
+    h2o_config_dispose(&s->global);
     bs_router_free(s->router);
     free(s);
 }
