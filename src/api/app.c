@@ -23,7 +23,9 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
         return err->code;
     bs_serving_opts_t so = {.memory_budget = (size_t)app->cfg.model_memory_bytes,
                             .max_rows = app->cfg.max_batch_rows,
-                            .reject_unknown = strcmp(app->cfg.unknown_features, "reject") == 0};
+                            .reject_unknown = strcmp(app->cfg.unknown_features, "reject") == 0,
+                            .batch_max_size = app->cfg.batch_max_size,
+                            .batch_delay_us = (uint32_t)app->cfg.batch_delay_us};
     app->serving = bs_serving_new(app->meta, app->registry, &so, err);
     if (!app->serving)
         return err->code;

@@ -252,6 +252,29 @@ void bs__api_alias_delete(bs_req_t *req)
 
 /* ---- predict --------------------------------------------------------------------------- */
 
+typedef struct {
+    bs_deferred_t *d;
+    uint64_t start_ns;
+} batched_t;
+
+/* Runs on the batcher thread: render and hand the response back to the I/O thread. */
+static void batched_done(void *ud, bs_model_handle_t *h, const double *out, size_t n, const bs_err_t *err)
+{
+    batched_t *bt = ud;
+    if (!out) {
+        bs_serving_record(h, 0, 0, err->code);
+        bs_deferred_respond_error(bt->d, err);
+    } else {
+        char small[2048];
+        bs_buf_t b = BS_BUF_ON(small);
+        bs_serving_render(h, out, n, &b);
+        bs_deferred_respond_json(bt->d, 200, &b);
+        bs_buf_free(&b);
+        bs_serving_record(h, n, bs_time_mono_ns() - bt->start_ns, 0);
+    }
+    free(bt);
+}
+
 static void predict(bs_req_t *req, int version)
 {
     bs_app_t *app = APP(req);
@@ -269,6 +292,21 @@ static void predict(bs_req_t *req, int version)
     int rc = j ? 0 : err.code;
     if (!rc)
         rc = bs_serving_parse_inputs(app->serving, h, j, &req->arena, &rows, &n, &err);
+    if (!rc && bs_serving_batched(app->serving, h)) {
+        batched_t *bt = malloc(sizeof *bt);
+        bs_deferred_t *d = bt ? bs_req_defer(req) : NULL;
+        if (d) {
+            bt->d = d;
+            bt->start_ns = req->start_ns;
+            if (bs_serving_submit(app->serving, h, rows, n, batched_done, bt, &err) == 0)
+                return;
+            free(bt);
+            bs_deferred_respond_error(d, &err);
+            return;
+        }
+        free(bt);
+        /* Could not defer: predict inline. */
+    }
     if (!rc) {
         size_t k = (size_t)bs_model_handle_schema(h)->n_outputs;
         out = bs_arena_calloc(&req->arena, n * k + 1, sizeof(double));

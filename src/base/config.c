@@ -46,6 +46,10 @@ static const setting_t settings[] = {
     S(access_log_sample, T_DOUBLE, 0, 1, "1", "fraction of requests written to the access log"),
     S(model_memory_bytes, T_SIZE, 1048576, 1e15, "1GiB", "memory budget for loaded models (LRU)"),
     S(max_batch_rows, T_INT, 1, 10000000, "10000", "most rows in one predict request"),
+    S(batch_max_size, T_INT, 1, 100000, "32",
+      "dynamic batching: most rows per batch for runtimes that gain from it (MLP)"),
+    S(batch_delay_us, T_INT, 0, 1000000, "200",
+      "dynamic batching: longest wait for a batch to fill (0 = batching off)"),
     S(unknown_features, T_STR, 0, 0, "reject", "reject or ignore input features a model lacks"),
 };
 

@@ -30,6 +30,8 @@ typedef struct {
     double access_log_sample;
     int64_t model_memory_bytes;
     int max_batch_rows;
+    int batch_max_size;
+    int batch_delay_us;
     char unknown_features[16];
 } bs_config_t;
 

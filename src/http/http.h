@@ -63,6 +63,7 @@ struct bs_req {
     void *h2o;
     int status;
     int responded;
+    int deferred; /* bs_req_defer was called: the response comes later */
     int err_index; /* error code index for metrics, -1 if none */
     uint64_t start_ns;
 };
@@ -105,6 +106,24 @@ void bs_resp_errorf(bs_req_t *req, int code, const char *field, const char *fmt,
 void bs_resp_body(bs_req_t *req, int status, const char *content_type, const char *body, size_t len);
 /* 204 No Content. */
 void bs_resp_empty(bs_req_t *req, int status);
+
+/* ---- deferred responses -------------------------------------------------------------- */
+
+/*
+ * A handler that hands its work to another thread calls bs_req_defer and
+ * returns without responding; the worker later completes the request with
+ * bs_deferred_respond_json / _error from any thread. The response is sent on
+ * the request's own I/O thread. If the client went away meanwhile, the
+ * completion is dropped safely. The worker must not touch the request or its
+ * arena after deferring: copy what it needs first.
+ */
+typedef struct bs_deferred bs_deferred_t;
+
+/* Returns a token, or NULL (out of memory: the handler should respond itself). */
+bs_deferred_t *bs_req_defer(bs_req_t *req);
+/* Completes with status and a JSON body (copied). Exactly one completion per token. */
+void bs_deferred_respond_json(bs_deferred_t *d, int status, const bs_buf_t *body);
+void bs_deferred_respond_error(bs_deferred_t *d, const bs_err_t *err);
 
 /* ---- router ---------------------------------------------------------------------------- */
 

@@ -70,6 +70,20 @@ struct io_thread {
     int started;   /* the loop took ownership of listen_fd */
     bs__http_metrics_t m;
     uint32_t rng;
+    h2o_multithread_receiver_t deferred_rx;
+};
+
+struct bs_deferred {
+    h2o_multithread_message_t super; /* first: h2o links messages through it */
+    io_thread_t *thread;
+    bs_req_t *req;
+    atomic_int refs; /* the request's (dropped when it is disposed) + the responder's */
+    int req_gone;    /* set on the I/O thread when the request was disposed */
+    int status;
+    int is_error;
+    bs_err_t err;
+    char *body;
+    size_t len;
 };
 
 struct bs_server {
@@ -83,6 +97,7 @@ struct bs_server {
     int port;
     atomic_int stop;
     atomic_llong in_flight;
+    pthread_rwlock_t deferred_lock; /* posting (read) vs a loop going away (write) */
 };
 
 static _Thread_local io_thread_t *self_thread;
@@ -479,9 +494,95 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
     }
 
     req->route->fn(req);
-    if (!req->responded)
+    if (!req->responded && !req->deferred)
         bs_resp_errorf(req, BS_EINTERNAL, NULL, "handler for %s did not respond", req->route->pattern);
     return 0;
+}
+
+/* ---- deferred responses ---------------------------------------------------------------- */
+
+static void deferred_unref(bs_deferred_t *d)
+{
+    if (atomic_fetch_sub(&d->refs, 1) == 1) {
+        free(d->body);
+        free(d);
+    }
+}
+
+static void deferred_req_gone(void *p)
+{
+    bs_deferred_t *d = p;
+    d->req_gone = 1;
+    deferred_unref(d);
+}
+
+bs_deferred_t *bs_req_defer(bs_req_t *req)
+{
+    bs_deferred_t *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->thread = self_thread;
+    d->req = req;
+    atomic_init(&d->refs, 2);
+    if (!d->thread || bs_arena_on_cleanup(&req->arena, deferred_req_gone, d) != 0) {
+        free(d);
+        return NULL;
+    }
+    req->deferred = 1;
+    return d;
+}
+
+static void deferred_post(bs_deferred_t *d)
+{
+    bs_server_t *s = d->thread->srv;
+    pthread_rwlock_rdlock(&s->deferred_lock);
+    if (d->thread->loop) {
+        h2o_multithread_send_message(&d->thread->deferred_rx, &d->super);
+        pthread_rwlock_unlock(&s->deferred_lock);
+        return;
+    }
+    pthread_rwlock_unlock(&s->deferred_lock);
+    /* The loop is gone (shutdown timed out): drop the responder's reference. */
+    deferred_unref(d);
+}
+
+void bs_deferred_respond_json(bs_deferred_t *d, int status, const bs_buf_t *body)
+{
+    d->status = status;
+    if (body->oom || !(d->body = malloc(body->len + 1))) {
+        d->is_error = 1;
+        bs_err_set(&d->err, BS_ENOMEM, "out of memory building the response");
+    } else {
+        memcpy(d->body, body->data ? body->data : "", body->len);
+        d->len = body->len;
+    }
+    deferred_post(d);
+}
+
+void bs_deferred_respond_error(bs_deferred_t *d, const bs_err_t *err)
+{
+    d->is_error = 1;
+    d->err = *err;
+    deferred_post(d);
+}
+
+/* On the request's I/O thread: send what the worker produced. */
+static void on_deferred(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
+{
+    (void)rx;
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *msg = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&msg->link);
+        bs_deferred_t *d = (bs_deferred_t *)msg;
+        if (!d->req_gone) {
+            if (d->is_error) {
+                bs_resp_error(d->req, &d->err);
+            } else {
+                bs_resp_body(d->req, d->status, "application/json", d->body ? d->body : "", d->len);
+            }
+        }
+        deferred_unref(d);
+    }
 }
 
 /* ---- listeners and loops --------------------------------------------------------------- */
@@ -598,9 +699,13 @@ static void *thread_main(void *arg)
     }
     bs_rcu_unregister();
     /* Connections still open after the timeout are dropped with the loop. */
-    h2o_context_dispose(&t->ctx);
-    h2o_evloop_destroy(t->loop);
+    pthread_rwlock_wrlock(&s->deferred_lock);
+    h2o_evloop_t *loop = t->loop;
     t->loop = NULL;
+    pthread_rwlock_unlock(&s->deferred_lock);
+    h2o_multithread_unregister_receiver(t->ctx.queue, &t->deferred_rx);
+    h2o_context_dispose(&t->ctx);
+    h2o_evloop_destroy(loop);
     return NULL;
 }
 
@@ -613,6 +718,7 @@ bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
     }
     s->o = *opts;
     s->cfg = opts->cfg;
+    pthread_rwlock_init(&s->deferred_lock, NULL);
     s->router = bs_router_new(opts->routes, opts->n_routes, err);
     if (!s->router) {
         free(s);
@@ -677,6 +783,7 @@ int bs_server_run(bs_server_t *s)
         t->started = 1;
         h2o_context_init(&t->ctx, t->loop, &s->global);
         t->accept_ctx.ctx = &t->ctx;
+        h2o_multithread_register_receiver(t->ctx.queue, &t->deferred_rx, on_deferred);
         t->accept_ctx.hosts = s->global.hosts;
     }
     for (int i = 0; i < s->n_threads; i++)

@@ -393,6 +393,7 @@ void bs_serving_free(bs_serving_t *s)
     bs__slot_t *sl = s->slots;
     while (sl) {
         bs__slot_t *n = sl->next;
+        bs__batcher_free(sl->batcher);
         bs_model_handle_t *h = atomic_load(&sl->handle);
         if (h)
             bs_serving_release(h);
@@ -485,4 +486,23 @@ int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, i
     for (int i = 0; i < m->n_versions && n < max; i++)
         out[n++] = m->versions[i].version;
     return n;
+}
+
+int bs_serving_batched(bs_serving_t *s, const bs_model_handle_t *h)
+{
+    return s->o.batch_delay_us > 0 && s->o.batch_max_size > 1 && bs_ml_model_prefers_batching(h->model);
+}
+
+int bs_serving_submit(bs_serving_t *s, bs_model_handle_t *h, const double *rows, size_t n,
+                      bs_serving_done_fn done, void *ud, bs_err_t *err)
+{
+    bs__slot_t *slot = h->slot;
+    pthread_mutex_lock(&slot->load_lock);
+    if (!slot->batcher)
+        slot->batcher = bs__batcher_new(s->o.batch_max_size, s->o.batch_delay_us);
+    bs__batcher_t *b = slot->batcher;
+    pthread_mutex_unlock(&slot->load_lock);
+    if (!b)
+        return bs_err_set(err, BS_ENOMEM, "cannot start a batcher thread");
+    return bs__batcher_submit(b, h, rows, n, done, ud, err);
 }

@@ -33,6 +33,8 @@ typedef struct {
     size_t memory_budget;   /* bytes of loaded models before LRU eviction */
     int max_rows;           /* rows per predict request */
     int reject_unknown;     /* 1: unknown input features are a 400; 0: ignored */
+    int batch_max_size;     /* dynamic batching for runtimes that gain from it (MLP) */
+    uint32_t batch_delay_us; /* 0 turns dynamic batching off */
 } bs_serving_opts_t;
 
 bs_serving_t *bs_serving_new(bs_meta_t *meta, bs_registry_t *reg, const bs_serving_opts_t *o,
@@ -85,6 +87,16 @@ int bs_model_handle_feature(const bs_model_handle_t *h, const char *name, size_t
 
 /* Runs the model on n rows into out (n * n_outputs doubles). */
 int bs_serving_predict(bs_model_handle_t *h, const double *rows, size_t n, double *out, bs_err_t *err);
+
+/* Called once per submitted request on the batcher thread: out holds n * n_outputs values,
+ * or is NULL with err set. h stays valid during the call. */
+typedef void (*bs_serving_done_fn)(void *ud, bs_model_handle_t *h, const double *out, size_t n,
+                                   const bs_err_t *err);
+/* 1 if requests for h should go through the dynamic batcher. */
+int bs_serving_batched(bs_serving_t *s, const bs_model_handle_t *h);
+/* Queues n rows (copied) for h's batcher. Errors: BS_ENOMEM, BS_EUNAVAIL (queue full). */
+int bs_serving_submit(bs_serving_t *s, bs_model_handle_t *h, const double *rows, size_t n,
+                      bs_serving_done_fn done, void *ud, bs_err_t *err);
 
 /* Renders {"model", "version", "predictions", "prediction_ids"} into b. */
 void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b);

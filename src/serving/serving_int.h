@@ -10,6 +10,12 @@
 #define BS__SERVING_BUCKETS 17
 
 typedef struct bs__slot bs__slot_t;
+typedef struct bs__batcher bs__batcher_t;
+
+bs__batcher_t *bs__batcher_new(int max_batch, uint32_t delay_us);
+void bs__batcher_free(bs__batcher_t *b);
+int bs__batcher_submit(bs__batcher_t *b, bs_model_handle_t *h, const double *rows, size_t n,
+                       bs_serving_done_fn done, void *ud, bs_err_t *err);
 
 struct bs_model_handle {
     atomic_int refs; /* the slot's reference + one per request */
@@ -34,6 +40,7 @@ struct bs__slot {
     pthread_mutex_t load_lock;
     _Atomic uint64_t last_used_ns;
     int live; /* still in the current snapshot */
+    bs__batcher_t *batcher; /* created on the first batched request (under load_lock) */
     /* metrics */
     _Atomic uint64_t requests, rows, errors, sum_ns;
     _Atomic uint64_t hist[BS__SERVING_BUCKETS + 1];
