@@ -11,7 +11,7 @@ GIT_SHA  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Werror
 CFLAGS   ?= -O2 -g
 CFLAGS   += -std=gnu11 $(WARN) -Isrc -DH2O_USE_EPOLL=1 -D_GNU_SOURCE -pthread \
-            -DBS_VERSION='"$(VERSION)"' -DBS_GIT_SHA='"$(GIT_SHA)"' \
+            -DBS_VERSION='"$(VERSION)"' \
             $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 LDLIBS   += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm -pthread
 
@@ -27,7 +27,7 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit api asan fuzz fuzz-replay bench clean format
+.PHONY: FORCE all deps run test unit api asan fuzz fuzz-replay bench clean format
 
 all: $(BUILD)/basalt
 
@@ -37,6 +37,13 @@ deps:
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+# The commit is compiled into one object, rebuilt every time, so every report agrees.
+$(BUILD)/obj/src/base/version.o: src/base/version.c FORCE
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -DBS_GIT_SHA='"$(GIT_SHA)"' -c $< -o $@
+
+FORCE:
 
 $(BUILD)/libbasalt.a: $(LIB_OBJS)
 	@rm -f $@

@@ -111,7 +111,7 @@ void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b)
             bs_jw_str(b, bs_role_name(r->min_role));
             if (r->min_role > BS_ROLE_PUBLIC) {
                 bs_jw_key(b, "security");
-                bs_jw_raw(b, "[{\"bearer\":[]}]", 14);
+                bs_jw_raw(b, "[{\"bearer\":[]}]", strlen("[{\"bearer\":[]}]"));
             }
             write_params(b, r->pattern);
             if (r->request_schema) {

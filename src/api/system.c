@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "api/api_int.h"
+#include "base/version.h"
 
 void bs__api_jw_time(bs_buf_t *b, int64_t ms)
 {
@@ -129,7 +130,7 @@ void bs__api_metrics(bs_req_t *req)
                   "# TYPE basalt_uptime_seconds gauge\n"
                   "basalt_uptime_seconds %.3f\n",
                   rss_bytes(), cpu, count_fds(), (double)app->started_ms / 1000.0, BS_VERSION,
-                  BS_GIT_SHA, (double)(bs_time_mono_ns() - app->started_mono_ns) / 1e9);
+                  bs_build_sha(), (double)(bs_time_mono_ns() - app->started_mono_ns) / 1e9);
     bs__api_model_metrics(app, &b);
     if (b.oom) {
         bs_buf_free(&b);
@@ -175,7 +176,7 @@ void bs__api_info(bs_req_t *req)
     bs_jw_key(&b, "build");
     bs_jw_obj_begin(&b);
     bs_jw_key(&b, "git_sha");
-    bs_jw_str(&b, BS_GIT_SHA);
+    bs_jw_str(&b, bs_build_sha());
     bs_jw_key(&b, "compiler");
     bs_jw_str(&b, __VERSION__);
     bs_jw_key(&b, "built_at");

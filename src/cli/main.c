@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "base/config.h"
+#include "base/version.h"
 #include "cli/cli.h"
 
 int bs_cli_serve(int argc, char **argv);
@@ -35,7 +36,7 @@ int main(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-        printf("basalt %s (%s)\n", BS_VERSION, BS_GIT_SHA);
+        printf("basalt %s (%s)\n", BS_VERSION, bs_build_sha());
         return 0;
     }
     if (!strcmp(argv[1], "serve")) {
