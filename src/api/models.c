@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "api/api_int.h"
 #include "registry/registry.h"
@@ -286,12 +287,21 @@ static void predict(bs_req_t *req, int version)
         return bs_resp_error(req, &err);
     if (bs_serving_release_with(&req->arena, h) != 0)
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-    cJSON *j = bs_req_json(req, &err);
     double *rows = NULL, *out = NULL;
     size_t n = 0;
-    int rc = j ? 0 : err.code;
-    if (!rc)
-        rc = bs_serving_parse_inputs(app->serving, h, j, &req->arena, &rows, &n, &err);
+    int rc = 0;
+    size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
+    const char *ct = bs_req_header(req, "content-type");
+    if ((!ct || strncasecmp(ct, "application/json", 16) == 0) &&
+        (rows = bs_arena_alloc(&req->arena, (nf + 1) * sizeof(double))) &&
+        bs_serving_parse_fast(app->serving, h, req->body, req->body_len, rows)) {
+        n = 1;
+    } else {
+        cJSON *j = bs_req_json(req, &err);
+        rc = j ? 0 : err.code;
+        if (!rc)
+            rc = bs_serving_parse_inputs(app->serving, h, j, &req->arena, &rows, &n, &err);
+    }
     if (!rc && bs_serving_batched(app->serving, h)) {
         batched_t *bt = malloc(sizeof *bt);
         bs_deferred_t *d = bt ? bs_req_defer(req) : NULL;

@@ -27,6 +27,10 @@ void bs_arena_init(bs_arena_t *a, size_t block_size)
     a->block_size = block_size ? block_size : 4096;
 }
 
+/* One spare block of the common size per thread, so a request's first allocation
+ * does not go to malloc (and trigger its consolidation) every time. */
+static _Thread_local bs_arena_block_t *spare;
+
 void bs_arena_deinit(bs_arena_t *a)
 {
     for (bs_arena_hook_t *h = a->hooks; h; h = h->next)
@@ -35,7 +39,12 @@ void bs_arena_deinit(bs_arena_t *a)
     bs_arena_block_t *b = a->head;
     while (b) {
         bs_arena_block_t *next = b->next;
-        free(b);
+        if (!spare && b->cap == 4096) {
+            b->next = NULL;
+            spare = b;
+        } else {
+            free(b);
+        }
         b = next;
     }
     a->head = NULL;
@@ -54,7 +63,12 @@ void *bs_arena_alloc(bs_arena_t *a, size_t n)
             return NULL;
         if (a->limit && a->total + cap > a->limit)
             return NULL;
-        b = malloc(sizeof *b + cap);
+        if (cap == 4096 && spare) {
+            b = spare;
+            spare = NULL;
+        } else {
+            b = malloc(sizeof *b + cap);
+        }
         if (!b)
             return NULL;
         b->used = 0;

@@ -1,5 +1,6 @@
 /* Growable buffer and JSON writer; see buf.h. */
 #include "base/buf.h"
+#include "base/numparse.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -282,7 +283,8 @@ void bs_jw_double(bs_buf_t *b, double v)
     char tmp[32];
     /* Shortest of %.15g / %.17g that reads back exactly. */
     int n = snprintf(tmp, sizeof tmp, "%.15g", v);
-    if (strtod(tmp, NULL) != v)
+    double back = 0;
+    if (bs_parse_json_number(tmp, (size_t)n, &back) != (size_t)n || back != v)
         n = snprintf(tmp, sizeof tmp, "%.17g", v);
     bs_buf_append(b, tmp, (size_t)n);
     b->need_comma = 1;

@@ -9,7 +9,7 @@
 #include "base/crypto.h"
 #include "base/time.h"
 
-static _Thread_local unsigned char pool[256];
+static _Thread_local unsigned char pool[4096];
 static _Thread_local size_t pool_pos = sizeof pool;
 static _Thread_local int64_t last_ms;
 static _Thread_local uint16_t seq;

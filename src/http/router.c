@@ -21,6 +21,7 @@ typedef struct {
 
 typedef struct {
     int n_segs;
+    int has_rest; /* last segment takes the rest of the path */
     seg_t segs[MAX_SEGS];
     size_t method_len;
 } compiled_t;
@@ -70,6 +71,7 @@ bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err
                 size_t nl = len - 2;
                 if (nl && p[len - 2] == '*') {
                     s->is_rest = 1;
+                    c->has_rest = 1;
                     nl--;
                 }
                 memcpy(np, p + 1, nl);
@@ -150,8 +152,17 @@ int bs_router_match(const bs_router_t *r, const char *method, size_t method_len,
     size_t alen = 0;
     if (allow && allow_len)
         allow[0] = '\0';
+    /* Segments in the path: routes with another count cannot match (unless they end in a
+     * rest parameter), which skips most of the table with one comparison. */
+    int segs = 0;
+    for (size_t k = 0; k < path_len; k++)
+        segs += path[k] == '/';
+    if (path_len == 1)
+        segs = 0;
     for (int i = 0; i < r->n; i++) {
         const compiled_t *c = &r->c[i];
+        if (c->n_segs != segs && !(c->has_rest && segs >= c->n_segs))
+            continue;
         if (!match_path(c, path, path_len, NULL, NULL))
             continue;
         const char *m = r->routes[i].method;

@@ -719,9 +719,10 @@ static void *thread_main(void *arg)
     h2o_context_request_shutdown(&t->ctx);
     /* h2o 2.2.5 does not close idle HTTP/1 keep-alive connections on shutdown. The
      * request timer is re-armed on every read, so with a short timeout idle
-     * connections go within it while an upload that keeps sending continues. */
-    if (t->ctx.http1.req_timeout.timeout > 200)
-        t->ctx.http1.req_timeout.timeout = 200;
+     * connections go within it while an upload that keeps sending (a packet at
+     * least every second) continues. */
+    if (t->ctx.http1.req_timeout.timeout > 1000)
+        t->ctx.http1.req_timeout.timeout = 1000;
     uint64_t deadline = bs_time_mono_ns() + (uint64_t)s->cfg->shutdown_timeout_ms * 1000000u;
     while ((t->conns > 0 || atomic_load(&s->in_flight) > 0) && bs_time_mono_ns() < deadline) {
         h2o_evloop_run(t->loop, 10);

@@ -76,6 +76,14 @@ int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, i
  */
 int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *body,
                             bs_arena_t *a, double **rows, size_t *n_rows, bs_err_t *err);
+/*
+ * The one-row fast path: scans `{"inputs": {name: number, …}}` straight into row
+ * (n_features doubles). Returns 1 when it handled the body, 0 when the body needs
+ * the general path (other shapes, categories, nulls, anything invalid).
+ */
+int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, const char *body,
+                          size_t len, double *row);
+
 /* Converts one JSON value for feature i into its slot value (shared with the KServe path). */
 int bs_serving_encode_value(const bs_model_handle_t *h, int i, const cJSON *v, double *out,
                             const char *where, bs_err_t *err);

@@ -391,6 +391,7 @@ def source_routes():
         if name == "routes.c" or (name.startswith("routes") and name.endswith(".inc")):
             with open(os.path.join(api, name)) as f:
                 src = f.read()
+            src = src.replace("\\\n", " ")  # macro line continuations
             src = re.sub(r"/\*.*?\*/", "", src, flags=re.S)
             src = re.sub(r"//[^\n]*", "", src)
             texts.append(src)

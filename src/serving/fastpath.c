@@ -1,0 +1,138 @@
+/*
+ * The one-row predict fast path: `{"inputs": {"name": number, …}}` scanned in
+ * one pass straight into the row, without building a JSON tree. It accepts
+ * only the plain case — known feature names without escapes, each once,
+ * finite numbers (true/false for bool features) that pass the signature's
+ * checks, nothing after the object — and declines anything else (returns 0),
+ * so the general cJSON path handles every other shape and produces every
+ * error message. Both paths therefore accept the same bodies with the same
+ * results; tests/unit/test_fastpath.c compares them.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "base/numparse.h"
+#include "serving/serving_int.h"
+
+static const char *ws(const char *p, const char *end)
+{
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+        p++;
+    return p;
+}
+
+/* Matches a JSON string without escapes; sets its bounds. */
+static const char *plain_string(const char *p, const char *end, const char **s, size_t *n)
+{
+    if (p >= end || *p != '"')
+        return NULL;
+    const char *q = ++p;
+    while (q < end && *q != '"') {
+        if (*q == '\\' || (unsigned char)*q < 0x20)
+            return NULL;
+        q++;
+    }
+    if (q >= end)
+        return NULL;
+    *s = p;
+    *n = (size_t)(q - p);
+    return q + 1;
+}
+
+int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, const char *body,
+                          size_t len, double *row)
+{
+    const char *p = body, *end = body + len, *k;
+    size_t kn;
+    int nf = h->sig.n_features;
+    unsigned char seen_small[512];
+    if (nf > (int)sizeof seen_small || !body)
+        return 0;
+    memset(seen_small, 0, (size_t)nf);
+    p = ws(p, end);
+    if (p >= end || *p++ != '{')
+        return 0;
+    p = ws(p, end);
+    if (!(p = plain_string(p, end, &k, &kn)) || kn != 6 || memcmp(k, "inputs", 6) != 0)
+        return 0;
+    p = ws(p, end);
+    if (p >= end || *p++ != ':')
+        return 0;
+    p = ws(p, end);
+    if (p >= end || *p++ != '{')
+        return 0;
+    p = ws(p, end);
+    int count = 0;
+    if (p < end && *p == '}') {
+        p++;
+    } else {
+        for (;;) {
+            if (!(p = plain_string(p, end, &k, &kn)))
+                return 0;
+            int i = bs_model_handle_feature(h, k, kn);
+            if (i < 0 || seen_small[i])
+                return 0; /* unknown or repeated: the general path decides */
+            seen_small[i] = 1;
+            count++;
+            p = ws(p, end);
+            if (p >= end || *p++ != ':')
+                return 0;
+            p = ws(p, end);
+            const bs_ml_feature_t *f = &h->sig.features[i];
+            double v;
+            if (f->type == BS_ML_BOOL && end - p >= 4 && memcmp(p, "true", 4) == 0) {
+                v = 1;
+                p += 4;
+            } else if (f->type == BS_ML_BOOL && end - p >= 5 && memcmp(p, "false", 5) == 0) {
+                v = 0;
+                p += 5;
+            } else {
+                if (f->type == BS_ML_CATEGORY)
+                    return 0;
+                size_t used = bs_parse_json_number(p, (size_t)(end - p), &v);
+                if (!used || !isfinite(v))
+                    return 0;
+                p += used;
+                if (f->type == BS_ML_INT && v != floor(v))
+                    return 0;
+                if (f->type == BS_ML_BOOL && v != 0 && v != 1)
+                    return 0;
+                if ((f->has_min && v < f->min) || (f->has_max && v > f->max))
+                    return 0;
+            }
+            row[i] = v;
+            p = ws(p, end);
+            if (p < end && *p == ',') {
+                p = ws(p + 1, end);
+                continue;
+            }
+            if (p < end && *p == '}') {
+                p++;
+                break;
+            }
+            return 0;
+        }
+    }
+    p = ws(p, end);
+    if (p >= end || *p++ != '}')
+        return 0;
+    p = ws(p, end);
+    if (p != end)
+        return 0;
+    if (count < nf) {
+        /* Omitted features: defaults, or NaN when the model takes missing values. */
+        for (int i = 0; i < nf; i++) {
+            if (seen_small[i])
+                continue;
+            const bs_ml_feature_t *f = &h->sig.features[i];
+            if (f->has_default)
+                row[i] = f->default_value;
+            else if (!f->required && h->handles_missing)
+                row[i] = NAN;
+            else
+                return 0;
+        }
+    }
+    (void)s;
+    return 1;
+}
