@@ -67,29 +67,17 @@ const bs_ml_schema_t *bs_model_handle_schema(const bs_model_handle_t *h) { retur
 const bs_ml_model_t *bs_model_handle_model(const bs_model_handle_t *h) { return h->model; }
 int bs_model_handle_handles_missing(const bs_model_handle_t *h) { return h->handles_missing; }
 
-static bs_model_handle_t *load_handle(bs_serving_t *s, bs__slot_t *slot, bs_err_t *err)
+bs_model_handle_t *bs__serving_handle_new(bs_ml_model_t *model, const cJSON *input_override,
+                                          const cJSON *output_override, bs_err_t *err)
 {
-    bs_registry_artifact_t art;
-    if (bs_registry_artifact_load(s->reg, slot->model_id, slot->version, &art, err) != 0) {
-        if (err->code != BS_ENOTFOUND)
-            err->code = BS_EUNAVAIL;
-        return NULL;
-    }
     bs_model_handle_t *h = calloc(1, sizeof *h);
     if (!h) {
-        bs_registry_artifact_deinit(&art);
+        bs_ml_model_free(model);
         bs_err_set(err, BS_ENOMEM, "out of memory");
         return NULL;
     }
-    h->slot = slot;
-    h->model = bs_ml_load(art.format, art.bytes, art.len, err);
-    cJSON *ov = art.schema_override ? cJSON_Parse(art.schema_override) : NULL;
-    int rc = h->model ? bs_ml_signature_build(h->model, cJSON_GetObjectItemCaseSensitive(ov, "input_schema"),
-                                              cJSON_GetObjectItemCaseSensitive(ov, "output_schema"),
-                                              &h->sig, err)
-                      : BS_EUNAVAIL;
-    cJSON_Delete(ov);
-    bs_registry_artifact_deinit(&art);
+    h->model = model;
+    int rc = bs_ml_signature_build(h->model, input_override, output_override, &h->sig, err);
     if (rc == 0) {
         uint32_t cap = 8;
         while (cap < (uint32_t)h->sig.n_features * 2)
@@ -107,13 +95,37 @@ static bs_model_handle_t *load_handle(bs_serving_t *s, bs__slot_t *slot, bs_err_
         }
     }
     if (rc) {
-        err->code = err->code == BS_ENOMEM ? BS_ENOMEM : BS_EUNAVAIL;
         handle_free(h);
         return NULL;
     }
     h->handles_missing = bs_ml_model_handles_missing(h->model);
     h->memory = bs_ml_model_memory(h->model) + sizeof *h;
-    atomic_init(&h->refs, 1); /* the slot's */
+    atomic_init(&h->refs, 1);
+    return h;
+}
+
+static bs_model_handle_t *load_handle(bs_serving_t *s, bs__slot_t *slot, bs_err_t *err)
+{
+    bs_registry_artifact_t art;
+    if (bs_registry_artifact_load(s->reg, slot->model_id, slot->version, &art, err) != 0) {
+        if (err->code != BS_ENOTFOUND)
+            err->code = BS_EUNAVAIL;
+        return NULL;
+    }
+    bs_ml_model_t *model = bs_ml_load(art.format, art.bytes, art.len, err);
+    bs_model_handle_t *h = NULL;
+    if (model) {
+        cJSON *ov = art.schema_override ? cJSON_Parse(art.schema_override) : NULL;
+        h = bs__serving_handle_new(model, cJSON_GetObjectItemCaseSensitive(ov, "input_schema"),
+                                   cJSON_GetObjectItemCaseSensitive(ov, "output_schema"), err);
+        cJSON_Delete(ov);
+    }
+    bs_registry_artifact_deinit(&art);
+    if (!h) {
+        err->code = err->code == BS_ENOMEM ? BS_ENOMEM : BS_EUNAVAIL;
+        return NULL;
+    }
+    h->slot = slot; /* the slot's reference */
     return h;
 }
 

@@ -17,6 +17,17 @@ void bs__batcher_free(bs__batcher_t *b);
 int bs__batcher_submit(bs__batcher_t *b, bs_model_handle_t *h, const double *rows, size_t n,
                        bs_serving_done_fn done, void *ud, bs_err_t *err);
 
+/*
+ * A handle (one reference, the caller's) on model, which it takes over even on
+ * failure, with the signature built from the model's schema and the optional
+ * overrides (borrowed; NULL = none; see bs_ml_signature_build). slot is left
+ * NULL: load_handle sets it, and test handles go without one (they must not
+ * reach the functions that use it: name/version, render, record, submit).
+ * Returns NULL with err set: BS_EINVAL from the signature, BS_ENOMEM.
+ */
+bs_model_handle_t *bs__serving_handle_new(bs_ml_model_t *model, const cJSON *input_override,
+                                          const cJSON *output_override, bs_err_t *err);
+
 struct bs_model_handle {
     atomic_int refs; /* the slot's reference + one per request */
     bs__slot_t *slot;
