@@ -281,11 +281,30 @@ void bs_jw_double(bs_buf_t *b, double v)
     }
     comma(b);
     char tmp[32];
-    /* Shortest of %.15g / %.17g that reads back exactly. */
-    int n = snprintf(tmp, sizeof tmp, "%.15g", v);
-    double back = 0;
-    if (bs_parse_json_number(tmp, (size_t)n, &back) != (size_t)n || back != v)
-        n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    /* %.17g always reads back exactly. A representation D of at most 15 significant
+     * digits exists only when the 17-digit one ends within a few units of 00: D's
+     * 16th and 17th digits are 0 and |v - D| <= half an ulp, at most ~11 units of
+     * the 17th digit. Only then is %.15g tried, and used if it reads back exactly;
+     * most values take one snprintf. */
+    int n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    int digits = 0, last2 = 0;
+    for (int i = 0; i < n && tmp[i] != 'e'; i++) {
+        if (tmp[i] >= '0' && tmp[i] <= '9' && (digits || tmp[i] != '0')) {
+            digits++;
+            last2 = (last2 * 10 + (tmp[i] - '0')) % 100;
+        }
+    }
+    if (digits == 16)
+        last2 = (last2 * 10) % 100;
+    if (digits > 15 && (last2 <= 15 || last2 >= 85)) {
+        char t15[32];
+        int n15 = snprintf(t15, sizeof t15, "%.15g", v);
+        double back = 0;
+        if (bs_parse_json_number(t15, (size_t)n15, &back) == (size_t)n15 && back == v) {
+            memcpy(tmp, t15, (size_t)n15 + 1);
+            n = n15;
+        }
+    }
     bs_buf_append(b, tmp, (size_t)n);
     b->need_comma = 1;
 }

@@ -28,8 +28,7 @@ int bs_model_handle_feature(const bs_model_handle_t *h, const char *name, size_t
         int v = h->name_index[i];
         if (!v)
             return -1;
-        const char *fn = h->sig.features[v - 1].name;
-        if (strncmp(fn, name, len) == 0 && fn[len] == '\0')
+        if (h->name_len[v - 1] == len && memcmp(h->sig.features[v - 1].name, name, len) == 0)
             return v - 1;
         i = (i + 1) & h->name_mask;
     }
@@ -42,6 +41,7 @@ static void handle_free(bs_model_handle_t *h)
     bs_ml_model_free(h->model);
     bs_ml_schema_deinit(&h->sig);
     free(h->name_index);
+    free(h->name_len);
     free(h);
 }
 
@@ -84,11 +84,13 @@ bs_model_handle_t *bs__serving_handle_new(bs_ml_model_t *model, const cJSON *inp
             cap <<= 1;
         h->name_index = calloc(cap, sizeof(int));
         h->name_mask = cap - 1;
-        if (!h->name_index)
+        h->name_len = calloc((size_t)h->sig.n_features + 1, sizeof(uint32_t));
+        if (!h->name_index || !h->name_len)
             rc = bs_err_set(err, BS_ENOMEM, "out of memory");
         for (int i = 0; !rc && i < h->sig.n_features; i++) {
             const char *n = h->sig.features[i].name;
-            uint32_t k = hash_name(n, strlen(n)) & h->name_mask;
+            h->name_len[i] = (uint32_t)strlen(n);
+            uint32_t k = hash_name(n, h->name_len[i]) & h->name_mask;
             while (h->name_index[k])
                 k = (k + 1) & h->name_mask;
             h->name_index[k] = i + 1;

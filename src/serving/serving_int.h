@@ -38,6 +38,7 @@ struct bs_model_handle {
     /* open-addressing index of feature names: 2^k entries holding index+1 (0 = empty) */
     int *name_index;
     uint32_t name_mask;
+    uint32_t *name_len; /* strlen of each feature name */
 };
 
 /* One per (model, version) ever seen; lives until the serving module is freed. */
