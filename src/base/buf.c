@@ -1,5 +1,6 @@
 /* Growable buffer and JSON writer; see buf.h. */
 #include "base/buf.h"
+#include "base/numfmt.h"
 #include "base/numparse.h"
 
 #include <math.h>
@@ -286,7 +287,9 @@ void bs_jw_double(bs_buf_t *b, double v)
      * 16th and 17th digits are 0 and |v - D| <= half an ulp, at most ~11 units of
      * the 17th digit. Only then is %.15g tried, and used if it reads back exactly;
      * most values take one snprintf. */
-    int n = snprintf(tmp, sizeof tmp, "%.17g", v);
+    int n = bs_fmt_sig(v, 17, tmp);
+    if (!n)
+        n = snprintf(tmp, sizeof tmp, "%.17g", v);
     int digits = 0, last2 = 0;
     for (int i = 0; i < n && tmp[i] != 'e'; i++) {
         if (tmp[i] >= '0' && tmp[i] <= '9' && (digits || tmp[i] != '0')) {
@@ -298,7 +301,9 @@ void bs_jw_double(bs_buf_t *b, double v)
         last2 = (last2 * 10) % 100;
     if (digits > 15 && (last2 <= 15 || last2 >= 85)) {
         char t15[32];
-        int n15 = snprintf(t15, sizeof t15, "%.15g", v);
+        int n15 = bs_fmt_sig(v, 15, t15);
+        if (!n15)
+            n15 = snprintf(t15, sizeof t15, "%.15g", v);
         double back = 0;
         if (bs_parse_json_number(t15, (size_t)n15, &back) == (size_t)n15 && back == v) {
             memcpy(tmp, t15, (size_t)n15 + 1);
