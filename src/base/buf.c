@@ -268,9 +268,15 @@ void bs_jw_str(bs_buf_t *b, const char *s)
 void bs_jw_int(bs_buf_t *b, int64_t v)
 {
     comma(b);
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%lld", (long long)v);
-    bs_buf_append(b, tmp, (size_t)n);
+    char tmp[24], *p = tmp + sizeof tmp;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--p = '-';
+    bs_buf_append(b, p, (size_t)(tmp + sizeof tmp - p));
     b->need_comma = 1;
 }
 

@@ -28,8 +28,15 @@ int bs_model_handle_feature(const bs_model_handle_t *h, const char *name, size_t
         int v = h->name_index[i];
         if (!v)
             return -1;
-        if (h->name_len[v - 1] == len && memcmp(h->sig.features[v - 1].name, name, len) == 0)
-            return v - 1;
+        if (h->name_len[v - 1] == len) {
+            /* Names are short: a byte loop beats a library call here. */
+            const char *fn = h->sig.features[v - 1].name;
+            size_t k = 0;
+            while (k < len && fn[k] == name[k])
+                k++;
+            if (k == len)
+                return v - 1;
+        }
         i = (i + 1) & h->name_mask;
     }
 }
