@@ -57,8 +57,6 @@ void bs__api_v2_model(bs_req_t *req);
 void bs__api_v2_model_ready(bs_req_t *req);
 void bs__api_v2_infer(bs_req_t *req);
 
-/* Writes an RFC 3339 timestamp value (null for 0). */
-void bs__api_jw_time(bs_buf_t *b, int64_t ms);
 /* Reads ?limit= (default def, 1..max). Returns 0 or responds with 400 and returns -1. */
 int bs__api_limit(bs_req_t *req, int def, int max, int *out);
 /* 1 if the caller may act on tenant t (its own, or any for default-tenant admins). */

@@ -32,9 +32,9 @@ static void render_key(bs_buf_t *b, const bs_key_info_t *k, const char *secret)
         bs_jw_null(b);
     }
     bs_jw_key(b, "expires_at");
-    bs__api_jw_time(b, k->expires_at);
+    bs_jw_time(b, k->expires_at);
     bs_jw_key(b, "created_at");
-    bs__api_jw_time(b, k->created_at);
+    bs_jw_time(b, k->created_at);
     bs_jw_key(b, "created_by");
     bs_jw_str(b, k->created_by);
     if (secret) {
@@ -141,13 +141,7 @@ void bs__api_keys_list(bs_req_t *req)
     bs_jw_arr_begin(&b);
     for (int i = 0; i < n && i < limit; i++)
         render_key(&b, &keys[i], NULL);
-    bs_jw_arr_end(&b);
-    bs_jw_key(&b, "next_cursor");
-    if (n > limit)
-        bs_jw_str(&b, keys[limit - 1].id);
-    else
-        bs_jw_null(&b);
-    bs_jw_obj_end(&b);
+    bs_jw_page_end(&b, n > limit ? keys[limit - 1].id : NULL);
     bs_resp_json(req, 200, &b);
     bs_buf_free(&b);
 }
@@ -173,7 +167,7 @@ static void render_tenant(bs_buf_t *b, const bs_tenant_t *t)
     bs_jw_key(b, "name");
     bs_jw_str(b, t->name);
     bs_jw_key(b, "created_at");
-    bs__api_jw_time(b, t->created_at);
+    bs_jw_time(b, t->created_at);
     bs_jw_obj_end(b);
 }
 
@@ -226,13 +220,7 @@ void bs__api_tenants_list(bs_req_t *req)
     for (int i = 0; i < n && i < limit; i++)
         if (super || strcmp(ts[i].name, req->who.tenant) == 0)
             render_tenant(&b, &ts[i]);
-    bs_jw_arr_end(&b);
-    bs_jw_key(&b, "next_cursor");
-    if (n > limit)
-        bs_jw_str(&b, ts[limit - 1].name);
-    else
-        bs_jw_null(&b);
-    bs_jw_obj_end(&b);
+    bs_jw_page_end(&b, n > limit ? ts[limit - 1].name : NULL);
     bs_resp_json(req, 200, &b);
     bs_buf_free(&b);
 }

@@ -10,17 +10,6 @@
 #include "api/api_int.h"
 #include "base/version.h"
 
-void bs__api_jw_time(bs_buf_t *b, int64_t ms)
-{
-    if (!ms) {
-        bs_jw_null(b);
-        return;
-    }
-    char ts[40];
-    bs_time_rfc3339(ms, ts, sizeof ts);
-    bs_jw_str(b, ts);
-}
-
 int bs__api_limit(bs_req_t *req, int def, int max, int *out)
 {
     const char *l = bs_req_query(req, "limit");
@@ -183,7 +172,7 @@ void bs__api_info(bs_req_t *req)
     bs_jw_str(&b, __DATE__ " " __TIME__);
     bs_jw_obj_end(&b);
     bs_jw_key(&b, "started_at");
-    bs__api_jw_time(&b, app->started_ms);
+    bs_jw_time(&b, app->started_ms);
     bs_jw_key(&b, "uptime_seconds");
     bs_jw_double(&b, (double)(bs_time_mono_ns() - app->started_mono_ns) / 1e9);
     bs_jw_key(&b, "data_dir");

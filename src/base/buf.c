@@ -2,6 +2,7 @@
 #include "base/buf.h"
 #include "base/numfmt.h"
 #include "base/numparse.h"
+#include "base/time.h"
 
 #include <math.h>
 #include <stdarg.h>
@@ -339,4 +340,23 @@ void bs_jw_raw(bs_buf_t *b, const char *json, size_t n)
     comma(b);
     bs_buf_append(b, json, n);
     b->need_comma = 1;
+}
+
+void bs_jw_time(bs_buf_t *b, int64_t ms)
+{
+    if (!ms) {
+        bs_jw_null(b);
+        return;
+    }
+    char ts[40];
+    bs_time_rfc3339(ms, ts, sizeof ts);
+    bs_jw_str(b, ts);
+}
+
+void bs_jw_page_end(bs_buf_t *b, const char *next_cursor)
+{
+    bs_jw_arr_end(b);
+    bs_jw_key(b, "next_cursor");
+    bs_jw_str(b, next_cursor); /* NULL renders as null */
+    bs_jw_obj_end(b);
 }

@@ -46,6 +46,10 @@ void bs_jw_int(bs_buf_t *b, int64_t v);
 void bs_jw_double(bs_buf_t *b, double v);
 void bs_jw_bool(bs_buf_t *b, int v);
 void bs_jw_null(bs_buf_t *b);
+/* Writes ms since the epoch as an RFC 3339 UTC string, or null for 0. */
+void bs_jw_time(bs_buf_t *b, int64_t ms);
+/* Closes a page opened as {"items": [ … with "], "next_cursor": cursor-or-null}". */
+void bs_jw_page_end(bs_buf_t *b, const char *next_cursor);
 /* Inserts already-valid JSON text as one value. */
 void bs_jw_raw(bs_buf_t *b, const char *json, size_t n);
 /* Escapes s into b without quotes or comma handling. */

@@ -6,17 +6,6 @@
 #include "base/time.h"
 #include "registry/registry_int.h"
 
-void bs__registry_jw_time(bs_buf_t *b, int64_t ms)
-{
-    if (!ms) {
-        bs_jw_null(b);
-        return;
-    }
-    char ts[40];
-    bs_time_rfc3339(ms, ts, sizeof ts);
-    bs_jw_str(b, ts);
-}
-
 int bs__registry_audit(bs_registry_t *r, const bs_principal_t *who, const char *action,
                        const char *resource, const char *before, const char *after, bs_err_t *err)
 {
@@ -68,7 +57,7 @@ static int audit_row(const bs_meta_row_t *row, void *ud)
     bs_jw_key(b, "after");
     raw_or_null(b, row, 5);
     bs_jw_key(b, "ts");
-    bs__registry_jw_time(b, bs_meta_row_int(row, 6));
+    bs_jw_time(b, bs_meta_row_int(row, 6));
     bs_jw_obj_end(b);
     snprintf(c->last, sizeof c->last, "%s", bs_meta_row_text(row, 0));
     c->n++;
@@ -89,12 +78,6 @@ int bs_registry_audit_list(bs_registry_t *r, const char *tenant, const char *cur
                            args, 4, audit_row, &c, err);
     if (rc)
         return rc;
-    bs_jw_arr_end(out);
-    bs_jw_key(out, "next_cursor");
-    if (c.n > limit)
-        bs_jw_str(out, c.last);
-    else
-        bs_jw_null(out);
-    bs_jw_obj_end(out);
+    bs_jw_page_end(out, c.n > limit ? c.last : NULL);
     return 0;
 }

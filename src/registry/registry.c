@@ -204,9 +204,9 @@ static void render_model(bs_registry_t *r, const bs_meta_row_t *row, bs_buf_t *b
     bs_jw_key(b, "require_distinct_approver");
     bs_jw_bool(b, (int)bs_meta_row_int(row, 4));
     bs_jw_key(b, "created_at");
-    bs__registry_jw_time(b, bs_meta_row_int(row, 5));
+    bs_jw_time(b, bs_meta_row_int(row, 5));
     bs_jw_key(b, "updated_at");
-    bs__registry_jw_time(b, bs_meta_row_int(row, 6));
+    bs_jw_time(b, bs_meta_row_int(row, 6));
     bs_jw_key(b, "created_by");
     bs_jw_str(b, bs_meta_row_text(row, 7));
     bs_jw_key(b, "latest_version");
@@ -290,13 +290,7 @@ int bs_registry_model_list(bs_registry_t *r, const char *tenant, const char *pre
                            args, 7, model_row, &c, err);
     if (rc)
         return rc;
-    bs_jw_arr_end(out);
-    bs_jw_key(out, "next_cursor");
-    if (c.n > limit)
-        bs_jw_str(out, c.last);
-    else
-        bs_jw_null(out);
-    bs_jw_obj_end(out);
+    bs_jw_page_end(out, c.n > limit ? c.last : NULL);
     return 0;
 }
 
@@ -496,14 +490,14 @@ static void render_version(bs_registry_t *r, const bs_meta_row_t *row, bs_buf_t 
     bs_jw_key(b, "created_by");
     bs_jw_str(b, bs_meta_row_text(row, 15));
     bs_jw_key(b, "created_at");
-    bs__registry_jw_time(b, bs_meta_row_int(row, 16));
+    bs_jw_time(b, bs_meta_row_int(row, 16));
     bs_jw_key(b, "reviewed_by");
     if (bs_meta_row_is_null(row, 17))
         bs_jw_null(b);
     else
         bs_jw_str(b, bs_meta_row_text(row, 17));
     bs_jw_key(b, "reviewed_at");
-    bs__registry_jw_time(b, bs_meta_row_int(row, 18));
+    bs_jw_time(b, bs_meta_row_int(row, 18));
     bs_jw_key(b, "review_comment");
     if (bs_meta_row_is_null(row, 19))
         bs_jw_null(b);
@@ -572,16 +566,9 @@ int bs_registry_version_list(bs_registry_t *r, const char *tenant, const char *n
                        args, 5, version_row, &c, err);
     if (rc)
         return rc;
-    bs_jw_arr_end(out);
-    bs_jw_key(out, "next_cursor");
-    if (c.n > limit) {
-        char cur[16];
-        snprintf(cur, sizeof cur, "%d", c.last);
-        bs_jw_str(out, cur);
-    } else {
-        bs_jw_null(out);
-    }
-    bs_jw_obj_end(out);
+    char cur[16];
+    snprintf(cur, sizeof cur, "%d", c.last);
+    bs_jw_page_end(out, c.n > limit ? cur : NULL);
     return 0;
 }
 

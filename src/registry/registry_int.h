@@ -18,6 +18,5 @@ int bs__registry_model_id(bs_registry_t *r, const char *tenant, const char *name
 /* Adds an audit record (inside the caller's transaction). before/after: JSON text or NULL. */
 int bs__registry_audit(bs_registry_t *r, const bs_principal_t *who, const char *action,
                        const char *resource, const char *before, const char *after, bs_err_t *err);
-void bs__registry_jw_time(bs_buf_t *b, int64_t ms);
 
 #endif

@@ -63,7 +63,7 @@ static int metric_row(const bs_meta_row_t *row, void *ud)
     bs_jw_key(c->b, "step");
     bs_jw_int(c->b, bs_meta_row_int(row, 2));
     bs_jw_key(c->b, "ts");
-    bs__registry_jw_time(c->b, bs_meta_row_int(row, 3));
+    bs_jw_time(c->b, bs_meta_row_int(row, 3));
     bs_jw_obj_end(c->b);
     return 0;
 }
@@ -92,9 +92,9 @@ static int run_row(const bs_meta_row_t *row, void *ud)
     bs_jw_key(b, "created_by");
     bs_jw_str(b, bs_meta_row_text(row, 6));
     bs_jw_key(b, "created_at");
-    bs__registry_jw_time(b, bs_meta_row_int(row, 7));
+    bs_jw_time(b, bs_meta_row_int(row, 7));
     bs_jw_key(b, "updated_at");
-    bs__registry_jw_time(b, bs_meta_row_int(row, 8));
+    bs_jw_time(b, bs_meta_row_int(row, 8));
     /* Metric series: every logged point, grouped by key, in step order. */
     bs_jw_key(b, "metrics");
     bs_jw_obj_begin(b);
@@ -143,13 +143,7 @@ int bs_registry_run_list(bs_registry_t *r, const char *tenant, const char *exper
                            args, 6, run_row, &c, err);
     if (rc)
         return rc;
-    bs_jw_arr_end(out);
-    bs_jw_key(out, "next_cursor");
-    if (c.n > limit)
-        bs_jw_str(out, c.last);
-    else
-        bs_jw_null(out);
-    bs_jw_obj_end(out);
+    bs_jw_page_end(out, c.n > limit ? c.last : NULL);
     return 0;
 }
 
