@@ -250,6 +250,30 @@ static int read_tensor(bs_req_t *req, const cJSON *t, int i, size_t max_vals, te
     return 0;
 }
 
+/* Opens an output tensor {name, datatype, shape: [n] or [n, k], data: [ … */
+static void tensor_begin(bs_buf_t *b, const char *name, const char *datatype, size_t n, size_t k)
+{
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "name");
+    bs_jw_str(b, name);
+    bs_jw_key(b, "datatype");
+    bs_jw_str(b, datatype);
+    bs_jw_key(b, "shape");
+    bs_jw_arr_begin(b);
+    bs_jw_int(b, (int64_t)n);
+    if (k)
+        bs_jw_int(b, (int64_t)k);
+    bs_jw_arr_end(b);
+    bs_jw_key(b, "data");
+    bs_jw_arr_begin(b);
+}
+
+static void tensor_end(bs_buf_t *b)
+{
+    bs_jw_arr_end(b);
+    bs_jw_obj_end(b);
+}
+
 static void infer(bs_req_t *req, int version)
 {
     bs_app_t *app = APP(req);
@@ -343,35 +367,12 @@ static void infer(bs_req_t *req, int version)
     bs_jw_key(&b, "outputs");
     bs_jw_arr_begin(&b);
     int cls = s->task == BS_ML_CLASSIFICATION;
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "name");
-    bs_jw_str(&b, cls ? "probabilities" : "predictions");
-    bs_jw_key(&b, "datatype");
-    bs_jw_str(&b, "FP64");
-    bs_jw_key(&b, "shape");
-    bs_jw_arr_begin(&b);
-    bs_jw_int(&b, (int64_t)n);
-    if (cls || k > 1)
-        bs_jw_int(&b, (int64_t)k);
-    bs_jw_arr_end(&b);
-    bs_jw_key(&b, "data");
-    bs_jw_arr_begin(&b);
+    tensor_begin(&b, cls ? "probabilities" : "predictions", "FP64", n, cls || k > 1 ? k : 0);
     for (size_t q = 0; q < n * k; q++)
         bs_jw_double(&b, out[q]);
-    bs_jw_arr_end(&b);
-    bs_jw_obj_end(&b);
+    tensor_end(&b);
     if (cls) {
-        bs_jw_obj_begin(&b);
-        bs_jw_key(&b, "name");
-        bs_jw_str(&b, "label");
-        bs_jw_key(&b, "datatype");
-        bs_jw_str(&b, "BYTES");
-        bs_jw_key(&b, "shape");
-        bs_jw_arr_begin(&b);
-        bs_jw_int(&b, (int64_t)n);
-        bs_jw_arr_end(&b);
-        bs_jw_key(&b, "data");
-        bs_jw_arr_begin(&b);
+        tensor_begin(&b, "label", "BYTES", n, 0);
         for (size_t r = 0; r < n; r++) {
             size_t best = 0;
             for (size_t c = 1; c < k; c++)
@@ -379,27 +380,15 @@ static void infer(bs_req_t *req, int version)
                     best = c;
             bs_jw_str(&b, s->labels ? s->labels[best] : "");
         }
-        bs_jw_arr_end(&b);
-        bs_jw_obj_end(&b);
+        tensor_end(&b);
     }
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "name");
-    bs_jw_str(&b, "prediction_id");
-    bs_jw_key(&b, "datatype");
-    bs_jw_str(&b, "BYTES");
-    bs_jw_key(&b, "shape");
-    bs_jw_arr_begin(&b);
-    bs_jw_int(&b, (int64_t)n);
-    bs_jw_arr_end(&b);
-    bs_jw_key(&b, "data");
-    bs_jw_arr_begin(&b);
+    tensor_begin(&b, "prediction_id", "BYTES", n, 0);
     for (size_t r = 0; r < n; r++) {
         char pid[37];
         bs_uuid7(pid);
         bs_jw_str(&b, pid);
     }
-    bs_jw_arr_end(&b);
-    bs_jw_obj_end(&b);
+    tensor_end(&b);
     bs_jw_arr_end(&b);
     bs_jw_obj_end(&b);
     bs_resp_json(req, 200, &b);
