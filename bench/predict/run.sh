@@ -30,6 +30,7 @@
 # only when it could not run.
 set -eu
 cd "$(dirname "$0")/../.."
+. bench/lib.sh
 
 BASALT_BIN=${BASALT_BIN:-build/basalt}
 ROUNDS=${ROUNDS:-3}
@@ -55,16 +56,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/basalt-bench-predict.XXXXXX")
 BPID="" NPID="" NWORKERS="" FPID="" FWORKERS="" WRKPID=""
 
 # Stops a pid (TERM, then KILL after ~3 s) if it is still alive.
-stop_pid() {
-    p=$1
-    [ -n "$p" ] || return 0
-    kill -0 "$p" 2>/dev/null || return 0
-    kill -TERM "$p" 2>/dev/null || true
-    i=0
-    while kill -0 "$p" 2>/dev/null && [ $i -lt 30 ]; do sleep 0.1; i=$((i + 1)); done
-    kill -KILL "$p" 2>/dev/null || true
-    wait "$p" 2>/dev/null || true
-}
 
 cleanup() {
     trap - EXIT INT TERM HUP
@@ -82,18 +73,6 @@ trap 'echo "bench/predict: interrupted" >&2; cleanup; exit 130' INT TERM HUP
 CLK_TCK=$(getconf CLK_TCK)
 
 # utime+stime (fields 14, 15 of /proc/<pid>/stat, after the ')' of comm) in ticks, summed.
-cpu_ticks() {
-    t=0
-    for p in "$@"; do
-        s=$(cat "/proc/$p/stat" 2>/dev/null) || continue
-        s=${s##*) }
-        # shellcheck disable=SC2086
-        set -- $s
-        shift 11
-        t=$((t + $1 + $2))
-    done
-    echo $t
-}
 
 # All descendants of a pid (children, grandchildren...), space-separated.
 descendants() {
@@ -103,9 +82,6 @@ descendants() {
     done
 }
 
-free_port() {
-    $PY -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
-}
 
 # ---- models and bodies ---------------------------------------------------------------------
 $PY bench/predict/train.py "$TMP" || { echo "bench/predict: training failed" >&2; exit 2; }
@@ -255,24 +231,7 @@ run_one() {
     done
     [ "$record" = 1 ] || return 0
     cat "$TMP/wrk.out" >>"$OUT/$name.wrk.log"
-    awk -v ticks=$((c1 - c0)) -v hz="$CLK_TCK" '
-        function us(v) {
-            if (v ~ /us$/) return v + 0;
-            if (v ~ /ms$/) return (v + 0) * 1000;
-            if (v ~ /m$/)  return (v + 0) * 60e6;
-            if (v ~ /s$/)  return (v + 0) * 1e6;
-            return v + 0;
-        }
-        $1 == "50%" { p50 = us($2) }
-        $1 == "99%" { p99 = us($2) }
-        /requests in/ { n = $1 }
-        /^Requests\/sec:/ { rps = $2 }
-        /Non-2xx/ { err += $NF }
-        /Socket errors/ { for (i = 1; i <= NF; i++) if ($i ~ /^[0-9]+,?$/) err += $i + 0 }
-        END {
-            if (!n) exit 1;
-            printf "%.0f %.0f %.0f %.2f %d %d\n", rps, p50, p99, ticks * 1e6 / hz / n, n, err
-        }' "$TMP/wrk.out" >>"$OUT/$name.runs" || { echo "bench/predict: cannot parse wrk output:" >&2; cat "$TMP/wrk.out" >&2; exit 2; }
+    parse_wrk "$TMP/wrk.out" $((c1 - c0)) "$CLK_TCK" >>"$OUT/$name.runs" || { echo "bench/predict: cannot parse wrk output:" >&2; cat "$TMP/wrk.out" >&2; exit 2; }
     tail -n 1 "$OUT/$name.runs" | awk -v name="$name" -v r="$6" \
         '{ printf "  round %s %-11s %8s req/s  p50 %6s us  p99 %7s us  %7s us CPU/req%s\n", r, name, $1, $2, $3, $4, ($6 ? "  ERRORS " $6 : "") }'
 }
