@@ -95,7 +95,8 @@ fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); mkdir -p build-fuzz/corpus-$$n; \
 	  $$f -max_total_time=$${FUZZ_SECONDS:-60} build-fuzz/corpus-$$n fuzz/corpus/$$n; done
 
-bench: deps all
+bench: all
+	@./scripts/deps.sh --bench
 	@set -e; for b in bench/*/run.sh; do echo "== $$b"; sh $$b; done
 
 format:

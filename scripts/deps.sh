@@ -1,6 +1,7 @@
 #!/bin/sh
-# Installs every Debian package that basalt's build, tests and benchmarks need.
-# Safe to re-run: apt-get skips what is already installed.
+# Installs every Debian package that basalt's build and tests need (`make run`,
+# `make test`); with --bench also what the benchmarks' peers need (`make bench`).
+# Runs apt-get update first when anything is missing; safe to re-run.
 set -eu
 
 PACKAGES="
@@ -9,8 +10,13 @@ libh2o-evloop-dev libcjson-dev libsqlite3-dev liblmdb-dev libyaml-dev libssl-dev
 libcmocka-dev
 python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
 python3-sklearn python3-xgboost
+"
+BENCH_PACKAGES="
 nginx wrk curl libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
 "
+if [ "${1:-}" = "--bench" ]; then
+    PACKAGES="$PACKAGES $BENCH_PACKAGES"
+fi
 
 missing=""
 for p in $PACKAGES; do
