@@ -165,6 +165,35 @@ static int object_json(const cJSON *o, const char *field, int numeric, char **ou
     return *out ? 0 : bs_err_set(err, BS_ENOMEM, "out of memory");
 }
 
+/* Validates {"enabled"?: bool, "max_batch_size"?: 1..100000, "max_queue_delay_us"?: 0..1000000}
+ * (or null: the server's defaults) and writes it as JSON text (NULL for null). */
+static int batching_json(const cJSON *o, char **out, bs_err_t *err)
+{
+    *out = NULL;
+    if (!o || cJSON_IsNull(o))
+        return 0;
+    static const char *const allowed[] = {"enabled", "max_batch_size", "max_queue_delay_us", NULL};
+    if (!cJSON_IsObject(o))
+        return bs_err_setf(err, BS_EINVAL, "batching",
+                           "batching must be an object {enabled, max_batch_size, max_queue_delay_us} or null");
+    if (bs_json_reject_unknown(o, allowed, err)) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return bs_err_setf(err, BS_EINVAL, "batching", "batching: %s", why);
+    }
+    int enabled;
+    int64_t v;
+    if (bs_json_get_bool(o, "enabled", 0, &enabled, err) < 0 ||
+        bs_json_get_int(o, "max_batch_size", 0, 1, 100000, &v, err) < 0 ||
+        bs_json_get_int(o, "max_queue_delay_us", 0, 0, 1000000, &v, err) < 0) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", err->msg);
+        return bs_err_setf(err, BS_EINVAL, "batching", "batching: %s", why);
+    }
+    *out = cJSON_PrintUnformatted(o);
+    return *out ? 0 : bs_err_set(err, BS_ENOMEM, "out of memory");
+}
+
 /* ---- models ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -183,11 +212,11 @@ static int render_alias_row(const bs_meta_row_t *row, void *ud)
 }
 
 /* Columns: id, name, description, tags, require_distinct_approver, created_at, updated_at,
- * created_by, latest version */
+ * created_by, latest version, batching */
 #define MODEL_COLS                                                                                 \
     "m.id, m.name, m.description, m.tags, m.require_distinct_approver, m.created_at,"            \
     " m.updated_at, m.created_by,"                                                                 \
-    " (SELECT COALESCE(MAX(version),0) FROM model_versions v WHERE v.model_id = m.id)"
+    " (SELECT COALESCE(MAX(version),0) FROM model_versions v WHERE v.model_id = m.id), m.batching"
 
 static void render_model(bs_registry_t *r, const bs_meta_row_t *row, bs_buf_t *b)
 {
@@ -215,6 +244,11 @@ static void render_model(bs_registry_t *r, const bs_meta_row_t *row, bs_buf_t *b
         bs_jw_int(b, latest);
     else
         bs_jw_null(b);
+    bs_jw_key(b, "batching");
+    if (bs_meta_row_is_null(row, 9))
+        bs_jw_null(b);
+    else
+        bs_jw_raw(b, bs_meta_row_text(row, 9), strlen(bs_meta_row_text(row, 9)));
     bs_jw_key(b, "aliases");
     bs_jw_obj_begin(b);
     bs_val_t arg = BS_TXT(bs_meta_row_text(row, 0));
@@ -297,7 +331,8 @@ int bs_registry_model_list(bs_registry_t *r, const char *tenant, const char *pre
 int bs_registry_model_create(bs_registry_t *r, const bs_principal_t *who, const cJSON *body,
                              bs_buf_t *out, bs_err_t *err)
 {
-    static const char *const allowed[] = {"name", "description", "tags", "require_distinct_approver", NULL};
+    static const char *const allowed[] = {"name", "description", "tags", "require_distinct_approver",
+                                          "batching", NULL};
     if (!cJSON_IsObject(body))
         return bs_err_set(err, BS_EINVAL, "body must be a JSON object");
     if (bs_json_reject_unknown(body, allowed, err))
@@ -313,24 +348,30 @@ int bs_registry_model_create(bs_registry_t *r, const bs_principal_t *who, const 
                            "model name must be 1-128 characters of A-Z, a-z, 0-9, '.', '-' or '_'");
     if (strlen(desc) > 10000)
         return bs_err_setf(err, BS_EINVAL, "description", "description is longer than 10000 bytes");
-    char *tags = NULL;
+    char *tags = NULL, *batching = NULL;
     int rc = tags_json(cJSON_GetObjectItemCaseSensitive(body, "tags"), "tags", &tags, err);
     if (rc)
         return rc;
+    if ((rc = batching_json(cJSON_GetObjectItemCaseSensitive(body, "batching"), &batching, err))) {
+        free(tags);
+        return rc;
+    }
     char id[40];
     bs_uuid7(id);
     int64_t now = bs_time_wall_ms();
     if ((rc = bs_meta_tx_begin(r->meta, err)) != 0) {
         free(tags);
+        free(batching);
         return rc;
     }
     bs_val_t args[] = {BS_TXT(id), BS_TXT(who->tenant), BS_TXT(name), BS_TXT(desc), BS_TXT(tags),
-                       BS_INT(distinct), BS_INT(now), BS_INT(now), BS_TXT(who->key_id)};
+                       BS_INT(distinct), BS_INT(now), BS_INT(now), BS_TXT(who->key_id), BS_TXT(batching)};
     rc = bs_meta_exec(r->meta,
                       "INSERT INTO models (id, tenant, name, description, tags, require_distinct_approver,"
-                      " created_at, updated_at, created_by) VALUES (?,?,?,?,?,?,?,?,?)",
-                      args, 9, NULL, err);
+                      " created_at, updated_at, created_by, batching) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                      args, 10, NULL, err);
     free(tags);
+    free(batching);
     if (rc == BS_ECONFLICT)
         bs_err_setf(err, BS_ECONFLICT, "name", "model '%s' already exists", name);
     if (!rc) {
@@ -353,7 +394,8 @@ int bs_registry_model_create(bs_registry_t *r, const bs_principal_t *who, const 
 int bs_registry_model_update(bs_registry_t *r, const bs_principal_t *who, const char *name,
                              const cJSON *body, bs_buf_t *out, bs_err_t *err)
 {
-    static const char *const allowed[] = {"description", "tags", "require_distinct_approver", NULL};
+    static const char *const allowed[] = {"description", "tags", "require_distinct_approver",
+                                          "batching", NULL};
     if (!cJSON_IsObject(body))
         return bs_err_set(err, BS_EINVAL, "body must be a JSON object");
     if (bs_json_reject_unknown(body, allowed, err))
@@ -366,10 +408,15 @@ int bs_registry_model_update(bs_registry_t *r, const bs_principal_t *who, const 
     if (desc && strlen(desc) > 10000)
         return bs_err_setf(err, BS_EINVAL, "description", "description is longer than 10000 bytes");
     const cJSON *t = cJSON_GetObjectItemCaseSensitive(body, "tags");
-    char *tags = NULL;
+    const cJSON *bt = cJSON_GetObjectItemCaseSensitive(body, "batching");
+    char *tags = NULL, *batching = NULL;
     int rc = 0;
     if (t && (rc = tags_json(t, "tags", &tags, err)))
         return rc;
+    if (bt && (rc = batching_json(bt, &batching, err))) {
+        free(tags);
+        return rc;
+    }
     bs_buf_t before;
     bs_buf_init(&before);
     if ((rc = bs_meta_tx_begin(r->meta, err)) != 0)
@@ -377,14 +424,15 @@ int bs_registry_model_update(bs_registry_t *r, const bs_principal_t *who, const 
     if ((rc = bs_registry_model_get(r, who->tenant, name, &before, err)))
         goto rollback;
     bs_val_t args[] = {BS_TXT(desc), BS_TXT(desc), BS_TXT(tags), BS_TXT(tags),
-                       BS_INT(distinct),  BS_INT(distinct),  BS_INT(bs_time_wall_ms()),
-                       BS_TXT(who->tenant), BS_TXT(name)};
+                       BS_INT(distinct),  BS_INT(distinct),  BS_INT(bt ? 1 : 0), BS_TXT(batching),
+                       BS_INT(bs_time_wall_ms()), BS_TXT(who->tenant), BS_TXT(name)};
     rc = bs_meta_exec(r->meta,
                       "UPDATE models SET description = CASE WHEN ? IS NULL THEN description ELSE ? END,"
                       " tags = CASE WHEN ? IS NULL THEN tags ELSE ? END,"
                       " require_distinct_approver = CASE WHEN ? < 0 THEN require_distinct_approver ELSE ? END,"
+                      " batching = CASE WHEN ? = 1 THEN ? ELSE batching END,"
                       " updated_at = ? WHERE tenant = ? AND name = ?",
-                      args, 9, NULL, err);
+                      args, 11, NULL, err);
     if (rc || (rc = bs_registry_model_get(r, who->tenant, name, out, err)))
         goto rollback;
     char res[200];
@@ -399,6 +447,7 @@ rollback:
     bs_meta_tx_rollback(r->meta);
 done:
     free(tags);
+    free(batching);
     bs_buf_free(&before);
     return rc;
 }

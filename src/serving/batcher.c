@@ -123,6 +123,11 @@ static void *batcher_main(void *arg)
         b->queued_rows -= rows;
         b->oldest_ns = bs_time_mono_ns();
         pthread_mutex_unlock(&b->mu);
+        bs__slot_t *slot = take->h->slot;
+        if (slot) {
+            atomic_fetch_add_explicit(&slot->batches, 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&slot->batched_rows, rows, memory_order_relaxed);
+        }
         finish_jobs(take, (size_t)take->h->sig.n_features, (size_t)take->h->sig.n_outputs);
         pthread_mutex_lock(&b->mu);
     }
@@ -150,6 +155,15 @@ bs__batcher_t *bs__batcher_new(int max_batch, uint32_t delay_us)
         return NULL;
     }
     return b;
+}
+
+void bs__batcher_configure(bs__batcher_t *b, int max_batch, uint32_t delay_us)
+{
+    pthread_mutex_lock(&b->mu);
+    b->max_batch = max_batch;
+    b->delay_us = delay_us;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
 }
 
 /* Drains the queue (completing every job) and stops the thread. */

@@ -322,6 +322,10 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
                    "# TYPE basalt_prediction_errors_total counter\n"
                    "# HELP basalt_prediction_duration_seconds Time to validate, predict and render.\n"
                    "# TYPE basalt_prediction_duration_seconds histogram\n"
+                   "# HELP basalt_prediction_batches_total Batches the dynamic batcher ran.\n"
+                   "# TYPE basalt_prediction_batches_total counter\n"
+                   "# HELP basalt_prediction_batched_rows_total Rows that went through the batcher.\n"
+                   "# TYPE basalt_prediction_batched_rows_total counter\n"
                    "# HELP basalt_model_loaded Whether the version is loaded in memory.\n"
                    "# TYPE basalt_model_loaded gauge\n");
     pthread_mutex_lock(&s->lock);
@@ -338,6 +342,11 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
         bs_buf_printf(b, "basalt_predictions_total{%s} %llu\n", lbl, (unsigned long long)req);
         bs_buf_printf(b, "basalt_prediction_rows_total{%s} %llu\n", lbl,
                       (unsigned long long)atomic_load(&sl->rows));
+        uint64_t batches = atomic_load(&sl->batches);
+        if (batches)
+            bs_buf_printf(b, "basalt_prediction_batches_total{%s} %llu\nbasalt_prediction_batched_rows_total{%s} %llu\n",
+                          lbl, (unsigned long long)batches, lbl,
+                          (unsigned long long)atomic_load(&sl->batched_rows));
         for (int i = 0; i < BS_ERR_COUNT; i++) {
             uint64_t e = atomic_load(&sl->errors_by_code[i]);
             if (e)

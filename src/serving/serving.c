@@ -293,9 +293,32 @@ static int version_row(const bs_meta_row_t *row, void *ud)
     e->version = (int)bs_meta_row_int(row, 3);
     e->approved = strcmp(bs_meta_row_text(row, 4), "approved") == 0;
     e->slot = slot_get(b->s, tenant, name, id, e->version);
-    if (!e->slot)
+    if (!e->slot) {
         b->oom = 1;
-    return b->oom;
+        return 1;
+    }
+    /* The model's batching settings, over the server's defaults. */
+    int enabled = -1, size = b->s->o.batch_max_size, delay = (int)b->s->o.batch_delay_us;
+    if (!bs_meta_row_is_null(row, 5)) {
+        cJSON *j = cJSON_Parse(bs_meta_row_text(row, 5));
+        const cJSON *en = cJSON_GetObjectItemCaseSensitive(j, "enabled");
+        const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "max_batch_size");
+        const cJSON *dl = cJSON_GetObjectItemCaseSensitive(j, "max_queue_delay_us");
+        if (cJSON_IsBool(en))
+            enabled = cJSON_IsTrue(en);
+        if (cJSON_IsNumber(sz))
+            size = sz->valueint;
+        if (cJSON_IsNumber(dl))
+            delay = dl->valueint;
+        cJSON_Delete(j);
+    }
+    bs__slot_t *sl = e->slot;
+    atomic_store(&sl->batch_enabled, enabled);
+    atomic_store(&sl->batch_max_size, size);
+    atomic_store(&sl->batch_delay_us, delay);
+    if (sl->batcher)
+        bs__batcher_configure(sl->batcher, size, (uint32_t)delay);
+    return 0;
 }
 
 static int alias_row(const bs_meta_row_t *row, void *ud)
@@ -333,7 +356,7 @@ int bs_serving_refresh(bs_serving_t *s, bs_err_t *err)
     /* Tenant and name collate with SQLite's BINARY order, the same as strcmp. */
     if (!rc)
         rc = bs_meta_query(s->meta,
-                           "SELECT m.tenant, m.name, m.id, v.version, v.status FROM models m"
+                           "SELECT m.tenant, m.name, m.id, v.version, v.status, m.batching FROM models m"
                            " LEFT JOIN model_versions v ON v.model_id = m.id"
                            " ORDER BY m.tenant, m.name, v.version",
                            NULL, 0, version_row, &b, err);
@@ -511,16 +534,30 @@ int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, i
 
 int bs_serving_batched(bs_serving_t *s, const bs_model_handle_t *h)
 {
-    return s->o.batch_delay_us > 0 && s->o.batch_max_size > 1 && bs_ml_model_prefers_batching(h->model);
+    (void)s;
+    const bs__slot_t *sl = h->slot;
+    if (!sl)
+        return 0;
+    int enabled = atomic_load_explicit(&sl->batch_enabled, memory_order_relaxed);
+    if (enabled == 0)
+        return 0;
+    if (enabled < 0 && !bs_ml_model_prefers_batching(h->model))
+        return 0;
+    return atomic_load_explicit(&sl->batch_delay_us, memory_order_relaxed) > 0 &&
+           atomic_load_explicit(&sl->batch_max_size, memory_order_relaxed) > 1;
 }
 
 int bs_serving_submit(bs_serving_t *s, bs_model_handle_t *h, const double *rows, size_t n,
                       bs_serving_done_fn done, void *ud, bs_err_t *err)
 {
+    (void)s;
     bs__slot_t *slot = h->slot;
+    if (!slot)
+        return bs_err_set(err, BS_EINTERNAL, "a handle without a slot cannot be batched");
     pthread_mutex_lock(&slot->load_lock);
     if (!slot->batcher)
-        slot->batcher = bs__batcher_new(s->o.batch_max_size, s->o.batch_delay_us);
+        slot->batcher = bs__batcher_new(atomic_load(&slot->batch_max_size),
+                                        (uint32_t)atomic_load(&slot->batch_delay_us));
     bs__batcher_t *b = slot->batcher;
     pthread_mutex_unlock(&slot->load_lock);
     if (!b)

@@ -14,6 +14,8 @@ typedef struct bs__batcher bs__batcher_t;
 
 bs__batcher_t *bs__batcher_new(int max_batch, uint32_t delay_us);
 void bs__batcher_free(bs__batcher_t *b);
+/* Changes a running batcher's limits (the model's settings changed). */
+void bs__batcher_configure(bs__batcher_t *b, int max_batch, uint32_t delay_us);
 int bs__batcher_submit(bs__batcher_t *b, bs_model_handle_t *h, const double *rows, size_t n,
                        bs_serving_done_fn done, void *ud, bs_err_t *err);
 
@@ -53,6 +55,9 @@ struct bs__slot {
     _Atomic uint64_t last_used_ns;
     int live; /* still in the current snapshot */
     bs__batcher_t *batcher; /* created on the first batched request (under load_lock) */
+    /* the model's batching settings, set at refresh: enabled -1 = by runtime (MLP) */
+    _Atomic int batch_enabled, batch_max_size, batch_delay_us;
+    _Atomic uint64_t batches, batched_rows;
     /* metrics */
     _Atomic uint64_t requests, rows, errors, sum_ns;
     _Atomic uint64_t hist[BS__SERVING_BUCKETS + 1];

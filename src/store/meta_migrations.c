@@ -45,5 +45,7 @@ const char *const bs__meta_migrations[] = {
     "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,"
     "  resource TEXT NOT NULL, before TEXT, after TEXT, ts INTEGER NOT NULL);"
     "CREATE INDEX audit_tenant ON audit(tenant, id);",
+    /* 3: per-model dynamic batching settings (JSON; NULL = the server's defaults) */
+    "ALTER TABLE models ADD COLUMN batching TEXT;",
     NULL,
 };
