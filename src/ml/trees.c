@@ -33,6 +33,15 @@
  * float32_sums the result is bit-identical to XGBoost's CPU predictor (float
  * accumulation starting from the base margin, tree by tree).
  *
+ * A single row on the heap layout (the HTTP predict path) skips the block
+ * scratch: predict_one converts it into one strided column on the stack and
+ * walks TREE_LANES trees at a time with a copy of the walker per depth (the
+ * lanes' tree offsets become immediates, so the indices stay in registers).
+ * SIMD walkers (8 or 16 trees per AVX2/AVX-512 vector, gathers for nodes and
+ * inputs) were measured slower than this scalar walk on an AVX-512 AMD EPYC
+ * (bench/trees: ~0.9 and ~1.1 us against ~0.8 us): three dependent gathers
+ * per level cost more than the scalar loads they replace.
+ *
  * Exact comparisons with float thresholds: XGBoost goes left when
  * float(x) < float(t); scikit-learn when float(x) <= t for a double t. The
  * compiled threshold is the smallest float >= t for `<` and the largest
@@ -79,16 +88,8 @@ struct bs__tree_fast {
     uint32_t *tdepth; /* explicit: n_trees depths */
     int32_t *group;  /* n_trees: sum index for leaf_width == 1 */
     float *leaf_f;   /* float32_sums: leaf values as float, n_leaf_values */
-    /* heap, single row: leaf offsets of n (a multiple of 16) trees from t0 for
-     * one row x in contiguous slots (a SIMD walker picked at prepare); NULL:
-     * no SIMD on this CPU, single rows take the block path */
-    void (*one)(const struct bs__tree_fast *f, uint32_t t0, uint32_t n, const float *x,
-                uint32_t *off);
     size_t bytes;
 };
-
-static void (*pick_one_walker(int le, uint32_t depth))(const struct bs__tree_fast *, uint32_t,
-                                                       uint32_t, const float *, uint32_t *);
 
 /* ---- validation ------------------------------------------------------------------------- */
 
@@ -415,7 +416,6 @@ int bs__tree_ensemble_prepare(bs__tree_ensemble_t *e, bs_err_t *err)
         for (size_t t = 0; t < nt; t++)
             compile_heap_tree(e, f, (int)t, queue);
         f->bytes = slots * (sizeof *f->hnodes + sizeof *f->hleaf);
-        f->one = pick_one_walker(e->split_rule == BS__TREE_LE, f->depth);
     } else {
         f->nodes = malloc((nn + 1) * sizeof *f->nodes);
         f->root = malloc((nt + 1) * sizeof *f->root);
@@ -465,9 +465,9 @@ void bs__tree_ensemble_free(bs__tree_ensemble_t *e)
  *
  * heap_rows:  one tree, ROW_LANES rows of a feature-major block
  *             (xt[slot << shift | row]): the batch path.
- * heap_trees: TREE_LANES consecutive trees, one row: the single-row path
- *             (and the rows left over when a block is not a multiple of
- *             ROW_LANES).
+ * heap_trees: n trees (a multiple of TREE_LANES) from t0, TREE_LANES at a
+ *             time, one row: the single-row path (and the rows left over
+ *             when a block is not a multiple of ROW_LANES).
  * explicit:   LANES (tree, row) pairs on the explicit layout.
  */
 
@@ -496,31 +496,36 @@ static inline __attribute__((always_inline)) void heap_rows(const struct bs__tre
         out[l] = hl[i[l]];
 }
 
+/* D is a constant in each caller (one copy per depth, see heap_trees_lt), so
+ * the lanes' tree offsets l << D are immediates and the local indices j need
+ * no per-lane base: fewer live registers, shorter address arithmetic. */
 static inline __attribute__((always_inline)) void heap_trees(const struct bs__tree_fast *f,
-                                                             uint32_t t0, const float *x,
-                                                             uint32_t *out, int le)
+                                                             uint32_t t0, uint32_t n,
+                                                             const float *x, uint32_t *out,
+                                                             int le, const uint32_t D)
 {
-    const uint32_t D = f->depth;
     const size_t W = (size_t)1 << D;
     const hnode_t *hn = f->hnodes + ((size_t)t0 << D);
-    size_t i[TREE_LANES];
-#pragma GCC unroll 16
-    for (int l = 0; l < TREE_LANES; l++)
-        i[l] = (size_t)l * W;
-    for (uint32_t d = 0; d < D; d++) {
-#pragma GCC unroll 16
-        for (int l = 0; l < TREE_LANES; l++) {
-            hnode_t n = hn[i[l]];
-            float v = x[n.slot];
-            uint32_t right = le ? !(v <= n.threshold) : !(v < n.threshold);
-            /* local index j = i - l*W steps to 2j + 1 + right */
-            i[l] = 2 * i[l] - (size_t)l * W + 1 + right;
-        }
-    }
     const uint32_t *hl = f->hleaf + ((size_t)t0 << D) - (W - 1);
+    for (uint32_t t = 0; t < n; t += TREE_LANES, hn += TREE_LANES * W, hl += TREE_LANES * W) {
+        size_t j[TREE_LANES];
 #pragma GCC unroll 16
-    for (int l = 0; l < TREE_LANES; l++)
-        out[l] = hl[i[l]];
+        for (int l = 0; l < TREE_LANES; l++)
+            j[l] = 0;
+#pragma GCC unroll 12
+        for (uint32_t d = 0; d < D; d++) {
+#pragma GCC unroll 16
+            for (int l = 0; l < TREE_LANES; l++) {
+                hnode_t nd = hn[(size_t)l * W + j[l]];
+                float v = x[nd.slot];
+                uint32_t right = le ? !(v <= nd.threshold) : !(v < nd.threshold);
+                j[l] = 2 * j[l] + 1 + right;
+            }
+        }
+#pragma GCC unroll 16
+        for (int l = 0; l < TREE_LANES; l++)
+            out[t + l] = hl[(size_t)l * W + j[l]];
+    }
 }
 
 static inline __attribute__((always_inline)) void explicit_walk(const struct bs__tree_fast *f,
@@ -556,230 +561,9 @@ static inline __attribute__((always_inline)) void explicit_walk(const struct bs_
         out[l] = nd[i[l]].leaf;
 }
 
-/* Scalar single-row walker: ONE_LANES trees in lock step, the depth a
- * compile-time constant (one copy per depth) so the per-tree offsets are
- * immediates and the lane indices fit in registers. */
-#define ONE_LANES 8
-
-static inline __attribute__((always_inline)) void one_scalar(const struct bs__tree_fast *f,
-                                                             uint32_t t0, uint32_t n,
-                                                             const float *x, uint32_t *off,
-                                                             int le, const uint32_t D)
-{
-    const size_t W = (size_t)1 << D;
-    const unsigned xs = f->xshift;
-    for (uint32_t t = 0; t < n; t += ONE_LANES) {
-        const hnode_t *hn = f->hnodes + ((size_t)(t0 + t) << D);
-        uint32_t j[ONE_LANES];
-#pragma GCC unroll 16
-        for (int l = 0; l < ONE_LANES; l++)
-            j[l] = 0;
-#pragma GCC unroll 12
-        for (uint32_t d = 0; d < D; d++) {
-#pragma GCC unroll 16
-            for (int l = 0; l < ONE_LANES; l++) {
-                hnode_t nd = hn[(size_t)l * W + j[l]];
-                float v = x[nd.slot >> xs];
-                uint32_t right = le ? !(v <= nd.threshold) : !(v < nd.threshold);
-                j[l] = 2 * j[l] + 1 + right;
-            }
-        }
-        const uint32_t *hl = f->hleaf + ((size_t)(t0 + t) << D) - (W - 1);
-#pragma GCC unroll 16
-        for (int l = 0; l < ONE_LANES; l++)
-            off[t + l] = hl[(size_t)l * W + j[l]];
-    }
-}
-
-#define ONE_SCALAR_DEPTHS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12)
-#define ONE_SCALAR_FN(D)                                                                           \
-    static void one_lt_##D(const struct bs__tree_fast *f, uint32_t t0, uint32_t n,                 \
-                           const float *x, uint32_t *off)                                          \
-    {                                                                                              \
-        one_scalar(f, t0, n, x, off, 0, D);                                                        \
-    }                                                                                              \
-    static void one_le_##D(const struct bs__tree_fast *f, uint32_t t0, uint32_t n,                 \
-                           const float *x, uint32_t *off)                                          \
-    {                                                                                              \
-        one_scalar(f, t0, n, x, off, 1, D);                                                        \
-    }
-ONE_SCALAR_DEPTHS(ONE_SCALAR_FN)
-#define ONE_SCALAR_ROW(D) {one_lt_##D, one_le_##D},
-static void (*const one_scalar_fns[][2])(const struct bs__tree_fast *, uint32_t, uint32_t,
-                                         const float *, uint32_t *) = {
-    ONE_SCALAR_DEPTHS(ONE_SCALAR_ROW)};
-
-/*
- * Single-row SIMD walkers (heap layout): one lane per tree, 16 trees per
- * AVX-512 vector or 8 per AVX2 vector, several vectors in lock step. Each
- * step gathers the nodes' input slots and thresholds, then the row's values,
- * and adds the comparison to the heap index: the same float comparisons as
- * heap_trees, so the same leaves. The row is one contiguous set of slots
- * (x[slot >> xshift]), not a block column. Picked at prepare with
- * __builtin_cpu_supports, as the intrinsics need their target.
- */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(BS_TREES_NO_SIMD)
-#include <immintrin.h>
-#define HAVE_ONE_SIMD 1
-
-#define ONE512_K 4 /* zmm vectors (16 trees each) walked together */
-
-static inline __attribute__((always_inline, target("avx512f"))) void
-one512(const struct bs__tree_fast *f, uint32_t t0, int k_n, const float *x, uint32_t *off, int le)
-{
-    const int D = (int)f->depth;
-    const __m128i xs = _mm_cvtsi32_si128((int)f->xshift);
-    const int *slot = (const int *)(const void *)f->hnodes;
-    const float *thr = (const float *)(const void *)f->hnodes + 1;
-    const __m512i one = _mm512_set1_epi32(1);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    __m512i base[ONE512_K], j[ONE512_K];
-#pragma GCC unroll 4
-    for (int k = 0; k < ONE512_K; k++) {
-        if (k >= k_n)
-            break;
-        base[k] = _mm512_sll_epi32(_mm512_add_epi32(_mm512_set1_epi32((int)(t0 + 16 * k)), lane),
-                                   _mm_cvtsi32_si128(D));
-        j[k] = _mm512_setzero_si512();
-    }
-    for (int d = 0; d < D; d++) {
-#pragma GCC unroll 4
-        for (int k = 0; k < ONE512_K; k++) {
-            if (k >= k_n)
-                break;
-            __m512i i = _mm512_add_epi32(base[k], j[k]);
-            __m512i s = _mm512_srl_epi32(_mm512_i32gather_epi32(i, slot, 8), xs);
-            __m512 t = _mm512_i32gather_ps(i, thr, 8);
-            __m512 v = _mm512_i32gather_ps(s, x, 4);
-            __mmask16 right = le ? _mm512_cmp_ps_mask(v, t, _CMP_NLE_UQ)
-                                 : _mm512_cmp_ps_mask(v, t, _CMP_NLT_UQ);
-            j[k] = _mm512_add_epi32(_mm512_add_epi32(j[k], j[k]), one);
-            j[k] = _mm512_mask_add_epi32(j[k], right, j[k], one);
-        }
-    }
-    const __m512i bottom = _mm512_set1_epi32((1 << D) - 1);
-#pragma GCC unroll 4
-    for (int k = 0; k < ONE512_K; k++) {
-        if (k >= k_n)
-            break;
-        __m512i i = _mm512_sub_epi32(_mm512_add_epi32(base[k], j[k]), bottom);
-        _mm512_storeu_si512((void *)(off + 16 * k),
-                            _mm512_i32gather_epi32(i, (const int *)f->hleaf, 4));
-    }
-}
-
-static inline __attribute__((always_inline, target("avx512f"))) void
-one512_all(const struct bs__tree_fast *f, uint32_t t0, uint32_t n, const float *x, uint32_t *off,
-           int le)
-{
-    uint32_t t = 0;
-    for (; t + 16 * ONE512_K <= n; t += 16 * ONE512_K)
-        one512(f, t0 + t, ONE512_K, x, off + t, le);
-    for (; t < n; t += 16)
-        one512(f, t0 + t, 1, x, off + t, le);
-}
-
-static __attribute__((target("avx512f"))) void
-one512_lt(const struct bs__tree_fast *f, uint32_t t0, uint32_t n, const float *x, uint32_t *off)
-{
-    one512_all(f, t0, n, x, off, 0);
-}
-
-static __attribute__((target("avx512f"))) void
-one512_le(const struct bs__tree_fast *f, uint32_t t0, uint32_t n, const float *x, uint32_t *off)
-{
-    one512_all(f, t0, n, x, off, 1);
-}
-
-#define ONE256_K 4 /* ymm vectors (8 trees each) walked together */
-
-static inline __attribute__((always_inline, target("avx2"))) void
-one256(const struct bs__tree_fast *f, uint32_t t0, int k_n, const float *x, uint32_t *off, int le)
-{
-    const int D = (int)f->depth;
-    const __m128i xs = _mm_cvtsi32_si128((int)f->xshift);
-    const int *slot = (const int *)(const void *)f->hnodes;
-    const float *thr = (const float *)(const void *)f->hnodes + 1;
-    const __m256i one = _mm256_set1_epi32(1);
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i base[ONE256_K], j[ONE256_K];
-#pragma GCC unroll 4
-    for (int k = 0; k < ONE256_K; k++) {
-        if (k >= k_n)
-            break;
-        base[k] = _mm256_sll_epi32(_mm256_add_epi32(_mm256_set1_epi32((int)(t0 + 8 * k)), lane),
-                                   _mm_cvtsi32_si128(D));
-        j[k] = _mm256_setzero_si256();
-    }
-    for (int d = 0; d < D; d++) {
-#pragma GCC unroll 4
-        for (int k = 0; k < ONE256_K; k++) {
-            if (k >= k_n)
-                break;
-            __m256i i = _mm256_add_epi32(base[k], j[k]);
-            __m256i s = _mm256_srl_epi32(_mm256_i32gather_epi32(slot, i, 8), xs);
-            __m256 t = _mm256_i32gather_ps(thr, i, 8);
-            __m256 v = _mm256_i32gather_ps(x, s, 4);
-            /* all ones (-1) where the lane goes right */
-            __m256i right = _mm256_castps_si256(le ? _mm256_cmp_ps(v, t, _CMP_NLE_UQ)
-                                                   : _mm256_cmp_ps(v, t, _CMP_NLT_UQ));
-            j[k] = _mm256_sub_epi32(_mm256_add_epi32(_mm256_add_epi32(j[k], j[k]), one), right);
-        }
-    }
-    const __m256i bottom = _mm256_set1_epi32((1 << D) - 1);
-#pragma GCC unroll 4
-    for (int k = 0; k < ONE256_K; k++) {
-        if (k >= k_n)
-            break;
-        __m256i i = _mm256_sub_epi32(_mm256_add_epi32(base[k], j[k]), bottom);
-        _mm256_storeu_si256((__m256i *)(void *)(off + 8 * k),
-                            _mm256_i32gather_epi32((const int *)f->hleaf, i, 4));
-    }
-}
-
-static inline __attribute__((always_inline, target("avx2"))) void
-one256_all(const struct bs__tree_fast *f, uint32_t t0, uint32_t n, const float *x, uint32_t *off,
-           int le)
-{
-    uint32_t t = 0;
-    for (; t + 8 * ONE256_K <= n; t += 8 * ONE256_K)
-        one256(f, t0 + t, ONE256_K, x, off + t, le);
-    for (; t < n; t += 16) /* n is a multiple of 16 */
-        one256(f, t0 + t, 2, x, off + t, le);
-}
-
-static __attribute__((target("avx2"))) void
-one256_lt(const struct bs__tree_fast *f, uint32_t t0, uint32_t n, const float *x, uint32_t *off)
-{
-    one256_all(f, t0, n, x, off, 0);
-}
-
-static __attribute__((target("avx2"))) void
-one256_le(const struct bs__tree_fast *f, uint32_t t0, uint32_t n, const float *x, uint32_t *off)
-{
-    one256_all(f, t0, n, x, off, 1);
-}
-#endif
-
-static void (*pick_one_walker(int le, uint32_t depth))(const struct bs__tree_fast *, uint32_t, uint32_t,
-                                       const float *, uint32_t *)
-{
-#ifdef HAVE_ONE_SIMD
-    __builtin_cpu_init();
-    const char *force = getenv("BS_TREES_ONE");
-    if (force && strcmp(force, "avx512") == 0 && __builtin_cpu_supports("avx512f"))
-        return le ? one512_le : one512_lt;
-    if (force && strcmp(force, "avx2") == 0 && __builtin_cpu_supports("avx2"))
-        return le ? one256_le : one256_lt;
-    if (force && strcmp(force, "block") == 0)
-        return NULL;
-#endif
-    return one_scalar_fns[depth][le];
-}
-
 typedef struct {
     void (*rows)(const struct bs__tree_fast *, uint32_t, const float *, uint32_t *);
-    void (*trees)(const struct bs__tree_fast *, uint32_t, const float *, uint32_t *);
+    void (*trees)(const struct bs__tree_fast *, uint32_t, uint32_t, const float *, uint32_t *);
     void (*lanes)(const struct bs__tree_fast *, const uint32_t *, const float *const *,
                   uint32_t *);
 } walkers_t;
@@ -796,16 +580,40 @@ static void heap_rows_le(const struct bs__tree_fast *f, uint32_t t, const float 
     heap_rows(f, t, xt, out, 1);
 }
 
-static void heap_trees_lt(const struct bs__tree_fast *f, uint32_t t0, const float *x,
-                          uint32_t *out)
+/* One copy of heap_trees per depth up to HEAP_MAX_DEPTH (a constant D); the
+ * switch is one well-predicted jump per TREE_LANES trees. */
+static inline __attribute__((always_inline)) void heap_trees_depth(const struct bs__tree_fast *f,
+                                                                   uint32_t t0, uint32_t n,
+                                                                   const float *x, uint32_t *out,
+                                                                   int le)
 {
-    heap_trees(f, t0, x, out, 0);
+    switch (f->depth) {
+    case 1: heap_trees(f, t0, n, x, out, le, 1); return;
+    case 2: heap_trees(f, t0, n, x, out, le, 2); return;
+    case 3: heap_trees(f, t0, n, x, out, le, 3); return;
+    case 4: heap_trees(f, t0, n, x, out, le, 4); return;
+    case 5: heap_trees(f, t0, n, x, out, le, 5); return;
+    case 6: heap_trees(f, t0, n, x, out, le, 6); return;
+    case 7: heap_trees(f, t0, n, x, out, le, 7); return;
+    case 8: heap_trees(f, t0, n, x, out, le, 8); return;
+    case 9: heap_trees(f, t0, n, x, out, le, 9); return;
+    case 10: heap_trees(f, t0, n, x, out, le, 10); return;
+    case 11: heap_trees(f, t0, n, x, out, le, 11); return;
+    case 12: heap_trees(f, t0, n, x, out, le, 12); return;
+    default: heap_trees(f, t0, n, x, out, le, f->depth); return;
+    }
 }
 
-static void heap_trees_le(const struct bs__tree_fast *f, uint32_t t0, const float *x,
-                          uint32_t *out)
+static void heap_trees_lt(const struct bs__tree_fast *f, uint32_t t0, uint32_t n,
+                          const float *x, uint32_t *out)
 {
-    heap_trees(f, t0, x, out, 1);
+    heap_trees_depth(f, t0, n, x, out, 0);
+}
+
+static void heap_trees_le(const struct bs__tree_fast *f, uint32_t t0, uint32_t n,
+                          const float *x, uint32_t *out)
+{
+    heap_trees_depth(f, t0, n, x, out, 1);
 }
 
 static void explicit_lt(const struct bs__tree_fast *f, const uint32_t *t, const float *const *x,
@@ -1041,7 +849,7 @@ static void predict_block(const run_t *r, const double *rows, int nb, double *ou
             row[0] = i;
             /* the heap is padded to a multiple of TREE_LANES trees */
             for (int t0 = 0; t0 < T; t0 += TREE_LANES) {
-                r->walk->trees(f, (uint32_t)t0, x, off);
+                r->walk->trees(f, (uint32_t)t0, TREE_LANES, x, off);
                 int m = T - t0 < TREE_LANES ? T - t0 : TREE_LANES;
                 if (G == 1 && e->leaf_width == 1)
                     add_one_sum(r, i, off, m);
@@ -1056,40 +864,45 @@ static void predict_block(const run_t *r, const double *rows, int nb, double *ou
                       r->sd ? r->sd + (size_t)i * G : NULL, out + (size_t)i * e->n_outputs);
 }
 
-#define ONE_MAX_SLOTS 2048 /* single-row SIMD path: input slots kept on the stack */
-#define ONE_MAX_GROUPS 64
-#define ONE_CHUNK 64 /* trees walked per call */
+#define ONE_MAX_GROUPS 64 /* single-row path: sums kept on the stack */
+#define ONE_CHUNK 64      /* single-row path: trees walked per call (a multiple of TREE_LANES) */
 
-/* One row on the heap layout with the SIMD walker: contiguous slots, sums on
- * the stack, the same leaf additions in the same order as predict_block. */
+/* One row on the heap layout, without the block scratch of trees_predict: the
+ * row converted into a strided column (stride 1 << xshift, the stride the node
+ * slots are premultiplied by) and the same leaf additions in the same order as
+ * predict_block's single-row walk, so the same bits. The caller checks that
+ * the column fits in HEAP_BLOCK_BYTES and n_groups <= ONE_MAX_GROUPS. */
 static void predict_one(const bs__tree_ensemble_t *e, const double *row, double *out)
 {
     const struct bs__tree_fast *f = e->fast;
-    const int nf = e->n_features, G = e->n_groups, T = e->n_trees;
-    float x[ONE_MAX_SLOTS];
+    const int G = e->n_groups, T = e->n_trees;
+    float x[HEAP_BLOCK_BYTES / sizeof(float)];
     float sf[ONE_MAX_GROUPS];
     double sd[ONE_MAX_GROUPS];
-    convert_row(row, nf, x, 1);
-    run_t r = {.e = e, .f = f, .sf = sf, .sd = sd};
+    convert_row(row, e->n_features, x, (size_t)1 << f->xshift);
+    run_t r = {.e = e, .f = f, .walk = e->split_rule == BS__TREE_LE ? &walkers_le : &walkers_lt};
+    if (e->float32_sums)
+        r.sf = sf;
+    else
+        r.sd = sd;
     for (int k = 0; k < G; k++) {
         sf[k] = (float)e->base[k];
         sd[k] = e->base[k];
     }
     uint32_t off[ONE_CHUNK];
     const int row0 = 0;
-    /* the heap is padded to a multiple of TREE_LANES (16) trees */
     for (int t0 = 0; t0 < T; t0 += ONE_CHUNK) {
-        int n = T - t0 < ONE_CHUNK ? (T - t0 + TREE_LANES - 1) / TREE_LANES * TREE_LANES
-                                   : ONE_CHUNK;
-        f->one(f, (uint32_t)t0, (uint32_t)n, x, off);
-        int m = T - t0 < n ? T - t0 : n;
+        int m = T - t0 < ONE_CHUNK ? T - t0 : ONE_CHUNK;
+        /* the heap is padded to a multiple of TREE_LANES trees */
+        r.walk->trees(f, (uint32_t)t0, (uint32_t)(m + TREE_LANES - 1) / TREE_LANES * TREE_LANES,
+                      x, off);
         if (G == 1 && e->leaf_width == 1)
             add_one_sum(&r, 0, off, m);
         else
             for (int l = 0; l < m; l++)
                 add_leaves(&r, (uint32_t)(t0 + l), &off[l], &row0, 1);
     }
-    transform_row(e, sf, sd, out);
+    transform_row(e, r.sf, r.sd, out);
 }
 
 static int trees_predict(const void *impl, const double *rows, size_t n_rows, double *out,
@@ -1100,8 +913,9 @@ static int trees_predict(const void *impl, const double *rows, size_t n_rows, do
         return bs_err_set(err, BS_EINTERNAL, "tree ensemble was not prepared");
     if (n_rows == 0)
         return 0;
-    if (n_rows == 1 && e->fast->one && 2 * ((size_t)e->n_features + 1) <= ONE_MAX_SLOTS &&
-        e->n_groups <= ONE_MAX_GROUPS) {
+    if (n_rows == 1 && e->fast->heap && e->n_groups <= ONE_MAX_GROUPS &&
+        ((2 * ((size_t)e->n_features + 1)) << e->fast->xshift) * sizeof(float) <=
+            HEAP_BLOCK_BYTES) {
         predict_one(e, rows, out);
         return 0;
     }

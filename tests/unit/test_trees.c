@@ -374,6 +374,91 @@ static void test_zero_trees(void **state)
     bs_ml_model_free(m);
 }
 
+/* ---- random ensembles of every heap depth vs a reference walk ------------------------- */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15u;
+
+static uint32_t rnd(uint32_t n)
+{
+    rng_state = rng_state * 6364136223846793005u + 1442695040888963407u;
+    return (uint32_t)(rng_state >> 33) % n;
+}
+
+/* Tree in pre-order from node *pos, at most depth left; the first branch reaches it. */
+static void random_tree(bs__tree_ensemble_t *e, int *pos, int depth, int full, int nf)
+{
+    int me = (*pos)++;
+    if (depth == 0 || (!full && rnd(16) == 0)) {
+        leaf(e, me, (double)((int)rnd(2001) - 1000) / 64.0);
+        return;
+    }
+    int left = *pos;
+    random_tree(e, pos, depth - 1, full, nf);
+    int right = *pos;
+    random_tree(e, pos, depth - 1, 0, nf);
+    split(e, me, (int)rnd((uint32_t)nf), (double)((int)rnd(17) - 8) / 8.0, left, right,
+          (int)rnd(2));
+}
+
+static double reference(const bs__tree_ensemble_t *e, const double *row)
+{
+    float accf = (float)e->base[0];
+    double accd = e->base[0];
+    for (int t = 0; t < e->n_trees; t++) {
+        const bs__tree_node_t *n = &e->nodes[e->tree_root[t]];
+        while (n->feature >= 0) {
+            double x = row[n->feature];
+            int go_left = isnan(x)                         ? n->default_left
+                          : e->split_rule == BS__TREE_LT ? (float)x < (float)n->threshold
+                                                           : (float)x <= n->threshold;
+            n = &e->nodes[go_left ? n->left : n->right];
+        }
+        accf += (float)e->leaf_values[n->value_offset];
+        accd += e->scale * e->leaf_values[n->value_offset];
+    }
+    return e->float32_sums ? (double)accf : accd;
+}
+
+/* Every depth of the heap layout (0 .. 12, one walker copy each), both split
+ * rules, float and double sums, more trees than one walk chunk: one row at a
+ * time and a batch give the reference walk's exact sums. */
+static void test_heap_depths(void **state)
+{
+    (void)state;
+    enum { NF = 5, NT = 70, NR = 40 };
+    double rows[NR * NF], out[NR], one;
+    for (int i = 0; i < NR * NF; i++)
+        rows[i] = rnd(9) == 0 ? NAN : (double)((int)rnd(21) - 10) / 8.0;
+    for (int depth = 0; depth <= 12; depth++) {
+        for (int variant = 0; variant < 4; variant++) {
+            int max_nodes = NT * ((2 << depth) - 1);
+            bs__tree_ensemble_t *e = new_ensemble(NF, NT, max_nodes, 1);
+            e->split_rule = variant & 1 ? BS__TREE_LE : BS__TREE_LT;
+            e->float32_sums = !(variant & 2);
+            e->scale = e->float32_sums ? 1.0 : 0.5;
+            e->base[0] = 0.375;
+            int pos = 0;
+            for (int t = 0; t < NT; t++) {
+                e->tree_root[t] = pos;
+                random_tree(e, &pos, depth, t % 3 == 0, NF);
+            }
+            e->n_nodes = pos;
+            /* dense enough for the heap layout (trees.c: padding costs at most ~4x) */
+            assert_true(((int64_t)NT << depth) <= 4 * (int64_t)pos + 4096);
+            bs_ml_model_t *m = wrap(e);
+            bs_err_t err = {0};
+            assert_int_equal(bs_ml_predict(m, rows, NR, out, &err), 0);
+            for (int i = 0; i < NR; i++) {
+                double want = reference(e, rows + i * NF);
+                assert_int_equal(bs_ml_predict(m, rows + i * NF, 1, &one, &err), 0);
+                assert_true(one == want);
+                assert_true(out[i] == want);
+            }
+            bs_ml_model_free(m);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -381,6 +466,7 @@ int main(void)
         cmocka_unit_test(test_explicit_layout), cmocka_unit_test(test_split_rules),
         cmocka_unit_test(test_transforms),   cmocka_unit_test(test_vector_leaves),
         cmocka_unit_test(test_validation),   cmocka_unit_test(test_zero_trees),
+        cmocka_unit_test(test_heap_depths),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
