@@ -281,12 +281,12 @@ static void predict(bs_req_t *req, int version)
     bs_app_t *app = APP(req);
     bs_err_t err;
     bs_err_clear(&err);
-    bs_model_handle_t *h = bs_serving_acquire(app->serving, req->who.tenant, bs_req_param(req, "name"),
-                                              version, &err);
+    /* Borrowed: the inline path ends within this loop iteration; the batcher takes its own
+     * reference when the request is queued. */
+    bs_model_handle_t *h = bs_serving_peek(app->serving, req->who.tenant, bs_req_param(req, "name"),
+                                           version, &err);
     if (!h)
         return bs_resp_error(req, &err);
-    if (bs_serving_release_with(&req->arena, h) != 0)
-        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
     double *rows = NULL, *out = NULL;
     size_t n = 0;
     int rc = 0;

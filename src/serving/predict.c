@@ -292,25 +292,45 @@ void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, 
     bs_jw_obj_end(b);
 }
 
+int bs__stat_shard(void)
+{
+    static atomic_int next;
+    static _Thread_local int shard = -1;
+    if (shard < 0)
+        shard = atomic_fetch_add(&next, 1) % BS__STAT_SHARDS;
+    return shard;
+}
+
 void bs_serving_record(bs_model_handle_t *h, size_t rows, uint64_t duration_ns, int code)
 {
-    bs__slot_t *sl = h->slot;
-    atomic_fetch_add_explicit(&sl->requests, 1, memory_order_relaxed);
+    if (!h->slot)
+        return;
+    bs__slot_stats_t *st = &h->slot->stats[bs__stat_shard()];
+    atomic_fetch_add_explicit(&st->requests, 1, memory_order_relaxed);
     if (code) {
         int idx = bs_err_index(code);
-        atomic_fetch_add_explicit(&sl->errors, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&st->errors, 1, memory_order_relaxed);
         if (idx >= 0)
-            atomic_fetch_add_explicit(&sl->errors_by_code[idx], 1, memory_order_relaxed);
+            atomic_fetch_add_explicit(&st->errors_by_code[idx], 1, memory_order_relaxed);
         return;
     }
-    atomic_fetch_add_explicit(&sl->rows, rows, memory_order_relaxed);
-    atomic_fetch_add_explicit(&sl->sum_ns, duration_ns, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->rows, rows, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->sum_ns, duration_ns, memory_order_relaxed);
     double secs = (double)duration_ns / 1e9;
     int b = 0;
     while (b < BS__SERVING_BUCKETS && secs > buckets[b])
         b++;
-    atomic_fetch_add_explicit(&sl->hist[b], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&st->hist[b], 1, memory_order_relaxed);
 }
+
+/* Sum of one counter over the shards. */
+#define SUM(sl, field)                                                                             \
+    ({                                                                                             \
+        uint64_t sum_ = 0;                                                                         \
+        for (int k_ = 0; k_ < BS__STAT_SHARDS; k_++)                                               \
+            sum_ += atomic_load_explicit(&(sl)->stats[k_].field, memory_order_relaxed);            \
+        sum_;                                                                                      \
+    })
 
 void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
 {
@@ -330,7 +350,7 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
                    "# TYPE basalt_model_loaded gauge\n");
     pthread_mutex_lock(&s->lock);
     for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
-        uint64_t req = atomic_load(&sl->requests);
+        uint64_t req = SUM(sl, requests);
         int loaded = atomic_load(&sl->handle) != NULL;
         char lbl[300];
         snprintf(lbl, sizeof lbl, "tenant=\"%s\",model=\"%s\",version=\"%d\"", sl->tenant, sl->name,
@@ -341,29 +361,29 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
             continue;
         bs_buf_printf(b, "basalt_predictions_total{%s} %llu\n", lbl, (unsigned long long)req);
         bs_buf_printf(b, "basalt_prediction_rows_total{%s} %llu\n", lbl,
-                      (unsigned long long)atomic_load(&sl->rows));
+                      (unsigned long long)SUM(sl, rows));
         uint64_t batches = atomic_load(&sl->batches);
         if (batches)
             bs_buf_printf(b, "basalt_prediction_batches_total{%s} %llu\nbasalt_prediction_batched_rows_total{%s} %llu\n",
                           lbl, (unsigned long long)batches, lbl,
                           (unsigned long long)atomic_load(&sl->batched_rows));
         for (int i = 0; i < BS_ERR_COUNT; i++) {
-            uint64_t e = atomic_load(&sl->errors_by_code[i]);
+            uint64_t e = SUM(sl, errors_by_code[i]);
             if (e)
                 bs_buf_printf(b, "basalt_prediction_errors_total{%s,code=\"%s\"} %llu\n", lbl,
                               bs_err_name(i + BS_ERR_FIRST_ + 1), (unsigned long long)e);
         }
         uint64_t cum = 0;
         for (int k = 0; k < BS__SERVING_BUCKETS; k++) {
-            cum += atomic_load(&sl->hist[k]);
+            cum += SUM(sl, hist[k]);
             bs_buf_printf(b, "basalt_prediction_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", lbl,
                           buckets[k], (unsigned long long)cum);
         }
-        cum += atomic_load(&sl->hist[BS__SERVING_BUCKETS]);
+        cum += SUM(sl, hist[BS__SERVING_BUCKETS]);
         bs_buf_printf(b, "basalt_prediction_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", lbl,
                       (unsigned long long)cum);
         bs_buf_printf(b, "basalt_prediction_duration_seconds_sum{%s} %.9f\n", lbl,
-                      (double)atomic_load(&sl->sum_ns) / 1e9);
+                      (double)SUM(sl, sum_ns) / 1e9);
         bs_buf_printf(b, "basalt_prediction_duration_seconds_count{%s} %llu\n", lbl,
                       (unsigned long long)cum);
     }

@@ -451,8 +451,8 @@ void bs_serving_free(bs_serving_t *s)
 
 /* ---- resolution ------------------------------------------------------------------------ */
 
-bs_model_handle_t *bs_serving_acquire(bs_serving_t *s, const char *tenant, const char *ref,
-                                      int version, bs_err_t *err)
+static bs_model_handle_t *resolve(bs_serving_t *s, const char *tenant, const char *ref,
+                                  int version, int take_ref, bs_err_t *err)
 {
     char name[129];
     const char *at = strchr(ref, '@');
@@ -499,11 +499,14 @@ bs_model_handle_t *bs_serving_acquire(bs_serving_t *s, const char *tenant, const
     bs__slot_t *slot = v->slot;
     bs_model_handle_t *h = atomic_load_explicit(&slot->handle, memory_order_acquire);
     if (h) {
-        atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
+        if (take_ref)
+            atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
     } else {
         h = slot_load(s, slot, err);
         if (!h)
             return NULL;
+        if (!take_ref)
+            goto used;
         /* Just loaded: the slot holds it; take our reference under the load lock's ordering. */
         pthread_mutex_lock(&slot->load_lock);
         h = atomic_load(&slot->handle);
@@ -516,8 +519,25 @@ bs_model_handle_t *bs_serving_acquire(bs_serving_t *s, const char *tenant, const
             return NULL;
         }
     }
-    atomic_store_explicit(&slot->last_used_ns, bs_time_mono_ns(), memory_order_relaxed);
+used:;
+    /* LRU clock: written at most once a millisecond, so the I/O threads do not
+     * bounce the slot's cache line on every request. */
+    uint64_t now = bs_time_mono_ns();
+    if (now - atomic_load_explicit(&slot->last_used_ns, memory_order_relaxed) > 1000000u)
+        atomic_store_explicit(&slot->last_used_ns, now, memory_order_relaxed);
     return h;
+}
+
+bs_model_handle_t *bs_serving_acquire(bs_serving_t *s, const char *tenant, const char *ref,
+                                      int version, bs_err_t *err)
+{
+    return resolve(s, tenant, ref, version, 1, err);
+}
+
+bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
+                                   int version, bs_err_t *err)
+{
+    return resolve(s, tenant, ref, version, 0, err);
 }
 
 int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, int *out, int max)

@@ -55,6 +55,14 @@ void bs_serving_refresh_cb(void *s);
 bs_model_handle_t *bs_serving_acquire(bs_serving_t *s, const char *tenant, const char *ref,
                                       int version, bs_err_t *err);
 void bs_serving_release(bs_model_handle_t *h);
+/*
+ * Like bs_serving_acquire but borrowing: no reference is taken, and the handle
+ * stays valid only until the calling I/O thread's current event-loop iteration
+ * ends (QSBR grace period). For the inline predict path, which finishes within
+ * the iteration; anything that outlives it (the batcher) takes its own reference.
+ */
+bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
+                                   int version, bs_err_t *err);
 /* Releases h when the arena is freed. */
 int bs_serving_release_with(bs_arena_t *a, bs_model_handle_t *h);
 

@@ -43,6 +43,19 @@ struct bs_model_handle {
     uint32_t *name_len; /* strlen of each feature name */
 };
 
+#define BS__STAT_SHARDS 8
+
+/* One thread's share of a version's counters (summed when /metrics is scraped). */
+typedef struct {
+    _Alignas(64) _Atomic uint64_t requests;
+    _Atomic uint64_t rows, errors, sum_ns;
+    _Atomic uint64_t hist[BS__SERVING_BUCKETS + 1];
+    _Atomic uint64_t errors_by_code[BS_ERR_COUNT];
+} bs__slot_stats_t;
+
+/* This thread's shard index. */
+int bs__stat_shard(void);
+
 /* One per (model, version) ever seen; lives until the serving module is freed. */
 struct bs__slot {
     bs__slot_t *next;
@@ -58,10 +71,8 @@ struct bs__slot {
     /* the model's batching settings, set at refresh: enabled -1 = by runtime (MLP) */
     _Atomic int batch_enabled, batch_max_size, batch_delay_us;
     _Atomic uint64_t batches, batched_rows;
-    /* metrics */
-    _Atomic uint64_t requests, rows, errors, sum_ns;
-    _Atomic uint64_t hist[BS__SERVING_BUCKETS + 1];
-    _Atomic uint64_t errors_by_code[BS_ERR_COUNT];
+    /* metrics, sharded by thread so the two I/O threads never write one cache line */
+    bs__slot_stats_t stats[BS__STAT_SHARDS];
 };
 
 typedef struct {
