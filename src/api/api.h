@@ -25,6 +25,7 @@ typedef struct bs_app {
     bs_server_t *server;
     struct bs_registry *registry;
     struct bs_serving *serving;
+    struct bs_pool *workers; /* uploads, reviews, alias changes: off the I/O threads */
     int64_t started_ms;
     uint64_t started_mono_ns;
     volatile int shutting_down;

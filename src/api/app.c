@@ -6,6 +6,7 @@
 #include "api/api_int.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
+#include "base/pool.h"
 
 int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 {
@@ -30,6 +31,9 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     if (!app->serving)
         return err->code;
     bs_registry_on_change(app->registry, bs_serving_refresh_cb, app->serving);
+    app->workers = bs_pool_new(2, err);
+    if (!app->workers)
+        return err->code;
     int n;
     const bs_route_t *routes = bs_api_routes(&n);
     bs_buf_t b;
@@ -42,6 +46,8 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 
 void bs_api_app_close(bs_app_t *app)
 {
+    bs_pool_free(app->workers); /* finishes queued jobs first */
+    app->workers = NULL;
     bs_serving_free(app->serving);
     app->serving = NULL;
     bs_registry_free(app->registry);

@@ -8,6 +8,7 @@
 #include "api/api_int.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
+#include "base/pool.h"
 
 #define MAX_PAGE 1000
 
@@ -49,6 +50,98 @@ static int version_param(bs_req_t *req)
         return 0;
     }
     return (int)n;
+}
+
+/* ---- work that leaves the I/O thread -----------------------------------------------------
+ * Uploads (parse and load the artifact, write it), reviews and alias changes (which can
+ * load a model eagerly) run on the app's worker pool; the response is sent from there
+ * through a deferred response. A job owns copies of everything it needs. */
+
+typedef enum { JOB_UPLOAD, JOB_TRANSITION, JOB_ALIAS } job_kind_t;
+
+typedef struct {
+    job_kind_t kind;
+    bs_app_t *app;
+    bs_deferred_t *d;
+    bs_principal_t who;
+    char name[160];
+    char alias[80];
+    char decision[16];
+    char format[40];
+    int has_format;
+    int version;
+    char *comment; /* heap or NULL */
+    void *artifact; /* heap */
+    size_t len;
+    cJSON *meta; /* heap (cJSON_Duplicate) or NULL */
+} job_t;
+
+static void job_free(job_t *j)
+{
+    free(j->comment);
+    free(j->artifact);
+    cJSON_Delete(j->meta);
+    free(j);
+}
+
+static void run_job(void *arg)
+{
+    job_t *j = arg;
+    bs_err_t err;
+    bs_err_clear(&err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc, status = 200;
+    switch (j->kind) {
+    case JOB_UPLOAD:
+        rc = bs_registry_version_create(j->app->registry, &j->who, j->name,
+                                        j->has_format ? j->format : NULL, j->artifact, j->len,
+                                        j->meta, &b, &err);
+        status = 201;
+        break;
+    case JOB_TRANSITION:
+        rc = bs_registry_version_transition(j->app->registry, &j->who, j->name, j->version,
+                                            j->decision, j->comment, &b, &err);
+        break;
+    default:
+        rc = bs_registry_alias_set(j->app->registry, &j->who, j->name, j->alias, j->version, &b, &err);
+        break;
+    }
+    if (rc)
+        bs_deferred_respond_error(j->d, &err);
+    else
+        bs_deferred_respond_json(j->d, status, &b);
+    bs_buf_free(&b);
+    job_free(j);
+}
+
+static job_t *job_new(bs_req_t *req, job_kind_t kind)
+{
+    job_t *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->kind = kind;
+    j->app = APP(req);
+    j->who = req->who;
+    snprintf(j->name, sizeof j->name, "%s", bs_req_param(req, "name"));
+    return j;
+}
+
+/* Defers req and queues j; on failure responds itself. Takes ownership of j. */
+static void offload(bs_req_t *req, job_t *j)
+{
+    bs_deferred_t *d = bs_req_defer(req);
+    if (!d) {
+        job_free(j);
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    }
+    j->d = d;
+    if (bs_pool_submit(APP(req)->workers, run_job, j) != 0) {
+        bs_err_t err;
+        bs_err_set(&err, BS_EUNAVAIL, "the server is shutting down");
+        bs_deferred_respond_error(d, &err);
+        job_free(j);
+    }
 }
 
 void bs__api_models_create(bs_req_t *req)
@@ -151,11 +244,26 @@ void bs__api_versions_create(bs_req_t *req)
                 return bs_resp_errorf(req, err.code, "metadata", "metadata query parameter: %s", err.msg);
         }
     }
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_version_create(APP(req)->registry, &req->who, bs_req_param(req, "name"),
-                                        format, artifact, len, meta, &b, &err);
-    finish(req, rc, &err, &b, 201);
+    job_t *j = job_new(req, JOB_UPLOAD);
+    if (j && format) {
+        snprintf(j->format, sizeof j->format, "%s", format);
+        j->has_format = 1;
+    }
+    if (j && len) {
+        j->artifact = malloc(len);
+        if (j->artifact) {
+            memcpy(j->artifact, artifact, len);
+            j->len = len;
+        }
+    }
+    if (j && meta)
+        j->meta = cJSON_Duplicate(meta, 1);
+    if (!j || (len && !j->artifact) || (meta && !j->meta)) {
+        if (j)
+            job_free(j);
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory for a %zu-byte artifact", len);
+    }
+    offload(req, j);
 }
 
 void bs__api_versions_list(bs_req_t *req)
@@ -213,11 +321,18 @@ static void transition(bs_req_t *req, const char *decision)
         if (bs_json_reject_unknown(j, allowed, &err) || bs_json_get_str(j, "comment", 0, &comment, &err) < 0)
             return bs_resp_error(req, &err);
     }
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_version_transition(APP(req)->registry, &req->who, bs_req_param(req, "name"), v,
-                                            decision, comment, &b, &err);
-    finish(req, rc, &err, &b, 200);
+    job_t *job = job_new(req, JOB_TRANSITION);
+    if (job) {
+        job->version = v;
+        snprintf(job->decision, sizeof job->decision, "%s", decision);
+        if (comment && !(job->comment = strdup(comment))) {
+            job_free(job);
+            job = NULL;
+        }
+    }
+    if (!job)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    offload(req, job);
 }
 
 void bs__api_versions_approve(bs_req_t *req) { transition(req, "approve"); }
@@ -235,11 +350,12 @@ void bs__api_alias_set(bs_req_t *req)
     if (bs_json_reject_unknown(j, allowed, &err) ||
         bs_json_get_int(j, "version", 1, 1, 1000000000, &v, &err) < 0)
         return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_alias_set(APP(req)->registry, &req->who, bs_req_param(req, "name"),
-                                   bs_req_param(req, "alias"), (int)v, &b, &err);
-    finish(req, rc, &err, &b, 200);
+    job_t *job = job_new(req, JOB_ALIAS);
+    if (!job)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    job->version = (int)v;
+    snprintf(job->alias, sizeof job->alias, "%s", bs_req_param(req, "alias"));
+    offload(req, job);
 }
 
 void bs__api_alias_delete(bs_req_t *req)

@@ -704,6 +704,14 @@ static void *thread_main(void *arg)
     io_thread_t *t = arg;
     bs_server_t *s = t->srv;
     self_thread = t;
+    h2o_evloop_t *loop = h2o_evloop_create();
+    h2o_context_init(&t->ctx, loop, &s->global);
+    t->accept_ctx.ctx = &t->ctx;
+    t->accept_ctx.hosts = s->global.hosts;
+    h2o_multithread_register_receiver(t->ctx.queue, &t->deferred_rx, on_deferred);
+    pthread_rwlock_wrlock(&s->deferred_lock);
+    t->loop = loop; /* deferred completions may be posted from now on */
+    pthread_rwlock_unlock(&s->deferred_lock);
     t->rng = (uint32_t)(bs_time_mono_ns() ^ (uint64_t)t->index * 2654435761u);
     t->listener = h2o_evloop_socket_create(t->loop, t->listen_fd, H2O_SOCKET_FLAG_DONT_READ);
     t->listener->data = t;
@@ -807,15 +815,10 @@ fail:
 
 int bs_server_run(bs_server_t *s)
 {
-    for (int i = 0; i < s->n_threads; i++) {
-        io_thread_t *t = &s->threads[i];
-        t->loop = h2o_evloop_create();
-        t->started = 1;
-        h2o_context_init(&t->ctx, t->loop, &s->global);
-        t->accept_ctx.ctx = &t->ctx;
-        h2o_multithread_register_receiver(t->ctx.queue, &t->deferred_rx, on_deferred);
-        t->accept_ctx.hosts = s->global.hosts;
-    }
+    /* Each thread builds its own loop and context (thread_main): h2o keeps per-thread
+     * buffer recyclers, so state made on one thread must not be used on another. */
+    for (int i = 0; i < s->n_threads; i++)
+        s->threads[i].started = 1;
     for (int i = 0; i < s->n_threads; i++)
         pthread_create(&s->threads[i].tid, NULL, thread_main, &s->threads[i]);
     for (int i = 0; i < s->n_threads; i++)
