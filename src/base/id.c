@@ -24,10 +24,11 @@ static void take(unsigned char *out, size_t n)
     pool_pos += n;
 }
 
-void bs_uuid7(char out[37])
+void bs_uuid7(char out[37]) { bs_uuid7_at(out, bs_time_wall_ms()); }
+
+void bs_uuid7_at(char out[37], int64_t ms)
 {
     unsigned char u[16];
-    int64_t ms = bs_time_wall_ms();
     take(u + 6, 10);
     if (ms <= last_ms) {
         ms = last_ms;

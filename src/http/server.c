@@ -439,7 +439,7 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
                hr->headers.entries[rid].value.len);
         req->request_id[hr->headers.entries[rid].value.len] = '\0';
     } else {
-        bs_uuid7(req->request_id);
+        bs_uuid7_at(req->request_id, (int64_t)h2o_now(t->loop)); /* the loop's cached clock */
     }
     if ((int64_t)header_bytes > cfg->max_header_bytes) {
         bs_resp_errorf(req, BS_EHDRTOOBIG, NULL, "request headers are %zu bytes, the limit is %lld",
@@ -771,7 +771,9 @@ bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
     s->global.max_request_entity_size = (size_t)s->cfg->max_body_bytes;
     s->global.http1.req_timeout = (uint64_t)s->cfg->idle_timeout_ms;
     s->global.http2.idle_timeout = (uint64_t)s->cfg->idle_timeout_ms;
-    s->global.server_name = h2o_iovec_init(H2O_STRLIT("basalt"));
+    /* No Server header: h2o formats it with sprintf on every response, and naming the
+     * software helps nobody but scanners. */
+    s->global.server_name = h2o_iovec_init(H2O_STRLIT(""));
     s->host = h2o_config_register_host(&s->global, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(s->host, "/", 0);
 
