@@ -69,19 +69,14 @@ static int version_of(bs_req_t *req)
     return (int)n;
 }
 
+/* The model for this request, borrowed for the handler's run (see bs_serving_peek). */
 static bs_model_handle_t *acquire(bs_req_t *req, int version)
 {
     bs_err_t err;
-    bs_model_handle_t *h = bs_serving_acquire(APP(req)->serving, req->who.tenant,
-                                              bs_req_param(req, "name"), version, &err);
-    if (!h) {
+    bs_model_handle_t *h = bs_serving_peek(APP(req)->serving, req->who.tenant,
+                                           bs_req_param(req, "name"), version, &err);
+    if (!h)
         bs_resp_error(req, &err);
-        return NULL;
-    }
-    if (bs_serving_release_with(&req->arena, h) != 0) {
-        bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-        return NULL;
-    }
     return h;
 }
 
@@ -276,7 +271,6 @@ static void tensor_end(bs_buf_t *b)
 
 static void infer(bs_req_t *req, int version)
 {
-    bs_app_t *app = APP(req);
     bs_model_handle_t *h = acquire(req, version);
     if (!h)
         return;
@@ -348,7 +342,6 @@ static void infer(bs_req_t *req, int version)
         bs_serving_record(h, 0, 0, rc);
         return bs_resp_error(req, &err);
     }
-    (void)app;
     const char *id = NULL;
     bs_json_get_str(j, "id", 0, &id, &err);
     bs_buf_t b;

@@ -58,16 +58,6 @@ void bs_serving_release(bs_model_handle_t *h)
         handle_free(h);
 }
 
-static void release_cb(void *p) { bs_serving_release(p); }
-
-int bs_serving_release_with(bs_arena_t *a, bs_model_handle_t *h)
-{
-    int rc = bs_arena_on_cleanup(a, release_cb, h);
-    if (rc)
-        bs_serving_release(h);
-    return rc;
-}
-
 const char *bs_model_handle_name(const bs_model_handle_t *h) { return h->slot->name; }
 int bs_model_handle_version(const bs_model_handle_t *h) { return h->slot->version; }
 const bs_ml_schema_t *bs_model_handle_schema(const bs_model_handle_t *h) { return &h->sig; }
@@ -451,8 +441,8 @@ void bs_serving_free(bs_serving_t *s)
 
 /* ---- resolution ------------------------------------------------------------------------ */
 
-static bs_model_handle_t *resolve(bs_serving_t *s, const char *tenant, const char *ref,
-                                  int version, int take_ref, bs_err_t *err)
+bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
+                                   int version, bs_err_t *err)
 {
     char name[129];
     const char *at = strchr(ref, '@');
@@ -497,47 +487,17 @@ static bs_model_handle_t *resolve(bs_serving_t *s, const char *tenant, const cha
         }
     }
     bs__slot_t *slot = v->slot;
+    /* No reference is taken: an unpublished handle is released only after a QSBR grace
+     * period, which cannot end before this loop iteration does. */
     bs_model_handle_t *h = atomic_load_explicit(&slot->handle, memory_order_acquire);
-    if (h) {
-        if (take_ref)
-            atomic_fetch_add_explicit(&h->refs, 1, memory_order_relaxed);
-    } else {
-        h = slot_load(s, slot, err);
-        if (!h)
-            return NULL;
-        if (!take_ref)
-            goto used;
-        /* Just loaded: the slot holds it; take our reference under the load lock's ordering. */
-        pthread_mutex_lock(&slot->load_lock);
-        h = atomic_load(&slot->handle);
-        if (h)
-            atomic_fetch_add(&h->refs, 1);
-        pthread_mutex_unlock(&slot->load_lock);
-        if (!h) {
-            bs_err_set(err, BS_EUNAVAIL, "model '%s' version %d was evicted while loading; retry",
-                       name, slot->version);
-            return NULL;
-        }
-    }
-used:;
+    if (!h && !(h = slot_load(s, slot, err)))
+        return NULL;
     /* LRU clock: written at most once a millisecond, so the I/O threads do not
      * bounce the slot's cache line on every request. */
     uint64_t now = bs_time_mono_ns();
     if (now - atomic_load_explicit(&slot->last_used_ns, memory_order_relaxed) > 1000000u)
         atomic_store_explicit(&slot->last_used_ns, now, memory_order_relaxed);
     return h;
-}
-
-bs_model_handle_t *bs_serving_acquire(bs_serving_t *s, const char *tenant, const char *ref,
-                                      int version, bs_err_t *err)
-{
-    return resolve(s, tenant, ref, version, 1, err);
-}
-
-bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
-                                   int version, bs_err_t *err)
-{
-    return resolve(s, tenant, ref, version, 0, err);
 }
 
 int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, int *out, int max)

@@ -45,26 +45,19 @@ int bs_serving_refresh(bs_serving_t *s, bs_err_t *err);
 void bs_serving_refresh_cb(void *s);
 
 /*
- * Resolves tenant's `ref` — "name", "name@alias" — or, when version > 0,
- * that version of model `ref`, and returns a handle with one reference the
- * caller owns (bs_serving_release). A bare name resolves to the "champion"
- * alias, else the latest approved version. Errors: BS_ENOTFOUND naming what
- * is missing; BS_EUNAVAIL/BS_EIO when the artifact cannot be loaded.
- * Must be called from a thread registered with QSBR (I/O threads are).
- */
-bs_model_handle_t *bs_serving_acquire(bs_serving_t *s, const char *tenant, const char *ref,
-                                      int version, bs_err_t *err);
-void bs_serving_release(bs_model_handle_t *h);
-/*
- * Like bs_serving_acquire but borrowing: no reference is taken, and the handle
- * stays valid only until the calling I/O thread's current event-loop iteration
- * ends (QSBR grace period). For the inline predict path, which finishes within
- * the iteration; anything that outlives it (the batcher) takes its own reference.
+ * Resolves tenant's `ref` — "name", "name@alias" — or, when version > 0, that
+ * version of model `ref`, loading it if needed. A bare name resolves to the
+ * "champion" alias, else the latest approved version. Errors: BS_ENOTFOUND
+ * naming what is missing; BS_EUNAVAIL/BS_EIO when the artifact cannot be loaded.
+ *
+ * The handle is borrowed: no reference is taken, and it stays valid only until
+ * the calling thread's current QSBR section ends (an I/O thread's event-loop
+ * iteration). Work that outlives it (the batcher) takes its own reference and
+ * drops it with bs_serving_release. Must be called from a QSBR-registered thread.
  */
 bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
                                    int version, bs_err_t *err);
-/* Releases h when the arena is freed. */
-int bs_serving_release_with(bs_arena_t *a, bs_model_handle_t *h);
+void bs_serving_release(bs_model_handle_t *h);
 
 const char *bs_model_handle_name(const bs_model_handle_t *h);
 int bs_model_handle_version(const bs_model_handle_t *h);
