@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 #include "api/api_int.h"
 #include "registry/registry.h"
@@ -407,8 +406,7 @@ static void predict(bs_req_t *req, int version)
     size_t n = 0;
     int rc = 0;
     size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
-    const char *ct = bs_req_header(req, "content-type");
-    if ((!ct || strncasecmp(ct, "application/json", 16) == 0) &&
+    if (bs_req_content_type_is(req, "application/json") &&
         (rows = bs_arena_alloc(&req->arena, (nf + 1) * sizeof(double))) &&
         bs_serving_parse_fast(app->serving, h, req->body, req->body_len, rows)) {
         n = 1;

@@ -74,6 +74,9 @@ const char *bs_req_param(const bs_req_t *req, const char *name);
 const char *bs_req_query(bs_req_t *req, const char *name);
 /* Request header by lower-case name (copied into the arena), or NULL. */
 const char *bs_req_header(bs_req_t *req, const char *name);
+/* 1 if the request has no Content-Type or one starting with type (case-insensitive).
+ * No copy: cheap enough for the predict path. */
+int bs_req_content_type_is(const bs_req_t *req, const char *type);
 /* Parses the body as JSON with the configured depth limit (freed with the request).
  * Errors: BS_EMEDIA for a non-JSON content type, BS_EPARSE, BS_EDEPTH. */
 cJSON *bs_req_json(bs_req_t *req, bs_err_t *err);

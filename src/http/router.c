@@ -163,18 +163,15 @@ int bs_router_match(const bs_router_t *r, const char *method, size_t method_len,
         const compiled_t *c = &r->c[i];
         if (c->n_segs != segs && !(c->has_rest && segs >= c->n_segs))
             continue;
-        if (!match_path(c, path, path_len, NULL, NULL))
+        /* params is scratch until a route matches: a later match overwrites it. */
+        if (!match_path(c, path, path_len, params, n_params))
             continue;
         const char *m = r->routes[i].method;
-        if (c->method_len == method_len && memcmp(m, method, method_len) == 0) {
-            match_path(c, path, path_len, params, n_params);
+        if (c->method_len == method_len && memcmp(m, method, method_len) == 0)
             return i;
-        }
         /* HEAD is served by GET routes. */
-        if (method_len == 4 && memcmp(method, "HEAD", 4) == 0 && strcmp(m, "GET") == 0) {
-            match_path(c, path, path_len, params, n_params);
+        if (method_len == 4 && memcmp(method, "HEAD", 4) == 0 && strcmp(m, "GET") == 0)
             return i;
-        }
         path_matched = 1;
         if (allow && alen + c->method_len + 3 < allow_len && !strstr(allow, m)) {
             if (alen) {

@@ -185,6 +185,17 @@ const char *bs_req_header(bs_req_t *req, const char *name)
     return bs_arena_strndup(&req->arena, v.base, v.len);
 }
 
+int bs_req_content_type_is(const bs_req_t *req, const char *type)
+{
+    const h2o_req_t *hr = req->h2o;
+    ssize_t i = h2o_find_header(&hr->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+    if (i < 0)
+        return 1;
+    size_t n = strlen(type);
+    h2o_iovec_t v = hr->headers.entries[i].value;
+    return v.len >= n && strncasecmp(v.base, type, n) == 0;
+}
+
 static int is_json_type(const char *ct)
 {
     if (!ct)
