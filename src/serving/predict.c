@@ -116,12 +116,13 @@ static int named_row(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *o
                      const char *where, bs_err_t *err)
 {
     int nf = h->sig.n_features;
-    /* Mark unfilled slots with a sentinel bit pattern distinct from any encoded value. */
+    /* Which features the row names (the rest get defaults or NaN). */
     unsigned char seen_small[256];
-    unsigned char *seen = nf <= 256 ? seen_small : calloc((size_t)nf, 1);
-    if (!seen)
+    unsigned char *seen = seen_small;
+    if (nf <= 256)
+        memset(seen_small, 0, (size_t)nf);
+    else if (!(seen = calloc((size_t)nf, 1)))
         return bs_err_set(err, BS_ENOMEM, "out of memory");
-    memset(seen, 0, nf <= 256 ? (size_t)nf : 0);
     int rc = 0;
     for (const cJSON *c = obj->child; c && !rc; c = c->next) {
         int i = c->string ? bs_model_handle_feature(h, c->string, strlen(c->string)) : -1;
