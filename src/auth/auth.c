@@ -279,7 +279,7 @@ int bs_auth_tenant_create(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_e
         return bs_err_setf(err, BS_EINVAL, "name",
                            "tenant name must be 1-63 characters of a-z, 0-9, '-' or '_'");
     memset(out, 0, sizeof *out);
-    bs_uuid7(out->id);
+    bs_uuid7_ordered(out->id);
     snprintf(out->name, sizeof out->name, "%s", name);
     out->created_at = bs_time_wall_ms();
     bs_val_t args[] = {BS_TXT(out->id), BS_TXT(name), BS_INT(out->created_at)};
@@ -327,7 +327,7 @@ int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info
     if (info->rate_rps < 0 || info->rate_burst < 0 || !isfinite(info->rate_rps) ||
         !isfinite(info->rate_burst))
         return bs_err_setf(err, BS_EINVAL, "rate_limit", "rate limits must be finite and >= 0");
-    bs_uuid7(info->id);
+    bs_uuid7_ordered(info->id);
     info->created_at = bs_time_wall_ms();
     snprintf(info->created_by, sizeof info->created_by, "%s", created_by ? created_by : "");
     char salt[33], sec[65], hash[65], hexid[33];

@@ -1,8 +1,10 @@
 /* UUIDv7 generation with a per-thread random pool refilled from getrandom; see id.h.
  * Within one millisecond, rand_a carries a per-thread counter so ids from one thread
- * stay ordered (RFC 9562 §6.2, method 1). */
+ * stay ordered (RFC 9562 §6.2, method 1). bs_uuid7_ordered shares one counter across
+ * threads, for records listed in id order. */
 #include "base/id.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -26,6 +28,24 @@ static void take(unsigned char *out, size_t n)
 
 void bs_uuid7(char out[37]) { bs_uuid7_at(out, bs_time_wall_ms()); }
 
+static void format(char out[37], unsigned char u[16], int64_t ms, unsigned counter)
+{
+    for (int i = 0; i < 6; i++)
+        u[i] = (unsigned char)(ms >> (40 - 8 * i));
+    u[6] = (unsigned char)(0x70 | ((counter >> 8) & 0x0F));
+    u[7] = (unsigned char)(counter & 0xFF);
+    u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
+    static const char hex[] = "0123456789abcdef";
+    char *p = out;
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            *p++ = '-';
+        *p++ = hex[u[i] >> 4];
+        *p++ = hex[u[i] & 15];
+    }
+    *p = '\0';
+}
+
 void bs_uuid7_at(char out[37], int64_t ms)
 {
     unsigned char u[16];
@@ -42,18 +62,21 @@ void bs_uuid7_at(char out[37], int64_t ms)
         last_ms = ms;
         seq = (uint16_t)((u[6] << 8 | u[7]) & 0x7FF); /* random start, room to count up */
     }
-    for (int i = 0; i < 6; i++)
-        u[i] = (unsigned char)(ms >> (40 - 8 * i));
-    u[6] = (unsigned char)(0x70 | ((seq >> 8) & 0x0F));
-    u[7] = (unsigned char)(seq & 0xFF);
-    u[8] = (unsigned char)(0x80 | (u[8] & 0x3F));
-    static const char hex[] = "0123456789abcdef";
-    char *p = out;
-    for (int i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10)
-            *p++ = '-';
-        *p++ = hex[u[i] >> 4];
-        *p++ = hex[u[i] & 15];
-    }
-    *p = '\0';
+    format(out, u, ms, seq);
+}
+
+/* The process's last ordered id as ms << 12 | counter; a counter overflow carries into
+ * the millisecond, so the sequence never goes back. */
+static _Atomic uint64_t ordered_last;
+
+void bs_uuid7_ordered(char out[37])
+{
+    unsigned char u[16];
+    take(u + 6, 10);
+    uint64_t fresh = (uint64_t)bs_time_wall_ms() << 12 | ((u[6] << 8 | u[7]) & 0x7FF);
+    uint64_t cur = atomic_load(&ordered_last), next;
+    do
+        next = fresh > cur ? fresh : cur + 1;
+    while (!atomic_compare_exchange_weak(&ordered_last, &cur, next));
+    format(out, u, (int64_t)(next >> 12), (unsigned)(next & 0xFFF));
 }

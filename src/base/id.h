@@ -4,9 +4,15 @@
 
 #include <stdint.h>
 
-/* Writes a canonical lowercase UUIDv7 (36 chars + NUL) into out[37]. Thread-safe. */
+/* Writes a canonical lowercase UUIDv7 (36 chars + NUL) into out[37]. Thread-safe; ids
+ * from one thread are strictly increasing, ids from different threads need not be. */
 void bs_uuid7(char out[37]);
 /* Same, with the caller's wall-clock milliseconds (e.g. an event loop's cached time). */
 void bs_uuid7_at(char out[37], int64_t wall_ms);
+
+/* Strictly increasing across every thread of the process (one atomic counter): for
+ * stored records that are listed in id order, such as the audit log. Call it under the
+ * lock that orders the writes, so id order is commit order. */
+void bs_uuid7_ordered(char out[37]);
 
 #endif

@@ -10,7 +10,7 @@ int bs__registry_audit(bs_registry_t *r, const bs_principal_t *who, const char *
                        const char *resource, const char *before, const char *after, bs_err_t *err)
 {
     char id[40];
-    bs_uuid7(id);
+    bs_uuid7_ordered(id);
     bs_val_t args[] = {BS_TXT(id),       BS_TXT(who->tenant), BS_TXT(who->key_id), BS_TXT(action),
                        BS_TXT(resource), BS_TXT(before),      BS_TXT(after),       BS_INT(bs_time_wall_ms())};
     return bs_meta_exec(r->meta,

@@ -357,13 +357,13 @@ int bs_registry_model_create(bs_registry_t *r, const bs_principal_t *who, const 
         return rc;
     }
     char id[40];
-    bs_uuid7(id);
     int64_t now = bs_time_wall_ms();
     if ((rc = bs_meta_tx_begin(r->meta, err)) != 0) {
         free(tags);
         free(batching);
         return rc;
     }
+    bs_uuid7_ordered(id); /* under the store's lock: id order is commit order */
     bs_val_t args[] = {BS_TXT(id), BS_TXT(who->tenant), BS_TXT(name), BS_TXT(desc), BS_TXT(tags),
                        BS_INT(distinct), BS_INT(now), BS_INT(now), BS_TXT(who->key_id), BS_TXT(batching)};
     rc = bs_meta_exec(r->meta,

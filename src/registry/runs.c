@@ -173,10 +173,10 @@ int bs_registry_run_create(bs_registry_t *r, const bs_principal_t *who, const cJ
     if (rc)
         goto done;
     char id[40];
-    bs_uuid7(id);
     int64_t now = bs_time_wall_ms();
     if ((rc = bs_meta_tx_begin(r->meta, err)))
         goto done;
+    bs_uuid7_ordered(id); /* under the store's lock: id order is commit order */
     bs_val_t args[] = {BS_TXT(id),     BS_TXT(who->tenant), BS_TXT(exp),
                        BS_TXT(name ? name : id), BS_TXT(status), BS_TXT(params ? params : "{}"),
                        BS_TXT(tags ? tags : "{}"), BS_TXT(who->key_id), BS_INT(now), BS_INT(now)};

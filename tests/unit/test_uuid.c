@@ -1,6 +1,8 @@
 /* UUIDv7 (RFC 9562 §5.7): canonical format, version 7, variant 10, the timestamp field,
- * strict ordering of ids made by one thread, and uniqueness. */
+ * strict ordering of ids made by one thread or, for bs_uuid7_ordered, by all threads. */
 #include "test_common.h"
+
+#include <pthread.h>
 
 #include "base/id.h"
 #include "base/time.h"
@@ -53,12 +55,54 @@ static void test_ordered_and_unique_within_thread(void **state)
     free(ids);
 }
 
+/* Threads take ordered ids under one lock, as registry writes do under the store's lock:
+ * the shared log they append to must come out strictly increasing. */
+enum { THREADS = 4, PER_THREAD = 5000 };
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char (*log_ids)[37];
+static int log_n;
+
+static void *append_ids(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        pthread_mutex_lock(&log_mu);
+        bs_uuid7_ordered(log_ids[log_n++]);
+        pthread_mutex_unlock(&log_mu);
+        char mine[37];
+        bs_uuid7(mine); /* the per-thread generator in between must not disturb the order */
+    }
+    return NULL;
+}
+
+static void test_ordered_across_threads(void **state)
+{
+    (void)state;
+    log_ids = malloc(sizeof(*log_ids) * THREADS * PER_THREAD);
+    assert_non_null(log_ids);
+    log_n = 0;
+    pthread_t t[THREADS];
+    for (int i = 0; i < THREADS; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, append_ids, NULL), 0);
+    for (int i = 0; i < THREADS; i++)
+        pthread_join(t[i], NULL);
+    assert_int_equal(log_n, THREADS * PER_THREAD);
+    for (int i = 1; i < log_n; i++)
+        assert_true(strcmp(log_ids[i - 1], log_ids[i]) < 0);
+    for (int i = 0; i < log_n; i++) {
+        assert_int_equal(log_ids[i][14], '7');
+        assert_true(strchr("89ab", log_ids[i][19]) != NULL);
+    }
+    free(log_ids);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format),
         cmocka_unit_test(test_timestamp),
         cmocka_unit_test(test_ordered_and_unique_within_thread),
+        cmocka_unit_test(test_ordered_across_threads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
