@@ -670,9 +670,10 @@ def test_predict_consistent_while_champion_moves(shared_server):
         approve(srv, "moving", i)
     assert set_alias(srv, "moving", "champion", 1).status_code == 200
     stop = threading.Event()
+    running = [threading.Event(), threading.Event()]
     seen, problems = set(), []
 
-    def hammer():
+    def hammer(started):
         with requests.Session() as s:
             while not stop.is_set():
                 r = s.post(srv.url + "/v1/models/moving/predict", json={"inputs": ROWS},
@@ -682,13 +683,16 @@ def test_predict_consistent_while_champion_moves(shared_server):
                     return
                 j = r.json()
                 seen.add(j["version"])
+                started.set()
                 if np.max(np.abs(np.array(j["predictions"]) - oracle(j["version"]))) > 1e-9:
                     problems.append("version %d served %s" % (j["version"], j["predictions"]))
 
-    threads = [threading.Thread(target=hammer) for _ in range(2)]
+    threads = [threading.Thread(target=hammer, args=(e,)) for e in running]
     for t in threads:
         t.start()
     try:
+        for e in running:  # both are predicting before the alias starts moving
+            assert e.wait(60) or problems, "no prediction came back"
         for k in range(30):
             assert set_alias(srv, "moving", "champion", 1 + (k + 1) % 3).status_code == 200
     finally:
