@@ -5,6 +5,7 @@
 #include "api/api.h"
 #include "base/json.h"
 #include "base/time.h"
+#include "serving/serving.h"
 
 #define APP(req) ((bs_app_t *)(req)->app)
 
@@ -48,6 +49,11 @@ void bs__api_runs_get(bs_req_t *req);
 void bs__api_runs_update(bs_req_t *req);
 void bs__api_runs_metrics(bs_req_t *req);
 void bs__api_audit_list(bs_req_t *req);
+
+/* The model version a request names (route param "name"), borrowed for this run of the
+ * handler (bs_serving_peek). NULL when the handler must return at once: it responded with
+ * an error, or the version is loading on a worker and the handler will run again. */
+bs_model_handle_t *bs__api_model(bs_req_t *req, int version);
 
 /* kserve.c */
 void bs__api_v2_live(bs_req_t *req);

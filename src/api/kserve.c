@@ -69,23 +69,12 @@ static int version_of(bs_req_t *req)
     return (int)n;
 }
 
-/* The model for this request, borrowed for the handler's run (see bs_serving_peek). */
-static bs_model_handle_t *acquire(bs_req_t *req, int version)
-{
-    bs_err_t err;
-    bs_model_handle_t *h = bs_serving_peek(APP(req)->serving, req->who.tenant,
-                                           bs_req_param(req, "name"), version, &err);
-    if (!h)
-        bs_resp_error(req, &err);
-    return h;
-}
-
 void bs__api_v2_model(bs_req_t *req)
 {
     int version = version_of(req);
     if (version < 0)
         return;
-    bs_model_handle_t *h = acquire(req, version);
+    bs_model_handle_t *h = bs__api_model(req, version);
     if (!h)
         return;
     const bs_ml_schema_t *s = bs_model_handle_schema(h);
@@ -160,7 +149,7 @@ void bs__api_v2_model_ready(bs_req_t *req)
     int version = version_of(req);
     if (version < 0)
         return;
-    bs_model_handle_t *h = acquire(req, version);
+    bs_model_handle_t *h = bs__api_model(req, version);
     if (!h)
         return;
     bs_buf_t b;
@@ -271,7 +260,7 @@ static void tensor_end(bs_buf_t *b)
 
 static void infer(bs_req_t *req, int version)
 {
-    bs_model_handle_t *h = acquire(req, version);
+    bs_model_handle_t *h = bs__api_model(req, version);
     if (!h)
         return;
     bs_err_t err;

@@ -368,6 +368,59 @@ void bs__api_alias_delete(bs_req_t *req)
 
 /* ---- predict --------------------------------------------------------------------------- */
 
+/* Loading a version parses its artifact: milliseconds to seconds for big ensembles, which
+ * must not stall the other connections of an I/O thread. A worker loads it and the request's
+ * handler then runs again on its I/O thread. */
+typedef struct {
+    bs_app_t *app;
+    bs_serving_slot_t *slot;
+    bs_deferred_t *d;
+} load_job_t;
+
+static void run_load(void *arg)
+{
+    load_job_t *j = arg;
+    bs_err_t err;
+    bs_err_clear(&err);
+    if (bs_serving_load(j->app->serving, j->slot, &err) != 0)
+        bs_deferred_respond_error(j->d, &err);
+    else
+        bs_deferred_resume(j->d);
+    free(j);
+}
+
+bs_model_handle_t *bs__api_model(bs_req_t *req, int version)
+{
+    bs_app_t *app = APP(req);
+    bs_err_t err;
+    bs_err_clear(&err);
+    bs_serving_slot_t *unloaded = NULL;
+    /* A version evicted again before the retry ran (a budget smaller than the working set)
+     * loads inline the second time, so a request cannot bounce for ever. */
+    bs_model_handle_t *h = bs_serving_peek(app->serving, req->who.tenant, bs_req_param(req, "name"),
+                                           version, req->resumed ? NULL : &unloaded, &err);
+    if (h)
+        return h;
+    if (!unloaded) {
+        bs_resp_error(req, &err);
+        return NULL;
+    }
+    load_job_t *j = malloc(sizeof *j);
+    bs_deferred_t *d = j ? bs_req_defer(req) : NULL;
+    if (!d) {
+        free(j);
+        bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+        return NULL;
+    }
+    *j = (load_job_t){.app = app, .slot = unloaded, .d = d};
+    if (bs_pool_submit(app->workers, run_load, j) != 0) {
+        bs_err_set(&err, BS_EUNAVAIL, "the server is shutting down");
+        bs_deferred_respond_error(d, &err);
+        free(j);
+    }
+    return NULL;
+}
+
 typedef struct {
     bs_deferred_t *d;
     uint64_t start_ns;
@@ -398,10 +451,9 @@ static void predict(bs_req_t *req, int version)
     bs_err_clear(&err);
     /* Borrowed: the inline path ends within this loop iteration; the batcher takes its own
      * reference when the request is queued. */
-    bs_model_handle_t *h = bs_serving_peek(app->serving, req->who.tenant, bs_req_param(req, "name"),
-                                           version, &err);
+    bs_model_handle_t *h = bs__api_model(req, version);
     if (!h)
-        return bs_resp_error(req, &err);
+        return;
     double *rows = NULL, *out = NULL;
     size_t n = 0;
     int rc = 0;

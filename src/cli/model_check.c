@@ -163,13 +163,13 @@ static void describe(const bs_ml_model_t *m, const char *format)
 }
 
 /* One JSON value -> the double the runtime expects for feature f. */
-static int cell_value(const bs_ml_model_t *m, const bs_ml_feature_t *f, const cJSON *v, size_t row,
+static int cell_value(const bs_ml_feature_t *f, const cJSON *v, size_t row,
                       int col, double *out)
 {
     if (cJSON_IsNull(v)) {
-        if (!bs_ml_model_handles_missing(m)) {
-            fprintf(stderr, "basalt: row %zu feature '%s': null, but the model does not handle "
-                            "missing values\n",
+        if (!f->accepts_missing) {
+            fprintf(stderr, "basalt: row %zu feature '%s': null, but the model cannot take a "
+                            "missing value there\n",
                     row, f->name);
             return -1;
         }
@@ -248,7 +248,7 @@ static int predict_rows(const bs_ml_model_t *m, const char *path)
         const cJSON *v;
         cJSON_ArrayForEach(v, row)
         {
-            if (cell_value(m, &s->features[col], v, r, col, &rows[r * nf + (size_t)col]))
+            if (cell_value(&s->features[col], v, r, col, &rows[r * nf + (size_t)col]))
                 goto done;
             col++;
         }

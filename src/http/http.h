@@ -64,6 +64,7 @@ struct bs_req {
     int status;
     int responded;
     int deferred; /* bs_req_defer was called: the response comes later */
+    int resumed;  /* times bs_deferred_resume re-ran the handler */
     int err_index; /* error code index for metrics, -1 if none */
     uint64_t start_ns;
 };
@@ -127,6 +128,9 @@ bs_deferred_t *bs_req_defer(bs_req_t *req);
 /* Completes with status and a JSON body (copied). Exactly one completion per token. */
 void bs_deferred_respond_json(bs_deferred_t *d, int status, const bs_buf_t *body);
 void bs_deferred_respond_error(bs_deferred_t *d, const bs_err_t *err);
+/* Completes by running the request's route handler again on its I/O thread, once what
+ * it waited for is ready (a model loaded off the I/O thread). req->resumed counts the runs. */
+void bs_deferred_resume(bs_deferred_t *d);
 
 /* ---- router ---------------------------------------------------------------------------- */
 

@@ -81,6 +81,7 @@ struct bs_deferred {
     int req_gone;    /* set on the I/O thread when the request was disposed */
     int status;
     int is_error;
+    int resume; /* run the handler again instead of responding */
     bs_err_t err;
     char *body;
     size_t len;
@@ -602,7 +603,13 @@ void bs_deferred_respond_error(bs_deferred_t *d, const bs_err_t *err)
     deferred_post(d);
 }
 
-/* On the request's I/O thread: send what the worker produced. */
+void bs_deferred_resume(bs_deferred_t *d)
+{
+    d->resume = 1;
+    deferred_post(d);
+}
+
+/* On the request's I/O thread: send what the worker produced, or run the handler again. */
 static void on_deferred(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
 {
     (void)rx;
@@ -611,7 +618,15 @@ static void on_deferred(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
         h2o_linklist_unlink(&msg->link);
         bs_deferred_t *d = (bs_deferred_t *)msg;
         if (!d->req_gone) {
-            if (d->is_error) {
+            if (d->resume) {
+                bs_req_t *req = d->req;
+                req->deferred = 0;
+                req->resumed++;
+                req->route->fn(req);
+                if (!req->responded && !req->deferred)
+                    bs_resp_errorf(req, BS_EINTERNAL, NULL, "handler for %s did not respond",
+                                   req->route->pattern);
+            } else if (d->is_error) {
                 bs_resp_error(d->req, &d->err);
             } else {
                 bs_resp_body(d->req, d->status, "application/json", d->body ? d->body : "", d->len);

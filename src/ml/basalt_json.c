@@ -39,7 +39,7 @@ typedef struct {
     bs__pipeline_t *pl;
     /* preprocessing analysis */
     uint8_t *onehot_ignore, *onehot_error; /* per input: used by such a one-hot step */
-    int nan_into_onehot;                  /* a possibly-missing value reaches a one-hot step */
+    uint8_t *nan_into_onehot;             /* per input: a possibly-missing value reaches a one-hot step */
     uint8_t *nan_at_output;               /* per estimator column: may be NaN */
 } loader_t;
 
@@ -504,7 +504,7 @@ static int parse_step(loader_t *L, const cJSON *st, int g, int s, bs__prep_step_
                 return fail(L, fld, "%s (one_hot) produces more than %d columns", fld,
                             MAX_WIDTH);
             if (p[i].maybe_nan)
-                L->nan_into_onehot = 1;
+                L->nan_into_onehot[p[i].src] = 1;
             if (S->ignore_unknown)
                 L->onehot_ignore[p[i].src] = 1;
             else
@@ -620,7 +620,8 @@ static int parse_preprocess(loader_t *L, const cJSON *root)
     if (!(P->n_cat = xcalloc(L, (size_t)nin, sizeof(int32_t), &rc)) ||
         !(P->unknown_ok = xcalloc(L, (size_t)nin, 1, &rc)) ||
         !(L->onehot_ignore = xcalloc(L, (size_t)nin, 1, &rc)) ||
-        !(L->onehot_error = xcalloc(L, (size_t)nin, 1, &rc)))
+        !(L->onehot_error = xcalloc(L, (size_t)nin, 1, &rc)) ||
+        !(L->nan_into_onehot = xcalloc(L, (size_t)nin, 1, &rc)))
         return rc;
     for (int i = 0; i < nin; i++)
         if (L->schema.features[i].type == BS_ML_CATEGORY)
@@ -1230,15 +1231,21 @@ bs_ml_model_t *bs__ml_load_basalt_json(const void *bytes, size_t len, bs_err_t *
     free(L.by_name);
     free(L.onehot_ignore);
     free(L.onehot_error);
-    int handles_missing = 0;
+    /* An input takes missing values when no NaN from it can reach a one-hot step, nor an
+     * estimator column unless the estimator copes with NaN (trees). */
+    int handles_missing = 1;
     if (!rc) {
         const bs__prep_t *P = &L.pl->prep;
-        handles_missing = !L.nan_into_onehot;
+        for (int i = 0; i < L.schema.n_features; i++)
+            L.schema.features[i].accepts_missing = !L.nan_into_onehot[i];
         if (!L.pl->est_nan_ok)
-            for (int i = 0; i < P->width_out && handles_missing; i++)
-                if (L.nan_at_output[i])
-                    handles_missing = 0;
+            for (int k = 0; k < P->width_out; k++)
+                if (L.nan_at_output[k])
+                    L.schema.features[P->out_src[k]].accepts_missing = 0;
+        for (int i = 0; i < L.schema.n_features; i++)
+            handles_missing &= L.schema.features[i].accepts_missing;
     }
+    free(L.nan_into_onehot);
     free(L.nan_at_output);
     if (rc) {
         bs__pipeline_free(L.pl);

@@ -10,8 +10,8 @@
  *   - category features: the index of the category in the feature's
  *     `categories` list, or -1.0 for a category the list does not contain
  *     (only passed when the feature's `accepts_unknown` is set);
- *   - a missing value: NaN (only passed when `bs_ml_model_handles_missing`
- *     says the model copes, or the feature has a default the caller applied).
+ *   - a missing value: NaN (only passed for a feature whose `accepts_missing`
+ *     is set; otherwise the caller applies the feature's default or rejects it).
  * Callers (src/serving) validate JSON against the schema and build the rows;
  * runtimes never see JSON at predict time.
  *
@@ -54,6 +54,7 @@ typedef struct {
     char **categories; /* allowed categories (CATEGORY only), n_categories entries */
     int n_categories;
     int accepts_unknown; /* CATEGORY: the model encodes an unseen category itself */
+    int accepts_missing; /* a missing value (NaN) is handled: tree default directions, an imputer */
     int required;        /* 1: a value must be given (null allowed only if model handles missing) */
     int has_default;     /* 1: an omitted value is replaced by default_value */
     double default_value;
@@ -102,7 +103,7 @@ void bs_ml_model_free(bs_ml_model_t *m);
 /* The model's own schema (borrowed, lives as long as the model). */
 const bs_ml_schema_t *bs_ml_model_schema(const bs_ml_model_t *m);
 
-/* 1 if NaN inputs are meaningful to the model (tree default directions, imputers). */
+/* 1 if every input takes missing values (each feature's accepts_missing). */
 int bs_ml_model_handles_missing(const bs_ml_model_t *m);
 
 /* Short runtime name for metrics and metadata: "trees", "linear", "mlp". */

@@ -271,6 +271,8 @@ void bs_ml_signature_render(const bs_ml_schema_t *s, int handles_missing, bs_buf
         }
         bs_jw_key(b, "required");
         bs_jw_bool(b, f->required);
+        bs_jw_key(b, "accepts_missing");
+        bs_jw_bool(b, f->accepts_missing);
         if (f->has_default) {
             bs_jw_key(b, "default");
             if (f->type == BS_ML_CATEGORY && f->default_value >= 0 &&

@@ -446,6 +446,7 @@ static int build_schema(ctx_t *c, const cJSON *learner, const objective_t *o, in
     for (int i = 0; i < nf; i++) {
         bs_ml_feature_t *f = &s->features[i];
         f->required = 1;
+        f->accepts_missing = 1; /* every split has a default direction */
         f->type = BS_ML_FLOAT;
         if (n_names) {
             if (!is_string(name) || name->valuestring[0] == '\0')

@@ -127,7 +127,7 @@ int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, con
             const bs_ml_feature_t *f = &h->sig.features[i];
             if (f->has_default)
                 row[i] = f->default_value;
-            else if (!f->required && h->handles_missing)
+            else if (!f->required && f->accepts_missing)
                 row[i] = NAN;
             else
                 return 0;

@@ -21,7 +21,7 @@ int bs_serving_encode_missing(const bs_model_handle_t *h, int i, double *out, co
         *out = f->default_value;
         return 0;
     }
-    if (f->required || !h->handles_missing)
+    if (f->required || !f->accepts_missing)
         return bs_err_setf(err, BS_EINVAL, f->name, "%s: required feature '%s' is missing", where,
                            f->name);
     *out = NAN;
@@ -35,7 +35,7 @@ int bs_serving_encode_value(const bs_model_handle_t *h, int i, const cJSON *v, d
     if (!v)
         return bs_serving_encode_missing(h, i, out, where, err);
     if (cJSON_IsNull(v)) {
-        if (h->handles_missing) {
+        if (f->accepts_missing) {
             *out = NAN;
             return 0;
         }
@@ -44,7 +44,7 @@ int bs_serving_encode_value(const bs_model_handle_t *h, int i, const cJSON *v, d
             return 0;
         }
         return bs_err_setf(err, BS_EINVAL, f->name,
-                           "%s: feature '%s' is null and this model cannot take missing values", where,
+                           "%s: feature '%s' is null and the model cannot take a missing value there", where,
                            f->name);
     }
     double x;
@@ -348,7 +348,21 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
                    "# HELP basalt_prediction_batched_rows_total Rows that went through the batcher.\n"
                    "# TYPE basalt_prediction_batched_rows_total counter\n"
                    "# HELP basalt_model_loaded Whether the version is loaded in memory.\n"
-                   "# TYPE basalt_model_loaded gauge\n");
+                   "# TYPE basalt_model_loaded gauge\n"
+                   "# HELP basalt_model_memory_bytes Memory held by the loaded version.\n"
+                   "# TYPE basalt_model_memory_bytes gauge\n"
+                   "# HELP basalt_model_loads_total Times the version was loaded (first use, alias, after eviction).\n"
+                   "# TYPE basalt_model_loads_total counter\n"
+                   "# HELP basalt_model_load_failures_total Loads that failed (missing or corrupt artifact).\n"
+                   "# TYPE basalt_model_load_failures_total counter\n");
+    bs_buf_printf(b,
+                  "# HELP basalt_models_memory_bytes Memory held by all loaded versions.\n"
+                  "# TYPE basalt_models_memory_bytes gauge\n"
+                  "basalt_models_memory_bytes %zu\n"
+                  "# HELP basalt_models_memory_budget_bytes Loaded versions beyond this are evicted (LRU).\n"
+                  "# TYPE basalt_models_memory_budget_bytes gauge\n"
+                  "basalt_models_memory_budget_bytes %zu\n",
+                  atomic_load(&s->loaded_bytes), s->o.memory_budget);
     pthread_mutex_lock(&s->lock);
     for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
         uint64_t req = SUM(sl, requests);
@@ -356,8 +370,13 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
         char lbl[300];
         snprintf(lbl, sizeof lbl, "tenant=\"%s\",model=\"%s\",version=\"%d\"", sl->tenant, sl->name,
                  sl->version);
-        if (loaded || req)
-            bs_buf_printf(b, "basalt_model_loaded{%s} %d\n", lbl, loaded);
+        uint64_t loads = atomic_load(&sl->loads), failures = atomic_load(&sl->load_failures);
+        if (loaded || req || loads || failures)
+            bs_buf_printf(b,
+                          "basalt_model_loaded{%s} %d\nbasalt_model_memory_bytes{%s} %zu\n"
+                          "basalt_model_loads_total{%s} %llu\nbasalt_model_load_failures_total{%s} %llu\n",
+                          lbl, loaded, lbl, atomic_load(&sl->memory), lbl,
+                          (unsigned long long)loads, lbl, (unsigned long long)failures);
         if (!req)
             continue;
         bs_buf_printf(b, "basalt_predictions_total{%s} %llu\n", lbl, (unsigned long long)req);

@@ -62,7 +62,6 @@ const char *bs_model_handle_name(const bs_model_handle_t *h) { return h->slot->n
 int bs_model_handle_version(const bs_model_handle_t *h) { return h->slot->version; }
 const bs_ml_schema_t *bs_model_handle_schema(const bs_model_handle_t *h) { return &h->sig; }
 const bs_ml_model_t *bs_model_handle_model(const bs_model_handle_t *h) { return h->model; }
-int bs_model_handle_handles_missing(const bs_model_handle_t *h) { return h->handles_missing; }
 
 bs_model_handle_t *bs__serving_handle_new(bs_ml_model_t *model, const cJSON *input_override,
                                           const cJSON *output_override, bs_err_t *err)
@@ -97,7 +96,6 @@ bs_model_handle_t *bs__serving_handle_new(bs_ml_model_t *model, const cJSON *inp
         handle_free(h);
         return NULL;
     }
-    h->handles_missing = bs_ml_model_handles_missing(h->model);
     h->memory = bs_ml_model_memory(h->model) + sizeof *h;
     atomic_init(&h->refs, 1);
     return h;
@@ -137,6 +135,7 @@ static void unload(bs_serving_t *s, bs__slot_t *slot)
     bs_model_handle_t *h = atomic_exchange(&slot->handle, NULL);
     if (h) {
         atomic_fetch_sub(&s->loaded_bytes, h->memory);
+        atomic_store(&slot->memory, 0);
         BS_LOG(BS_LOG_INFO, "serving", "unloaded %s version %d", slot->name, slot->version);
         bs_rcu_retire(h, drop_slot_ref);
     }
@@ -169,10 +168,15 @@ static bs_model_handle_t *slot_load(bs_serving_t *s, bs__slot_t *slot, bs_err_t 
     bs_model_handle_t *h = atomic_load(&slot->handle);
     if (!h) {
         uint64_t t0 = bs_time_mono_ns();
+        BS_LOG(BS_LOG_INFO, "serving", "loading %s version %d", slot->name, slot->version);
         h = load_handle(s, slot, err);
+        if (!h)
+            atomic_fetch_add(&slot->load_failures, 1);
         if (h) {
             atomic_store(&slot->last_used_ns, bs_time_mono_ns());
+            atomic_store(&slot->memory, h->memory);
             atomic_store(&slot->handle, h);
+            atomic_fetch_add(&slot->loads, 1);
             atomic_fetch_add(&s->loaded_bytes, h->memory);
             BS_LOG(BS_LOG_INFO, "serving", "loaded %s version %d (%zu bytes) in %.2f ms", slot->name,
                    slot->version, h->memory, (double)(bs_time_mono_ns() - t0) / 1e6);
@@ -442,7 +446,7 @@ void bs_serving_free(bs_serving_t *s)
 /* ---- resolution ------------------------------------------------------------------------ */
 
 bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
-                                   int version, bs_err_t *err)
+                                   int version, bs_serving_slot_t **unloaded, bs_err_t *err)
 {
     char name[129];
     const char *at = strchr(ref, '@');
@@ -490,6 +494,10 @@ bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const ch
     /* No reference is taken: an unpublished handle is released only after a QSBR grace
      * period, which cannot end before this loop iteration does. */
     bs_model_handle_t *h = atomic_load_explicit(&slot->handle, memory_order_acquire);
+    if (!h && unloaded) {
+        *unloaded = slot;
+        return NULL;
+    }
     if (!h && !(h = slot_load(s, slot, err)))
         return NULL;
     /* LRU clock: written at most once a millisecond, so the I/O threads do not
@@ -498,6 +506,11 @@ bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const ch
     if (now - atomic_load_explicit(&slot->last_used_ns, memory_order_relaxed) > 1000000u)
         atomic_store_explicit(&slot->last_used_ns, now, memory_order_relaxed);
     return h;
+}
+
+int bs_serving_load(bs_serving_t *s, bs_serving_slot_t *slot, bs_err_t *err)
+{
+    return slot_load(s, slot, err) ? 0 : err->code;
 }
 
 int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, int *out, int max)

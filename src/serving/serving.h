@@ -44,11 +44,18 @@ void bs_serving_free(bs_serving_t *s);
 int bs_serving_refresh(bs_serving_t *s, bs_err_t *err);
 void bs_serving_refresh_cb(void *s);
 
+/* A routed (model, version): long-lived, valid until bs_serving_free. */
+typedef struct bs__slot bs_serving_slot_t;
+
 /*
  * Resolves tenant's `ref` — "name", "name@alias" — or, when version > 0, that
- * version of model `ref`, loading it if needed. A bare name resolves to the
- * "champion" alias, else the latest approved version. Errors: BS_ENOTFOUND
- * naming what is missing; BS_EUNAVAIL/BS_EIO when the artifact cannot be loaded.
+ * version of model `ref`. A bare name resolves to the "champion" alias, else the
+ * latest approved version. Errors: BS_ENOTFOUND naming what is missing;
+ * BS_EUNAVAIL/BS_EIO when the artifact cannot be loaded.
+ *
+ * A version that is not loaded yet: with `unloaded` NULL, peek loads it on the calling
+ * thread; otherwise it loads nothing and returns NULL with *unloaded set (err untouched),
+ * so an I/O thread can hand the load to a worker (bs_serving_load) and try again.
  *
  * The handle is borrowed: no reference is taken, and it stays valid only until
  * the calling thread's current QSBR section ends (an I/O thread's event-loop
@@ -56,14 +63,15 @@ void bs_serving_refresh_cb(void *s);
  * drops it with bs_serving_release. Must be called from a QSBR-registered thread.
  */
 bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
-                                   int version, bs_err_t *err);
+                                   int version, bs_serving_slot_t **unloaded, bs_err_t *err);
+/* Loads slot's version unless it is loaded (blocking: a worker's job). */
+int bs_serving_load(bs_serving_t *s, bs_serving_slot_t *slot, bs_err_t *err);
 void bs_serving_release(bs_model_handle_t *h);
 
 const char *bs_model_handle_name(const bs_model_handle_t *h);
 int bs_model_handle_version(const bs_model_handle_t *h);
 const bs_ml_schema_t *bs_model_handle_schema(const bs_model_handle_t *h);
 const bs_ml_model_t *bs_model_handle_model(const bs_model_handle_t *h);
-int bs_model_handle_handles_missing(const bs_model_handle_t *h);
 /* The list of version numbers of the model behind h (for KServe metadata); returns count. */
 int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, int *out, int max);
 

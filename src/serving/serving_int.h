@@ -35,7 +35,6 @@ struct bs_model_handle {
     bs__slot_t *slot;
     bs_ml_model_t *model;
     bs_ml_schema_t sig;
-    int handles_missing;
     size_t memory;
     /* open-addressing index of feature names: 2^k entries holding index+1 (0 = empty) */
     int *name_index;
@@ -66,6 +65,8 @@ struct bs__slot {
     _Atomic(bs_model_handle_t *) handle;
     pthread_mutex_t load_lock;
     _Atomic uint64_t last_used_ns;
+    _Atomic size_t memory;                   /* bytes of the loaded handle, 0 when unloaded */
+    _Atomic uint64_t loads, load_failures;   /* for /metrics */
     int live; /* still in the current snapshot */
     bs__batcher_t *batcher; /* created on the first batched request (under load_lock) */
     /* the model's batching settings, set at refresh: enabled -1 = by runtime (MLP) */

@@ -216,6 +216,40 @@ def test_sklearn_pipeline_column_transformer_cli_export(shared_server, tmp_path)
     assert X.isna().to_numpy().sum() > 100
 
 
+def test_partly_imputed_pipeline_takes_missing_values_where_imputed(shared_server):
+    """Only some columns pass an imputer: a null there is imputed (checked against
+    scikit-learn on every row), a null in any other column is a 400 naming it, and the
+    version's input_schema says which is which."""
+    srv = shared_server
+    X, y = _load("breast_cancer")
+    X = X.copy()
+    imputed, plain = list(X.columns[:5]), list(X.columns[5:])
+    model = Pipeline([
+        ("pre", ColumnTransformer([
+            ("imp", Pipeline([("impute", SimpleImputer(strategy="median")),
+                              ("scale", StandardScaler())]), imputed),
+            ("plain", StandardScaler(), plain)])),
+        ("clf", LogisticRegression(max_iter=5000))]).fit(with_nans(X, 0.2, seed=3, columns=imputed), y)
+    doc = exporter().to_json(model)
+    v = publish(srv, "part-imputed", doc.encode() if isinstance(doc, str) else doc, "basalt_json")
+    accepts = {f["name"]: f["accepts_missing"] for f in v["signature"]["inputs"]}
+    assert accepts == {**{c: True for c in imputed}, **{c: False for c in plain}}
+    assert v["signature"]["handles_missing"] is False
+
+    rows = with_nans(X, 0.2, seed=4, columns=imputed)
+    assert rows[imputed].isna().to_numpy().sum() > 100
+    j = predict_ok(srv, "part-imputed", {"inputs": named_rows(rows)}, len(rows))
+    assert_close(proba_matrix(j["predictions"], ["0", "1"]), model.predict_proba(rows),
+                 "nulls in imputed columns")
+    for col in (plain[0], plain[-1]):
+        row = named_rows(X.iloc[:1])[0]
+        row[col] = None
+        assert_error(predict(srv, "part-imputed", {"inputs": row}), 400, field=col,
+                     mentions="missing")
+        del row[col]
+        assert_error(predict(srv, "part-imputed", {"inputs": row}), 400, field=col)
+
+
 # ---- validation -------------------------------------------------------------------------------
 
 CITY_DOC = {

@@ -85,7 +85,10 @@ static void test_linear_pipeline(void **state)
     assert_int_equal(s->n_outputs, 1);
     assert_string_equal(bs_ml_model_kind(m), "linear");
     assert_int_equal(bs_ml_model_prefers_batching(m), 0);
-    /* c is not imputed: a missing category cannot be encoded */
+    /* a and b are imputed; c is not: a missing category cannot be encoded */
+    assert_int_equal(s->features[0].accepts_missing, 1);
+    assert_int_equal(s->features[1].accepts_missing, 0);
+    assert_int_equal(s->features[2].accepts_missing, 1);
     assert_int_equal(bs_ml_model_handles_missing(m), 0);
     assert_true(bs_ml_model_memory(m) > 0);
 
@@ -105,6 +108,49 @@ static void test_linear_pipeline(void **state)
     double missing_cat[] = {1, NAN, 2};
     assert_int_equal(bs_ml_predict(m, missing_cat, 1, out, &err), BS_EINVAL);
     assert_non_null(strstr(err.msg, "'c' is missing"));
+    bs_ml_model_free(m);
+}
+
+/* Which inputs take missing values: d is scaled but never imputed, so its NaN would reach
+ * the linear estimator; e is dropped; with a tree estimator every numeric input does. */
+static void test_accepts_missing_per_input(void **state)
+{
+    (void)state;
+    static const char *pre =
+        "{\"basalt_model\":1,\"inputs\":[{\"name\":\"a\",\"type\":\"float\"},"
+        "{\"name\":\"d\",\"type\":\"float\"},{\"name\":\"e\",\"type\":\"float\"}],"
+        "\"preprocess\":[{\"columns\":[\"a\"],\"steps\":[{\"op\":\"impute\",\"fill\":[1]}]},"
+        "{\"columns\":[\"d\"],\"steps\":[{\"op\":\"standard_scale\",\"mean\":[0],\"scale\":[1]}]},"
+        "{\"columns\":[\"e\"],\"steps\":[{\"op\":\"drop\"}]}],"
+        "\"estimator\":";
+    static const char *post = ",\"output\":{\"task\":\"regression\"}}";
+    char json[2048];
+    snprintf(json, sizeof json, "%s%s%s", pre,
+             "{\"type\":\"linear\",\"coef\":[[1,1]],\"intercept\":[0]}", post);
+    bs_ml_model_t *m = load_ok(json);
+    const bs_ml_schema_t *s = bs_ml_model_schema(m);
+    assert_int_equal(s->features[0].accepts_missing, 1);
+    assert_int_equal(s->features[1].accepts_missing, 0);
+    assert_int_equal(s->features[2].accepts_missing, 1);
+    assert_int_equal(bs_ml_model_handles_missing(m), 0);
+    double out[1], row[3] = {NAN, 2, NAN};
+    predict1(m, row, out);
+    NEAR(out[0], 3.0); /* a -> 1, d = 2, e dropped */
+    bs_ml_model_free(m);
+
+    snprintf(json, sizeof json, "%s%s%s", pre,
+             "{\"type\":\"trees\",\"base\":[0],\"scale\":1,\"leaf_width\":1,"
+             "\"transform\":\"identity\",\"trees\":[{\"feature\":[1,-1,-1],"
+             "\"threshold\":[0.5,0,0],\"left\":[1,-1,-1],\"right\":[2,-1,-1],"
+             "\"value\":[null,[-1],[1]],\"missing_left\":[1,0,0]}]}", post);
+    m = load_ok(json);
+    s = bs_ml_model_schema(m);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(s->features[i].accepts_missing, 1);
+    assert_int_equal(bs_ml_model_handles_missing(m), 1);
+    row[1] = NAN;
+    predict1(m, row, out);
+    NEAR(out[0], -1.0); /* d missing goes left */
     bs_ml_model_free(m);
 }
 
@@ -480,6 +526,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_linear_pipeline),
+        cmocka_unit_test(test_accepts_missing_per_input),
         cmocka_unit_test(test_unknown_category_rejected_by_error_encoder),
         cmocka_unit_test(test_logistic_links),
         cmocka_unit_test(test_trees),
