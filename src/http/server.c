@@ -536,6 +536,80 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
     return 0;
 }
 
+/* ---- h2o's own error replies -----------------------------------------------------------
+ * h2o answers a few request errors itself, before any handler runs: a body over
+ * max_request_entity_size (413) and broken chunked encoding or Content-Length (400), as
+ * text/plain. It binds such requests to the host's fallback path, whose output filter
+ * below turns them into the error envelope with a request id, like every other response. */
+
+typedef struct {
+    h2o_ostream_t super;
+    h2o_iovec_t body; /* sent with the first chunk; h2o's text is dropped */
+} envelope_ostream_t;
+
+static void envelope_send(h2o_ostream_t *self, h2o_req_t *hr, h2o_iovec_t *bufs, size_t bufcnt,
+                          h2o_send_state_t state)
+{
+    (void)bufs;
+    (void)bufcnt;
+    envelope_ostream_t *o = (envelope_ostream_t *)self;
+    h2o_iovec_t b = o->body;
+    o->body.len = 0;
+    h2o_ostream_send_next(&o->super, hr, &b, b.len ? 1 : 0, state);
+}
+
+static void on_setup_h2o_error(h2o_filter_t *self, h2o_req_t *hr, h2o_ostream_t **slot)
+{
+    int code = hr->res.status == 413 ? BS_ETOOBIG : hr->res.status == 400 ? BS_EBADREQ : 0;
+    io_thread_t *t = self_thread;
+    if (code && t) {
+        char rid[65];
+        ssize_t i = h2o_find_header_by_str(&hr->headers, H2O_STRLIT("x-request-id"), -1);
+        if (i >= 0 && sane_request_id(hr->headers.entries[i].value.base, hr->headers.entries[i].value.len))
+            snprintf(rid, sizeof rid, "%.*s", (int)hr->headers.entries[i].value.len,
+                     hr->headers.entries[i].value.base);
+        else
+            bs_uuid7_at(rid, (int64_t)h2o_now(t->loop));
+        char msg[160];
+        if (code == BS_ETOOBIG)
+            snprintf(msg, sizeof msg, "request body is larger than the limit of %lld bytes",
+                     (long long)t->srv->cfg->max_body_bytes);
+        else
+            snprintf(msg, sizeof msg, "the request body is malformed: %s", hr->res.reason);
+        char storage[512];
+        bs_buf_t b = BS_BUF_ON(storage);
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "error");
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "code");
+        bs_jw_str(&b, bs_err_name(code));
+        bs_jw_key(&b, "message");
+        bs_jw_str(&b, msg);
+        bs_jw_obj_end(&b);
+        bs_jw_key(&b, "request_id");
+        bs_jw_str(&b, rid);
+        bs_jw_obj_end(&b);
+        char *body = h2o_mem_alloc_pool(&hr->pool, b.len);
+        memcpy(body, b.data, b.len);
+        char *rid_copy = h2o_mem_alloc_pool(&hr->pool, strlen(rid));
+        memcpy(rid_copy, rid, strlen(rid));
+        memset(&hr->res.headers, 0, sizeof hr->res.headers);
+        h2o_add_header(&hr->pool, &hr->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       H2O_STRLIT("application/json"));
+        h2o_add_header_by_str(&hr->pool, &hr->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
+                              rid_copy, strlen(rid));
+        hr->res.content_length = b.len;
+        envelope_ostream_t *o = (envelope_ostream_t *)h2o_add_ostream(hr, sizeof *o, slot);
+        o->super.do_send = envelope_send;
+        o->body = h2o_iovec_init(body, b.len);
+        slot = &o->super.next;
+        BS_LOG(BS_LOG_INFO, "http", "%d %s (answered before routing)", hr->res.status, msg);
+        bs_buf_free(&b);
+    }
+    (void)self;
+    h2o_setup_next_ostream(hr, slot);
+}
+
 /* ---- deferred responses ---------------------------------------------------------------- */
 
 static void deferred_unref(bs_deferred_t *d)
@@ -802,6 +876,8 @@ bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
     s->global.server_name = h2o_iovec_init(H2O_STRLIT(""));
     s->host = h2o_config_register_host(&s->global, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(s->host, "/", 0);
+    h2o_filter_t *envelope = h2o_create_filter(&s->host->fallback_path, sizeof *envelope);
+    envelope->on_setup_ostream = on_setup_h2o_error;
 
     struct sockaddr_storage ss;
     socklen_t sl = 0;

@@ -1,6 +1,7 @@
 """Raw-socket malformed and oversized requests (after h2o's t/40bad-request.t). Each case is
 followed by a check that the server still serves /healthz."""
 import json
+import re
 import socket
 import time
 
@@ -146,27 +147,45 @@ def test_body_at_limit_is_parsed(limited):
     assert r.status_code == 400 and r.json()["error"]["field"] == "x"  # parsed, then rejected
 
 
-@pytest.mark.xfail(strict=True, reason="bug: h2o answers 413 itself, as text/plain without "
-                   "X-Request-Id or the JSON error envelope (DESIGN.md: every response)")
+def h2o_level_error(limited, headers, body):
+    """Sends a request that h2o itself rejects before routing; returns (status, headers,
+    error) after checking the envelope, the closed connection and the server's health."""
+    data, how = limited.raw(request_bytes(limited, headers=headers, body=body))
+    status, hdrs, payload = parse_http_response(data)
+    assert hdrs.get("content-type") == "application/json", hdrs
+    assert int(hdrs["content-length"]) == len(payload)
+    env = json.loads(payload)
+    assert env["request_id"] == hdrs["x-request-id"]
+    assert hdrs.get("connection", "").lower() == "close" and how in ("eof", "reset"), (hdrs, how)
+    assert healthy(limited)
+    return status, hdrs, env["error"]
+
+
 def test_413_has_envelope_and_request_id(limited):
     body = b"x" * (MAX_BODY + 1)
-    req = request_bytes(limited, headers=["Content-Length: %d" % len(body)], body=body)
-    data, _ = limited.raw(req)
-    status, headers, payload = parse_http_response(data)
-    assert status == 413
-    assert headers.get("x-request-id")
-    assert json.loads(payload)["error"]["code"] == "payload_too_large"
+    status, hdrs, err = h2o_level_error(limited, ["Content-Length: %d" % len(body)], body)
+    assert status == 413 and err["code"] == "payload_too_large"
+    assert str(MAX_BODY) in err["message"]
+    assert re.match(r"^[0-9a-f-]{36}$", hdrs["x-request-id"])
 
 
-@pytest.mark.xfail(strict=True, reason="bug: h2o answers broken chunked encoding itself with "
-                   "400 text/plain, without X-Request-Id or the JSON error envelope")
-def test_bad_chunked_has_envelope(limited):
-    req = request_bytes(limited, headers=["Transfer-Encoding: chunked"], body=b"ZZZ\r\n\r\n")
-    data, _ = limited.raw(req)
-    status, headers, payload = parse_http_response(data)
-    assert status == 400
-    assert headers.get("x-request-id")
-    assert json.loads(payload)["error"]["code"] == "bad_request"
+def test_413_for_a_chunked_body_keeps_the_clients_request_id(limited):
+    chunk = b"x" * (MAX_BODY + 10)
+    body = b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk)
+    status, hdrs, err = h2o_level_error(
+        limited, ["Transfer-Encoding: chunked", "X-Request-Id: trace-413.a"], body)
+    assert status == 413 and err["code"] == "payload_too_large"
+    assert hdrs["x-request-id"] == "trace-413.a"
+
+
+@pytest.mark.parametrize("headers,body", [
+    (["Transfer-Encoding: chunked"], b"ZZZ\r\n\r\n"),
+    (["Content-Length: 12abc"], b"{}"),
+    (["Transfer-Encoding: gzip"], b"{}"),
+], ids=["bad-chunked", "bad-content-length", "unknown-transfer-encoding"])
+def test_malformed_body_framing_has_envelope(limited, headers, body):
+    status, _, err = h2o_level_error(limited, headers, body)
+    assert status == 400 and err["code"] == "bad_request"
 
 
 def test_slow_client_never_finishing_headers_is_disconnected(limited):
