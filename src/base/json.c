@@ -5,9 +5,49 @@
 #include <stdlib.h>
 #include <string.h>
 
-int bs_json_depth(const char *s, size_t len)
+static int digit(char c) { return c >= '0' && c <= '9'; }
+
+/* Length of the RFC 8259 number at p (-?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?), or 0
+ * when the token there is not one: cJSON (strtod) would take "01", "1.", "-.5" and "1.e3". */
+static size_t number_len(const char *p, size_t n)
+{
+    size_t i = 0;
+    if (i < n && p[i] == '-')
+        i++;
+    if (i < n && p[i] == '0')
+        i++;
+    else if (i < n && p[i] >= '1' && p[i] <= '9')
+        while (i < n && digit(p[i]))
+            i++;
+    else
+        return 0;
+    if (i < n && p[i] == '.') {
+        if (++i >= n || !digit(p[i]))
+            return 0;
+        while (i < n && digit(p[i]))
+            i++;
+    }
+    if (i < n && (p[i] == 'e' || p[i] == 'E')) {
+        i++;
+        if (i < n && (p[i] == '+' || p[i] == '-'))
+            i++;
+        if (i >= n || !digit(p[i]))
+            return 0;
+        while (i < n && digit(p[i]))
+            i++;
+    }
+    if (i < n && (digit(p[i]) || p[i] == '.' || p[i] == 'e' || p[i] == 'E' || p[i] == '+' ||
+                  p[i] == '-'))
+        return 0; /* "01", "1.2.3", "1e5e5" */
+    return i;
+}
+
+/* One pass outside strings: the nesting depth, and the offset of the first number token
+ * that is not valid JSON (or -1). */
+static int scan(const char *s, size_t len, long *bad_number)
 {
     int depth = 0, max = 0, in_str = 0;
+    *bad_number = -1;
     for (size_t i = 0; i < len; i++) {
         char c = s[i];
         if (in_str) {
@@ -22,9 +62,23 @@ int bs_json_depth(const char *s, size_t len)
                 max = depth;
         } else if (c == '}' || c == ']') {
             depth--;
+        } else if (c == '-' || digit(c)) {
+            size_t n = number_len(s + i, len - i);
+            if (!n) {
+                if (*bad_number < 0)
+                    *bad_number = (long)i;
+                continue;
+            }
+            i += n - 1;
         }
     }
     return max;
+}
+
+int bs_json_depth(const char *s, size_t len)
+{
+    long bad;
+    return scan(s, len, &bad);
 }
 
 cJSON *bs_json_parse(const char *s, size_t len, int max_depth, bs_err_t *err)
@@ -33,9 +87,15 @@ cJSON *bs_json_parse(const char *s, size_t len, int max_depth, bs_err_t *err)
         bs_err_set(err, BS_EPARSE, "request body is empty, expected JSON");
         return NULL;
     }
-    int d = bs_json_depth(s, len);
+    long bad_number;
+    int d = scan(s, len, &bad_number);
     if (max_depth > 0 && d > max_depth) {
         bs_err_set(err, BS_EDEPTH, "JSON nesting depth %d exceeds the limit of %d", d, max_depth);
+        return NULL;
+    }
+    if (bad_number >= 0) {
+        bs_err_set(err, BS_EPARSE, "malformed JSON number at byte %ld (no leading zeros, "
+                                   "digits on both sides of a decimal point)", bad_number);
         return NULL;
     }
     const char *end = NULL;

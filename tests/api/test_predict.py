@@ -373,6 +373,19 @@ def test_malformed_bodies_are_4xx(shared_server, city_model):
         assert_error(r, r.status_code)
 
 
+@pytest.mark.parametrize("number", ["01", "1.", "-.5", "1.e2", "2e", "+1"])
+def test_numbers_that_are_not_json_are_400(shared_server, city_model, number):
+    """Python's json module (the oracle) refuses each of these; so must the server, on the
+    one-row fast path and on the general path (rows list)."""
+    with pytest.raises(ValueError):
+        json.loads(number)
+    for body in ('{"inputs": {"x": %s, "city": "rome"}}' % number,
+                 '{"inputs": [{"x": %s, "city": "rome"}]}' % number):
+        r = shared_server.post("/v1/models/%s/predict" % city_model, data=body.encode(),
+                               headers={"Content-Type": "application/json"})
+        assert_error(r, 400, code="malformed_json")
+
+
 def test_unknown_model_alias_version_are_404(shared_server, city_model):
     srv = shared_server
     ok = {"inputs": {"x": 1, "city": "paris"}}

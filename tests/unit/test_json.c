@@ -56,6 +56,35 @@ static void test_depth_limit(void **state)
     free(huge);
 }
 
+/* RFC 8259 numbers only: cJSON alone (strtod) takes leading zeros and a bare point. */
+static void test_number_grammar(void **state)
+{
+    (void)state;
+    const char *good[] = {"0", "-0", "1.5", "10", "1e5", "1E+5", "-1.5e-3", "0.0", "[0,-1,2.25]",
+                          "{\"a\":-0.0,\"b\":9007199254740993}", "\"01\"", "[\"1.\",\"-.5\"]",
+                          "[1 ,2]", "[1e0]"};
+    const char *bad[] = {"01", "-01", "00", "1.", "-.5", "1.e3", "1e", "1e+", "--1", "[1.2.3]",
+                         "[1e5e5]", "{\"a\":07}", "[1,2.]", "-", "[-]"};
+    for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+        bs_err_t err;
+        cJSON *j = bs_json_parse(good[i], strlen(good[i]), 10, &err);
+        if (!j)
+            fail_msg("'%s' was rejected: %s", good[i], err.msg);
+        cJSON_Delete(j);
+    }
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        bs_err_t err;
+        bs_err_clear(&err);
+        cJSON *j = bs_json_parse(bad[i], strlen(bad[i]), 10, &err);
+        if (j)
+            fail_msg("'%s' was accepted", bad[i]);
+        assert_int_equal(err.code, BS_EPARSE);
+    }
+    bs_err_t err;
+    assert_null(bs_json_parse("{\"x\": 012}", 11, 10, &err));
+    assert_non_null(strstr(err.msg, "byte 6"));
+}
+
 static void test_trailing_and_empty(void **state)
 {
     (void)state;
@@ -148,6 +177,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_depth),          cmocka_unit_test(test_depth_limit),
+        cmocka_unit_test(test_number_grammar),
         cmocka_unit_test(test_trailing_and_empty), cmocka_unit_test(test_not_nul_terminated),
         cmocka_unit_test(test_arena_owned),    cmocka_unit_test(test_getters),
     };
