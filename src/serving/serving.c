@@ -286,6 +286,7 @@ static int version_row(const bs_meta_row_t *row, void *ud)
     bs__snap_version_t *e = &m->versions[m->n_versions++];
     e->version = (int)bs_meta_row_int(row, 3);
     e->approved = strcmp(bs_meta_row_text(row, 4), "approved") == 0;
+    e->rejected = strcmp(bs_meta_row_text(row, 4), "rejected") == 0;
     e->slot = slot_get(b->s, tenant, name, id, e->version);
     if (!e->slot) {
         b->oom = 1;
@@ -468,6 +469,12 @@ bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const ch
         v = find_version(m, version);
         if (!v) {
             bs_err_setf(err, BS_ENOTFOUND, "version", "model '%s' has no version %d", name, version);
+            return NULL;
+        }
+        if (v->rejected) {
+            bs_err_setf(err, BS_ECONFLICT, "version",
+                        "version %d of model '%s' was rejected in review and does not serve",
+                        version, name);
             return NULL;
         }
     } else {

@@ -79,6 +79,7 @@ struct bs__slot {
 typedef struct {
     int version;
     int approved;
+    int rejected; /* a reviewer rejected it: it never serves */
     bs__slot_t *slot;
 } bs__snap_version_t;
 

@@ -112,6 +112,16 @@ def test_approval_transitions(shared_server):
     assert_error(set_alias(srv, "flow", "champion", 1), 409)
     # Nothing approved is left: the bare name is 404.
     assert_error(predict(srv, "flow", {"inputs": ROWS}), 404)
+    # By explicit version, pending (for tests before review) and archived (for comparisons)
+    # still serve; a rejected version never does, on either API.
+    assert served(srv, "flow", version=3) == 3
+    assert served(srv, "flow", version=1) == 1
+    assert_error(predict(srv, "flow", {"inputs": ROWS}, version=2), 409, field="version",
+                 mentions="rejected")
+    assert_error(srv.get("/v2/models/flow/versions/2/ready"), 409)
+    assert_error(srv.post("/v2/models/flow/versions/2/infer", json={"inputs": [
+        {"name": "a", "datatype": "FP64", "shape": [1], "data": [1.0]},
+        {"name": "b", "datatype": "FP64", "shape": [1], "data": [1.0]}]}), 409)
     assert [v["status"] for v in srv.get("/v1/models/flow/versions").json()["items"]] == \
         ["pending", "rejected", "archived"]
 
@@ -629,12 +639,12 @@ def test_restart_keeps_registry_and_predictions(server):
     refs = ["durable", "durable@champion", "durable@challenger"]
     before = _state(srv, "durable")
     preds = [_strip(predict_ok(srv, ref, {"inputs": ROWS}, 3)) for ref in refs]
-    pred3 = _strip(predict_ok(srv, "durable", {"inputs": ROWS}, 3, version=3))
+    assert_error(predict(srv, "durable", {"inputs": ROWS}, version=3), 409)
     audit = srv.get("/v1/audit").json()["items"]
     srv.restart()
     assert _state(srv, "durable") == before
     assert [_strip(predict_ok(srv, ref, {"inputs": ROWS}, 3)) for ref in refs] == preds
-    assert _strip(predict_ok(srv, "durable", {"inputs": ROWS}, 3, version=3)) == pred3
+    assert_error(predict(srv, "durable", {"inputs": ROWS}, version=3), 409, mentions="rejected")
     assert [p["version"] for p in preds] == [1, 1, 2]
     assert srv.get("/v1/audit").json()["items"] == audit
     # The registry still takes writes after the restart.
