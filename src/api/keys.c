@@ -98,6 +98,9 @@ void bs__api_keys_create(bs_req_t *req)
     int rc = bs_json_get_int(j, "ttl_seconds", 0, 1, 10LL * 365 * 86400, &ttl, &err);
     if (rc < 0)
         return bs_resp_error(req, &err);
+    if (ttl && expires)
+        return bs_resp_errorf(req, BS_EINVAL, "ttl_seconds",
+                              "give expires_at or ttl_seconds, not both");
     if (ttl)
         info.expires_at = bs_time_wall_ms() + ttl * 1000;
     if (expires && bs_time_parse_rfc3339(expires, &info.expires_at) != 0)

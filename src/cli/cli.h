@@ -8,6 +8,8 @@
 #ifndef BS_CLI_CLI_H
 #define BS_CLI_CLI_H
 
+#include <stdio.h>
+
 /*
  * `basalt model check FILE [--format xgboost_json|basalt_json] [--rows ROWS.json]`
  * (argv[0] == "check"). Loads a model file (format sniffed from its top-level
@@ -22,7 +24,9 @@ int bs_cli_model_check(int argc, char **argv);
 /* `basalt model push|ls|versions|approve|reject|archive|alias …` against a server
  * (argv[0] is the subcommand). --url/--key or BASALT_URL/BASALT_API_KEY. */
 int bs_cli_model_remote(int argc, char **argv);
-/* `basalt predict REF JSON` (argv[0] == "predict"). */
+/* The usage of every `basalt model` subcommand. */
+void bs_cli_model_usage(FILE *f);
+/* `basalt predict REF JSON|@FILE|-` (argv[0] == "predict"). */
 int bs_cli_predict(int argc, char **argv);
 
 #endif

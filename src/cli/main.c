@@ -20,8 +20,8 @@ static void usage(FILE *f)
             "  basalt model push FILE --name N [--format F] [--schema S.json] [--metric k=v]…\n"
             "                    [--param k=v]… [--tag T]… [--run ID] [--description D]\n"
             "  basalt model ls | versions NAME | approve NAME V [--comment C] | reject NAME V\n"
-            "  basalt model archive NAME V | alias NAME ALIAS V\n"
-            "  basalt predict REF JSON      (REF: name, name@alias, name/versions/N)\n"
+            "  basalt model archive NAME V | alias NAME ALIAS V       (basalt model --help)\n"
+            "  basalt predict REF JSON|@FILE|-   (REF: name, name@alias, name/versions/N)\n"
             "  client commands take --url URL --key KEY (or BASALT_URL, BASALT_API_KEY)\n"
             "  basalt --help\n\n"
             "settings (flag, environment variable; precedence flag > env > config file > default):\n",
@@ -47,9 +47,14 @@ int main(int argc, char **argv)
             }
         return bs_cli_serve(argc - 1, argv + 1);
     }
-    if (!strcmp(argv[1], "model") && argc >= 3 && !strcmp(argv[2], "check"))
+    if (!strcmp(argv[1], "model") &&
+        (argc < 3 || !strcmp(argv[2], "--help") || !strcmp(argv[2], "-h") || !strcmp(argv[2], "help"))) {
+        bs_cli_model_usage(argc < 3 ? stderr : stdout);
+        return argc < 3 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "model") && !strcmp(argv[2], "check"))
         return bs_cli_model_check(argc - 2, argv + 2);
-    if (!strcmp(argv[1], "model") && argc >= 3)
+    if (!strcmp(argv[1], "model"))
         return bs_cli_model_remote(argc - 2, argv + 2);
     if (!strcmp(argv[1], "predict"))
         return bs_cli_predict(argc - 1, argv + 1);

@@ -87,9 +87,10 @@ static int call(const remote_t *r, const char *method, const char *path, const c
     return ok ? 0 : (resp.status == 404 ? 3 : 1);
 }
 
+/* The file's bytes ("-" = standard input), NUL-terminated. */
 static char *read_file(const char *path, size_t *len)
 {
-    FILE *f = fopen(path, "rb");
+    FILE *f = strcmp(path, "-") ? fopen(path, "rb") : stdin;
     if (!f) {
         fprintf(stderr, "basalt: cannot open %s: %s\n", path, strerror(errno));
         return NULL;
@@ -100,7 +101,8 @@ static char *read_file(const char *path, size_t *len)
     size_t n;
     while ((n = fread(tmp, 1, sizeof tmp, f)) > 0)
         bs_buf_append(&b, tmp, n);
-    fclose(f);
+    if (f != stdin)
+        fclose(f);
     *len = b.len;
     return bs_buf_take(&b);
 }
@@ -335,7 +337,7 @@ int bs_cli_model_remote(int argc, char **argv)
     char path[512];
     if (!strcmp(cmd, "push"))
         return model_push(&r, argc, argv);
-    if (!strcmp(cmd, "ls"))
+    if (!strcmp(cmd, "ls") || !strcmp(cmd, "list"))
         return model_ls(&r);
     if (!strcmp(cmd, "versions") && argc == 2) {
         snprintf(path, sizeof path, "/v1/models/%s/versions", argv[1]);
@@ -361,21 +363,49 @@ int bs_cli_model_remote(int argc, char **argv)
         snprintf(body, sizeof body, "{\"version\":%d}", positive(argv[3]));
         return call(&r, "PUT", path, "application/json", body, strlen(body), NULL);
     }
-    fprintf(stderr, "usage: basalt model push|ls|versions|approve|reject|archive|alias … (see basalt --help)\n");
+    bs_cli_model_usage(stderr);
     return 2;
+}
+
+void bs_cli_model_usage(FILE *f)
+{
+    fprintf(f,
+            "usage:\n"
+            "  basalt model check FILE [--format F] [--rows ROWS.json]   offline: load, print the schema,\n"
+            "                                      predict positional rows ([[v, …], …])\n"
+            "  basalt model push FILE --name N [--format F] [--schema S.json] [--metric k=v]…\n"
+            "                    [--param k=v]… [--tag T]… [--run ID] [--description D]\n"
+            "  basalt model ls\n"
+            "  basalt model versions NAME\n"
+            "  basalt model approve|reject NAME V [--comment C]\n"
+            "  basalt model archive NAME V\n"
+            "  basalt model alias NAME ALIAS V\n"
+            "client commands take --url URL --key KEY (or BASALT_URL, BASALT_API_KEY)\n");
 }
 
 int bs_cli_predict(int argc, char **argv)
 {
     remote_t r;
     argc = take_globals(argc, argv, &r);
+    int help = argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
     if (argc != 3) {
-        fprintf(stderr, "usage: basalt predict REF JSON   (REF: name, name@alias or name/versions/N;\n"
-                        "       JSON: {\"feature\": value, …}, [{…}, …] or a full predict body)\n");
-        return 2;
+        fprintf(help ? stdout : stderr,
+                "usage: basalt predict REF JSON|@FILE|-\n"
+                "  REF:  name, name@alias or name/versions/N\n"
+                "  JSON: {\"feature\": value, …}, [{…}, …] or a full predict body; @FILE reads it\n"
+                "        from a file, - from standard input\n");
+        return help ? 0 : 2;
     }
     const char *ref = argv[1], *json = argv[2];
+    char *text = NULL;
+    if (json[0] == '@' || !strcmp(json, "-")) {
+        size_t len;
+        if (!(text = read_file(json[0] == '@' ? json + 1 : json, &len)))
+            return 2;
+        json = text;
+    }
     cJSON *j = cJSON_Parse(json);
+    free(text);
     if (!j) {
         fprintf(stderr, "basalt: the input is not valid JSON\n");
         return 2;

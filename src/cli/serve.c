@@ -161,7 +161,7 @@ int bs_cli_serve(int argc, char **argv)
     if (created)
         printf("bootstrap admin API key (shown once, store it now):\n  %s\n", secret);
     fflush(stdout);
-    BS_LOG(BS_LOG_INFO, "serve", "listening on %s port %d with %s", app.cfg.listen,
+    BS_LOG(BS_LOG_INFO, "serve", "listening on %s:%d with %s", host[0] ? host : "*",
            bs_server_port(app.server), app.cfg.no_auth ? "auth disabled" : "API keys");
 
     bs_server_run(app.server);

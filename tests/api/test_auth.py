@@ -65,6 +65,12 @@ def test_expires_at_in_past_401(shared_server):
     assert_error(shared_server.get("/v1/info", key=k["key"]), 401, "unauthorized")
 
 
+def test_expiry_given_twice_is_400(shared_server):
+    r = shared_server.post("/v1/keys", json={"name": "twice", "role": "viewer", "ttl_seconds": 60,
+                                             "expires_at": "2099-01-01T00:00:00Z"})
+    assert r.status_code == 400 and r.json()["error"]["field"] == "ttl_seconds", r.text
+
+
 def role_rank(role):
     return -1 if role == "public" else ROLES.index(role)
 
