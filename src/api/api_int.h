@@ -36,6 +36,7 @@ void bs__api_models_delete(bs_req_t *req);
 void bs__api_versions_create(bs_req_t *req);
 void bs__api_versions_list(bs_req_t *req);
 void bs__api_versions_get(bs_req_t *req);
+void bs__api_versions_artifact(bs_req_t *req);
 void bs__api_versions_approve(bs_req_t *req);
 void bs__api_versions_reject(bs_req_t *req);
 void bs__api_versions_archive(bs_req_t *req);

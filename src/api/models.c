@@ -56,7 +56,7 @@ static int version_param(bs_req_t *req)
  * load a model eagerly) run on the app's worker pool; the response is sent from there
  * through a deferred response. A job owns copies of everything it needs. */
 
-typedef enum { JOB_UPLOAD, JOB_TRANSITION, JOB_ALIAS } job_kind_t;
+typedef enum { JOB_UPLOAD, JOB_TRANSITION, JOB_ALIAS, JOB_ARTIFACT } job_kind_t;
 
 typedef struct {
     job_kind_t kind;
@@ -102,6 +102,15 @@ static void run_job(void *arg)
         rc = bs_registry_version_transition(j->app->registry, &j->who, j->name, j->version,
                                             j->decision, j->comment, &b, &err);
         break;
+    case JOB_ARTIFACT: {
+        /* Reading and checksumming up to max_body_bytes of file stays off the I/O thread. */
+        bs_registry_artifact_t a;
+        rc = bs_registry_artifact_get(j->app->registry, j->who.tenant, j->name, j->version, &a, &err);
+        if (!rc)
+            bs_buf_append(&b, a.bytes, a.len); /* both formats are JSON documents */
+        bs_registry_artifact_deinit(&a);
+        break;
+    }
     default:
         rc = bs_registry_alias_set(j->app->registry, &j->who, j->name, j->alias, j->version, &b, &err);
         break;
@@ -303,6 +312,18 @@ void bs__api_versions_get(bs_req_t *req)
     int rc = bs_registry_version_get(APP(req)->registry, req->who.tenant, bs_req_param(req, "name"), v,
                                      &b, &err);
     finish(req, rc, &err, &b, 200);
+}
+
+void bs__api_versions_artifact(bs_req_t *req)
+{
+    int v = version_param(req);
+    if (!v)
+        return;
+    job_t *job = job_new(req, JOB_ARTIFACT);
+    if (!job)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    job->version = v;
+    offload(req, job);
 }
 
 static void transition(bs_req_t *req, const char *decision)

@@ -1083,6 +1083,21 @@ int bs_registry_artifact_load(bs_registry_t *r, const char *model_id, int versio
     return 0;
 }
 
+int bs_registry_artifact_get(bs_registry_t *r, const char *tenant, const char *name, int version,
+                             bs_registry_artifact_t *out, bs_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    char id[40];
+    int rc = bs__registry_model_id(r, tenant, name, id, err);
+    if (rc)
+        return rc;
+    rc = bs_registry_artifact_load(r, id, version, out, err);
+    if (rc == BS_ENOTFOUND)
+        return bs_err_setf(err, BS_ENOTFOUND, "version", "model '%.128s' has no version %d", name,
+                           version);
+    return rc;
+}
+
 void bs_registry_artifact_deinit(bs_registry_artifact_t *a)
 {
     free(a->schema_override);

@@ -454,6 +454,25 @@ def test_roles(shared_server):
     assert_error(predict(srv, "roles", {"inputs": ROWS}, key="bsk_not_a_real_key"), 401)
 
 
+def test_artifact_download_is_byte_identical(shared_server):
+    """What was uploaded comes back byte for byte (sha256 as recorded), for any role that
+    can read the registry; unknown model or version is a 404 naming it."""
+    import hashlib
+    srv = shared_server
+    create_model(srv, "dl")
+    raw = json.dumps(linear_doc([1.5, -2.0], 0.25), indent=3).encode() + b"\n"  # odd spacing kept
+    v = upload_ok(srv, "dl", raw, "basalt_json")
+    viewer = srv.create_key("viewer", name="dl-viewer")["key"]
+    r = srv.get("/v1/models/dl/versions/%d/artifact" % v["version"], key=viewer)
+    assert r.status_code == 200, r.text
+    assert r.content == raw
+    assert hashlib.sha256(r.content).hexdigest() == v["sha256"]
+    assert r.headers["content-type"] == "application/json"
+    assert_error(srv.get("/v1/models/dl/versions/9/artifact"), 404, field="version")
+    assert_error(srv.get("/v1/models/nope/versions/1/artifact"), 404)
+    assert_error(srv.get("/v1/models/dl/versions/x/artifact"), 400, field="version")
+
+
 def test_tenant_isolation(shared_server):
     srv = shared_server
     for t in ("tenant-a", "tenant-b"):
@@ -469,6 +488,7 @@ def test_tenant_isolation(shared_server):
     assert_error(srv.get("/v1/models/secret", key=b), 404)
     assert_error(srv.get("/v1/models/secret/versions", key=b), 404)
     assert_error(srv.get("/v1/models/secret/versions/1", key=b), 404)
+    assert_error(srv.get("/v1/models/secret/versions/1/artifact", key=b), 404)
     assert_error(predict(srv, "secret", {"inputs": ROWS}, key=b), 404)
     assert_error(predict(srv, "secret@champion", {"inputs": ROWS}, key=b), 404)
     assert_error(predict(srv, "secret", {"inputs": ROWS}, key=b, version=1), 404)
