@@ -21,6 +21,7 @@
 
 typedef struct {
     const char *url;
+    int url_len; /* without trailing slashes: "http://host:port/" is the same server */
     const char *key;
 } remote_t;
 
@@ -43,6 +44,10 @@ static int take_globals(int argc, char **argv, remote_t *r)
         }
         argv[k++] = argv[i];
     }
+    size_t n = strlen(r->url);
+    while (n > 0 && r->url[n - 1] == '/')
+        n--;
+    r->url_len = (int)n;
     return k;
 }
 
@@ -51,7 +56,7 @@ static int call(const remote_t *r, const char *method, const char *path, const c
                 const void *body, size_t len, bs_buf_t *out)
 {
     char url[2048], auth[300], ct[300];
-    snprintf(url, sizeof url, "%s%s", r->url, path);
+    snprintf(url, sizeof url, "%.*s%s", r->url_len, r->url, path);
     const char *headers[4];
     int nh = 0;
     if (r->key && *r->key) {
@@ -220,7 +225,7 @@ static int model_push(const remote_t *r, int argc, char **argv)
     FILE *saved = stderr;
     (void)saved;
     char probe_url[2048];
-    snprintf(probe_url, sizeof probe_url, "%s%s", r->url, path);
+    snprintf(probe_url, sizeof probe_url, "%.*s%s", r->url_len, r->url, path);
     {
         char auth[300];
         snprintf(auth, sizeof auth, "Authorization: Bearer %s", r->key ? r->key : "");
@@ -344,10 +349,10 @@ int bs_cli_model_remote(int argc, char **argv)
         return call(&r, "GET", path, NULL, NULL, 0, NULL);
     }
     if ((!strcmp(cmd, "approve") || !strcmp(cmd, "reject") || !strcmp(cmd, "archive")) &&
-        (argc == 3 || argc == 5) && positive(argv[2])) {
+        (argc == 3 || (argc == 5 && !strcmp(argv[3], "--comment"))) && positive(argv[2])) {
         snprintf(path, sizeof path, "/v1/models/%s/versions/%d/%s", argv[1], positive(argv[2]), cmd);
         char body[2048] = "{}";
-        if (argc == 5 && !strcmp(argv[3], "--comment")) {
+        if (argc == 5) {
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "comment", argv[4]);
             char *t = cJSON_PrintUnformatted(o);
