@@ -2,8 +2,9 @@
  * The command-line subcommands of the basalt binary. src/cli/main.c parses
  * the first word(s) of argv and calls one of these with the remaining
  * arguments (argv[0] is the subcommand's own name). Each returns the process
- * exit code: 0 on success, 1 on a usage error or a failure it has already
- * reported on stderr.
+ * exit code: 0 on success, 1 on a failure it has reported on stderr (the
+ * server's error message for an HTTP error), 2 on a usage error, 3 when the
+ * server answered 404.
  */
 #ifndef BS_CLI_CLI_H
 #define BS_CLI_CLI_H

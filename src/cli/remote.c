@@ -18,6 +18,7 @@
 #include "base/json.h"
 #include "cli/cli.h"
 #include "http/client.h"
+#include "ml/ml.h"
 
 typedef struct {
     const char *url;
@@ -217,13 +218,28 @@ static int model_push(const remote_t *r, int argc, char **argv)
         rc = 1;
         goto out;
     }
+    /* Load it here first, with the server's own loaders: a broken file fails before
+     * anything (a new model) is created on the server. */
+    const char *fmt = format ? format : bs_ml_detect_format(artifact, len);
+    bs_err_t lerr;
+    bs_err_clear(&lerr);
+    bs_ml_model_t *local = fmt ? bs_ml_load(fmt, artifact, len, &lerr) : NULL;
+    if (!local) {
+        if (fmt)
+            fprintf(stderr, "basalt: %s: the artifact does not load as %s: %s\n", file, fmt, lerr.msg);
+        else
+            fprintf(stderr, "basalt: %s: cannot tell the artifact's format; pass --format "
+                            "xgboost_json or basalt_json\n", file);
+        free(artifact);
+        rc = 1;
+        goto out;
+    }
+    bs_ml_model_free(local);
     /* Create the model if it does not exist yet. */
     char path[512];
     snprintf(path, sizeof path, "/v1/models/%s", name);
     bs_buf_t ignore;
     bs_buf_init(&ignore);
-    FILE *saved = stderr;
-    (void)saved;
     char probe_url[2048];
     snprintf(probe_url, sizeof probe_url, "%.*s%s", r->url_len, r->url, path);
     {

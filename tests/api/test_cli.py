@@ -24,7 +24,7 @@ import xgboost as xgb
 from sklearn.datasets import load_breast_cancer
 
 from conftest import BASALT_BIN, REQUEST_TIMEOUT, clean_env
-from modelkit import (approve, artifact_files, assert_close, create_model, linear_bytes,
+from modelkit import (approve, artifact_files, assert_close, assert_error, create_model, linear_bytes,
                       predict_ok, proba_matrix, set_alias, upload, upload_ok, versions)
 
 _UNSET = object()
@@ -262,12 +262,21 @@ def test_push_broken_file_fails_with_the_loaders_reason(shared_server, tmp_path,
     before_versions, before_files = versions(srv, name), artifact_files(srv)
     want = api_message(upload(srv, name, content, fmt), 400)
     assert reason in want, want
-    args = ["model", "push", write(tmp_path / "broken.json", content), "--name", name]
-    cp = cli(srv, *args, *(["--format", fmt] if fmt else []))
+    path = write(tmp_path / "broken.json", content)
+    cp = cli(srv, "model", "push", path, "--name", name, *(["--format", fmt] if fmt else []))
     assert cp.returncode == 1 and cp.stdout == ""
-    assert cp.stderr == http_failure("POST", "/v1/models/%s/versions" % name, 400, want)
+    # The CLI loads the file with the server's own loaders before sending anything.
+    if fmt:
+        assert cp.stderr == "basalt: %s: %s\n" % (path, want)
+    else:
+        assert cp.stderr == "basalt: %s: %s\n" % (path, want.replace("?format=", "--format "))
     assert versions(srv, name) == before_versions == [1]
     assert artifact_files(srv) == before_files
+    # A push to a new name with a broken file does not leave an empty model behind.
+    cp = cli(srv, "model", "push", path, "--name", "cli-never-created",
+             *(["--format", fmt] if fmt else []))
+    assert cp.returncode == 1
+    assert_error(srv.get("/v1/models/cli-never-created"), 404)
 
 
 def test_push_client_side_errors(shared_server, tmp_path):
