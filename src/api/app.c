@@ -6,6 +6,7 @@
 #include "api/api_int.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
+#include "base/parallel.h"
 #include "base/pool.h"
 
 int bs_api_app_open(bs_app_t *app, bs_err_t *err)
@@ -27,6 +28,7 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
                             .reject_unknown = strcmp(app->cfg.unknown_features, "reject") == 0,
                             .batch_max_size = app->cfg.batch_max_size,
                             .batch_delay_us = (uint32_t)app->cfg.batch_delay_us};
+    bs_parallel_set_max(app->cfg.predict_threads);
     app->serving = bs_serving_new(app->meta, app->registry, &so, err);
     if (!app->serving)
         return err->code;

@@ -51,6 +51,8 @@ static const setting_t settings[] = {
     S(batch_delay_us, T_INT, 0, 1000000, "200",
       "dynamic batching: longest wait for a batch to fill (0 = batching off)"),
     S(unknown_features, T_STR, 0, 0, "reject", "reject or ignore input features a model lacks"),
+    S(predict_threads, T_INT, 0, 8, "0",
+      "threads one large batch of rows (512+) may use, tree ensembles (0 = one per core)"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

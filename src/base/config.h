@@ -32,6 +32,7 @@ typedef struct {
     int max_batch_rows;
     int batch_max_size;
     int batch_delay_us;
+    int predict_threads;
     char unknown_features[16];
 } bs_config_t;
 

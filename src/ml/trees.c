@@ -52,9 +52,11 @@
  * scratch on the stack (or a malloc for very wide models).
  */
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/parallel.h"
 #include "ml/ml_int.h"
 
 #define MAX_BLOCK_SHIFT 6 /* up to 64 rows converted to float per block */
@@ -905,14 +907,10 @@ static void predict_one(const bs__tree_ensemble_t *e, const double *row, double 
     transform_row(e, r.sf, r.sd, out);
 }
 
-static int trees_predict(const void *impl, const double *rows, size_t n_rows, double *out,
-                         bs_err_t *err)
+/* Rows on the calling thread, a block at a time. */
+static int predict_rows(const bs__tree_ensemble_t *e, const double *rows, size_t n_rows, double *out,
+                        bs_err_t *err)
 {
-    const bs__tree_ensemble_t *e = impl;
-    if (!e || !e->fast)
-        return bs_err_set(err, BS_EINTERNAL, "tree ensemble was not prepared");
-    if (n_rows == 0)
-        return 0;
     if (n_rows == 1 && e->fast->heap && e->n_groups <= ONE_MAX_GROUPS &&
         ((2 * ((size_t)e->n_features + 1)) << e->fast->xshift) * sizeof(float) <=
             HEAP_BLOCK_BYTES) {
@@ -960,6 +958,51 @@ static int trees_predict(const void *impl, const double *rows, size_t n_rows, do
     }
     if (scratch != stack)
         free(scratch);
+    return 0;
+}
+
+/* A batch of at least PARALLEL_MIN_ROWS rows is split into parts of
+ * PART_ROWS rows that run on the other cores too (bs_parallel_for), as libxgboost's
+ * OpenMP loop does; every row is computed exactly as on one thread. */
+#define PARALLEL_MIN_ROWS 512
+#define PART_ROWS 64 /* a block of the heap layout */
+
+typedef struct {
+    const bs__tree_ensemble_t *e;
+    const double *rows;
+    double *out;
+    size_t n_rows, per_part;
+    atomic_int failed;
+    bs_err_t err;
+} parts_t;
+
+static void predict_part(void *ctx, int i)
+{
+    parts_t *p = ctx;
+    size_t start = (size_t)i * p->per_part;
+    size_t n = p->n_rows - start < p->per_part ? p->n_rows - start : p->per_part;
+    bs_err_t err;
+    if (predict_rows(p->e, p->rows + start * (size_t)p->e->n_features, n,
+                     p->out + start * (size_t)p->e->n_outputs, &err) != 0 &&
+        atomic_exchange(&p->failed, 1) == 0)
+        p->err = err;
+}
+
+static int trees_predict(const void *impl, const double *rows, size_t n_rows, double *out,
+                         bs_err_t *err)
+{
+    const bs__tree_ensemble_t *e = impl;
+    if (!e || !e->fast)
+        return bs_err_set(err, BS_EINTERNAL, "tree ensemble was not prepared");
+    if (n_rows < PARALLEL_MIN_ROWS || bs_parallel_width() == 1)
+        return n_rows ? predict_rows(e, rows, n_rows, out, err) : 0;
+    parts_t p = {.e = e, .rows = rows, .out = out, .n_rows = n_rows, .per_part = PART_ROWS};
+    atomic_init(&p.failed, 0);
+    bs_parallel_for((int)((n_rows + p.per_part - 1) / p.per_part), predict_part, &p);
+    if (atomic_load(&p.failed)) {
+        *err = p.err;
+        return err->code;
+    }
     return 0;
 }
 
