@@ -350,6 +350,31 @@ static int positive(const char *s)
     return *s && !*end && v > 0 && v < 1000000000 ? (int)v : 0;
 }
 
+/* Writes version v's artifact, byte for byte, to file (NULL = standard output). */
+static int model_pull(const remote_t *r, const char *name, int v, const char *file)
+{
+    char path[512];
+    snprintf(path, sizeof path, "/v1/models/%s/versions/%d/artifact", name, v);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = call(r, "GET", path, NULL, NULL, 0, &b);
+    if (!rc) {
+        FILE *f = file ? fopen(file, "wb") : stdout;
+        int ok = f && fwrite(b.data ? b.data : "", 1, b.len, f) == b.len;
+        if (f && file)
+            ok = fclose(f) == 0 && ok;
+        if (!ok) {
+            fprintf(stderr, "basalt: cannot write %s: %s\n", file ? file : "standard output",
+                    strerror(errno));
+            rc = 1;
+        } else if (file) {
+            fprintf(stderr, "pulled %s version %d to %s (%zu bytes)\n", name, v, file, b.len);
+        }
+    }
+    bs_buf_free(&b);
+    return rc;
+}
+
 int bs_cli_model_remote(int argc, char **argv)
 {
     remote_t r;
@@ -378,6 +403,9 @@ int bs_cli_model_remote(int argc, char **argv)
         }
         return call(&r, "POST", path, "application/json", body, strlen(body), NULL);
     }
+    if (!strcmp(cmd, "pull") && (argc == 3 || (argc == 5 && !strcmp(argv[3], "-o"))) &&
+        positive(argv[2]))
+        return model_pull(&r, argv[1], positive(argv[2]), argc == 5 ? argv[4] : NULL);
     if (!strcmp(cmd, "alias") && argc == 4 && positive(argv[3])) {
         snprintf(path, sizeof path, "/v1/models/%s/aliases/%s", argv[1], argv[2]);
         char body[64];
@@ -401,6 +429,7 @@ void bs_cli_model_usage(FILE *f)
             "  basalt model approve|reject NAME V [--comment C]\n"
             "  basalt model archive NAME V\n"
             "  basalt model alias NAME ALIAS V\n"
+            "  basalt model pull NAME V [-o FILE]   the version's artifact, as uploaded\n"
             "client commands take --url URL --key KEY (or BASALT_URL, BASALT_API_KEY)\n");
 }
 

@@ -604,3 +604,25 @@ def test_help_and_usage(shared_server):
         assert cp.returncode == 0 and cp.stderr == "", flag
         assert cp.stdout.startswith("usage: basalt predict REF JSON|@FILE|-\n")
         assert "name@alias" in cp.stdout and "name/versions/N" in cp.stdout
+
+
+def test_pull_writes_the_uploaded_bytes(shared_server, tmp_path):
+    import hashlib
+    srv = shared_server
+    create_model(srv, "cli-pull")
+    raw = b'{"basalt_model": 1,\n  ' + lin_bytes(2)[len(b'{"basalt_model": 1, '):]  # odd spacing kept
+    v = upload_ok(srv, "cli-pull", raw, "basalt_json")
+    out = tmp_path / "pulled.json"
+    cp = cli(srv, "model", "pull", "cli-pull", str(v["version"]), "-o", str(out))
+    assert cp.returncode == 0 and cp.stdout == "", cp.stderr
+    assert out.read_bytes() == raw
+    assert hashlib.sha256(out.read_bytes()).hexdigest() == v["sha256"]
+    cp = subprocess.run([BASALT_BIN, "model", "pull", "cli-pull", "1"],
+                        env=clean_env({"BASALT_URL": srv.url, "BASALT_API_KEY": srv.admin_key}),
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    assert cp.returncode == 0 and cp.stdout == raw  # bytes, to standard output
+    want = api_message(srv.get("/v1/models/cli-pull/versions/7/artifact"), 404)
+    cp = cli(srv, "model", "pull", "cli-pull", "7", "-o", str(tmp_path / "none.json"))
+    assert cp.returncode == 3
+    assert cp.stderr == http_failure("GET", "/v1/models/cli-pull/versions/7/artifact", 404, want)
+    assert not (tmp_path / "none.json").exists()
