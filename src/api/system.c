@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "api/api_int.h"
+#include "base/log.h"
 #include "base/version.h"
 
 int bs__api_limit(bs_req_t *req, int def, int max, int *out)
@@ -117,9 +118,13 @@ void bs__api_metrics(bs_req_t *req)
                   "basalt_build_info{version=\"%s\",git_sha=\"%s\"} 1\n"
                   "# HELP basalt_uptime_seconds Seconds since the server started.\n"
                   "# TYPE basalt_uptime_seconds gauge\n"
-                  "basalt_uptime_seconds %.3f\n",
+                  "basalt_uptime_seconds %.3f\n"
+                  "# HELP basalt_log_dropped_lines_total Log lines dropped because stderr fell behind.\n"
+                  "# TYPE basalt_log_dropped_lines_total counter\n"
+                  "basalt_log_dropped_lines_total %llu\n",
                   rss_bytes(), cpu, count_fds(), (double)app->started_ms / 1000.0, BS_VERSION,
-                  bs_build_sha(), (double)(bs_time_mono_ns() - app->started_mono_ns) / 1e9);
+                  bs_build_sha(), (double)(bs_time_mono_ns() - app->started_mono_ns) / 1e9,
+                  bs_log_dropped());
     bs__api_model_metrics(app, &b);
     if (b.oom) {
         bs_buf_free(&b);

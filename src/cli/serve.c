@@ -163,6 +163,9 @@ int bs_cli_serve(int argc, char **argv)
     fflush(stdout);
     BS_LOG(BS_LOG_INFO, "serve", "listening on %s:%d with %s", host[0] ? host : "*",
            bs_server_port(app.server), app.cfg.no_auth ? "auth disabled" : "API keys");
+    /* Up: from here requests log through the background writer. */
+    if (bs_log_async_start() != 0)
+        BS_LOG(BS_LOG_WARN, "serve", "no background log writer; logging synchronously");
 
     bs_server_run(app.server);
     BS_LOG(BS_LOG_INFO, "serve", "shutting down");
@@ -173,5 +176,6 @@ int bs_cli_serve(int argc, char **argv)
     bs_api_app_close(&app);
     close(lock_fd);
     BS_LOG(BS_LOG_INFO, "serve", "stopped");
+    bs_log_async_stop();
     return 0;
 }

@@ -108,3 +108,50 @@ def test_client_errors_are_never_logged_as_errors(start_server, sample):
     srv.raw(b"GARBAGE\r\n\r\n")
     assert srv.stop() == 0
     assert [r for r in log_lines(srv) if r["level"] == "error"] == []
+
+
+def test_a_stalled_stderr_never_blocks_requests(tmp_path):
+    """stderr is a pipe nobody reads: once the pipe and the log buffer are full, lines are
+    dropped and counted, and requests keep being answered. (Writing each line directly
+    would block the I/O threads after about 64 KiB of log.)"""
+    import os
+    import signal
+    import socket
+    import subprocess
+    from conftest import BASALT_BIN, LISTEN_RE, clean_env
+    r, w = os.pipe()
+    proc = subprocess.Popen([BASALT_BIN, "serve", "--listen", "127.0.0.1:0", "--data",
+                             str(tmp_path / "data"), "--no-auth", "--threads", "2",
+                             "--access-log-sample", "1"],
+                            stdout=subprocess.PIPE, stderr=w, stdin=subprocess.DEVNULL,
+                            env=clean_env())
+    os.close(w)
+    try:
+        m = LISTEN_RE.match(proc.stdout.readline().decode().strip())
+        assert m, "no listening line"
+        port = int(m.group(3))
+        total, batch = 0, 500
+        req = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+            for _ in range(16):  # 8000 access lines, about 1.8 MB: past pipe and buffer
+                s.sendall(req * batch)
+                got = b""
+                while got.count(b"HTTP/1.1 200") < batch:
+                    chunk = s.recv(1 << 16)
+                    assert chunk, "connection closed"
+                    got += chunk
+                total += batch
+            assert total == 8000
+            s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            text = b""
+            while True:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                text += chunk
+        dropped = re.search(rb"^basalt_log_dropped_lines_total (\d+)$", text, re.M)
+        assert dropped and int(dropped.group(1)) > 0, text[-500:]
+    finally:
+        os.close(r)  # the writer's next write fails (EPIPE), so shutdown is not held up
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0

@@ -102,6 +102,11 @@ def test_first_use_loads_on_a_worker_while_the_io_thread_serves(start_server, fo
     assert one_prediction(result["r"]) == LOW_WANT
     # In the server's own log (one I/O thread, so one order): /healthz was answered between
     # the start and the end of the load.
+    # Log lines reach stderr through a background writer (within 50 ms): wait for them.
+    deadline = time.monotonic() + 30
+    while "loaded big version 1" not in srv.stderr():
+        assert time.monotonic() < deadline, srv.stderr()[-2000:]
+        time.sleep(0.01)
     lines = srv.stderr().splitlines()
     loading = lines.index(next(l for l in lines if "loading big version 1" in l))
     loaded = lines.index(next(l for l in lines if "loaded big version 1" in l))
