@@ -63,13 +63,25 @@ int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, con
         return 0;
     p = ws(p, end);
     int count = 0;
+    int next = 0; /* clients usually send features in schema order: try that one first */
     if (p < end && *p == '}') {
         p++;
     } else {
         for (;;) {
             if (!(p = plain_string(p, end, &k, &kn)))
                 return 0;
-            int i = bs_model_handle_feature(h, k, kn);
+            int i = -1;
+            if (next < nf && h->name_len[next] == kn) {
+                const char *fn = h->sig.features[next].name;
+                size_t j = 0;
+                while (j < kn && fn[j] == k[j])
+                    j++;
+                if (j == kn)
+                    i = next;
+            }
+            if (i < 0)
+                i = bs_model_handle_feature(h, k, kn);
+            next = i + 1;
             if (i < 0 || seen_small[i])
                 return 0; /* unknown or repeated: the general path decides */
             seen_small[i] = 1;
