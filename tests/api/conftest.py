@@ -52,7 +52,8 @@ def clean_env(extra=None):
     """The caller's environment without BASALT_* settings, plus extra."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("BASALT_")}
     env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
-    env.setdefault("LSAN_OPTIONS", "suppressions=" + os.path.join(HERE, "lsan.supp"))
+    env.setdefault("LSAN_OPTIONS", "suppressions=%s:print_suppressions=0"
+                   % os.path.join(HERE, "lsan.supp"))
     env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
     if extra:
         env.update(extra)
