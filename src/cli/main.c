@@ -23,15 +23,33 @@ static void usage(FILE *f)
             "  basalt model archive NAME V | alias NAME ALIAS V | pull NAME V [-o FILE]\n"
             "                                                   (basalt model --help)\n"
             "  basalt predict REF JSON|@FILE|-   (REF: name, name@alias, name/versions/N)\n"
-            "  client commands take --url URL --key KEY (or BASALT_URL, BASALT_API_KEY)\n"
+            "  client commands take --url URL --key KEY, before or after the command\n"
+            "  (or BASALT_URL, BASALT_API_KEY)\n"
             "  basalt --help\n\n"
             "settings (flag, environment variable; precedence flag > env > config file > default):\n",
             BS_VERSION);
     bs_config_print_help(f);
 }
 
+/* `basalt --url U --key K model ls`: client flags given before the command move after it,
+ * where the client commands read them. */
+static void move_leading_client_flags(int argc, char **argv)
+{
+    int k = 1;
+    while (k + 1 < argc && (!strcmp(argv[k], "--url") || !strcmp(argv[k], "--key")))
+        k += 2;
+    if (k == 1 || k >= argc)
+        return;
+    char *flags[8];
+    int nf = k - 1 < 8 ? k - 1 : 8;
+    memcpy(flags, argv + 1, (size_t)nf * sizeof *flags);
+    memmove(argv + 1, argv + 1 + nf, (size_t)(argc - 1 - nf) * sizeof *argv);
+    memcpy(argv + argc - nf, flags, (size_t)nf * sizeof *flags);
+}
+
 int main(int argc, char **argv)
 {
+    move_leading_client_flags(argc, argv);
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") || !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

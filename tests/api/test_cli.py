@@ -626,3 +626,14 @@ def test_pull_writes_the_uploaded_bytes(shared_server, tmp_path):
     assert cp.returncode == 3
     assert cp.stderr == http_failure("GET", "/v1/models/cli-pull/versions/7/artifact", 404, want)
     assert not (tmp_path / "none.json").exists()
+
+
+def test_client_flags_before_the_command(shared_server):
+    """`basalt --url U --key K model ls` works like the flags given after `model ls`."""
+    srv = shared_server
+    out = ok(cli(srv, "--url", srv.url, "--key", srv.admin_key, "model", "ls", url=None, key=None))
+    assert ls_table(out) == api_table(srv)
+    cp = cli(srv, "--url", DOWN, "model", "ls")
+    assert cp.returncode == 1 and "cannot connect to 127.0.0.1:1" in cp.stderr
+    cp = cli(srv, "--key", WRONG_KEY, "model", "ls")
+    assert cp.returncode == 1 and "401" in cp.stderr
