@@ -33,7 +33,10 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     if (!app->serving)
         return err->code;
     bs_registry_on_change(app->registry, bs_serving_refresh_cb, app->serving);
-    app->workers = bs_pool_new(2, err);
+    /* Uploads, reviews, alias changes, first-use loads, artifact reads: mostly short, some
+     * long (a big model's load); four workers keep a quick job from queueing behind two
+     * long ones. */
+    app->workers = bs_pool_new(4, err);
     if (!app->workers)
         return err->code;
     int n;
