@@ -338,6 +338,27 @@ void bs_resp_json(bs_req_t *req, int status, const bs_buf_t *body)
 
 void bs_resp_empty(bs_req_t *req, int status) { bs_resp_body(req, status, NULL, "", 0); }
 
+/* The error envelope of DESIGN.md. */
+static void render_error(bs_buf_t *b, int code, const char *msg, const char *field,
+                         const char *request_id)
+{
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "error");
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "code");
+    bs_jw_str(b, bs_err_name(code));
+    bs_jw_key(b, "message");
+    bs_jw_str(b, msg[0] ? msg : bs_err_desc(code));
+    if (field[0]) {
+        bs_jw_key(b, "field");
+        bs_jw_str(b, field);
+    }
+    bs_jw_obj_end(b);
+    bs_jw_key(b, "request_id");
+    bs_jw_str(b, request_id);
+    bs_jw_obj_end(b);
+}
+
 void bs_resp_error(bs_req_t *req, const bs_err_t *err)
 {
     int code = err->code ? err->code : BS_EINTERNAL;
@@ -345,21 +366,7 @@ void bs_resp_error(bs_req_t *req, const bs_err_t *err)
     req->err_index = bs_err_index(code);
     char storage[1024];
     bs_buf_t b = BS_BUF_ON(storage);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "error");
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "code");
-    bs_jw_str(&b, bs_err_name(code));
-    bs_jw_key(&b, "message");
-    bs_jw_str(&b, err->msg[0] ? err->msg : bs_err_desc(code));
-    if (err->field[0]) {
-        bs_jw_key(&b, "field");
-        bs_jw_str(&b, err->field);
-    }
-    bs_jw_obj_end(&b);
-    bs_jw_key(&b, "request_id");
-    bs_jw_str(&b, req->request_id);
-    bs_jw_obj_end(&b);
+    render_error(&b, code, err->msg, err->field, req->request_id);
     h2o_req_t *hr = req->h2o;
     if (status == 413 || status == 431 || code == BS_EBADREQ)
         hr->http1_is_persistent = 0; /* the connection's state is suspect: close it */
@@ -394,6 +401,18 @@ static int sane_request_id(const char *s, size_t n)
             return 0;
     }
     return 1;
+}
+
+/* The client's X-Request-Id when sane (value may be NULL), else a UUIDv7 from the loop's
+ * cached clock. */
+static void choose_request_id(char out[72], const h2o_iovec_t *value, h2o_evloop_t *loop)
+{
+    if (value && sane_request_id(value->base, value->len)) {
+        memcpy(out, value->base, value->len);
+        out[value->len] = '\0';
+    } else {
+        bs_uuid7_at(out, (int64_t)h2o_now(loop));
+    }
 }
 
 static void dispose_req(void *p)
@@ -445,14 +464,7 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
         if (e->name->len == 12 && strncasecmp(e->name->base, "x-request-id", 12) == 0)
             rid = (ssize_t)i;
     }
-    if (rid >= 0 && sane_request_id(hr->headers.entries[rid].value.base,
-                                     hr->headers.entries[rid].value.len)) {
-        memcpy(req->request_id, hr->headers.entries[rid].value.base,
-               hr->headers.entries[rid].value.len);
-        req->request_id[hr->headers.entries[rid].value.len] = '\0';
-    } else {
-        bs_uuid7_at(req->request_id, (int64_t)h2o_now(t->loop)); /* the loop's cached clock */
-    }
+    choose_request_id(req->request_id, rid >= 0 ? &hr->headers.entries[rid].value : NULL, t->loop);
     if ((int64_t)header_bytes > cfg->max_header_bytes) {
         bs_resp_errorf(req, BS_EHDRTOOBIG, NULL, "request headers are %zu bytes, the limit is %lld",
                        header_bytes, (long long)cfg->max_header_bytes);
@@ -563,13 +575,9 @@ static void on_setup_h2o_error(h2o_filter_t *self, h2o_req_t *hr, h2o_ostream_t 
     int code = hr->res.status == 413 ? BS_ETOOBIG : hr->res.status == 400 ? BS_EBADREQ : 0;
     io_thread_t *t = self_thread;
     if (code && t) {
-        char rid[65];
+        char rid[72];
         ssize_t i = h2o_find_header_by_str(&hr->headers, H2O_STRLIT("x-request-id"), -1);
-        if (i >= 0 && sane_request_id(hr->headers.entries[i].value.base, hr->headers.entries[i].value.len))
-            snprintf(rid, sizeof rid, "%.*s", (int)hr->headers.entries[i].value.len,
-                     hr->headers.entries[i].value.base);
-        else
-            bs_uuid7_at(rid, (int64_t)h2o_now(t->loop));
+        choose_request_id(rid, i >= 0 ? &hr->headers.entries[i].value : NULL, t->loop);
         char msg[160];
         if (code == BS_ETOOBIG)
             snprintf(msg, sizeof msg, "request body is larger than the limit of %lld bytes",
@@ -578,30 +586,18 @@ static void on_setup_h2o_error(h2o_filter_t *self, h2o_req_t *hr, h2o_ostream_t 
             snprintf(msg, sizeof msg, "the request body is malformed: %s", hr->res.reason);
         char storage[512];
         bs_buf_t b = BS_BUF_ON(storage);
-        bs_jw_obj_begin(&b);
-        bs_jw_key(&b, "error");
-        bs_jw_obj_begin(&b);
-        bs_jw_key(&b, "code");
-        bs_jw_str(&b, bs_err_name(code));
-        bs_jw_key(&b, "message");
-        bs_jw_str(&b, msg);
-        bs_jw_obj_end(&b);
-        bs_jw_key(&b, "request_id");
-        bs_jw_str(&b, rid);
-        bs_jw_obj_end(&b);
-        char *body = h2o_mem_alloc_pool(&hr->pool, b.len);
-        memcpy(body, b.data, b.len);
-        char *rid_copy = h2o_mem_alloc_pool(&hr->pool, strlen(rid));
-        memcpy(rid_copy, rid, strlen(rid));
+        render_error(&b, code, msg, "", rid);
+        h2o_iovec_t body = h2o_strdup(&hr->pool, b.data, b.len);
+        h2o_iovec_t rid_copy = h2o_strdup(&hr->pool, rid, SIZE_MAX);
         memset(&hr->res.headers, 0, sizeof hr->res.headers);
         h2o_add_header(&hr->pool, &hr->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
                        H2O_STRLIT("application/json"));
         h2o_add_header_by_str(&hr->pool, &hr->res.headers, H2O_STRLIT("x-request-id"), 0, NULL,
-                              rid_copy, strlen(rid));
-        hr->res.content_length = b.len;
+                              rid_copy.base, rid_copy.len);
+        hr->res.content_length = body.len;
         envelope_ostream_t *o = (envelope_ostream_t *)h2o_add_ostream(hr, sizeof *o, slot);
         o->super.do_send = envelope_send;
-        o->body = h2o_iovec_init(body, b.len);
+        o->body = body;
         slot = &o->super.next;
         BS_LOG(BS_LOG_INFO, "http", "%d %s (answered before routing)", hr->res.status, msg);
         bs_buf_free(&b);
