@@ -971,7 +971,7 @@ typedef struct {
     const bs__tree_ensemble_t *e;
     const double *rows;
     double *out;
-    size_t n_rows, per_part;
+    size_t n_rows;
     atomic_int failed;
     bs_err_t err;
 } parts_t;
@@ -979,8 +979,8 @@ typedef struct {
 static void predict_part(void *ctx, int i)
 {
     parts_t *p = ctx;
-    size_t start = (size_t)i * p->per_part;
-    size_t n = p->n_rows - start < p->per_part ? p->n_rows - start : p->per_part;
+    size_t start = (size_t)i * PART_ROWS;
+    size_t n = p->n_rows - start < PART_ROWS ? p->n_rows - start : PART_ROWS;
     bs_err_t err;
     if (predict_rows(p->e, p->rows + start * (size_t)p->e->n_features, n,
                      p->out + start * (size_t)p->e->n_outputs, &err) != 0 &&
@@ -996,9 +996,9 @@ static int trees_predict(const void *impl, const double *rows, size_t n_rows, do
         return bs_err_set(err, BS_EINTERNAL, "tree ensemble was not prepared");
     if (n_rows < PARALLEL_MIN_ROWS || bs_parallel_width() == 1)
         return n_rows ? predict_rows(e, rows, n_rows, out, err) : 0;
-    parts_t p = {.e = e, .rows = rows, .out = out, .n_rows = n_rows, .per_part = PART_ROWS};
+    parts_t p = {.e = e, .rows = rows, .out = out, .n_rows = n_rows};
     atomic_init(&p.failed, 0);
-    bs_parallel_for((int)((n_rows + p.per_part - 1) / p.per_part), predict_part, &p);
+    bs_parallel_for((int)((n_rows + PART_ROWS - 1) / PART_ROWS), predict_part, &p);
     if (atomic_load(&p.failed)) {
         *err = p.err;
         return err->code;

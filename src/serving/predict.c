@@ -366,7 +366,9 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
     pthread_mutex_lock(&s->lock);
     for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
         uint64_t req = SUM(sl, requests);
-        int loaded = atomic_load(&sl->handle) != NULL;
+        /* Read under QSBR like peek: an unpublished handle outlives this loop iteration. */
+        const bs_model_handle_t *h = atomic_load(&sl->handle);
+        int loaded = h != NULL;
         char lbl[300];
         snprintf(lbl, sizeof lbl, "tenant=\"%s\",model=\"%s\",version=\"%d\"", sl->tenant, sl->name,
                  sl->version);
@@ -375,7 +377,7 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
             bs_buf_printf(b,
                           "basalt_model_loaded{%s} %d\nbasalt_model_memory_bytes{%s} %zu\n"
                           "basalt_model_loads_total{%s} %llu\nbasalt_model_load_failures_total{%s} %llu\n",
-                          lbl, loaded, lbl, atomic_load(&sl->memory), lbl,
+                          lbl, loaded, lbl, h ? h->memory : 0, lbl,
                           (unsigned long long)loads, lbl, (unsigned long long)failures);
         if (!req)
             continue;

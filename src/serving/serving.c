@@ -135,7 +135,6 @@ static void unload(bs_serving_t *s, bs__slot_t *slot)
     bs_model_handle_t *h = atomic_exchange(&slot->handle, NULL);
     if (h) {
         atomic_fetch_sub(&s->loaded_bytes, h->memory);
-        atomic_store(&slot->memory, 0);
         BS_LOG(BS_LOG_INFO, "serving", "unloaded %s version %d", slot->name, slot->version);
         bs_rcu_retire(h, drop_slot_ref);
     }
@@ -170,11 +169,10 @@ static bs_model_handle_t *slot_load(bs_serving_t *s, bs__slot_t *slot, bs_err_t 
         uint64_t t0 = bs_time_mono_ns();
         BS_LOG(BS_LOG_INFO, "serving", "loading %s version %d", slot->name, slot->version);
         h = load_handle(s, slot, err);
-        if (!h)
+        if (!h) {
             atomic_fetch_add(&slot->load_failures, 1);
-        if (h) {
+        } else {
             atomic_store(&slot->last_used_ns, bs_time_mono_ns());
-            atomic_store(&slot->memory, h->memory);
             atomic_store(&slot->handle, h);
             atomic_fetch_add(&slot->loads, 1);
             atomic_fetch_add(&s->loaded_bytes, h->memory);

@@ -120,7 +120,7 @@ void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, 
 
 /* Per-version metrics: one call per request. code 0 = success. */
 void bs_serving_record(bs_model_handle_t *h, size_t rows, uint64_t duration_ns, int code);
-/* Prometheus text for every version that served traffic. */
+/* Prometheus text for every version that served traffic. From a QSBR-registered thread. */
 void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b);
 
 #endif

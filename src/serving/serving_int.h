@@ -65,7 +65,6 @@ struct bs__slot {
     _Atomic(bs_model_handle_t *) handle;
     pthread_mutex_t load_lock;
     _Atomic uint64_t last_used_ns;
-    _Atomic size_t memory;                   /* bytes of the loaded handle, 0 when unloaded */
     _Atomic uint64_t loads, load_failures;   /* for /metrics */
     int live; /* still in the current snapshot */
     bs__batcher_t *batcher; /* created on the first batched request (under load_lock) */

@@ -88,15 +88,8 @@ def test_first_use_loads_on_a_worker_while_the_io_thread_serves(start_server, fo
     while "loading big version 1" not in srv.stderr():
         assert time.monotonic() < deadline, srv.stderr()[-2000:]
         time.sleep(0.005)
-    h = socket.create_connection((srv.host, srv.port), timeout=60)
-    h.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    reply = b""
-    while True:
-        chunk = h.recv(4096)
-        if not chunk:
-            break
-        reply += chunk
-    h.close()
+    reply, _ = srv.raw(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                       timeout=60)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     t.join(60)
     assert one_prediction(result["r"]) == LOW_WANT
