@@ -76,15 +76,24 @@ test: deps
 	$(MAKE) fuzz-replay
 	$(MAKE) asan
 
-# libFuzzer targets: fuzz/fuzz_*.c, linked against a clang build of the library.
+# libFuzzer targets: fuzz/fuzz_*.c, each linked against one clang build of the library
+# (build-fuzz/libbasalt.a: every source compiled once with coverage + ASan/UBSan).
 FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
 FUZZ_BINS := $(FUZZ_SRCS:fuzz/%.c=build-fuzz/%)
+FUZZ_OBJS := $(LIB_SRCS:%.c=build-fuzz/obj/%.o)
 FUZZ_CFLAGS := -O1 -g -std=gnu11 -Isrc -DH2O_USE_EPOLL=1 -D_GNU_SOURCE -pthread \
     -DBS_VERSION='"$(VERSION)"' -DBS_GIT_SHA='"$(GIT_SHA)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 
-build-fuzz/%: fuzz/%.c $(LIB_SRCS)
-	@mkdir -p build-fuzz
-	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< $(LIB_SRCS) $(LDLIBS)
+build-fuzz/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link,address,undefined -MMD -MP -c $< -o $@
+
+build-fuzz/libbasalt.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+
+build-fuzz/%: fuzz/%.c build-fuzz/libbasalt.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer,address,undefined -o $@ $< build-fuzz/libbasalt.a $(LDLIBS)
 
 fuzz-replay: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); echo "== replay $$n"; \
@@ -105,4 +114,4 @@ format:
 clean:
 	rm -rf build build-asan build-fuzz
 
--include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD) build-fuzz/obj -name '*.d' 2>/dev/null)
