@@ -1,0 +1,200 @@
+"""Conformance with the ecosystem's own tools: /metrics read by Python's prometheus_client
+parser and `promtool check metrics` (Debian python3-prometheus-client, prometheus), and
+/openapi.json checked by `redocly lint`, turned into TypeScript types by openapi-typescript
+and used by a small client that `tsc` type-checks (npm tools from `make npm-deps`, in
+build/npm). A missing tool fails the test: these are the oracles, not options."""
+import collections
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import ROOT, source_routes
+from modelkit import approve, create_model, linear_bytes, predict, upload_ok
+
+PROMTOOL = os.environ.get("BASALT_PROMTOOL", "/usr/bin/promtool")
+NPM_DIR = os.environ.get("BASALT_NPM_DIR", os.path.join(ROOT, "build", "npm"))
+NODE_BIN = os.path.join(NPM_DIR, "node_modules", ".bin")
+
+
+# ---- /metrics -------------------------------------------------------------------------------
+
+def family_of(name, types):
+    """The family a sample name belongs to (histogram and summary suffixes stripped)."""
+    if name in types:
+        return name
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and types.get(name[:-len(suffix)]) in ("histogram", "summary"):
+            return name[:-len(suffix)]
+    return name
+
+
+def raw_blocks(text):
+    """Checks the raw text family by family: each family is one contiguous block that starts
+    with its HELP and TYPE lines. Returns {family: type}."""
+    types, seen, current = {}, set(), None
+    for line in text.splitlines():
+        assert line.strip(), "empty line in /metrics"
+        if line.startswith("# HELP "):
+            name = line.split(None, 3)[2]
+            assert name not in seen, "family %s appears in two places" % name
+            seen.add(name)
+            current = name
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, typ = line.split(None, 3)
+            assert name == current and name not in types, "TYPE %s not right after its HELP" % name
+            types[name] = typ
+            continue
+        assert not line.startswith("#"), line
+        name = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)", line).group(1)
+        fam = family_of(name, types)
+        assert fam == current, "sample %r outside its family's block (in %s)" % (line, current)
+    return types
+
+
+def check_with_prometheus_client(text):
+    """Parses with prometheus_client and checks what the format requires of each family."""
+    from prometheus_client.parser import text_string_to_metric_families
+    families = list(text_string_to_metric_families(text))
+    names = collections.Counter(f.name for f in families)
+    assert not [n for n, c in names.items() if c > 1], \
+        "families split or clashing: %s" % [n for n, c in names.items() if c > 1]
+    for f in families:
+        assert f.type in ("counter", "gauge", "histogram"), (f.name, f.type)
+        assert f.documentation, f.name
+        series = collections.Counter((s.name, tuple(sorted(s.labels.items()))) for s in f.samples)
+        dup = [k for k, c in series.items() if c > 1]
+        assert not dup, "duplicate series: %s" % dup
+        for s in f.samples:
+            assert not math.isnan(s.value), s
+        if f.type == "counter":
+            # the parser drops _total from the family name; every sample keeps it
+            assert all(s.name == f.name + "_total" for s in f.samples), f.name
+            assert all(s.value >= 0 for s in f.samples), f.name
+        if f.type == "histogram":
+            by_series = collections.defaultdict(dict)
+            for s in f.samples:
+                labels = {k: v for k, v in s.labels.items() if k != "le"}
+                key = tuple(sorted(labels.items()))
+                if s.name == f.name + "_bucket":
+                    by_series[key].setdefault("buckets", []).append((float(s.labels["le"]),
+                                                                     s.value))
+                else:
+                    assert s.name in (f.name + "_sum", f.name + "_count"), s.name
+                    by_series[key][s.name[len(f.name) + 1:]] = s.value
+            assert by_series, f.name
+            for key, parts in by_series.items():
+                assert set(parts) == {"buckets", "sum", "count"}, (f.name, key, parts)
+                les = [le for le, _ in parts["buckets"]]
+                assert les == sorted(les) and les[-1] == math.inf, (f.name, key, les)
+                counts = [v for _, v in parts["buckets"]]
+                assert counts == sorted(counts), "buckets not cumulative: %s %s" % (f.name, key)
+                assert counts[-1] == parts["count"], (f.name, key)
+                assert parts["sum"] >= 0
+    return {f.name: f for f in families}
+
+
+def check_with_promtool(text):
+    assert os.access(PROMTOOL, os.X_OK), \
+        "%s not found: install Debian package prometheus (scripts/deps.sh)" % PROMTOOL
+    cp = subprocess.run([PROMTOOL, "check", "metrics"], input=text, text=True,
+                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    assert cp.returncode == 0 and not cp.stdout.strip(), "promtool check metrics:\n" + cp.stdout
+
+
+def traffic(srv):
+    """Requests over several routes, methods, models, tenants and errors."""
+    m1 = linear_bytes([1.0, 2.0], 0.5)
+    for name in ("alpha", "beta"):
+        create_model(srv, name, description="d", tags=["t"])
+        assert srv.get("/v1/models/" + name).status_code == 200
+        assert srv.patch("/v1/models/" + name, json={"description": "e"}).status_code == 200
+        for _ in range(2):
+            approve(srv, name, upload_ok(srv, name, m1, fmt="basalt_json")["version"])
+    # the same route with two methods (was one duplicate duration series)
+    assert srv.get("/v1/models").status_code == 200
+    assert srv.get("/v1/models/alpha/versions?limit=1").status_code == 200
+    # a batched model: the batcher's families
+    create_model(srv, "gamma", batching={"enabled": True, "max_batch_size": 4,
+                                         "max_queue_delay_us": 100})
+    approve(srv, "gamma", upload_ok(srv, "gamma", m1, fmt="basalt_json")["version"])
+    for ref, version in (("alpha", None), ("alpha", 2), ("beta", 1), ("gamma", None)):
+        r = predict(srv, ref, {"inputs": [{"a": 1, "b": 2}, {"a": 3, "b": 4}]}, version=version)
+        assert r.status_code == 200, r.text
+    # prediction errors of two codes
+    assert predict(srv, "alpha", {"inputs": {"a": "x", "b": 1}}).status_code == 400
+    assert predict(srv, "alpha", {"inputs": {"a": 1, "b": 1}}, version=9).status_code == 404
+    # KServe v2
+    r = srv.post("/v2/models/beta/infer", json={"inputs": [
+        {"name": "a", "shape": [1], "datatype": "FP64", "data": [1.0]},
+        {"name": "b", "shape": [1], "datatype": "FP64", "data": [2.0]}]})
+    assert r.status_code == 200, r.text
+    # another tenant with a model of the same name
+    assert srv.post("/v1/tenants", json={"name": "acme"}).status_code == 201
+    dev = srv.create_key("developer", tenant="acme")["key"]
+    create_model(srv, "alpha", key=dev)
+    approve(srv, "alpha", upload_ok(srv, "alpha", m1, fmt="basalt_json", key=dev)["version"],
+            key=dev)
+    assert predict(srv, "alpha", {"inputs": {"a": 1, "b": 2}}, key=dev).status_code == 200
+    # a model deleted after traffic and created again under the same name
+    create_model(srv, "delta")
+    approve(srv, "delta", upload_ok(srv, "delta", m1, fmt="basalt_json")["version"])
+    assert predict(srv, "delta", {"inputs": {"a": 1, "b": 2}}).status_code == 200
+    assert srv.delete("/v1/models/delta").status_code == 204
+    create_model(srv, "delta")
+    approve(srv, "delta", upload_ok(srv, "delta", m1, fmt="basalt_json")["version"])
+    assert predict(srv, "delta", {"inputs": {"a": 1, "b": 2}}).status_code == 200
+    # HTTP errors: 401, 404, 405, a malformed body
+    assert srv.get("/v1/info", key=None).status_code == 401
+    assert srv.get("/v1/nope").status_code == 404
+    assert srv.put("/v1/models").status_code == 405
+    assert srv.post("/v1/models", data="{", headers={"Content-Type": "application/json"}) \
+        .status_code == 400
+
+
+def test_metrics_parse_with_prometheus_tools(server):
+    traffic(server)
+    r = server.get("/metrics")  # the admin key: allowed whether /metrics is public or not
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = r.text
+    types = raw_blocks(text)
+    fams = check_with_prometheus_client(text)
+    check_with_promtool(text)
+    # counters end in _total, and nothing else does
+    for name, typ in types.items():
+        assert (typ == "counter") == name.endswith("_total"), (name, typ)
+    # the traffic shows up as the distinct series it is
+    dur = fams["basalt_http_request_duration_seconds"]
+    counts = {(s.labels["route"], s.labels["method"]) for s in dur.samples
+              if s.name.endswith("_count")}
+    assert {("/v1/models", "GET"), ("/v1/models", "POST"), ("/v1/models/{name}", "GET"),
+            ("/v1/models/{name}", "PATCH"), ("/v1/models/{name}", "DELETE")} <= counts
+    preds = {(s.labels["tenant"], s.labels["model"], s.labels["version"]): s.value
+             for s in fams["basalt_predictions"].samples}
+    assert preds[("default", "alpha", "2")] == 3  # two good requests and one bad row
+    assert preds[("acme", "alpha", "1")] == 1
+    assert preds[("default", "delta", "1")] == 1  # the new delta, not the deleted one's sum
+    errors = {(s.labels["model"], s.labels["code"]) for s in
+              fams["basalt_prediction_errors"].samples}
+    assert ("alpha", "invalid_input") in errors
+    assert fams["basalt_prediction_batches"].samples
+    assert fams["basalt_prediction_duration_seconds"].samples
+
+
+def test_metrics_label_values_need_no_escaping(server):
+    """Tenant and model names end up in label values unescaped; that is safe only because
+    names that would need escaping (quote, backslash, newline, braces) are refused."""
+    for bad in ('a"b', "a\\b", "a\nb", "a}b", "a,b", "a b"):
+        assert server.post("/v1/models", json={"name": bad}).status_code == 400, repr(bad)
+        assert server.post("/v1/tenants", json={"name": bad}).status_code == 400, repr(bad)
+    text = server.get("/metrics").text
+    for line in text.splitlines():
+        if "{" in line and not line.startswith("#"):
+            for value in re.findall(r'="([^"]*)"', line):
+                assert "\\" not in value and "\n" not in value, line
