@@ -15,6 +15,11 @@ python3-prometheus-client prometheus
 BENCH_PACKAGES="
 nginx wrk curl libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
 "
+# The OpenAPI tests run npm tools (Makefile: npm-deps); Debian's Node.js only when no
+# node is on PATH (a newer one installed another way is used as it is).
+if ! command -v node >/dev/null 2>&1; then
+    PACKAGES="$PACKAGES nodejs npm"
+fi
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES="$PACKAGES $BENCH_PACKAGES"
 fi

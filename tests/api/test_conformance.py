@@ -198,3 +198,190 @@ def test_metrics_label_values_need_no_escaping(server):
         if "{" in line and not line.startswith("#"):
             for value in re.findall(r'="([^"]*)"', line):
                 assert "\\" not in value and "\n" not in value, line
+
+
+# ---- /openapi.json --------------------------------------------------------------------------
+
+def node_tool(name):
+    """Path of an npm tool installed by `make npm-deps`; fails (not skips) when absent."""
+    path = os.path.join(NODE_BIN, name)
+    if not os.access(path, os.X_OK) or not shutil.which("node"):
+        pytest.fail("%s not found in %s (or no node on PATH): run `make npm-deps` "
+                    "(scripts/deps.sh installs Node.js)" % (name, NODE_BIN))
+    return path
+
+
+def run_tool(args, cwd):
+    env = dict(os.environ, REDOCLY_TELEMETRY="off", REDOCLY_SUPPRESS_UPDATE_NOTICE="true",
+               NO_COLOR="1")
+    return subprocess.run(args, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def openapi(shared_server, tmp_path_factory):
+    """(the document, its file path) as the server serves it."""
+    r = shared_server.get("/openapi.json", key=None)
+    assert r.status_code == 200
+    d = tmp_path_factory.mktemp("openapi")
+    path = d / "openapi.json"
+    path.write_text(r.text)
+    return r.json(), str(path)
+
+
+def test_openapi_passes_redocly_lint(openapi):
+    doc, path = openapi
+    redocly = node_tool("redocly")
+    cp = run_tool([redocly, "lint", "--extends", "recommended", "--format", "json", path],
+                  os.path.dirname(path))
+    out = cp.stdout
+    report = json.loads(out[out.index("{"):out.rindex("}") + 1])
+    problems = [(p["severity"], p["ruleId"], p["message"],
+                 [l.get("pointer") for l in p.get("location", [])]) for p in report["problems"]]
+    errors = [p for p in problems if p[0] == "error"]
+    assert not errors, "redocly lint errors:\n" + "\n".join(map(str, errors))
+    # The one warning left: the project declares no license to put in info.license.
+    assert {p[1] for p in problems} <= {"info-license"}, problems
+    assert cp.returncode == 0, out
+
+
+def test_openapi_operations_are_usable_by_generators(openapi):
+    doc, _ = openapi
+    ids = [op["operationId"] for ops in doc["paths"].values() for op in ops.values()]
+    assert len(ids) == len(set(ids))
+    assert all(re.match(r"^[a-z][A-Za-z0-9]*$", i) for i in ids), ids
+    assert doc["servers"] and doc["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    for method, pattern, _, role in source_routes():
+        op = doc["paths"][re.sub(r"\{(\w+)\*\}", r"{\1}", pattern)][method.lower()]
+        assert op["security"] == ([] if role == "public" else [{"bearer": []}]), (method, pattern)
+        assert op["x-basalt-min-role"] == role
+        ok = [s for s in op["responses"] if s.startswith("2")]
+        assert len(ok) == 1, (method, pattern)
+        if ok[0] != "204":
+            assert op["responses"][ok[0]].get("content"), (method, pattern, "no response schema")
+        assert op["x-codeSamples"][0]["source"].startswith("curl"), (method, pattern)
+
+
+def handler_queries():
+    """{handler name: query parameters its body reads}, from the C source of src/api."""
+    found = {}
+    api = os.path.join(ROOT, "src", "api")
+    for fn in sorted(os.listdir(api)):
+        if not fn.endswith(".c"):
+            continue
+        with open(os.path.join(api, fn)) as f:
+            src = f.read()
+        for m in re.finditer(r"^void (bs__api_\w+)\(bs_req_t \*req\)\n\{\n(.*?)^\}$", src,
+                             re.S | re.M):
+            body = m.group(2)
+            names = set(re.findall(r'bs_req_query\(req, "(\w+)"\)', body))
+            if "bs__api_limit(req" in body:
+                names.add("limit")
+            found[m.group(1)] = names
+    return found
+
+
+def test_openapi_declares_every_query_parameter(openapi):
+    """Each route's query parameters in the document are exactly those its handler reads."""
+    doc, _ = openapi
+    queries = handler_queries()
+    assert queries.get("bs__api_models_list") == {"prefix", "tag", "cursor", "limit"}
+    for method, pattern, handler, _ in source_routes():
+        op = doc["paths"][re.sub(r"\{(\w+)\*\}", r"{\1}", pattern)][method.lower()]
+        declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "query"}
+        assert declared == queries.get(handler, set()), (method, pattern)
+
+
+def test_openapi_upload_bodies(openapi):
+    doc, _ = openapi
+    op = doc["paths"]["/v1/models/{name}/versions"]["post"]
+    content = op["requestBody"]["content"]
+    form = content["multipart/form-data"]["schema"]
+    assert form["required"] == ["artifact"]
+    assert form["properties"]["artifact"]["format"] == "binary"
+    assert "input_schema" in form["properties"]["metadata"]["properties"]
+    assert content["multipart/form-data"]["encoding"]["metadata"]["contentType"] == \
+        "application/json"
+    assert content["application/octet-stream"]["schema"]["format"] == "binary"
+    fmt = [p for p in op["parameters"] if p["name"] == "format"][0]
+    assert set(fmt["schema"]["enum"]) == {"xgboost_json", "basalt_json"}
+
+
+TS_CLIENT = r'''
+import type { components, operations, paths } from "./schema";
+
+type Body<T> = T extends { content: { "application/json": infer B } } ? B : never;
+type ModelCreate = Body<NonNullable<paths["/v1/models"]["post"]["requestBody"]>>;
+type Model = Body<paths["/v1/models/{name}"]["get"]["responses"][200]>;
+type ModelPage = Body<paths["/v1/models"]["get"]["responses"][200]>;
+type Prediction = Body<paths["/v1/models/{name}/predict"]["post"]["responses"][200]>;
+type PredictBody = Body<NonNullable<paths["/v1/models/{name}/predict"]["post"]["requestBody"]>>;
+type VersionsQuery = NonNullable<paths["/v1/models/{name}/versions"]["get"]["parameters"]["query"]>;
+type UploadQuery = NonNullable<operations["postV1ModelsByNameVersions"]["parameters"]["query"]>;
+type UploadForm = NonNullable<paths["/v1/models/{name}/versions"]["post"]["requestBody"]>["content"]["multipart/form-data"];
+type Version = Body<operations["postV1ModelsByNameVersions"]["responses"][201]>;
+type ErrorBody = components["schemas"]["Error"];
+
+export class Client {
+    constructor(private url: string, private key: string) {}
+
+    async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+        const r = await fetch(this.url + path, {
+            method,
+            headers: { Authorization: "Bearer " + this.key, "Content-Type": "application/json" },
+            body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        if (!r.ok) {
+            const e = (await r.json()) as ErrorBody;
+            throw new Error(e.error.code + ": " + e.error.message + " (" + e.request_id + ")");
+        }
+        return (await r.json()) as T;
+    }
+
+    createModel(m: ModelCreate): Promise<Model> { return this.call<Model>("POST", "/v1/models", m); }
+    listModels(): Promise<ModelPage> { return this.call<ModelPage>("GET", "/v1/models"); }
+    predict(name: string, b: PredictBody): Promise<Prediction> {
+        return this.call<Prediction>("POST", "/v1/models/" + name + "/predict", b);
+    }
+}
+
+export async function demo(c: Client): Promise<string[]> {
+    const m = await c.createModel({ name: "churn", tags: ["tabular"],
+                                    batching: { enabled: true, max_batch_size: 8 } });
+    const name: string = m.name;
+    const page = await c.listModels();
+    const next: string | null = page.next_cursor;
+    const first: string | undefined = page.items[0]?.name;
+    const p = await c.predict(name, { inputs: [{ amount: 12.5 }] });
+    const version: number = p.version;
+    const q: VersionsQuery = { status: "approved", limit: 10 };
+    const u: UploadQuery = { format: "xgboost_json" };
+    const form: UploadForm = { artifact: "bytes" };
+    const v: Version["status"] = "pending";
+    // @ts-expect-error name is required
+    const noName: ModelCreate = { description: "x" };
+    // @ts-expect-error unknown fields are refused (additionalProperties: false)
+    const extra: ModelCreate = { name: "x", colour: "red" };
+    // @ts-expect-error status is one of four states
+    const badStatus: VersionsQuery = { status: "live" };
+    // @ts-expect-error formats are listed
+    const badFormat: UploadQuery = { format: "onnx" };
+    // @ts-expect-error the form needs its artifact part
+    const noArtifact: UploadForm = { metadata: {} };
+    void [next, first, version, q, u, form, v, noName, extra, badStatus, badFormat, noArtifact];
+    return p.prediction_ids;
+}
+'''
+
+
+def test_openapi_typescript_client_type_checks(openapi, tmp_path):
+    doc, path = openapi
+    gen = node_tool("openapi-typescript")
+    tsc = node_tool("tsc")
+    cp = run_tool([gen, path, "-o", str(tmp_path / "schema.d.ts")], str(tmp_path))
+    assert cp.returncode == 0, cp.stdout
+    (tmp_path / "client.ts").write_text(TS_CLIENT)
+    cp = run_tool([tsc, "--noEmit", "--strict", "--target", "es2022", "--module", "esnext",
+                   "--moduleResolution", "bundler", "--lib", "es2022,dom", "client.ts"],
+                  str(tmp_path))
+    assert cp.returncode == 0, "tsc:\n" + cp.stdout
