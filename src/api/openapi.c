@@ -5,7 +5,7 @@
  * JSON, request examples — is in `extras` below, keyed by method and pattern
  * (tests/api/test_conformance.py checks that each handler's query parameters are
  * declared). The document is built once at start-up; `redocly lint` with the
- * recommended rules passes on it. */
+ * recommended rules passes on it, and /docs is rendered from it (docs.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
