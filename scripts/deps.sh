@@ -10,7 +10,7 @@ libh2o-evloop-dev libcjson-dev libsqlite3-dev liblmdb-dev libyaml-dev libssl-dev
 libcmocka-dev
 python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
 python3-sklearn python3-xgboost
-python3-prometheus-client prometheus
+python3-prometheus-client prometheus python3-jsonschema
 "
 BENCH_PACKAGES="
 nginx wrk curl libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools

@@ -11,12 +11,23 @@ static void esc(bs_buf_t *b, const char *s)
 {
     for (; s && *s; s++) {
         switch (*s) {
-        case '<': bs_buf_puts(b, "&lt;"); break;
-        case '>': bs_buf_puts(b, "&gt;"); break;
-        case '&': bs_buf_puts(b, "&amp;"); break;
-        case '"': bs_buf_puts(b, "&quot;"); break;
-        case '\'': bs_buf_puts(b, "&#39;"); break;
-        default: bs_buf_putc(b, *s);
+        case '<':
+            bs_buf_puts(b, "&lt;");
+            break;
+        case '>':
+            bs_buf_puts(b, "&gt;");
+            break;
+        case '&':
+            bs_buf_puts(b, "&amp;");
+            break;
+        case '"':
+            bs_buf_puts(b, "&quot;");
+            break;
+        case '\'':
+            bs_buf_puts(b, "&#39;");
+            break;
+        default:
+            bs_buf_putc(b, *s);
         }
     }
 }
@@ -47,7 +58,8 @@ static void type_of(bs_buf_t *b, const cJSON *schema)
     if (cJSON_IsArray(en)) {
         const cJSON *v;
         int first = 1;
-        cJSON_ArrayForEach(v, en) {
+        cJSON_ArrayForEach(v, en)
+        {
             if (cJSON_IsString(v)) {
                 bs_buf_puts(b, first ? "" : " | ");
                 esc(b, v->valuestring);
@@ -77,7 +89,8 @@ static void render_params(bs_buf_t *b, const cJSON *params)
     bs_buf_puts(b, "<h4>Parameters</h4><table class=\"p\"><tr><th>name</th><th>in</th><th>type</th>"
                    "<th>description</th></tr>");
     const cJSON *p;
-    cJSON_ArrayForEach(p, params) {
+    cJSON_ArrayForEach(p, params)
+    {
         bs_buf_puts(b, "<tr><td><code>");
         esc(b, str_of(p, "name"));
         bs_buf_puts(b, "</code>");
@@ -98,7 +111,8 @@ static void render_params(bs_buf_t *b, const cJSON *params)
 static void render_content(bs_buf_t *b, const cJSON *content)
 {
     const cJSON *mt;
-    cJSON_ArrayForEach(mt, content) {
+    cJSON_ArrayForEach(mt, content)
+    {
         bs_buf_puts(b, "<p><code>");
         esc(b, mt->string);
         bs_buf_puts(b, "</code></p>");
@@ -145,7 +159,8 @@ static void render_operation(bs_buf_t *b, const char *path, const cJSON *op, con
         render_content(b, cJSON_GetObjectItemCaseSensitive(rb, "content"));
     }
     const cJSON *resp;
-    cJSON_ArrayForEach(resp, cJSON_GetObjectItemCaseSensitive(op, "responses")) {
+    cJSON_ArrayForEach(resp, cJSON_GetObjectItemCaseSensitive(op, "responses"))
+    {
         if (resp->string[0] != '2')
             continue; /* errors: the envelope described once at the top */
         bs_buf_puts(b, "<h4>Response ");
@@ -158,7 +173,8 @@ static void render_operation(bs_buf_t *b, const char *path, const cJSON *op, con
             bs_buf_puts(b, "<p>No body.</p>");
     }
     const cJSON *sample;
-    cJSON_ArrayForEach(sample, cJSON_GetObjectItemCaseSensitive(op, "x-codeSamples")) {
+    cJSON_ArrayForEach(sample, cJSON_GetObjectItemCaseSensitive(op, "x-codeSamples"))
+    {
         bs_buf_puts(b, "<h4>Example");
         if (str_of(sample, "label")) {
             bs_buf_puts(b, " (");
@@ -179,14 +195,15 @@ int bs__api_docs_render(const char *openapi, size_t len, bs_buf_t *b, bs_err_t *
         return bs_err_set(err, BS_EINTERNAL, "the OpenAPI document does not parse");
     const cJSON *info = cJSON_GetObjectItemCaseSensitive(doc, "info");
     const cJSON *paths = cJSON_GetObjectItemCaseSensitive(doc, "paths");
-    bs_buf_puts(b, "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
-                   "<meta name=\"viewport\" content=\"width=device-width\"><title>basalt API</title>"
-                   "<style>body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:64em;"
-                   "padding:0 1em}code,pre{font:13px ui-monospace,monospace}pre{background:#f4f4f4;"
-                   "padding:.6em;overflow:auto;max-height:24em}section{border-top:1px solid #ccc;"
-                   "margin-top:1.5em}.m{font-weight:bold}table{border-collapse:collapse}td,th{"
-                   "border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}"
-                   "nav li{list-style:none}</style></head><body><h1>basalt API ");
+    bs_buf_puts(b,
+                "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+                "<meta name=\"viewport\" content=\"width=device-width\"><title>basalt API</title>"
+                "<style>body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:64em;"
+                "padding:0 1em}code,pre{font:13px ui-monospace,monospace}pre{background:#f4f4f4;"
+                "padding:.6em;overflow:auto;max-height:24em}section{border-top:1px solid #ccc;"
+                "margin-top:1.5em}.m{font-weight:bold}table{border-collapse:collapse}td,th{"
+                "border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}"
+                "nav li{list-style:none}</style></head><body><h1>basalt API ");
     esc(b, str_of(info, "version"));
     bs_buf_puts(b, "</h1><p>");
     esc(b, str_of(info, "description"));
@@ -197,8 +214,10 @@ int bs__api_docs_render(const char *openapi, size_t len, bs_buf_t *b, bs_err_t *
                    "this page is rendered from it.</p><nav><ul>");
     /* the table of contents, then the routes, in the document's order */
     const cJSON *p, *op;
-    cJSON_ArrayForEach(p, paths) {
-        cJSON_ArrayForEach(op, p) {
+    cJSON_ArrayForEach(p, paths)
+    {
+        cJSON_ArrayForEach(op, p)
+        {
             bs_buf_puts(b, "<li><a href=\"#");
             esc(b, str_of(op, "operationId"));
             bs_buf_puts(b, "\"><code>");
@@ -212,8 +231,10 @@ int bs__api_docs_render(const char *openapi, size_t len, bs_buf_t *b, bs_err_t *
         }
     }
     bs_buf_puts(b, "</ul></nav>\n");
-    cJSON_ArrayForEach(p, paths) {
-        cJSON_ArrayForEach(op, p) {
+    cJSON_ArrayForEach(p, paths)
+    {
+        cJSON_ArrayForEach(op, p)
+        {
             render_operation(b, p->string, op, op->string);
         }
     }

@@ -15,14 +15,14 @@
 /* ---- what the route table does not say ---------------------------------------------------- */
 
 #define Q(name, schema, desc)                                                                      \
-    "{\"name\":\"" name "\",\"in\":\"query\",\"required\":false,\"description\":\"" desc          \
+    "{\"name\":\"" name "\",\"in\":\"query\",\"required\":false,\"description\":\"" desc           \
     "\",\"schema\":" schema "}"
-#define Q_LIMIT Q("limit", "{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000,\"default\":100}", \
-                  "page size")
+#define Q_LIMIT                                                                                    \
+    Q("limit", "{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000,\"default\":100}", "page size")
 #define Q_CURSOR Q("cursor", "{\"type\":\"string\"}", "next_cursor of the previous page")
 
 typedef enum { BODY_JSON, BODY_UPLOAD } body_kind_t;
-typedef enum { RESP_JSON, RESP_TEXT, RESP_HTML, RESP_BINARY } resp_kind_t;
+typedef enum { RESP_JSON, RESP_TEXT, RESP_HTML } resp_kind_t;
 
 typedef struct {
     const char *method, *pattern;
@@ -35,11 +35,12 @@ typedef struct {
 static const extra_t extras[] = {
     {"GET", "/metrics", NULL, NULL, BODY_JSON, RESP_TEXT},
     {"GET", "/docs", NULL, NULL, BODY_JSON, RESP_HTML},
-    {"POST", "/v1/keys", NULL, "{\"name\":\"ci-predictor\",\"role\":\"predictor\",\"ttl_seconds\":86400}",
-     BODY_JSON, RESP_JSON},
+    {"POST", "/v1/keys", NULL,
+     "{\"name\":\"ci-predictor\",\"role\":\"predictor\",\"ttl_seconds\":86400}", BODY_JSON,
+     RESP_JSON},
     {"GET", "/v1/keys",
-     Q("tenant", "{\"type\":\"string\"}", "only this tenant's keys (admins of tenant default)")
-     "," Q_LIMIT "," Q_CURSOR,
+     Q("tenant", "{\"type\":\"string\"}",
+       "only this tenant's keys (admins of tenant default)") "," Q_LIMIT "," Q_CURSOR,
      NULL, BODY_JSON, RESP_JSON},
     {"POST", "/v1/tenants", NULL, "{\"name\":\"acme\"}", BODY_JSON, RESP_JSON},
     {"GET", "/v1/tenants", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
@@ -47,8 +48,8 @@ static const extra_t extras[] = {
      "{\"name\":\"churn\",\"description\":\"churn classifier\",\"tags\":[\"tabular\"]}", BODY_JSON,
      RESP_JSON},
     {"GET", "/v1/models",
-     Q("prefix", "{\"type\":\"string\"}", "names starting with this")
-     "," Q("tag", "{\"type\":\"string\"}", "models with this tag") "," Q_LIMIT "," Q_CURSOR,
+     Q("prefix", "{\"type\":\"string\"}", "names starting with this") "," Q(
+         "tag", "{\"type\":\"string\"}", "models with this tag") "," Q_LIMIT "," Q_CURSOR,
      NULL, BODY_JSON, RESP_JSON},
     {"PATCH", "/v1/models/{name}", NULL,
      "{\"description\":\"retrained weekly\",\"batching\":{\"enabled\":true,\"max_batch_size\":64,"
@@ -56,17 +57,19 @@ static const extra_t extras[] = {
      BODY_JSON, RESP_JSON},
     {"POST", "/v1/models/{name}/versions",
      Q("format", "{\"type\":\"string\",\"enum\":[\"xgboost_json\",\"basalt_json\"]}",
-       "the artifact's format (detected when absent)")
-     "," Q("metadata", "{\"type\":\"string\"}",
-           "version metadata as JSON text (raw uploads; a multipart upload sends a metadata part)"),
+       "the artifact's format (detected when absent)") "," Q("metadata", "{\"type\":\"string\"}",
+                                                             "version metadata as JSON text (raw "
+                                                             "uploads; a multipart upload sends a "
+                                                             "metadata part)"),
      NULL, BODY_UPLOAD, RESP_JSON},
     {"GET", "/v1/models/{name}/versions",
-     Q("status", "{\"type\":\"string\",\"enum\":[\"pending\",\"approved\",\"rejected\",\"archived\"]}",
-       "only versions in this state")
-     "," Q_LIMIT "," Q("cursor", "{\"type\":\"string\",\"pattern\":\"^[0-9]+$\"}",
-                       "next_cursor of the previous page (a version number)"),
+     Q("status",
+       "{\"type\":\"string\",\"enum\":[\"pending\",\"approved\",\"rejected\",\"archived\"]}",
+       "only versions in this state") "," Q_LIMIT
+                                      "," Q("cursor",
+                                            "{\"type\":\"string\",\"pattern\":\"^[0-9]+$\"}",
+                                            "next_cursor of the previous page (a version number)"),
      NULL, BODY_JSON, RESP_JSON},
-    {"GET", "/v1/models/{name}/versions/{version}/artifact", NULL, NULL, BODY_JSON, RESP_BINARY},
     {"POST", "/v1/models/{name}/versions/{version}/approve", NULL,
      "{\"comment\":\"offline metrics ok\"}", BODY_JSON, RESP_JSON},
     {"POST", "/v1/models/{name}/versions/{version}/reject", NULL,
@@ -74,13 +77,13 @@ static const extra_t extras[] = {
     {"POST", "/v1/models/{name}/versions/{version}/archive", NULL, "{\"comment\":\"retired\"}",
      BODY_JSON, RESP_JSON},
     {"PUT", "/v1/models/{name}/aliases/{alias}", NULL, "{\"version\":1}", BODY_JSON, RESP_JSON},
-    {"POST", "/v1/models/{name}/predict", NULL,
-     "{\"inputs\":{\"amount\":12.5,\"country\":\"FR\"}}", BODY_JSON, RESP_JSON},
+    {"POST", "/v1/models/{name}/predict", NULL, "{\"inputs\":{\"amount\":12.5,\"country\":\"FR\"}}",
+     BODY_JSON, RESP_JSON},
     {"POST", "/v1/models/{name}/versions/{version}/predict", NULL,
      "{\"inputs\":[{\"amount\":12.5,\"country\":\"FR\"},{\"amount\":3,\"country\":null}]}",
      BODY_JSON, RESP_JSON},
-    {"POST", "/v1/runs", NULL, "{\"experiment\":\"churn\",\"params\":{\"max_depth\":6}}",
-     BODY_JSON, RESP_JSON},
+    {"POST", "/v1/runs", NULL, "{\"experiment\":\"churn\",\"params\":{\"max_depth\":6}}", BODY_JSON,
+     RESP_JSON},
     {"GET", "/v1/runs",
      Q("experiment", "{\"type\":\"string\"}", "runs of this experiment") "," Q_LIMIT "," Q_CURSOR,
      NULL, BODY_JSON, RESP_JSON},
@@ -90,10 +93,12 @@ static const extra_t extras[] = {
      BODY_JSON, RESP_JSON},
     {"GET", "/v1/audit", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
     {"POST", "/v2/models/{name}/infer", NULL,
-     "{\"inputs\":[{\"name\":\"amount\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":[12.5]}]}",
+     "{\"inputs\":[{\"name\":\"amount\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":[12.5]},"
+     "{\"name\":\"country\",\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"FR\"]}]}",
      BODY_JSON, RESP_JSON},
     {"POST", "/v2/models/{name}/versions/{version}/infer", NULL,
-     "{\"inputs\":[{\"name\":\"amount\",\"shape\":[2],\"datatype\":\"FP64\",\"data\":[12.5,3]}]}",
+     "{\"inputs\":[{\"name\":\"amount\",\"shape\":[2],\"datatype\":\"FP64\",\"data\":[12.5,3]},"
+     "{\"name\":\"country\",\"shape\":[2],\"datatype\":\"BYTES\",\"data\":[\"FR\",\"DE\"]}]}",
      BODY_JSON, RESP_JSON},
 };
 
@@ -108,7 +113,10 @@ static const extra_t *extra_of(const bs_route_t *r)
 
 /* ---- writing ------------------------------------------------------------------------------ */
 
-static void raw(bs_buf_t *b, const char *json) { bs_jw_raw(b, json, strlen(json)); }
+static void raw(bs_buf_t *b, const char *json)
+{
+    bs_jw_raw(b, json, strlen(json));
+}
 
 /* The pattern without the "*" of a rest parameter: "{name*}" becomes "{name}". */
 static void path_key(const char *pattern, char *out, size_t cap)
@@ -133,7 +141,8 @@ static void operation_id(const bs_route_t *r, char *out, size_t cap)
             out[k++] = 'B';
             out[k++] = 'y';
             up = 1;
-        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) {
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9')) {
             out[k++] = (char)(up && *p >= 'a' && *p <= 'z' ? *p - 32 : *p);
             up = 0;
         } else {
@@ -260,10 +269,6 @@ static void write_responses(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
         bs_jw_key(b, "content");
         raw(b, "{\"text/html\":{\"schema\":{\"type\":\"string\"}}}");
         break;
-    case RESP_BINARY:
-        bs_jw_key(b, "content");
-        raw(b, "{\"application/octet-stream\":{\"schema\":{\"type\":\"string\",\"format\":\"binary\"}}}");
-        break;
     case RESP_JSON:
         if (r->response_schema)
             json_content(b, r->response_schema, NULL);
@@ -335,9 +340,10 @@ static void write_sample(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
         bs_jw_key(b, "label");
         bs_jw_str(b, "multipart");
         bs_jw_key(b, "source");
-        bs_jw_str(b, "curl -X POST \"$BASALT_URL/v1/models/churn/versions\" -H \"Authorization: "
-                     "Bearer $BASALT_API_KEY\" -F artifact=@model.json -F 'metadata={\"description\":"
-                     "\"weekly retrain\",\"metrics\":{\"auc\":0.91}};type=application/json'");
+        bs_jw_str(b,
+                  "curl -X POST \"$BASALT_URL/v1/models/churn/versions\" -H \"Authorization: "
+                  "Bearer $BASALT_API_KEY\" -F artifact=@model.json -F 'metadata={\"description\":"
+                  "\"weekly retrain\",\"metrics\":{\"auc\":0.91}};type=application/json'");
         bs_jw_obj_end(b);
     }
     bs_jw_arr_end(b);
@@ -352,7 +358,8 @@ static void write_operation(bs_buf_t *b, const bs_route_t *r)
     char m[16], opid[300];
     size_t k = 0;
     for (; r->method[k] && k + 1 < sizeof m; k++)
-        m[k] = (char)(r->method[k] >= 'A' && r->method[k] <= 'Z' ? r->method[k] + 32 : r->method[k]);
+        m[k] =
+            (char)(r->method[k] >= 'A' && r->method[k] <= 'Z' ? r->method[k] + 32 : r->method[k]);
     m[k] = '\0';
     bs_jw_key(b, m);
     bs_jw_obj_begin(b);
@@ -388,10 +395,11 @@ void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b)
     bs_jw_key(b, "version");
     bs_jw_str(b, BS_VERSION);
     bs_jw_key(b, "description");
-    bs_jw_str(b, "AI backend in one binary: model registry and serving, and more. Errors are "
-                 "{\"error\": {\"code\", \"message\", \"field\"}, \"request_id\"}. Each operation's "
-                 "x-basalt-min-role is the least role of the API key it accepts "
-                 "(admin > developer > predictor > viewer; public needs no key).");
+    bs_jw_str(b,
+              "AI backend in one binary: model registry and serving, and more. Errors are "
+              "{\"error\": {\"code\", \"message\", \"field\"}, \"request_id\"}. Each operation's "
+              "x-basalt-min-role is the least role of the API key it accepts "
+              "(admin > developer > predictor > viewer; public needs no key).");
     bs_jw_obj_end(b);
     /* Relative to where this document was fetched: the server that serves it. */
     bs_jw_key(b, "servers");
@@ -439,7 +447,8 @@ void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b)
     bs_jw_obj_end(b);
 }
 
-int bs_api_authenticate(void *app, const char *token, size_t len, bs_principal_t *who, bs_err_t *err)
+int bs_api_authenticate(void *app, const char *token, size_t len, bs_principal_t *who,
+                        bs_err_t *err)
 {
     return bs_auth_verify(((bs_app_t *)app)->auth, token, len, who, err);
 }

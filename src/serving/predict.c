@@ -361,7 +361,8 @@ static const struct {
                    "Times the version was loaded (first use, alias, after eviction)."},
     [FAM_LOAD_FAILURES] = {"basalt_model_load_failures_total", "counter",
                            "Loads that failed (missing or corrupt artifact)."},
-    [FAM_PREDICTIONS] = {"basalt_predictions_total", "counter", "Predict requests per model version."},
+    [FAM_PREDICTIONS] = {"basalt_predictions_total", "counter",
+                         "Predict requests per model version."},
     [FAM_ROWS] = {"basalt_prediction_rows_total", "counter", "Rows predicted per model version."},
     [FAM_ERRORS] = {"basalt_prediction_errors_total", "counter",
                     "Failed predict requests by error code."},
@@ -375,14 +376,15 @@ static const struct {
 
 void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
 {
-    bs_buf_printf(b,
-                  "# HELP basalt_models_memory_bytes Memory held by all loaded versions.\n"
-                  "# TYPE basalt_models_memory_bytes gauge\n"
-                  "basalt_models_memory_bytes %zu\n"
-                  "# HELP basalt_models_memory_budget_bytes Loaded versions beyond this are evicted (LRU).\n"
-                  "# TYPE basalt_models_memory_budget_bytes gauge\n"
-                  "basalt_models_memory_budget_bytes %zu\n",
-                  atomic_load(&s->loaded_bytes), s->o.memory_budget);
+    bs_buf_printf(
+        b,
+        "# HELP basalt_models_memory_bytes Memory held by all loaded versions.\n"
+        "# TYPE basalt_models_memory_bytes gauge\n"
+        "basalt_models_memory_bytes %zu\n"
+        "# HELP basalt_models_memory_budget_bytes Loaded versions beyond this are evicted (LRU).\n"
+        "# TYPE basalt_models_memory_budget_bytes gauge\n"
+        "basalt_models_memory_budget_bytes %zu\n",
+        atomic_load(&s->loaded_bytes), s->o.memory_budget);
     bs_buf_t fam[N_FAMS];
     for (int f = 0; f < N_FAMS; f++)
         bs_buf_init(&fam[f]);
@@ -427,8 +429,9 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
         for (int i = 0; i < BS_ERR_COUNT; i++) {
             uint64_t e = SUM(sl, errors_by_code[i]);
             if (e)
-                bs_buf_printf(&fam[FAM_ERRORS], "basalt_prediction_errors_total{%s,code=\"%s\"} %llu\n",
-                              lbl, bs_err_name(i + BS_ERR_FIRST_ + 1), (unsigned long long)e);
+                bs_buf_printf(&fam[FAM_ERRORS],
+                              "basalt_prediction_errors_total{%s,code=\"%s\"} %llu\n", lbl,
+                              bs_err_name(i + BS_ERR_FIRST_ + 1), (unsigned long long)e);
         }
         bs_buf_t *d = &fam[FAM_DURATION];
         uint64_t cum = 0;

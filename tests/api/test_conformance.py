@@ -468,3 +468,109 @@ def test_docs_page_shows_every_route_offline(shared_server, openapi):
     # what the page prints is escaped: the curl samples' quotes arrive as entities
     assert "&#39;Content-Type: application/json&#39;" in page
     assert "Content-Type: application/json'" not in page
+
+
+# ---- the document against the server ------------------------------------------------------
+
+CHURN_MODEL = {
+    "basalt_model": 1,
+    "inputs": [{"name": "amount", "type": "float"},
+               {"name": "country", "type": "category", "categories": ["FR", "DE", "US"]}],
+    "preprocess": [
+        {"columns": ["amount"], "steps": [{"op": "impute", "fill": [0.0]}]},
+        {"columns": ["country"], "steps": [{"op": "impute", "fill": ["FR"]},
+                                           {"op": "one_hot", "handle_unknown": "ignore"}]}],
+    "estimator": {"type": "linear", "link": "logistic", "coef": [[0.01, 0.2, -0.1, 0.3]],
+                  "intercept": [-0.2]},
+    "output": {"task": "classification", "labels": ["stay", "churn"]},
+}
+
+
+def test_openapi_examples_work_and_responses_match(server, tmp_path):
+    """Every route called once, with the document's own request example where it has one;
+    each request example and each response is validated (jsonschema, draft 2020-12)
+    against the schema the document gives for it."""
+    from jsonschema import Draft202012Validator
+    doc = server.get("/openapi.json", key=None).json()
+    called = set()
+    Draft202012Validator.check_schema(doc["components"]["schemas"]["Error"])
+
+    def op_of(method, pattern):
+        return doc["paths"][pattern][method.lower()]
+
+    def example(method, pattern):
+        media = op_of(method, pattern)["requestBody"]["content"]["application/json"]
+        Draft202012Validator(media["schema"]).validate(media["example"])
+        return media["example"]
+
+    def call(method, pattern, status, path=None, use_example=True, **kw):
+        op = op_of(method, pattern)
+        path = path or pattern.replace("{name}", "churn").replace("{version}", "1") \
+            .replace("{alias}", "champion")
+        if use_example and "requestBody" in op and "json" not in kw and "files" not in kw \
+                and "data" not in kw:
+            kw["json"] = example(method, pattern)
+        r = server.request(method, path, **kw)
+        assert r.status_code == status, (method, path, r.text[:500])
+        called.add((method, pattern))
+        resp = op["responses"][str(status)]
+        content = resp.get("content", {})
+        if status == 204:
+            assert not content and r.content == b""
+            return r
+        ctype = r.headers["content-type"].split(";")[0]
+        assert ctype in content, (method, pattern, ctype, list(content))
+        if ctype == "application/json":
+            Draft202012Validator(content[ctype]["schema"]).validate(r.json())
+        return r
+
+    for pattern in ("/healthz", "/readyz", "/openapi.json", "/docs", "/metrics", "/v1/info",
+                    "/v2", "/v2/health/live", "/v2/health/ready"):
+        call("GET", pattern, 200)
+    key = call("POST", "/v1/keys", 201).json()
+    call("GET", "/v1/keys", 200, path="/v1/keys?limit=5")
+    call("DELETE", "/v1/keys/{id}", 204, path="/v1/keys/" + key["id"])
+    call("POST", "/v1/tenants", 201)
+    call("GET", "/v1/tenants", 200)
+    call("POST", "/v1/models", 201)
+    call("GET", "/v1/models", 200, path="/v1/models?prefix=ch&limit=10")
+    call("GET", "/v1/models/{name}", 200)
+    call("PATCH", "/v1/models/{name}", 200)
+    artifact = json.dumps(CHURN_MODEL).encode()
+    meta = {"description": "weekly retrain", "metrics": {"auc": 0.91}}
+    v = "/v1/models/{name}/versions"
+    call("POST", v, 201, files={"artifact": ("model.json", artifact, "application/octet-stream"),
+                                "metadata": ("m.json", json.dumps(meta), "application/json")})
+    for _ in range(2):
+        call("POST", v, 201, path="/v1/models/churn/versions?format=basalt_json", data=artifact,
+             headers={"Content-Type": "application/octet-stream"})
+    call("GET", v, 200, path="/v1/models/churn/versions?status=pending&limit=2")
+    call("GET", v + "/{version}", 200)
+    r = call("GET", v + "/{version}/artifact", 200)
+    assert r.content == artifact
+    call("POST", v + "/{version}/approve", 200)
+    call("POST", v + "/{version}/reject", 200, path="/v1/models/churn/versions/2/reject")
+    call("POST", v + "/{version}/approve", 200, path="/v1/models/churn/versions/3/approve")
+    call("POST", v + "/{version}/archive", 200, path="/v1/models/churn/versions/3/archive")
+    call("PUT", "/v1/models/{name}/aliases/{alias}", 200)
+    call("POST", "/v1/models/{name}/predict", 200)
+    call("POST", v + "/{version}/predict", 200)
+    for pattern in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}",
+                    "/v2/models/{name}/ready", "/v2/models/{name}/versions/{version}/ready"):
+        call("GET", pattern, 200)
+    call("POST", "/v2/models/{name}/infer", 200)
+    call("POST", "/v2/models/{name}/versions/{version}/infer", 200)
+    run = call("POST", "/v1/runs", 201).json()
+    call("GET", "/v1/runs", 200, path="/v1/runs?experiment=churn")
+    call("PATCH", "/v1/runs/{id}", 200, path="/v1/runs/" + run["id"])
+    call("POST", "/v1/runs/{id}/metrics", 200, path="/v1/runs/%s/metrics" % run["id"])
+    call("GET", "/v1/runs/{id}", 200, path="/v1/runs/" + run["id"])
+    call("GET", "/v1/audit", 200, path="/v1/audit?limit=50")
+    call("DELETE", "/v1/models/{name}/aliases/{alias}", 204)
+    call("DELETE", "/v1/models/{name}", 204)
+    # an error answer has the documented envelope too
+    r = server.get("/v1/models/churn")
+    assert r.status_code == 404
+    Draft202012Validator(doc["components"]["schemas"]["Error"]).validate(r.json())
+    routes = {(m, re.sub(r"\{(\w+)\*\}", r"{\1}", p)) for m, p, _, _ in source_routes()}
+    assert called == routes, routes - called
