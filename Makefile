@@ -65,6 +65,22 @@ unit: $(UNIT_BINS)
 api: $(BUILD)/basalt
 	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api
 
+# npm tools the API tests run on /openapi.json (redocly lint, openapi-typescript, tsc),
+# pinned by tests/api/npm/package-lock.json and installed once into build/npm (shared by
+# every BUILD; `npm ci` again only when the lock file changes).
+NPM_DIR  := build/npm
+.PHONY: npm-deps
+npm-deps: $(NPM_DIR)/.installed
+api: npm-deps
+test: npm-deps
+
+$(NPM_DIR)/.installed: tests/api/npm/package.json tests/api/npm/package-lock.json | deps
+	@command -v npm >/dev/null || { echo "npm not found: scripts/deps.sh installs it" >&2; exit 1; }
+	@mkdir -p $(NPM_DIR)
+	cp tests/api/npm/package.json tests/api/npm/package-lock.json $(NPM_DIR)/
+	cd $(NPM_DIR) && npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
 # The sanitizer pass: same unit and API tests on an ASan+UBSan build.
 asan:
 	$(MAKE) BUILD=build-asan SANITIZE=address,undefined unit api

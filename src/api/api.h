@@ -31,6 +31,8 @@ typedef struct bs_app {
     volatile int shutting_down;
     char *openapi; /* the generated document, built once at start */
     size_t openapi_len;
+    char *docs; /* /docs, rendered from the document at start */
+    size_t docs_len;
 } bs_app_t;
 
 /* The route table (static, lives for the process). */

@@ -17,6 +17,10 @@ void bs__api_openapi(bs_req_t *req);
 void bs__api_docs(bs_req_t *req);
 void bs__api_info(bs_req_t *req);
 
+/* docs.c: renders the OpenAPI document (JSON text) as the /docs HTML page into b.
+ * Returns 0, or BS_EINTERNAL (not JSON) / BS_ENOMEM. */
+int bs__api_docs_render(const char *openapi, size_t len, bs_buf_t *b, bs_err_t *err);
+
 /* models.c: per-model prediction metrics for /metrics. */
 void bs__api_model_metrics(bs_app_t *app, bs_buf_t *out);
 

@@ -46,6 +46,15 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     bs_api_openapi(routes, n, &b);
     app->openapi_len = b.len;
     app->openapi = bs_buf_take(&b);
+    if (!app->openapi)
+        return bs_err_set(err, BS_ENOMEM, "out of memory building the OpenAPI document");
+    bs_buf_init(&b);
+    if (bs__api_docs_render(app->openapi, app->openapi_len, &b, err)) {
+        bs_buf_free(&b);
+        return err->code;
+    }
+    app->docs_len = b.len;
+    app->docs = bs_buf_take(&b);
     return 0;
 }
 
@@ -63,4 +72,6 @@ void bs_api_app_close(bs_app_t *app)
     app->meta = NULL;
     free(app->openapi);
     app->openapi = NULL;
+    free(app->docs);
+    app->docs = NULL;
 }

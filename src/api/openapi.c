@@ -1,29 +1,162 @@
 /* Generates the OpenAPI 3.1 document from the route table, so the document
  * cannot drift from the router: path parameters come from the patterns,
- * security from each route's minimum role, schemas from the route entries. */
+ * security from each route's minimum role, schemas from the route entries.
+ * What the route table does not carry — query parameters, bodies that are not
+ * JSON, request examples — is in `extras` below, keyed by method and pattern
+ * (tests/api/test_conformance.py checks that each handler's query parameters are
+ * declared). The document is built once at start-up; `redocly lint` with the
+ * recommended rules passes on it, and /docs is rendered from it (docs.c). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "api/api_int.h"
 
-static void write_path_key(bs_buf_t *b, const char *pattern)
+/* ---- what the route table does not say ---------------------------------------------------- */
+
+#define Q(name, schema, desc)                                                                      \
+    "{\"name\":\"" name "\",\"in\":\"query\",\"required\":false,\"description\":\"" desc           \
+    "\",\"schema\":" schema "}"
+#define Q_LIMIT                                                                                    \
+    Q("limit", "{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000,\"default\":100}", "page size")
+#define Q_CURSOR Q("cursor", "{\"type\":\"string\"}", "next_cursor of the previous page")
+
+typedef enum { BODY_JSON, BODY_UPLOAD } body_kind_t;
+typedef enum { RESP_JSON, RESP_TEXT, RESP_HTML } resp_kind_t;
+
+typedef struct {
+    const char *method, *pattern;
+    const char *query;   /* comma-separated parameter objects (Q(...)), or NULL */
+    const char *example; /* a request body that works (JSON), or NULL */
+    body_kind_t body;
+    resp_kind_t resp;
+} extra_t;
+
+static const extra_t extras[] = {
+    {"GET", "/metrics", NULL, NULL, BODY_JSON, RESP_TEXT},
+    {"GET", "/docs", NULL, NULL, BODY_JSON, RESP_HTML},
+    {"POST", "/v1/keys", NULL,
+     "{\"name\":\"ci-predictor\",\"role\":\"predictor\",\"ttl_seconds\":86400}", BODY_JSON,
+     RESP_JSON},
+    {"GET", "/v1/keys",
+     Q("tenant", "{\"type\":\"string\"}",
+       "only this tenant's keys (admins of tenant default)") "," Q_LIMIT "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
+    {"POST", "/v1/tenants", NULL, "{\"name\":\"acme\"}", BODY_JSON, RESP_JSON},
+    {"GET", "/v1/tenants", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
+    {"POST", "/v1/models", NULL,
+     "{\"name\":\"churn\",\"description\":\"churn classifier\",\"tags\":[\"tabular\"]}", BODY_JSON,
+     RESP_JSON},
+    {"GET", "/v1/models",
+     Q("prefix", "{\"type\":\"string\"}", "names starting with this") "," Q(
+         "tag", "{\"type\":\"string\"}", "models with this tag") "," Q_LIMIT "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
+    {"PATCH", "/v1/models/{name}", NULL,
+     "{\"description\":\"retrained weekly\",\"batching\":{\"enabled\":true,\"max_batch_size\":64,"
+     "\"max_queue_delay_us\":500}}",
+     BODY_JSON, RESP_JSON},
+    {"POST", "/v1/models/{name}/versions",
+     Q("format", "{\"type\":\"string\",\"enum\":[\"xgboost_json\",\"basalt_json\"]}",
+       "the artifact's format (detected when absent)") "," Q("metadata", "{\"type\":\"string\"}",
+                                                             "version metadata as JSON text (raw "
+                                                             "uploads; a multipart upload sends a "
+                                                             "metadata part)"),
+     NULL, BODY_UPLOAD, RESP_JSON},
+    {"GET", "/v1/models/{name}/versions",
+     Q("status",
+       "{\"type\":\"string\",\"enum\":[\"pending\",\"approved\",\"rejected\",\"archived\"]}",
+       "only versions in this state") "," Q_LIMIT
+                                      "," Q("cursor",
+                                            "{\"type\":\"string\",\"pattern\":\"^[0-9]+$\"}",
+                                            "next_cursor of the previous page (a version number)"),
+     NULL, BODY_JSON, RESP_JSON},
+    {"POST", "/v1/models/{name}/versions/{version}/approve", NULL,
+     "{\"comment\":\"offline metrics ok\"}", BODY_JSON, RESP_JSON},
+    {"POST", "/v1/models/{name}/versions/{version}/reject", NULL,
+     "{\"comment\":\"worse than champion\"}", BODY_JSON, RESP_JSON},
+    {"POST", "/v1/models/{name}/versions/{version}/archive", NULL, "{\"comment\":\"retired\"}",
+     BODY_JSON, RESP_JSON},
+    {"PUT", "/v1/models/{name}/aliases/{alias}", NULL, "{\"version\":1}", BODY_JSON, RESP_JSON},
+    {"POST", "/v1/models/{name}/predict", NULL, "{\"inputs\":{\"amount\":12.5,\"country\":\"FR\"}}",
+     BODY_JSON, RESP_JSON},
+    {"POST", "/v1/models/{name}/versions/{version}/predict", NULL,
+     "{\"inputs\":[{\"amount\":12.5,\"country\":\"FR\"},{\"amount\":3,\"country\":null}]}",
+     BODY_JSON, RESP_JSON},
+    {"POST", "/v1/runs", NULL, "{\"experiment\":\"churn\",\"params\":{\"max_depth\":6}}", BODY_JSON,
+     RESP_JSON},
+    {"GET", "/v1/runs",
+     Q("experiment", "{\"type\":\"string\"}", "runs of this experiment") "," Q_LIMIT "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
+    {"PATCH", "/v1/runs/{id}", NULL, "{\"status\":\"finished\"}", BODY_JSON, RESP_JSON},
+    {"POST", "/v1/runs/{id}/metrics", NULL,
+     "[{\"key\":\"auc\",\"value\":0.91,\"step\":1},{\"key\":\"auc\",\"value\":0.93,\"step\":2}]",
+     BODY_JSON, RESP_JSON},
+    {"GET", "/v1/audit", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
+    {"POST", "/v2/models/{name}/infer", NULL,
+     "{\"inputs\":[{\"name\":\"amount\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":[12.5]},"
+     "{\"name\":\"country\",\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"FR\"]}]}",
+     BODY_JSON, RESP_JSON},
+    {"POST", "/v2/models/{name}/versions/{version}/infer", NULL,
+     "{\"inputs\":[{\"name\":\"amount\",\"shape\":[2],\"datatype\":\"FP64\",\"data\":[12.5,3]},"
+     "{\"name\":\"country\",\"shape\":[2],\"datatype\":\"BYTES\",\"data\":[\"FR\",\"DE\"]}]}",
+     BODY_JSON, RESP_JSON},
+};
+
+static const extra_t *extra_of(const bs_route_t *r)
 {
-    /* "{name*}" becomes "{name}" */
-    char tmp[256];
-    size_t k = 0;
-    for (const char *p = pattern; *p && k + 1 < sizeof tmp; p++)
-        if (!(*p == '*' && p[1] == '}'))
-            tmp[k++] = *p;
-    tmp[k] = '\0';
-    bs_jw_key(b, tmp);
+    static const extra_t none = {NULL, NULL, NULL, NULL, BODY_JSON, RESP_JSON};
+    for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++)
+        if (!strcmp(extras[i].method, r->method) && !strcmp(extras[i].pattern, r->pattern))
+            return &extras[i];
+    return &none;
 }
 
-static void write_params(bs_buf_t *b, const char *pattern)
+/* ---- writing ------------------------------------------------------------------------------ */
+
+static void raw(bs_buf_t *b, const char *json)
+{
+    bs_jw_raw(b, json, strlen(json));
+}
+
+/* The pattern without the "*" of a rest parameter: "{name*}" becomes "{name}". */
+static void path_key(const char *pattern, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (const char *p = pattern; *p && k + 1 < cap; p++)
+        if (!(*p == '*' && p[1] == '}'))
+            out[k++] = *p;
+    out[k] = '\0';
+}
+
+/* An operationId code generators can use as a function name: the method, then each path
+ * segment capitalised, parameters as "By<Name>": GET /v1/models/{name} is getV1ModelsByName. */
+static void operation_id(const bs_route_t *r, char *out, size_t cap)
+{
+    size_t k = 0;
+    for (const char *m = r->method; *m && k + 1 < cap; m++)
+        out[k++] = (char)(*m >= 'A' && *m <= 'Z' ? *m + 32 : *m);
+    int up = 1;
+    for (const char *p = r->pattern; *p && k + 3 < cap; p++) {
+        if (*p == '{') {
+            out[k++] = 'B';
+            out[k++] = 'y';
+            up = 1;
+        } else if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                   (*p >= '0' && *p <= '9')) {
+            out[k++] = (char)(up && *p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+            up = 0;
+        } else {
+            up = 1; /* '/', '.', '_', '-', '}', '*' start a new word */
+        }
+    }
+    out[k] = '\0';
+}
+
+static void write_params(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
 {
     bs_jw_key(b, "parameters");
     bs_jw_arr_begin(b);
-    for (const char *p = strchr(pattern, '{'); p; p = strchr(p + 1, '{')) {
+    for (const char *p = strchr(r->pattern, '{'); p; p = strchr(p + 1, '{')) {
         const char *e = strchr(p, '}');
         if (!e)
             break;
@@ -38,18 +171,216 @@ static void write_params(bs_buf_t *b, const char *pattern)
         bs_jw_key(b, "required");
         bs_jw_bool(b, 1);
         bs_jw_key(b, "schema");
-        bs_jw_raw(b, "{\"type\":\"string\"}", 17);
+        if (n == 7 && !strncmp(p + 1, "version", 7))
+            raw(b, "{\"type\":\"integer\",\"minimum\":1}");
+        else
+            raw(b, "{\"type\":\"string\"}");
         bs_jw_obj_end(b);
     }
+    if (x->query)
+        raw(b, x->query); /* several array elements, written as one raw run */
     bs_jw_arr_end(b);
 }
 
-static void lower(const char *m, char *out)
+static void json_content(bs_buf_t *b, const char *schema, const char *example)
 {
-    size_t i = 0;
-    for (; m[i] && i < 15; i++)
-        out[i] = (char)(m[i] >= 'A' && m[i] <= 'Z' ? m[i] + 32 : m[i]);
-    out[i] = '\0';
+    bs_jw_key(b, "content");
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "application/json");
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "schema");
+    raw(b, schema);
+    if (example) {
+        bs_jw_key(b, "example");
+        raw(b, example);
+    }
+    bs_jw_obj_end(b);
+    bs_jw_obj_end(b);
+}
+
+static void write_request(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
+{
+    if (x->body == BODY_UPLOAD) {
+        bs_jw_key(b, "requestBody");
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "required");
+        bs_jw_bool(b, 1);
+        bs_jw_key(b, "description");
+        bs_jw_str(b, "The artifact: a raw body (any type but multipart; ?format= names its format "
+                     "and ?metadata= carries the metadata), or multipart/form-data with a part "
+                     "'artifact' and an optional part 'metadata' (JSON).");
+        bs_jw_key(b, "content");
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "multipart/form-data");
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "schema");
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "type");
+        bs_jw_str(b, "object");
+        bs_jw_key(b, "required");
+        raw(b, "[\"artifact\"]");
+        bs_jw_key(b, "properties");
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "artifact");
+        raw(b, "{\"type\":\"string\",\"format\":\"binary\",\"description\":\"the model file\"}");
+        bs_jw_key(b, "metadata");
+        raw(b, r->request_schema ? r->request_schema : "{\"type\":\"object\"}");
+        bs_jw_obj_end(b);
+        bs_jw_obj_end(b);
+        bs_jw_key(b, "encoding");
+        raw(b, "{\"metadata\":{\"contentType\":\"application/json\"}}");
+        bs_jw_obj_end(b);
+        bs_jw_key(b, "application/octet-stream");
+        raw(b, "{\"schema\":{\"type\":\"string\",\"format\":\"binary\"}}");
+        bs_jw_key(b, "application/json");
+        raw(b, "{\"schema\":{\"type\":\"object\",\"description\":\"the model file itself "
+               "(XGBoost JSON, basalt JSON)\"}}");
+        bs_jw_obj_end(b);
+        bs_jw_obj_end(b);
+        return;
+    }
+    if (!r->request_schema)
+        return;
+    bs_jw_key(b, "requestBody");
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "required");
+    bs_jw_bool(b, 1);
+    json_content(b, r->request_schema, x->example);
+    bs_jw_obj_end(b);
+}
+
+static void write_responses(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
+{
+    bs_jw_key(b, "responses");
+    bs_jw_obj_begin(b);
+    char st[8];
+    int status = r->success_status ? r->success_status : 200;
+    snprintf(st, sizeof st, "%d", status);
+    bs_jw_key(b, st);
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "description");
+    bs_jw_str(b, status == 201 ? "created" : status == 204 ? "done, no body" : "success");
+    switch (x->resp) {
+    case RESP_TEXT:
+        bs_jw_key(b, "content");
+        raw(b, "{\"text/plain\":{\"schema\":{\"type\":\"string\"}}}");
+        break;
+    case RESP_HTML:
+        bs_jw_key(b, "content");
+        raw(b, "{\"text/html\":{\"schema\":{\"type\":\"string\"}}}");
+        break;
+    case RESP_JSON:
+        if (r->response_schema)
+            json_content(b, r->response_schema, NULL);
+        break;
+    }
+    bs_jw_obj_end(b);
+    bs_jw_key(b, "4XX");
+    raw(b, "{\"$ref\":\"#/components/responses/Error\"}");
+    bs_jw_key(b, "default");
+    raw(b, "{\"$ref\":\"#/components/responses/Error\"}");
+    bs_jw_obj_end(b);
+}
+
+/* A curl command line for the route (x-codeSamples, which Redoc shows and /docs prints):
+ * $BASALT_URL and $BASALT_API_KEY as the CLI reads them, sample path parameters. */
+static void write_sample(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
+{
+    bs_buf_t c;
+    bs_buf_init(&c);
+    bs_buf_puts(&c, "curl");
+    if (strcmp(r->method, "GET") != 0)
+        bs_buf_printf(&c, " -X %s", r->method);
+    bs_buf_puts(&c, " \"$BASALT_URL");
+    for (const char *p = r->pattern; *p; p++) {
+        if (*p != '{') {
+            bs_buf_putc(&c, *p);
+            continue;
+        }
+        const char *e = strchr(p, '}');
+        if (!e)
+            break;
+        size_t n = (size_t)(e - p - 1);
+        if (n && p[n] == '*')
+            n--;
+        const char *v = !strncmp(p + 1, "name", n) && n == 4      ? "churn"
+                        : !strncmp(p + 1, "version", n) && n == 7 ? "1"
+                        : !strncmp(p + 1, "alias", n) && n == 5   ? "champion"
+                                                                  : NULL;
+        if (v)
+            bs_buf_puts(&c, v);
+        else
+            bs_buf_printf(&c, "$%.*s", (int)n, p + 1);
+        p = e;
+    }
+    if (x->body == BODY_UPLOAD)
+        bs_buf_puts(&c, "?format=xgboost_json\"");
+    else
+        bs_buf_putc(&c, '"');
+    if (r->min_role > BS_ROLE_PUBLIC)
+        bs_buf_puts(&c, " -H \"Authorization: Bearer $BASALT_API_KEY\"");
+    if (x->body == BODY_UPLOAD)
+        bs_buf_puts(&c, " --data-binary @model.json");
+    else if (x->example)
+        bs_buf_printf(&c, " -H 'Content-Type: application/json' -d '%s'", x->example);
+    else if (r->request_schema)
+        bs_buf_puts(&c, " -H 'Content-Type: application/json' -d '{}'");
+    bs_jw_key(b, "x-codeSamples");
+    bs_jw_arr_begin(b);
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "lang");
+    bs_jw_str(b, "curl");
+    bs_jw_key(b, "source");
+    bs_jw_strn(b, c.data ? c.data : "", c.len);
+    bs_jw_obj_end(b);
+    if (x->body == BODY_UPLOAD) {
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "lang");
+        bs_jw_str(b, "curl");
+        bs_jw_key(b, "label");
+        bs_jw_str(b, "multipart");
+        bs_jw_key(b, "source");
+        bs_jw_str(b,
+                  "curl -X POST \"$BASALT_URL/v1/models/churn/versions\" -H \"Authorization: "
+                  "Bearer $BASALT_API_KEY\" -F artifact=@model.json -F 'metadata={\"description\":"
+                  "\"weekly retrain\",\"metrics\":{\"auc\":0.91}};type=application/json'");
+        bs_jw_obj_end(b);
+    }
+    bs_jw_arr_end(b);
+    if (c.oom)
+        b->oom = 1;
+    bs_buf_free(&c);
+}
+
+static void write_operation(bs_buf_t *b, const bs_route_t *r)
+{
+    const extra_t *x = extra_of(r);
+    char m[16], opid[300];
+    size_t k = 0;
+    for (; r->method[k] && k + 1 < sizeof m; k++)
+        m[k] =
+            (char)(r->method[k] >= 'A' && r->method[k] <= 'Z' ? r->method[k] + 32 : r->method[k]);
+    m[k] = '\0';
+    bs_jw_key(b, m);
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "summary");
+    bs_jw_str(b, r->summary ? r->summary : "");
+    bs_jw_key(b, "operationId");
+    operation_id(r, opid, sizeof opid);
+    bs_jw_str(b, opid);
+    bs_jw_key(b, "tags");
+    bs_jw_arr_begin(b);
+    bs_jw_str(b, r->tag ? r->tag : "default");
+    bs_jw_arr_end(b);
+    bs_jw_key(b, "x-basalt-min-role");
+    bs_jw_str(b, bs_role_name(r->min_role));
+    bs_jw_key(b, "security");
+    raw(b, r->min_role > BS_ROLE_PUBLIC ? "[{\"bearer\":[]}]" : "[]");
+    write_params(b, r, x);
+    write_request(b, r, x);
+    write_responses(b, r, x);
+    write_sample(b, r, x);
+    bs_jw_obj_end(b);
 }
 
 void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b)
@@ -64,98 +395,50 @@ void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b)
     bs_jw_key(b, "version");
     bs_jw_str(b, BS_VERSION);
     bs_jw_key(b, "description");
-    bs_jw_str(b, "AI backend in one binary: model registry and serving, and more. Errors are "
-                 "{\"error\": {\"code\", \"message\", \"field\"}, \"request_id\"}.");
+    bs_jw_str(b,
+              "AI backend in one binary: model registry and serving, and more. Errors are "
+              "{\"error\": {\"code\", \"message\", \"field\"}, \"request_id\"}. Each operation's "
+              "x-basalt-min-role is the least role of the API key it accepts "
+              "(admin > developer > predictor > viewer; public needs no key).");
     bs_jw_obj_end(b);
+    /* Relative to where this document was fetched: the server that serves it. */
+    bs_jw_key(b, "servers");
+    raw(b, "[{\"url\":\"/\",\"description\":\"the server this document came from\"}]");
+    bs_jw_key(b, "security");
+    raw(b, "[{\"bearer\":[]}]");
+    bs_jw_key(b, "tags");
+    raw(b, "[{\"name\":\"system\",\"description\":\"health, metrics, this document, server info\"},"
+           "{\"name\":\"auth\",\"description\":\"API keys and tenants\"},"
+           "{\"name\":\"models\",\"description\":\"models, versions, reviews, aliases\"},"
+           "{\"name\":\"serving\",\"description\":\"online prediction\"},"
+           "{\"name\":\"runs\",\"description\":\"experiment runs and their metrics\"},"
+           "{\"name\":\"audit\",\"description\":\"the audit log of registry changes\"},"
+           "{\"name\":\"kserve\",\"description\":\"the Open Inference Protocol (KServe v2)\"}]");
     bs_jw_key(b, "components");
-    bs_jw_raw(b,
-              "{\"securitySchemes\":{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\"}},"
-              "\"schemas\":{\"Error\":{\"type\":\"object\",\"required\":[\"error\",\"request_id\"],"
-              "\"properties\":{\"error\":{\"type\":\"object\",\"required\":[\"code\",\"message\"],"
-              "\"properties\":{\"code\":{\"type\":\"string\"},\"message\":{\"type\":\"string\"},"
-              "\"field\":{\"type\":\"string\"}}},\"request_id\":{\"type\":\"string\"}}}}}",
-              strlen("{\"securitySchemes\":{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\"}},"
-                     "\"schemas\":{\"Error\":{\"type\":\"object\",\"required\":[\"error\",\"request_id\"],"
-                     "\"properties\":{\"error\":{\"type\":\"object\",\"required\":[\"code\",\"message\"],"
-                     "\"properties\":{\"code\":{\"type\":\"string\"},\"message\":{\"type\":\"string\"},"
-                     "\"field\":{\"type\":\"string\"}}},\"request_id\":{\"type\":\"string\"}}}}}"));
+    raw(b, "{\"securitySchemes\":{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\","
+           "\"description\":\"an API key: Authorization: Bearer bsk_...\"}},"
+           "\"responses\":{\"Error\":{\"description\":\"error\",\"content\":{\"application/json\":"
+           "{\"schema\":{\"$ref\":\"#/components/schemas/Error\"}}}}},"
+           "\"schemas\":{\"Error\":{\"type\":\"object\",\"required\":[\"error\",\"request_id\"],"
+           "\"properties\":{\"error\":{\"type\":\"object\",\"required\":[\"code\",\"message\"],"
+           "\"properties\":{\"code\":{\"type\":\"string\"},\"message\":{\"type\":\"string\"},"
+           "\"field\":{\"type\":\"string\"}}},\"request_id\":{\"type\":\"string\"}}}}}");
     bs_jw_key(b, "paths");
     bs_jw_obj_begin(b);
     char *done = calloc((size_t)n, 1);
     for (int i = 0; i < n; i++) {
         if (done && done[i])
             continue;
-        write_path_key(b, routes[i].pattern);
+        char key[256];
+        path_key(routes[i].pattern, key, sizeof key);
+        bs_jw_key(b, key);
         bs_jw_obj_begin(b);
         for (int j = i; j < n; j++) {
             if (strcmp(routes[j].pattern, routes[i].pattern) != 0)
                 continue;
             if (done)
                 done[j] = 1;
-            const bs_route_t *r = &routes[j];
-            char m[16];
-            lower(r->method, m);
-            bs_jw_key(b, m);
-            bs_jw_obj_begin(b);
-            bs_jw_key(b, "summary");
-            bs_jw_str(b, r->summary ? r->summary : "");
-            bs_jw_key(b, "operationId");
-            char opid[300];
-            snprintf(opid, sizeof opid, "%s %s", r->method, r->pattern);
-            bs_jw_str(b, opid);
-            bs_jw_key(b, "tags");
-            bs_jw_arr_begin(b);
-            bs_jw_str(b, r->tag ? r->tag : "default");
-            bs_jw_arr_end(b);
-            bs_jw_key(b, "x-basalt-min-role");
-            bs_jw_str(b, bs_role_name(r->min_role));
-            if (r->min_role > BS_ROLE_PUBLIC) {
-                bs_jw_key(b, "security");
-                bs_jw_raw(b, "[{\"bearer\":[]}]", strlen("[{\"bearer\":[]}]"));
-            }
-            write_params(b, r->pattern);
-            if (r->request_schema) {
-                bs_jw_key(b, "requestBody");
-                bs_jw_obj_begin(b);
-                bs_jw_key(b, "required");
-                bs_jw_bool(b, 1);
-                bs_jw_key(b, "content");
-                bs_jw_obj_begin(b);
-                bs_jw_key(b, "application/json");
-                bs_jw_obj_begin(b);
-                bs_jw_key(b, "schema");
-                bs_jw_raw(b, r->request_schema, strlen(r->request_schema));
-                bs_jw_obj_end(b);
-                bs_jw_obj_end(b);
-                bs_jw_obj_end(b);
-            }
-            bs_jw_key(b, "responses");
-            bs_jw_obj_begin(b);
-            char st[8];
-            snprintf(st, sizeof st, "%d", r->success_status ? r->success_status : 200);
-            bs_jw_key(b, st);
-            bs_jw_obj_begin(b);
-            bs_jw_key(b, "description");
-            bs_jw_str(b, "success");
-            if (r->response_schema) {
-                bs_jw_key(b, "content");
-                bs_jw_obj_begin(b);
-                bs_jw_key(b, "application/json");
-                bs_jw_obj_begin(b);
-                bs_jw_key(b, "schema");
-                bs_jw_raw(b, r->response_schema, strlen(r->response_schema));
-                bs_jw_obj_end(b);
-                bs_jw_obj_end(b);
-            }
-            bs_jw_obj_end(b);
-            bs_jw_key(b, "default");
-            bs_jw_raw(b,
-                      "{\"description\":\"error\",\"content\":{\"application/json\":{\"schema\":"
-                      "{\"$ref\":\"#/components/schemas/Error\"}}}}",
-                      strlen("{\"description\":\"error\",\"content\":{\"application/json\":{\"schema\":"
-                             "{\"$ref\":\"#/components/schemas/Error\"}}}}"));
-            bs_jw_obj_end(b);
-            bs_jw_obj_end(b);
+            write_operation(b, &routes[j]);
         }
         bs_jw_obj_end(b);
     }
@@ -164,7 +447,8 @@ void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b)
     bs_jw_obj_end(b);
 }
 
-int bs_api_authenticate(void *app, const char *token, size_t len, bs_principal_t *who, bs_err_t *err)
+int bs_api_authenticate(void *app, const char *token, size_t len, bs_principal_t *who,
+                        bs_err_t *err)
 {
     return bs_auth_verify(((bs_app_t *)app)->auth, token, len, who, err);
 }

@@ -2,32 +2,62 @@
  * and OpenAPI description. /openapi.json is generated from this table. */
 #include "api/api_int.h"
 
+/* JSON Schemas (2020-12, as OpenAPI 3.1 uses) of request and response bodies. */
+#define HEALTH_SCHEMA                                                                              \
+    "{\"type\":\"object\",\"required\":[\"status\"],\"properties\":{\"status\":{\"type\":\""       \
+    "string\",\"enum\":[\"ok\"]}}}"
+#define READY_SCHEMA                                                                               \
+    "{\"type\":\"object\",\"required\":[\"status\",\"checks\"],\"properties\":{\"status\":{"       \
+    "\"type\":\"string\",\"enum\":[\"ready\",\"not_ready\"]},\"checks\":{\"type\":\"object\""      \
+    ",\"properties\":{\"metadata_store\":{\"type\":\"string\",\"enum\":[\"ok\",\"unavailabl"       \
+    "e\"]},\"schema_version\":{\"type\":\"integer\"},\"accepting\":{\"type\":\"boolean\"}}}"       \
+    "}}"
+#define INFO_SCHEMA                                                                                \
+    "{\"type\":\"object\",\"required\":[\"name\",\"version\",\"build\",\"caller\"],\"proper"       \
+    "ties\":{\"name\":{\"type\":\"string\"},\"version\":{\"type\":\"string\"},\"build\":{\""       \
+    "type\":\"object\",\"properties\":{\"git_sha\":{\"type\":\"string\"},\"compiler\":{\"ty"       \
+    "pe\":\"string\"},\"built_at\":{\"type\":\"string\"}}},\"started_at\":{\"type\":\"strin"       \
+    "g\",\"format\":\"date-time\"},\"uptime_seconds\":{\"type\":\"number\"},\"data_dir\":{\""      \
+    "type\":\"string\"},\"threads\":{\"type\":\"integer\"},\"auth\":{\"type\":\"boolean\"},"       \
+    "\"backends\":{\"type\":\"object\",\"properties\":{\"metadata\":{\"type\":\"string\"},\""      \
+    "artifacts\":{\"type\":\"string\"}}},\"caller\":{\"type\":\"object\",\"properties\":{\""       \
+    "key_id\":{\"type\":\"string\"},\"tenant\":{\"type\":\"string\"},\"role\":{\"type\":\"s"       \
+    "tring\"}}}}}"
 #define KEY_SCHEMA                                                                                 \
-    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"name\":{\"type\":"       \
-    "\"string\"},\"tenant\":{\"type\":\"string\"},\"role\":{\"type\":\"string\",\"enum\":["       \
-    "\"admin\",\"developer\",\"predictor\",\"viewer\"]},\"rate_limit\":{\"type\":[\"object\","    \
-    "\"null\"]},\"expires_at\":{\"type\":[\"string\",\"null\"],\"format\":\"date-time\"},"        \
-    "\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"created_by\":{\"type\":"     \
-    "\"string\"},\"key\":{\"type\":\"string\",\"description\":\"the secret, returned once\"}}}"
+    "{\"type\":\"object\",\"required\":[\"id\",\"name\",\"tenant\",\"role\"],\"properties\""       \
+    ":{\"id\":{\"type\":\"string\"},\"name\":{\"type\":\"string\"},\"tenant\":{\"type\":\"s"       \
+    "tring\"},\"role\":{\"type\":\"string\",\"enum\":[\"admin\",\"developer\",\"predictor\""       \
+    ",\"viewer\"]},\"rate_limit\":{\"type\":[\"object\",\"null\"],\"properties\":{\"rps\":{"       \
+    "\"type\":\"number\"},\"burst\":{\"type\":\"number\"}}},\"expires_at\":{\"type\":[\"str"       \
+    "ing\",\"null\"],\"format\":\"date-time\"},\"created_at\":{\"type\":\"string\",\"format"       \
+    "\":\"date-time\"},\"created_by\":{\"type\":\"string\"},\"key\":{\"type\":\"string\",\""       \
+    "description\":\"the secret, returned once\"}}}"
 #define KEY_CREATE_SCHEMA                                                                          \
-    "{\"type\":\"object\",\"required\":[\"name\",\"role\"],\"additionalProperties\":false,"       \
-    "\"properties\":{\"name\":{\"type\":\"string\"},\"role\":{\"type\":\"string\",\"enum\":["     \
-    "\"admin\",\"developer\",\"predictor\",\"viewer\"]},\"tenant\":{\"type\":\"string\"},"        \
-    "\"rate_limit\":{\"type\":\"object\",\"properties\":{\"rps\":{\"type\":\"number\"},"          \
-    "\"burst\":{\"type\":\"number\"}}},\"expires_at\":{\"type\":\"string\",\"format\":"          \
-    "\"date-time\"},\"ttl_seconds\":{\"type\":\"integer\"}}}"
-#define PAGE(item) "{\"type\":\"object\",\"properties\":{\"items\":{\"type\":\"array\",\"items\":" item "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
+    "{\"type\":\"object\",\"required\":[\"name\",\"role\"],\"additionalProperties\":false,\""      \
+    "properties\":{\"name\":{\"type\":\"string\"},\"role\":{\"type\":\"string\",\"enum\":[\""      \
+    "admin\",\"developer\",\"predictor\",\"viewer\"]},\"tenant\":{\"type\":\"string\"},\"ra"       \
+    "te_limit\":{\"type\":\"object\",\"properties\":{\"rps\":{\"type\":\"number\"},\"burst\""      \
+    ":{\"type\":\"number\"}}},\"expires_at\":{\"type\":\"string\",\"format\":\"date-time\"}"       \
+    ",\"ttl_seconds\":{\"type\":\"integer\"}}}"
+#define TENANT_CREATE_SCHEMA                                                                       \
+    "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,\"properti"       \
+    "es\":{\"name\":{\"type\":\"string\"}}}"
 #define TENANT_SCHEMA                                                                              \
-    "{\"type\":\"object\",\"properties\":{\"id\":{\"type\":\"string\"},\"name\":{\"type\":"       \
-    "\"string\"},\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"}}}"
+    "{\"type\":\"object\",\"required\":[\"name\"],\"properties\":{\"id\":{\"type\":\"string"       \
+    "\"},\"name\":{\"type\":\"string\"},\"created_at\":{\"type\":\"string\",\"format\":\"da"       \
+    "te-time\"}}}"
+
+#define PAGE(item)                                                                                 \
+    "{\"type\":\"object\",\"required\":[\"items\",\"next_cursor\"],\"properties\":{\"items\":{" \
+    "\"type\":\"array\",\"items\":" item "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
 
 #include "api/routes_models.inc"
 
 static const bs_route_t routes[] = {
     {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
-     "system", NULL, "{\"type\":\"object\"}", 0},
+     "system", NULL, HEALTH_SCHEMA, 0},
     {"GET", "/readyz", bs__api_readyz, BS_ROLE_PUBLIC,
-     "Readiness: stores open and migrated (503 otherwise)", "system", NULL, "{\"type\":\"object\"}", 0},
+     "Readiness: stores open and migrated (503 otherwise)", "system", NULL, READY_SCHEMA, 0},
     {"GET", "/metrics", bs__api_metrics, BS_ROLE_PUBLIC, "Prometheus metrics (text format 0.0.4)",
      "system", NULL, NULL, 0},
     {"GET", "/openapi.json", bs__api_openapi, BS_ROLE_PUBLIC, "This OpenAPI 3.1 document", "system",
@@ -35,7 +65,7 @@ static const bs_route_t routes[] = {
     {"GET", "/docs", bs__api_docs, BS_ROLE_PUBLIC, "Human-readable API reference", "system", NULL,
      NULL, 0},
     {"GET", "/v1/info", bs__api_info, BS_ROLE_VIEWER,
-     "Version, build, uptime, data directory and backends", "system", NULL, "{\"type\":\"object\"}", 0},
+     "Version, build, uptime, data directory and backends", "system", NULL, INFO_SCHEMA, 0},
     {"POST", "/v1/keys", bs__api_keys_create, BS_ROLE_ADMIN,
      "Create an API key; the secret is returned once", "auth", KEY_CREATE_SCHEMA, KEY_SCHEMA, 201},
     {"GET", "/v1/keys", bs__api_keys_list, BS_ROLE_ADMIN, "List API keys (?tenant=, limit, cursor)",
@@ -44,8 +74,7 @@ static const bs_route_t routes[] = {
      NULL, NULL, 204},
     {"POST", "/v1/tenants", bs__api_tenants_create, BS_ROLE_ADMIN,
      "Create a tenant (admins of the default tenant)", "auth",
-     "{\"type\":\"object\",\"required\":[\"name\"],\"properties\":{\"name\":{\"type\":\"string\"}}}",
-     TENANT_SCHEMA, 201},
+     TENANT_CREATE_SCHEMA, TENANT_SCHEMA, 201},
     {"GET", "/v1/tenants", bs__api_tenants_list, BS_ROLE_ADMIN, "List tenants", "auth", NULL,
      PAGE(TENANT_SCHEMA), 0},
     MODEL_ROUTES

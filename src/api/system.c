@@ -143,18 +143,8 @@ void bs__api_openapi(bs_req_t *req)
 
 void bs__api_docs(bs_req_t *req)
 {
-    static const char page[] =
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>basalt API</title>"
-        "<style>body{font:14px/1.4 system-ui,sans-serif;margin:2em;max-width:60em}"
-        "code{background:#eee;padding:1px 4px}td{padding:2px 8px;vertical-align:top}</style>"
-        "</head><body><h1>basalt API</h1><p>The machine-readable description is "
-        "<a href=\"/openapi.json\">/openapi.json</a> (OpenAPI 3.1).</p><table id=\"r\"></table>"
-        "<script>fetch('/openapi.json').then(r=>r.json()).then(d=>{const t=document."
-        "getElementById('r');for(const[p,ops]of Object.entries(d.paths))for(const[m,o]of "
-        "Object.entries(ops)){const tr=t.insertRow();tr.insertCell().innerHTML='<code>'+m."
-        "toUpperCase()+'</code>';tr.insertCell().innerHTML='<code>'+p+'</code>';tr.insertCell()"
-        ".textContent=o.summary||''}})</script></body></html>";
-    bs_resp_body(req, 200, "text/html; charset=utf-8", page, sizeof page - 1);
+    bs_app_t *app = APP(req);
+    bs_resp_body(req, 200, "text/html; charset=utf-8", app->docs, app->docs_len);
 }
 
 void bs__api_info(bs_req_t *req)

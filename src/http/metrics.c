@@ -1,6 +1,9 @@
 /* Renders the HTTP server's per-thread counters as Prometheus text (exposition
- * format 0.0.4): requests by route/method/status, latency histograms per route,
- * errors by code, connections and in-flight requests. */
+ * format 0.0.4): requests by route/method/status, latency histograms per route and
+ * method, errors by code, connections and in-flight requests. Each family is one block
+ * (HELP, TYPE, then its samples), and each router row (a route and a method) is one
+ * series, so every series appears once. Route patterns, methods and error codes come
+ * from tables in the source: no label value here needs escaping. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +45,7 @@ void bs_server_metrics(bs_server_t *s, bs_buf_t *b)
                    "# TYPE basalt_http_request_duration_seconds histogram\n");
     for (int row = 0; row <= nr; row++) {
         const char *route = row < nr ? bs_router_route(r, row)->pattern : "unmatched";
+        const char *method = row < nr ? bs_router_route(r, row)->method : "any";
         uint64_t buckets[BS__HTTP_N_BUCKETS + 1] = {0}, sum_ns = 0, total = 0;
         for (int t = 0; t < nt; t++) {
             bs__http_metrics_t *m = bs__server_thread_metrics(s, t);
@@ -56,15 +60,21 @@ void bs_server_metrics(bs_server_t *s, bs_buf_t *b)
         uint64_t cum = 0;
         for (int k = 0; k < BS__HTTP_N_BUCKETS; k++) {
             cum += buckets[k];
-            bs_buf_printf(b, "basalt_http_request_duration_seconds_bucket{route=\"%s\",le=\"%g\"} %llu\n",
-                          route, bs__http_buckets[k], (unsigned long long)cum);
+            bs_buf_printf(b,
+                          "basalt_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\","
+                          "le=\"%g\"} %llu\n",
+                          route, method, bs__http_buckets[k], (unsigned long long)cum);
         }
-        bs_buf_printf(b, "basalt_http_request_duration_seconds_bucket{route=\"%s\",le=\"+Inf\"} %llu\n",
-                      route, (unsigned long long)total);
-        bs_buf_printf(b, "basalt_http_request_duration_seconds_sum{route=\"%s\"} %.9f\n", route,
-                      (double)sum_ns / 1e9);
-        bs_buf_printf(b, "basalt_http_request_duration_seconds_count{route=\"%s\"} %llu\n", route,
-                      (unsigned long long)total);
+        bs_buf_printf(b,
+                      "basalt_http_request_duration_seconds_bucket{route=\"%s\",method=\"%s\","
+                      "le=\"+Inf\"} %llu\n",
+                      route, method, (unsigned long long)total);
+        bs_buf_printf(b,
+                      "basalt_http_request_duration_seconds_sum{route=\"%s\",method=\"%s\"} %.9f\n",
+                      route, method, (double)sum_ns / 1e9);
+        bs_buf_printf(b,
+                      "basalt_http_request_duration_seconds_count{route=\"%s\",method=\"%s\"} %llu\n",
+                      route, method, (unsigned long long)total);
     }
     bs_buf_puts(b, "# HELP basalt_http_errors_total Error responses by error code.\n"
                    "# TYPE basalt_http_errors_total counter\n");
@@ -86,9 +96,11 @@ void bs_server_metrics(bs_server_t *s, bs_buf_t *b)
                   "# HELP basalt_http_in_flight_requests Requests being served.\n"
                   "# TYPE basalt_http_in_flight_requests gauge\n"
                   "basalt_http_in_flight_requests %lld\n"
-                  "# HELP basalt_http_connections Open client connections.\n"
-                  "# TYPE basalt_http_connections gauge\n"
-                  "basalt_http_connections %lld\n"
+                  /* Not "basalt_http_connections": that is the counter's family name below
+                   * once its _total is dropped (OpenMetrics, prometheus_client). */
+                  "# HELP basalt_http_open_connections Open client connections.\n"
+                  "# TYPE basalt_http_open_connections gauge\n"
+                  "basalt_http_open_connections %lld\n"
                   "# HELP basalt_http_connections_total Accepted client connections.\n"
                   "# TYPE basalt_http_connections_total counter\n"
                   "basalt_http_connections_total %llu\n",

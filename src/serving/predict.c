@@ -333,81 +333,129 @@ void bs_serving_record(bs_model_handle_t *h, size_t rows, uint64_t duration_ns, 
         sum_;                                                                                      \
     })
 
+/* The per-version families, in the order they are printed. Prometheus' text format
+ * wants each family as one block (HELP, TYPE, its samples; OpenMetrics requires it and
+ * prometheus_client's parser splits a family that comes back later), so one pass over
+ * the slots writes each family's samples into its own buffer and the blocks are joined
+ * at the end. */
+enum {
+    FAM_LOADED,
+    FAM_MEMORY,
+    FAM_LOADS,
+    FAM_LOAD_FAILURES,
+    FAM_PREDICTIONS,
+    FAM_ROWS,
+    FAM_ERRORS,
+    FAM_DURATION,
+    FAM_BATCHES,
+    FAM_BATCHED_ROWS,
+    N_FAMS
+};
+
+static const struct {
+    const char *name, *type, *help;
+} families[N_FAMS] = {
+    [FAM_LOADED] = {"basalt_model_loaded", "gauge", "Whether the version is loaded in memory."},
+    [FAM_MEMORY] = {"basalt_model_memory_bytes", "gauge", "Memory held by the loaded version."},
+    [FAM_LOADS] = {"basalt_model_loads_total", "counter",
+                   "Times the version was loaded (first use, alias, after eviction)."},
+    [FAM_LOAD_FAILURES] = {"basalt_model_load_failures_total", "counter",
+                           "Loads that failed (missing or corrupt artifact)."},
+    [FAM_PREDICTIONS] = {"basalt_predictions_total", "counter",
+                         "Predict requests per model version."},
+    [FAM_ROWS] = {"basalt_prediction_rows_total", "counter", "Rows predicted per model version."},
+    [FAM_ERRORS] = {"basalt_prediction_errors_total", "counter",
+                    "Failed predict requests by error code."},
+    [FAM_DURATION] = {"basalt_prediction_duration_seconds", "histogram",
+                      "Time to validate, predict and render."},
+    [FAM_BATCHES] = {"basalt_prediction_batches_total", "counter",
+                     "Batches the dynamic batcher ran."},
+    [FAM_BATCHED_ROWS] = {"basalt_prediction_batched_rows_total", "counter",
+                          "Rows that went through the batcher."},
+};
+
 void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
 {
-    bs_buf_puts(b, "# HELP basalt_predictions_total Predict requests per model version.\n"
-                   "# TYPE basalt_predictions_total counter\n"
-                   "# HELP basalt_prediction_rows_total Rows predicted per model version.\n"
-                   "# TYPE basalt_prediction_rows_total counter\n"
-                   "# HELP basalt_prediction_errors_total Failed predict requests by error code.\n"
-                   "# TYPE basalt_prediction_errors_total counter\n"
-                   "# HELP basalt_prediction_duration_seconds Time to validate, predict and render.\n"
-                   "# TYPE basalt_prediction_duration_seconds histogram\n"
-                   "# HELP basalt_prediction_batches_total Batches the dynamic batcher ran.\n"
-                   "# TYPE basalt_prediction_batches_total counter\n"
-                   "# HELP basalt_prediction_batched_rows_total Rows that went through the batcher.\n"
-                   "# TYPE basalt_prediction_batched_rows_total counter\n"
-                   "# HELP basalt_model_loaded Whether the version is loaded in memory.\n"
-                   "# TYPE basalt_model_loaded gauge\n"
-                   "# HELP basalt_model_memory_bytes Memory held by the loaded version.\n"
-                   "# TYPE basalt_model_memory_bytes gauge\n"
-                   "# HELP basalt_model_loads_total Times the version was loaded (first use, alias, after eviction).\n"
-                   "# TYPE basalt_model_loads_total counter\n"
-                   "# HELP basalt_model_load_failures_total Loads that failed (missing or corrupt artifact).\n"
-                   "# TYPE basalt_model_load_failures_total counter\n");
-    bs_buf_printf(b,
-                  "# HELP basalt_models_memory_bytes Memory held by all loaded versions.\n"
-                  "# TYPE basalt_models_memory_bytes gauge\n"
-                  "basalt_models_memory_bytes %zu\n"
-                  "# HELP basalt_models_memory_budget_bytes Loaded versions beyond this are evicted (LRU).\n"
-                  "# TYPE basalt_models_memory_budget_bytes gauge\n"
-                  "basalt_models_memory_budget_bytes %zu\n",
-                  atomic_load(&s->loaded_bytes), s->o.memory_budget);
+    bs_buf_printf(
+        b,
+        "# HELP basalt_models_memory_bytes Memory held by all loaded versions.\n"
+        "# TYPE basalt_models_memory_bytes gauge\n"
+        "basalt_models_memory_bytes %zu\n"
+        "# HELP basalt_models_memory_budget_bytes Loaded versions beyond this are evicted (LRU).\n"
+        "# TYPE basalt_models_memory_budget_bytes gauge\n"
+        "basalt_models_memory_budget_bytes %zu\n",
+        atomic_load(&s->loaded_bytes), s->o.memory_budget);
+    bs_buf_t fam[N_FAMS];
+    for (int f = 0; f < N_FAMS; f++)
+        bs_buf_init(&fam[f]);
     pthread_mutex_lock(&s->lock);
     for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
+        /* A slot outlives its model (a deleted name can come back with the same version
+         * numbers): only routed slots are shown, so each (tenant, model, version) is one
+         * series. */
+        if (!sl->live)
+            continue;
         uint64_t req = SUM(sl, requests);
         /* Read under QSBR like peek: an unpublished handle outlives this loop iteration. */
         const bs_model_handle_t *h = atomic_load(&sl->handle);
         int loaded = h != NULL;
+        /* Tenant and model names are validated to [A-Za-z0-9._-]: nothing to escape. */
         char lbl[300];
         snprintf(lbl, sizeof lbl, "tenant=\"%s\",model=\"%s\",version=\"%d\"", sl->tenant, sl->name,
                  sl->version);
         uint64_t loads = atomic_load(&sl->loads), failures = atomic_load(&sl->load_failures);
-        if (loaded || req || loads || failures)
-            bs_buf_printf(b,
-                          "basalt_model_loaded{%s} %d\nbasalt_model_memory_bytes{%s} %zu\n"
-                          "basalt_model_loads_total{%s} %llu\nbasalt_model_load_failures_total{%s} %llu\n",
-                          lbl, loaded, lbl, h ? h->memory : 0, lbl,
-                          (unsigned long long)loads, lbl, (unsigned long long)failures);
+        if (loaded || req || loads || failures) {
+            bs_buf_printf(&fam[FAM_LOADED], "basalt_model_loaded{%s} %d\n", lbl, loaded);
+            bs_buf_printf(&fam[FAM_MEMORY], "basalt_model_memory_bytes{%s} %zu\n", lbl,
+                          h ? h->memory : 0);
+            bs_buf_printf(&fam[FAM_LOADS], "basalt_model_loads_total{%s} %llu\n", lbl,
+                          (unsigned long long)loads);
+            bs_buf_printf(&fam[FAM_LOAD_FAILURES], "basalt_model_load_failures_total{%s} %llu\n",
+                          lbl, (unsigned long long)failures);
+        }
         if (!req)
             continue;
-        bs_buf_printf(b, "basalt_predictions_total{%s} %llu\n", lbl, (unsigned long long)req);
-        bs_buf_printf(b, "basalt_prediction_rows_total{%s} %llu\n", lbl,
+        bs_buf_printf(&fam[FAM_PREDICTIONS], "basalt_predictions_total{%s} %llu\n", lbl,
+                      (unsigned long long)req);
+        bs_buf_printf(&fam[FAM_ROWS], "basalt_prediction_rows_total{%s} %llu\n", lbl,
                       (unsigned long long)SUM(sl, rows));
         uint64_t batches = atomic_load(&sl->batches);
-        if (batches)
-            bs_buf_printf(b, "basalt_prediction_batches_total{%s} %llu\nbasalt_prediction_batched_rows_total{%s} %llu\n",
-                          lbl, (unsigned long long)batches, lbl,
-                          (unsigned long long)atomic_load(&sl->batched_rows));
+        if (batches) {
+            bs_buf_printf(&fam[FAM_BATCHES], "basalt_prediction_batches_total{%s} %llu\n", lbl,
+                          (unsigned long long)batches);
+            bs_buf_printf(&fam[FAM_BATCHED_ROWS], "basalt_prediction_batched_rows_total{%s} %llu\n",
+                          lbl, (unsigned long long)atomic_load(&sl->batched_rows));
+        }
         for (int i = 0; i < BS_ERR_COUNT; i++) {
             uint64_t e = SUM(sl, errors_by_code[i]);
             if (e)
-                bs_buf_printf(b, "basalt_prediction_errors_total{%s,code=\"%s\"} %llu\n", lbl,
+                bs_buf_printf(&fam[FAM_ERRORS],
+                              "basalt_prediction_errors_total{%s,code=\"%s\"} %llu\n", lbl,
                               bs_err_name(i + BS_ERR_FIRST_ + 1), (unsigned long long)e);
         }
+        bs_buf_t *d = &fam[FAM_DURATION];
         uint64_t cum = 0;
         for (int k = 0; k < BS__SERVING_BUCKETS; k++) {
             cum += SUM(sl, hist[k]);
-            bs_buf_printf(b, "basalt_prediction_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", lbl,
+            bs_buf_printf(d, "basalt_prediction_duration_seconds_bucket{%s,le=\"%g\"} %llu\n", lbl,
                           buckets[k], (unsigned long long)cum);
         }
         cum += SUM(sl, hist[BS__SERVING_BUCKETS]);
-        bs_buf_printf(b, "basalt_prediction_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", lbl,
+        bs_buf_printf(d, "basalt_prediction_duration_seconds_bucket{%s,le=\"+Inf\"} %llu\n", lbl,
                       (unsigned long long)cum);
-        bs_buf_printf(b, "basalt_prediction_duration_seconds_sum{%s} %.9f\n", lbl,
+        bs_buf_printf(d, "basalt_prediction_duration_seconds_sum{%s} %.9f\n", lbl,
                       (double)SUM(sl, sum_ns) / 1e9);
-        bs_buf_printf(b, "basalt_prediction_duration_seconds_count{%s} %llu\n", lbl,
+        bs_buf_printf(d, "basalt_prediction_duration_seconds_count{%s} %llu\n", lbl,
                       (unsigned long long)cum);
     }
     pthread_mutex_unlock(&s->lock);
+    for (int f = 0; f < N_FAMS; f++) {
+        bs_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", families[f].name, families[f].help,
+                      families[f].name, families[f].type);
+        if (fam[f].oom)
+            b->oom = 1;
+        if (fam[f].len)
+            bs_buf_append(b, fam[f].data, fam[f].len);
+        bs_buf_free(&fam[f]);
+    }
 }

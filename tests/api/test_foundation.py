@@ -332,16 +332,18 @@ def test_metrics_count_requests_by_route_method_status(server):
         assert set(labels) == {"route", "method", "status"}
     # histogram: cumulative buckets, +Inf equals count, count grew by the requests made
     buckets = sorted(((float(l["le"]), v) for l, v in
-                      after.find("basalt_http_request_duration_seconds_bucket", route="/v1/info")),
+                      after.find("basalt_http_request_duration_seconds_bucket", route="/v1/info",
+                                 method="GET")),
                      key=lambda x: x[0])
     assert buckets and buckets[-1][0] == float("inf")
     values = [v for _, v in buckets]
     assert values == sorted(values)
-    count = after.get("basalt_http_request_duration_seconds_count", route="/v1/info")
+    count = after.get("basalt_http_request_duration_seconds_count", route="/v1/info", method="GET")
     assert values[-1] == count
     assert count - before.get("basalt_http_request_duration_seconds_count", 0,
-                              route="/v1/info") == n_info + n_unauth
-    assert after.get("basalt_http_request_duration_seconds_sum", route="/v1/info") >= 0
+                              route="/v1/info", method="GET") == n_info + n_unauth
+    assert after.get("basalt_http_request_duration_seconds_sum", route="/v1/info",
+                     method="GET") >= 0
 
 
 def test_metrics_error_codes_all_listed(shared_server):
