@@ -8,7 +8,8 @@
  *
  * Request path: h2o buffers the whole body (bounded by max_body_bytes, 413
  * beyond) and calls on_req, which builds a bs_req_t in the request's h2o
- * pool, checks the header budget (431), matches the route (404/405),
+ * pool, refuses ambiguous HTTP/1 framing (400, see "message framing"), checks the
+ * header budget (431), matches the route (404/405),
  * authenticates and rate-limits, then calls the handler. The bs_req_t's
  * arena is released by an h2o pool dispose hook once the response is done.
  *
@@ -415,6 +416,96 @@ static void choose_request_id(char out[72], const h2o_iovec_t *value, h2o_evloop
     }
 }
 
+/* ---- message framing (RFC 9112 §6) ----------------------------------------------------
+ * h2o 2.2.5 frames an HTTP/1 body by the first Content-Length, or by Transfer-Encoding
+ * when both are present, and drops both headers from the request it hands on, so a
+ * handler cannot see a conflict. A front proxy that framed the same bytes by another of
+ * the headers would see a different second request in this one's body (request
+ * smuggling). The request head is still at the start of the socket's input buffer when
+ * on_req runs (h2o consumes it only after the response), so it is read again here.
+ *
+ * Refused with 400 and Connection: close (RFC 9112 §6.3 items 3 and 5):
+ *   - Transfer-Encoding together with Content-Length;
+ *   - more than one Transfer-Encoding field;
+ *   - Content-Length fields with different values.
+ * Repeated Content-Length fields with one value are accepted: RFC 9110 §8.6 allows a
+ * recipient to treat them as that one value, and the framing is then unambiguous. */
+
+/* Parses a Content-Length value (digits, optional surrounding blanks); -1 if not one. */
+static int64_t parse_content_length(const char *v, size_t n)
+{
+    while (n && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n > 18)
+        return -1;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    return x;
+}
+
+/* Checks the framing headers of the head at the start of buf (already accepted by h2o's
+ * parser). Returns NULL when the framing is unambiguous, else the reason. */
+static const char *framing_conflict(const char *buf, size_t len)
+{
+    const char *p = buf, *end = buf + len;
+    while (p < end && (*p == '\r' || *p == '\n')) /* picohttpparser skips these too */
+        p++;
+    const char *eol = memchr(p, '\n', (size_t)(end - p)); /* the request line */
+    if (!eol)
+        return NULL;
+    p = eol + 1;
+    int n_te = 0, n_cl = 0;
+    int64_t cl = -1;
+    while (p < end) {
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        size_t ll = (size_t)(eol - p);
+        if (ll && p[ll - 1] == '\r')
+            ll--;
+        if (ll == 0)
+            break; /* the blank line ending the head */
+        const char *colon = memchr(p, ':', ll);
+        if (colon) {
+            size_t nl = (size_t)(colon - p);
+            const char *v = colon + 1;
+            size_t vl = ll - nl - 1;
+            if (nl == 17 && strncasecmp(p, "transfer-encoding", 17) == 0) {
+                n_te++;
+            } else if (nl == 14 && strncasecmp(p, "content-length", 14) == 0) {
+                int64_t x = parse_content_length(v, vl);
+                if (n_cl++ && x != cl)
+                    return "the request has Content-Length fields with different values";
+                cl = x;
+            }
+        }
+        p = eol + 1;
+    }
+    if (n_te && n_cl)
+        return "the request has both Transfer-Encoding and Content-Length";
+    if (n_te > 1)
+        return "the request has more than one Transfer-Encoding field";
+    return NULL;
+}
+
+/* The framing check for HTTP/1 requests that carried a body header; HTTP/2 frames
+ * bodies itself. NULL when fine or when the head cannot be seen. */
+static const char *http1_framing_conflict(h2o_req_t *hr)
+{
+    if (hr->version >= 0x200 || !hr->conn->callbacks->get_socket)
+        return NULL;
+    h2o_socket_t *sock = hr->conn->callbacks->get_socket(hr->conn);
+    if (!sock || !sock->input || sock->input->size == 0)
+        return NULL;
+    return framing_conflict(sock->input->bytes, sock->input->size);
+}
+
 static void dispose_req(void *p)
 {
     bs_req_t *req = *(bs_req_t **)p;
@@ -456,7 +547,9 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
         req->body_len = hr->entity.len;
     }
 
-    size_t header_bytes = hr->path.len + hr->method.len + 12;
+    /* h2o moves Host (HTTP/1) or :authority (HTTP/2) out of the header list into
+     * hr->input.authority; it counts against the budget like any other field. */
+    size_t header_bytes = hr->path.len + hr->method.len + 12 + hr->input.authority.len + 8;
     ssize_t rid = -1;
     for (size_t i = 0; i < hr->headers.size; i++) {
         const h2o_header_t *e = &hr->headers.entries[i];
@@ -465,6 +558,12 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
             rid = (ssize_t)i;
     }
     choose_request_id(req->request_id, rid >= 0 ? &hr->headers.entries[rid].value : NULL, t->loop);
+    const char *conflict = http1_framing_conflict(hr);
+    if (conflict) {
+        /* BS_EBADREQ closes the connection: bytes after this body are not read as a request. */
+        bs_resp_errorf(req, BS_EBADREQ, NULL, "%s (RFC 9112 section 6.3)", conflict);
+        return 0;
+    }
     if ((int64_t)header_bytes > cfg->max_header_bytes) {
         bs_resp_errorf(req, BS_EHDRTOOBIG, NULL, "request headers are %zu bytes, the limit is %lld",
                        header_bytes, (long long)cfg->max_header_bytes);

@@ -309,3 +309,79 @@ def test_max_connections(start_server):
         c = served_keepalive(s.host, s.port)
     assert c is not None
     c.close()
+
+
+# ---- request smuggling (RFC 9112 §6.1, §6.3) ---------------------------------------------
+# A second request hidden in the first one's body. A front proxy that frames the body by
+# the other header forwards it as part of the first request; basalt must neither answer it
+# nor keep reading the connection.
+
+SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def responses(data):
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+
+
+def smuggle(limited, headers, body):
+    data, how = limited.raw(request_bytes(limited, "POST", "/v1/keys", headers, body), timeout=5)
+    # exactly one answer: the 400; the hidden GET /healthz got none
+    assert responses(data) == [b"400"], data[:600]
+    status, hdrs, payload = parse_http_response(data)
+    assert hdrs.get("connection", "").lower() == "close", hdrs
+    assert how in ("eof", "reset")
+    err = json.loads(payload)
+    assert err["error"]["code"] == "bad_request" and err["request_id"] == hdrs["x-request-id"]
+    assert healthy(limited)
+    return err["error"]["message"]
+
+
+def test_two_different_content_lengths_are_refused(limited):
+    body = b"{}" + SMUGGLED
+    msg = smuggle(limited, ["Content-Type: application/json", "Content-Length: 2",
+                            "Content-Length: %d" % len(body)], body)
+    assert "Content-Length" in msg
+
+
+def test_two_different_content_lengths_longer_first(limited):
+    # the first length covers the hidden request too; the second one would end the body early
+    body = b"{}" + SMUGGLED
+    smuggle(limited, ["Content-Length: %d" % len(body), "Content-Length: 2"], body)
+
+
+def test_content_length_with_chunked_is_refused(limited):
+    body = b"0\r\n\r\n" + SMUGGLED
+    msg = smuggle(limited, ["Content-Length: %d" % len(body), "Transfer-Encoding: chunked"], body)
+    assert "Transfer-Encoding" in msg
+
+
+def test_chunked_with_content_length_after_it_is_refused(limited):
+    body = b"0\r\n\r\n" + SMUGGLED
+    smuggle(limited, ["transfer-encoding: chunked", "content-length: %d" % len(body)], body)
+
+
+def test_two_transfer_encodings_are_refused(limited):
+    body = b"0\r\n\r\n" + SMUGGLED
+    smuggle(limited, ["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"], body)
+
+
+def test_identical_content_lengths_are_one_value(limited):
+    # RFC 9110 §8.6 lets a recipient treat repeated identical values as one: the framing is
+    # unambiguous, the request is served and the connection stays usable.
+    body = b'{"name":"dup-cl","role":"viewer"}'
+    req = request_bytes(limited, "POST", "/v1/keys",
+                        ["Content-Type: application/json", "Content-Length: %d" % len(body),
+                         "Content-Length: %d" % len(body)], body)
+    data, how = limited.raw(req + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert responses(data) == [b"201", b"200"], data[:600]
+
+
+def test_host_header_counts_against_the_header_budget(limited):
+    # h2o moves Host out of the header list; it must still be counted.
+    req = ("GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+           % ("h" * (MAX_HEADER + 100))).encode()
+    data, how = limited.raw(req)
+    status, hdrs, body = parse_http_response(data)
+    assert status == 431, data[:300]
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    assert healthy(limited)
