@@ -2,7 +2,9 @@
  * The HTTP server on h2o 2.2.5 (libh2o-evloop).
  *
  * Threads: N I/O threads, each with its own h2o event loop, h2o context and
- * SO_REUSEPORT listener; the kernel spreads connections over them. A request
+ * SO_REUSEPORT listener; the kernel spreads connections over them. Before the listeners
+ * are made, a bind without SO_REUSEPORT checks that no other socket holds the address
+ * (probe_address_free), so a second process cannot join the group. A request
  * is handled start to finish on the thread that read it, so per-thread
  * state (metrics, arena) needs no locks.
  *
@@ -894,6 +896,34 @@ static int open_listener(struct sockaddr_storage *ss, socklen_t len, bs_err_t *e
     return fd;
 }
 
+/* Fails with a clear error when another socket holds the address. The per-thread
+ * listeners set SO_REUSEPORT, and Linux lets any process of the same user join such a
+ * group: a second server (another data directory, perhaps --no-auth) would start and
+ * take a share of the connections and the keys they carry. A bind without SO_REUSEPORT
+ * fails with EADDRINUSE while any socket is bound to the address, so this probe runs
+ * before the group is formed. SO_REUSEADDR keeps a restart possible while connections of
+ * the previous run linger in TIME_WAIT; on Linux it does not allow sharing a listening
+ * address. (A process that binds between the probe and our listeners is not caught.) */
+static int probe_address_free(const struct sockaddr_storage *ss, socklen_t len,
+                              const char *listen_addr, bs_err_t *err)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return bs_err_set(err, BS_EIO, "socket: %s", strerror(errno));
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    int rc = bind(fd, (const struct sockaddr *)ss, len), e = errno;
+    close(fd);
+    if (rc == 0)
+        return 0;
+    if (e == EADDRINUSE)
+        return bs_err_setf(err, BS_EIO, "listen",
+                           "address %s is already in use by another process (another basalt "
+                           "serve?); stop it or choose another --listen",
+                           listen_addr);
+    return bs_err_set(err, BS_EIO, "cannot bind %s: %s", listen_addr, strerror(e));
+}
+
 static void *thread_main(void *arg)
 {
     io_thread_t *t = arg;
@@ -977,6 +1007,10 @@ bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
     struct sockaddr_storage ss;
     socklen_t sl = 0;
     if (parse_listen(s->cfg->listen, &ss, &sl, err) != 0)
+        goto fail;
+    if ((ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                  : ((struct sockaddr_in *)&ss)->sin_port) != 0 &&
+        probe_address_free(&ss, sl, s->cfg->listen, err) != 0)
         goto fail;
     size_t routes_rows = (size_t)opts->n_routes + 1;
     for (int i = 0; i < n; i++) {
