@@ -315,6 +315,17 @@ int bs_auth_tenant_list(bs_auth_t *a, const char *cursor, int limit, bs_tenant_t
     return rc ? rc : l.n;
 }
 
+int bs_auth_tenant_get(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_err_t *err)
+{
+    tenant_list_t l = {out, 0, 1};
+    bs_val_t arg = BS_TXT(name);
+    int rc = bs_meta_query(a->meta, "SELECT id, name, created_at FROM tenants WHERE name = ?", &arg,
+                           1, tenant_row, &l, err);
+    if (rc)
+        return rc;
+    return l.n ? 0 : bs_err_set(err, BS_ENOTFOUND, "tenant '%s' does not exist", name);
+}
+
 int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info, char *secret,
                        bs_err_t *err)
 {

@@ -222,6 +222,43 @@ def test_tenant_admin_is_scoped(server):
     assert server.post("/v1/tenants", json={"name": "third"}).status_code == 201
 
 
+def test_tenant_paging_shows_a_tenant_admin_no_other_names(server):
+    """next_cursor is a tenant name: built from all tenants it named the caller's
+    neighbours (limit=1 from the start named whichever tenant sorts first)."""
+    for name in ("aaa-secret", "mmm", "zzz-secret"):
+        assert server.post("/v1/tenants", json={"name": name}).status_code == 201
+    A = server.create_key("admin", name="mmm-admin", tenant="mmm")["key"]
+    others = {"aaa-secret", "default", "zzz-secret"}
+    seen_items, seen_cursors = [], []
+    for limit in (1, 2, 100):
+        cursor = None
+        for _ in range(10):
+            q = "/v1/tenants?limit=%d" % limit + ("&cursor=" + cursor if cursor else "")
+            r = server.get(q, key=A)
+            assert r.status_code == 200, r.text
+            page = r.json()
+            seen_items += [t["name"] for t in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            seen_cursors.append(cursor)
+    assert not others & (set(seen_items) | set(seen_cursors)), (seen_items, seen_cursors)
+    assert set(seen_items) == {"mmm"}
+    # a hand-made cursor before or after its name
+    assert [t["name"] for t in server.get("/v1/tenants?cursor=a", key=A).json()["items"]] == ["mmm"]
+    after = server.get("/v1/tenants?cursor=mmm", key=A).json()
+    assert after == {"items": [], "next_cursor": None}
+    # the default tenant's admin still pages through everything
+    names, cursor = [], None
+    while True:
+        page = server.get("/v1/tenants?limit=2" + ("&cursor=" + cursor if cursor else "")).json()
+        names += [t["name"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert names == sorted(others | {"mmm"})
+
+
 def test_default_tenant_developer_cannot_manage(server):
     dev = server.create_key("developer")["key"]
     assert_error(server.post("/v1/tenants", key=dev, json={"name": "nope"}), 403, "forbidden")
