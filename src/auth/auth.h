@@ -35,6 +35,7 @@ typedef struct {
     int64_t expires_at;          /* ms since epoch; 0 = never */
     int64_t created_at;
     char created_by[40];
+    unsigned scopes; /* BS_SCOPE_* bits; 0 = the role's full reach */
 } bs_key_info_t;
 
 typedef struct {

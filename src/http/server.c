@@ -631,6 +631,10 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
                                bs_role_name(req->who.role), bs_role_name(req->route->min_role));
                 return 0;
             }
+            if (s->o.authorize && s->o.authorize(s->o.app, &req->who, req->route, &err) != 0) {
+                bs_resp_error(req, &err);
+                return 0;
+            }
             double retry = 0;
             if (s->o.rate_limit && s->o.rate_limit(s->o.app, &req->who, &retry) != 0) {
                 char ra[32];

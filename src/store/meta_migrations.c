@@ -52,5 +52,7 @@ const char *const bs__meta_migrations[] = {
     "ALTER TABLE model_versions ADD COLUMN require_distinct_approver INTEGER;"
     "UPDATE model_versions SET require_distinct_approver ="
     "  (SELECT m.require_distinct_approver FROM models m WHERE m.id = model_versions.model_id);",
+    /* 5: key scopes, comma-separated names ('' = the role's full reach) */
+    "ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';",
     NULL,
 };
