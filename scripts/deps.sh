@@ -9,10 +9,10 @@ build-essential pkg-config clang libclang-rt-14-dev
 libh2o-evloop-dev libcjson-dev libsqlite3-dev liblmdb-dev libyaml-dev libssl-dev
 libcmocka-dev
 python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
-python3-sklearn python3-xgboost
+python3-sklearn python3-xgboost curl
 "
 BENCH_PACKAGES="
-nginx wrk curl libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
+nginx wrk libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
 "
 if [ "${1:-}" = "--bench" ]; then
     PACKAGES="$PACKAGES $BENCH_PACKAGES"

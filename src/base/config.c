@@ -37,6 +37,8 @@ static const setting_t settings[] = {
     S(metrics_public, T_BOOL, 0, 1, "false", "serve /metrics without an API key"),
     S(metrics_listen, T_STR, 0, 0, "",
       "also serve /metrics and /healthz, without a key, on this HOST:PORT"),
+    S(h2c, T_BOOL, 0, 1, "false",
+      "accept cleartext HTTP/2 (prior knowledge, Upgrade: h2c); bodies over the limit are reset"),
     S(max_body_bytes, T_SIZE, 1024, 1e12, "16MiB", "largest request body (413 beyond)"),
     S(max_header_bytes, T_SIZE, 1024, 262144, "32KiB", "largest request header block (431 beyond)"),
     S(max_json_depth, T_INT, 2, 10000, "64", "deepest JSON nesting accepted (400 beyond)"),

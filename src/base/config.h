@@ -21,6 +21,7 @@ typedef struct {
     int no_auth;
     int metrics_public;
     char metrics_listen[256];
+    int h2c;
     int64_t max_body_bytes;
     int64_t max_header_bytes;
     int max_json_depth;

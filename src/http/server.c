@@ -1000,6 +1000,12 @@ bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
     s->global.max_request_entity_size = (size_t)s->cfg->max_body_bytes;
     s->global.http1.req_timeout = (uint64_t)s->cfg->idle_timeout_ms;
     s->global.http2.idle_timeout = (uint64_t)s->cfg->idle_timeout_ms;
+    /* Cleartext HTTP/2 (prior knowledge and Upgrade: h2c; one switch in h2o 2.2.5) is off
+     * unless h2c is set: h2o answers an HTTP/2 body over max_request_entity_size with
+     * RST_STREAM(REFUSED_STREAM) before any handler or filter runs (lib/http2/connection.c,
+     * handle_data_frame), which clients retry instead of showing a 413. Without it such a
+     * body gets the 413 envelope over HTTP/1.1 like any other. */
+    s->global.http1.upgrade_to_http2 = s->cfg->h2c ? 1 : 0;
     /* No Server header: h2o formats it with sprintf on every response, and naming the
      * software helps nobody but scanners. */
     s->global.server_name = h2o_iovec_init(H2O_STRLIT(""));

@@ -385,3 +385,45 @@ def test_host_header_counts_against_the_header_budget(limited):
     assert status == 431, data[:300]
     assert json.loads(body)["error"]["code"] == "headers_too_large"
     assert healthy(limited)
+
+
+# ---- HTTP/2 and the body limit ----------------------------------------------------------
+# h2o 2.2.5 answers an HTTP/2 body over the limit with RST_STREAM(REFUSED_STREAM) before any
+# handler runs; clients retry it (curl: "tried 5 times") and never see a 413. Cleartext
+# HTTP/2 is therefore off unless h2c is set, and such bodies get the readable 413.
+
+def curl(*args, timeout=60):
+    import subprocess
+    cp = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code} %{http_version}",
+                         *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    out = cp.stdout.decode(errors="replace")
+    body, _, tail = out.rpartition("\n")
+    code, _, version = tail.partition(" ")
+    return cp.returncode, int(code), version, body, cp.stderr.decode(errors="replace")
+
+
+def test_http2_body_over_limit_is_a_readable_413_not_refused_stream(limited, tmp_path):
+    big = tmp_path / "big.json"
+    big.write_bytes(b'{"name":"' + b"x" * (MAX_BODY * 2) + b'"}')
+    url = limited.url + "/v1/keys"
+    auth = ["-H", "Authorization: Bearer " + limited.admin_key,
+            "-H", "Content-Type: application/json", "--data-binary", "@%s" % big]
+    # a client that asks to upgrade stays on HTTP/1.1 and reads the 413 envelope
+    rc, code, version, body, err = curl("--http2", *auth, url)
+    assert (rc, code, version) == (0, 413, "1.1"), (rc, code, version, err)
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+    # prior knowledge is refused at once (no HTTP/2 here), never a reset stream it retries
+    rc, code, version, body, err = curl("--http2-prior-knowledge", *auth, url)
+    assert rc != 0 and code == 0, (rc, code, body)
+    assert "REFUSED_STREAM" not in err and "tried" not in err, err
+    assert healthy(limited)
+
+
+def test_h2c_setting_turns_cleartext_http2_on(start_server):
+    s = start_server("--h2c")
+    rc, code, version, body, err = curl("--http2-prior-knowledge", s.url + "/healthz")
+    assert (rc, code, version) == (0, 200, "2"), (rc, code, version, err)
+    rc, code, version, body, err = curl("--http2-prior-knowledge",
+                                        "-H", "Authorization: Bearer " + s.admin_key,
+                                        s.url + "/v1/info")
+    assert (rc, code, version) == (0, 200, "2") and json.loads(body)["auth"] is True
