@@ -452,8 +452,9 @@ static int64_t parse_content_length(const char *v, size_t n)
 }
 
 /* Checks the framing headers of the head at the start of buf (already accepted by h2o's
- * parser). Returns NULL when the framing is unambiguous, else the reason. */
-static const char *framing_conflict(const char *buf, size_t len)
+ * parser). Returns NULL when the framing is unambiguous, else the reason. *head_len gets
+ * the bytes of the head (request line and fields) seen. */
+static const char *framing_conflict(const char *buf, size_t len, size_t *head_len)
 {
     const char *p = buf, *end = buf + len;
     while (p < end && (*p == '\r' || *p == '\n')) /* picohttpparser skips these too */
@@ -471,6 +472,7 @@ static const char *framing_conflict(const char *buf, size_t len)
         size_t ll = (size_t)(eol - p);
         if (ll && p[ll - 1] == '\r')
             ll--;
+        *head_len = (size_t)(eol + 1 - buf);
         if (ll == 0)
             break; /* the blank line ending the head */
         const char *colon = memchr(p, ':', ll);
@@ -496,16 +498,19 @@ static const char *framing_conflict(const char *buf, size_t len)
     return NULL;
 }
 
-/* The framing check for HTTP/1 requests that carried a body header; HTTP/2 frames
- * bodies itself. NULL when fine or when the head cannot be seen. */
-static const char *http1_framing_conflict(h2o_req_t *hr)
+/* The framing check for HTTP/1 requests; HTTP/2 frames bodies itself. NULL when fine or
+ * when the head cannot be seen. *head_len: the raw head's size (0 if unseen), which counts
+ * the fields h2o takes out of the header list (Content-Length, Transfer-Encoding, Expect,
+ * Upgrade, Host). */
+static const char *http1_framing_conflict(h2o_req_t *hr, size_t *head_len)
 {
+    *head_len = 0;
     if (hr->version >= 0x200 || !hr->conn->callbacks->get_socket)
         return NULL;
     h2o_socket_t *sock = hr->conn->callbacks->get_socket(hr->conn);
     if (!sock || !sock->input || sock->input->size == 0)
         return NULL;
-    return framing_conflict(sock->input->bytes, sock->input->size);
+    return framing_conflict(sock->input->bytes, sock->input->size, head_len);
 }
 
 static void dispose_req(void *p)
@@ -560,12 +565,15 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
             rid = (ssize_t)i;
     }
     choose_request_id(req->request_id, rid >= 0 ? &hr->headers.entries[rid].value : NULL, t->loop);
-    const char *conflict = http1_framing_conflict(hr);
+    size_t head_len;
+    const char *conflict = http1_framing_conflict(hr, &head_len);
     if (conflict) {
         /* BS_EBADREQ closes the connection: bytes after this body are not read as a request. */
         bs_resp_errorf(req, BS_EBADREQ, NULL, "%s (RFC 9112 section 6.3)", conflict);
         return 0;
     }
+    if (head_len > header_bytes)
+        header_bytes = head_len;
     if ((int64_t)header_bytes > cfg->max_header_bytes) {
         bs_resp_errorf(req, BS_EHDRTOOBIG, NULL, "request headers are %zu bytes, the limit is %lld",
                        header_bytes, (long long)cfg->max_header_bytes);

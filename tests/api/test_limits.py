@@ -387,6 +387,17 @@ def test_host_header_counts_against_the_header_budget(limited):
     assert healthy(limited)
 
 
+@pytest.mark.parametrize("field", ["Upgrade", "Expect"])
+def test_fields_h2o_takes_out_count_against_the_header_budget(limited, field):
+    # like Host, h2o keeps these out of the header list it hands on
+    req = ("GET /healthz HTTP/1.1\r\nHost: x\r\n%s: %s\r\nConnection: close\r\n\r\n"
+           % (field, "u" * (MAX_HEADER + 100))).encode()
+    data, how = limited.raw(req)
+    status = status_or_closed(data)
+    assert status == 431, data[:300]
+    assert healthy(limited)
+
+
 # ---- HTTP/2 and the body limit ----------------------------------------------------------
 # h2o 2.2.5 answers an HTTP/2 body over the limit with RST_STREAM(REFUSED_STREAM) before any
 # handler runs; clients retry it (curl: "tried 5 times") and never see a 413. Cleartext
