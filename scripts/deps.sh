@@ -9,11 +9,11 @@ build-essential pkg-config clang libclang-rt-14-dev
 libh2o-evloop-dev libcjson-dev libsqlite3-dev liblmdb-dev libyaml-dev libssl-dev
 libcmocka-dev
 python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
-python3-sklearn python3-xgboost
+python3-sklearn python3-xgboost curl
 python3-prometheus-client prometheus python3-jsonschema
 "
 BENCH_PACKAGES="
-nginx wrk curl libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
+nginx wrk libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
 "
 # The OpenAPI tests run npm tools (Makefile: npm-deps); Debian's Node.js only when no
 # node is on PATH (a newer one installed another way is used as it is).

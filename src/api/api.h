@@ -33,10 +33,15 @@ typedef struct bs_app {
     size_t openapi_len;
     char *docs; /* /docs, rendered from the document at start */
     size_t docs_len;
+    bs_route_t *routes; /* the route table as configured (metrics_public opens /metrics) */
+    int n_routes;
 } bs_app_t;
 
 /* The route table (static, lives for the process). */
 const bs_route_t *bs_api_routes(int *n);
+
+/* The routes of the metrics_listen listener: /metrics and /healthz, no key needed. */
+const bs_route_t *bs_api_metrics_routes(int *n);
 
 /* Writes the OpenAPI 3.1 document for routes into b. */
 void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b);
@@ -44,5 +49,7 @@ void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b);
 /* Callbacks for the server. */
 int bs_api_authenticate(void *app, const char *token, size_t len, bs_principal_t *who, bs_err_t *err);
 int bs_api_rate_limit(void *app, const bs_principal_t *who, double *retry_after_s);
+/* A key narrowed by scopes reaches only the routes of its scopes (metrics: /metrics). */
+int bs_api_authorize(void *app, const bs_principal_t *who, const bs_route_t *route, bs_err_t *err);
 
 #endif

@@ -41,9 +41,17 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
         return err->code;
     int n;
     const bs_route_t *routes = bs_api_routes(&n);
+    app->routes = malloc((size_t)n * sizeof *app->routes);
+    if (!app->routes)
+        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    memcpy(app->routes, routes, (size_t)n * sizeof *routes);
+    app->n_routes = n;
+    for (int i = 0; i < n; i++) /* metrics_public: anyone may scrape on the main listener */
+        if (app->cfg.metrics_public && app->routes[i].fn == bs__api_metrics)
+            app->routes[i].min_role = BS_ROLE_PUBLIC;
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_api_openapi(routes, n, &b);
+    bs_api_openapi(app->routes, n, &b);
     app->openapi_len = b.len;
     app->openapi = bs_buf_take(&b);
     if (!app->openapi)
@@ -74,4 +82,20 @@ void bs_api_app_close(bs_app_t *app)
     app->openapi = NULL;
     free(app->docs);
     app->docs = NULL;
+    free(app->routes);
+    app->routes = NULL;
+}
+
+/* Not in routes.c: that file is the main listener's table (tests read it as such). */
+static const bs_route_t metrics_routes[] = {
+    {"GET", "/metrics", bs__api_metrics, BS_ROLE_PUBLIC, "Prometheus metrics (text format 0.0.4)",
+     "system", NULL, NULL, 0},
+    {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
+     "system", NULL, "{\"type\":\"object\"}", 0},
+};
+
+const bs_route_t *bs_api_metrics_routes(int *n)
+{
+    *n = (int)(sizeof metrics_routes / sizeof metrics_routes[0]);
+    return metrics_routes;
 }

@@ -37,6 +37,12 @@ static void render_key(bs_buf_t *b, const bs_key_info_t *k, const char *secret)
     bs_jw_time(b, k->created_at);
     bs_jw_key(b, "created_by");
     bs_jw_str(b, k->created_by);
+    bs_jw_key(b, "scopes");
+    bs_jw_arr_begin(b);
+    for (unsigned bit = 1; bit & BS_SCOPES_ALL; bit <<= 1)
+        if (k->scopes & bit)
+            bs_jw_str(b, bs_scope_name(bit));
+    bs_jw_arr_end(b);
     if (secret) {
         bs_jw_key(b, "key");
         bs_jw_str(b, secret);
@@ -55,7 +61,7 @@ void bs__api_keys_create(bs_req_t *req)
     if (!cJSON_IsObject(j))
         return bs_resp_errorf(req, BS_EINVAL, NULL, "body must be a JSON object");
     static const char *const allowed[] = {"name", "role", "tenant", "rate_limit", "expires_at",
-                                          "ttl_seconds", NULL};
+                                          "ttl_seconds", "scopes", NULL};
     if (bs_json_reject_unknown(j, allowed, &err))
         return bs_resp_error(req, &err);
     bs_key_info_t info;
@@ -83,6 +89,25 @@ void bs__api_keys_create(bs_req_t *req)
                               "admins of tenant '%s' cannot create keys for tenant '%.63s'",
                               req->who.tenant, tenant);
     snprintf(info.tenant, sizeof info.tenant, "%s", tenant);
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(j, "scopes");
+    if (sc && !cJSON_IsNull(sc)) {
+        if (!cJSON_IsArray(sc))
+            return bs_resp_errorf(req, BS_EINVAL, "scopes", "scopes must be an array of strings");
+        const cJSON *it;
+        cJSON_ArrayForEach(it, sc) {
+            unsigned bit = cJSON_IsString(it) ? bs_scope_parse(it->valuestring) : 0;
+            if (!bit)
+                return bs_resp_errorf(req, BS_EINVAL, "scopes",
+                                      "unknown scope; the only scope is \"metrics\"");
+            info.scopes |= bit;
+        }
+        /* /metrics names every tenant's models: only the default tenant's admins, who see
+         * all tenants anyway, may hand out a key that reads it. */
+        if ((info.scopes & BS_SCOPE_METRICS) && !bs__api_tenant_allowed(req, "\x01"))
+            return bs_resp_errorf(req, BS_EFORBID, "scopes",
+                                  "only admins of the '%s' tenant can grant the metrics scope",
+                                  BS_DEFAULT_TENANT);
+    }
     const cJSON *rl = cJSON_GetObjectItemCaseSensitive(j, "rate_limit");
     if (rl && !cJSON_IsNull(rl)) {
         if (!cJSON_IsObject(rl))
@@ -211,18 +236,26 @@ void bs__api_tenants_list(bs_req_t *req)
     if (!ts)
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
     bs_err_t err;
-    int n = bs_auth_tenant_list(app->auth, cursor, limit + 1, ts, &err);
+    int n;
+    if (bs__api_tenant_allowed(req, "\x01")) {
+        n = bs_auth_tenant_list(app->auth, cursor, limit + 1, ts, &err);
+    } else {
+        /* Other tenants' admins see their own tenant only. The page (and so next_cursor,
+         * which is a tenant name) is built from that one row, never from a listing of all
+         * tenants filtered afterwards. */
+        n = 0;
+        if (!cursor || strcmp(cursor, req->who.tenant) < 0)
+            n = bs_auth_tenant_get(app->auth, req->who.tenant, &ts[0], &err) == 0 ? 1 : 0;
+    }
     if (n < 0)
         return bs_resp_error(req, &err);
-    int super = bs__api_tenant_allowed(req, "\x01");
     bs_buf_t b;
     bs_buf_init(&b);
     bs_jw_obj_begin(&b);
     bs_jw_key(&b, "items");
     bs_jw_arr_begin(&b);
     for (int i = 0; i < n && i < limit; i++)
-        if (super || strcmp(ts[i].name, req->who.tenant) == 0)
-            render_tenant(&b, &ts[i]);
+        render_tenant(&b, &ts[i]);
     bs_jw_page_end(&b, n > limit ? ts[limit - 1].name : NULL);
     bs_resp_json(req, 200, &b);
     bs_buf_free(&b);

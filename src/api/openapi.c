@@ -457,3 +457,13 @@ int bs_api_rate_limit(void *app, const bs_principal_t *who, double *retry_after_
 {
     return bs_auth_charge(((bs_app_t *)app)->auth, who, retry_after_s);
 }
+
+int bs_api_authorize(void *app, const bs_principal_t *who, const bs_route_t *route, bs_err_t *err)
+{
+    (void)app;
+    if (!who->scopes)
+        return 0;
+    if ((who->scopes & BS_SCOPE_METRICS) && route->fn == bs__api_metrics)
+        return 0;
+    return bs_err_set(err, BS_EFORBID, "this API key is limited to its scopes (metrics: GET /metrics)");
+}

@@ -30,7 +30,7 @@
     ",\"viewer\"]},\"rate_limit\":{\"type\":[\"object\",\"null\"],\"properties\":{\"rps\":{"       \
     "\"type\":\"number\"},\"burst\":{\"type\":\"number\"}}},\"expires_at\":{\"type\":[\"str"       \
     "ing\",\"null\"],\"format\":\"date-time\"},\"created_at\":{\"type\":\"string\",\"format"       \
-    "\":\"date-time\"},\"created_by\":{\"type\":\"string\"},\"key\":{\"type\":\"string\",\""       \
+    "\":\"date-time\"},\"created_by\":{\"type\":\"string\"},\"scopes\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"enum\":[\"metrics\"]}},\"key\":{\"type\":\"string\",\""       \
     "description\":\"the secret, returned once\"}}}"
 #define KEY_CREATE_SCHEMA                                                                          \
     "{\"type\":\"object\",\"required\":[\"name\",\"role\"],\"additionalProperties\":false,\""      \
@@ -38,7 +38,7 @@
     "admin\",\"developer\",\"predictor\",\"viewer\"]},\"tenant\":{\"type\":\"string\"},\"ra"       \
     "te_limit\":{\"type\":\"object\",\"properties\":{\"rps\":{\"type\":\"number\"},\"burst\""      \
     ":{\"type\":\"number\"}}},\"expires_at\":{\"type\":\"string\",\"format\":\"date-time\"}"       \
-    ",\"ttl_seconds\":{\"type\":\"integer\"}}}"
+    ",\"ttl_seconds\":{\"type\":\"integer\"},\"scopes\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"enum\":[\"metrics\"]},\"description\":\"narrows the key to these routes (metrics: /metrics only)\"}}}"
 #define TENANT_CREATE_SCHEMA                                                                       \
     "{\"type\":\"object\",\"required\":[\"name\"],\"additionalProperties\":false,\"properti"       \
     "es\":{\"name\":{\"type\":\"string\"}}}"
@@ -58,7 +58,11 @@ static const bs_route_t routes[] = {
      "system", NULL, HEALTH_SCHEMA, 0},
     {"GET", "/readyz", bs__api_readyz, BS_ROLE_PUBLIC,
      "Readiness: stores open and migrated (503 otherwise)", "system", NULL, READY_SCHEMA, 0},
-    {"GET", "/metrics", bs__api_metrics, BS_ROLE_PUBLIC, "Prometheus metrics (text format 0.0.4)",
+    /* Viewer of the default tenant or a key with the metrics scope (checked in the handler
+     * and bs_api_authorize); public with metrics_public (app.c rewrites the role). */
+    {"GET", "/metrics", bs__api_metrics, BS_ROLE_VIEWER,
+     "Prometheus metrics (text format 0.0.4); a key of the default tenant or with the metrics "
+     "scope",
      "system", NULL, NULL, 0},
     {"GET", "/openapi.json", bs__api_openapi, BS_ROLE_PUBLIC, "This OpenAPI 3.1 document", "system",
      NULL, "{\"type\":\"object\"}", 0},

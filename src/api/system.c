@@ -93,6 +93,15 @@ static long rss_bytes(void)
 void bs__api_metrics(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
+    /* The text names every tenant's models and versions: a key of another tenant needs
+     * the metrics scope. A public route (metrics_public, the metrics_listen listener) and
+     * --no-auth skip this. */
+    if (req->route->min_role > BS_ROLE_PUBLIC && !(req->who.scopes & BS_SCOPE_METRICS) &&
+        strcmp(req->who.tenant, BS_DEFAULT_TENANT) != 0)
+        return bs_resp_errorf(req, BS_EFORBID, NULL,
+                              "/metrics covers every tenant: it needs a key of the '%s' tenant "
+                              "or one with the metrics scope",
+                              BS_DEFAULT_TENANT);
     bs_buf_t b;
     bs_buf_init(&b);
     bs_server_metrics(app->server, &b);

@@ -22,6 +22,7 @@ typedef struct {
     bs_role_t role;
     double rate_rps, rate_burst;
     int64_t expires_at;
+    unsigned scopes;
 } key_entry_t;
 
 typedef struct {
@@ -75,6 +76,41 @@ static void strip_dashes(const char *uuid, char *out)
     out[k] = '\0';
 }
 
+/* Scopes are stored as comma-separated names. A name this version does not know (written
+ * by a newer one) sets SCOPE_UNKNOWN, so the key stays narrowed — to nothing this version
+ * serves — instead of widening to its role's full reach. */
+#define SCOPE_UNKNOWN 0x80000000u
+
+static unsigned scopes_from_text(const char *s)
+{
+    unsigned bits = 0;
+    while (s && *s) {
+        const char *comma = strchr(s, ',');
+        size_t n = comma ? (size_t)(comma - s) : strlen(s);
+        char name[32];
+        if (n && n < sizeof name) {
+            memcpy(name, s, n);
+            name[n] = '\0';
+            unsigned bit = bs_scope_parse(name);
+            bits |= bit ? bit : SCOPE_UNKNOWN;
+        } else if (n) {
+            bits |= SCOPE_UNKNOWN;
+        }
+        s = comma ? comma + 1 : NULL;
+    }
+    return bits;
+}
+
+static void scopes_to_text(unsigned bits, char *out, size_t cap)
+{
+    size_t len = 0;
+    out[0] = '\0';
+    for (unsigned bit = 1; bit & BS_SCOPES_ALL; bit <<= 1)
+        if (bits & bit)
+            len += (size_t)snprintf(out + len, len < cap ? cap - len : 0, "%s%s", len ? "," : "",
+                                    bs_scope_name(bit));
+}
+
 static int load_row(const bs_meta_row_t *r, void *ud)
 {
     load_ctx_t *c = ud;
@@ -97,6 +133,7 @@ static int load_row(const bs_meta_row_t *r, void *ud)
     e->rate_rps = bs_meta_row_double(r, 5);
     e->rate_burst = bs_meta_row_double(r, 6);
     e->expires_at = bs_meta_row_int(r, 7);
+    e->scopes = scopes_from_text(bs_meta_row_text(r, 8));
     return 0;
 }
 
@@ -107,7 +144,7 @@ static int reload(bs_auth_t *a, bs_err_t *err)
     load_ctx_t c = {0};
     int rc = bs_meta_query(a->meta,
                            "SELECT id, tenant, role, salt, hash, COALESCE(rate_rps,0),"
-                           " COALESCE(rate_burst,0), COALESCE(expires_at,0) FROM api_keys",
+                           " COALESCE(rate_burst,0), COALESCE(expires_at,0), scopes FROM api_keys",
                            NULL, 0, load_row, &c, err);
     key_snapshot_t *s = calloc(1, sizeof *s);
     if (rc || !s) {
@@ -199,6 +236,7 @@ int bs_auth_verify(bs_auth_t *a, const char *token, size_t len, bs_principal_t *
     who->role = e->role;
     who->rate_rps = e->rate_rps;
     who->rate_burst = e->rate_burst;
+    who->scopes = e->scopes;
     return 0;
 }
 
@@ -315,6 +353,17 @@ int bs_auth_tenant_list(bs_auth_t *a, const char *cursor, int limit, bs_tenant_t
     return rc ? rc : l.n;
 }
 
+int bs_auth_tenant_get(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_err_t *err)
+{
+    tenant_list_t l = {out, 0, 1};
+    bs_val_t arg = BS_TXT(name);
+    int rc = bs_meta_query(a->meta, "SELECT id, name, created_at FROM tenants WHERE name = ?", &arg,
+                           1, tenant_row, &l, err);
+    if (rc)
+        return rc;
+    return l.n ? 0 : bs_err_set(err, BS_ENOTFOUND, "tenant '%s' does not exist", name);
+}
+
 int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info, char *secret,
                        bs_err_t *err)
 {
@@ -324,6 +373,8 @@ int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info
         return bs_err_setf(err, BS_EINVAL, "role", "role must be admin, developer, predictor or viewer");
     if (!bs_auth_tenant_exists(a, info->tenant))
         return bs_err_setf(err, BS_ENOTFOUND, "tenant", "tenant '%s' does not exist", info->tenant);
+    if (info->scopes & ~BS_SCOPES_ALL)
+        return bs_err_setf(err, BS_EINVAL, "scopes", "unknown scope");
     if (info->rate_rps < 0 || info->rate_burst < 0 || !isfinite(info->rate_rps) ||
         !isfinite(info->rate_burst))
         return bs_err_setf(err, BS_EINVAL, "rate_limit", "rate limits must be finite and >= 0");
@@ -335,6 +386,8 @@ int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info
         return bs_err_set(err, BS_EIO, "no randomness available");
     bs_sha256_hex2(salt, 32, sec, 64, hash);
     strip_dashes(info->id, hexid);
+    char scopes[64];
+    scopes_to_text(info->scopes, scopes, sizeof scopes);
     bs_val_t args[] = {BS_TXT(info->id),
                        BS_TXT(info->name),
                        BS_TXT(info->tenant),
@@ -345,12 +398,13 @@ int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info
                        info->rate_burst > 0 ? BS_DBL(info->rate_burst) : BS_NUL,
                        info->expires_at ? BS_INT(info->expires_at) : BS_NUL,
                        BS_INT(info->created_at),
-                       BS_TXT(info->created_by)};
+                       BS_TXT(info->created_by),
+                       BS_TXT(scopes)};
     int rc = bs_meta_exec(a->meta,
                           "INSERT INTO api_keys (id, name, tenant, role, salt, hash, rate_rps,"
-                          " rate_burst, expires_at, created_at, created_by)"
-                          " VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                          args, 11, NULL, err);
+                          " rate_burst, expires_at, created_at, created_by, scopes)"
+                          " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                          args, 12, NULL, err);
     if (rc)
         return rc;
     snprintf(secret, BS_KEY_SECRET_MAX, "bsk_%s_%s", hexid, sec);
@@ -376,6 +430,7 @@ static int key_row(const bs_meta_row_t *r, void *ud)
     k->expires_at = bs_meta_row_int(r, 6);
     k->created_at = bs_meta_row_int(r, 7);
     snprintf(k->created_by, sizeof k->created_by, "%s", bs_meta_row_text(r, 8));
+    k->scopes = scopes_from_text(bs_meta_row_text(r, 9)) & BS_SCOPES_ALL;
     return l->n >= l->limit;
 }
 
@@ -386,7 +441,7 @@ int bs_auth_key_list(bs_auth_t *a, const char *tenant, const char *cursor, int l
     bs_val_t args[] = {BS_TXT(tenant), BS_TXT(tenant), BS_TXT(cursor), BS_TXT(cursor), BS_INT(limit)};
     int rc = bs_meta_query(a->meta,
                            "SELECT id, name, tenant, role, COALESCE(rate_rps,0), COALESCE(rate_burst,0),"
-                           " COALESCE(expires_at,0), created_at, COALESCE(created_by,'') FROM api_keys"
+                           " COALESCE(expires_at,0), created_at, COALESCE(created_by,''), scopes FROM api_keys"
                            " WHERE (? IS NULL OR tenant = ?) AND (? IS NULL OR id < ?)"
                            " ORDER BY id DESC LIMIT ?",
                            args, 5, key_row, &l, err);

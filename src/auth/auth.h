@@ -35,6 +35,7 @@ typedef struct {
     int64_t expires_at;          /* ms since epoch; 0 = never */
     int64_t created_at;
     char created_by[40];
+    unsigned scopes; /* BS_SCOPE_* bits; 0 = the role's full reach */
 } bs_key_info_t;
 
 typedef struct {
@@ -73,5 +74,7 @@ int bs_auth_key_delete(bs_auth_t *a, const char *id, const char *tenant, bs_err_
 int bs_auth_tenant_create(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_err_t *err);
 int bs_auth_tenant_list(bs_auth_t *a, const char *cursor, int limit, bs_tenant_t *out, bs_err_t *err);
 int bs_auth_tenant_exists(bs_auth_t *a, const char *name);
+/* Fills out with the tenant called name; BS_ENOTFOUND if there is none. */
+int bs_auth_tenant_get(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_err_t *err);
 
 #endif

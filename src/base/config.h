@@ -19,6 +19,9 @@ typedef struct {
     int threads;
     char log_level[16];
     int no_auth;
+    int metrics_public;
+    char metrics_listen[256];
+    int h2c;
     int64_t max_body_bytes;
     int64_t max_header_bytes;
     int max_json_depth;

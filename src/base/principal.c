@@ -14,6 +14,19 @@ const char *bs_role_name(bs_role_t r)
     }
 }
 
+const char *bs_scope_name(unsigned scope)
+{
+    return scope == BS_SCOPE_METRICS ? "metrics" : NULL;
+}
+
+unsigned bs_scope_parse(const char *s)
+{
+    for (unsigned bit = 1; bit & BS_SCOPES_ALL; bit <<= 1)
+        if (strcmp(s, bs_scope_name(bit)) == 0)
+            return bit;
+    return 0;
+}
+
 int bs_role_parse(const char *s)
 {
     for (int r = BS_ROLE_VIEWER; r <= BS_ROLE_ADMIN; r++)

@@ -15,11 +15,22 @@ const char *bs_role_name(bs_role_t r);
 /* Parses "viewer|predictor|developer|admin"; -1 if unknown. */
 int bs_role_parse(const char *s);
 
+/* Scopes narrow a key to a few routes; a key without scopes has its role's full reach.
+ * BS_SCOPE_METRICS: /metrics only (it names every tenant's models). */
+#define BS_SCOPE_METRICS 1u
+#define BS_SCOPES_ALL BS_SCOPE_METRICS
+
+/* The scope's name ("metrics") for one bit, or NULL. */
+const char *bs_scope_name(unsigned scope);
+/* The bit of a scope name; 0 if unknown. */
+unsigned bs_scope_parse(const char *s);
+
 /* Who is calling: filled by authentication. */
 typedef struct {
     char key_id[40];
     char tenant[64];
     bs_role_t role;
+    unsigned scopes; /* BS_SCOPE_* bits; 0 = not narrowed */
     double rate_rps, rate_burst; /* 0: the configured default */
 } bs_principal_t;
 

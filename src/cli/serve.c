@@ -6,6 +6,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 extern char **environ;
 
 static bs_server_t *volatile running_server;
+static bs_server_t *volatile running_metrics_server;
 static bs_app_t *volatile running_app;
 
 static void on_signal(int sig)
@@ -32,6 +34,14 @@ static void on_signal(int sig)
         running_app->shutting_down = 1;
     if (running_server)
         bs_server_stop(running_server);
+    if (running_metrics_server)
+        bs_server_stop(running_metrics_server);
+}
+
+static void *run_metrics_server(void *arg)
+{
+    bs_server_run(arg);
+    return NULL;
 }
 
 static int mkdir_p(const char *path)
@@ -126,19 +136,42 @@ int bs_cli_serve(int argc, char **argv)
         return 1;
     }
 
-    int n_routes;
-    const bs_route_t *routes = bs_api_routes(&n_routes);
     bs_server_opts_t opts = {.cfg = &app.cfg,
-                             .routes = routes,
-                             .n_routes = n_routes,
+                             .routes = app.routes,
+                             .n_routes = app.n_routes,
                              .app = &app,
                              .authenticate = bs_api_authenticate,
-                             .rate_limit = bs_api_rate_limit};
+                             .rate_limit = bs_api_rate_limit,
+                             .authorize = bs_api_authorize};
     app.server = bs_server_new(&opts, &err);
     if (!app.server) {
         fprintf(stderr, "basalt: cannot listen on %s: %s\n", app.cfg.listen, err.msg);
         bs_api_app_close(&app);
         return 1;
+    }
+    /* metrics_listen: /metrics and /healthz without a key on an address of their own (one
+     * I/O thread), for a scraper on a private network; the main listener keeps its rules. */
+    static bs_config_t metrics_cfg;
+    bs_server_t *metrics_server = NULL;
+    pthread_t metrics_tid;
+    if (app.cfg.metrics_listen[0]) {
+        metrics_cfg = app.cfg;
+        snprintf(metrics_cfg.listen, sizeof metrics_cfg.listen, "%s", app.cfg.metrics_listen);
+        metrics_cfg.threads = 1;
+        int n_metrics;
+        bs_server_opts_t mo = {.cfg = &metrics_cfg,
+                               .routes = bs_api_metrics_routes(&n_metrics),
+                               .app = &app};
+        mo.n_routes = n_metrics;
+        metrics_server = bs_server_new(&mo, &err);
+        if (!metrics_server) {
+            fprintf(stderr, "basalt: cannot listen on %s (metrics_listen): %s\n",
+                    app.cfg.metrics_listen, err.msg);
+            bs_server_free(app.server);
+            app.server = NULL;
+            bs_api_app_close(&app);
+            return 1;
+        }
     }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -149,6 +182,7 @@ int bs_cli_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     running_app = &app;
     running_server = app.server;
+    running_metrics_server = metrics_server;
 
     char host[256];
     snprintf(host, sizeof host, "%s", app.cfg.listen);
@@ -167,8 +201,24 @@ int bs_cli_serve(int argc, char **argv)
     if (bs_log_async_start() != 0)
         BS_LOG(BS_LOG_WARN, "serve", "no background log writer; logging synchronously");
 
+    if (metrics_server) {
+        BS_LOG(BS_LOG_INFO, "serve", "serving /metrics and /healthz without a key on %s (port %d)",
+               app.cfg.metrics_listen, bs_server_port(metrics_server));
+        if (pthread_create(&metrics_tid, NULL, run_metrics_server, metrics_server) != 0) {
+            BS_LOG(BS_LOG_ERROR, "serve", "cannot start the metrics listener's thread");
+            running_metrics_server = NULL;
+            bs_server_free(metrics_server);
+            metrics_server = NULL;
+        }
+    }
     bs_server_run(app.server);
     BS_LOG(BS_LOG_INFO, "serve", "shutting down");
+    if (metrics_server) {
+        bs_server_stop(metrics_server);
+        pthread_join(metrics_tid, NULL);
+        running_metrics_server = NULL;
+        bs_server_free(metrics_server);
+    }
     running_server = NULL;
     bs_server_free(app.server);
     app.server = NULL;

@@ -165,6 +165,10 @@ typedef int (*bs_auth_fn)(void *app, const char *token, size_t len, bs_principal
                           bs_err_t *err);
 /* Charges one request to who's rate limit. Returns 0, or BS_ERATE with *retry_after_s set. */
 typedef int (*bs_rate_fn)(void *app, const bs_principal_t *who, double *retry_after_s);
+/* Decides whether an authenticated caller whose role suffices may use route (a key
+ * narrowed by scopes). Returns 0, or BS_EFORBID with err set. */
+typedef int (*bs_authorize_fn)(void *app, const bs_principal_t *who, const bs_route_t *route,
+                               bs_err_t *err);
 
 typedef struct {
     const bs_config_t *cfg;
@@ -173,6 +177,7 @@ typedef struct {
     void *app;
     bs_auth_fn authenticate;
     bs_rate_fn rate_limit;
+    bs_authorize_fn authorize; /* optional */
 } bs_server_opts_t;
 
 /* Binds the listeners (one per thread) and prepares the loops. NULL with err. */

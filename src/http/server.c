@@ -2,13 +2,16 @@
  * The HTTP server on h2o 2.2.5 (libh2o-evloop).
  *
  * Threads: N I/O threads, each with its own h2o event loop, h2o context and
- * SO_REUSEPORT listener; the kernel spreads connections over them. A request
+ * SO_REUSEPORT listener; the kernel spreads connections over them. Before the listeners
+ * are made, a bind without SO_REUSEPORT checks that no other socket holds the address
+ * (probe_address_free), so a second process cannot join the group. A request
  * is handled start to finish on the thread that read it, so per-thread
  * state (metrics, arena) needs no locks.
  *
  * Request path: h2o buffers the whole body (bounded by max_body_bytes, 413
  * beyond) and calls on_req, which builds a bs_req_t in the request's h2o
- * pool, checks the header budget (431), matches the route (404/405),
+ * pool, refuses ambiguous HTTP/1 framing (400, see "message framing"), checks the
+ * header budget (431), matches the route (404/405),
  * authenticates and rate-limits, then calls the handler. The bs_req_t's
  * arena is released by an h2o pool dispose hook once the response is done.
  *
@@ -415,6 +418,101 @@ static void choose_request_id(char out[72], const h2o_iovec_t *value, h2o_evloop
     }
 }
 
+/* ---- message framing (RFC 9112 §6) ----------------------------------------------------
+ * h2o 2.2.5 frames an HTTP/1 body by the first Content-Length, or by Transfer-Encoding
+ * when both are present, and drops both headers from the request it hands on, so a
+ * handler cannot see a conflict. A front proxy that framed the same bytes by another of
+ * the headers would see a different second request in this one's body (request
+ * smuggling). The request head is still at the start of the socket's input buffer when
+ * on_req runs (h2o consumes it only after the response), so it is read again here.
+ *
+ * Refused with 400 and Connection: close (RFC 9112 §6.3 items 3 and 5):
+ *   - Transfer-Encoding together with Content-Length;
+ *   - more than one Transfer-Encoding field;
+ *   - Content-Length fields with different values.
+ * Repeated Content-Length fields with one value are accepted: RFC 9110 §8.6 allows a
+ * recipient to treat them as that one value, and the framing is then unambiguous. */
+
+/* Parses a Content-Length value (digits, optional surrounding blanks); -1 if not one. */
+static int64_t parse_content_length(const char *v, size_t n)
+{
+    while (n && (*v == ' ' || *v == '\t'))
+        v++, n--;
+    while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n > 18)
+        return -1;
+    int64_t x = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        x = x * 10 + (v[i] - '0');
+    }
+    return x;
+}
+
+/* Checks the framing headers of the head at the start of buf (already accepted by h2o's
+ * parser). Returns NULL when the framing is unambiguous, else the reason. *head_len gets
+ * the bytes of the head (request line and fields) seen. */
+static const char *framing_conflict(const char *buf, size_t len, size_t *head_len)
+{
+    const char *p = buf, *end = buf + len;
+    while (p < end && (*p == '\r' || *p == '\n')) /* picohttpparser skips these too */
+        p++;
+    const char *eol = memchr(p, '\n', (size_t)(end - p)); /* the request line */
+    if (!eol)
+        return NULL;
+    p = eol + 1;
+    int n_te = 0, n_cl = 0;
+    int64_t cl = -1;
+    while (p < end) {
+        eol = memchr(p, '\n', (size_t)(end - p));
+        if (!eol)
+            break;
+        size_t ll = (size_t)(eol - p);
+        if (ll && p[ll - 1] == '\r')
+            ll--;
+        *head_len = (size_t)(eol + 1 - buf);
+        if (ll == 0)
+            break; /* the blank line ending the head */
+        const char *colon = memchr(p, ':', ll);
+        if (colon) {
+            size_t nl = (size_t)(colon - p);
+            const char *v = colon + 1;
+            size_t vl = ll - nl - 1;
+            if (nl == 17 && strncasecmp(p, "transfer-encoding", 17) == 0) {
+                n_te++;
+            } else if (nl == 14 && strncasecmp(p, "content-length", 14) == 0) {
+                int64_t x = parse_content_length(v, vl);
+                if (n_cl++ && x != cl)
+                    return "the request has Content-Length fields with different values";
+                cl = x;
+            }
+        }
+        p = eol + 1;
+    }
+    if (n_te && n_cl)
+        return "the request has both Transfer-Encoding and Content-Length";
+    if (n_te > 1)
+        return "the request has more than one Transfer-Encoding field";
+    return NULL;
+}
+
+/* The framing check for HTTP/1 requests; HTTP/2 frames bodies itself. NULL when fine or
+ * when the head cannot be seen. *head_len: the raw head's size (0 if unseen), which counts
+ * the fields h2o takes out of the header list (Content-Length, Transfer-Encoding, Expect,
+ * Upgrade, Host). */
+static const char *http1_framing_conflict(h2o_req_t *hr, size_t *head_len)
+{
+    *head_len = 0;
+    if (hr->version >= 0x200 || !hr->conn->callbacks->get_socket)
+        return NULL;
+    h2o_socket_t *sock = hr->conn->callbacks->get_socket(hr->conn);
+    if (!sock || !sock->input || sock->input->size == 0)
+        return NULL;
+    return framing_conflict(sock->input->bytes, sock->input->size, head_len);
+}
+
 static void dispose_req(void *p)
 {
     bs_req_t *req = *(bs_req_t **)p;
@@ -456,7 +554,9 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
         req->body_len = hr->entity.len;
     }
 
-    size_t header_bytes = hr->path.len + hr->method.len + 12;
+    /* h2o moves Host (HTTP/1) or :authority (HTTP/2) out of the header list into
+     * hr->input.authority; it counts against the budget like any other field. */
+    size_t header_bytes = hr->path.len + hr->method.len + 12 + hr->input.authority.len + 8;
     ssize_t rid = -1;
     for (size_t i = 0; i < hr->headers.size; i++) {
         const h2o_header_t *e = &hr->headers.entries[i];
@@ -465,6 +565,15 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
             rid = (ssize_t)i;
     }
     choose_request_id(req->request_id, rid >= 0 ? &hr->headers.entries[rid].value : NULL, t->loop);
+    size_t head_len;
+    const char *conflict = http1_framing_conflict(hr, &head_len);
+    if (conflict) {
+        /* BS_EBADREQ closes the connection: bytes after this body are not read as a request. */
+        bs_resp_errorf(req, BS_EBADREQ, NULL, "%s (RFC 9112 section 6.3)", conflict);
+        return 0;
+    }
+    if (head_len > header_bytes)
+        header_bytes = head_len;
     if ((int64_t)header_bytes > cfg->max_header_bytes) {
         bs_resp_errorf(req, BS_EHDRTOOBIG, NULL, "request headers are %zu bytes, the limit is %lld",
                        header_bytes, (long long)cfg->max_header_bytes);
@@ -528,6 +637,10 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
             if (req->who.role < req->route->min_role) {
                 bs_resp_errorf(req, BS_EFORBID, NULL, "role '%s' cannot do this; it needs '%s' or higher",
                                bs_role_name(req->who.role), bs_role_name(req->route->min_role));
+                return 0;
+            }
+            if (s->o.authorize && s->o.authorize(s->o.app, &req->who, req->route, &err) != 0) {
+                bs_resp_error(req, &err);
                 return 0;
             }
             double retry = 0;
@@ -795,6 +908,34 @@ static int open_listener(struct sockaddr_storage *ss, socklen_t len, bs_err_t *e
     return fd;
 }
 
+/* Fails with a clear error when another socket holds the address. The per-thread
+ * listeners set SO_REUSEPORT, and Linux lets any process of the same user join such a
+ * group: a second server (another data directory, perhaps --no-auth) would start and
+ * take a share of the connections and the keys they carry. A bind without SO_REUSEPORT
+ * fails with EADDRINUSE while any socket is bound to the address, so this probe runs
+ * before the group is formed. SO_REUSEADDR keeps a restart possible while connections of
+ * the previous run linger in TIME_WAIT; on Linux it does not allow sharing a listening
+ * address. (A process that binds between the probe and our listeners is not caught.) */
+static int probe_address_free(const struct sockaddr_storage *ss, socklen_t len,
+                              const char *listen_addr, bs_err_t *err)
+{
+    int fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return bs_err_set(err, BS_EIO, "socket: %s", strerror(errno));
+    int on = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);
+    int rc = bind(fd, (const struct sockaddr *)ss, len), e = errno;
+    close(fd);
+    if (rc == 0)
+        return 0;
+    if (e == EADDRINUSE)
+        return bs_err_setf(err, BS_EIO, "listen",
+                           "address %s is already in use by another process (another basalt "
+                           "serve?); stop it or choose another --listen",
+                           listen_addr);
+    return bs_err_set(err, BS_EIO, "cannot bind %s: %s", listen_addr, strerror(e));
+}
+
 static void *thread_main(void *arg)
 {
     io_thread_t *t = arg;
@@ -867,6 +1008,12 @@ bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
     s->global.max_request_entity_size = (size_t)s->cfg->max_body_bytes;
     s->global.http1.req_timeout = (uint64_t)s->cfg->idle_timeout_ms;
     s->global.http2.idle_timeout = (uint64_t)s->cfg->idle_timeout_ms;
+    /* Cleartext HTTP/2 (prior knowledge and Upgrade: h2c; one switch in h2o 2.2.5) is off
+     * unless h2c is set: h2o answers an HTTP/2 body over max_request_entity_size with
+     * RST_STREAM(REFUSED_STREAM) before any handler or filter runs (lib/http2/connection.c,
+     * handle_data_frame), which clients retry instead of showing a 413. Without it such a
+     * body gets the 413 envelope over HTTP/1.1 like any other. */
+    s->global.http1.upgrade_to_http2 = s->cfg->h2c ? 1 : 0;
     /* No Server header: h2o formats it with sprintf on every response, and naming the
      * software helps nobody but scanners. */
     s->global.server_name = h2o_iovec_init(H2O_STRLIT(""));
@@ -878,6 +1025,10 @@ bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
     struct sockaddr_storage ss;
     socklen_t sl = 0;
     if (parse_listen(s->cfg->listen, &ss, &sl, err) != 0)
+        goto fail;
+    if ((ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                  : ((struct sockaddr_in *)&ss)->sin_port) != 0 &&
+        probe_address_free(&ss, sl, s->cfg->listen, err) != 0)
         goto fail;
     size_t routes_rows = (size_t)opts->n_routes + 1;
     for (int i = 0; i < n; i++) {

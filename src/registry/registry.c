@@ -423,6 +423,18 @@ int bs_registry_model_update(bs_registry_t *r, const bs_principal_t *who, const 
         goto done;
     if ((rc = bs_registry_model_get(r, who->tenant, name, &before, err)))
         goto rollback;
+    int64_t old_distinct = 0;
+    bs_val_t ka[] = {BS_TXT(who->tenant), BS_TXT(name)};
+    bs_meta_query(r->meta, "SELECT require_distinct_approver FROM models WHERE tenant = ? AND name = ?",
+                  ka, 2, first_int, &old_distinct, NULL);
+    int rule_changes = distinct >= 0 && distinct != (int)old_distinct;
+    if (rule_changes && who->role < BS_ROLE_ADMIN) {
+        /* The uploader must not be able to lift the rule, approve and restore it. */
+        rc = bs_err_setf(err, BS_EFORBID, "require_distinct_approver",
+                         "changing require_distinct_approver needs the admin role, not '%s'",
+                         bs_role_name(who->role));
+        goto rollback;
+    }
     bs_val_t args[] = {BS_TXT(desc), BS_TXT(desc), BS_TXT(tags), BS_TXT(tags),
                        BS_INT(distinct),  BS_INT(distinct),  BS_INT(bt ? 1 : 0), BS_TXT(batching),
                        BS_INT(bs_time_wall_ms()), BS_TXT(who->tenant), BS_TXT(name)};
@@ -439,6 +451,13 @@ int bs_registry_model_update(bs_registry_t *r, const bs_principal_t *who, const 
     snprintf(res, sizeof res, "models/%s", name);
     if ((rc = bs__registry_audit(r, who, "model.update", res, before.data, out->data, err)))
         goto rollback;
+    if (rule_changes) {
+        char ob[48], nb[48];
+        snprintf(ob, sizeof ob, "{\"require_distinct_approver\":%s}", old_distinct ? "true" : "false");
+        snprintf(nb, sizeof nb, "{\"require_distinct_approver\":%s}", distinct ? "true" : "false");
+        if ((rc = bs__registry_audit(r, who, "model.approval_rule", res, ob, nb, err)))
+            goto rollback;
+    }
     rc = bs_meta_tx_commit(r->meta, err);
     if (!rc)
         bs__registry_changed(r);
@@ -486,7 +505,8 @@ rollback:
 #define VERSION_COLS                                                                               \
     "m.name, v.version, v.status, v.format, v.kind, v.sha256, v.size, v.signature, v.metrics,"   \
     " v.params, v.tags, v.description, v.run_id, v.dataset, v.source_commit, v.created_by,"       \
-    " v.created_at, v.reviewed_by, v.reviewed_at, v.review_comment, v.model_id"
+    " v.created_at, v.reviewed_by, v.reviewed_at, v.review_comment, v.model_id,"                 \
+    " COALESCE(v.require_distinct_approver, m.require_distinct_approver)"
 
 typedef struct {
     bs_buf_t *out;
@@ -552,6 +572,8 @@ static void render_version(bs_registry_t *r, const bs_meta_row_t *row, bs_buf_t 
         bs_jw_null(b);
     else
         bs_jw_str(b, bs_meta_row_text(row, 19));
+    bs_jw_key(b, "require_distinct_approver"); /* the rule this version was uploaded under */
+    bs_jw_bool(b, (int)bs_meta_row_int(row, 21));
     bs_jw_key(b, "aliases");
     bs_jw_arr_begin(b);
     bs_val_t args[] = {BS_TXT(bs_meta_row_text(row, 20)), BS_INT(bs_meta_row_int(row, 1))};
@@ -792,6 +814,16 @@ int bs_registry_version_create(bs_registry_t *r, const bs_principal_t *who, cons
                       " schema_override, signature, metrics, params, tags, description, run_id, dataset,"
                       " source_commit, created_by, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                       args, 18, NULL, err);
+    if (!rc) {
+        /* The version keeps the four-eyes rule it was uploaded under: switching the
+         * model's rule off later does not open its pending versions to self-approval. */
+        bs_val_t ra[] = {BS_TXT(id), BS_TXT(id), BS_INT(next)};
+        rc = bs_meta_exec(r->meta,
+                          "UPDATE model_versions SET require_distinct_approver ="
+                          " (SELECT require_distinct_approver FROM models WHERE id = ?)"
+                          " WHERE model_id = ? AND version = ?",
+                          ra, 3, NULL, err);
+    }
     if (!rc)
         rc = bs_registry_version_get(r, who->tenant, name, (int)next, out, err);
     if (!rc) {
@@ -837,7 +869,9 @@ static int version_state(bs_registry_t *r, const char *id, int version, vstate_t
     memset(s, 0, sizeof *s);
     bs_val_t args[] = {BS_TXT(id), BS_INT(version)};
     return bs_meta_query(r->meta,
-                         "SELECT v.status, v.created_by, m.require_distinct_approver FROM model_versions v"
+                         "SELECT v.status, v.created_by,"
+                         " COALESCE(v.require_distinct_approver, m.require_distinct_approver)"
+                         " FROM model_versions v"
                          " JOIN models m ON m.id = v.model_id WHERE v.model_id = ? AND v.version = ?",
                          args, 2, vstate_row, s, err);
 }

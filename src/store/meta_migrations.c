@@ -47,5 +47,12 @@ const char *const bs__meta_migrations[] = {
     "CREATE INDEX audit_tenant ON audit(tenant, id);",
     /* 3: per-model dynamic batching settings (JSON; NULL = the server's defaults) */
     "ALTER TABLE models ADD COLUMN batching TEXT;",
+    /* 4: the four-eyes rule a version was uploaded under (NULL: the model's current rule);
+     * existing versions keep the rule their model has now */
+    "ALTER TABLE model_versions ADD COLUMN require_distinct_approver INTEGER;"
+    "UPDATE model_versions SET require_distinct_approver ="
+    "  (SELECT m.require_distinct_approver FROM models m WHERE m.id = model_versions.model_id);",
+    /* 5: key scopes, comma-separated names ('' = the role's full reach) */
+    "ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';",
     NULL,
 };

@@ -271,8 +271,9 @@ class Server:
         timeout passes. Returns (bytes received, how it ended: 'eof'|'timeout'|'reset')."""
         return raw_exchange(self.host, self.port, data, timeout=timeout, shut_wr=shut_wr)
 
-    def metrics(self):
-        r = self.get("/metrics", key=None)
+    def metrics(self, key=_DEFAULT):
+        """Scrapes /metrics (with the admin key of the default tenant unless told)."""
+        r = self.get("/metrics", key=key)
         assert r.status_code == 200, r.text
         return parse_metrics(r.text)
 

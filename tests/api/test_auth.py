@@ -2,6 +2,7 @@
 import time
 
 import pytest
+import requests
 
 from conftest import ROLES, source_routes
 from test_foundation import assert_error, pattern_to_path
@@ -222,6 +223,43 @@ def test_tenant_admin_is_scoped(server):
     assert server.post("/v1/tenants", json={"name": "third"}).status_code == 201
 
 
+def test_tenant_paging_shows_a_tenant_admin_no_other_names(server):
+    """next_cursor is a tenant name: built from all tenants it named the caller's
+    neighbours (limit=1 from the start named whichever tenant sorts first)."""
+    for name in ("aaa-secret", "mmm", "zzz-secret"):
+        assert server.post("/v1/tenants", json={"name": name}).status_code == 201
+    A = server.create_key("admin", name="mmm-admin", tenant="mmm")["key"]
+    others = {"aaa-secret", "default", "zzz-secret"}
+    seen_items, seen_cursors = [], []
+    for limit in (1, 2, 100):
+        cursor = None
+        for _ in range(10):
+            q = "/v1/tenants?limit=%d" % limit + ("&cursor=" + cursor if cursor else "")
+            r = server.get(q, key=A)
+            assert r.status_code == 200, r.text
+            page = r.json()
+            seen_items += [t["name"] for t in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            seen_cursors.append(cursor)
+    assert not others & (set(seen_items) | set(seen_cursors)), (seen_items, seen_cursors)
+    assert set(seen_items) == {"mmm"}
+    # a hand-made cursor before or after its name
+    assert [t["name"] for t in server.get("/v1/tenants?cursor=a", key=A).json()["items"]] == ["mmm"]
+    after = server.get("/v1/tenants?cursor=mmm", key=A).json()
+    assert after == {"items": [], "next_cursor": None}
+    # the default tenant's admin still pages through everything
+    names, cursor = [], None
+    while True:
+        page = server.get("/v1/tenants?limit=2" + ("&cursor=" + cursor if cursor else "")).json()
+        names += [t["name"] for t in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert names == sorted(others | {"mmm"})
+
+
 def test_default_tenant_developer_cannot_manage(server):
     dev = server.create_key("developer")["key"]
     assert_error(server.post("/v1/tenants", key=dev, json={"name": "nope"}), 403, "forbidden")
@@ -269,3 +307,86 @@ def test_default_rate_limit_from_config(start_server):
     k = r.json()["key"]
     for _ in range(10):
         assert s.get("/v1/info", key=k).status_code == 200
+
+
+# ---- who may read /metrics ---------------------------------------------------------------
+# /metrics names every tenant's models and versions, so by default it needs a key of the
+# default tenant (viewer or above) or one narrowed to the metrics scope.
+
+def test_metrics_needs_a_key(server):
+    r = server.get("/metrics", key=None)
+    assert_error(r, 401, "unauthorized")
+    assert r.headers.get("www-authenticate", "").startswith("Bearer")
+    assert "basalt_http_requests_total" not in r.text
+
+
+def test_metrics_refuses_other_tenants_and_admits_default_viewers(server):
+    assert server.post("/v1/tenants", json={"name": "acme"}).status_code == 201
+    for role in ("predictor", "admin"):
+        other = server.create_key(role, name="acme-" + role, tenant="acme")["key"]
+        r = server.get("/metrics", key=other)
+        assert_error(r, 403, "forbidden")
+        assert "basalt_" not in r.text
+    viewer = server.create_key("viewer", name="default-viewer")["key"]
+    r = server.get("/metrics", key=viewer)
+    assert r.status_code == 200 and "basalt_http_requests_total" in r.text
+
+
+def test_metrics_scope(server):
+    assert server.post("/v1/tenants", json={"name": "acme"}).status_code == 201
+    acme_admin = server.create_key("admin", name="acme-admin", tenant="acme")["key"]
+    # only the default tenant's admins may grant it (it reveals every tenant)
+    assert_error(server.post("/v1/keys", key=acme_admin,
+                             json={"name": "p", "role": "viewer", "scopes": ["metrics"]}),
+                 403, "forbidden", field="scopes")
+    for bad in (["metricz"], "metrics", [1]):
+        assert_error(server.post("/v1/keys", json={"name": "p", "role": "viewer", "scopes": bad}),
+                     400, "invalid_input", field="scopes")
+    prom = server.create_key("viewer", name="prometheus", tenant="acme", scopes=["metrics"])
+    assert prom["scopes"] == ["metrics"]
+    listed = [k for k in server.get("/v1/keys").json()["items"] if k["id"] == prom["id"]]
+    assert listed[0]["scopes"] == ["metrics"]
+    assert server.create_key("viewer", name="plain")["scopes"] == []
+    r = server.get("/metrics", key=prom["key"])
+    assert r.status_code == 200 and "basalt_http_requests_total" in r.text
+    # the scope narrows the key: nothing but /metrics
+    for path in ("/v1/info", "/v1/models"):
+        assert_error(server.get(path, key=prom["key"]), 403, "forbidden")
+    # the scope survives a restart (stored with the key)
+    server.restart()
+    assert server.get("/metrics", key=prom["key"]).status_code == 200
+    assert_error(server.get("/v1/info", key=prom["key"]), 403, "forbidden")
+
+
+def test_metrics_public(start_server):
+    s = start_server("--metrics-public")
+    r = s.get("/metrics", key=None)
+    assert r.status_code == 200 and "basalt_http_requests_total" in r.text
+    assert_error(s.get("/v1/info", key=None), 401, "unauthorized")  # nothing else opens
+    doc = s.get("/openapi.json", key=None).json()
+    assert doc["paths"]["/metrics"]["get"]["x-basalt-min-role"] == "public"
+
+
+def test_metrics_listen(start_server):
+    from conftest import free_port
+    port = free_port()
+    s = start_server("--metrics-listen", "127.0.0.1:%d" % port)
+    base = "http://127.0.0.1:%d" % port
+    r = requests.get(base + "/metrics", timeout=10)
+    assert r.status_code == 200 and "basalt_http_requests_total" in r.text
+    # the same numbers as the main listener's (one registry of counters)
+    assert "basalt_build_info" in r.text
+    assert requests.get(base + "/healthz", timeout=10).status_code == 200
+    for path in ("/v1/info", "/v1/models", "/openapi.json"):
+        assert requests.get(base + path, timeout=10).status_code == 404
+    # the main listener keeps the rule
+    assert_error(s.get("/metrics", key=None), 401, "unauthorized")
+    assert s.get("/metrics").status_code == 200
+
+
+def test_metrics_listen_in_use_refuses_to_start(start_server, run_basalt, tmp_path):
+    s = start_server()
+    cp = run_basalt("serve", "--listen", "127.0.0.1:0", "--data", str(tmp_path / "d"),
+                    "--metrics-listen", "127.0.0.1:%d" % s.port)
+    assert cp.returncode != 0
+    assert "metrics_listen" in cp.stderr and "already in use" in cp.stderr, cp.stderr

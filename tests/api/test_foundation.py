@@ -276,7 +276,7 @@ def test_json_depth_default_rejects_deep_documents(shared_server):
 # ---- metrics ---------------------------------------------------------------------------------
 
 def test_metrics_format_and_families(server):
-    r = server.get("/metrics", key=None)
+    r = server.get("/metrics")
     assert r.status_code == 200
     assert r.headers["content-type"].startswith("text/plain")
     m = parse_metrics(r.text)

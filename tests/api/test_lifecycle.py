@@ -8,6 +8,7 @@ import subprocess
 import time
 
 import pytest
+import requests
 
 from conftest import Server, ServerStartError, parse_http_response
 
@@ -123,6 +124,39 @@ def test_second_server_on_same_data_dir_refuses(server):
     finally:
         second.cleanup()
     assert server.get("/v1/info").status_code == 200  # the first one is unaffected
+
+
+def test_second_server_on_same_address_refuses(server):
+    """Another data directory, same address: without the check the second process joined
+    the SO_REUSEPORT group and took a share of the connections (and their keys)."""
+    addr = "%s:%d" % (server.host, server.port)
+    for listen in (addr, "0.0.0.0:%d" % server.port):  # the wildcard overlaps it too
+        second = Server(args=["--threads", "2", "--listen", listen, "--no-auth"], listen=False)
+        try:
+            with pytest.raises(ServerStartError):
+                second.start()
+            assert second.proc.returncode != 0
+            assert "already in use by another process" in second.stderr(), second.stderr()
+        finally:
+            second.cleanup()
+    # every connection still reaches the first server (its bootstrap key works)
+    for _ in range(20):
+        r = requests.get(server.url + "/v1/info",
+                         headers={"Authorization": "Bearer " + server.admin_key,
+                                  "Connection": "close"}, timeout=10)
+        assert r.status_code == 200
+        assert r.json()["data_dir"] == os.path.realpath(server.data_dir)
+
+
+def test_restart_on_the_same_port_after_stop(server):
+    # the probe must not mistake the previous run's closed connections for another process
+    server.get("/healthz")
+    port = server.port
+    server.args += ["--listen", "127.0.0.1:%d" % port]
+    server.listen = False
+    server.restart()
+    assert server.port == port
+    assert server.get("/healthz").status_code == 200
 
 
 def test_restart_keeps_keys_and_tenants(server):

@@ -309,3 +309,132 @@ def test_max_connections(start_server):
         c = served_keepalive(s.host, s.port)
     assert c is not None
     c.close()
+
+
+# ---- request smuggling (RFC 9112 §6.1, §6.3) ---------------------------------------------
+# A second request hidden in the first one's body. A front proxy that frames the body by
+# the other header forwards it as part of the first request; basalt must neither answer it
+# nor keep reading the connection.
+
+SMUGGLED = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+def responses(data):
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", data)
+
+
+def smuggle(limited, headers, body):
+    data, how = limited.raw(request_bytes(limited, "POST", "/v1/keys", headers, body), timeout=5)
+    # exactly one answer: the 400; the hidden GET /healthz got none
+    assert responses(data) == [b"400"], data[:600]
+    status, hdrs, payload = parse_http_response(data)
+    assert hdrs.get("connection", "").lower() == "close", hdrs
+    assert how in ("eof", "reset")
+    err = json.loads(payload)
+    assert err["error"]["code"] == "bad_request" and err["request_id"] == hdrs["x-request-id"]
+    assert healthy(limited)
+    return err["error"]["message"]
+
+
+def test_two_different_content_lengths_are_refused(limited):
+    body = b"{}" + SMUGGLED
+    msg = smuggle(limited, ["Content-Type: application/json", "Content-Length: 2",
+                            "Content-Length: %d" % len(body)], body)
+    assert "Content-Length" in msg
+
+
+def test_two_different_content_lengths_longer_first(limited):
+    # the first length covers the hidden request too; the second one would end the body early
+    body = b"{}" + SMUGGLED
+    smuggle(limited, ["Content-Length: %d" % len(body), "Content-Length: 2"], body)
+
+
+def test_content_length_with_chunked_is_refused(limited):
+    body = b"0\r\n\r\n" + SMUGGLED
+    msg = smuggle(limited, ["Content-Length: %d" % len(body), "Transfer-Encoding: chunked"], body)
+    assert "Transfer-Encoding" in msg
+
+
+def test_chunked_with_content_length_after_it_is_refused(limited):
+    body = b"0\r\n\r\n" + SMUGGLED
+    smuggle(limited, ["transfer-encoding: chunked", "content-length: %d" % len(body)], body)
+
+
+def test_two_transfer_encodings_are_refused(limited):
+    body = b"0\r\n\r\n" + SMUGGLED
+    smuggle(limited, ["Transfer-Encoding: gzip", "Transfer-Encoding: chunked"], body)
+
+
+def test_identical_content_lengths_are_one_value(limited):
+    # RFC 9110 §8.6 lets a recipient treat repeated identical values as one: the framing is
+    # unambiguous, the request is served and the connection stays usable.
+    body = b'{"name":"dup-cl","role":"viewer"}'
+    req = request_bytes(limited, "POST", "/v1/keys",
+                        ["Content-Type: application/json", "Content-Length: %d" % len(body),
+                         "Content-Length: %d" % len(body)], body)
+    data, how = limited.raw(req + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert responses(data) == [b"201", b"200"], data[:600]
+
+
+def test_host_header_counts_against_the_header_budget(limited):
+    # h2o moves Host out of the header list; it must still be counted.
+    req = ("GET /healthz HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n"
+           % ("h" * (MAX_HEADER + 100))).encode()
+    data, how = limited.raw(req)
+    status, hdrs, body = parse_http_response(data)
+    assert status == 431, data[:300]
+    assert json.loads(body)["error"]["code"] == "headers_too_large"
+    assert healthy(limited)
+
+
+@pytest.mark.parametrize("field", ["Upgrade", "Expect"])
+def test_fields_h2o_takes_out_count_against_the_header_budget(limited, field):
+    # like Host, h2o keeps these out of the header list it hands on
+    req = ("GET /healthz HTTP/1.1\r\nHost: x\r\n%s: %s\r\nConnection: close\r\n\r\n"
+           % (field, "u" * (MAX_HEADER + 100))).encode()
+    data, how = limited.raw(req)
+    status = status_or_closed(data)
+    assert status == 431, data[:300]
+    assert healthy(limited)
+
+
+# ---- HTTP/2 and the body limit ----------------------------------------------------------
+# h2o 2.2.5 answers an HTTP/2 body over the limit with RST_STREAM(REFUSED_STREAM) before any
+# handler runs; clients retry it (curl: "tried 5 times") and never see a 413. Cleartext
+# HTTP/2 is therefore off unless h2c is set, and such bodies get the readable 413.
+
+def curl(*args, timeout=60):
+    import subprocess
+    cp = subprocess.run(["curl", "-sS", "-o", "-", "-w", "\n%{http_code} %{http_version}",
+                         *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
+    out = cp.stdout.decode(errors="replace")
+    body, _, tail = out.rpartition("\n")
+    code, _, version = tail.partition(" ")
+    return cp.returncode, int(code), version, body, cp.stderr.decode(errors="replace")
+
+
+def test_http2_body_over_limit_is_a_readable_413_not_refused_stream(limited, tmp_path):
+    big = tmp_path / "big.json"
+    big.write_bytes(b'{"name":"' + b"x" * (MAX_BODY * 2) + b'"}')
+    url = limited.url + "/v1/keys"
+    auth = ["-H", "Authorization: Bearer " + limited.admin_key,
+            "-H", "Content-Type: application/json", "--data-binary", "@%s" % big]
+    # a client that asks to upgrade stays on HTTP/1.1 and reads the 413 envelope
+    rc, code, version, body, err = curl("--http2", *auth, url)
+    assert (rc, code, version) == (0, 413, "1.1"), (rc, code, version, err)
+    assert json.loads(body)["error"]["code"] == "payload_too_large"
+    # prior knowledge is refused at once (no HTTP/2 here), never a reset stream it retries
+    rc, code, version, body, err = curl("--http2-prior-knowledge", *auth, url)
+    assert rc != 0 and code == 0, (rc, code, body)
+    assert "REFUSED_STREAM" not in err and "tried" not in err, err
+    assert healthy(limited)
+
+
+def test_h2c_setting_turns_cleartext_http2_on(start_server):
+    s = start_server("--h2c")
+    rc, code, version, body, err = curl("--http2-prior-knowledge", s.url + "/healthz")
+    assert (rc, code, version) == (0, 200, "2"), (rc, code, version, err)
+    rc, code, version, body, err = curl("--http2-prior-knowledge",
+                                        "-H", "Authorization: Bearer " + s.admin_key,
+                                        s.url + "/v1/info")
+    assert (rc, code, version) == (0, 200, "2") and json.loads(body)["auth"] is True

@@ -178,10 +178,51 @@ def test_distinct_approver(shared_server):
     assert srv.get("/v1/models/four-eyes/versions/1").json()["status"] == "pending"
     v = approve(srv, "four-eyes", 1, key=dev2["key"])
     assert v["reviewed_by"] == dev2["id"] and v["created_by"] == dev1["id"]
-    # Without the rule the uploader may approve its own version.
-    r = srv.patch("/v1/models/four-eyes", key=dev1["key"], json={"require_distinct_approver": False})
+    assert v["require_distinct_approver"] is True
+    # An admin lifts the rule: versions uploaded from then on may be self-approved, but
+    # version 2, uploaded under the rule, keeps it.
+    r = srv.patch("/v1/models/four-eyes", json={"require_distinct_approver": False})
     assert r.status_code == 200 and r.json()["require_distinct_approver"] is False
-    approve(srv, "four-eyes", 2, key=dev1["key"])
+    assert srv.get("/v1/models/four-eyes/versions/2").json()["require_distinct_approver"] is True
+    assert_error(review(srv, "four-eyes", 2, "approve", key=dev1["key"]), 403)
+    v3 = upload_ok(srv, "four-eyes", art(3), "basalt_json", key=dev1["key"])
+    assert v3["require_distinct_approver"] is False
+    approve(srv, "four-eyes", 3, key=dev1["key"])
+
+
+def test_uploader_cannot_switch_off_the_four_eyes_rule(shared_server):
+    """The attack: after a 403 on self-approval the uploader PATCHes the rule off,
+    approves, and turns it back on."""
+    srv = shared_server
+    dev = srv.create_key("developer", name="sneaky")
+    create_model(srv, "sneaky-model", key=dev["key"], require_distinct_approver=True)
+    upload_ok(srv, "sneaky-model", art(1), "basalt_json", key=dev["key"])
+    assert_error(review(srv, "sneaky-model", 1, "approve", key=dev["key"]), 403)
+    assert_error(srv.patch("/v1/models/sneaky-model", key=dev["key"],
+                           json={"require_distinct_approver": False}),
+                 403, field="require_distinct_approver", code="forbidden")
+    assert srv.get("/v1/models/sneaky-model").json()["require_distinct_approver"] is True
+    assert_error(review(srv, "sneaky-model", 1, "approve", key=dev["key"]), 403)
+    # Even if an admin lifts the rule meanwhile, the pending version keeps its own.
+    assert srv.patch("/v1/models/sneaky-model",
+                     json={"require_distinct_approver": False}).status_code == 200
+    assert_error(review(srv, "sneaky-model", 1, "approve", key=dev["key"]), 403)
+    assert srv.patch("/v1/models/sneaky-model",
+                     json={"require_distinct_approver": True}).status_code == 200
+    assert srv.get("/v1/models/sneaky-model/versions/1").json()["status"] == "pending"
+    # A developer's PATCH that leaves the rule as it is, or changes other fields, still works.
+    r = srv.patch("/v1/models/sneaky-model", key=dev["key"],
+                  json={"require_distinct_approver": True, "description": "d"})
+    assert r.status_code == 200, r.text
+    # Both changes by the admin are audited with the old and the new value.
+    items = srv.get("/v1/audit", params={"limit": 1000}).json()["items"]
+    rule = [e for e in reversed(items)
+            if e["action"] == "model.approval_rule" and e["resource"] == "models/sneaky-model"]
+    admin_id = srv.get("/v1/info").json()["caller"]["key_id"]
+    assert [(e["before"], e["after"]) for e in rule] == [
+        ({"require_distinct_approver": True}, {"require_distinct_approver": False}),
+        ({"require_distinct_approver": False}, {"require_distinct_approver": True})]
+    assert all(e["actor"] == admin_id for e in rule)
 
 
 def test_patch_delete_list(shared_server):
