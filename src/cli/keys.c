@@ -119,6 +119,9 @@ static int create_offline(const key_args_t *a, int json)
         return 1;
     }
     int server_pid = 0; /* the running server that holds the lock, if any */
+    /* While this process holds the lock, another `keys create --data` sends it SIGHUP (as it
+     * would a server): ignored, so it cannot end this one between the write and the print. */
+    signal(SIGHUP, SIG_IGN);
     if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
         char pid[32];
         int n = snprintf(pid, sizeof pid, "%d\n", (int)getpid());

@@ -1037,3 +1037,34 @@ def test_keys_create_offline_errors(server, tmp_path):
     cp = offline_key(srv.data_dir, "--role", "admin", "--tenant", "nope", want_rc=1)
     assert cp.stderr.endswith("tenant 'nope' does not exist\n"), cp.stderr
     assert srv.get("/v1/keys?limit=1000").json()["items"] == before
+
+
+def test_keys_create_offline_never_signals_a_pid_that_does_not_hold_the_lock(server):
+    """The lock is held, but the pid in the lock file names a process without it open (a
+    stale or forged pid): that process is not signalled; the key is written and the CLI says
+    how to make the holder load it."""
+    import fcntl
+    srv = server
+    srv.stop()
+    bystander = subprocess.Popen(["sleep", "600"])  # SIGHUP would end it
+    lock_path = os.path.join(srv.data_dir, "basalt.lock")
+    try:
+        with open(lock_path, "r+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # this test process holds it
+            lock.truncate(0)
+            lock.write("%d\n" % bystander.pid)
+            lock.flush()
+            cp = offline_key(srv.data_dir, "--role", "admin", "--json")
+            assert bystander.poll() is None  # still running: not signalled
+            j = json.loads(cp.stdout)
+            assert j["server_pid"] is None
+            assert cp.stderr == (
+                "basalt: warning: a server holds %s but could not be told to reload its keys "
+                "(the pid in the lock file does not have it open, or is not visible to this "
+                "user); the key works once it does: send it SIGHUP (kill -HUP PID) or restart "
+                "it\n" % os.path.realpath(lock_path))
+    finally:
+        bystander.kill()
+        bystander.wait()
+    srv.start()
+    assert srv.get("/v1/keys", key=j["key"]).status_code == 200
