@@ -1068,3 +1068,22 @@ def test_keys_create_offline_never_signals_a_pid_that_does_not_hold_the_lock(ser
         bystander.wait()
     srv.start()
     assert srv.get("/v1/keys", key=j["key"]).status_code == 200
+
+
+def test_lists_follow_next_cursor_past_one_page(server):
+    """model ls asks for pages of 1000: with 1003 models it must follow next_cursor."""
+    srv = server
+    for i in range(1003):
+        create_model(srv, "page-%04d" % i)
+    api, cursor = [], None
+    while True:
+        r = srv.get("/v1/models?limit=1000" + ("&cursor=" + cursor if cursor else ""))
+        assert r.status_code == 200, r.text
+        api += r.json()["items"]
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            break
+    assert len(api) == 1003
+    j = json.loads(ok(cli(srv, "model", "ls", "--json")))
+    assert j == {"items": api, "next_cursor": None}
+    assert list(ls_table(ok(cli(srv, "model", "ls")))) == [m["name"] for m in api]
