@@ -7,6 +7,15 @@ PY       ?= /usr/bin/python3
 PKGS     := libh2o-evloop libcjson sqlite3 lmdb yaml-0.1 libcrypto
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GIT_SHA  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+NPROC    := $(shell nproc 2>/dev/null || echo 2)
+# -jN for the build steps of run/test unless the caller gave -j (tests themselves run in order).
+J        := $(if $(filter -j%,$(MAKEFLAGS)),,-j$(NPROC))
+# The commit is compiled into version.o alone. $(BUILD)/git-sha holds it and is rewritten
+# (here, as the Makefile is read) only when HEAD moves, so an unchanged tree neither
+# recompiles version.o nor relinks the binary (`make check-rebuild`).
+GIT_SHA_STAMP := $(BUILD)/git-sha
+$(shell mkdir -p $(BUILD) && [ "$$(cat $(GIT_SHA_STAMP) 2>/dev/null)" = "$(GIT_SHA)" ] || \
+        echo "$(GIT_SHA)" > $(GIT_SHA_STAMP))
 
 WARN     := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wformat=2 -Werror
 CFLAGS   ?= -O2 -g
@@ -27,23 +36,22 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: FORCE all deps run test unit api asan fuzz fuzz-replay bench clean format
+.PHONY: all deps run test unit api asan fuzz fuzz-replay bench clean format check-rebuild
 
 all: $(BUILD)/basalt
 
+# What building and running need (`make run`); `make test` adds the test toolchain and
+# `make bench` the benchmarks' peers (scripts/deps.sh --run | --test | --bench).
 deps:
-	@./scripts/deps.sh
+	@./scripts/deps.sh --test
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
 
-# The commit is compiled into one object, rebuilt every time, so every report agrees.
-$(BUILD)/obj/src/base/version.o: src/base/version.c FORCE
+$(BUILD)/obj/src/base/version.o: src/base/version.c $(GIT_SHA_STAMP)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -DBS_GIT_SHA='"$(GIT_SHA)"' -c $< -o $@
-
-FORCE:
+	$(CC) $(CFLAGS) -MMD -MP -DBS_GIT_SHA='"$(GIT_SHA)"' -c $< -o $@
 
 $(BUILD)/libbasalt.a: $(LIB_OBJS)
 	@rm -f $@
@@ -56,7 +64,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbasalt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(BUILD)/libbasalt.a $(LDLIBS) -lcmocka
 
-run: deps $(BUILD)/basalt
+# Stays in the foreground; Ctrl-C (SIGINT) stops the server. Builds on every core unless
+# -j was given.
+run:
+	@./scripts/deps.sh --run
+	@$(MAKE) --no-print-directory $(J) $(BUILD)/basalt
 	$(BUILD)/basalt serve --data ./data
 
 unit: $(UNIT_BINS)
@@ -83,12 +95,23 @@ $(NPM_DIR)/.installed: tests/api/npm/package.json tests/api/npm/package-lock.jso
 
 # The sanitizer pass: same unit and API tests on an ASan+UBSan build.
 asan:
+	$(MAKE) $(J) BUILD=build-asan SANITIZE=address,undefined build-asan/basalt $(UNIT_BINS:$(BUILD)/%=build-asan/%)
 	$(MAKE) BUILD=build-asan SANITIZE=address,undefined unit api
 
+# An unchanged tree builds nothing: `make -q` finds every target up to date (it used to
+# recompile version.o and relink the binary every time).
+check-rebuild: $(BUILD)/basalt
+	@$(MAKE) --no-print-directory -q $(BUILD)/basalt || { \
+	  echo "check-rebuild: a second make of an unchanged tree would run:"; \
+	  $(MAKE) --no-print-directory -n $(BUILD)/basalt; exit 1; }
+	@echo "== check-rebuild: an unchanged tree builds nothing"
+
 test: deps
-	$(MAKE) all
+	$(MAKE) $(J) all $(UNIT_BINS)
+	$(MAKE) check-rebuild
 	$(MAKE) unit
 	$(MAKE) api
+	$(MAKE) $(J) $(FUZZ_BINS)
 	$(MAKE) fuzz-replay
 	$(MAKE) asan
 

@@ -1,27 +1,54 @@
 #!/bin/sh
-# Installs every Debian package that basalt's build and tests need (`make run`,
-# `make test`); with --bench also what the benchmarks' peers need (`make bench`).
-# Runs apt-get update first when anything is missing; safe to re-run.
+# Installs the Debian packages basalt needs, by what you are about to do:
+#   deps.sh [--run]   building and running it (`make run`; the default)
+#   deps.sh --test    the above and the test toolchain (`make test`: cmocka, clang for the
+#                     fuzz targets, pytest, numpy/scipy/pandas, scikit-learn, XGBoost, curl)
+#   deps.sh --bench   the above and the benchmarks' peers (`make bench`)
+#   deps.sh [MODE] --list   prints the mode's packages, one a line, and installs nothing
+# Only what is missing is installed, after an apt-get update; safe to re-run.
+# To add a package, append it to the list of the first mode that needs it.
 set -eu
 
-PACKAGES="
-build-essential pkg-config clang libclang-rt-14-dev
+RUN_PACKAGES="
+build-essential pkg-config
 libh2o-evloop-dev libcjson-dev libsqlite3-dev liblmdb-dev libyaml-dev libssl-dev
-libcmocka-dev
+"
+TEST_PACKAGES="
+clang libclang-rt-14-dev libcmocka-dev curl
 python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
-python3-sklearn python3-xgboost curl
+python3-sklearn python3-xgboost
 python3-prometheus-client prometheus python3-jsonschema
 "
 BENCH_PACKAGES="
 nginx wrk libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
 "
+
+mode=--run list=""
+for a in "$@"; do
+    case "$a" in
+    --run | --test | --bench) mode="$a" ;;
+    --list) list=1 ;;
+    *)
+        echo "usage: scripts/deps.sh [--run | --test | --bench] [--list]" >&2
+        exit 2
+        ;;
+    esac
+done
+case "$mode" in
+--run) PACKAGES="$RUN_PACKAGES" ;;
+--test) PACKAGES="$RUN_PACKAGES $TEST_PACKAGES" ;;
+--bench) PACKAGES="$RUN_PACKAGES $TEST_PACKAGES $BENCH_PACKAGES" ;;
+esac
+
 # The OpenAPI tests run npm tools (Makefile: npm-deps); Debian's Node.js only when no
 # node is on PATH (a newer one installed another way is used as it is).
-if ! command -v node >/dev/null 2>&1; then
+if [ "$mode" != --run ] && ! command -v node >/dev/null 2>&1; then
     PACKAGES="$PACKAGES nodejs npm"
 fi
-if [ "${1:-}" = "--bench" ]; then
-    PACKAGES="$PACKAGES $BENCH_PACKAGES"
+
+if [ -n "$list" ]; then
+    for p in $PACKAGES; do echo "$p"; done
+    exit 0
 fi
 
 missing=""

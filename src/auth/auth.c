@@ -481,3 +481,8 @@ int bs_auth_bootstrap(bs_auth_t *a, char *secret, int *created, bs_err_t *err)
         *created = 1;
     return rc;
 }
+
+int bs_auth_reload(bs_auth_t *a, bs_err_t *err)
+{
+    return reload(a, err);
+}

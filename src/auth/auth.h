@@ -49,6 +49,9 @@ typedef struct {
 /* Loads keys from meta (borrowed; must outlive the auth). NULL with err. */
 bs_auth_t *bs_auth_new(bs_meta_t *meta, double default_rps, double default_burst, bs_err_t *err);
 void bs_auth_free(bs_auth_t *a);
+/* Rebuilds the key snapshot from the store: picks up keys another process wrote into
+ * it (`basalt keys create --data`; the server calls this on SIGHUP). Thread-safe. */
+int bs_auth_reload(bs_auth_t *a, bs_err_t *err);
 
 /* On a store with no keys: creates tenant "default" and an admin key, writing its
  * secret into secret (BS_KEY_SECRET_MAX bytes) and setting *created. */

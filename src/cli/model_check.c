@@ -9,7 +9,8 @@
  * they are; true/false as 1/0; null as NaN (missing; only for models that
  * handle missing values); a string only for a category feature, mapped to its
  * index, or to -1 if the category is unknown and the feature accepts unknown
- * categories. Predictions print with %.17g so they read back bit-exact.
+ * categories. By default the description and the predictions print as tables
+ * (%.6g); with --json as JSON, predictions at %.17g so they read back bit-exact.
  */
 #include <errno.h>
 #include <math.h>
@@ -27,8 +28,7 @@
 
 static void usage(void)
 {
-    fprintf(stderr, "usage: basalt model check FILE [--format xgboost_json|basalt_json] "
-                    "[--rows ROWS.json]\n");
+    bs_cli_usage(stderr, "model", "check");
 }
 
 /* Reads a whole file into a NUL-terminated heap buffer. */
@@ -86,6 +86,46 @@ static const char *type_name(bs_ml_ftype_t t)
     default:
         return "float";
     }
+}
+
+/* The description for people: one summary line and a table of the inputs. */
+static void describe_text(const bs_ml_model_t *m, const char *file, const char *format)
+{
+    const bs_ml_schema_t *s = bs_ml_model_schema(m);
+    printf("%s: %s %s, %s with %d output%s, %d feature%s, %zu bytes in memory%s\n", file, format,
+           bs_ml_model_kind(m), s->task == BS_ML_CLASSIFICATION ? "classification" : "regression",
+           s->n_outputs, s->n_outputs == 1 ? "" : "s", s->n_features, s->n_features == 1 ? "" : "s",
+           bs_ml_model_memory(m), bs_ml_model_handles_missing(m) ? ", handles missing values" : "");
+    if (s->labels) {
+        printf("labels:");
+        for (int i = 0; i < s->n_outputs; i++)
+            printf(" %s", s->labels[i]);
+        printf("\n");
+    }
+    bs_cli_table_t t;
+    bs_cli_table_init(&t, 5);
+    bs_cli_table_row(&t, "FEATURE", "TYPE", "REQUIRED", "RANGE", "CATEGORIES");
+    for (int i = 0; i < s->n_features; i++) {
+        const bs_ml_feature_t *f = &s->features[i];
+        char range[80] = "", cats[256] = "";
+        if (f->has_min || f->has_max) {
+            char lo[32] = "", hi[32] = "";
+            if (f->has_min)
+                snprintf(lo, sizeof lo, "%.6g", f->min);
+            if (f->has_max)
+                snprintf(hi, sizeof hi, "%.6g", f->max);
+            snprintf(range, sizeof range, "[%s, %s]", lo, hi);
+        }
+        size_t k = 0;
+        for (int c = 0; f->type == BS_ML_CATEGORY && c < f->n_categories && k < sizeof cats; c++) {
+            int w = snprintf(cats + k, sizeof cats - k, "%s%s", c ? "," : "", f->categories[c]);
+            k += w > 0 ? (size_t)w : 0;
+        }
+        bs_cli_table_row(&t, f->name ? f->name : "", type_name(f->type), f->required ? "yes" : "no",
+                         range, cats);
+    }
+    bs_cli_table_print(&t, stdout);
+    bs_cli_table_free(&t);
 }
 
 static void describe(const bs_ml_model_t *m, const char *format)
@@ -208,7 +248,7 @@ static int cell_value(const bs_ml_feature_t *f, const cJSON *v, size_t row,
     return -1;
 }
 
-static int predict_rows(const bs_ml_model_t *m, const char *path)
+static int predict_rows(const bs_ml_model_t *m, const char *path, int json)
 {
     size_t len = 0;
     char *text = read_file(path, &len);
@@ -258,14 +298,43 @@ static int predict_rows(const bs_ml_model_t *m, const char *path)
         fprintf(stderr, "basalt: predict failed: %s\n", err.msg);
         goto done;
     }
-    fputs("{\"predictions\": [", stdout);
-    for (size_t i = 0; i < n_rows; i++) {
-        fputs(i ? ",\n[" : "\n[", stdout);
-        for (size_t k = 0; k < no; k++)
-            printf(k ? ", %.17g" : "%.17g", out[i * no + k]);
-        fputs("]", stdout);
+    if (json) {
+        fputs("{\"predictions\": [", stdout);
+        for (size_t i = 0; i < n_rows; i++) {
+            fputs(i ? ",\n[" : "\n[", stdout);
+            for (size_t k = 0; k < no; k++)
+                printf(k ? ", %.17g" : "%.17g", out[i * no + k]);
+            fputs("]", stdout);
+        }
+        fputs("\n]}\n", stdout);
+    } else {
+        /* ROW and one column per output: a class's probability (P(label)) or a value. */
+        bs_cli_table_t t;
+        int nc = no + 1 < 32 ? (int)no + 1 : 32;
+        bs_cli_table_init(&t, nc);
+        char (*cells)[64] = calloc((size_t)nc, sizeof *cells);
+        const char *line[32];
+        for (int c = 0; cells && c < nc; c++)
+            line[c] = cells[c];
+        for (size_t i = 0; cells && i <= n_rows; i++) {
+            for (int c = 0; c < nc; c++) {
+                if (i == 0 && c == 0)
+                    snprintf(cells[c], sizeof cells[c], "ROW");
+                else if (i == 0 && s->labels)
+                    snprintf(cells[c], sizeof cells[c], "P(%.50s)", s->labels[c - 1]);
+                else if (i == 0)
+                    snprintf(cells[c], sizeof cells[c], no == 1 ? "PREDICTION" : "Y%d", c - 1);
+                else if (c == 0)
+                    snprintf(cells[c], sizeof cells[c], "%zu", i - 1);
+                else
+                    snprintf(cells[c], sizeof cells[c], "%.6g", out[(i - 1) * no + (size_t)c - 1]);
+            }
+            bs_cli_table_rowv(&t, line);
+        }
+        bs_cli_table_print(&t, stdout);
+        bs_cli_table_free(&t);
+        free(cells);
     }
-    fputs("\n]}\n", stdout);
     rc = 0;
 done:
     cJSON_Delete(root);
@@ -277,11 +346,14 @@ done:
 int bs_cli_model_check(int argc, char **argv)
 {
     const char *file = NULL, *format = NULL, *rows = NULL;
+    int json = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--format") == 0 && i + 1 < argc) {
             format = argv[++i];
         } else if (strcmp(argv[i], "--rows") == 0 && i + 1 < argc) {
             rows = argv[++i];
+        } else if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
         } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             usage();
             return 0;
@@ -321,9 +393,11 @@ int bs_cli_model_check(int argc, char **argv)
     }
     int rc = 0;
     if (rows)
-        rc = predict_rows(m, rows);
-    else
+        rc = predict_rows(m, rows, json);
+    else if (json)
         describe(m, format);
+    else
+        describe_text(m, file, format);
     bs_ml_model_free(m);
     return rc;
 }

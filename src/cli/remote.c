@@ -1,12 +1,11 @@
 /*
- * Client subcommands that talk to a running server's API:
- *   basalt model push FILE --name N [--format F] [--schema S.json] [--metric k=v]…
- *                          [--param k=v]… [--run ID] [--description D] [--tag T]…
- *   basalt model ls | versions NAME | approve NAME V | reject NAME V | archive NAME V
- *   basalt model alias NAME ALIAS V
- *   basalt predict REF JSON        (REF: name, name@alias or name/versions/N)
- * The server URL and key come from --url / --key or BASALT_URL / BASALT_API_KEY
- * (default http://127.0.0.1:8080).
+ * Client commands that talk to a running server's API: `basalt model
+ * push|ls|versions|approve|reject|archive|alias|pull` and `basalt predict`
+ * (their usage is in commands.c). The server URL and key come from --url /
+ * --key or BASALT_URL / BASALT_API_KEY (default http://127.0.0.1:8080).
+ * Each prints a table or a one-line summary, or with --json the server's JSON
+ * as it came; list commands follow next_cursor, so --json prints every page's
+ * items as one {"items": […], "next_cursor": null}.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -20,17 +19,13 @@
 #include "http/client.h"
 #include "ml/ml.h"
 
-typedef struct {
-    const char *url;
-    int url_len; /* without trailing slashes: "http://host:port/" is the same server */
-    const char *key;
-} remote_t;
+typedef bs_cli_remote_t remote_t;
 
-/* Removes --url/--key from argv (in place); returns the new argc. */
-static int take_globals(int argc, char **argv, remote_t *r)
+int bs_cli_take_globals(int argc, char **argv, remote_t *r)
 {
     r->url = getenv("BASALT_URL");
     r->key = getenv("BASALT_API_KEY");
+    r->json = 0;
     if (!r->url || !*r->url)
         r->url = "http://127.0.0.1:8080";
     int k = 0;
@@ -43,6 +38,10 @@ static int take_globals(int argc, char **argv, remote_t *r)
             i++;
             continue;
         }
+        if (!strcmp(argv[i], "--json")) {
+            r->json = 1;
+            continue;
+        }
         argv[k++] = argv[i];
     }
     size_t n = strlen(r->url);
@@ -52,8 +51,7 @@ static int take_globals(int argc, char **argv, remote_t *r)
     return k;
 }
 
-/* Performs a call; prints the body (or the error) and returns the exit code. */
-static int call(const remote_t *r, const char *method, const char *path, const char *content_type,
+int bs_cli_call(const remote_t *r, const char *method, const char *path, const char *content_type,
                 const void *body, size_t len, bs_buf_t *out)
 {
     char url[2048], auth[300], ct[300];
@@ -135,8 +133,11 @@ static int add_kv(cJSON *obj, const char *kv, int numeric_only)
     return 0;
 }
 
-static int model_push(const remote_t *r, int argc, char **argv)
+int bs_cli_model_push(int argc, char **argv)
 {
+    remote_t rr;
+    argc = bs_cli_take_globals(argc, argv, &rr);
+    const remote_t *r = &rr;
     const char *file = NULL, *name = NULL, *format = NULL, *schema = NULL;
     cJSON *meta = cJSON_CreateObject(), *metrics = cJSON_CreateObject(), *params = cJSON_CreateObject(),
           *tags = cJSON_CreateArray();
@@ -180,8 +181,7 @@ static int model_push(const remote_t *r, int argc, char **argv)
         }
     }
     if (!file || !name) {
-        fprintf(stderr, "usage: basalt model push FILE --name NAME [--format F] [--schema S.json] "
-                        "[--metric k=v]… [--param k=v]… [--tag T]… [--run ID] [--description D]\n");
+        bs_cli_usage(stderr, "model", "push");
         goto out;
     }
     if (schema) {
@@ -261,7 +261,7 @@ static int model_push(const remote_t *r, int argc, char **argv)
             cJSON_AddStringToObject(m, "name", name);
             char *mb = cJSON_PrintUnformatted(m);
             cJSON_Delete(m);
-            rc = call(r, "POST", "/v1/models", "application/json", mb, strlen(mb), &ignore);
+            rc = bs_cli_call(r, "POST", "/v1/models", "application/json", mb, strlen(mb), &ignore);
             free(mb);
             if (rc) {
                 free(artifact);
@@ -291,9 +291,11 @@ static int model_push(const remote_t *r, int argc, char **argv)
     snprintf(path, sizeof path, "/v1/models/%s/versions", name);
     bs_buf_t out;
     bs_buf_init(&out);
-    rc = call(r, "POST", path, ct, body.data, body.len, &out);
+    rc = bs_cli_call(r, "POST", path, ct, body.data, body.len, &out);
     bs_buf_free(&body);
-    if (!rc) {
+    if (!rc && r->json) {
+        printf("%.*s\n", (int)out.len, out.data ? out.data : "");
+    } else if (!rc) {
         cJSON *v = cJSON_Parse(out.data);
         const cJSON *ver = cJSON_GetObjectItem(v, "version"), *sha = cJSON_GetObjectItem(v, "sha256"),
                     *st = cJSON_GetObjectItem(v, "status");
@@ -310,37 +312,175 @@ out:
     return rc;
 }
 
-static int model_ls(const remote_t *r)
+/* Appends s to b, percent-encoding all but RFC 3986 unreserved characters. */
+static void put_encoded(bs_buf_t *b, const char *s)
 {
-    bs_buf_t out;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+            *p == '-' || *p == '.' || *p == '_' || *p == '~')
+            bs_buf_putc(b, (char)*p);
+        else
+            bs_buf_printf(b, "%%%02X", *p);
+    }
+}
+
+/* GETs every page of a list (path has a query already: "…?limit=1000"), following
+ * next_cursor. Returns 0 with *items (a cJSON array, the caller frees it), or the exit code. */
+int bs__cli_list_all(const remote_t *r, const char *path, cJSON **items)
+{
+    *items = cJSON_CreateArray();
+    bs_buf_t p, out;
+    bs_buf_init(&p);
     bs_buf_init(&out);
-    int rc = call(r, "GET", "/v1/models?limit=1000", NULL, NULL, 0, &out);
-    if (!rc) {
-        cJSON *j = cJSON_Parse(out.data);
-        printf("%-32s %-8s %s\n", "NAME", "LATEST", "ALIASES");
-        const cJSON *items = cJSON_GetObjectItem(j, "items"), *m;
-        cJSON_ArrayForEach(m, items)
-        {
-            const cJSON *n = cJSON_GetObjectItem(m, "name"), *l = cJSON_GetObjectItem(m, "latest_version"),
-                        *al = cJSON_GetObjectItem(m, "aliases"), *a;
-            char aliases[512] = "";
-            size_t k = 0;
-            cJSON_ArrayForEach(a, al)
-            {
-                int w = snprintf(aliases + k, sizeof aliases - k, "%s%s=%d", k ? " " : "", a->string,
-                                 a->valueint);
-                if (w > 0 && (size_t)w < sizeof aliases - k)
-                    k += (size_t)w;
-            }
-            char latest[16] = "-";
-            if (cJSON_IsNumber(l))
-                snprintf(latest, sizeof latest, "%d", l->valueint);
-            printf("%-32s %-8s %s\n", cJSON_IsString(n) ? n->valuestring : "?", latest, aliases);
+    bs_buf_puts(&p, path);
+    int rc = 0;
+    for (int page = 0; page < 100000; page++) {
+        bs_buf_reset(&out);
+        if ((rc = bs_cli_call(r, "GET", p.data, NULL, NULL, 0, &out)))
+            break;
+        cJSON *j = cJSON_Parse(out.data ? out.data : "");
+        cJSON *its = cJSON_DetachItemFromObject(j, "items");
+        const cJSON *next = cJSON_GetObjectItem(j, "next_cursor");
+        if (!cJSON_IsArray(its)) {
+            fprintf(stderr, "basalt: GET %s: the server's answer has no items list\n", p.data);
+            cJSON_Delete(its);
+            cJSON_Delete(j);
+            rc = 1;
+            break;
         }
+        cJSON *it;
+        while ((it = cJSON_DetachItemFromArray(its, 0)))
+            cJSON_AddItemToArray(*items, it);
+        cJSON_Delete(its);
+        if (!cJSON_IsString(next) || !*next->valuestring) {
+            cJSON_Delete(j);
+            break;
+        }
+        bs_buf_reset(&p);
+        bs_buf_printf(&p, "%s&cursor=", path);
+        put_encoded(&p, next->valuestring);
         cJSON_Delete(j);
     }
+    bs_buf_free(&p);
     bs_buf_free(&out);
+    if (rc) {
+        cJSON_Delete(*items);
+        *items = NULL;
+    }
     return rc;
+}
+
+/* --json of a list: every page's items as one page. */
+void bs__cli_print_items(const cJSON *items)
+{
+    char *t = cJSON_PrintUnformatted(items);
+    printf("{\"items\":%s,\"next_cursor\":null}\n", t ? t : "[]");
+    free(t);
+}
+
+static const char *str_of(const cJSON *o, const char *key)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+static int int_of(const cJSON *o, const char *key, char *buf, size_t n)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    if (!cJSON_IsNumber(v))
+        return snprintf(buf, n, "-"), 0;
+    snprintf(buf, n, "%.0f", v->valuedouble);
+    return 1;
+}
+
+/* Rejects arguments left over after a command's own. */
+static int no_more(int argc, int want, const char *group, const char *name)
+{
+    if (argc == want)
+        return 0;
+    bs_cli_usage(stderr, group, name);
+    return 2;
+}
+
+int bs_cli_model_ls(int argc, char **argv)
+{
+    remote_t r;
+    argc = bs_cli_take_globals(argc, argv, &r);
+    if (no_more(argc, 1, "model", argv[0]))
+        return 2;
+    cJSON *items;
+    int rc = bs__cli_list_all(&r, "/v1/models?limit=1000", &items);
+    if (rc)
+        return rc;
+    if (r.json) {
+        bs__cli_print_items(items);
+        cJSON_Delete(items);
+        return 0;
+    }
+    bs_cli_table_t t;
+    bs_cli_table_init(&t, 3);
+    bs_cli_table_row(&t, "NAME", "LATEST", "ALIASES");
+    const cJSON *m;
+    cJSON_ArrayForEach(m, items)
+    {
+        const cJSON *al = cJSON_GetObjectItem(m, "aliases"), *a;
+        bs_buf_t aliases;
+        bs_buf_init(&aliases);
+        bs_buf_puts(&aliases, "");
+        cJSON_ArrayForEach(a, al)
+        bs_buf_printf(&aliases, "%s%s=%d", aliases.len ? " " : "", a->string, a->valueint);
+        char latest[32];
+        int_of(m, "latest_version", latest, sizeof latest);
+        bs_cli_table_row(&t, str_of(m, "name"), latest, aliases.data);
+        bs_buf_free(&aliases);
+    }
+    bs_cli_table_print(&t, stdout);
+    bs_cli_table_free(&t);
+    cJSON_Delete(items);
+    return 0;
+}
+
+int bs_cli_model_versions(int argc, char **argv)
+{
+    remote_t r;
+    argc = bs_cli_take_globals(argc, argv, &r);
+    if (no_more(argc, 2, "model", "versions"))
+        return 2;
+    char path[512];
+    snprintf(path, sizeof path, "/v1/models/%s/versions?limit=1000", argv[1]);
+    cJSON *items;
+    int rc = bs__cli_list_all(&r, path, &items);
+    if (rc)
+        return rc;
+    if (r.json) {
+        bs__cli_print_items(items);
+        cJSON_Delete(items);
+        return 0;
+    }
+    bs_cli_table_t t;
+    bs_cli_table_init(&t, 7);
+    bs_cli_table_row(&t, "VERSION", "STATUS", "FORMAT", "KIND", "SIZE", "CREATED", "ALIASES");
+    const cJSON *v;
+    cJSON_ArrayForEach(v, items)
+    {
+        char ver[32], size[32];
+        int_of(v, "version", ver, sizeof ver);
+        int_of(v, "size", size, sizeof size);
+        bs_buf_t aliases;
+        bs_buf_init(&aliases);
+        bs_buf_puts(&aliases, "");
+        const cJSON *a;
+        cJSON_ArrayForEach(a, cJSON_GetObjectItem(v, "aliases"))
+        if (cJSON_IsString(a))
+            bs_buf_printf(&aliases, "%s%s", aliases.len ? "," : "", a->valuestring);
+        bs_cli_table_row(&t, ver, str_of(v, "status"), str_of(v, "format"), str_of(v, "kind"), size,
+                         str_of(v, "created_at"), aliases.data);
+        bs_buf_free(&aliases);
+    }
+    bs_cli_table_print(&t, stdout);
+    bs_cli_table_free(&t);
+    cJSON_Delete(items);
+    return 0;
 }
 
 static int positive(const char *s)
@@ -350,14 +490,92 @@ static int positive(const char *s)
     return *s && !*end && v > 0 && v < 1000000000 ? (int)v : 0;
 }
 
-/* Writes version v's artifact, byte for byte, to file (NULL = standard output). */
-static int model_pull(const remote_t *r, const char *name, int v, const char *file)
+/* approve, reject and archive: POST …/versions/V/<cmd> {comment?}. */
+int bs_cli_model_review(int argc, char **argv)
 {
+    remote_t r;
+    argc = bs_cli_take_globals(argc, argv, &r);
+    const char *cmd = argv[0];
+    if (!((argc == 3 || (argc == 5 && !strcmp(argv[3], "--comment"))) && positive(argv[2]))) {
+        bs_cli_usage(stderr, "model", cmd);
+        return 2;
+    }
+    int v = positive(argv[2]);
+    char path[512];
+    snprintf(path, sizeof path, "/v1/models/%s/versions/%d/%s", argv[1], v, cmd);
+    cJSON *o = cJSON_CreateObject();
+    if (argc == 5)
+        cJSON_AddStringToObject(o, "comment", argv[4]);
+    char *body = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    bs_buf_t out;
+    bs_buf_init(&out);
+    int rc = bs_cli_call(&r, "POST", path, "application/json", body, strlen(body), &out);
+    free(body);
+    if (!rc && r.json) {
+        printf("%.*s\n", (int)out.len, out.data ? out.data : "");
+    } else if (!rc) {
+        cJSON *j = cJSON_Parse(out.data ? out.data : "");
+        const char *st = str_of(j, "status");
+        printf("%s version %d is %s\n", argv[1], v, st ? st : "?");
+        cJSON_Delete(j);
+    }
+    bs_buf_free(&out);
+    return rc;
+}
+
+int bs_cli_model_alias(int argc, char **argv)
+{
+    remote_t r;
+    argc = bs_cli_take_globals(argc, argv, &r);
+    if (argc != 4 || !positive(argv[3])) {
+        bs_cli_usage(stderr, "model", "alias");
+        return 2;
+    }
+    char path[512];
+    snprintf(path, sizeof path, "/v1/models/%s/aliases/%s", argv[1], argv[2]);
+    char body[64];
+    snprintf(body, sizeof body, "{\"version\":%d}", positive(argv[3]));
+    bs_buf_t out;
+    bs_buf_init(&out);
+    int rc = bs_cli_call(&r, "PUT", path, "application/json", body, strlen(body), &out);
+    if (!rc && r.json) {
+        printf("%.*s\n", (int)out.len, out.data ? out.data : "");
+    } else if (!rc) {
+        cJSON *j = cJSON_Parse(out.data ? out.data : "");
+        char ver[32], prev[32];
+        int_of(j, "version", ver, sizeof ver);
+        if (int_of(j, "previous_version", prev, sizeof prev))
+            printf("%s@%s -> version %s (was version %s)\n", argv[1], argv[2], ver, prev);
+        else
+            printf("%s@%s -> version %s\n", argv[1], argv[2], ver);
+        cJSON_Delete(j);
+    }
+    bs_buf_free(&out);
+    return rc;
+}
+
+/* Writes version v's artifact, byte for byte, to -o FILE (or standard output). */
+int bs_cli_model_pull(int argc, char **argv)
+{
+    remote_t r;
+    argc = bs_cli_take_globals(argc, argv, &r);
+    if (!((argc == 3 || (argc == 5 && !strcmp(argv[3], "-o"))) && positive(argv[2]))) {
+        bs_cli_usage(stderr, "model", "pull");
+        return 2;
+    }
+    const char *name = argv[1], *file = argc == 5 ? argv[4] : NULL;
+    int v = positive(argv[2]);
+    if (r.json && !file) {
+        fprintf(stderr, "basalt: model pull --json needs -o FILE (without it the artifact "
+                        "itself goes to standard output)\n");
+        return 2;
+    }
     char path[512];
     snprintf(path, sizeof path, "/v1/models/%s/versions/%d/artifact", name, v);
     bs_buf_t b;
     bs_buf_init(&b);
-    int rc = call(r, "GET", path, NULL, NULL, 0, &b);
+    int rc = bs_cli_call(&r, "GET", path, NULL, NULL, 0, &b);
     if (!rc) {
         FILE *f = file ? fopen(file, "wb") : stdout;
         int ok = f && fwrite(b.data ? b.data : "", 1, b.len, f) == b.len;
@@ -367,6 +585,21 @@ static int model_pull(const remote_t *r, const char *name, int v, const char *fi
             fprintf(stderr, "basalt: cannot write %s: %s\n", file ? file : "standard output",
                     strerror(errno));
             rc = 1;
+        } else if (file && r.json) {
+            bs_buf_t j;
+            bs_buf_init(&j);
+            bs_jw_obj_begin(&j);
+            bs_jw_key(&j, "model");
+            bs_jw_str(&j, name);
+            bs_jw_key(&j, "version");
+            bs_jw_int(&j, v);
+            bs_jw_key(&j, "file");
+            bs_jw_str(&j, file);
+            bs_jw_key(&j, "size");
+            bs_jw_int(&j, (int64_t)b.len);
+            bs_jw_obj_end(&j);
+            printf("%.*s\n", (int)j.len, j.data);
+            bs_buf_free(&j);
         } else if (file) {
             fprintf(stderr, "pulled %s version %d to %s (%zu bytes)\n", name, v, file, b.len);
         }
@@ -375,76 +608,95 @@ static int model_pull(const remote_t *r, const char *name, int v, const char *fi
     return rc;
 }
 
-int bs_cli_model_remote(int argc, char **argv)
+/* A prediction value for a table cell (%.6g for numbers, JSON for anything else). */
+static void cell_of(const cJSON *v, char *buf, size_t n)
 {
-    remote_t r;
-    argc = take_globals(argc, argv, &r);
-    const char *cmd = argv[0];
-    char path[512];
-    if (!strcmp(cmd, "push"))
-        return model_push(&r, argc, argv);
-    if (!strcmp(cmd, "ls") || !strcmp(cmd, "list"))
-        return model_ls(&r);
-    if (!strcmp(cmd, "versions") && argc == 2) {
-        snprintf(path, sizeof path, "/v1/models/%s/versions", argv[1]);
-        return call(&r, "GET", path, NULL, NULL, 0, NULL);
+    if (cJSON_IsNumber(v)) {
+        snprintf(buf, n, "%.6g", v->valuedouble);
+    } else if (cJSON_IsString(v)) {
+        snprintf(buf, n, "%s", v->valuestring);
+    } else {
+        char *t = cJSON_PrintUnformatted(v);
+        snprintf(buf, n, "%s", t ? t : "?");
+        free(t);
     }
-    if ((!strcmp(cmd, "approve") || !strcmp(cmd, "reject") || !strcmp(cmd, "archive")) &&
-        (argc == 3 || (argc == 5 && !strcmp(argv[3], "--comment"))) && positive(argv[2])) {
-        snprintf(path, sizeof path, "/v1/models/%s/versions/%d/%s", argv[1], positive(argv[2]), cmd);
-        char body[2048] = "{}";
-        if (argc == 5) {
-            cJSON *o = cJSON_CreateObject();
-            cJSON_AddStringToObject(o, "comment", argv[4]);
-            char *t = cJSON_PrintUnformatted(o);
-            snprintf(body, sizeof body, "%s", t);
-            free(t);
-            cJSON_Delete(o);
-        }
-        return call(&r, "POST", path, "application/json", body, strlen(body), NULL);
-    }
-    if (!strcmp(cmd, "pull") && (argc == 3 || (argc == 5 && !strcmp(argv[3], "-o"))) &&
-        positive(argv[2]))
-        return model_pull(&r, argv[1], positive(argv[2]), argc == 5 ? argv[4] : NULL);
-    if (!strcmp(cmd, "alias") && argc == 4 && positive(argv[3])) {
-        snprintf(path, sizeof path, "/v1/models/%s/aliases/%s", argv[1], argv[2]);
-        char body[64];
-        snprintf(body, sizeof body, "{\"version\":%d}", positive(argv[3]));
-        return call(&r, "PUT", path, "application/json", body, strlen(body), NULL);
-    }
-    bs_cli_model_usage(stderr);
-    return 2;
 }
 
-void bs_cli_model_usage(FILE *f)
+/* The predict answer as "MODEL version V" and a table: one line per row with the label
+ * and each class's probability (classification), the value(s) (regression), and the
+ * prediction id that feedback refers to. */
+static void print_predictions(const cJSON *j)
 {
-    fprintf(f,
-            "usage:\n"
-            "  basalt model check FILE [--format F] [--rows ROWS.json]   offline: load, print the schema,\n"
-            "                                      predict positional rows ([[v, …], …])\n"
-            "  basalt model push FILE --name N [--format F] [--schema S.json] [--metric k=v]…\n"
-            "                    [--param k=v]… [--tag T]… [--run ID] [--description D]\n"
-            "  basalt model ls\n"
-            "  basalt model versions NAME\n"
-            "  basalt model approve|reject NAME V [--comment C]\n"
-            "  basalt model archive NAME V\n"
-            "  basalt model alias NAME ALIAS V\n"
-            "  basalt model pull NAME V [-o FILE]   the version's artifact, as uploaded\n"
-            "client commands take --url URL --key KEY (or BASALT_URL, BASALT_API_KEY)\n");
+    const cJSON *preds = cJSON_GetObjectItem(j, "predictions"), *ids = cJSON_GetObjectItem(j, "prediction_ids");
+    char ver[32];
+    int_of(j, "version", ver, sizeof ver);
+    printf("%s version %s\n", str_of(j, "model") ? str_of(j, "model") : "?", ver);
+    const cJSON *first = cJSON_GetArrayItem(preds, 0);
+    const cJSON *probs0 = cJSON_GetObjectItem(first, "probabilities");
+    int classification = cJSON_IsObject(first) && cJSON_GetObjectItem(first, "label");
+    int nout = cJSON_IsArray(first) ? cJSON_GetArraySize(first) : 1;
+    int nlabels = classification ? cJSON_GetArraySize(probs0) : 0;
+    int ncols = classification ? 3 + nlabels : 2 + nout;
+    if (ncols > 32)
+        ncols = 32; /* the table's limit; more outputs are in --json */
+    /* Each row is built as an array of cells, then added with the fixed-arity call. */
+    char (*cells)[256] = calloc((size_t)ncols, sizeof *cells);
+    if (!cells)
+        return;
+    bs_cli_table_t t;
+    bs_cli_table_init(&t, ncols);
+    const char *row[32];
+    for (int c = 0; c < ncols; c++)
+        row[c] = cells[c];
+    /* header */
+    snprintf(cells[0], sizeof cells[0], "ROW");
+    if (classification) {
+        snprintf(cells[1], sizeof cells[1], "LABEL");
+        const cJSON *p = probs0 ? probs0->child : NULL;
+        for (int c = 2; c < ncols - 1 && p; c++, p = p->next)
+            snprintf(cells[c], sizeof cells[c], "P(%s)", p->string);
+    } else if (cJSON_IsArray(first)) {
+        for (int c = 1; c < ncols - 1; c++)
+            snprintf(cells[c], sizeof cells[c], "Y%d", c - 1);
+    } else {
+        snprintf(cells[1], sizeof cells[1], "PREDICTION");
+    }
+    snprintf(cells[ncols - 1], sizeof cells[ncols - 1], "PREDICTION_ID");
+    bs_cli_table_rowv(&t, row);
+    int i = 0;
+    const cJSON *p;
+    cJSON_ArrayForEach(p, preds)
+    {
+        snprintf(cells[0], sizeof cells[0], "%d", i);
+        if (classification) {
+            cell_of(cJSON_GetObjectItem(p, "label"), cells[1], sizeof cells[1]);
+            const cJSON *pr = cJSON_GetObjectItem(p, "probabilities");
+            const cJSON *h = probs0 ? probs0->child : NULL;
+            for (int c = 2; c < ncols - 1; c++, h = h ? h->next : NULL)
+                cell_of(h ? cJSON_GetObjectItemCaseSensitive(pr, h->string) : NULL, cells[c],
+                        sizeof cells[c]);
+        } else if (cJSON_IsArray(first)) {
+            for (int c = 1; c < ncols - 1; c++)
+                cell_of(cJSON_GetArrayItem(p, c - 1), cells[c], sizeof cells[c]);
+        } else {
+            cell_of(p, cells[1], sizeof cells[1]);
+        }
+        cell_of(cJSON_GetArrayItem(ids, i), cells[ncols - 1], sizeof cells[ncols - 1]);
+        bs_cli_table_rowv(&t, row);
+        i++;
+    }
+    bs_cli_table_print(&t, stdout);
+    bs_cli_table_free(&t);
+    free(cells);
 }
 
 int bs_cli_predict(int argc, char **argv)
 {
     remote_t r;
-    argc = take_globals(argc, argv, &r);
-    int help = argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+    argc = bs_cli_take_globals(argc, argv, &r);
     if (argc != 3) {
-        fprintf(help ? stdout : stderr,
-                "usage: basalt predict REF JSON|@FILE|-\n"
-                "  REF:  name, name@alias or name/versions/N\n"
-                "  JSON: {\"feature\": value, …}, [{…}, …] or a full predict body; @FILE reads it\n"
-                "        from a file, - from standard input\n");
-        return help ? 0 : 2;
+        bs_cli_usage(stderr, NULL, "predict");
+        return 2;
     }
     const char *ref = argv[1], *json = argv[2];
     char *text = NULL;
@@ -460,6 +712,7 @@ int bs_cli_predict(int argc, char **argv)
         fprintf(stderr, "basalt: the input is not valid JSON\n");
         return 2;
     }
+    /* A bare row or list of rows is wrapped as the API's {"inputs": …}. */
     if (!(cJSON_IsObject(j) && (cJSON_GetObjectItem(j, "inputs") || cJSON_GetObjectItem(j, "instances")))) {
         cJSON *w = cJSON_CreateObject();
         cJSON_AddItemToObject(w, "inputs", j);
@@ -469,7 +722,17 @@ int bs_cli_predict(int argc, char **argv)
     cJSON_Delete(j);
     char path[512];
     snprintf(path, sizeof path, "/v1/models/%s/predict", ref);
-    int rc = call(&r, "POST", path, "application/json", body, strlen(body), NULL);
+    bs_buf_t out;
+    bs_buf_init(&out);
+    int rc = bs_cli_call(&r, "POST", path, "application/json", body, strlen(body), &out);
     free(body);
+    if (!rc && r.json) {
+        printf("%.*s\n", (int)out.len, out.data ? out.data : "");
+    } else if (!rc) {
+        cJSON *a = cJSON_Parse(out.data ? out.data : "");
+        print_predictions(a);
+        cJSON_Delete(a);
+    }
+    bs_buf_free(&out);
     return rc;
 }

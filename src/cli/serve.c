@@ -1,13 +1,17 @@
 /*
  * `basalt serve`: loads settings, takes the data directory's lock file,
  * opens the stores, bootstraps the first admin key, starts the HTTP server
- * and shuts down gracefully on SIGTERM/SIGINT.
+ * and shuts down gracefully on SIGTERM/SIGINT. SIGHUP reloads the API keys
+ * from the store (`basalt keys create --data` writes one there and sends it):
+ * the handler only posts a semaphore, and a small thread does the reload.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +46,33 @@ static void *run_metrics_server(void *arg)
 {
     bs_server_run(arg);
     return NULL;
+}
+
+/* SIGHUP -> key reload: sem_post is async-signal-safe, a reload (SQLite, malloc) is not. */
+static sem_t reload_sem;
+static atomic_int reload_stop;
+
+static void on_hup(int sig)
+{
+    (void)sig;
+    sem_post(&reload_sem);
+}
+
+static void *reload_main(void *arg)
+{
+    bs_app_t *app = arg;
+    for (;;) {
+        while (sem_wait(&reload_sem) != 0 && errno == EINTR)
+            ;
+        if (atomic_load(&reload_stop))
+            return NULL;
+        bs_err_t err;
+        bs_err_clear(&err);
+        if (bs_auth_reload(app->auth, &err) == 0)
+            BS_LOG(BS_LOG_INFO, "serve", "SIGHUP: reloaded the API keys");
+        else
+            BS_LOG(BS_LOG_WARN, "serve", "SIGHUP: could not reload the API keys: %s", err.msg);
+    }
 }
 
 static int mkdir_p(const char *path)
@@ -117,6 +148,15 @@ int bs_cli_serve(int argc, char **argv)
     }
     if (!realpath(app.cfg.data, app.data_dir))
         snprintf(app.data_dir, sizeof app.data_dir, "%s", app.cfg.data);
+    /* From the moment the lock file names this pid, SIGHUP must not kill the server (its
+     * default action): it is queued here and served once the reload thread runs. */
+    sem_init(&reload_sem, 0, 0);
+    struct sigaction hup;
+    memset(&hup, 0, sizeof hup);
+    hup.sa_handler = on_hup;
+    sigemptyset(&hup.sa_mask);
+    hup.sa_flags = SA_RESTART;
+    sigaction(SIGHUP, &hup, NULL);
     int lock_fd = take_lock(app.data_dir);
     if (lock_fd < 0)
         return 1;
@@ -211,8 +251,18 @@ int bs_cli_serve(int argc, char **argv)
             metrics_server = NULL;
         }
     }
+    pthread_t reloader;
+    int have_reloader = pthread_create(&reloader, NULL, reload_main, &app) == 0;
+    if (!have_reloader)
+        BS_LOG(BS_LOG_WARN, "serve", "no key reload thread; SIGHUP is ignored");
+
     bs_server_run(app.server);
     BS_LOG(BS_LOG_INFO, "serve", "shutting down");
+    if (have_reloader) {
+        atomic_store(&reload_stop, 1);
+        sem_post(&reload_sem);
+        pthread_join(reloader, NULL);
+    }
     if (metrics_server) {
         bs_server_stop(metrics_server);
         pthread_join(metrics_tid, NULL);

@@ -15,7 +15,9 @@ import errno
 import hashlib
 import json
 import os
+import re
 import subprocess
+import time
 
 import numpy as np
 import pytest
@@ -23,9 +25,10 @@ import requests
 import xgboost as xgb
 from sklearn.datasets import load_breast_cancer
 
-from conftest import BASALT_BIN, REQUEST_TIMEOUT, clean_env
+from conftest import BASALT_BIN, REQUEST_TIMEOUT, START_TIMEOUT, clean_env
 from modelkit import (approve, artifact_files, assert_close, assert_error, create_model, linear_bytes,
-                      predict_ok, proba_matrix, set_alias, upload, upload_ok, versions)
+                      predict_ok, proba_matrix, set_alias, upload, upload_ok, versions, xgb_bytes,
+                      UUID_RE)
 
 _UNSET = object()
 WRONG_KEY = "bsk_00000000000000000000000000000000_" + "0" * 64
@@ -161,7 +164,7 @@ def test_push_xgboost_with_metadata_run_and_schema(shared_server, cancer, tmp_pa
 
     # Predict by the new names (a pending version serves by explicit version).
     rows = [dict(zip(names, map(float, row))) for row in X]
-    out = ok(cli(srv, "predict", "cli-cancer/versions/1",
+    out = ok(cli(srv, "predict", "--json", "cli-cancer/versions/1",
                  "@" + write(tmp_path / "rows.json", json.dumps(rows))))
     j = json.loads(out)
     assert j["model"] == "cli-cancer" and j["version"] == 1
@@ -208,10 +211,10 @@ def test_push_basalt_json_creates_model_then_version_2(shared_server, tmp_path):
     assert [f["name"] for f in sig] == ["height", "width"] and sig[1]["min"] == -10
 
     rows = [{"height": a, "width": b} for a, b in LIN_ROWS]
-    j = json.loads(ok(cli(srv, "predict", "cli-lin/versions/2", json.dumps(rows))))
+    j = json.loads(ok(cli(srv, "--json", "predict", "cli-lin/versions/2", json.dumps(rows))))
     assert j["version"] == 2
     assert_close(j["predictions"], lin_oracle(2, LIN_ROWS), "linear v2 by renamed inputs")
-    j = json.loads(ok(cli(srv, "predict", "cli-lin/versions/1",
+    j = json.loads(ok(cli(srv, "--json", "predict", "cli-lin/versions/1",
                           json.dumps([{"a": a, "b": b} for a, b in LIN_ROWS]))))
     assert j["version"] == 1
     assert_close(j["predictions"], lin_oracle(1, LIN_ROWS), "linear v1")
@@ -338,14 +341,14 @@ def test_ls_list_and_versions(shared_server, tmp_path):
     assert table == api_table(srv)
     assert table["cli-ls"] == ("2", {"prod=1"}) and table["cli-ls-empty"] == ("-", set())
 
-    j = json.loads(ok(cli(srv, "model", "versions", "cli-ls")))
+    j = json.loads(ok(cli(srv, "--json", "model", "versions", "cli-ls")))
     assert [(v["version"], v["status"]) for v in j["items"]] == [(2, "pending"), (1, "approved")]
     assert [v["version"] for v in j["items"]] == versions(srv, "cli-ls")
 
     want = api_message(srv.get("/v1/models/no-such-model/versions"), 404)
     cp = cli(srv, "model", "versions", "no-such-model")
     assert cp.returncode == 3 and cp.stdout == ""
-    assert cp.stderr == http_failure("GET", "/v1/models/no-such-model/versions", 404, want)
+    assert cp.stderr == http_failure("GET", "/v1/models/no-such-model/versions?limit=1000", 404, want)
 
 
 def test_approve_reject_archive_alias(shared_server):
@@ -355,7 +358,7 @@ def test_approve_reject_archive_alias(shared_server):
     for v in (1, 2, 3):
         upload_ok(srv, name, lin_bytes(v), "basalt_json")
 
-    j = json.loads(ok(cli(srv, "model", "approve", name, "1", "--comment", "offline metrics ok")))
+    j = json.loads(ok(cli(srv, "--json", "model", "approve", name, "1", "--comment", "offline metrics ok")))
     assert j["version"] == 1 and j["status"] == "approved"
     v1 = version_doc(srv, name, 1)
     assert v1["status"] == "approved" and v1["review_comment"] == "offline metrics ok"
@@ -369,7 +372,7 @@ def test_approve_reject_archive_alias(shared_server):
 
     rows = [{"a": a, "b": b} for a, b in LIN_ROWS]
     for target in (1, 3):
-        j = json.loads(ok(cli(srv, "model", "alias", name, "champion", str(target))))
+        j = json.loads(ok(cli(srv, "--json", "model", "alias", name, "champion", str(target))))
         assert j["alias"] == "champion" and j["version"] == target
         j = predict_ok(srv, name + "@champion", {"inputs": rows}, len(rows))
         assert j["version"] == target
@@ -401,15 +404,25 @@ def test_review_usage_errors_change_nothing(shared_server):
     create_model(srv, name)
     upload_ok(srv, name, lin_bytes(1), "basalt_json")
     # A misspelt option used to be ignored: the version was approved without the comment.
-    for args in (["approve", name, "1", "--coment", "typo"],
-                 ["approve", name, "1", "--comment"],           # no value
-                 ["approve", name, "1", "extra", "words"],
-                 ["approve", name, "0"], ["reject", name, "x1"], ["archive", name],
-                 ["alias", name, "prod"], ["alias", name, "prod", "-1"],
-                 ["versions"], ["frobnicate", name]):
+    # Each usage error prints that command's usage (an unknown command: the group's).
+    for args, usage in ((["approve", name, "1", "--coment", "typo"], "model approve NAME V"),
+                        (["approve", name, "1", "--comment"], "model approve NAME V"),  # no value
+                        (["approve", name, "1", "extra", "words"], "model approve NAME V"),
+                        (["approve", name, "0"], "model approve NAME V"),
+                        (["reject", name, "x1"], "model reject NAME V"),
+                        (["archive", name], "model archive NAME V"),
+                        (["alias", name, "prod"], "model alias NAME ALIAS V"),
+                        (["alias", name, "prod", "-1"], "model alias NAME ALIAS V"),
+                        (["versions"], "model versions NAME"),
+                        (["ls", "extra"], "model ls"),
+                        (["frobnicate", name], "model approve NAME V")):
         cp = cli(srv, "model", *args)
         assert cp.returncode == 2 and cp.stdout == "", (args, cp.returncode, cp.stdout)
-        assert cp.stderr.startswith("usage:") and "basalt model approve" in cp.stderr, args
+        if args[0] == "frobnicate":
+            assert cp.stderr.startswith("basalt: unknown command 'model frobnicate'"), cp.stderr
+        else:
+            assert cp.stderr.startswith("usage: basalt " + usage), (args, cp.stderr)
+        assert "basalt " + usage in cp.stderr, args
     v = version_doc(srv, name, 1)
     assert v["status"] == "pending" and v["review_comment"] is None
 
@@ -468,7 +481,7 @@ def test_predict_input_forms_and_refs(shared_server, cancer, cx, tmp_path, form)
     else:
         arg, stdin = "-", body
     for ref, version in REFS:
-        j = json.loads(ok(cli(srv, "predict", ref, arg, stdin=stdin)))
+        j = json.loads(ok(cli(srv, "--json", "predict", ref, arg, stdin=stdin)))
         assert j["model"] == cx and j["version"] == version, (ref, j["version"])
         assert len(j["predictions"]) == len(Xs) == len(j["prediction_ids"])
         p = booster_p1(boosters[version - 1], Xs)
@@ -503,7 +516,7 @@ def test_predict_errors(shared_server, cx, tmp_path):
     for args in ([], ["cli-cx"], ["cli-cx", row, "extra"]):
         cp = cli(srv, "predict", *args)
         assert cp.returncode == 2 and cp.stdout == ""
-        assert cp.stderr.startswith("usage: basalt predict REF JSON|@FILE|-\n"), args
+        assert cp.stderr.startswith("usage: basalt predict REF JSON|@FILE|- [--json]\n"), args
 
 
 # ---- auth, connection, help ---------------------------------------------------------------
@@ -528,7 +541,7 @@ def test_wrong_key_is_reported_with_the_servers_message(shared_server, cx, tmp_p
     want = api_message(srv.get("/v1/models/cli-cx/versions", key=None), 401)
     cp = cli(srv, "model", "versions", "cli-cx", key=None)
     assert cp.returncode == 1 and cp.stdout == ""
-    assert cp.stderr == http_failure("GET", "/v1/models/cli-cx/versions", 401, want)
+    assert cp.stderr == http_failure("GET", "/v1/models/cli-cx/versions?limit=1000", 401, want)
 
 
 def test_server_down_cannot_connect(shared_server, tmp_path):
@@ -555,7 +568,7 @@ def test_flags_override_env(shared_server, cx, tmp_path):
     for args in (["predict", "--url", srv.url, "--key", srv.admin_key, "cli-cx", row],
                  ["predict", "cli-cx", row, "--key", srv.admin_key, "--url", srv.url],
                  ["predict", "cli-cx", "--url", srv.url, row, "--key", srv.admin_key]):
-        j = json.loads(ok(cli(srv, *args, url=DOWN, key=WRONG_KEY)))
+        j = json.loads(ok(cli(srv, "--json", *args, url=DOWN, key=WRONG_KEY)))
         assert j["version"] == 2
     out = ok(cli(srv, "model", "--url", srv.url, "--key", srv.admin_key, "ls",
                  url=DOWN, key=WRONG_KEY))
@@ -578,7 +591,7 @@ def test_url_with_trailing_slash(shared_server, cx, tmp_path):
     out = ok(cli(srv, "model", "ls", url=srv.url + "/"))
     assert "cli-cx" in ls_table(out)
     row = json.dumps(named(np.zeros((1, 30)))[0])
-    j = json.loads(ok(cli(srv, "predict", "--url", srv.url + "//", "cli-cx@stable", row)))
+    j = json.loads(ok(cli(srv, "--json", "predict", "--url", srv.url + "//", "cli-cx@stable", row)))
     assert j["version"] == 1
     out = ok(cli(srv, "model", "push", write(tmp_path / "m.json", lin_bytes(1)), "--name",
                  "cli-slash", url=srv.url + "/"))
@@ -590,19 +603,20 @@ def test_help_and_usage(shared_server):
     srv = shared_server
     cp = cli(srv, "model")
     assert cp.returncode == 2 and cp.stdout == ""
-    assert cp.stderr.startswith("usage:\n") and "basalt model push FILE --name N" in cp.stderr
+    assert cp.stderr.startswith("usage:\n") and "basalt model push FILE --name NAME" in cp.stderr
     for flag in ("--help", "-h", "help"):
         cp = cli(srv, "model", flag)
         assert cp.returncode == 0 and cp.stderr == "", flag
         assert cp.stdout.startswith("usage:\n"), flag
         for cmd in ("model check FILE", "model push FILE", "model ls", "model versions NAME",
-                    "model approve|reject NAME V [--comment C]", "model archive NAME V",
-                    "model alias NAME ALIAS V", "--url URL --key KEY"):
+                    "model approve NAME V [--comment C]", "model reject NAME V [--comment C]",
+                    "model archive NAME V", "model alias NAME ALIAS V", "model pull NAME V",
+                    "--url URL --key KEY", "--json"):
             assert cmd in cp.stdout, (flag, cmd)
     for flag in ("--help", "-h"):
         cp = cli(srv, "predict", flag)
         assert cp.returncode == 0 and cp.stderr == "", flag
-        assert cp.stdout.startswith("usage: basalt predict REF JSON|@FILE|-\n")
+        assert cp.stdout.startswith("usage: basalt predict REF JSON|@FILE|- [--json]\n")
         assert "name@alias" in cp.stdout and "name/versions/N" in cp.stdout
 
 
@@ -637,3 +651,439 @@ def test_client_flags_before_the_command(shared_server):
     assert cp.returncode == 1 and "cannot connect to 127.0.0.1:1" in cp.stderr
     cp = cli(srv, "--key", WRONG_KEY, "model", "ls")
     assert cp.returncode == 1 and "401" in cp.stderr
+
+
+# ---- every command: --help, and --json against the default output -------------------------
+
+def help_commands():
+    """The command words of every line `basalt --help` lists ("model push", "serve", …):
+    the lowercase words after `basalt` up to the first placeholder or option."""
+    cp = subprocess.run([BASALT_BIN, "--help"], env=clean_env(), stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, text=True, timeout=60)
+    assert cp.returncode == 0 and cp.stderr == "", cp.stderr
+    found = []
+    for line in cp.stdout.splitlines():
+        if not line.startswith("  basalt "):
+            continue
+        words = []
+        for w in line.split()[1:]:
+            if not re.fullmatch(r"[a-z][a-z-]*", w):
+                break
+            words.append(w)
+        found.append(" ".join(words))
+    return found
+
+
+def not_json(text):
+    try:
+        json.loads(text)
+    except ValueError:
+        return True
+    return False
+
+
+def table(out, first_header):
+    """[{header: cell}] of a CLI table whose header starts with first_header (cells have no
+    blanks, except the last column, which keeps the rest of the line)."""
+    lines = out.splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith(first_header))
+    headers = lines[start].split()
+    rows = []
+    for l in lines[start + 1:]:
+        cells = l.split(None, len(headers) - 1)
+        rows.append(dict(zip(headers, cells + [""] * (len(headers) - len(cells)))))
+    return rows
+
+
+def both(srv, *args, **kw):
+    """(default stdout, --json stdout parsed) of the same command."""
+    out = ok(cli(srv, *args, **kw))
+    assert not_json(out), (args, out)
+    return out, json.loads(ok(cli(srv, *args, "--json", **kw)))
+
+
+def check_version(srv, tmp_path):
+    out, j = both(srv, "version")
+    assert out == "basalt %s (%s)\n" % (j["version"], j["git_sha"])
+    assert j["version"] == srv.get("/v1/info").json()["version"]
+
+
+def check_model_check(srv, tmp_path):
+    f = write(tmp_path / "lin.json", lin_bytes(3))
+    out, j = both(srv, "model", "check", f)
+    assert out.startswith("%s: basalt_json linear, regression with 1 output, 2 features" % f)
+    assert [r["FEATURE"] for r in table(out, "FEATURE")] == [x["name"] for x in j["features"]]
+    assert j["kind"] == "linear" and j["n_features"] == 2
+    rows = write(tmp_path / "rows.json", json.dumps([list(r) for r in LIN_ROWS]))
+    out, j = both(srv, "model", "check", f, "--rows", rows)
+    want = lin_oracle(3, LIN_ROWS)
+    assert_close([p[0] for p in j["predictions"]], want, "check --json")
+    assert [r["PREDICTION"] for r in table(out, "ROW")] == ["%.6g" % w for w in want]
+
+
+def check_model_push(srv, tmp_path):
+    f = write(tmp_path / "m.json", lin_bytes(1))
+    out = ok(cli(srv, "model", "push", f, "--name", "cli-j-push"))
+    assert out == "pushed cli-j-push version 1 (pending), sha256 %s\n" % (
+        hashlib.sha256(lin_bytes(1)).hexdigest())
+    j = json.loads(ok(cli(srv, "model", "push", f, "--name", "cli-j-push", "--json")))
+    assert j == version_doc(srv, "cli-j-push", 2)
+
+
+def check_model_ls(srv, tmp_path, word="ls"):
+    create_model(srv, "cli-j-" + word)
+    out, j = both(srv, "model", word)
+    assert ls_table(out) == api_table(srv)
+    assert j["items"] == srv.get("/v1/models?limit=1000").json()["items"]
+    assert j["next_cursor"] is None
+
+
+def check_model_versions(srv, tmp_path):
+    create_model(srv, "cli-j-versions")
+    for v in (1, 2):
+        upload_ok(srv, "cli-j-versions", lin_bytes(v), "basalt_json")
+    approve(srv, "cli-j-versions", 2)
+    assert set_alias(srv, "cli-j-versions", "prod", 2).status_code == 200
+    out, j = both(srv, "model", "versions", "cli-j-versions")
+    api = srv.get("/v1/models/cli-j-versions/versions").json()["items"]
+    assert j["items"] == api
+    got = [(r["VERSION"], r["STATUS"], r["FORMAT"], r["SIZE"], r["CREATED"], r["ALIASES"])
+           for r in table(out, "VERSION")]
+    assert got == [(str(v["version"]), v["status"], v["format"], str(v["size"]), v["created_at"],
+                    ",".join(v["aliases"])) for v in api]
+
+
+def check_review(srv, tmp_path, cmd):
+    name = "cli-j-" + cmd
+    create_model(srv, name)
+    for v in (1, 2):
+        upload_ok(srv, name, lin_bytes(v), "basalt_json")
+    if cmd == "archive":
+        approve(srv, name, 1)
+        approve(srv, name, 2)
+    status = {"approve": "approved", "reject": "rejected", "archive": "archived"}[cmd]
+    out = ok(cli(srv, "model", cmd, name, "1", "--comment", "by the cli"))
+    assert out == "%s version 1 is %s\n" % (name, status)
+    v1 = version_doc(srv, name, 1)
+    assert v1["status"] == status and v1["review_comment"] in ("by the cli", None)
+    j = json.loads(ok(cli(srv, "model", cmd, name, "2", "--json")))
+    assert j == version_doc(srv, name, 2) and j["status"] == status
+
+
+def check_model_alias(srv, tmp_path):
+    name = "cli-j-alias"
+    create_model(srv, name)
+    for v in (1, 2):
+        upload_ok(srv, name, lin_bytes(v), "basalt_json")
+        approve(srv, name, v)
+    assert ok(cli(srv, "model", "alias", name, "prod", "1")) == "%s@prod -> version 1\n" % name
+    out = ok(cli(srv, "model", "alias", name, "prod", "2"))
+    assert out == "%s@prod -> version 2 (was version 1)\n" % name
+    j = json.loads(ok(cli(srv, "model", "alias", name, "prod", "1", "--json")))
+    assert j == {"model": name, "alias": "prod", "version": 1, "previous_version": 2}
+    assert srv.get("/v1/models/" + name).json()["aliases"] == {"prod": 1}
+
+
+def check_model_pull(srv, tmp_path):
+    name = "cli-j-pull"
+    create_model(srv, name)
+    v = upload_ok(srv, name, lin_bytes(2), "basalt_json")
+    dest = str(tmp_path / "pulled.json")
+    cp = cli(srv, "model", "pull", name, "1", "-o", dest)
+    assert cp.returncode == 0 and cp.stdout == ""
+    assert cp.stderr == "pulled %s version 1 to %s (%d bytes)\n" % (name, dest, v["size"])
+    j = json.loads(ok(cli(srv, "model", "pull", name, "1", "-o", dest, "--json")))
+    assert j == {"model": name, "version": 1, "file": dest, "size": v["size"]}
+    with open(dest, "rb") as f:
+        assert f.read() == lin_bytes(2)
+    cp = cli(srv, "model", "pull", name, "1", "--json")  # the bytes would go to stdout
+    assert cp.returncode == 2 and cp.stdout == "" and "needs -o FILE" in cp.stderr
+
+
+def check_predict(srv, tmp_path):
+    name = "cli-j-predict"
+    create_model(srv, name)
+    upload_ok(srv, name, lin_bytes(4), "basalt_json")
+    approve(srv, name, 1)
+    rows = [{"a": a, "b": b} for a, b in LIN_ROWS]
+    out, j = both(srv, "predict", name, json.dumps(rows))
+    assert j["model"] == name and j["version"] == 1
+    assert_close(j["predictions"], lin_oracle(4, LIN_ROWS), "predict --json")
+    assert out.splitlines()[0] == "%s version 1" % name
+    t = table(out, "ROW")
+    assert [r["ROW"] for r in t] == [str(i) for i in range(len(rows))]
+    assert len(t) == len(rows) and all(UUID_RE.match(r["PREDICTION_ID"]) for r in t)
+    assert [r["PREDICTION"] for r in t] == ["%.6g" % p for p in j["predictions"]]
+
+
+def check_predict_classification(srv, cancer):
+    """Classification: one line per row with the label and P(label) columns."""
+    X, _, _, boosters = cancer
+    name = "cli-j-cls"
+    create_model(srv, name)
+    upload_ok(srv, name, xgb_bytes(boosters[0]), "xgboost_json")
+    approve(srv, name, 1)
+    body = json.dumps({"instances": X[:5].tolist()})
+    out, j = both(srv, "predict", name, body)
+    t = table(out, "ROW")
+    assert list(t[0]) == ["ROW", "LABEL", "P(0)", "P(1)", "PREDICTION_ID"]
+    assert [r["LABEL"] for r in t] == [p["label"] for p in j["predictions"]]
+    p = booster_p1(boosters[0], X[:5])
+    assert_close([float(r["P(1)"]) for r in t], p, "P(1) column")
+    assert_close([float(r["P(0)"]) for r in t], 1 - p, "P(0) column")
+    assert [r["P(1)"] for r in t] == ["%.6g" % q["probabilities"]["1"] for q in j["predictions"]]
+
+
+def key_table(out):
+    return {r["ID"]: r for r in table(out, "ID")}
+
+
+def check_keys_create(srv, tmp_path):
+    out = ok(cli(srv, "keys", "create", "--role", "viewer", "--name", "cli-j-viewer"))
+    m = re.fullmatch(r"created viewer key 'cli-j-viewer' \(id (\S+)\) in tenant default\n"
+                     r"API key \(shown once, store it now\):\n  (bsk_\S+)\n", out)
+    assert m, out
+    assert srv.get("/v1/models", key=m.group(2)).status_code == 200
+    assert srv.post("/v1/models", key=m.group(2), json={"name": "x"}).status_code == 403
+    j = json.loads(ok(cli(srv, "keys", "create", "--role", "predictor", "--ttl", "3600",
+                          "--json")))
+    assert j["role"] == "predictor" and j["name"] == "cli-predictor" and j["expires_at"]
+    assert srv.get("/v1/models", key=j["key"]).status_code == 200
+    listed = {k["id"]: k for k in srv.get("/v1/keys?limit=1000").json()["items"]}
+    assert m.group(1) in listed and listed[j["id"]]["expires_at"] == j["expires_at"]
+
+
+def check_keys_ls(srv, tmp_path, word="ls"):
+    srv.create_key("viewer", name="cli-j-ls")
+    out, j = both(srv, "keys", word)
+    api = srv.get("/v1/keys?limit=1000").json()["items"]
+    assert j["items"] == api
+    t = key_table(out)
+    assert list(t) == [k["id"] for k in api]
+    for k in api:
+        assert (t[k["id"]]["NAME"], t[k["id"]]["ROLE"], t[k["id"]]["TENANT"]) == (
+            k["name"], k["role"], k["tenant"])
+
+
+def check_keys_delete(srv, tmp_path):
+    a, b = srv.create_key("viewer", name="cli-j-del1"), srv.create_key("viewer", name="cli-j-del2")
+    assert ok(cli(srv, "keys", "delete", a["id"])) == "deleted key %s\n" % a["id"]
+    assert json.loads(ok(cli(srv, "keys", "delete", b["id"], "--json"))) == {
+        "id": b["id"], "deleted": True}
+    ids = {k["id"] for k in srv.get("/v1/keys?limit=1000").json()["items"]}
+    assert a["id"] not in ids and b["id"] not in ids
+    assert srv.get("/v1/models", key=a["key"]).status_code == 401
+    want = api_message(srv.delete("/v1/keys/" + a["id"]), 404)
+    cp = cli(srv, "keys", "delete", a["id"])
+    assert cp.returncode == 3 and cp.stderr == http_failure("DELETE", "/v1/keys/" + a["id"], 404,
+                                                            want)
+
+
+# Every command `basalt --help` lists, with the check of its default and --json output
+# (None: a command without --json; serve's behaviour is tested by test_foundation.py and
+# test_config.py). A command added to src/cli/commands.c fails test_the_command_table_is_complete
+# until it has a row here.
+COMMANDS = {
+    "serve": None,
+    "version": check_version,
+    "model check": check_model_check,
+    "model push": check_model_push,
+    "model ls": check_model_ls,
+    "model list": lambda srv, tmp_path: check_model_ls(srv, tmp_path, "list"),
+    "model versions": check_model_versions,
+    "model approve": lambda srv, tmp_path: check_review(srv, tmp_path, "approve"),
+    "model reject": lambda srv, tmp_path: check_review(srv, tmp_path, "reject"),
+    "model archive": lambda srv, tmp_path: check_review(srv, tmp_path, "archive"),
+    "model alias": check_model_alias,
+    "model pull": check_model_pull,
+    "predict": check_predict,
+    "keys create": check_keys_create,
+    "keys ls": check_keys_ls,
+    "keys list": lambda srv, tmp_path: check_keys_ls(srv, tmp_path, "list"),
+    "keys delete": check_keys_delete,
+}
+
+
+def test_the_command_table_is_complete():
+    listed = help_commands()
+    assert len(listed) == len(set(listed)), listed
+    assert set(listed) == set(COMMANDS)
+
+
+# Arguments placed before --help that used to be taken as values or names (model push: "--help
+# needs a value"; model versions: a model named --help; model ls: ran the listing).
+BEFORE_HELP = {"model push": ["m.json"], "model versions": ["some-model"],
+               "model approve": ["m", "1"], "predict": ["m", "{}"], "keys create": ["--role"]}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_answers_help(shared_server, command):
+    srv = shared_server
+    words = command.split()
+    calls = [words + ["--help"], words + ["-h"], words + BEFORE_HELP.get(command, []) + ["--help"]]
+    for args in calls:
+        cp = cli(srv, *args, url=DOWN)  # nothing is called: help needs no server
+        assert cp.returncode == 0, (args, cp.returncode, cp.stderr)
+        assert cp.stderr == "", (args, cp.stderr)
+        assert cp.stdout.startswith("usage: basalt %s " % command), (args, cp.stdout)
+    if COMMANDS[command] is not None:
+        assert "--json" in cp.stdout.splitlines()[0] or "--json" in cp.stdout, command
+
+
+@pytest.mark.parametrize("command", sorted(c for c in COMMANDS if COMMANDS[c]))
+def test_every_command_prints_text_by_default_and_json_with_json(shared_server, tmp_path,
+                                                                 command):
+    COMMANDS[command](shared_server, tmp_path)
+
+
+def test_predict_prints_a_classification_table(shared_server, cancer):
+    check_predict_classification(shared_server, cancer)
+
+
+def test_group_help_lists_its_commands(shared_server):
+    for group in ("model", "keys"):
+        cp = cli(shared_server, group, "--help")
+        assert cp.returncode == 0 and cp.stderr == ""
+        listed = {c for c in COMMANDS if c.startswith(group + " ")}
+        for c in listed:
+            assert "  basalt %s " % c in cp.stdout, (group, c)
+        cp = cli(shared_server, group)
+        assert cp.returncode == 2 and cp.stdout == "" and cp.stderr.startswith("usage:")
+
+
+# ---- keys create --data: a lost admin key, recovered offline --------------------------------
+
+def offline_key(data_dir, *extra, want_rc=0):
+    cp = subprocess.run([BASALT_BIN, "keys", "create", "--data", data_dir, *extra],
+                        env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                        text=True, timeout=2 * REQUEST_TIMEOUT)
+    assert cp.returncode == want_rc, (cp.returncode, cp.stdout, cp.stderr)
+    return cp
+
+
+def test_keys_create_offline_with_the_server_stopped(server, tmp_path):
+    srv = server
+    r = srv.post("/v1/tenants", json={"name": "acme"})
+    assert r.status_code == 201, r.text
+    srv.stop()
+    cp = offline_key(srv.data_dir, "--role", "admin", "--name", "rescue")
+    assert cp.stderr == ""
+    m = re.fullmatch(r"created admin key 'rescue' \(id (\S+)\) in tenant default\n"
+                     r"written into the stopped server's data directory; it works from the next "
+                     r"start\nAPI key \(shown once, store it now\):\n  (bsk_\S+)\n", cp.stdout)
+    assert m, cp.stdout
+    key_id, key = m.groups()
+    j = json.loads(offline_key(srv.data_dir, "--role", "viewer", "--tenant", "acme",
+                               "--json").stdout)
+    assert j["tenant"] == "acme" and j["role"] == "viewer" and j["server_pid"] is None
+    srv.start()  # the lock was released: the server starts
+    assert srv.admin_key is not None and srv.stdout().count("bsk_") == 0  # no new bootstrap key
+    r = srv.get("/v1/keys?limit=1000", key=key)  # an admin key of tenant default
+    assert r.status_code == 200, r.text
+    keys = {k["id"]: k for k in r.json()["items"]}
+    assert keys[key_id]["name"] == "rescue" and keys[key_id]["created_by"] == "offline"
+    assert keys[j["id"]]["tenant"] == "acme"
+    made = srv.create_key("developer", key=key)  # it can do what an admin does
+    assert srv.get("/v1/models", key=made["key"]).status_code == 200
+    assert srv.get("/v1/models", key=j["key"]).status_code == 200
+    assert srv.post("/v1/keys", key=j["key"], json={"name": "n", "role": "viewer"}).status_code == 403
+
+
+def test_keys_create_offline_with_the_server_running(server):
+    """Through the lock holder: the key is written beside the running server, which is sent
+    SIGHUP and serves it without a restart."""
+    srv = server
+    cp = offline_key(srv.data_dir, "--role", "admin", "--json")
+    assert cp.stderr == ""
+    j = json.loads(cp.stdout)
+    assert j["server_pid"] == srv.proc.pid and j["name"] == "cli-admin"
+    deadline = time.monotonic() + START_TIMEOUT  # the reload runs on the server's own thread
+    status = None
+    while time.monotonic() < deadline:
+        status = srv.get("/v1/keys", key=j["key"]).status_code
+        if status != 401:
+            break
+        time.sleep(0.05)
+    assert status == 200
+    assert srv.running()  # SIGHUP reloaded, it did not stop the server
+    cp = offline_key(srv.data_dir, "--role", "viewer", "--name", "second")
+    assert ("the running server (pid %d) was sent SIGHUP and loads the key at once\n"
+            % srv.proc.pid) in cp.stdout
+    key = re.search(r"^  (bsk_\S+)$", cp.stdout, re.M).group(1)
+    while time.monotonic() < deadline and srv.get("/v1/models", key=key).status_code == 401:
+        time.sleep(0.05)
+    assert srv.get("/v1/models", key=key).status_code == 200
+    assert "reloaded the API keys" in srv.stderr()
+    assert srv.stop() == 0
+
+
+def test_keys_create_offline_errors(server, tmp_path):
+    srv = server
+    before = srv.get("/v1/keys?limit=1000").json()["items"]
+    missing = str(tmp_path / "no-such-dir")
+    cp = offline_key(missing, "--role", "admin", want_rc=1)
+    assert cp.stdout == "" and cp.stderr == "basalt: no data directory %s: %s\n" % (
+        missing, os.strerror(errno.ENOENT))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cp = offline_key(str(empty), "--role", "admin", want_rc=1)
+    assert "holds no basalt.db" in cp.stderr and not (empty / "basalt.db").exists()
+    cp = offline_key(srv.data_dir, "--role", "root", want_rc=2)
+    assert cp.stderr == "basalt: role must be admin, developer, predictor or viewer, got 'root'\n"
+    cp = offline_key(srv.data_dir, want_rc=2)  # no --role
+    assert cp.stderr.startswith("basalt: keys create needs --role")
+    cp = offline_key(srv.data_dir, "--role", "admin", "--ttl", "0", want_rc=2)
+    assert "--ttl must be a whole number of seconds" in cp.stderr
+    cp = offline_key(srv.data_dir, "--role", "admin", "--tenant", "nope", want_rc=1)
+    assert cp.stderr.endswith("tenant 'nope' does not exist\n"), cp.stderr
+    assert srv.get("/v1/keys?limit=1000").json()["items"] == before
+
+
+def test_keys_create_offline_never_signals_a_pid_that_does_not_hold_the_lock(server):
+    """The lock is held, but the pid in the lock file names a process without it open (a
+    stale or forged pid): that process is not signalled; the key is written and the CLI says
+    how to make the holder load it."""
+    import fcntl
+    srv = server
+    srv.stop()
+    bystander = subprocess.Popen(["sleep", "600"])  # SIGHUP would end it
+    lock_path = os.path.join(srv.data_dir, "basalt.lock")
+    try:
+        with open(lock_path, "r+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # this test process holds it
+            lock.truncate(0)
+            lock.write("%d\n" % bystander.pid)
+            lock.flush()
+            cp = offline_key(srv.data_dir, "--role", "admin", "--json")
+            assert bystander.poll() is None  # still running: not signalled
+            j = json.loads(cp.stdout)
+            assert j["server_pid"] is None
+            assert cp.stderr == (
+                "basalt: warning: a server holds %s but could not be told to reload its keys "
+                "(the pid in the lock file does not have it open, or is not visible to this "
+                "user); the key works once it does: send it SIGHUP (kill -HUP PID) or restart "
+                "it\n" % os.path.realpath(lock_path))
+    finally:
+        bystander.kill()
+        bystander.wait()
+    srv.start()
+    assert srv.get("/v1/keys", key=j["key"]).status_code == 200
+
+
+def test_lists_follow_next_cursor_past_one_page(server):
+    """model ls asks for pages of 1000: with 1003 models it must follow next_cursor."""
+    srv = server
+    for i in range(1003):
+        create_model(srv, "page-%04d" % i)
+    api, cursor = [], None
+    while True:
+        r = srv.get("/v1/models?limit=1000" + ("&cursor=" + cursor if cursor else ""))
+        assert r.status_code == 200, r.text
+        api += r.json()["items"]
+        cursor = r.json()["next_cursor"]
+        if not cursor:
+            break
+    assert len(api) == 1003
+    j = json.loads(ok(cli(srv, "model", "ls", "--json")))
+    assert j == {"items": api, "next_cursor": None}
+    assert list(ls_table(ok(cli(srv, "model", "ls")))) == [m["name"] for m in api]

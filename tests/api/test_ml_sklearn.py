@@ -82,7 +82,7 @@ def _basalt(model_path, rows, tmp_path):
     rp = tmp_path / "rows.json"
     with open(rp, "w") as f:
         json.dump(rows, f)
-    r = subprocess.run([BASALT, "model", "check", str(model_path), "--rows", str(rp)],
+    r = subprocess.run([BASALT, "model", "check", str(model_path), "--json", "--rows", str(rp)],
                        capture_output=True, text=True)
     assert r.returncode == 0, "basalt model check failed: %s %s" % (r.stdout, r.stderr)
     return np.asarray(json.loads(r.stdout)["predictions"], dtype=np.float64)
@@ -348,7 +348,8 @@ def test_numeric_category_column(tmp_path):
 def test_schema_printed_without_rows(tmp_path):
     X, y = _load("iris")
     path, doc = _export(LogisticRegression(max_iter=1000).fit(X, y), tmp_path)
-    r = subprocess.run([BASALT, "model", "check", str(path)], capture_output=True, text=True)
+    r = subprocess.run([BASALT, "model", "check", str(path), "--json"], capture_output=True,
+                       text=True)
     assert r.returncode == 0, r.stderr
     schema = json.loads(r.stdout)
     text = json.dumps(schema)

@@ -30,7 +30,7 @@ def basalt():
 
 
 def run_check(basalt, tmp_path, model_path, rows=None, extra=()):
-    cmd = [basalt, "model", "check", str(model_path), *extra]
+    cmd = [basalt, "model", "check", str(model_path), "--json", *extra]
     if rows is not None:
         rows_path = tmp_path / "rows.json"
         cells = [[None if np.isnan(v) else float(v) for v in row] for row in rows]
