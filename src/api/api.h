@@ -35,6 +35,8 @@ typedef struct bs_app {
 
 /* The route table (static, lives for the process). */
 const bs_route_t *bs_api_routes(int *n);
+/* The error shape by path prefix, for bs_server_opts_t.error_shapes (static). */
+const bs_error_shape_rule_t *bs_api_error_shapes(void);
 
 /* Writes the OpenAPI 3.1 document for routes into b. */
 void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b);
