@@ -39,6 +39,8 @@ typedef struct bs_app {
 
 /* The route table (static, lives for the process). */
 const bs_route_t *bs_api_routes(int *n);
+/* The error shape by path prefix, for bs_server_opts_t.error_shapes (static). */
+const bs_error_shape_rule_t *bs_api_error_shapes(void);
 
 /* The routes of the metrics_listen listener: /metrics and /healthz, no key needed. */
 const bs_route_t *bs_api_metrics_routes(int *n);

@@ -60,6 +60,18 @@ void bs__api_audit_list(bs_req_t *req);
  * an error, or the version is loading on a worker and the handler will run again. */
 bs_model_handle_t *bs__api_model(bs_req_t *req, int version);
 
+/* A version number as written in a path or query: the canonical decimal 1..1000000000
+ * only (no sign, space, leading zero, fraction or percent-encoding, so that one version has
+ * one URL). Returns it, or 0 for anything else. */
+int bs__api_parse_version(const char *s, size_t len);
+/* The {version} path parameter, checked on its bytes as sent (bs__api_parse_version).
+ * Returns it, 0 when the route has none, or -1 after responding 400 (field "version"). */
+int bs__api_version_param(bs_req_t *req);
+/* 1 if a predict or infer body may be read as JSON: no Content-Type, application/json
+ * (parameters allowed) or application/x-www-form-urlencoded (what curl -d sends). Else
+ * responds 415 and returns 0. */
+int bs__api_predict_media_ok(bs_req_t *req);
+
 /* kserve.c */
 void bs__api_v2_live(bs_req_t *req);
 void bs__api_v2_ready(bs_req_t *req);

@@ -8,6 +8,9 @@
 #include "base/json.h"
 
 #define MAX_PAGE 1000
+/* A key's own rate limit: requests per second (and burst, in requests) within these. */
+#define BS_KEY_MIN_RPS 0.001
+#define BS_KEY_MAX_RPS 1e6
 
 static void render_key(bs_buf_t *b, const bs_key_info_t *k, const char *secret)
 {
@@ -113,11 +116,28 @@ void bs__api_keys_create(bs_req_t *req)
         if (!cJSON_IsObject(rl))
             return bs_resp_errorf(req, BS_EINVAL, "rate_limit",
                                   "rate_limit must be an object {\"rps\": N, \"burst\": N}");
+        static const char *const rl_allowed[] = {"rps", "burst", NULL};
+        if (bs_json_reject_unknown(rl, rl_allowed, &err))
+            return bs_resp_errorf(req, BS_EINVAL, "rate_limit",
+                                  "rate_limit: %s; it takes rps and burst", err.msg);
+        int has_burst = 0;
         if (bs_json_get_double(rl, "rps", 1, &info.rate_rps, &err) < 0 ||
-            bs_json_get_double(rl, "burst", 0, &info.rate_burst, &err) < 0)
-            return bs_resp_error(req, &err);
-        if (info.rate_rps <= 0 || info.rate_burst < 0)
-            return bs_resp_errorf(req, BS_EINVAL, "rate_limit", "rate_limit.rps must be > 0 and burst >= 0");
+            (has_burst = bs_json_get_double(rl, "burst", 0, &info.rate_burst, &err)) < 0) {
+            char field[64];
+            snprintf(field, sizeof field, "rate_limit.%.40s", err.field);
+            return bs_resp_errorf(req, BS_EINVAL, field, "rate_limit: %s", err.msg);
+        }
+        has_burst = has_burst == 0;
+        /* Bounded, so that the token bucket's arithmetic and Retry-After stay meaningful: a
+         * rate of 1e-300 would ask a client to wait 10^300 seconds. */
+        if (!(info.rate_rps >= BS_KEY_MIN_RPS && info.rate_rps <= BS_KEY_MAX_RPS))
+            return bs_resp_errorf(req, BS_EINVAL, "rate_limit.rps",
+                                  "rate_limit.rps is %.17g, must be between %g and %g per second",
+                                  info.rate_rps, BS_KEY_MIN_RPS, BS_KEY_MAX_RPS);
+        if (has_burst && !(info.rate_burst >= 1 && info.rate_burst <= BS_KEY_MAX_RPS))
+            return bs_resp_errorf(req, BS_EINVAL, "rate_limit.burst",
+                                  "rate_limit.burst is %.17g, must be between 1 and %g requests",
+                                  info.rate_burst, BS_KEY_MAX_RPS);
     }
     int64_t ttl = 0;
     int rc = bs_json_get_int(j, "ttl_seconds", 0, 1, 10LL * 365 * 86400, &ttl, &err);
@@ -131,6 +151,10 @@ void bs__api_keys_create(bs_req_t *req)
     if (expires && bs_time_parse_rfc3339(expires, &info.expires_at) != 0)
         return bs_resp_errorf(req, BS_EINVAL, "expires_at",
                               "expires_at must be an RFC 3339 timestamp like 2027-01-01T00:00:00Z");
+    /* A key that could never authenticate is a mistake, not a key. */
+    if (expires && info.expires_at <= bs_time_wall_ms())
+        return bs_resp_errorf(req, BS_EINVAL, "expires_at",
+                              "expires_at '%.40s' is not in the future", expires);
     char secret[BS_KEY_SECRET_MAX];
     if (bs_auth_key_create(app->auth, req->who.key_id, &info, secret, &err) != 0)
         return bs_resp_error(req, &err);

@@ -5,6 +5,7 @@
  *   - a single tensor of shape [N, n_features] in signature order.
  * Outputs: "predictions" (regression) or "probabilities" + "label"
  * (classification), plus "prediction_id". */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,19 +56,8 @@ static const char *datatype(bs_ml_ftype_t t)
     }
 }
 
-static int version_of(bs_req_t *req)
-{
-    const char *v = bs_req_param(req, "version");
-    if (!v)
-        return 0;
-    char *end;
-    long n = strtol(v, &end, 10);
-    if (!*v || *end || n < 1 || n > 1000000000) {
-        bs_resp_errorf(req, BS_EINVAL, "version", "version must be a positive integer");
-        return -1;
-    }
-    return (int)n;
-}
+/* The optional {version}: 0 when absent, -1 after responding 400. */
+static int version_of(bs_req_t *req) { return bs__api_version_param(req); }
 
 void bs__api_v2_model(bs_req_t *req)
 {
@@ -182,13 +172,106 @@ static int flatten(const cJSON *d, const cJSON **out, size_t cap, size_t *n, int
     return 0;
 }
 
+/* The Open Inference Protocol's tensor datatypes (KServe v2 "Tensor Data Types") and the
+ * values each may hold in JSON. 64-bit bounds are the largest doubles inside the range. */
+typedef enum { DT_BOOL, DT_UINT, DT_INT, DT_FP, DT_BYTES } dt_kind_t;
+
+static const struct {
+    const char *name;
+    dt_kind_t kind;
+    double lo, hi;
+} DATATYPES[] = {
+    {"BOOL", DT_BOOL, 0, 1},
+    {"UINT8", DT_UINT, 0, 255},
+    {"UINT16", DT_UINT, 0, 65535},
+    {"UINT32", DT_UINT, 0, 4294967295.0},
+    {"UINT64", DT_UINT, 0, 18446744073709549568.0},
+    {"INT8", DT_INT, -128, 127},
+    {"INT16", DT_INT, -32768, 32767},
+    {"INT32", DT_INT, -2147483648.0, 2147483647.0},
+    {"INT64", DT_INT, -9223372036854775808.0, 9223372036854774784.0},
+    {"FP16", DT_FP, -65504, 65504},
+    {"FP32", DT_FP, -3.4028234663852886e38, 3.4028234663852886e38},
+    {"FP64", DT_FP, -1.7976931348623157e308, 1.7976931348623157e308},
+    {"BYTES", DT_BYTES, 0, 0},
+};
+
 typedef struct {
     const char *name;
+    int dt; /* index in DATATYPES */
     int64_t dims[2];
     int ndim;
     const cJSON **vals;
     size_t n;
 } tensor_t;
+
+/* 0 if value v fits datatype dt (null stands for a missing value in any tensor, as in
+ * basalt's own API); else sets err naming the tensor. */
+static int check_value(const tensor_t *t, const char *field, size_t i, const cJSON *v, bs_err_t *err)
+{
+    int dt = t->dt;
+    if (cJSON_IsNull(v))
+        return 0;
+    const char *want = NULL;
+    switch (DATATYPES[dt].kind) {
+    case DT_BOOL:
+        if (!cJSON_IsBool(v))
+            want = "true or false";
+        break;
+    case DT_BYTES:
+        if (!cJSON_IsString(v))
+            want = "a string";
+        break;
+    default: {
+        double x = v->valuedouble;
+        if (!cJSON_IsNumber(v) || !isfinite(x))
+            want = "a finite number";
+        else if (DATATYPES[dt].kind != DT_FP && x != floor(x))
+            want = "a whole number";
+        else if (x < DATATYPES[dt].lo || x > DATATYPES[dt].hi)
+            return bs_err_setf(err, BS_EINVAL, t->name,
+                               "input tensor '%.64s' (%s) is %s, and data[%zu] = %.17g is outside "
+                               "its range %.17g..%.17g",
+                               t->name, field, DATATYPES[dt].name, i, x, DATATYPES[dt].lo,
+                               DATATYPES[dt].hi);
+        break;
+    }
+    }
+    if (want)
+        return bs_err_setf(err, BS_EINVAL, t->name,
+                           "input tensor '%.64s' (%s) is %s, so data[%zu] must be %s", t->name,
+                           field, DATATYPES[dt].name, i, want);
+    return 0;
+}
+
+/* 0 if a tensor of datatype dt may feed feature f: numbers for numeric features, BOOL (or
+ * 0/1 integers) for bool ones, BYTES (or integer codes) for categories. */
+static int check_feature(const tensor_t *t, const bs_ml_feature_t *f, bs_err_t *err)
+{
+    dt_kind_t k = DATATYPES[t->dt].kind;
+    int ok;
+    const char *send;
+    switch (f->type) {
+    case BS_ML_CATEGORY:
+        ok = k == DT_BYTES || k == DT_INT || k == DT_UINT;
+        send = "BYTES";
+        break;
+    case BS_ML_BOOL:
+        ok = k == DT_BOOL || k == DT_INT || k == DT_UINT;
+        send = "BOOL";
+        break;
+    default:
+        ok = k == DT_FP || k == DT_INT || k == DT_UINT;
+        send = "FP64, FP32 or an integer datatype";
+        break;
+    }
+    if (!ok)
+        return bs_err_setf(err, BS_EINVAL, t->name,
+                           "input tensor '%.64s' is %s, which cannot feed feature '%.64s' (%s): "
+                           "send %s", t->name, DATATYPES[t->dt].name, f->name, datatype(f->type),
+                           send);
+    return 0;
+}
 
 static int read_tensor(bs_req_t *req, const cJSON *t, int i, size_t max_vals, tensor_t *out, bs_err_t *err)
 {
@@ -199,12 +282,11 @@ static int read_tensor(bs_req_t *req, const cJSON *t, int i, size_t max_vals, te
     const char *dt = NULL;
     if (bs_json_get_str(t, "name", 1, &out->name, err) < 0 || bs_json_get_str(t, "datatype", 1, &dt, err) < 0)
         return bs_err_setf(err, BS_EINVAL, field, "%s needs name and datatype", field);
-    static const char *const types[] = {"BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16",
-                                        "INT32", "INT64", "FP16", "FP32", "FP64", "BYTES", NULL};
-    int ok = 0;
-    for (int k = 0; types[k]; k++)
-        ok |= !strcmp(dt, types[k]);
-    if (!ok)
+    out->dt = -1;
+    for (int k = 0; k < (int)(sizeof DATATYPES / sizeof DATATYPES[0]); k++)
+        if (!strcmp(dt, DATATYPES[k].name))
+            out->dt = k;
+    if (out->dt < 0)
         return bs_err_setf(err, BS_EINVAL, field, "%s.datatype '%.16s' is not a KServe v2 datatype", field, dt);
     const cJSON *shape = cJSON_GetObjectItemCaseSensitive(t, "shape");
     int nd = cJSON_GetArraySize(shape);
@@ -231,6 +313,9 @@ static int read_tensor(bs_req_t *req, const cJSON *t, int i, size_t max_vals, te
         return bs_err_set(err, BS_ENOMEM, "out of memory");
     if (flatten(data, out->vals, total, &out->n, 0) < 0 || out->n != total)
         return bs_err_setf(err, BS_EINVAL, field, "%s.data does not hold shape's %zu values", field, total);
+    for (size_t k = 0; k < out->n; k++)
+        if (check_value(out, field, k, out->vals[k], err))
+            return err->code;
     return 0;
 }
 
@@ -260,6 +345,8 @@ static void tensor_end(bs_buf_t *b)
 
 static void infer(bs_req_t *req, int version)
 {
+    if (!bs__api_predict_media_ok(req))
+        return;
     bs_model_handle_t *h = bs__api_model(req, version);
     if (!h)
         return;
@@ -290,6 +377,8 @@ static void infer(bs_req_t *req, int version)
         else if (!(rows = bs_arena_calloc(&req->arena, n * nf + 1, sizeof(double))))
             rc = bs_err_set(&err, BS_ENOMEM, "out of memory");
         char where[96];
+        for (size_t c = 0; !rc && positional && c < nf; c++)
+            rc = check_feature(&ts[0], &s->features[c], &err);
         if (!rc && positional) {
             for (size_t r = 0; r < n && !rc; r++)
                 for (size_t c = 0; c < nf && !rc; c++) {
@@ -308,7 +397,7 @@ static void infer(bs_req_t *req, int version)
                 } else if ((size_t)ts[k].dims[0] != n || (ts[k].ndim == 2 && ts[k].dims[1] != 1)) {
                     rc = bs_err_setf(&err, BS_EINVAL, ts[k].name,
                                      "input tensor '%.64s' must have shape [%zu] or [%zu, 1]", ts[k].name, n, n);
-                } else {
+                } else if (!(rc = check_feature(&ts[k], &s->features[f], &err))) {
                     seen[f] = 1;
                     for (size_t r = 0; r < n && !rc; r++) {
                         snprintf(where, sizeof where, "%.40s row %zu", ts[k].name, r);

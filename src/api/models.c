@@ -37,18 +37,50 @@ static cJSON *body_object(bs_req_t *req, bs_err_t *err)
     return j;
 }
 
-/* Parses the {version} path parameter; responds 400 and returns 0 when bad. */
+int bs__api_parse_version(const char *s, size_t len)
+{
+    if (!s || len == 0 || len > 10 || s[0] == '0')
+        return 0;
+    long n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        n = n * 10 + (s[i] - '0');
+    }
+    return n <= 1000000000 ? (int)n : 0;
+}
+
+int bs__api_version_param(bs_req_t *req)
+{
+    size_t len = 0;
+    const char *raw = bs_req_param_raw(req, "version", &len);
+    if (!raw)
+        return 0;
+    int v = bs__api_parse_version(raw, len);
+    if (!v)
+        bs_resp_errorf(req, BS_EINVAL, "version",
+                       "version must be a whole number 1-1000000000 written without sign, "
+                       "leading zeros or escapes, got '%.32s'", bs_req_param(req, "version"));
+    return v ? v : -1;
+}
+
+int bs__api_predict_media_ok(bs_req_t *req)
+{
+    if (bs_req_content_type_is(req, "application/json") ||
+        bs_req_content_type_is(req, "application/x-www-form-urlencoded"))
+        return 1;
+    const char *ct = bs_req_header(req, "content-type");
+    bs_resp_errorf(req, BS_EMEDIA, NULL,
+                   "content type '%.64s' is not accepted for predictions, send application/json",
+                   ct ? ct : "");
+    return 0;
+}
+
+/* The {version} path parameter for routes that have one: > 0, or 0 after responding 400. */
 static int version_param(bs_req_t *req)
 {
-    const char *v = bs_req_param(req, "version");
-    char *end;
-    long n = v ? strtol(v, &end, 10) : 0;
-    if (!v || !*v || *end || n < 1 || n > 1000000000) {
-        bs_resp_errorf(req, BS_EINVAL, "version", "version must be a positive integer, got '%.32s'",
-                       v ? v : "");
-        return 0;
-    }
-    return (int)n;
+    int v = bs__api_version_param(req);
+    return v > 0 ? v : 0;
 }
 
 /* ---- work that leaves the I/O thread -----------------------------------------------------
@@ -281,13 +313,8 @@ void bs__api_versions_list(bs_req_t *req)
         return;
     const char *cur = bs_req_query(req, "cursor");
     int cursor = 0;
-    if (cur) {
-        char *end;
-        long v = strtol(cur, &end, 10);
-        if (!*cur || *end || v < 1 || v > 1000000000)
-            return bs_resp_errorf(req, BS_EINVAL, "cursor", "cursor must be a version number");
-        cursor = (int)v;
-    }
+    if (cur && !(cursor = bs__api_parse_version(cur, strlen(cur))))
+        return bs_resp_errorf(req, BS_EINVAL, "cursor", "cursor must be a version number");
     const char *status = bs_req_query(req, "status");
     if (status && strcmp(status, "pending") && strcmp(status, "approved") && strcmp(status, "rejected") &&
         strcmp(status, "archived"))
@@ -472,6 +499,8 @@ static void predict(bs_req_t *req, int version)
     bs_err_clear(&err);
     /* Borrowed: the inline path ends within this loop iteration; the batcher takes its own
      * reference when the request is queued. */
+    if (!bs__api_predict_media_ok(req))
+        return;
     bs_model_handle_t *h = bs__api_model(req, version);
     if (!h)
         return;

@@ -89,3 +89,12 @@ const bs_route_t *bs_api_routes(int *n)
     *n = (int)(sizeof routes / sizeof routes[0]);
     return routes;
 }
+
+/* The Open Inference Protocol's routes answer errors in its shape (DESIGN.md: routes of a
+ * borrowed protocol use that protocol's error shape). */
+static const bs_error_shape_rule_t error_shapes[] = {
+    {"/v2", BS_ERROR_SHAPE_OIP},
+    {NULL, BS_ERROR_SHAPE_BASALT},
+};
+
+const bs_error_shape_rule_t *bs_api_error_shapes(void) { return error_shapes; }

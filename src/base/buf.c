@@ -153,8 +153,7 @@ void bs_jw_arr_end(bs_buf_t *b)
     b->need_comma = 1;
 }
 
-/* Length of a valid UTF-8 sequence starting at s (at most n bytes), or 0. */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t bs_utf8_len(const unsigned char *s, size_t n)
 {
     unsigned c = s[0];
     size_t len;
@@ -188,6 +187,22 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+int bs_utf8_valid(const char *str, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    for (size_t i = 0; i < n;) {
+        if (s[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t l = bs_utf8_len(s + i, n - i);
+        if (!l)
+            return 0;
+        i += l;
+    }
+    return 1;
+}
+
 void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -204,7 +219,7 @@ void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
             bs_buf_append(b, s + i - run, run);
         run = 0;
         if (c >= 0x80) {
-            size_t l = utf8_len(s + i, n - i);
+            size_t l = bs_utf8_len(s + i, n - i);
             if (l) {
                 bs_buf_append(b, s + i, l);
                 i += l;

@@ -55,4 +55,10 @@ void bs_jw_raw(bs_buf_t *b, const char *json, size_t n);
 /* Escapes s into b without quotes or comma handling. */
 void bs_jw_escape(bs_buf_t *b, const char *s, size_t n);
 
+/* Length of the valid UTF-8 sequence starting at s (at most n bytes, n >= 1), or 0 when
+ * it is not one (overlong forms, surrogates and code points above U+10FFFF included). */
+size_t bs_utf8_len(const unsigned char *s, size_t n);
+/* 1 if the n bytes at s are valid UTF-8 (RFC 3629). */
+int bs_utf8_valid(const char *s, size_t n);
+
 #endif

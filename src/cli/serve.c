@@ -182,7 +182,8 @@ int bs_cli_serve(int argc, char **argv)
                              .app = &app,
                              .authenticate = bs_api_authenticate,
                              .rate_limit = bs_api_rate_limit,
-                             .authorize = bs_api_authorize};
+                             .authorize = bs_api_authorize,
+                             .error_shapes = bs_api_error_shapes()};
     app.server = bs_server_new(&opts, &err);
     if (!app.server) {
         fprintf(stderr, "basalt: cannot listen on %s: %s\n", app.cfg.listen, err.msg);

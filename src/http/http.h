@@ -52,6 +52,8 @@ struct bs_req {
     struct {
         const char *name;
         const char *value; /* percent-decoded, NUL-terminated, in the arena */
+        const char *raw;   /* as sent, not decoded nor terminated: raw_len bytes of path */
+        size_t raw_len;
     } params[BS_HTTP_MAX_PARAMS];
     bs_principal_t who;
     char request_id[72];
@@ -69,14 +71,19 @@ struct bs_req {
     uint64_t start_ns;
 };
 
-/* Path parameter by name (borrowed, lives with the request), or NULL. */
+/* Path parameter by name (borrowed, lives with the request), or NULL. Every path
+ * parameter and query parameter of a routed request decodes to UTF-8 without NUL: the
+ * server answers 400 before the handler otherwise. */
 const char *bs_req_param(const bs_req_t *req, const char *name);
+/* The parameter as it appears in the path (not percent-decoded), or NULL; *len its bytes. */
+const char *bs_req_param_raw(const bs_req_t *req, const char *name, size_t *len);
 /* Query parameter by name, percent-decoded in the arena, or NULL. */
 const char *bs_req_query(bs_req_t *req, const char *name);
 /* Request header by lower-case name (copied into the arena), or NULL. */
 const char *bs_req_header(bs_req_t *req, const char *name);
-/* 1 if the request has no Content-Type or one starting with type (case-insensitive).
- * No copy: cheap enough for the predict path. */
+/* 1 if the request has no Content-Type or one whose media type is type (case-insensitive;
+ * parameters such as "; charset=utf-8" may follow). No copy: cheap enough for the predict
+ * path. */
 int bs_req_content_type_is(const bs_req_t *req, const char *type);
 /* Parses the body as JSON with the configured depth limit (freed with the request).
  * Errors: BS_EMEDIA for a non-JSON content type, BS_EPARSE, BS_EDEPTH. */
@@ -163,12 +170,27 @@ typedef struct bs_server bs_server_t;
 /* Authenticates a bearer token. Returns 0 and fills who, or BS_EUNAUTH with err set. */
 typedef int (*bs_auth_fn)(void *app, const char *token, size_t len, bs_principal_t *who,
                           bs_err_t *err);
-/* Charges one request to who's rate limit. Returns 0, or BS_ERATE with *retry_after_s set. */
+/* Charges one request to who's rate limit. Returns 0, or BS_ERATE with *retry_after_s set
+ * (the server sends it as Retry-After: a whole number of seconds, 1 to
+ * BS_HTTP_MAX_RETRY_AFTER). */
+#define BS_HTTP_MAX_RETRY_AFTER 86400
 typedef int (*bs_rate_fn)(void *app, const bs_principal_t *who, double *retry_after_s);
 /* Decides whether an authenticated caller whose role suffices may use route (a key
  * narrowed by scopes). Returns 0, or BS_EFORBID with err set. */
 typedef int (*bs_authorize_fn)(void *app, const bs_principal_t *who, const bs_route_t *route,
                                bs_err_t *err);
+
+/* The body of an error response. Routes of a borrowed protocol answer in its shape;
+ * the request id is always in the X-Request-Id header as well. */
+typedef enum {
+    BS_ERROR_SHAPE_BASALT = 0, /* {"error": {"code", "message", "field"?}, "request_id"} */
+    BS_ERROR_SHAPE_OIP,        /* Open Inference Protocol: {"error": "message"} */
+} bs_error_shape_t;
+
+typedef struct {
+    const char *prefix; /* "/v2": that path and every path under it ("/v2/…") */
+    bs_error_shape_t shape;
+} bs_error_shape_rule_t;
 
 typedef struct {
     const bs_config_t *cfg;
@@ -178,6 +200,10 @@ typedef struct {
     bs_auth_fn authenticate;
     bs_rate_fn rate_limit;
     bs_authorize_fn authorize; /* optional */
+    /* Error shapes by path prefix, ended by {NULL}; the first match wins, else basalt's.
+     * They apply to every error of a matching path: a handler's, the router's 404/405,
+     * auth 401/403, 429, and h2o's own 400/413. NULL: basalt's shape everywhere. */
+    const bs_error_shape_rule_t *error_shapes;
 } bs_server_opts_t;
 
 /* Binds the listeners (one per thread) and prepares the loops. NULL with err. */

@@ -19,6 +19,16 @@ static const char *memmem_s(const char *h, size_t hl, const char *n, size_t nl)
     return memmem(h, hl, n, nl);
 }
 
+/* The arena copy of n bytes of a parameter value; NULL when they hold a control byte (a
+ * NUL would cut the C string short: name="artifact\0x" must not read as "artifact"). */
+static const char *param_copy(bs_arena_t *a, const char *p, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return NULL;
+    return bs_arena_strndup(a, p, n);
+}
+
 /* Extracts param="value" or param=value from a header value into the arena. */
 static const char *header_param(bs_arena_t *a, const char *v, size_t vl, const char *param)
 {
@@ -32,12 +42,12 @@ static const char *header_param(bs_arena_t *a, const char *v, size_t vl, const c
                 const char *q = memchr(p, '"', (size_t)(end - p));
                 if (!q)
                     return NULL;
-                return bs_arena_strndup(a, p, (size_t)(q - p));
+                return param_copy(a, p, (size_t)(q - p));
             }
             const char *q = p;
             while (q < end && *q != ';' && *q != ' ')
                 q++;
-            return bs_arena_strndup(a, p, (size_t)(q - p));
+            return param_copy(a, p, (size_t)(q - p));
         }
     }
     return NULL;

@@ -116,6 +116,16 @@ const char *bs_req_param(const bs_req_t *req, const char *name)
     return NULL;
 }
 
+const char *bs_req_param_raw(const bs_req_t *req, const char *name, size_t *len)
+{
+    for (int i = 0; i < req->n_params; i++)
+        if (strcmp(req->params[i].name, name) == 0) {
+            *len = req->params[i].raw_len;
+            return req->params[i].raw;
+        }
+    return NULL;
+}
+
 static int hexval(char c)
 {
     if (c >= '0' && c <= '9')
@@ -155,6 +165,33 @@ static char *decode(bs_arena_t *a, const char *s, size_t n, int form)
     }
     *o = '\0';
     return out;
+}
+
+/* 1 if every query parameter's name and value decode to UTF-8 without NUL (bs_req_query
+ * would otherwise take a value it cannot decode for an absent one); else names the first
+ * bad parameter in bad. */
+static int query_ok(bs_req_t *req, char *bad, size_t bad_len)
+{
+    const char *p = req->query, *end = req->query ? req->query + req->query_len : NULL;
+    while (p && p < end) {
+        const char *amp = memchr(p, '&', (size_t)(end - p));
+        if (!amp)
+            amp = end;
+        const char *eq = memchr(p, '=', (size_t)(amp - p));
+        const char *kend = eq ? eq : amp;
+        const char *k = decode(&req->arena, p, (size_t)(kend - p), 1);
+        const char *v = eq ? decode(&req->arena, eq + 1, (size_t)(amp - eq - 1), 1) : "";
+        if (!k || !v || !bs_utf8_valid(k, strlen(k)) || !bs_utf8_valid(v, strlen(v))) {
+            /* The name as sent, in printable ASCII: it goes into the error's field. */
+            size_t o = 0;
+            for (const char *q = p; q < kend && o + 1 < bad_len; q++)
+                bad[o++] = *q >= 0x20 && *q < 0x7f ? *q : '?';
+            bad[o] = '\0';
+            return 0;
+        }
+        p = amp + 1;
+    }
+    return 1;
 }
 
 const char *bs_req_query(bs_req_t *req, const char *name)
@@ -197,7 +234,10 @@ int bs_req_content_type_is(const bs_req_t *req, const char *type)
         return 1;
     size_t n = strlen(type);
     h2o_iovec_t v = hr->headers.entries[i].value;
-    return v.len >= n && strncasecmp(v.base, type, n) == 0;
+    /* The media type ends at its parameters (RFC 9110 §8.3.1): "application/jsonx" is not
+     * application/json. */
+    return v.len >= n && strncasecmp(v.base, type, n) == 0 &&
+           (v.len == n || v.base[n] == ';' || v.base[n] == ' ' || v.base[n] == '\t');
 }
 
 static int is_json_type(const char *ct)
@@ -341,10 +381,31 @@ void bs_resp_json(bs_req_t *req, int status, const bs_buf_t *body)
 
 void bs_resp_empty(bs_req_t *req, int status) { bs_resp_body(req, status, NULL, "", 0); }
 
-/* The error envelope of DESIGN.md. */
-static void render_error(bs_buf_t *b, int code, const char *msg, const char *field,
-                         const char *request_id)
+/* The error shape of a path: the first rule of opts.error_shapes whose prefix is the path
+ * or a parent of it. */
+static bs_error_shape_t error_shape(const bs_server_t *s, const char *path, size_t len)
 {
+    for (const bs_error_shape_rule_t *r = s ? s->o.error_shapes : NULL; r && r->prefix; r++) {
+        size_t pl = strlen(r->prefix);
+        if (len >= pl && memcmp(path, r->prefix, pl) == 0 && (len == pl || path[pl] == '/'))
+            return r->shape;
+    }
+    return BS_ERROR_SHAPE_BASALT;
+}
+
+/* The error envelope of DESIGN.md, or a borrowed protocol's shape (the request id is in
+ * the X-Request-Id header either way). */
+static void render_error(bs_buf_t *b, bs_error_shape_t shape, int code, const char *msg,
+                         const char *field, const char *request_id)
+{
+    if (shape == BS_ERROR_SHAPE_OIP) {
+        /* KServe v2 REST: "$inference_error_response = { "error": <error message string> }" */
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "error");
+        bs_jw_str(b, msg[0] ? msg : bs_err_desc(code));
+        bs_jw_obj_end(b);
+        return;
+    }
     bs_jw_obj_begin(b);
     bs_jw_key(b, "error");
     bs_jw_obj_begin(b);
@@ -369,7 +430,8 @@ void bs_resp_error(bs_req_t *req, const bs_err_t *err)
     req->err_index = bs_err_index(code);
     char storage[1024];
     bs_buf_t b = BS_BUF_ON(storage);
-    render_error(&b, code, err->msg, err->field, req->request_id);
+    render_error(&b, error_shape(self_thread ? self_thread->srv : NULL, req->path, req->path_len),
+                 code, err->msg, err->field, req->request_id);
     h2o_req_t *hr = req->h2o;
     if (status == 413 || status == 431 || code == BS_EBADREQ)
         hr->http1_is_persistent = 0; /* the connection's state is suspect: close it */
@@ -601,12 +663,23 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
     req->n_params = n_params > BS_HTTP_MAX_PARAMS ? BS_HTTP_MAX_PARAMS : n_params;
     for (int i = 0; i < req->n_params; i++) {
         req->params[i].name = params[i].name;
+        req->params[i].raw = params[i].value;
+        req->params[i].raw_len = params[i].len;
         req->params[i].value = decode(&req->arena, params[i].value, params[i].len, 0);
-        if (!req->params[i].value) {
-            bs_resp_errorf(req, BS_EINVAL, params[i].name, "path parameter '%s' is badly encoded",
-                           params[i].name);
+        if (!req->params[i].value ||
+            !bs_utf8_valid(req->params[i].value, strlen(req->params[i].value))) {
+            bs_resp_errorf(req, BS_EINVAL, params[i].name,
+                           "path parameter '%s' is badly encoded (a bad %%-escape, %%00 or "
+                           "bytes that are not UTF-8)", params[i].name);
             return 0;
         }
+    }
+    char bad_query[64];
+    if (!query_ok(req, bad_query, sizeof bad_query)) {
+        bs_resp_errorf(req, BS_EINVAL, bad_query,
+                       "query parameter '%s' is badly encoded (a bad %%-escape, %%00 or bytes "
+                       "that are not UTF-8)", bad_query);
+        return 0;
     }
 
     if (req->route->min_role > BS_ROLE_PUBLIC) {
@@ -645,8 +718,12 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
             }
             double retry = 0;
             if (s->o.rate_limit && s->o.rate_limit(s->o.app, &req->who, &retry) != 0) {
+                /* A positive whole number of seconds (RFC 9110 §10.2.3), saturated: a tiny
+                 * rate must not overflow the conversion. */
                 char ra[32];
-                snprintf(ra, sizeof ra, "%d", (int)ceil(retry < 1 ? 1 : retry));
+                snprintf(ra, sizeof ra, "%d",
+                         !(retry >= 1) ? 1 : retry > BS_HTTP_MAX_RETRY_AFTER ? BS_HTTP_MAX_RETRY_AFTER
+                                                                          : (int)ceil(retry));
                 bs_resp_header(req, "retry-after", ra);
                 bs_resp_errorf(req, BS_ERATE, NULL, "rate limit exceeded for this API key; retry in %s s",
                                ra);
@@ -699,7 +776,8 @@ static void on_setup_h2o_error(h2o_filter_t *self, h2o_req_t *hr, h2o_ostream_t 
             snprintf(msg, sizeof msg, "the request body is malformed: %s", hr->res.reason);
         char storage[512];
         bs_buf_t b = BS_BUF_ON(storage);
-        render_error(&b, code, msg, "", rid);
+        size_t path_len = hr->query_at != SIZE_MAX ? hr->query_at : hr->path.len;
+        render_error(&b, error_shape(t->srv, hr->path.base, path_len), code, msg, "", rid);
         h2o_iovec_t body = h2o_strdup(&hr->pool, b.data, b.len);
         h2o_iovec_t rid_copy = h2o_strdup(&hr->pool, rid, SIZE_MAX);
         memset(&hr->res.headers, 0, sizeof hr->res.headers);

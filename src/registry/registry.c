@@ -23,11 +23,16 @@ int bs_registry_valid_name(const char *s)
     size_t n = strlen(s);
     if (n == 0 || n > 128)
         return 0;
-    for (const char *p = s; *p; p++)
+    int dots = 0;
+    for (const char *p = s; *p; p++) {
         if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
               *p == '-' || *p == '_' || *p == '.'))
             return 0;
-    return 1;
+        dots += *p == '.';
+    }
+    /* "." and ".." are dot-segments that clients remove from a URL (RFC 3986 §5.2.4): such a
+     * model could never be addressed. Any all-dots name is refused alike. */
+    return dots < (int)n;
 }
 
 static int valid_alias(const char *s)
@@ -345,7 +350,8 @@ int bs_registry_model_create(bs_registry_t *r, const bs_principal_t *who, const 
         return err->code;
     if (!bs_registry_valid_name(name))
         return bs_err_setf(err, BS_EINVAL, "name",
-                           "model name must be 1-128 characters of A-Z, a-z, 0-9, '.', '-' or '_'");
+                           "model name must be 1-128 characters of A-Z, a-z, 0-9, '.', '-' or '_', "
+                           "not only dots");
     if (strlen(desc) > 10000)
         return bs_err_setf(err, BS_EINVAL, "description", "description is longer than 10000 bytes");
     char *tags = NULL, *batching = NULL;

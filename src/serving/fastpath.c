@@ -1,7 +1,7 @@
 /*
  * The one-row predict fast path: `{"inputs": {"name": number, …}}` scanned in
  * one pass straight into the row, without building a JSON tree. It accepts
- * only the plain case — known feature names without escapes, each once,
+ * only the plain case — known feature names without escapes, in UTF-8, each once,
  * finite numbers (true/false for bool features) that pass the signature's
  * checks, nothing after the object — and declines anything else (returns 0),
  * so the general cJSON path handles every other shape and produces every
@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "base/numparse.h"
 #include "serving/serving_int.h"
 
@@ -21,16 +22,25 @@ static const char *ws(const char *p, const char *end)
     return p;
 }
 
-/* Matches a JSON string without escapes; sets its bounds. */
+/* Matches a JSON string without escapes, of valid UTF-8 (what bs_json_parse refuses, this
+ * declines: a feature name read from an artifact need not be UTF-8); sets its bounds. */
 static const char *plain_string(const char *p, const char *end, const char **s, size_t *n)
 {
     if (p >= end || *p != '"')
         return NULL;
     const char *q = ++p;
     while (q < end && *q != '"') {
-        if (*q == '\\' || (unsigned char)*q < 0x20)
+        unsigned char c = (unsigned char)*q;
+        if (c == '\\' || c < 0x20)
             return NULL;
-        q++;
+        if (c < 0x80) {
+            q++;
+            continue;
+        }
+        size_t l = bs_utf8_len((const unsigned char *)q, (size_t)(end - q));
+        if (!l)
+            return NULL;
+        q += l;
     }
     if (q >= end)
         return NULL;

@@ -61,9 +61,16 @@ def test_expired_key_401(shared_server):
     assert_error(r, 401, "unauthorized")
 
 
-def test_expires_at_in_past_401(shared_server):
-    k = shared_server.create_key("viewer", expires_at="2001-01-01T00:00:00Z")
-    assert_error(shared_server.get("/v1/info", key=k["key"]), 401, "unauthorized")
+def test_expired_key_is_401(shared_server):
+    # A key cannot be created already expired (400, test_strictness.py): let one expire.
+    k = shared_server.create_key("viewer", ttl_seconds=1)
+    deadline = time.time() + 30
+    while shared_server.get("/v1/info", key=k["key"]).status_code == 200:
+        assert time.time() < deadline, "the key never expired"
+        time.sleep(0.2)
+    r = shared_server.get("/v1/info", key=k["key"])
+    body = assert_error(r, 401, "unauthorized")
+    assert "expired" in body["error"]["message"]
 
 
 def test_expiry_given_twice_is_400(shared_server):

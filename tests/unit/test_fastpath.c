@@ -70,7 +70,15 @@ static const char *TREES =
     " \"output\":{\"task\":\"regression\"}}";
 /* clang-format on */
 
-enum { M_LIN, M_CAT, M_CATDEF, M_TREES, M_COUNT };
+/* An artifact is read by cJSON, which keeps any bytes: a feature name that is not UTF-8. A
+ * body naming it is not valid JSON text, so both paths must refuse it. */
+static const char *RAW_NAME =
+    "{\"basalt_model\":1,"
+    " \"inputs\":[{\"name\":\"f\xff\",\"type\":\"float\"},{\"name\":\"g\",\"type\":\"float\"}],"
+    " \"estimator\":{\"type\":\"linear\",\"link\":\"identity\",\"coef\":[[1,2]],\"intercept\":[0]},"
+    " \"output\":{\"task\":\"regression\"}}";
+
+enum { M_LIN, M_CAT, M_CATDEF, M_TREES, M_RAW, M_COUNT };
 
 static bs_model_handle_t *handles[M_COUNT];
 static bs_serving_t strict = {.o = {.max_rows = 16, .reject_unknown = 1}};
@@ -100,6 +108,7 @@ static int setup(void **state)
     handles[M_CAT] = make_handle(CATEGORY, NULL);
     handles[M_CATDEF] = make_handle(CATEGORY, CATEGORY_DEFAULT);
     handles[M_TREES] = make_handle(TREES, NULL);
+    handles[M_RAW] = make_handle(RAW_NAME, NULL);
     return 0;
 }
 
@@ -376,6 +385,17 @@ static const body_case_t CASES[] = {
     DEC(M_TREES, G_ERR, "{\"inputs\":{\"f0\":1,\"" GROSSE "\":3}}"),
     DEC(M_TREES, G_ERR, "{\"inputs\":{\"f0\":1,\"gr\xc3\xb6\xc3\x9f\":true}}"),
     DEC(M_TREES, G_ERR, "{\"inputs\":{\"f0\":1,\"f0\":null}}"),
+    /* strings: no \u0000 (cJSON would cut "f0\u0000" to "f0"), no unpaired surrogates,
+     * UTF-8 only, no raw control characters */
+    DEC(M_TREES, G_ERR, "{\"inputs\":{\"f0\\u0000\":1}}"),
+    DEC(M_TREES, G_ERR, "{\"inputs\":{\"f0\":1,\"f1\\u0000x\":2}}"),
+    DEC(M_CAT, G_ERR, "{\"inputs\":{\"amount\":1,\"city\":\"paris\\u0000\"}}"),
+    DEC(M_CAT, G_ERR, "{\"inputs\":{\"amount\":1,\"city\":\"\\ud800\"}}"),
+    DEC(M_CAT, G_ERR, "{\"inputs\":{\"amount\":1,\"city\":\"par\xffis\"}}"),
+    DEC(M_CATDEF, G_ERR, "{\"inputs\":{\"amount\":1,\"\xc3\":1}}"),
+    DEC(M_TREES, G_ERR, "{\"inputs\":{\"f0\":1,\"gr\xc3\":true}}"),
+    DEC(M_RAW, G_ERR, "{\"inputs\":{\"f\xff\":1,\"g\":2}}"),
+    DEC(M_RAW, G_ERR, "{\"inputs\":{\"g\":2,\"f\xff\":1}}"),
 };
 
 /* clang-format on */

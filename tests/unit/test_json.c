@@ -1,5 +1,7 @@
 /* JSON reader: depth counting (strings and escapes ignored), the depth limit, trailing
- * garbage, empty input, non-terminated input, typed getters and unknown-field rejection. */
+ * garbage, empty input, non-terminated input, what strings may hold (no \u0000, no unpaired
+ * surrogates, no raw control characters, UTF-8 only; the error names the field), typed
+ * getters and unknown-field rejection. */
 #include "test_common.h"
 
 #include "base/json.h"
@@ -123,6 +125,99 @@ static void test_not_nul_terminated(void **state)
     free(buf);
 }
 
+/* cJSON keeps C strings: "evil\u0000suffix" would silently become "evil". Each refused
+ * string is a 400 naming the path of the value (a key names its object). */
+static void test_strings_refused(void **state)
+{
+    (void)state;
+    const struct {
+        const char *s;
+        size_t len; /* 0: strlen */
+        int code;
+        const char *field;
+        const char *mentions;
+    } cases[] = {
+        {"{\"name\":\"evil\\u0000suffix\"}", 0, BS_EINVAL, "name", "\\u0000"},
+        {"{\"inputs\":{\"f0\\u0000\":1}}", 0, BS_EINVAL, "inputs", "a key in 'inputs'"},
+        {"{\"a\\u0000\":1}", 0, BS_EINVAL, "", "an object key"},
+        {"[\"x\",\"\\u0000\"]", 0, BS_EINVAL, "[1]", "\\u0000"},
+        {"\"\\u0000\"", 0, BS_EINVAL, "", "a string"},
+        {"{\"inputs\":[{\"x\":1},{\"city\":\"\\ud800\"}]}", 0, BS_EINVAL, "inputs[1].city",
+         "\\ud800"},
+        {"{\"a\":\"\\udc00\\ud800\"}", 0, BS_EINVAL, "a", "\\udc00"},
+        {"{\"a\":\"\\ud800x\"}", 0, BS_EINVAL, "a", "surrogate"},
+        {"{\"a\":\"\\uD83D\\u0041\"}", 0, BS_EINVAL, "a", "\\ud83d"},
+        {"{\"a\":\"\\ud83d\"}", 0, BS_EINVAL, "a", "surrogate"},
+        {"{\"m\":{\"tags\":[\"ok\",\"b\xff\"]}}", 0, BS_EPARSE, "m.tags[1]", "UTF-8"},
+        {"{\"a\":\"\xc0\xaf\"}", 0, BS_EPARSE, "a", "0xc0"},       /* overlong '/' */
+        {"{\"a\":\"\xed\xa0\x80\"}", 0, BS_EPARSE, "a", "UTF-8"},  /* encoded surrogate */
+        {"{\"a\":\"\xf4\x90\x80\x80\"}", 0, BS_EPARSE, "a", "UTF-8"}, /* above U+10FFFF */
+        {"{\"a\":\"\xe2\x82\"}", 0, BS_EPARSE, "a", "UTF-8"},      /* truncated sequence */
+        {"{\"\xff\":1}", 0, BS_EPARSE, "", "an object key"},
+        {"{\"a\":\"x\x01y\"}", 0, BS_EPARSE, "a", "control character 0x01"},
+        {"{\"a\":\"x\ty\"}", 0, BS_EPARSE, "a", "0x09"},
+        {"{\"a\":\"x\0y\"}", 11, BS_EPARSE, "a", "0x00"},
+        {"{\"a\":[1,2,{\"b\":[\"\\u0000\"]}]}", 0, BS_EINVAL, "a[2].b[0]", "\\u0000"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t len = cases[i].len ? cases[i].len : strlen(cases[i].s);
+        bs_err_t err;
+        bs_err_clear(&err);
+        cJSON *j = bs_json_parse(cases[i].s, len, 64, &err);
+        if (j)
+            fail_msg("case %zu was accepted", i);
+        if (err.code != cases[i].code || strcmp(err.field, cases[i].field) != 0 ||
+            !strstr(err.msg, cases[i].mentions))
+            fail_msg("case %zu: code %d field '%s' message '%s'", i, err.code, err.field, err.msg);
+    }
+}
+
+static void test_strings_accepted(void **state)
+{
+    (void)state;
+    const struct {
+        const char *s;
+        const char *value; /* of "a" */
+    } cases[] = {
+        {"{\"a\":\"gr\xc3\xb6\xc3\x9f" "e\"}", "gr\xc3\xb6\xc3\x9f" "e"},
+        {"{\"a\":\"\\u00e9\"}", "\xc3\xa9"},
+        {"{\"a\":\"\\ud83d\\ude00\"}", "\xf0\x9f\x98\x80"},       /* a surrogate pair */
+        {"{\"a\":\"\xf0\x9f\x98\x80\"}", "\xf0\x9f\x98\x80"},
+        {"{\"a\":\"\\u0001\\\\u0000\"}", "\x01\\u0000"},         /* escaped backslash */
+        {"{\"a\":\"\\\"\\u0000\"}", NULL},                         /* still refused */
+        {"{\"a\":\"\xef\xbf\xbf\xf4\x8f\xbf\xbf\"}", "\xef\xbf\xbf\xf4\x8f\xbf\xbf"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bs_err_t err;
+        bs_err_clear(&err);
+        cJSON *j = bs_json_parse(cases[i].s, strlen(cases[i].s), 64, &err);
+        if (!cases[i].value) {
+            if (j)
+                fail_msg("case %zu was accepted", i);
+            continue;
+        }
+        if (!j)
+            fail_msg("case %zu was rejected: %s", i, err.msg);
+        assert_string_equal(cJSON_GetObjectItem(j, "a")->valuestring, cases[i].value);
+        cJSON_Delete(j);
+    }
+    /* The path names at most the first levels and never overflows the field. */
+    char deep[400];
+    size_t o = 0;
+    for (int k = 0; k < 40; k++)
+        o += (size_t)snprintf(deep + o, sizeof deep - o, "{\"k%d\":", k);
+    o += (size_t)snprintf(deep + o, sizeof deep - o, "\"\\u0000\"");
+    for (int k = 0; k < 40; k++)
+        deep[o++] = '}';
+    bs_err_t err;
+    assert_null(bs_json_parse(deep, o, 64, &err));
+    assert_int_equal(err.code, BS_EINVAL);
+    assert_true(strncmp(err.field, "k0.k1.k2", 8) == 0);
+    /* A string that is never closed is left to cJSON (malformed JSON). */
+    assert_null(bs_json_parse("[\"abc\\u00", 9, 64, &err));
+    assert_int_equal(err.code, BS_EPARSE);
+}
+
 static void test_arena_owned(void **state)
 {
     (void)state;
@@ -179,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_depth),          cmocka_unit_test(test_depth_limit),
         cmocka_unit_test(test_number_grammar),
         cmocka_unit_test(test_trailing_and_empty), cmocka_unit_test(test_not_nul_terminated),
+        cmocka_unit_test(test_strings_refused), cmocka_unit_test(test_strings_accepted),
         cmocka_unit_test(test_arena_owned),    cmocka_unit_test(test_getters),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
