@@ -275,10 +275,14 @@ static void write_responses(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
         break;
     }
     bs_jw_obj_end(b);
+    /* Routes of the Open Inference Protocol answer errors in its shape (server.c). */
+    const char *err = strncmp(r->pattern, "/v2", 3) == 0 && (r->pattern[3] == '/' || !r->pattern[3])
+                          ? "{\"$ref\":\"#/components/responses/OipError\"}"
+                          : "{\"$ref\":\"#/components/responses/Error\"}";
     bs_jw_key(b, "4XX");
-    raw(b, "{\"$ref\":\"#/components/responses/Error\"}");
+    raw(b, err);
     bs_jw_key(b, "default");
-    raw(b, "{\"$ref\":\"#/components/responses/Error\"}");
+    raw(b, err);
     bs_jw_obj_end(b);
 }
 
@@ -397,7 +401,8 @@ void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b)
     bs_jw_key(b, "description");
     bs_jw_str(b,
               "AI backend in one binary: model registry and serving, and more. Errors are "
-              "{\"error\": {\"code\", \"message\", \"field\"}, \"request_id\"}. Each operation's "
+              "{\"error\": {\"code\", \"message\", \"field\"}, \"request_id\"} (on /v2, the Open "
+              "Inference Protocol's {\"error\": \"message\"}). Each operation's "
               "x-basalt-min-role is the least role of the API key it accepts "
               "(admin > developer > predictor > viewer; public needs no key).");
     bs_jw_obj_end(b);
@@ -418,11 +423,16 @@ void bs_api_openapi(const bs_route_t *routes, int n, bs_buf_t *b)
     raw(b, "{\"securitySchemes\":{\"bearer\":{\"type\":\"http\",\"scheme\":\"bearer\","
            "\"description\":\"an API key: Authorization: Bearer bsk_...\"}},"
            "\"responses\":{\"Error\":{\"description\":\"error\",\"content\":{\"application/json\":"
-           "{\"schema\":{\"$ref\":\"#/components/schemas/Error\"}}}}},"
+           "{\"schema\":{\"$ref\":\"#/components/schemas/Error\"}}}},"
+           "\"OipError\":{\"description\":\"error (Open Inference Protocol shape; the request id "
+           "is in X-Request-Id)\",\"content\":{\"application/json\":{\"schema\":{\"$ref\":"
+           "\"#/components/schemas/OipError\"}}}}},"
            "\"schemas\":{\"Error\":{\"type\":\"object\",\"required\":[\"error\",\"request_id\"],"
            "\"properties\":{\"error\":{\"type\":\"object\",\"required\":[\"code\",\"message\"],"
            "\"properties\":{\"code\":{\"type\":\"string\"},\"message\":{\"type\":\"string\"},"
-           "\"field\":{\"type\":\"string\"}}},\"request_id\":{\"type\":\"string\"}}}}}");
+           "\"field\":{\"type\":\"string\"}}},\"request_id\":{\"type\":\"string\"}}},"
+           "\"OipError\":{\"type\":\"object\",\"required\":[\"error\"],\"properties\":"
+           "{\"error\":{\"type\":\"string\"}}}}}");
     bs_jw_key(b, "paths");
     bs_jw_obj_begin(b);
     char *done = calloc((size_t)n, 1);

@@ -572,5 +572,15 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     r = server.get("/v1/models/churn")
     assert r.status_code == 404
     Draft202012Validator(doc["components"]["schemas"]["Error"]).validate(r.json())
+    # ... and on /v2 the Open Inference Protocol's shape, as each /v2 operation documents
+    for method, path, pattern in (("GET", "/v2/models/churn", "/v2/models/{name}"),
+                                  ("POST", "/v2/models/churn/infer", "/v2/models/{name}/infer")):
+        r = server.request(method, path, json={"inputs": []} if method == "POST" else None)
+        assert r.status_code == 404, r.text
+        ref = op_of(method, pattern)["responses"]["4XX"]["$ref"].rsplit("/", 1)[1]
+        schema = doc["components"]["responses"][ref]["content"]["application/json"]["schema"]
+        schema = doc["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
+        Draft202012Validator(schema).validate(r.json())
+        assert isinstance(r.json()["error"], str) and "request_id" not in r.json()
     routes = {(m, re.sub(r"\{(\w+)\*\}", r"{\1}", p)) for m, p, _, _ in source_routes()}
     assert called == routes, routes - called
