@@ -354,7 +354,11 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
                    "# HELP basalt_model_loads_total Times the version was loaded (first use, alias, after eviction).\n"
                    "# TYPE basalt_model_loads_total counter\n"
                    "# HELP basalt_model_load_failures_total Loads that failed (missing or corrupt artifact).\n"
-                   "# TYPE basalt_model_load_failures_total counter\n");
+                   "# TYPE basalt_model_load_failures_total counter\n"
+                   "# HELP basalt_model_evictions_total Times the version was evicted to stay within model_memory_bytes.\n"
+                   "# TYPE basalt_model_evictions_total counter\n"
+                   "# HELP basalt_model_load_rejections_total Requests answered 503 overloaded because the version was evicted again before they could use it.\n"
+                   "# TYPE basalt_model_load_rejections_total counter\n");
     bs_buf_printf(b,
                   "# HELP basalt_models_memory_bytes Memory held by all loaded versions.\n"
                   "# TYPE basalt_models_memory_bytes gauge\n"
@@ -364,6 +368,11 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
                   "basalt_models_memory_budget_bytes %zu\n",
                   atomic_load(&s->loaded_bytes), s->o.memory_budget);
     pthread_mutex_lock(&s->lock);
+    bs_buf_printf(b,
+                  "# HELP basalt_model_versions Model versions the server routes (every tenant).\n"
+                  "# TYPE basalt_model_versions gauge\n"
+                  "basalt_model_versions %zu\n",
+                  s->n_slots);
     for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
         uint64_t req = SUM(sl, requests);
         /* Read under QSBR like peek: an unpublished handle outlives this loop iteration. */
@@ -373,12 +382,15 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
         snprintf(lbl, sizeof lbl, "tenant=\"%s\",model=\"%s\",version=\"%d\"", sl->tenant, sl->name,
                  sl->version);
         uint64_t loads = atomic_load(&sl->loads), failures = atomic_load(&sl->load_failures);
+        uint64_t evictions = atomic_load(&sl->evictions), rejections = atomic_load(&sl->load_rejections);
         if (loaded || req || loads || failures)
             bs_buf_printf(b,
                           "basalt_model_loaded{%s} %d\nbasalt_model_memory_bytes{%s} %zu\n"
-                          "basalt_model_loads_total{%s} %llu\nbasalt_model_load_failures_total{%s} %llu\n",
+                          "basalt_model_loads_total{%s} %llu\nbasalt_model_load_failures_total{%s} %llu\n"
+                          "basalt_model_evictions_total{%s} %llu\nbasalt_model_load_rejections_total{%s} %llu\n",
                           lbl, loaded, lbl, h ? h->memory : 0, lbl,
-                          (unsigned long long)loads, lbl, (unsigned long long)failures);
+                          (unsigned long long)loads, lbl, (unsigned long long)failures, lbl,
+                          (unsigned long long)evictions, lbl, (unsigned long long)rejections);
         if (!req)
             continue;
         bs_buf_printf(b, "basalt_predictions_total{%s} %llu\n", lbl, (unsigned long long)req);
