@@ -77,7 +77,10 @@ typedef enum {
     JOB_MODEL_CREATE,
     JOB_MODEL_UPDATE,
     JOB_MODEL_DELETE,
-    JOB_ALIAS_DELETE
+    JOB_ALIAS_DELETE,
+    JOB_RUN_CREATE,
+    JOB_RUN_UPDATE,
+    JOB_RUN_METRICS
 } job_kind_t;
 
 typedef struct {
@@ -138,6 +141,16 @@ static void run_job(void *arg)
         rc = bs_registry_alias_delete(j->app->registry, &j->who, j->name, j->alias, &err);
         status = 204;
         break;
+    case JOB_RUN_CREATE:
+        rc = bs_registry_run_create(j->app->registry, &j->who, j->meta, &b, &err);
+        status = 201;
+        break;
+    case JOB_RUN_UPDATE:
+        rc = bs_registry_run_update(j->app->registry, &j->who, j->name, j->meta, &b, &err);
+        break;
+    case JOB_RUN_METRICS:
+        rc = bs_registry_run_log_metrics(j->app->registry, &j->who, j->name, j->meta, &b, &err);
+        break;
     case JOB_TRANSITION:
         rc = bs_registry_version_transition(j->app->registry, &j->who, j->name, j->version,
                                             j->decision, j->comment, &b, &err);
@@ -181,6 +194,8 @@ static job_t *job_new(bs_req_t *req, job_kind_t kind)
     j->app = APP(req);
     j->who = req->who;
     const char *name = bs_req_param(req, "name");
+    if (!name)
+        name = bs_req_param(req, "id"); /* runs */
     snprintf(j->name, sizeof j->name, "%s", name ? name : "");
     return j;
 }
@@ -591,17 +606,7 @@ void bs__api_predict_version(bs_req_t *req)
 
 /* ---- runs and audit -------------------------------------------------------------------- */
 
-void bs__api_runs_create(bs_req_t *req)
-{
-    bs_err_t err;
-    cJSON *j = body_object(req, &err);
-    if (!j)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_run_create(APP(req)->registry, &req->who, j, &b, &err);
-    finish(req, rc, &err, &b, 201);
-}
+void bs__api_runs_create(bs_req_t *req) { offload_with_body(req, JOB_RUN_CREATE); }
 
 void bs__api_runs_list(bs_req_t *req)
 {
@@ -625,29 +630,23 @@ void bs__api_runs_get(bs_req_t *req)
     finish(req, rc, &err, &b, 200);
 }
 
-void bs__api_runs_update(bs_req_t *req)
-{
-    bs_err_t err;
-    cJSON *j = body_object(req, &err);
-    if (!j)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_run_update(APP(req)->registry, &req->who, bs_req_param(req, "id"), j, &b, &err);
-    finish(req, rc, &err, &b, 200);
-}
+void bs__api_runs_update(bs_req_t *req) { offload_with_body(req, JOB_RUN_UPDATE); }
 
 void bs__api_runs_metrics(bs_req_t *req)
 {
+    /* A point, {"metrics": [...]}, or an array of points: any JSON value. */
     bs_err_t err;
-    cJSON *j = bs_req_json(req, &err);
-    if (!j)
+    cJSON *body = bs_req_json(req, &err);
+    if (!body)
         return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_run_log_metrics(APP(req)->registry, &req->who, bs_req_param(req, "id"), j, &b,
-                                         &err);
-    finish(req, rc, &err, &b, 200);
+    job_t *j = job_new(req, JOB_RUN_METRICS);
+    if (j && !(j->meta = cJSON_Duplicate(body, 1))) {
+        job_free(j);
+        j = NULL;
+    }
+    if (!j)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    offload(req, j);
 }
 
 void bs__api_audit_list(bs_req_t *req)

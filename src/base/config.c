@@ -45,7 +45,7 @@ static const setting_t settings[] = {
     S(rate_limit_burst, T_DOUBLE, 0, 1e9, "0", "default burst per API key (0 = same as rate)"),
     S(access_log_sample, T_DOUBLE, 0, 1, "1", "fraction of requests written to the access log"),
     S(model_memory_bytes, T_SIZE, 1048576, 1e15, "1GiB", "memory budget for loaded models (LRU)"),
-    S(upload_memory_bytes, T_SIZE, 1024, 1e15, "256MiB",
+    S(upload_memory_bytes, T_SIZE, 1024, 1e15, "64MiB",
       "artifact bytes of uploads processed at once (503 overloaded beyond)"),
     S(artifact_gc_grace_seconds, T_I64, 1, 31536000, "3600",
       "unreferenced artifact files older than this are removed"),
