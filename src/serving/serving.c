@@ -237,10 +237,9 @@ static void slot_unref(bs__slot_t *sl)
 
 static void slot_unref_cb(void *p) { slot_unref(p); }
 
-static size_t slot_hash(const char *id, int version)
+static size_t slot_hash(uint32_t id_hash, int version)
 {
-    uint32_t h = hash_name(id, strlen(id));
-    return (size_t)((h ^ (uint32_t)version) * 2654435761u);
+    return (size_t)((id_hash ^ (uint32_t)version) * 2654435761u);
 }
 
 /* Doubles the index when it is over 3/4 full. Holds s->lock. 0 or BS_ENOMEM. */
@@ -253,7 +252,7 @@ static int index_grow(bs_serving_t *s)
     if (!ix)
         return BS_ENOMEM;
     for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
-        size_t k = slot_hash(sl->model_id, sl->version) & (cap - 1);
+        size_t k = slot_hash(sl->id_hash, sl->version) & (cap - 1);
         sl->hnext = ix[k];
         ix[k] = sl;
     }
@@ -264,12 +263,14 @@ static int index_grow(bs_serving_t *s)
 }
 
 /* The slot of (model id, version), created when missing. Holds s->lock. */
-static bs__slot_t *slot_get(bs_serving_t *s, const bs__snap_model_t *m, int version)
+static bs__slot_t *slot_get(bs_serving_t *s, const bs__snap_model_t *m, uint32_t id_hash,
+                            int version)
 {
     if (s->index) {
-        for (bs__slot_t *sl = s->index[slot_hash(m->model_id, version) & s->index_mask]; sl;
+        for (bs__slot_t *sl = s->index[slot_hash(id_hash, version) & s->index_mask]; sl;
              sl = sl->hnext)
-            if (sl->version == version && strcmp(sl->model_id, m->model_id) == 0)
+            if (sl->version == version && sl->id_hash == id_hash &&
+                strcmp(sl->model_id, m->model_id) == 0)
                 return sl;
     }
     if (index_grow(s) != 0)
@@ -281,6 +282,7 @@ static bs__slot_t *slot_get(bs_serving_t *s, const bs__snap_model_t *m, int vers
     snprintf(sl->name, sizeof sl->name, "%s", m->name);
     snprintf(sl->model_id, sizeof sl->model_id, "%s", m->model_id);
     sl->version = version;
+    sl->id_hash = id_hash;
     atomic_init(&sl->refs, 1);
     pthread_mutex_init(&sl->load_lock, NULL);
     pthread_mutex_init(&sl->wait_lock, NULL);
@@ -288,7 +290,7 @@ static bs__slot_t *slot_get(bs_serving_t *s, const bs__snap_model_t *m, int vers
     if (s->slots)
         s->slots->prev = sl;
     s->slots = sl;
-    size_t k = slot_hash(sl->model_id, version) & s->index_mask;
+    size_t k = slot_hash(id_hash, version) & s->index_mask;
     sl->hnext = s->index[k];
     s->index[k] = sl;
     s->n_slots++;
@@ -307,7 +309,7 @@ static void slot_retire(bs_serving_t *s, bs__slot_t *sl)
         s->slots = sl->next;
     if (sl->next)
         sl->next->prev = sl->prev;
-    bs__slot_t **pp = &s->index[slot_hash(sl->model_id, sl->version) & s->index_mask];
+    bs__slot_t **pp = &s->index[slot_hash(sl->id_hash, sl->version) & s->index_mask];
     while (*pp != sl)
         pp = &(*pp)->hnext;
     *pp = sl->hnext;
@@ -335,6 +337,8 @@ typedef struct {
     bs__snapshot_t *sn;
     int cap;
     int oom;
+    int *by_id; /* see index_models */
+    size_t by_id_mask;
 } build_t;
 
 static bs__snap_model_t *find_model(bs__snapshot_t *sn, const char *tenant, const char *name)
@@ -376,33 +380,67 @@ static void batching_settings(bs__snap_model_t *m, const bs_serving_t *s, const 
     cJSON_Delete(j);
 }
 
-/* Rows arrive ordered by tenant, name, version. Slots are attached later, under s->lock. */
-static int version_row(const bs_meta_row_t *row, void *ud)
+/* Models arrive ordered by tenant, name (the snapshot's order). */
+static int model_row(const bs_meta_row_t *row, void *ud)
 {
     build_t *b = ud;
     bs__snapshot_t *sn = b->sn;
-    const char *tenant = bs_meta_row_text(row, 0), *name = bs_meta_row_text(row, 1),
-               *id = bs_meta_row_text(row, 2);
-    bs__snap_model_t *m = sn->n ? &sn->models[sn->n - 1] : NULL;
-    if (!m || strcmp(m->model_id, id) != 0) {
-        if (sn->n == b->cap) {
-            int cap = b->cap ? b->cap * 2 : 16;
-            bs__snap_model_t *v = realloc(sn->models, (size_t)cap * sizeof *v);
-            if (!v) {
-                b->oom = 1;
-                return 1;
-            }
-            sn->models = v;
-            b->cap = cap;
+    if (sn->n == b->cap) {
+        int cap = b->cap ? b->cap * 2 : 16;
+        bs__snap_model_t *v = realloc(sn->models, (size_t)cap * sizeof *v);
+        if (!v) {
+            b->oom = 1;
+            return 1;
         }
-        m = &sn->models[sn->n++];
-        memset(m, 0, sizeof *m);
-        snprintf(m->tenant, sizeof m->tenant, "%s", tenant);
-        snprintf(m->name, sizeof m->name, "%s", name);
-        snprintf(m->model_id, sizeof m->model_id, "%s", id);
-        batching_settings(m, b->s, bs_meta_row_is_null(row, 5) ? NULL : bs_meta_row_text(row, 5));
+        sn->models = v;
+        b->cap = cap;
     }
-    if (bs_meta_row_is_null(row, 3))
+    bs__snap_model_t *m = &sn->models[sn->n++];
+    memset(m, 0, sizeof *m);
+    snprintf(m->tenant, sizeof m->tenant, "%s", bs_meta_row_text(row, 0));
+    snprintf(m->name, sizeof m->name, "%s", bs_meta_row_text(row, 1));
+    snprintf(m->model_id, sizeof m->model_id, "%s", bs_meta_row_text(row, 2));
+    batching_settings(m, b->s, bs_meta_row_is_null(row, 3) ? NULL : bs_meta_row_text(row, 3));
+    return 0;
+}
+
+/* An open-addressing index of the snapshot's models by id (2^k entries holding index+1),
+ * so version rows can come in the table's own order: a sequential scan of model_versions
+ * instead of one b-tree seek per version through its primary-key index. */
+static int index_models(build_t *b)
+{
+    size_t cap = 16;
+    while (cap < (size_t)b->sn->n * 2)
+        cap <<= 1;
+    b->by_id = calloc(cap, sizeof *b->by_id);
+    if (!b->by_id)
+        return BS_ENOMEM;
+    b->by_id_mask = cap - 1;
+    for (int i = 0; i < b->sn->n; i++) {
+        const char *id = b->sn->models[i].model_id;
+        size_t k = hash_name(id, strlen(id)) & b->by_id_mask;
+        while (b->by_id[k])
+            k = (k + 1) & b->by_id_mask;
+        b->by_id[k] = i + 1;
+    }
+    return 0;
+}
+
+static bs__snap_model_t *model_by_id(build_t *b, const char *id)
+{
+    size_t k = hash_name(id, strlen(id)) & b->by_id_mask;
+    for (int v; (v = b->by_id[k]); k = (k + 1) & b->by_id_mask)
+        if (strcmp(b->sn->models[v - 1].model_id, id) == 0)
+            return &b->sn->models[v - 1];
+    return NULL;
+}
+
+/* Rows in table order: (model_id, version, status). Slots are attached later. */
+static int version_row(const bs_meta_row_t *row, void *ud)
+{
+    build_t *b = ud;
+    bs__snap_model_t *m = model_by_id(b, bs_meta_row_text(row, 0));
+    if (!m)
         return 0;
     if (m->n_versions == m->cap_versions) {
         int cap = m->cap_versions ? m->cap_versions * 2 : 4;
@@ -415,11 +453,18 @@ static int version_row(const bs_meta_row_t *row, void *ud)
         m->cap_versions = cap;
     }
     bs__snap_version_t *e = &m->versions[m->n_versions++];
-    e->version = (int)bs_meta_row_int(row, 3);
-    e->approved = strcmp(bs_meta_row_text(row, 4), "approved") == 0;
-    e->rejected = strcmp(bs_meta_row_text(row, 4), "rejected") == 0;
+    e->version = (int)bs_meta_row_int(row, 1);
+    const char *status = bs_meta_row_text(row, 2);
+    e->approved = strcmp(status, "approved") == 0;
+    e->rejected = strcmp(status, "rejected") == 0;
     e->slot = NULL;
     return 0;
+}
+
+static int cmp_version(const void *a, const void *b)
+{
+    int x = ((const bs__snap_version_t *)a)->version, y = ((const bs__snap_version_t *)b)->version;
+    return (x > y) - (x < y);
 }
 
 static int alias_row(const bs_meta_row_t *row, void *ud)
@@ -456,31 +501,52 @@ static bs__snap_version_t *find_version(bs__snap_model_t *m, int version)
     return NULL;
 }
 
-/* Reads every model, version and alias from the store into a snapshot without slots. */
+/* Reads every model, version and alias from the store into a snapshot without slots.
+ * The three queries run in one transaction (one consistent state of the store). */
 static bs__snapshot_t *snapshot_read(bs_serving_t *s, bs_err_t *err)
 {
     build_t b = {.s = s};
     b.sn = calloc(1, sizeof *b.sn);
-    int rc = b.sn ? 0 : BS_ENOMEM;
+    if (!b.sn) {
+        bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
+        return NULL;
+    }
+    int rc = bs_meta_tx_begin(s->meta, err);
+    if (rc) {
+        snapshot_free(b.sn);
+        return NULL;
+    }
     /* Tenant and name collate with SQLite's BINARY order, the same as strcmp. */
-    if (!rc)
-        rc = bs_meta_query(s->meta,
-                           "SELECT m.tenant, m.name, m.id, v.version, v.status, m.batching FROM models m"
-                           " LEFT JOIN model_versions v ON v.model_id = m.id"
-                           " ORDER BY m.tenant, m.name, v.version",
-                           NULL, 0, version_row, &b, err);
-    if (!rc)
+    rc = bs_meta_query(s->meta, "SELECT tenant, name, id, batching FROM models ORDER BY tenant, name",
+                       NULL, 0, model_row, &b, err);
+    if (!rc && !b.oom && index_models(&b) != 0)
+        b.oom = 1;
+    if (!rc && !b.oom)
+        rc = bs_meta_query(s->meta, "SELECT model_id, version, status FROM model_versions"
+                           " INDEXED BY model_versions_routing", NULL, 0,
+                           version_row, &b, err);
+    if (!rc && !b.oom)
         rc = bs_meta_query(s->meta,
                            "SELECT m.tenant, m.name, a.alias, a.version FROM model_aliases a"
                            " JOIN models m ON m.id = a.model_id",
                            NULL, 0, alias_row, &b, err);
+    bs_meta_tx_rollback(s->meta); /* read-only */
+    free(b.by_id);
     if (!rc && b.oom)
         rc = bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
-    else if (!b.sn)
-        bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
     if (rc) {
         snapshot_free(b.sn);
         return NULL;
+    }
+    /* Table order is insertion order, which is version order within a model (a version is
+     * MAX + 1); sort only if that ever does not hold. */
+    for (int i = 0; i < b.sn->n; i++) {
+        bs__snap_model_t *m = &b.sn->models[i];
+        for (int k = 1; k < m->n_versions; k++)
+            if (m->versions[k - 1].version >= m->versions[k].version) {
+                qsort(m->versions, (size_t)m->n_versions, sizeof *m->versions, cmp_version);
+                break;
+            }
     }
     return b.sn;
 }
@@ -503,48 +569,59 @@ int bs_serving_refresh(bs_serving_t *s, bs_err_t *err)
     }
     /* Attach slots (O(1) each through the index), retire the slots of versions that are
      * gone, unload rejected versions, and find versions an alias newly points at. */
-    size_t n_eager = 0, cap_eager = 0;
-    bs__slot_t **eager = NULL;
+    size_t n_eager = 0, cap_eager = 0, n_alias = 0, cap_alias = 0, attached = 0;
+    bs__slot_t **eager = NULL, **aliased = NULL;
     int rc = 0;
     pthread_mutex_lock(&s->lock);
     for (int i = 0; i < sn->n && !rc; i++) {
         bs__snap_model_t *m = &sn->models[i];
+        uint32_t id_hash = hash_name(m->model_id, strlen(m->model_id));
         for (int k = 0; k < m->n_versions; k++) {
             bs__snap_version_t *v = &m->versions[k];
-            if (!(v->slot = slot_get(s, m, v->version))) {
+            if (!(v->slot = slot_get(s, m, id_hash, v->version))) {
                 rc = bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
                 break;
             }
             bs__slot_t *sl = v->slot;
             sl->seen_gen = gen;
-            atomic_store(&sl->batch_enabled, m->batch_enabled);
-            atomic_store(&sl->batch_max_size, m->batch_max_size);
-            atomic_store(&sl->batch_delay_us, m->batch_delay_us);
-            if (sl->batcher)
-                bs__batcher_configure(sl->batcher, m->batch_max_size, (uint32_t)m->batch_delay_us);
+            attached++;
+            if (atomic_load_explicit(&sl->batch_enabled, memory_order_relaxed) != m->batch_enabled ||
+                atomic_load_explicit(&sl->batch_max_size, memory_order_relaxed) != m->batch_max_size ||
+                atomic_load_explicit(&sl->batch_delay_us, memory_order_relaxed) != m->batch_delay_us) {
+                atomic_store(&sl->batch_enabled, m->batch_enabled);
+                atomic_store(&sl->batch_max_size, m->batch_max_size);
+                atomic_store(&sl->batch_delay_us, m->batch_delay_us);
+                if (sl->batcher)
+                    bs__batcher_configure(sl->batcher, m->batch_max_size, (uint32_t)m->batch_delay_us);
+            }
             /* A reviewer rejected it: it never serves again, so its memory goes now. */
-            if (v->rejected)
+            if (v->rejected && atomic_load_explicit(&sl->handle, memory_order_relaxed))
                 unload(s, sl);
         }
     }
-    if (rc) {
-        pthread_mutex_unlock(&s->lock);
-        pthread_mutex_unlock(&s->refresh_lock);
-        snapshot_free(sn);
-        return rc;
-    }
-    for (int i = 0; i < sn->n; i++) {
+    for (int i = 0; i < sn->n && !rc; i++) {
         bs__snap_model_t *m = &sn->models[i];
         for (int k = 0; k < m->n_aliases; k++) {
             bs__snap_version_t *v = find_version(m, m->aliases[k].version);
             if (!v)
                 continue;
             bs__slot_t *sl = v->slot;
+            if (sl->aliased == 2) /* a second alias on the same version */
+                continue;
+            if (n_alias == cap_alias) {
+                size_t c = cap_alias ? cap_alias * 2 : 16;
+                bs__slot_t **a = realloc(aliased, c * sizeof *a);
+                if (!a) {
+                    rc = bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
+                    break;
+                }
+                aliased = a;
+                cap_alias = c;
+            }
+            aliased[n_alias++] = sl;
             /* Only a version an alias was just pointed at loads eagerly (so the first
              * request after a rollout is fast); an aliased version that was evicted
              * loads again when it is used, not on every registry change. */
-            if (sl->aliased == 2) /* a second alias on the same version */
-                continue;
             int was = sl->aliased == 1;
             sl->aliased = 2; /* 2: aliased in this rebuild */
             if (!was && !atomic_load(&sl->handle)) {
@@ -561,12 +638,36 @@ int bs_serving_refresh(bs_serving_t *s, bs_err_t *err)
             }
         }
     }
-    for (bs__slot_t *sl = s->slots, *next; sl; sl = next) {
-        next = sl->next;
-        sl->aliased = sl->aliased == 2;
-        if (sl->seen_gen != gen)
-            slot_retire(s, sl);
+    if (rc) {
+        for (size_t i = 0; i < n_alias; i++)
+            aliased[i]->aliased = 0;
+        for (size_t i = 0; i < s->n_aliased; i++)
+            s->aliased[i]->aliased = 1;
+        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->refresh_lock);
+        for (size_t i = 0; i < n_eager; i++)
+            slot_unref(eager[i]);
+        free(eager);
+        free(aliased);
+        snapshot_free(sn);
+        return rc;
     }
+    for (size_t i = 0; i < s->n_aliased; i++)
+        if (s->aliased[i]->aliased == 1) /* no alias points at it any more */
+            s->aliased[i]->aliased = 0;
+    for (size_t i = 0; i < n_alias; i++)
+        aliased[i]->aliased = 1;
+    free(s->aliased);
+    s->aliased = aliased;
+    s->n_aliased = n_alias;
+    /* Slots the store no longer has (deleted models): only when there are any, so a
+     * rebuild touches each live slot once. */
+    if (s->n_slots > attached)
+        for (bs__slot_t *sl = s->slots, *next; sl; sl = next) {
+            next = sl->next;
+            if (sl->seen_gen != gen)
+                slot_retire(s, sl);
+        }
     bs__snapshot_t *old = atomic_exchange(&s->snap, sn);
     pthread_mutex_unlock(&s->lock);
     s->gen_built = gen;
@@ -626,6 +727,7 @@ void bs_serving_free(bs_serving_t *s)
         sl = n;
     }
     free(s->index);
+    free(s->aliased);
     pthread_mutex_destroy(&s->refresh_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);

@@ -47,5 +47,10 @@ const char *const bs__meta_migrations[] = {
     "CREATE INDEX audit_tenant ON audit(tenant, id);",
     /* 3: per-model dynamic batching settings (JSON; NULL = the server's defaults) */
     "ALTER TABLE models ADD COLUMN batching TEXT;",
+    /* 4: what a routing rebuild reads of every version, as a covering index: the rebuild
+     * scans it (a few dozen bytes a version) instead of the table's wide rows; sha256 for
+     * the artifact collector's reference check */
+    "CREATE INDEX model_versions_routing ON model_versions(model_id, version, status);"
+    "CREATE INDEX model_versions_sha256 ON model_versions(sha256);",
     NULL,
 };
