@@ -25,7 +25,9 @@ typedef struct bs_app {
     bs_server_t *server;
     struct bs_registry *registry;
     struct bs_serving *serving;
-    struct bs_pool *workers; /* uploads, reviews, alias changes: off the I/O threads */
+    struct bs_pool *workers; /* uploads and every registry write: off the I/O threads */
+    _Atomic int64_t upload_bytes; /* artifacts of uploads queued or parsing (upload_memory_bytes) */
+    _Atomic uint64_t upload_rejections; /* uploads answered 503 over that budget */
     int64_t started_ms;
     uint64_t started_mono_ns;
     volatile int shutting_down;

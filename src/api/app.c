@@ -23,6 +23,8 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->registry = bs_registry_new(app->meta, path, err);
     if (!app->registry)
         return err->code;
+    if (bs_registry_gc_start(app->registry, app->cfg.artifact_gc_grace_seconds, err) != 0)
+        return err->code;
     bs_serving_opts_t so = {.memory_budget = (size_t)app->cfg.model_memory_bytes,
                             .max_rows = app->cfg.max_batch_rows,
                             .reject_unknown = strcmp(app->cfg.unknown_features, "reject") == 0,
@@ -33,9 +35,9 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     if (!app->serving)
         return err->code;
     bs_registry_on_change(app->registry, bs_serving_refresh_cb, app->serving);
-    /* Uploads, reviews, alias changes, first-use loads, artifact reads: mostly short, some
-     * long (a big model's load); four workers keep a quick job from queueing behind two
-     * long ones. */
+    /* Uploads, every registry write (with its snapshot rebuild), artifact reads: mostly
+     * short, some long (a big upload's parse); four workers keep a quick job from queueing
+     * behind two long ones. Model loads have the serving module's own threads. */
     app->workers = bs_pool_new(4, err);
     if (!app->workers)
         return err->code;

@@ -1,5 +1,7 @@
 /* /v1/models…: registry resources (models, versions, approvals, aliases) and
  * online prediction. Handlers parse, call src/registry or src/serving, render. */
+#include <malloc.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +17,15 @@ void bs__api_model_metrics(bs_app_t *app, bs_buf_t *out)
 {
     if (app->serving)
         bs_serving_metrics(app->serving, out);
+    bs_buf_printf(out,
+                  "# HELP basalt_upload_bytes Artifact bytes of uploads queued or being parsed.\n"
+                  "# TYPE basalt_upload_bytes gauge\n"
+                  "basalt_upload_bytes %lld\n"
+                  "# HELP basalt_upload_rejections_total Uploads answered 503 because upload_memory_bytes was full.\n"
+                  "# TYPE basalt_upload_rejections_total counter\n"
+                  "basalt_upload_rejections_total %llu\n",
+                  (long long)atomic_load(&app->upload_bytes),
+                  (unsigned long long)atomic_load(&app->upload_rejections));
 }
 
 /* Sends b as JSON with status, or the error. */
@@ -84,11 +95,25 @@ static int version_param(bs_req_t *req)
 }
 
 /* ---- work that leaves the I/O thread -----------------------------------------------------
- * Uploads (parse and load the artifact, write it), reviews and alias changes (which can
- * load a model eagerly) run on the app's worker pool; the response is sent from there
- * through a deferred response. A job owns copies of everything it needs. */
+ * Every registry write (a SQLite commit, then a rebuild of the routing snapshot that is
+ * O(versions)), uploads (parse and load the artifact, write it) and artifact reads run on
+ * the app's worker pool; the response is sent from there through a deferred response, after
+ * the rebuild, so the client's next request sees its change. A job owns copies of
+ * everything it needs. */
 
-typedef enum { JOB_UPLOAD, JOB_TRANSITION, JOB_ALIAS, JOB_ARTIFACT } job_kind_t;
+typedef enum {
+    JOB_UPLOAD,
+    JOB_TRANSITION,
+    JOB_ALIAS,
+    JOB_ARTIFACT,
+    JOB_MODEL_CREATE,
+    JOB_MODEL_UPDATE,
+    JOB_MODEL_DELETE,
+    JOB_ALIAS_DELETE,
+    JOB_RUN_CREATE,
+    JOB_RUN_UPDATE,
+    JOB_RUN_METRICS
+} job_kind_t;
 
 typedef struct {
     job_kind_t kind;
@@ -104,11 +129,14 @@ typedef struct {
     char *comment; /* heap or NULL */
     void *artifact; /* heap */
     size_t len;
+    size_t reserved; /* bytes charged to app->upload_bytes */
     cJSON *meta; /* heap (cJSON_Duplicate) or NULL */
 } job_t;
 
 static void job_free(job_t *j)
 {
+    if (j->reserved)
+        atomic_fetch_sub(&j->app->upload_bytes, (int64_t)j->reserved);
     free(j->comment);
     free(j->artifact);
     cJSON_Delete(j->meta);
@@ -129,6 +157,31 @@ static void run_job(void *arg)
                                         j->has_format ? j->format : NULL, j->artifact, j->len,
                                         j->meta, &b, &err);
         status = 201;
+        break;
+    case JOB_MODEL_CREATE:
+        rc = bs_registry_model_create(j->app->registry, &j->who, j->meta, &b, &err);
+        status = 201;
+        break;
+    case JOB_MODEL_UPDATE:
+        rc = bs_registry_model_update(j->app->registry, &j->who, j->name, j->meta, &b, &err);
+        break;
+    case JOB_MODEL_DELETE:
+        rc = bs_registry_model_delete(j->app->registry, &j->who, j->name, &err);
+        status = 204;
+        break;
+    case JOB_ALIAS_DELETE:
+        rc = bs_registry_alias_delete(j->app->registry, &j->who, j->name, j->alias, &err);
+        status = 204;
+        break;
+    case JOB_RUN_CREATE:
+        rc = bs_registry_run_create(j->app->registry, &j->who, j->meta, &b, &err);
+        status = 201;
+        break;
+    case JOB_RUN_UPDATE:
+        rc = bs_registry_run_update(j->app->registry, &j->who, j->name, j->meta, &b, &err);
+        break;
+    case JOB_RUN_METRICS:
+        rc = bs_registry_run_log_metrics(j->app->registry, &j->who, j->name, j->meta, &b, &err);
         break;
     case JOB_TRANSITION:
         rc = bs_registry_version_transition(j->app->registry, &j->who, j->name, j->version,
@@ -152,7 +205,16 @@ static void run_job(void *arg)
     else
         bs_deferred_respond_json(j->d, status, &b);
     bs_buf_free(&b);
+    size_t upload_len = j->kind == JOB_UPLOAD ? j->len : 0;
     job_free(j);
+#ifdef __GLIBC__
+    /* Parsing a big artifact leaves megabytes free in this worker's malloc arena; give
+     * them back so RSS follows what is in use. */
+    if (upload_len >= (1u << 20))
+        malloc_trim(0);
+#else
+    (void)upload_len;
+#endif
 }
 
 static job_t *job_new(bs_req_t *req, job_kind_t kind)
@@ -163,7 +225,10 @@ static job_t *job_new(bs_req_t *req, job_kind_t kind)
     j->kind = kind;
     j->app = APP(req);
     j->who = req->who;
-    snprintf(j->name, sizeof j->name, "%s", bs_req_param(req, "name"));
+    const char *name = bs_req_param(req, "name");
+    if (!name)
+        name = bs_req_param(req, "id"); /* runs */
+    snprintf(j->name, sizeof j->name, "%s", name ? name : "");
     return j;
 }
 
@@ -184,17 +249,24 @@ static void offload(bs_req_t *req, job_t *j)
     }
 }
 
-void bs__api_models_create(bs_req_t *req)
+/* A write whose body is a JSON object: parsed here (cheap, bounded), done on a worker. */
+static void offload_with_body(bs_req_t *req, job_kind_t kind)
 {
     bs_err_t err;
-    cJSON *j = body_object(req, &err);
-    if (!j)
+    cJSON *body = body_object(req, &err);
+    if (!body)
         return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_model_create(APP(req)->registry, &req->who, j, &b, &err);
-    finish(req, rc, &err, &b, 201);
+    job_t *j = job_new(req, kind);
+    if (j && !(j->meta = cJSON_Duplicate(body, 1))) {
+        job_free(j);
+        j = NULL;
+    }
+    if (!j)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    offload(req, j);
 }
+
+void bs__api_models_create(bs_req_t *req) { offload_with_body(req, JOB_MODEL_CREATE); }
 
 void bs__api_models_list(bs_req_t *req)
 {
@@ -219,25 +291,14 @@ void bs__api_models_get(bs_req_t *req)
     finish(req, rc, &err, &b, 200);
 }
 
-void bs__api_models_update(bs_req_t *req)
-{
-    bs_err_t err;
-    cJSON *j = body_object(req, &err);
-    if (!j)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_model_update(APP(req)->registry, &req->who, bs_req_param(req, "name"), j, &b,
-                                      &err);
-    finish(req, rc, &err, &b, 200);
-}
+void bs__api_models_update(bs_req_t *req) { offload_with_body(req, JOB_MODEL_UPDATE); }
 
 void bs__api_models_delete(bs_req_t *req)
 {
-    bs_err_t err;
-    if (bs_registry_model_delete(APP(req)->registry, &req->who, bs_req_param(req, "name"), &err))
-        return bs_resp_error(req, &err);
-    bs_resp_empty(req, 204);
+    job_t *j = job_new(req, JOB_MODEL_DELETE);
+    if (!j)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    offload(req, j);
 }
 
 void bs__api_versions_create(bs_req_t *req)
@@ -284,7 +345,23 @@ void bs__api_versions_create(bs_req_t *req)
                 return bs_resp_errorf(req, err.code, "metadata", "metadata query parameter: %s", err.msg);
         }
     }
+    /* The upload budget: artifacts queued or being parsed on the workers, each held twice
+     * (the request body and the job's copy) plus its parse. One upload is always admitted
+     * so that a budget below max_body_bytes cannot refuse an artifact for ever. */
+    int64_t budget = req->cfg->upload_memory_bytes, need = (int64_t)len;
+    int64_t before = atomic_fetch_add(&APP(req)->upload_bytes, need);
+    if (before > 0 && before + need > budget) {
+        atomic_fetch_sub(&APP(req)->upload_bytes, need);
+        atomic_fetch_add(&APP(req)->upload_rejections, 1);
+        bs_resp_header(req, "retry-after", "1");
+        return bs_resp_errorf(req, BS_EOVERLOAD, NULL,
+                              "uploads being processed hold %lld bytes; this %zu-byte artifact "
+                              "would pass upload_memory_bytes (%lld); retry later",
+                              (long long)before, len, (long long)budget);
+    }
     job_t *j = job_new(req, JOB_UPLOAD);
+    if (j)
+        j->reserved = (size_t)need;
     if (j && format) {
         snprintf(j->format, sizeof j->format, "%s", format);
         j->has_format = 1;
@@ -301,6 +378,8 @@ void bs__api_versions_create(bs_req_t *req)
     if (!j || (len && !j->artifact) || (meta && !j->meta)) {
         if (j)
             job_free(j);
+        else
+            atomic_fetch_sub(&APP(req)->upload_bytes, need);
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory for a %zu-byte artifact", len);
     }
     offload(req, j);
@@ -407,35 +486,30 @@ void bs__api_alias_set(bs_req_t *req)
 
 void bs__api_alias_delete(bs_req_t *req)
 {
-    bs_err_t err;
-    if (bs_registry_alias_delete(APP(req)->registry, &req->who, bs_req_param(req, "name"),
-                                 bs_req_param(req, "alias"), &err))
-        return bs_resp_error(req, &err);
-    bs_resp_empty(req, 204);
+    job_t *j = job_new(req, JOB_ALIAS_DELETE);
+    if (!j)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    snprintf(j->alias, sizeof j->alias, "%s", bs_req_param(req, "alias"));
+    offload(req, j);
 }
 
 /* ---- predict --------------------------------------------------------------------------- */
 
 /* Loading a version parses its artifact: milliseconds to seconds for big ensembles, which
- * must not stall the other connections of an I/O thread. A worker loads it and the request's
- * handler then runs again on its I/O thread. */
-typedef struct {
-    bs_app_t *app;
-    bs_serving_slot_t *slot;
-    bs_deferred_t *d;
-} load_job_t;
-
-static void run_load(void *arg)
+ * must not stall the other connections of an I/O thread. The serving module's loader
+ * threads load it and the request's handler then runs again on its I/O thread. */
+static void loaded(void *ud, const bs_err_t *err)
 {
-    load_job_t *j = arg;
-    bs_err_t err;
-    bs_err_clear(&err);
-    if (bs_serving_load(j->app->serving, j->slot, &err) != 0)
-        bs_deferred_respond_error(j->d, &err);
+    bs_deferred_t *d = ud;
+    if (err)
+        bs_deferred_respond_error(d, err);
     else
-        bs_deferred_resume(j->d);
-    free(j);
+        bs_deferred_resume(d);
 }
+
+/* Loads a request may wait for before it is answered 503: a budget smaller than the
+ * models in use can evict a version between its load and the request's next run. */
+#define MAX_LOAD_WAITS 2
 
 bs_model_handle_t *bs__api_model(bs_req_t *req, int version)
 {
@@ -443,29 +517,29 @@ bs_model_handle_t *bs__api_model(bs_req_t *req, int version)
     bs_err_t err;
     bs_err_clear(&err);
     bs_serving_slot_t *unloaded = NULL;
-    /* A version evicted again before the retry ran (a budget smaller than the working set)
-     * loads inline the second time, so a request cannot bounce for ever. */
     bs_model_handle_t *h = bs_serving_peek(app->serving, req->who.tenant, bs_req_param(req, "name"),
-                                           version, req->resumed ? NULL : &unloaded, &err);
+                                           version, &unloaded, &err);
     if (h)
         return h;
     if (!unloaded) {
         bs_resp_error(req, &err);
         return NULL;
     }
-    load_job_t *j = malloc(sizeof *j);
-    bs_deferred_t *d = j ? bs_req_defer(req) : NULL;
+    /* Evicted again before this run (the loaded models thrash the budget): answer 503 and
+     * let the client retry, rather than load on this thread or bounce for ever. */
+    if (req->resumed >= MAX_LOAD_WAITS) {
+        bs_serving_overloaded(unloaded, &err);
+        bs_resp_header(req, "retry-after", "1");
+        bs_resp_error(req, &err);
+        return NULL;
+    }
+    bs_deferred_t *d = bs_req_defer(req);
     if (!d) {
-        free(j);
         bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
         return NULL;
     }
-    *j = (load_job_t){.app = app, .slot = unloaded, .d = d};
-    if (bs_pool_submit(app->workers, run_load, j) != 0) {
-        bs_err_set(&err, BS_EUNAVAIL, "the server is shutting down");
+    if (bs_serving_load_async(app->serving, unloaded, loaded, d, &err) != 0)
         bs_deferred_respond_error(d, &err);
-        free(j);
-    }
     return NULL;
 }
 
@@ -561,17 +635,7 @@ void bs__api_predict_version(bs_req_t *req)
 
 /* ---- runs and audit -------------------------------------------------------------------- */
 
-void bs__api_runs_create(bs_req_t *req)
-{
-    bs_err_t err;
-    cJSON *j = body_object(req, &err);
-    if (!j)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_run_create(APP(req)->registry, &req->who, j, &b, &err);
-    finish(req, rc, &err, &b, 201);
-}
+void bs__api_runs_create(bs_req_t *req) { offload_with_body(req, JOB_RUN_CREATE); }
 
 void bs__api_runs_list(bs_req_t *req)
 {
@@ -595,29 +659,23 @@ void bs__api_runs_get(bs_req_t *req)
     finish(req, rc, &err, &b, 200);
 }
 
-void bs__api_runs_update(bs_req_t *req)
-{
-    bs_err_t err;
-    cJSON *j = body_object(req, &err);
-    if (!j)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_run_update(APP(req)->registry, &req->who, bs_req_param(req, "id"), j, &b, &err);
-    finish(req, rc, &err, &b, 200);
-}
+void bs__api_runs_update(bs_req_t *req) { offload_with_body(req, JOB_RUN_UPDATE); }
 
 void bs__api_runs_metrics(bs_req_t *req)
 {
+    /* A point, {"metrics": [...]}, or an array of points: any JSON value. */
     bs_err_t err;
-    cJSON *j = bs_req_json(req, &err);
-    if (!j)
+    cJSON *body = bs_req_json(req, &err);
+    if (!body)
         return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    int rc = bs_registry_run_log_metrics(APP(req)->registry, &req->who, bs_req_param(req, "id"), j, &b,
-                                         &err);
-    finish(req, rc, &err, &b, 200);
+    job_t *j = job_new(req, JOB_RUN_METRICS);
+    if (j && !(j->meta = cJSON_Duplicate(body, 1))) {
+        job_free(j);
+        j = NULL;
+    }
+    if (!j)
+        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
+    offload(req, j);
 }
 
 void bs__api_audit_list(bs_req_t *req)

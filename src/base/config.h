@@ -32,6 +32,8 @@ typedef struct {
     double rate_limit_burst;
     double access_log_sample;
     int64_t model_memory_bytes;
+    int64_t upload_memory_bytes;
+    int64_t artifact_gc_grace_seconds;
     int max_batch_rows;
     int batch_max_size;
     int batch_delay_us;

@@ -30,7 +30,8 @@
     XX(EINTERNAL, "internal", 500, "an internal error occurred")                                  \
     XX(EIO, "io_error", 500, "a storage operation failed")                                        \
     XX(ENOMEM, "out_of_memory", 503, "memory could not be allocated")                             \
-    XX(EUNAVAIL, "unavailable", 503, "the server is not ready or is overloaded")
+    XX(EUNAVAIL, "unavailable", 503, "the server is not ready or is overloaded")                  \
+    XX(EOVERLOAD, "overloaded", 503, "a memory budget is full right now; retry after Retry-After")
 
 typedef enum {
     BS_OK = 0,

@@ -40,6 +40,9 @@ static void *worker(void *arg)
         bs_rcu_register();
         j->fn(j->arg);
         bs_rcu_unregister();
+        /* Retired objects are otherwise freed only when something else is retired: after a
+         * burst of registry writes the last snapshots would wait for the next one. */
+        bs_rcu_reclaim();
         free(j);
         pthread_mutex_lock(&p->mu);
     }

@@ -20,6 +20,12 @@ typedef struct retired {
 static struct {
     _Atomic uint64_t qs[MAX_READERS]; /* 0: offline; odd/even irrelevant, changes mean progress */
     _Atomic int used[MAX_READERS];
+    /* A slot's counter when it went offline: the next reader of the slot continues from
+     * it, so registering counts as progress. (Restarting at 1 made a retirement seen
+     * while one pool worker was online wait until a moment with no worker in that slot:
+     * under steady registry writes retired snapshots piled up unreclaimed.) Owned by
+     * whoever holds the slot. */
+    uint64_t last[MAX_READERS];
     pthread_mutex_t lock;
     retired_t *retired;
 } rcu = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -33,7 +39,8 @@ int bs_rcu_register(void)
     for (int i = 0; i < MAX_READERS; i++) {
         int expected = 0;
         if (atomic_compare_exchange_strong(&rcu.used[i], &expected, 1)) {
-            atomic_store(&rcu.qs[i], 1);
+            uint64_t v = rcu.last[i] + 1;
+            atomic_store(&rcu.qs[i], v ? v : 1);
             my_slot = i;
             return 0;
         }
@@ -45,6 +52,7 @@ void bs_rcu_unregister(void)
 {
     if (my_slot < 0)
         return;
+    rcu.last[my_slot] = atomic_load(&rcu.qs[my_slot]);
     atomic_store(&rcu.qs[my_slot], 0);
     atomic_store(&rcu.used[my_slot], 0);
     my_slot = -1;

@@ -889,6 +889,8 @@ static void on_deferred(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
                                    req->route->pattern);
             } else if (d->is_error) {
                 bs_resp_error(d->req, &d->err);
+            } else if (d->status == 204) { /* a write with nothing to say (DELETE) */
+                bs_resp_empty(d->req, 204);
             } else {
                 bs_resp_body(d->req, d->status, "application/json", d->body ? d->body : "", d->len);
             }

@@ -83,7 +83,13 @@ bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir, bs_er
     return r;
 }
 
-void bs_registry_free(bs_registry_t *r) { free(r); }
+void bs_registry_free(bs_registry_t *r)
+{
+    if (!r)
+        return;
+    bs__registry_gc_stop(r);
+    free(r);
+}
 
 void bs_registry_on_change(bs_registry_t *r, void (*fn)(void *ud), void *ud)
 {
@@ -477,16 +483,37 @@ done:
     return rc;
 }
 
+static int sha_list_row(const bs_meta_row_t *row, void *ud)
+{
+    bs_buf_t *b = ud;
+    bs_buf_append(b, bs_meta_row_text(row, 0), 64);
+    return 0;
+}
+
+void bs__registry_touch_artifact(bs_registry_t *r, const char *sha)
+{
+    char path[1300];
+    snprintf(path, sizeof path, "%s/%.2s/%.64s", r->dir, sha, sha);
+    utimensat(AT_FDCWD, path, NULL, 0);
+}
+
 int bs_registry_model_delete(bs_registry_t *r, const bs_principal_t *who, const char *name,
                              bs_err_t *err)
 {
-    bs_buf_t before;
+    bs_buf_t before, shas;
     bs_buf_init(&before);
+    bs_buf_init(&shas);
     int rc = bs_meta_tx_begin(r->meta, err);
     if (rc)
         return rc;
     if ((rc = bs_registry_model_get(r, who->tenant, name, &before, err)))
         goto rollback;
+    /* Its artifacts: their grace period before collection starts at the delete. */
+    bs_val_t qa[] = {BS_TXT(who->tenant), BS_TXT(name)};
+    bs_meta_query(r->meta,
+                  "SELECT DISTINCT v.sha256 FROM model_versions v JOIN models m ON m.id = v.model_id"
+                  " WHERE m.tenant = ? AND m.name = ? AND length(v.sha256) = 64",
+                  qa, 2, sha_list_row, &shas, NULL);
     bs_val_t args[] = {BS_TXT(who->tenant), BS_TXT(name)};
     if ((rc = bs_meta_exec(r->meta, "DELETE FROM models WHERE tenant = ? AND name = ?", args, 2,
                            NULL, err)))
@@ -497,12 +524,17 @@ int bs_registry_model_delete(bs_registry_t *r, const bs_principal_t *who, const 
         goto rollback;
     rc = bs_meta_tx_commit(r->meta, err);
     bs_buf_free(&before);
-    if (!rc)
+    if (!rc) {
+        for (size_t i = 0; i + 64 <= shas.len; i += 64)
+            bs__registry_touch_artifact(r, shas.data + i);
         bs__registry_changed(r);
+    }
+    bs_buf_free(&shas);
     return rc;
 rollback:
     bs_meta_tx_rollback(r->meta);
     bs_buf_free(&before);
+    bs_buf_free(&shas);
     return rc;
 }
 
@@ -658,7 +690,9 @@ static int write_artifact(bs_registry_t *r, const char *sha, const void *bytes, 
     snprintf(dir, sizeof dir, "%s/%.2s", r->dir, sha);
     snprintf(path, sizeof path, "%s/%s", dir, sha);
     struct stat st;
-    if (stat(path, &st) == 0 && (size_t)st.st_size == len)
+    /* Already there (another version has the same bytes): restart its grace period, so
+     * the collector leaves it alone until this version's row is committed. */
+    if (stat(path, &st) == 0 && (size_t)st.st_size == len && utimensat(AT_FDCWD, path, NULL, 0) == 0)
         return 0;
     if (mkdirs(dir) != 0)
         return bs_err_set(err, BS_EIO, "cannot create %s: %s", dir, strerror(errno));
@@ -805,6 +839,15 @@ int bs_registry_version_create(bs_registry_t *r, const bs_principal_t *who, cons
         goto done;
     if ((rc = bs_meta_tx_begin(r->meta, err)))
         goto done;
+    /* The collector removes files only inside a transaction: checked under the same lock,
+     * the file is either still here or gone for good, and then written again. */
+    char apath[1300];
+    struct stat ast;
+    snprintf(apath, sizeof apath, "%s/%.2s/%s", r->dir, sha, sha);
+    if (stat(apath, &ast) != 0 && (rc = write_artifact(r, sha, artifact, len, err))) {
+        bs_meta_tx_rollback(r->meta);
+        goto done;
+    }
     int64_t next = 0;
     bs_val_t qa = BS_TXT(id);
     bs_meta_query(r->meta, "SELECT COALESCE(MAX(version),0) + 1 FROM model_versions WHERE model_id = ?",

@@ -32,6 +32,10 @@ typedef struct bs_registry bs_registry_t;
 /* meta is borrowed. artifacts_dir is created if missing. */
 bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir, bs_err_t *err);
 void bs_registry_free(bs_registry_t *r);
+/* Starts a background thread that removes artifact files no version references once
+ * they are older than grace_s seconds (deleted versions, uploads that never committed).
+ * Stopped by bs_registry_free. 0 or BS_EUNAVAIL. */
+int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
 /* Called after every committed change (from the writing thread). */
 void bs_registry_on_change(bs_registry_t *r, void (*fn)(void *ud), void *ud);
 

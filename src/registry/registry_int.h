@@ -5,12 +5,27 @@
 #include "base/json.h"
 #include "registry/registry.h"
 
+#include <pthread.h>
+
 struct bs_registry {
     bs_meta_t *meta;
     char dir[1024];
     void (*on_change)(void *ud);
     void *on_change_ud;
+    /* the artifact collector (gc.c) */
+    pthread_t gc_tid;
+    pthread_mutex_t gc_mu;
+    pthread_cond_t gc_cv;
+    int gc_running, gc_stop;
+    int64_t gc_grace_s;
 };
+
+/* One collection pass: removes unreferenced artifact files older than grace_s. Returns
+ * the number removed, or a negative BS_E* code. */
+int bs__registry_gc(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
+void bs__registry_gc_stop(bs_registry_t *r);
+/* Sets an artifact file's modification time to now (its grace period starts again). */
+void bs__registry_touch_artifact(bs_registry_t *r, const char *sha);
 
 void bs__registry_changed(bs_registry_t *r);
 int bs__registry_model_id(bs_registry_t *r, const char *tenant, const char *name, char *id,

@@ -343,6 +343,8 @@ enum {
     FAM_MEMORY,
     FAM_LOADS,
     FAM_LOAD_FAILURES,
+    FAM_EVICTIONS,
+    FAM_LOAD_REJECTIONS,
     FAM_PREDICTIONS,
     FAM_ROWS,
     FAM_ERRORS,
@@ -361,6 +363,11 @@ static const struct {
                    "Times the version was loaded (first use, alias, after eviction)."},
     [FAM_LOAD_FAILURES] = {"basalt_model_load_failures_total", "counter",
                            "Loads that failed (missing or corrupt artifact)."},
+    [FAM_EVICTIONS] = {"basalt_model_evictions_total", "counter",
+                       "Times the version was evicted to stay within model_memory_bytes."},
+    [FAM_LOAD_REJECTIONS] = {"basalt_model_load_rejections_total", "counter",
+                             "Requests answered 503 overloaded because the version was evicted "
+                             "again before they could use it."},
     [FAM_PREDICTIONS] = {"basalt_predictions_total", "counter",
                          "Predict requests per model version."},
     [FAM_ROWS] = {"basalt_prediction_rows_total", "counter", "Rows predicted per model version."},
@@ -389,12 +396,14 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
     for (int f = 0; f < N_FAMS; f++)
         bs_buf_init(&fam[f]);
     pthread_mutex_lock(&s->lock);
+    bs_buf_printf(b,
+                  "# HELP basalt_model_versions Model versions the server routes (every tenant).\n"
+                  "# TYPE basalt_model_versions gauge\n"
+                  "basalt_model_versions %zu\n",
+                  s->n_slots);
     for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
-        /* A slot outlives its model (a deleted name can come back with the same version
-         * numbers): only routed slots are shown, so each (tenant, model, version) is one
-         * series. */
-        if (!sl->live)
-            continue;
+        /* The list holds routed slots only: a deleted model's slots are unlinked at the
+         * rebuild (serving.c slot_retire), so each (tenant, model, version) is one series. */
         uint64_t req = SUM(sl, requests);
         /* Read under QSBR like peek: an unpublished handle outlives this loop iteration. */
         const bs_model_handle_t *h = atomic_load(&sl->handle);
@@ -412,6 +421,11 @@ void bs_serving_metrics(bs_serving_t *s, bs_buf_t *b)
                           (unsigned long long)loads);
             bs_buf_printf(&fam[FAM_LOAD_FAILURES], "basalt_model_load_failures_total{%s} %llu\n",
                           lbl, (unsigned long long)failures);
+            bs_buf_printf(&fam[FAM_EVICTIONS], "basalt_model_evictions_total{%s} %llu\n", lbl,
+                          (unsigned long long)atomic_load(&sl->evictions));
+            bs_buf_printf(&fam[FAM_LOAD_REJECTIONS],
+                          "basalt_model_load_rejections_total{%s} %llu\n", lbl,
+                          (unsigned long long)atomic_load(&sl->load_rejections));
         }
         if (!req)
             continue;

@@ -1,6 +1,7 @@
 /* Routing snapshot, slots, loading and eviction; see serving.h. */
 #include "serving/serving_int.h"
 
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,14 +131,17 @@ static bs_model_handle_t *load_handle(bs_serving_t *s, bs__slot_t *slot, bs_err_
  * pointer before it was unpublished have taken theirs. */
 static void drop_slot_ref(void *p) { bs_serving_release(p); }
 
-static void unload(bs_serving_t *s, bs__slot_t *slot)
+/* Unpublishes slot's handle (if any). Whoever exchanges it out accounts for it, so a
+ * racing unload and load-then-recheck (slot_load) give it back exactly once. */
+static int unload(bs_serving_t *s, bs__slot_t *slot)
 {
     bs_model_handle_t *h = atomic_exchange(&slot->handle, NULL);
-    if (h) {
-        atomic_fetch_sub(&s->loaded_bytes, h->memory);
-        BS_LOG(BS_LOG_INFO, "serving", "unloaded %s version %d", slot->name, slot->version);
-        bs_rcu_retire(h, drop_slot_ref);
-    }
+    if (!h)
+        return 0;
+    atomic_fetch_sub(&s->loaded_bytes, h->memory);
+    BS_LOG(BS_LOG_INFO, "serving", "unloaded %s version %d", slot->name, slot->version);
+    bs_rcu_retire(h, drop_slot_ref);
+    return 1;
 }
 
 /* Evicts least recently used versions until under budget (never `keep`). Holds s->lock. */
@@ -157,15 +161,30 @@ static void evict(bs_serving_t *s, bs__slot_t *keep)
         }
         if (!victim)
             break;
-        unload(s, victim);
+        if (unload(s, victim))
+            atomic_fetch_add(&victim->evictions, 1);
     }
+}
+
+/* After a large load or free, glibc keeps the pages in its arenas; hand them back so
+ * RSS follows what is in use (milliseconds at most; loader and worker threads only). */
+static void give_back_memory(size_t bytes)
+{
+#ifdef __GLIBC__
+    if (bytes >= (1u << 20))
+        malloc_trim(0);
+#else
+    (void)bytes;
+#endif
 }
 
 static bs_model_handle_t *slot_load(bs_serving_t *s, bs__slot_t *slot, bs_err_t *err)
 {
     pthread_mutex_lock(&slot->load_lock);
     bs_model_handle_t *h = atomic_load(&slot->handle);
-    if (!h) {
+    if (!h && atomic_load(&slot->dead)) {
+        bs_err_setf(err, BS_ENOTFOUND, "model", "model '%s' was deleted", slot->name);
+    } else if (!h) {
         uint64_t t0 = bs_time_mono_ns();
         BS_LOG(BS_LOG_INFO, "serving", "loading %s version %d", slot->name, slot->version);
         h = load_handle(s, slot, err);
@@ -173,12 +192,20 @@ static bs_model_handle_t *slot_load(bs_serving_t *s, bs__slot_t *slot, bs_err_t 
             atomic_fetch_add(&slot->load_failures, 1);
         } else {
             atomic_store(&slot->last_used_ns, bs_time_mono_ns());
+            atomic_fetch_add(&s->loaded_bytes, h->memory);
             atomic_store(&slot->handle, h);
             atomic_fetch_add(&slot->loads, 1);
-            atomic_fetch_add(&s->loaded_bytes, h->memory);
             BS_LOG(BS_LOG_INFO, "serving", "loaded %s version %d (%zu bytes) in %.2f ms", slot->name,
                    slot->version, h->memory, (double)(bs_time_mono_ns() - t0) / 1e6);
+            /* Deleted meanwhile: the rebuild's unload may have run before the store above
+             * (both sides are seq_cst, so one of them sees the other). */
+            if (atomic_load(&slot->dead)) {
+                unload(s, slot);
+                h = NULL;
+                bs_err_setf(err, BS_ENOTFOUND, "model", "model '%s' was deleted", slot->name);
+            }
         }
+        give_back_memory(h ? h->memory : 0);
     }
     pthread_mutex_unlock(&slot->load_lock);
     if (h) {
@@ -187,6 +214,107 @@ static bs_model_handle_t *slot_load(bs_serving_t *s, bs__slot_t *slot, bs_err_t 
         pthread_mutex_unlock(&s->lock);
     }
     return h;
+}
+
+/* ---- slots ----------------------------------------------------------------------------- */
+
+static void slot_destroy(bs__slot_t *sl)
+{
+    bs__batcher_free(sl->batcher); /* completes what is queued */
+    bs_model_handle_t *h = atomic_exchange(&sl->handle, NULL);
+    if (h)
+        bs_serving_release(h);
+    pthread_mutex_destroy(&sl->load_lock);
+    pthread_mutex_destroy(&sl->wait_lock);
+    free(sl);
+}
+
+static void slot_unref(bs__slot_t *sl)
+{
+    if (atomic_fetch_sub(&sl->refs, 1) == 1)
+        slot_destroy(sl);
+}
+
+static void slot_unref_cb(void *p) { slot_unref(p); }
+
+static size_t slot_hash(uint32_t id_hash, int version)
+{
+    return (size_t)((id_hash ^ (uint32_t)version) * 2654435761u);
+}
+
+/* Doubles the index when it is over 3/4 full. Holds s->lock. 0 or BS_ENOMEM. */
+static int index_grow(bs_serving_t *s)
+{
+    if (s->index && s->n_slots < (s->index_mask + 1) / 4 * 3)
+        return 0;
+    size_t cap = s->index ? (s->index_mask + 1) * 2 : 64;
+    bs__slot_t **ix = calloc(cap, sizeof *ix);
+    if (!ix)
+        return BS_ENOMEM;
+    for (bs__slot_t *sl = s->slots; sl; sl = sl->next) {
+        size_t k = slot_hash(sl->id_hash, sl->version) & (cap - 1);
+        sl->hnext = ix[k];
+        ix[k] = sl;
+    }
+    free(s->index);
+    s->index = ix;
+    s->index_mask = cap - 1;
+    return 0;
+}
+
+/* The slot of (model id, version), created when missing. Holds s->lock. */
+static bs__slot_t *slot_get(bs_serving_t *s, const bs__snap_model_t *m, uint32_t id_hash,
+                            int version)
+{
+    if (s->index) {
+        for (bs__slot_t *sl = s->index[slot_hash(id_hash, version) & s->index_mask]; sl;
+             sl = sl->hnext)
+            if (sl->version == version && sl->id_hash == id_hash &&
+                strcmp(sl->model_id, m->model_id) == 0)
+                return sl;
+    }
+    if (index_grow(s) != 0)
+        return NULL;
+    bs__slot_t *sl = calloc(1, sizeof *sl);
+    if (!sl)
+        return NULL;
+    snprintf(sl->tenant, sizeof sl->tenant, "%s", m->tenant);
+    snprintf(sl->name, sizeof sl->name, "%s", m->name);
+    snprintf(sl->model_id, sizeof sl->model_id, "%s", m->model_id);
+    sl->version = version;
+    sl->id_hash = id_hash;
+    atomic_init(&sl->refs, 1);
+    pthread_mutex_init(&sl->load_lock, NULL);
+    pthread_mutex_init(&sl->wait_lock, NULL);
+    sl->next = s->slots;
+    if (s->slots)
+        s->slots->prev = sl;
+    s->slots = sl;
+    size_t k = slot_hash(id_hash, version) & s->index_mask;
+    sl->hnext = s->index[k];
+    s->index[k] = sl;
+    s->n_slots++;
+    return sl;
+}
+
+/* Takes a slot out of the list and the index; its memory goes after a grace period (and
+ * once queued loads let go of it). Holds s->lock. */
+static void slot_retire(bs_serving_t *s, bs__slot_t *sl)
+{
+    atomic_store(&sl->dead, 1);
+    unload(s, sl);
+    if (sl->prev)
+        sl->prev->next = sl->next;
+    else
+        s->slots = sl->next;
+    if (sl->next)
+        sl->next->prev = sl->prev;
+    bs__slot_t **pp = &s->index[slot_hash(sl->id_hash, sl->version) & s->index_mask];
+    while (*pp != sl)
+        pp = &(*pp)->hnext;
+    *pp = sl->hnext;
+    s->n_slots--;
+    bs_rcu_retire(sl, slot_unref_cb);
 }
 
 /* ---- snapshot -------------------------------------------------------------------------- */
@@ -204,30 +332,13 @@ static void snapshot_free(void *p)
     free(sn);
 }
 
-static bs__slot_t *slot_get(bs_serving_t *s, const char *tenant, const char *name, const char *id,
-                            int version)
-{
-    for (bs__slot_t *sl = s->slots; sl; sl = sl->next)
-        if (sl->version == version && strcmp(sl->model_id, id) == 0)
-            return sl;
-    bs__slot_t *sl = calloc(1, sizeof *sl);
-    if (!sl)
-        return NULL;
-    snprintf(sl->tenant, sizeof sl->tenant, "%s", tenant);
-    snprintf(sl->name, sizeof sl->name, "%s", name);
-    snprintf(sl->model_id, sizeof sl->model_id, "%s", id);
-    sl->version = version;
-    pthread_mutex_init(&sl->load_lock, NULL);
-    sl->next = s->slots;
-    s->slots = sl;
-    return sl;
-}
-
 typedef struct {
     bs_serving_t *s;
     bs__snapshot_t *sn;
     int cap;
     int oom;
+    int *by_id; /* see index_models */
+    size_t by_id_mask;
 } build_t;
 
 static bs__snap_model_t *find_model(bs__snapshot_t *sn, const char *tenant, const char *name)
@@ -248,70 +359,112 @@ static bs__snap_model_t *find_model(bs__snapshot_t *sn, const char *tenant, cons
     return NULL;
 }
 
-/* Rows arrive ordered by tenant, name, version. */
-static int version_row(const bs_meta_row_t *row, void *ud)
+/* The model's batching settings over the server's defaults (JSON text or NULL). */
+static void batching_settings(bs__snap_model_t *m, const bs_serving_t *s, const char *json)
+{
+    m->batch_enabled = -1;
+    m->batch_max_size = s->o.batch_max_size;
+    m->batch_delay_us = (int)s->o.batch_delay_us;
+    if (!json)
+        return;
+    cJSON *j = cJSON_Parse(json);
+    const cJSON *en = cJSON_GetObjectItemCaseSensitive(j, "enabled");
+    const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "max_batch_size");
+    const cJSON *dl = cJSON_GetObjectItemCaseSensitive(j, "max_queue_delay_us");
+    if (cJSON_IsBool(en))
+        m->batch_enabled = cJSON_IsTrue(en);
+    if (cJSON_IsNumber(sz))
+        m->batch_max_size = sz->valueint;
+    if (cJSON_IsNumber(dl))
+        m->batch_delay_us = dl->valueint;
+    cJSON_Delete(j);
+}
+
+/* Models arrive ordered by tenant, name (the snapshot's order). */
+static int model_row(const bs_meta_row_t *row, void *ud)
 {
     build_t *b = ud;
     bs__snapshot_t *sn = b->sn;
-    const char *tenant = bs_meta_row_text(row, 0), *name = bs_meta_row_text(row, 1),
-               *id = bs_meta_row_text(row, 2);
-    bs__snap_model_t *m = sn->n ? &sn->models[sn->n - 1] : NULL;
-    if (!m || strcmp(m->model_id, id) != 0) {
-        if (sn->n == b->cap) {
-            int cap = b->cap ? b->cap * 2 : 16;
-            bs__snap_model_t *v = realloc(sn->models, (size_t)cap * sizeof *v);
-            if (!v) {
-                b->oom = 1;
-                return 1;
-            }
-            sn->models = v;
-            b->cap = cap;
+    if (sn->n == b->cap) {
+        int cap = b->cap ? b->cap * 2 : 16;
+        bs__snap_model_t *v = realloc(sn->models, (size_t)cap * sizeof *v);
+        if (!v) {
+            b->oom = 1;
+            return 1;
         }
-        m = &sn->models[sn->n++];
-        memset(m, 0, sizeof *m);
-        snprintf(m->tenant, sizeof m->tenant, "%s", tenant);
-        snprintf(m->name, sizeof m->name, "%s", name);
-        snprintf(m->model_id, sizeof m->model_id, "%s", id);
+        sn->models = v;
+        b->cap = cap;
     }
-    if (bs_meta_row_is_null(row, 3))
-        return 0;
-    bs__snap_version_t *v = realloc(m->versions, (size_t)(m->n_versions + 1) * sizeof *v);
-    if (!v) {
-        b->oom = 1;
-        return 1;
-    }
-    m->versions = v;
-    bs__snap_version_t *e = &m->versions[m->n_versions++];
-    e->version = (int)bs_meta_row_int(row, 3);
-    e->approved = strcmp(bs_meta_row_text(row, 4), "approved") == 0;
-    e->rejected = strcmp(bs_meta_row_text(row, 4), "rejected") == 0;
-    e->slot = slot_get(b->s, tenant, name, id, e->version);
-    if (!e->slot) {
-        b->oom = 1;
-        return 1;
-    }
-    /* The model's batching settings, over the server's defaults. */
-    int enabled = -1, size = b->s->o.batch_max_size, delay = (int)b->s->o.batch_delay_us;
-    if (!bs_meta_row_is_null(row, 5)) {
-        cJSON *j = cJSON_Parse(bs_meta_row_text(row, 5));
-        const cJSON *en = cJSON_GetObjectItemCaseSensitive(j, "enabled");
-        const cJSON *sz = cJSON_GetObjectItemCaseSensitive(j, "max_batch_size");
-        const cJSON *dl = cJSON_GetObjectItemCaseSensitive(j, "max_queue_delay_us");
-        if (cJSON_IsBool(en))
-            enabled = cJSON_IsTrue(en);
-        if (cJSON_IsNumber(sz))
-            size = sz->valueint;
-        if (cJSON_IsNumber(dl))
-            delay = dl->valueint;
-        cJSON_Delete(j);
-    }
-    bs__slot_t *sl = e->slot;
-    atomic_store(&sl->batch_enabled, enabled);
-    atomic_store(&sl->batch_max_size, size);
-    atomic_store(&sl->batch_delay_us, delay);
-    if (sl->batcher)
-        bs__batcher_configure(sl->batcher, size, (uint32_t)delay);
+    bs__snap_model_t *m = &sn->models[sn->n++];
+    memset(m, 0, sizeof *m);
+    snprintf(m->tenant, sizeof m->tenant, "%s", bs_meta_row_text(row, 0));
+    snprintf(m->name, sizeof m->name, "%s", bs_meta_row_text(row, 1));
+    snprintf(m->model_id, sizeof m->model_id, "%s", bs_meta_row_text(row, 2));
+    batching_settings(m, b->s, bs_meta_row_is_null(row, 3) ? NULL : bs_meta_row_text(row, 3));
     return 0;
+}
+
+/* An open-addressing index of the snapshot's models by id (2^k entries holding index+1),
+ * so version rows can come in the table's own order: a sequential scan of model_versions
+ * instead of one b-tree seek per version through its primary-key index. */
+static int index_models(build_t *b)
+{
+    size_t cap = 16;
+    while (cap < (size_t)b->sn->n * 2)
+        cap <<= 1;
+    b->by_id = calloc(cap, sizeof *b->by_id);
+    if (!b->by_id)
+        return BS_ENOMEM;
+    b->by_id_mask = cap - 1;
+    for (int i = 0; i < b->sn->n; i++) {
+        const char *id = b->sn->models[i].model_id;
+        size_t k = hash_name(id, strlen(id)) & b->by_id_mask;
+        while (b->by_id[k])
+            k = (k + 1) & b->by_id_mask;
+        b->by_id[k] = i + 1;
+    }
+    return 0;
+}
+
+static bs__snap_model_t *model_by_id(build_t *b, const char *id)
+{
+    size_t k = hash_name(id, strlen(id)) & b->by_id_mask;
+    for (int v; (v = b->by_id[k]); k = (k + 1) & b->by_id_mask)
+        if (strcmp(b->sn->models[v - 1].model_id, id) == 0)
+            return &b->sn->models[v - 1];
+    return NULL;
+}
+
+/* Rows in table order: (model_id, version, status). Slots are attached later. */
+static int version_row(const bs_meta_row_t *row, void *ud)
+{
+    build_t *b = ud;
+    bs__snap_model_t *m = model_by_id(b, bs_meta_row_text(row, 0));
+    if (!m)
+        return 0;
+    if (m->n_versions == m->cap_versions) {
+        int cap = m->cap_versions ? m->cap_versions * 2 : 4;
+        bs__snap_version_t *v = realloc(m->versions, (size_t)cap * sizeof *v);
+        if (!v) {
+            b->oom = 1;
+            return 1;
+        }
+        m->versions = v;
+        m->cap_versions = cap;
+    }
+    bs__snap_version_t *e = &m->versions[m->n_versions++];
+    e->version = (int)bs_meta_row_int(row, 1);
+    const char *status = bs_meta_row_text(row, 2);
+    e->approved = strcmp(status, "approved") == 0;
+    e->rejected = strcmp(status, "rejected") == 0;
+    e->slot = NULL;
+    return 0;
+}
+
+static int cmp_version(const void *a, const void *b)
+{
+    int x = ((const bs__snap_version_t *)a)->version, y = ((const bs__snap_version_t *)b)->version;
+    return (x > y) - (x < y);
 }
 
 static int alias_row(const bs_meta_row_t *row, void *ud)
@@ -332,67 +485,202 @@ static int alias_row(const bs_meta_row_t *row, void *ud)
     return 0;
 }
 
+/* Versions are ascending: binary search (a model can have thousands). */
 static bs__snap_version_t *find_version(bs__snap_model_t *m, int version)
 {
-    for (int i = 0; i < m->n_versions; i++)
-        if (m->versions[i].version == version)
-            return &m->versions[i];
+    int lo = 0, hi = m->n_versions - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (m->versions[mid].version == version)
+            return &m->versions[mid];
+        if (m->versions[mid].version < version)
+            lo = mid + 1;
+        else
+            hi = mid - 1;
+    }
     return NULL;
 }
 
-int bs_serving_refresh(bs_serving_t *s, bs_err_t *err)
+/* Reads every model, version and alias from the store into a snapshot without slots.
+ * The three queries run in one transaction (one consistent state of the store). */
+static bs__snapshot_t *snapshot_read(bs_serving_t *s, bs_err_t *err)
 {
-    pthread_mutex_lock(&s->lock);
     build_t b = {.s = s};
     b.sn = calloc(1, sizeof *b.sn);
-    int rc = b.sn ? 0 : BS_ENOMEM;
+    if (!b.sn) {
+        bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
+        return NULL;
+    }
+    int rc = bs_meta_tx_begin(s->meta, err);
+    if (rc) {
+        snapshot_free(b.sn);
+        return NULL;
+    }
     /* Tenant and name collate with SQLite's BINARY order, the same as strcmp. */
-    if (!rc)
-        rc = bs_meta_query(s->meta,
-                           "SELECT m.tenant, m.name, m.id, v.version, v.status, m.batching FROM models m"
-                           " LEFT JOIN model_versions v ON v.model_id = m.id"
-                           " ORDER BY m.tenant, m.name, v.version",
-                           NULL, 0, version_row, &b, err);
-    if (!rc)
+    rc = bs_meta_query(s->meta, "SELECT tenant, name, id, batching FROM models ORDER BY tenant, name",
+                       NULL, 0, model_row, &b, err);
+    if (!rc && !b.oom && index_models(&b) != 0)
+        b.oom = 1;
+    if (!rc && !b.oom)
+        rc = bs_meta_query(s->meta, "SELECT model_id, version, status FROM model_versions"
+                           " INDEXED BY model_versions_routing", NULL, 0,
+                           version_row, &b, err);
+    if (!rc && !b.oom)
         rc = bs_meta_query(s->meta,
                            "SELECT m.tenant, m.name, a.alias, a.version FROM model_aliases a"
                            " JOIN models m ON m.id = a.model_id",
                            NULL, 0, alias_row, &b, err);
+    bs_meta_tx_rollback(s->meta); /* read-only */
+    free(b.by_id);
     if (!rc && b.oom)
         rc = bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
     if (rc) {
-        pthread_mutex_unlock(&s->lock);
         snapshot_free(b.sn);
-        return rc;
+        return NULL;
     }
-    /* Slots no longer routed (deleted models) give back their memory. */
-    for (bs__slot_t *sl = s->slots; sl; sl = sl->next)
-        sl->live = 0;
-    bs__slot_t *eager[64];
-    int n_eager = 0;
+    /* Table order is insertion order, which is version order within a model (a version is
+     * MAX + 1); sort only if that ever does not hold. */
     for (int i = 0; i < b.sn->n; i++) {
         bs__snap_model_t *m = &b.sn->models[i];
-        for (int k = 0; k < m->n_versions; k++)
-            m->versions[k].slot->live = 1;
-        for (int k = 0; k < m->n_aliases; k++) {
-            bs__snap_version_t *v = find_version(m, m->aliases[k].version);
-            if (v && !atomic_load(&v->slot->handle) && n_eager < 64)
-                eager[n_eager++] = v->slot;
+        for (int k = 1; k < m->n_versions; k++)
+            if (m->versions[k - 1].version >= m->versions[k].version) {
+                qsort(m->versions, (size_t)m->n_versions, sizeof *m->versions, cmp_version);
+                break;
+            }
+    }
+    return b.sn;
+}
+
+int bs_serving_refresh(bs_serving_t *s, bs_err_t *err)
+{
+    /* Coalescing: the change this call reports was committed before the increment, so a
+     * rebuild that read gen_requested >= want before its query sees it. */
+    uint64_t want = atomic_fetch_add(&s->gen_requested, 1) + 1;
+    pthread_mutex_lock(&s->refresh_lock);
+    if (s->gen_built >= want) {
+        pthread_mutex_unlock(&s->refresh_lock);
+        return 0;
+    }
+    uint64_t gen = atomic_load(&s->gen_requested);
+    bs__snapshot_t *sn = snapshot_read(s, err);
+    if (!sn) {
+        pthread_mutex_unlock(&s->refresh_lock);
+        return err->code;
+    }
+    /* Attach slots (O(1) each through the index), retire the slots of versions that are
+     * gone, unload rejected versions, and find versions an alias newly points at. */
+    size_t n_eager = 0, cap_eager = 0, n_alias = 0, cap_alias = 0, attached = 0;
+    bs__slot_t **eager = NULL, **aliased = NULL;
+    int rc = 0;
+    pthread_mutex_lock(&s->lock);
+    for (int i = 0; i < sn->n && !rc; i++) {
+        bs__snap_model_t *m = &sn->models[i];
+        uint32_t id_hash = hash_name(m->model_id, strlen(m->model_id));
+        for (int k = 0; k < m->n_versions; k++) {
+            bs__snap_version_t *v = &m->versions[k];
+            if (!(v->slot = slot_get(s, m, id_hash, v->version))) {
+                rc = bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
+                break;
+            }
+            bs__slot_t *sl = v->slot;
+            sl->seen_gen = gen;
+            attached++;
+            if (atomic_load_explicit(&sl->batch_enabled, memory_order_relaxed) != m->batch_enabled ||
+                atomic_load_explicit(&sl->batch_max_size, memory_order_relaxed) != m->batch_max_size ||
+                atomic_load_explicit(&sl->batch_delay_us, memory_order_relaxed) != m->batch_delay_us) {
+                atomic_store(&sl->batch_enabled, m->batch_enabled);
+                atomic_store(&sl->batch_max_size, m->batch_max_size);
+                atomic_store(&sl->batch_delay_us, m->batch_delay_us);
+                if (sl->batcher)
+                    bs__batcher_configure(sl->batcher, m->batch_max_size, (uint32_t)m->batch_delay_us);
+            }
+            /* A reviewer rejected it: it never serves again, so its memory goes now. */
+            if (v->rejected && atomic_load_explicit(&sl->handle, memory_order_relaxed))
+                unload(s, sl);
         }
     }
-    for (bs__slot_t *sl = s->slots; sl; sl = sl->next)
-        if (!sl->live)
-            unload(s, sl);
-    bs__snapshot_t *old = atomic_exchange(&s->snap, b.sn);
-    pthread_mutex_unlock(&s->lock);
-    bs_rcu_retire(old, snapshot_free);
-    /* Aliased versions load eagerly, so the first request after a rollout is fast. */
-    for (int i = 0; i < n_eager; i++) {
-        bs_err_t lerr;
-        if (!slot_load(s, eager[i], &lerr))
-            BS_LOG(BS_LOG_WARN, "serving", "cannot load %s version %d: %s", eager[i]->name,
-                   eager[i]->version, lerr.msg);
+    for (int i = 0; i < sn->n && !rc; i++) {
+        bs__snap_model_t *m = &sn->models[i];
+        for (int k = 0; k < m->n_aliases; k++) {
+            bs__snap_version_t *v = find_version(m, m->aliases[k].version);
+            if (!v)
+                continue;
+            bs__slot_t *sl = v->slot;
+            if (sl->aliased == 2) /* a second alias on the same version */
+                continue;
+            if (n_alias == cap_alias) {
+                size_t c = cap_alias ? cap_alias * 2 : 16;
+                bs__slot_t **a = realloc(aliased, c * sizeof *a);
+                if (!a) {
+                    rc = bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");
+                    break;
+                }
+                aliased = a;
+                cap_alias = c;
+            }
+            aliased[n_alias++] = sl;
+            /* Only a version an alias was just pointed at loads eagerly (so the first
+             * request after a rollout is fast); an aliased version that was evicted
+             * loads again when it is used, not on every registry change. */
+            int was = sl->aliased == 1;
+            sl->aliased = 2; /* 2: aliased in this rebuild */
+            if (!was && !atomic_load(&sl->handle)) {
+                if (n_eager == cap_eager) {
+                    size_t c = cap_eager ? cap_eager * 2 : 8;
+                    bs__slot_t **e = realloc(eager, c * sizeof *e);
+                    if (!e)
+                        continue; /* it loads on first use instead */
+                    eager = e;
+                    cap_eager = c;
+                }
+                eager[n_eager++] = sl;
+                atomic_fetch_add(&sl->refs, 1);
+            }
+        }
     }
+    if (rc) {
+        for (size_t i = 0; i < n_alias; i++)
+            aliased[i]->aliased = 0;
+        for (size_t i = 0; i < s->n_aliased; i++)
+            s->aliased[i]->aliased = 1;
+        pthread_mutex_unlock(&s->lock);
+        pthread_mutex_unlock(&s->refresh_lock);
+        for (size_t i = 0; i < n_eager; i++)
+            slot_unref(eager[i]);
+        free(eager);
+        free(aliased);
+        snapshot_free(sn);
+        return rc;
+    }
+    for (size_t i = 0; i < s->n_aliased; i++)
+        if (s->aliased[i]->aliased == 1) /* no alias points at it any more */
+            s->aliased[i]->aliased = 0;
+    for (size_t i = 0; i < n_alias; i++)
+        aliased[i]->aliased = 1;
+    free(s->aliased);
+    s->aliased = aliased;
+    s->n_aliased = n_alias;
+    /* Slots the store no longer has (deleted models): only when there are any, so a
+     * rebuild touches each live slot once. */
+    if (s->n_slots > attached)
+        for (bs__slot_t *sl = s->slots, *next; sl; sl = next) {
+            next = sl->next;
+            if (sl->seen_gen != gen)
+                slot_retire(s, sl);
+        }
+    bs__snapshot_t *old = atomic_exchange(&s->snap, sn);
+    pthread_mutex_unlock(&s->lock);
+    s->gen_built = gen;
+    pthread_mutex_unlock(&s->refresh_lock);
+    bs_rcu_retire(old, snapshot_free);
+    for (size_t i = 0; i < n_eager; i++) {
+        bs_err_t lerr;
+        if (bs_serving_load_async(s, eager[i], NULL, NULL, &lerr) != 0)
+            BS_LOG(BS_LOG_WARN, "serving", "cannot queue the load of %s version %d: %s",
+                   eager[i]->name, eager[i]->version, lerr.msg);
+        slot_unref(eager[i]);
+    }
+    free(eager);
     return 0;
 }
 
@@ -415,7 +703,10 @@ bs_serving_t *bs_serving_new(bs_meta_t *meta, bs_registry_t *reg, const bs_servi
     s->reg = reg;
     s->o = *o;
     pthread_mutex_init(&s->lock, NULL);
-    if (bs_serving_refresh(s, err) != 0) {
+    pthread_mutex_init(&s->refresh_lock, NULL);
+    /* Two loader threads: a big model's load does not hold up every other first use. */
+    s->loader = bs_pool_new(2, err);
+    if (!s->loader || bs_serving_refresh(s, err) != 0) {
         bs_serving_free(s);
         return NULL;
     }
@@ -426,20 +717,103 @@ void bs_serving_free(bs_serving_t *s)
 {
     if (!s)
         return;
+    bs_pool_free(s->loader); /* finishes queued loads (their waiters are answered) */
+    bs_rcu_drain();          /* nothing reads the snapshot any more: retired slots go too */
     snapshot_free(atomic_load(&s->snap));
     bs__slot_t *sl = s->slots;
     while (sl) {
         bs__slot_t *n = sl->next;
-        bs__batcher_free(sl->batcher);
-        bs_model_handle_t *h = atomic_load(&sl->handle);
-        if (h)
-            bs_serving_release(h);
-        pthread_mutex_destroy(&sl->load_lock);
-        free(sl);
+        slot_unref(sl);
         sl = n;
     }
+    free(s->index);
+    free(s->aliased);
+    pthread_mutex_destroy(&s->refresh_lock);
     pthread_mutex_destroy(&s->lock);
     free(s);
+}
+
+/* ---- loads off the calling thread ------------------------------------------------------ */
+
+typedef struct {
+    bs_serving_t *s;
+    bs__slot_t *slot;
+} load_job_t;
+
+static void run_load(void *arg)
+{
+    load_job_t *j = arg;
+    bs__slot_t *slot = j->slot;
+    bs_err_t err;
+    bs_err_clear(&err);
+    bs_model_handle_t *h = slot_load(j->s, slot, &err);
+    pthread_mutex_lock(&slot->wait_lock);
+    bs__waiter_t *w = slot->waiters;
+    slot->waiters = NULL;
+    slot->load_queued = 0;
+    pthread_mutex_unlock(&slot->wait_lock);
+    if (!h && !w)
+        BS_LOG(BS_LOG_WARN, "serving", "cannot load %s version %d: %s", slot->name, slot->version,
+               err.msg);
+    while (w) {
+        bs__waiter_t *n = w->next;
+        w->done(w->ud, h ? NULL : &err);
+        free(w);
+        w = n;
+    }
+    slot_unref(slot);
+    free(j);
+}
+
+int bs_serving_load_async(bs_serving_t *s, bs_serving_slot_t *slot, bs_serving_loaded_fn done,
+                          void *ud, bs_err_t *err)
+{
+    bs__waiter_t *w = NULL;
+    if (done && !(w = malloc(sizeof *w)))
+        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    if (w)
+        *w = (bs__waiter_t){.done = done, .ud = ud};
+    pthread_mutex_lock(&slot->wait_lock);
+    if (slot->load_queued) { /* the queued load answers this waiter too */
+        if (w) {
+            w->next = slot->waiters;
+            slot->waiters = w;
+        }
+        pthread_mutex_unlock(&slot->wait_lock);
+        return 0;
+    }
+    load_job_t *j = malloc(sizeof *j);
+    if (!j) {
+        pthread_mutex_unlock(&slot->wait_lock);
+        free(w);
+        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    }
+    *j = (load_job_t){.s = s, .slot = slot};
+    atomic_fetch_add(&slot->refs, 1);
+    slot->load_queued = 1;
+    slot->waiters = w;
+    int rc = bs_pool_submit(s->loader, run_load, j);
+    if (rc) {
+        slot->load_queued = 0;
+        slot->waiters = NULL;
+    }
+    pthread_mutex_unlock(&slot->wait_lock);
+    if (rc) {
+        free(j);
+        free(w);
+        slot_unref(slot);
+        return bs_err_set(err, rc, rc == BS_ENOMEM ? "out of memory" : "the server is shutting down");
+    }
+    return 0;
+}
+
+int bs_serving_overloaded(bs_serving_slot_t *slot, bs_err_t *err)
+{
+    atomic_fetch_add(&slot->load_rejections, 1);
+    return bs_err_setf(err, BS_EOVERLOAD, "model",
+                       "model '%s' version %d was evicted again before it could serve: the loaded "
+                       "models do not fit model_memory_bytes; retry later",
+                       slot->name, slot->version);
 }
 
 /* ---- resolution ------------------------------------------------------------------------ */

@@ -7,10 +7,16 @@
  * change and published by an atomic pointer swap; readers take no lock
  * (QSBR, base/rcu.h). Each (model, version) has a long-lived slot holding
  * its per-version metrics and, once loaded, a reference-counted handle.
- * A version loads on first use (or eagerly when an alias points at it); when
- * loaded models exceed the memory budget the least recently used are
+ * A version loads on first use (or eagerly when an alias is pointed at it);
+ * when loaded models exceed the memory budget the least recently used are
  * evicted. A handle being evicted or replaced stays alive until its last
  * in-flight request releases it.
+ *
+ * Threads: loads run on the module's own loader threads (bs_serving_load_async),
+ * never on the thread that changed the registry or asked for the version, and
+ * never queued behind registry writes on the app's workers. Rebuilds run on the
+ * thread that made the change (a worker: see src/api/models.c), one at a time,
+ * coalesced when several changes arrive together.
  */
 #ifndef BS_SERVING_SERVING_H
 #define BS_SERVING_SERVING_H
@@ -40,7 +46,13 @@ typedef struct {
 bs_serving_t *bs_serving_new(bs_meta_t *meta, bs_registry_t *reg, const bs_serving_opts_t *o,
                              bs_err_t *err);
 void bs_serving_free(bs_serving_t *s);
-/* Rebuilds the routing snapshot from the store (registry change hook). */
+/*
+ * Rebuilds the routing snapshot from the store (registry change hook). When it
+ * returns, the snapshot reflects every change committed before the call (a
+ * client that got its 2xx sees the change on its next request). Rebuilds run one
+ * at a time; a caller whose change a rebuild started after it already covers
+ * returns without one of its own. Blocking (SQL, O(versions)): not on an I/O thread.
+ */
 int bs_serving_refresh(bs_serving_t *s, bs_err_t *err);
 void bs_serving_refresh_cb(void *s);
 
@@ -66,6 +78,21 @@ bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const ch
                                    int version, bs_serving_slot_t **unloaded, bs_err_t *err);
 /* Loads slot's version unless it is loaded (blocking: a worker's job). */
 int bs_serving_load(bs_serving_t *s, bs_serving_slot_t *slot, bs_err_t *err);
+/* Called on a loader thread when the load asked for finished: err NULL when the version
+ * is loaded (it may be evicted again before the caller gets to it), else why not. */
+typedef void (*bs_serving_loaded_fn)(void *ud, const bs_err_t *err);
+/*
+ * Queues a load of slot (from peek's *unloaded, during the same QSBR section) on the
+ * loader threads and calls done(ud, …) once it ends; one load however many wait.
+ * done NULL: load without telling anyone. Returns 0, or BS_ENOMEM / BS_EUNAVAIL
+ * (shutting down) with err set, and done is not called.
+ */
+int bs_serving_load_async(bs_serving_t *s, bs_serving_slot_t *slot, bs_serving_loaded_fn done,
+                          void *ud, bs_err_t *err);
+/* A request gives up on slot after its loads were evicted before it could use them (a
+ * budget smaller than the working set): counts it and sets err to BS_EOVERLOAD.
+ * Returns BS_EOVERLOAD. */
+int bs_serving_overloaded(bs_serving_slot_t *slot, bs_err_t *err);
 void bs_serving_release(bs_model_handle_t *h);
 
 const char *bs_model_handle_name(const bs_model_handle_t *h);

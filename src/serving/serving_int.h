@@ -5,6 +5,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "base/pool.h"
 #include "serving/serving.h"
 
 #define BS__SERVING_BUCKETS 17
@@ -55,21 +56,46 @@ typedef struct {
 /* This thread's shard index. */
 int bs__stat_shard(void);
 
-/* One per (model, version) ever seen; lives until the serving module is freed. */
+/* Someone waiting for a slot's load (bs_serving_load_async). */
+typedef struct bs__waiter {
+    struct bs__waiter *next;
+    bs_serving_loaded_fn done;
+    void *ud;
+} bs__waiter_t;
+
+/*
+ * One per (model, version) in the current snapshot. Found by a hash index on
+ * (model id, version) and linked in a list for eviction and /metrics, both
+ * under s->lock. When its version leaves the registry (model deleted) the slot
+ * is unlinked, unloaded and its index reference dropped after a QSBR grace
+ * period; a queued load holds a reference of its own, so the slot is freed
+ * when the last of them goes.
+ */
 struct bs__slot {
-    bs__slot_t *next;
-    char tenant[64];
-    char name[129];
-    char model_id[40];
+    /* Touched by every rebuild for every version: kept together in the first two cache
+     * lines (a rebuild at 10k versions is mostly these memory reads). */
+    bs__slot_t *hnext; /* hash chain (s->lock) */
+    uint32_t id_hash;  /* hash of model_id, compared before it */
     int version;
-    _Atomic(bs_model_handle_t *) handle;
-    pthread_mutex_t load_lock;
-    _Atomic uint64_t last_used_ns;
-    _Atomic uint64_t loads, load_failures;   /* for /metrics */
-    int live; /* still in the current snapshot */
-    bs__batcher_t *batcher; /* created on the first batched request (under load_lock) */
+    uint64_t seen_gen; /* the last rebuild that found it (s->lock) */
+    int aliased;       /* an alias points at it in the current snapshot (refresh_lock) */
     /* the model's batching settings, set at refresh: enabled -1 = by runtime (MLP) */
     _Atomic int batch_enabled, batch_max_size, batch_delay_us;
+    bs__batcher_t *batcher; /* created on the first batched request (under load_lock) */
+    char model_id[40];
+    bs__slot_t *next, *prev; /* s->slots (s->lock) */
+    atomic_int refs;         /* the index's + one per queued load */
+    _Atomic int dead;        /* unlinked: loads of it are refused */
+    char tenant[64];
+    char name[129];
+    _Atomic(bs_model_handle_t *) handle;
+    pthread_mutex_t load_lock;
+    pthread_mutex_t wait_lock; /* waiters, load_queued */
+    bs__waiter_t *waiters;
+    int load_queued;
+    _Atomic uint64_t last_used_ns;
+    _Atomic uint64_t loads, load_failures;   /* for /metrics */
+    _Atomic uint64_t evictions, load_rejections;
     _Atomic uint64_t batches, batched_rows;
     /* metrics, sharded by thread so the two I/O threads never write one cache line */
     bs__slot_stats_t stats[BS__STAT_SHARDS];
@@ -91,7 +117,8 @@ typedef struct {
     char tenant[64];
     char name[129];
     char model_id[40];
-    int n_versions, n_aliases;
+    int batch_enabled, batch_max_size, batch_delay_us; /* the model's batching settings */
+    int n_versions, n_aliases, cap_versions;
     bs__snap_version_t *versions; /* ascending */
     bs__snap_alias_t *aliases;
 } bs__snap_model_t;
@@ -106,9 +133,19 @@ struct bs_serving {
     bs_registry_t *reg;
     bs_serving_opts_t o;
     _Atomic(bs__snapshot_t *) snap;
-    pthread_mutex_t lock; /* slots list, refresh, eviction */
+    pthread_mutex_t lock; /* slots list and index, eviction */
     bs__slot_t *slots;
+    bs__slot_t **index; /* hash of (model id, version): 2^k chains */
+    size_t index_mask, n_slots;
     _Atomic size_t loaded_bytes;
+    /* Rebuilds: one at a time (refresh_lock); a change that a rebuild begun after it
+     * already covers needs no rebuild of its own (see bs_serving_refresh). */
+    pthread_mutex_t refresh_lock;
+    _Atomic uint64_t gen_requested;
+    uint64_t gen_built; /* refresh_lock */
+    bs_pool_t *loader;  /* model loads: never on an I/O thread, never behind registry writes */
+    bs__slot_t **aliased; /* slots an alias points at in the current snapshot (refresh_lock) */
+    size_t n_aliased;
 };
 
 #endif

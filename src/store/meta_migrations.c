@@ -54,5 +54,10 @@ const char *const bs__meta_migrations[] = {
     "  (SELECT m.require_distinct_approver FROM models m WHERE m.id = model_versions.model_id);",
     /* 5: key scopes, comma-separated names ('' = the role's full reach) */
     "ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';",
+    /* 6: what a routing rebuild reads of every version, as a covering index: the rebuild
+     * scans it (a few dozen bytes a version) instead of the table's wide rows; sha256 for
+     * the artifact collector's reference check */
+    "CREATE INDEX model_versions_routing ON model_versions(model_id, version, status);"
+    "CREATE INDEX model_versions_sha256 ON model_versions(sha256);",
     NULL,
 };

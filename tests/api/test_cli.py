@@ -1013,6 +1013,9 @@ def test_keys_create_offline_with_the_server_running(server):
     while time.monotonic() < deadline and srv.get("/v1/models", key=key).status_code == 401:
         time.sleep(0.05)
     assert srv.get("/v1/models", key=key).status_code == 200
+    # the log line follows the reload, through the background log writer
+    while time.monotonic() < deadline and "reloaded the API keys" not in srv.stderr():
+        time.sleep(0.05)
     assert "reloaded the API keys" in srv.stderr()
     assert srv.stop() == 0
 

@@ -189,20 +189,36 @@ def test_lru_eviction_under_the_memory_budget(start_server):
     assert version_metrics(srv, "m2")["loads_total"] == 1
 
 
-def test_budget_smaller_than_one_model_still_serves(start_server):
-    """Each load evicts the other model; concurrent requests alternating between the two
-    still all succeed with the right values (an evicted-before-retry request loads inline)."""
+def test_budget_smaller_than_one_model_degrades_to_503_not_a_stall(start_server):
+    """Each load evicts the other model. One request at a time, alternating, always
+    succeeds (a version is loaded for the request that waited for it). Concurrent requests
+    alternating between the two get the right value or 503 `overloaded` with Retry-After
+    once their version was evicted again before they ran (never a load on the I/O thread,
+    never a 500); each 503 is counted in basalt_model_load_rejections_total."""
     srv = start_server("--model-memory-bytes", "1048576")
     push(srv, "p", big_forest(1000, base=100.0))
     push(srv, "q", big_forest(1000, base=200.0))
     assert version_metrics(srv, "p")["loaded"] == 0
+    for i in range(6):
+        name, row, want = ("p", LOW, 100.0 + LOW_WANT) if i % 2 else ("q", HIGH, 200.0 + HIGH_WANT)
+        assert one_prediction(predict(srv, name, {"inputs": row}, version=1)) == want
     jobs = [("p", LOW, 100.0 + LOW_WANT) if i % 2 else ("q", HIGH, 200.0 + HIGH_WANT)
             for i in range(60)]
     with ThreadPoolExecutor(8) as ex:
-        got = list(ex.map(lambda j: one_prediction(predict(srv, j[0], {"inputs": j[1]}, version=1)),
-                          jobs))
-    assert got == [j[2] for j in jobs]
-    assert version_metrics(srv, "p")["loads_total"] >= 1
+        got = list(ex.map(lambda j: predict(srv, j[0], {"inputs": j[1]}, version=1), jobs))
+    rejected = {"p": 0, "q": 0}
+    for (name, _, want), r in zip(jobs, got):
+        if r.status_code == 503:
+            assert_error(r, 503, code="overloaded")
+            assert int(r.headers["Retry-After"]) >= 1
+            rejected[name] += 1
+        else:
+            assert one_prediction(r) == want
+    m = srv.metrics()
+    for name in ("p", "q"):
+        assert m.get("basalt_model_load_rejections_total", 0, tenant="default", model=name,
+                     version="1") == rejected[name]
+    assert m.get("basalt_model_evictions_total", 0, tenant="default", model="p", version="1") >= 1
     assert srv.metrics().get("basalt_models_memory_bytes") == max(
         version_metrics(srv, n)["memory_bytes"] for n in ("p", "q"))
 
