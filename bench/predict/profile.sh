@@ -22,7 +22,8 @@
 # ($OUT/<server>.annotate), which `callgrind_annotate` or kcachegrind can open.
 #
 # Knobs: BASALT_BIN (build/basalt), N (2000), WARM (300), AUTH (0), STRACE (1),
-# BENCH_OUT (build/bench/profile). Takes about a minute.
+# SERVERS ("basalt nginx"; one of them alone for a quicker look), BENCH_OUT
+# (build/bench/profile). Takes about a minute.
 set -eu
 cd "$(dirname "$0")/../.."
 . bench/lib.sh
@@ -32,6 +33,7 @@ N=${N:-2000}
 WARM=${WARM:-300}
 AUTH=${AUTH:-0}
 STRACE=${STRACE:-1}
+SERVERS=${SERVERS:-basalt nginx}
 OUT=${BENCH_OUT:-build/bench/profile}
 NGINX=${NGINX:-/usr/sbin/nginx}
 PY=/usr/bin/python3
@@ -171,7 +173,7 @@ per_request() {
             sub(/ \[.*\]$/, ""); if (c / N >= 5) printf "%9.0f  %s\n", c / N, $0 }'
 }
 
-for name in basalt nginx; do
+for name in $SERVERS; do
     # ---- instructions ----
     rm -f "$OUT/$name.callgrind"*
     start "$name" valgrind --tool=callgrind --callgrind-out-file="$OUT/$name.callgrind" \
@@ -215,16 +217,18 @@ for name in basalt nginx; do
 done
 
 echo "bench/profile: one-row POST $PATH_ (XGBoost, 100 trees, 30 features), $N requests on one keep-alive connection, one server thread, auth $( [ "$AUTH" = 1 ] && echo 'on (predictor key)' || echo 'off (--no-auth)')"
-awk -v b="$IR_basalt" -v n="$IR_nginx" -v N="$N" 'BEGIN {
-    printf "  user-space instructions per request: basalt %.0f, nginx %.0f (%.2fx)\n", b / N, n / N, b / n }'
+awk -v b="${IR_basalt:-0}" -v n="${IR_nginx:-0}" -v N="$N" 'BEGIN {
+    printf "  user-space instructions per request: basalt %.0f, nginx %.0f", b / N, n / N
+    printf (b && n) ? sprintf(" (%.2fx)\n", b / n) : "\n" }'
 if [ "$STRACE" != 0 ]; then
     # per-request syscalls, from the calls column of strace -c
-    for name in basalt nginx; do
+    for name in $SERVERS; do
         awk -v N="$N" -v name="$name" '
             $1 ~ /^[0-9.]+$/ && NF >= 5 { c = $4; s = $NF; if (c / N >= 0.01) out = out sprintf(" %s %.2f", s, c / N) }
             END { printf "  syscalls per request, %-6s:%s\n", name, out }' "$OUT/$name.strace"
     done
 fi
+case " $SERVERS " in *" basalt "*) ;; *) exit 0 ;; esac
 echo "  basalt's request path (instructions per request, inclusive of callees):"
 for fn in h2o_evloop_run h2o_process_request on_req choose_request_id bs_router_match \
     bs_api_authenticate bs_api_rate_limit bs__api_model bs_serving_parse_fast \
