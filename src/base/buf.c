@@ -188,6 +188,39 @@ static size_t utf8_len(const unsigned char *s, size_t n)
     return len;
 }
 
+/* Bytes written as they are inside a JSON string: printable ASCII but '"' and '\\'. */
+static const unsigned char json_plain[256] = {
+    [0x20 ... '"' - 1] = 1, ['"' + 1 ... '\\' - 1] = 1, ['\\' + 1 ... 0x7F] = 1};
+
+/* Length of the prefix of s[0..n) that needs no escaping. */
+static size_t plain_prefix(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && json_plain[(unsigned char)s[i]])
+        i++;
+    return i;
+}
+
+/* Writes [,]"s" (plus ':' when colon is set) in one step when s needs no escaping and
+ * the space is there; returns 0 otherwise, without writing anything. */
+static int put_plain_string(bs_buf_t *b, const char *s, size_t n, int colon)
+{
+    if (plain_prefix(s, n) != n || reserve(b, n + 4) < 0)
+        return 0;
+    char *d = b->data + b->len;
+    if (b->need_comma)
+        *d++ = ',';
+    *d++ = '"';
+    memcpy(d, s, n);
+    d += n;
+    *d++ = '"';
+    if (colon)
+        *d++ = ':';
+    *d = '\0';
+    b->len = (size_t)(d - b->data);
+    return 1;
+}
+
 void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -195,7 +228,7 @@ void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
     size_t i = 0, run = 0;
     while (i < n) {
         unsigned c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+        if (json_plain[c]) {
             i++;
             run++;
             continue;
@@ -241,6 +274,10 @@ void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
 
 void bs_jw_key(bs_buf_t *b, const char *key)
 {
+    if (put_plain_string(b, key, strlen(key), 1)) {
+        b->need_comma = 0;
+        return;
+    }
     comma(b);
     bs_buf_putc(b, '"');
     bs_jw_escape(b, key, strlen(key));
@@ -250,6 +287,10 @@ void bs_jw_key(bs_buf_t *b, const char *key)
 
 void bs_jw_strn(bs_buf_t *b, const char *s, size_t n)
 {
+    if (put_plain_string(b, s, n, 0)) {
+        b->need_comma = 1;
+        return;
+    }
     comma(b);
     bs_buf_putc(b, '"');
     bs_jw_escape(b, s, n);
