@@ -330,12 +330,18 @@ void bs_jw_double(bs_buf_t *b, double v)
     }
     comma(b);
     char tmp[32];
+    int n = bs_fmt_json_double(v, tmp);
+    if (n) {
+        bs_buf_append(b, tmp, (size_t)n);
+        b->need_comma = 1;
+        return;
+    }
     /* %.17g always reads back exactly. A representation D of at most 15 significant
      * digits exists only when the 17-digit one ends within a few units of 00: D's
      * 16th and 17th digits are 0 and |v - D| <= half an ulp, at most ~11 units of
      * the 17th digit. Only then is %.15g tried, and used if it reads back exactly;
-     * most values take one snprintf. */
-    int n = bs_fmt_sig(v, 17, tmp);
+     * most values take one snprintf. bs_fmt_json_double does the same in integers. */
+    n = bs_fmt_sig(v, 17, tmp);
     if (!n)
         n = snprintf(tmp, sizeof tmp, "%.17g", v);
     int digits = 0, last2 = 0;
