@@ -166,9 +166,9 @@ start() {
 per_request() {
     callgrind_annotate --threshold=100 "$1" "$2" 2>/dev/null |
         awk -v N="$N" -v self="$([ "$1" = --inclusive=no ] && echo 1 || echo 0)" '
-        /PROGRAM TOTALS/ { t = $1; gsub(",", "", t) }
+        /PROGRAM TOTALS/ { t = $1; gsub(",", "", t); t += 0 }
         /^ *[0-9][0-9,]* \(/ && /\[/ {
-            c = $1; gsub(",", "", c); sub(/^ *[0-9,]+ \([ 0-9.%]*\) */, "")
+            c = $1; gsub(",", "", c); c += 0; sub(/^ *[0-9,]+ \([ 0-9.%]*\) */, "")
             if (self && c >= 0.99 * t) next # thread entry points: callgrind lists them with the total
             sub(/ \[.*\]$/, ""); if (c / N >= 5) printf "%9.0f  %s\n", c / N, $0 }'
 }
