@@ -78,8 +78,8 @@ basalt_port() {
 wait_200() {
     i=0
     while [ $i -lt 600 ]; do
-        curl -sf -o /dev/null -H 'Content-Type: application/json' --data-binary @"$BODY" \
-            "http://127.0.0.1:$1$PATH_" 2>/dev/null && return 0
+        curl -sf -o /dev/null -H 'Content-Type: application/json' ${KEY:+-H "Authorization: Bearer $KEY"} \
+            --data-binary @"$BODY" "http://127.0.0.1:$1$PATH_" 2>/dev/null && return 0
         kill -0 "$PID" 2>/dev/null || { echo "bench/profile: server exited" >&2; return 1; }
         sleep 0.1
         i=$((i + 1))
