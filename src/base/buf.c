@@ -203,6 +203,39 @@ int bs_utf8_valid(const char *str, size_t n)
     return 1;
 }
 
+/* Bytes written as they are inside a JSON string: printable ASCII but '"' and '\\'. */
+static const unsigned char json_plain[256] = {
+    [0x20 ... '"' - 1] = 1, ['"' + 1 ... '\\' - 1] = 1, ['\\' + 1 ... 0x7F] = 1};
+
+/* Length of the prefix of s[0..n) that needs no escaping. */
+static size_t plain_prefix(const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n && json_plain[(unsigned char)s[i]])
+        i++;
+    return i;
+}
+
+/* Writes [,]"s" (plus ':' when colon is set) in one step when s needs no escaping and
+ * the space is there; returns 0 otherwise, without writing anything. */
+static int put_plain_string(bs_buf_t *b, const char *s, size_t n, int colon)
+{
+    if (plain_prefix(s, n) != n || reserve(b, n + 4) < 0)
+        return 0;
+    char *d = b->data + b->len;
+    if (b->need_comma)
+        *d++ = ',';
+    *d++ = '"';
+    memcpy(d, s, n);
+    d += n;
+    *d++ = '"';
+    if (colon)
+        *d++ = ':';
+    *d = '\0';
+    b->len = (size_t)(d - b->data);
+    return 1;
+}
+
 void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
@@ -210,7 +243,7 @@ void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
     size_t i = 0, run = 0;
     while (i < n) {
         unsigned c = s[i];
-        if (c >= 0x20 && c != '"' && c != '\\' && c < 0x80) {
+        if (json_plain[c]) {
             i++;
             run++;
             continue;
@@ -256,6 +289,10 @@ void bs_jw_escape(bs_buf_t *b, const char *str, size_t n)
 
 void bs_jw_key(bs_buf_t *b, const char *key)
 {
+    if (put_plain_string(b, key, strlen(key), 1)) {
+        b->need_comma = 0;
+        return;
+    }
     comma(b);
     bs_buf_putc(b, '"');
     bs_jw_escape(b, key, strlen(key));
@@ -265,6 +302,10 @@ void bs_jw_key(bs_buf_t *b, const char *key)
 
 void bs_jw_strn(bs_buf_t *b, const char *s, size_t n)
 {
+    if (put_plain_string(b, s, n, 0)) {
+        b->need_comma = 1;
+        return;
+    }
     comma(b);
     bs_buf_putc(b, '"');
     bs_jw_escape(b, s, n);
@@ -304,12 +345,18 @@ void bs_jw_double(bs_buf_t *b, double v)
     }
     comma(b);
     char tmp[32];
+    int n = bs_fmt_json_double(v, tmp);
+    if (n) {
+        bs_buf_append(b, tmp, (size_t)n);
+        b->need_comma = 1;
+        return;
+    }
     /* %.17g always reads back exactly. A representation D of at most 15 significant
      * digits exists only when the 17-digit one ends within a few units of 00: D's
      * 16th and 17th digits are 0 and |v - D| <= half an ulp, at most ~11 units of
      * the 17th digit. Only then is %.15g tried, and used if it reads back exactly;
-     * most values take one snprintf. */
-    int n = bs_fmt_sig(v, 17, tmp);
+     * most values take one snprintf. bs_fmt_json_double does the same in integers. */
+    n = bs_fmt_sig(v, 17, tmp);
     if (!n)
         n = snprintf(tmp, sizeof tmp, "%.17g", v);
     int digits = 0, last2 = 0;

@@ -1,8 +1,9 @@
-/* See crypto.h. SHA-256 via OpenSSL's one-shot EVP_Digest. */
+/* See crypto.h. SHA-256 via OpenSSL's EVP interface. */
 #include "base/crypto.h"
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
+#include <pthread.h>
 #include <sys/random.h>
 
 #include "base/err.h"
@@ -17,17 +18,46 @@ void bs_hex_encode(const unsigned char *in, size_t n, char *out)
     out[2 * n] = '\0';
 }
 
+/* OpenSSL 3 looks EVP_sha256() up in its provider tables on every EVP_DigestInit_ex, and
+ * a context costs an allocation: about as much as hashing an API key itself, on every
+ * authenticated request. The digest is fetched once per process and each thread keeps
+ * one context (a hash never suspends, so it is never in use twice on a thread); a
+ * failure to get either falls back to the one-shot calls. */
+static EVP_MD *sha256_md;
+static pthread_once_t sha256_once = PTHREAD_ONCE_INIT;
+static void sha256_fetch(void) { sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL); }
+
+static _Thread_local EVP_MD_CTX *thread_ctx;
+static pthread_key_t ctx_key;
+static pthread_once_t ctx_key_once = PTHREAD_ONCE_INIT;
+static void ctx_free(void *ctx) { EVP_MD_CTX_free(ctx); }
+static void ctx_key_create(void) { pthread_key_create(&ctx_key, ctx_free); }
+
 void bs_sha256_hex2(const void *a, size_t alen, const void *b, size_t blen, char out[65])
 {
     unsigned char md[32];
     unsigned int mdlen = 0;
-    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
-    EVP_DigestInit_ex(ctx, EVP_sha256(), NULL);
-    EVP_DigestUpdate(ctx, a, alen);
-    if (blen)
-        EVP_DigestUpdate(ctx, b, blen);
-    EVP_DigestFinal_ex(ctx, md, &mdlen);
-    EVP_MD_CTX_free(ctx);
+    pthread_once(&sha256_once, sha256_fetch);
+    EVP_MD_CTX *ctx = thread_ctx;
+    if (!ctx && sha256_md && (ctx = EVP_MD_CTX_new())) {
+        pthread_once(&ctx_key_once, ctx_key_create);
+        pthread_setspecific(ctx_key, ctx); /* freed when the thread exits */
+        thread_ctx = ctx;
+    }
+    if (ctx && EVP_DigestInit_ex2(ctx, sha256_md, NULL) == 1) {
+        EVP_DigestUpdate(ctx, a, alen);
+        if (blen)
+            EVP_DigestUpdate(ctx, b, blen);
+        EVP_DigestFinal_ex(ctx, md, &mdlen);
+    } else {
+        EVP_MD_CTX *one = EVP_MD_CTX_new();
+        EVP_DigestInit_ex(one, EVP_sha256(), NULL);
+        EVP_DigestUpdate(one, a, alen);
+        if (blen)
+            EVP_DigestUpdate(one, b, blen);
+        EVP_DigestFinal_ex(one, md, &mdlen);
+        EVP_MD_CTX_free(one);
+    }
     bs_hex_encode(md, 32, out);
 }
 

@@ -81,35 +81,26 @@ static int scaled(uint64_t m, int e, int k, uint64_t *q, int *up)
     return 0;
 }
 
-int bs_fmt_sig(double v, int sig, char *out)
+/* The sig (1..17) significant digits of finite v > 0 as an integer in [10^(sig-1), 10^sig),
+ * correctly rounded, and the decimal exponent of the first one; -1 for a subnormal v or
+ * outside the exact range. floor(log10 v) is floor((be - 1023) * log10 2) or one more
+ * (78913 / 2^18 is log10 2 within 1e-6, so the estimate is off by at most one): the
+ * exact exponent is found from the truncated value, then it is rounded. */
+static int sig_digits(double v, int sig, uint64_t *n_out, int *d_out)
 {
-    if (!isfinite(v) || sig < 1 || sig > 17)
-        return 0;
-    char *p = out;
-    if (signbit(v)) {
-        *p++ = '-';
-        v = -v;
-    }
-    if (v == 0) {
-        *p++ = '0';
-        *p = '\0';
-        return (int)(p - out);
-    }
     uint64_t bits;
     memcpy(&bits, &v, sizeof bits);
     int be = (int)((bits >> 52) & 0x7FF);
-    if (be == 0)
-        return 0; /* subnormal */
+    if (be == 0 || be == 0x7FF)
+        return -1;
     uint64_t m = (bits & ((1ull << 52) - 1)) | (1ull << 52);
     int e = be - 1075;
-    int d = (int)floor(log10(v));
+    int d = ((be - 1023) * 78913) >> 18; /* an arithmetic shift: floor */
     uint64_t n = 0;
     int up = 0, ok = 0;
-    /* Find the exact decimal exponent from the truncated value (log10 may be off by
-     * one near powers of ten), then round. */
     for (int tries = 0; tries < 3 && !ok; tries++) {
         if (scaled(m, e, sig - 1 - d, &n, &up) != 0)
-            return 0;
+            return -1;
         if (n >= pow10u[sig])
             d++;
         else if (n < pow10u[sig - 1])
@@ -118,17 +109,35 @@ int bs_fmt_sig(double v, int sig, char *out)
             ok = 1;
     }
     if (!ok)
-        return 0;
+        return -1;
     n += (uint64_t)up;
     if (n == pow10u[sig]) { /* 9.99…5 rounds up to 10.0…: one more integer digit */
         n = pow10u[sig - 1];
         d++;
     }
+    *n_out = n;
+    *d_out = d;
+    return 0;
+}
+
+static const char digit_pairs[] = "00010203040506070809101112131415161718192021222324252627282930"
+                                  "31323334353637383940414243444546474849505152535455565758596061"
+                                  "62636465666768697071727374757677787980818283848586878889909192"
+                                  "93949596979899";
+
+/* Writes n (sig digits, decimal exponent d) in printf's %g style after p; returns the end. */
+static char *write_g(char *p, uint64_t n, int d, int sig)
+{
     char dig[20];
-    for (int i = sig - 1; i >= 0; i--) {
-        dig[i] = (char)('0' + n % 10);
-        n /= 10;
+    int i = sig;
+    while (i >= 2) { /* two digits per division */
+        unsigned r = (unsigned)(n % 100);
+        n /= 100;
+        i -= 2;
+        memcpy(dig + i, digit_pairs + 2 * r, 2);
     }
+    if (i)
+        dig[0] = (char)('0' + n);
     int nd = sig;
     while (nd > 1 && dig[nd - 1] == '0')
         nd--; /* %g drops trailing zeros */
@@ -150,8 +159,8 @@ int bs_fmt_sig(double v, int sig, char *out)
         *p++ = (char)('0' + x % 10);
     } else if (d >= 0) {
         int ip = d + 1; /* integer digits */
-        for (int i = 0; i < ip; i++)
-            *p++ = i < nd ? dig[i] : '0';
+        for (int j = 0; j < ip; j++)
+            *p++ = j < nd ? dig[j] : '0';
         if (nd > ip) {
             *p++ = '.';
             memcpy(p, dig + ip, (size_t)(nd - ip));
@@ -160,11 +169,65 @@ int bs_fmt_sig(double v, int sig, char *out)
     } else {
         *p++ = '0';
         *p++ = '.';
-        for (int i = 0; i < -d - 1; i++)
+        for (int j = 0; j < -d - 1; j++)
             *p++ = '0';
         memcpy(p, dig, (size_t)nd);
         p += nd;
     }
     *p = '\0';
-    return (int)(p - out);
+    return p;
+}
+
+int bs_fmt_sig(double v, int sig, char *out)
+{
+    if (!isfinite(v) || sig < 1 || sig > 17)
+        return 0;
+    char *p = out;
+    if (signbit(v)) {
+        *p++ = '-';
+        v = -v;
+    }
+    if (v == 0) {
+        *p++ = '0';
+        *p = '\0';
+        return (int)(p - out);
+    }
+    uint64_t n;
+    int d;
+    if (sig_digits(v, sig, &n, &d) != 0)
+        return 0;
+    return (int)(write_g(p, n, d, sig) - out);
+}
+
+static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+int bs_fmt_json_double(double v, char *out)
+{
+    if (!isfinite(v) || v == 0)
+        return bs_fmt_sig(v, 17, out);
+    char *p = out;
+    double a = fabs(v);
+    if (signbit(v))
+        *p++ = '-';
+    uint64_t n17, n15;
+    int d17, d15;
+    if (sig_digits(a, 17, &n17, &d17) != 0)
+        return 0;
+    /* bs_jw_double's rule: when the %.17g text shows more than 15 digits (17 - trailing
+     * zeros, or all integer digits when %g pads an integer of 16 or 17 digits with zeros)
+     * and its last two are within 15 of 00, the %.15g text is used if it reads back as v.
+     * Its digits N are an exact double below 2^53 and a power 10^k with 0 <= k <= 22
+     * scales them (sig_digits fails otherwise), so N / 10^k is the correctly rounded
+     * reading, as a parser computes it (Clinger). */
+    unsigned last2 = (unsigned)(n17 % 100);
+    int over15 = last2 != 0 || (d17 >= 15 && d17 < 17);
+    if (over15 && (last2 <= 15 || last2 >= 85)) {
+        if (sig_digits(a, 15, &n15, &d15) != 0 || 14 - d15 < 0 || 14 - d15 > 22)
+            return 0; /* undecided here: the caller's snprintf path */
+        if ((double)n15 / pow10_exact[14 - d15] == a)
+            return (int)(write_g(p, n15, d15, 15) - out);
+    }
+    return (int)(write_g(p, n17, d17, 17) - out);
 }

@@ -11,4 +11,11 @@
  */
 int bs_fmt_sig(double v, int sig, char *out);
 
+/*
+ * Writes finite v as bs_jw_double renders it, into out (>= 32 bytes): the %.15g
+ * text when it reads back as v, else the %.17g text. Same range as bs_fmt_sig
+ * (returns 0 outside it, and for NaN/Inf); returns the length written.
+ */
+int bs_fmt_json_double(double v, char *out);
+
 #endif

@@ -13,63 +13,57 @@ static const double pow10_exact[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6, 
 
 size_t bs_parse_json_number(const char *s, size_t n, double *out)
 {
-    size_t i = 0;
+    /* The significant digits go into mant (it wraps beyond 19 digits, and then only
+     * the strtod fallback is used) and nd counts them (leading zeros excluded). */
+    const char *p = s, *end = s + n;
     int neg = 0;
-    if (i < n && s[i] == '-') {
+    if (p < end && *p == '-') {
         neg = 1;
-        i++;
+        p++;
     }
-    if (i >= n || s[i] < '0' || s[i] > '9')
+    if (p >= end || (unsigned)(*p - '0') > 9)
         return 0;
     uint64_t mant = 0;
-    int digits = 0, exp10 = 0;
-    if (s[i] == '0') {
-        i++;
+    int64_t nd = 0, exp10 = 0;
+    const char *q = p;
+    if (*p == '0') {
+        p++;
     } else {
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            if (digits < 19) {
-                mant = mant * 10 + (uint64_t)(s[i] - '0');
-                digits++;
-            } else {
-                exp10++;
-                digits++;
-            }
-            i++;
-        }
+        while (p < end && (unsigned)(*p - '0') <= 9)
+            mant = mant * 10 + (unsigned)(*p++ - '0');
+        nd = p - q;
     }
-    if (i < n && s[i] == '.') {
-        i++;
-        if (i >= n || s[i] < '0' || s[i] > '9')
+    if (p < end && *p == '.') {
+        const char *frac = ++p;
+        if (mant == 0)
+            while (p < end && *p == '0')
+                p++; /* leading zeros of the fraction are not significant */
+        q = p;
+        while (p < end && (unsigned)(*p - '0') <= 9)
+            mant = mant * 10 + (unsigned)(*p++ - '0');
+        if (p == frac)
             return 0;
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
-            if (mant == 0 && s[i] == '0') {
-                exp10--; /* leading zeros of the fraction are not significant */
-            } else if (digits < 19) {
-                mant = mant * 10 + (uint64_t)(s[i] - '0');
-                digits++;
-                exp10--;
-            } else {
-                digits++;
-            }
-            i++;
-        }
+        nd += p - q;
+        exp10 = -(p - frac);
     }
-    if (i < n && (s[i] == 'e' || s[i] == 'E')) {
-        i++;
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
         int eneg = 0;
-        if (i < n && (s[i] == '+' || s[i] == '-'))
-            eneg = s[i++] == '-';
-        if (i >= n || s[i] < '0' || s[i] > '9')
+        if (p < end && (*p == '+' || *p == '-'))
+            eneg = *p++ == '-';
+        if (p >= end || (unsigned)(*p - '0') > 9)
             return 0;
-        int e = 0;
-        while (i < n && s[i] >= '0' && s[i] <= '9') {
+        int64_t e = 0;
+        while (p < end && (unsigned)(*p - '0') <= 9) {
             if (e < 100000)
-                e = e * 10 + (s[i] - '0');
-            i++;
+                e = e * 10 + (*p - '0');
+            p++;
         }
         exp10 += eneg ? -e : e;
     }
-    if (digits <= 15 && exp10 >= -22 && exp10 <= 22) {
+    size_t i = (size_t)(p - s);
+    /* mant is exact (at most 19 digits) and an exact double (at most 2^53) */
+    if (nd <= 19 && mant <= (1ull << 53) && exp10 >= -22 && exp10 <= 22) {
         double v = (double)mant;
         v = exp10 >= 0 ? v * pow10_exact[exp10] : v / pow10_exact[-exp10];
         *out = neg ? -v : v;

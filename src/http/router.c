@@ -159,19 +159,29 @@ int bs_router_match(const bs_router_t *r, const char *method, size_t method_len,
         segs += path[k] == '/';
     if (path_len == 1)
         segs = 0;
+    /* First the routes of this method (HEAD is served by GET routes), in table order: the
+     * method is one comparison, the path several. params is scratch until a route
+     * matches: a later match overwrites it. */
+    int head = method_len == 4 && memcmp(method, "HEAD", 4) == 0;
     for (int i = 0; i < r->n; i++) {
         const compiled_t *c = &r->c[i];
         if (c->n_segs != segs && !(c->has_rest && segs >= c->n_segs))
             continue;
-        /* params is scratch until a route matches: a later match overwrites it. */
-        if (!match_path(c, path, path_len, params, n_params))
+        const char *m = r->routes[i].method;
+        if (!(c->method_len == method_len && memcmp(m, method, method_len) == 0) &&
+            !(head && strcmp(m, "GET") == 0))
+            continue;
+        if (match_path(c, path, path_len, params, n_params))
+            return i;
+    }
+    /* No route of this method: 405 with the methods the path has, or 404. */
+    for (int i = 0; i < r->n; i++) {
+        const compiled_t *c = &r->c[i];
+        if (c->n_segs != segs && !(c->has_rest && segs >= c->n_segs))
+            continue;
+        if (!match_path(c, path, path_len, NULL, NULL))
             continue;
         const char *m = r->routes[i].method;
-        if (c->method_len == method_len && memcmp(m, method, method_len) == 0)
-            return i;
-        /* HEAD is served by GET routes. */
-        if (method_len == 4 && memcmp(method, "HEAD", 4) == 0 && strcmp(m, "GET") == 0)
-            return i;
         path_matched = 1;
         if (allow && alen + c->method_len + 3 < allow_len && !strstr(allow, m)) {
             if (alen) {

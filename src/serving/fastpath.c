@@ -15,16 +15,19 @@
 #include "base/numparse.h"
 #include "serving/serving_int.h"
 
-static const char *ws(const char *p, const char *end)
+static inline __attribute__((always_inline)) const char *ws(const char *p, const char *end)
 {
-    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
+    /* JSON's whitespace is below '!': one comparison for the usual byte that is not */
+    while (p < end && (unsigned char)*p <= ' ' &&
+           (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t'))
         p++;
     return p;
 }
 
 /* Matches a JSON string without escapes, of valid UTF-8 (what bs_json_parse refuses, this
  * declines: a feature name read from an artifact need not be UTF-8); sets its bounds. */
-static const char *plain_string(const char *p, const char *end, const char **s, size_t *n)
+static inline __attribute__((always_inline)) const char *plain_string(const char *p, const char *end,
+                                                                  const char **s, size_t *n)
 {
     if (p >= end || *p != '"')
         return NULL;
@@ -115,9 +118,9 @@ int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, con
                 if (!used || !isfinite(v))
                     return 0;
                 p += used;
-                if (f->type == BS_ML_INT && v != floor(v))
-                    return 0;
-                if (f->type == BS_ML_BOOL && v != 0 && v != 1)
+                if (f->type != BS_ML_FLOAT &&
+                    ((f->type == BS_ML_INT && v != floor(v)) ||
+                     (f->type == BS_ML_BOOL && v != 0 && v != 1)))
                     return 0;
                 if ((f->has_min && v < f->min) || (f->has_max && v > f->max))
                     return 0;

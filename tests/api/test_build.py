@@ -58,8 +58,15 @@ def test_no_argument_means_run_and_modes_nest():
     assert cp.returncode == 2 and cp.stderr.startswith("usage: scripts/deps.sh")
 
 
+def plain_make_env():
+    """The environment without the variables a parent make passes down (under `make asan`
+    MAKEFLAGS carries BUILD=build-asan), so `make -n run` shows what a user's run does."""
+    return {k: v for k, v in os.environ.items()
+            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+
+
 def test_make_run_uses_the_run_mode_and_builds_in_parallel():
-    cp = subprocess.run(["make", "-n", "--no-print-directory", "run"], cwd=ROOT,
+    cp = subprocess.run(["make", "-n", "--no-print-directory", "run"], cwd=ROOT, env=plain_make_env(),
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     assert cp.returncode == 0, cp.stderr
     lines = cp.stdout.splitlines()
@@ -67,7 +74,7 @@ def test_make_run_uses_the_run_mode_and_builds_in_parallel():
     assert re.fullmatch(r"make --no-print-directory -j\d+ build/basalt", lines[1]), lines[1]
     assert lines[-1] == "build/basalt serve --data ./data"
     # make test (through its deps prerequisite) installs the test mode, and checks the rebuild.
-    cp = subprocess.run(["make", "-n", "--no-print-directory", "deps"], cwd=ROOT,
+    cp = subprocess.run(["make", "-n", "--no-print-directory", "deps"], cwd=ROOT, env=plain_make_env(),
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=120)
     assert cp.stdout == "./scripts/deps.sh --test\n", cp.stdout
     with open(os.path.join(ROOT, "Makefile")) as f:

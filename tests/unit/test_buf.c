@@ -211,6 +211,40 @@ static void test_long_string(void **state)
     free(s);
 }
 
+/* Keys and strings take a one-step path when they need no escaping: every ASCII byte in a
+ * key and in a value, written into storage that must grow on the way, reads back as it was. */
+static void test_keys_and_strings_every_ascii_byte(void **state)
+{
+    (void)state;
+    for (int c = 1; c < 0x80; c++) {
+        char small[4];
+        bs_buf_t b = BS_BUF_ON(small);
+        char k[4] = {'k', (char)c, 'z', 0}, v[3] = {(char)c, 'v', 0};
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "plain");
+        bs_jw_str(&b, "x");
+        bs_jw_key(&b, k);
+        bs_jw_arr_begin(&b);
+        bs_jw_str(&b, v);
+        bs_jw_strn(&b, v, 1);
+        bs_jw_arr_end(&b);
+        bs_jw_obj_end(&b);
+        assert_false(b.oom);
+        cJSON *j = cJSON_Parse(b.data);
+        if (!j)
+            fail_msg("byte 0x%02x: not JSON: %s", c, b.data);
+        assert_string_equal(cJSON_GetObjectItemCaseSensitive(j, "plain")->valuestring, "x");
+        cJSON *arr = cJSON_GetObjectItemCaseSensitive(j, k);
+        if (!arr || cJSON_GetArraySize(arr) != 2)
+            fail_msg("byte 0x%02x: key lost: %s", c, b.data);
+        assert_string_equal(cJSON_GetArrayItem(arr, 0)->valuestring, v);
+        assert_int_equal(strlen(cJSON_GetArrayItem(arr, 1)->valuestring), 1);
+        assert_int_equal(cJSON_GetArrayItem(arr, 1)->valuestring[0], c);
+        cJSON_Delete(j);
+        bs_buf_free(&b);
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -218,6 +252,7 @@ int main(void)
         cmocka_unit_test(test_utf8_kept),            cmocka_unit_test(test_utf8_invalid_replaced),
         cmocka_unit_test(test_doubles_roundtrip),    cmocka_unit_test(test_nonfinite_null),
         cmocka_unit_test(test_structure_and_commas), cmocka_unit_test(test_long_string),
+        cmocka_unit_test(test_keys_and_strings_every_ascii_byte),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
