@@ -60,9 +60,10 @@ def test_no_argument_means_run_and_modes_nest():
 
 def plain_make_env():
     """The environment without the variables a parent make passes down (under `make asan`
-    MAKEFLAGS carries BUILD=build-asan), so `make -n run` shows what a user's run does."""
+    MAKEFLAGS carries BUILD=build-asan, and make exports command-line variables to the
+    environment too), so `make -n run` shows what a user's run does."""
     return {k: v for k, v in os.environ.items()
-            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+            if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "BUILD", "SANITIZE")}
 
 
 def test_make_run_uses_the_run_mode_and_builds_in_parallel():
