@@ -286,12 +286,14 @@ def test_rss_stays_flat_over_create_upload_delete_cycles(start_server):
     """Memory that comes back: after a warm-up (SQLite's page cache fills), 2400 more
     create/upload/predict/delete cycles from four clients grow RSS by well under what the
     slots alone used to keep (~3 KB a version), plus retired snapshots that were never
-    reclaimed while pool workers were busy. A loose bound on purpose; sanitizer builds
-    (quarantined frees) are skipped."""
+    reclaimed while pool workers were busy. A loose bound on purpose. Under AddressSanitizer
+    RSS follows its quarantine, not basalt's frees, so there the cycles are fewer and only
+    what the server reports is checked: every slot is gone (and LeakSanitizer checks the
+    frees at exit)."""
     srv = start_server("--threads", "2")
     with open("/proc/%d/maps" % srv.proc.pid) as f:
-        if "asan" in f.read():
-            pytest.skip("RSS under AddressSanitizer follows its quarantine, not basalt's frees")
+        sanitized = "asan" in f.read()
+    warm, total = (60, 300) if sanitized else (600, 3000)
 
     def cycle(i):
         s = requests.Session()
@@ -309,10 +311,12 @@ def test_rss_stays_flat_over_create_upload_delete_cycles(start_server):
         s.close()
 
     with ThreadPoolExecutor(4) as ex:
-        list(ex.map(cycle, range(600)))
+        list(ex.map(cycle, range(warm)))
     before = rss_kb(srv.proc.pid)
     with ThreadPoolExecutor(4) as ex:
-        list(ex.map(cycle, range(600, 3000)))
+        list(ex.map(cycle, range(warm, total)))
     after = rss_kb(srv.proc.pid)
-    assert after - before < 4096, "RSS grew %d KB over 2400 cycles" % (after - before)
+    if not sanitized:
+        assert after - before < 4096, "RSS grew %d KB over %d cycles" % (after - before,
+                                                                        total - warm)
     assert metrics(srv).get("basalt_model_versions") == 0
