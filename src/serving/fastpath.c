@@ -81,49 +81,69 @@ int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, con
         p++;
     } else {
         for (;;) {
-            if (!(p = plain_string(p, end, &k, &kn)))
-                return 0;
             int i = -1;
-            if (next < nf && h->name_len[next] == kn) {
+            /* Clients usually send features in schema order: try the next one first, and
+             * when its name needs no scan (BS__FAST_NAME_LITERAL), compare the bytes
+             * `"name"` in place. */
+            if (next < nf && (h->fast[next] & BS__FAST_NAME_LITERAL)) {
+                size_t fl = h->name_len[next];
                 const char *fn = h->sig.features[next].name;
-                size_t j = 0;
-                while (j < kn && fn[j] == k[j])
-                    j++;
-                if (j == kn)
-                    i = next;
+                if ((size_t)(end - p) > fl + 1 && *p == '"' && p[fl + 1] == '"') {
+                    size_t j = 0;
+                    while (j < fl && fn[j] == p[1 + j])
+                        j++;
+                    if (j == fl) {
+                        i = next;
+                        p += fl + 2;
+                    }
+                }
             }
-            if (i < 0)
+            if (i < 0) {
+                if (!(p = plain_string(p, end, &k, &kn)))
+                    return 0;
                 i = bs_model_handle_feature(h, k, kn);
+            }
             next = i + 1;
             if (i < 0 || seen_small[i])
                 return 0; /* unknown or repeated: the general path decides */
             seen_small[i] = 1;
             count++;
-            p = ws(p, end);
-            if (p >= end || *p++ != ':')
-                return 0;
-            p = ws(p, end);
-            const bs_ml_feature_t *f = &h->sig.features[i];
-            double v;
-            if (f->type == BS_ML_BOOL && end - p >= 4 && memcmp(p, "true", 4) == 0) {
-                v = 1;
-                p += 4;
-            } else if (f->type == BS_ML_BOOL && end - p >= 5 && memcmp(p, "false", 5) == 0) {
-                v = 0;
-                p += 5;
-            } else {
-                if (f->type == BS_ML_CATEGORY)
+            if (p < end && *p == ':')
+                p++; /* the usual compact `"name":value` */
+            else {
+                p = ws(p, end);
+                if (p >= end || *p++ != ':')
                     return 0;
+            }
+            p = ws(p, end);
+            double v;
+            if (h->fast[i] & BS__FAST_PLAIN_NUMBER) {
                 size_t used = bs_parse_json_number(p, (size_t)(end - p), &v);
                 if (!used || !isfinite(v))
                     return 0;
                 p += used;
-                if (f->type != BS_ML_FLOAT &&
-                    ((f->type == BS_ML_INT && v != floor(v)) ||
-                     (f->type == BS_ML_BOOL && v != 0 && v != 1)))
-                    return 0;
-                if ((f->has_min && v < f->min) || (f->has_max && v > f->max))
-                    return 0;
+            } else {
+                const bs_ml_feature_t *f = &h->sig.features[i];
+                if (f->type == BS_ML_BOOL && end - p >= 4 && memcmp(p, "true", 4) == 0) {
+                    v = 1;
+                    p += 4;
+                } else if (f->type == BS_ML_BOOL && end - p >= 5 && memcmp(p, "false", 5) == 0) {
+                    v = 0;
+                    p += 5;
+                } else {
+                    if (f->type == BS_ML_CATEGORY)
+                        return 0;
+                    size_t used = bs_parse_json_number(p, (size_t)(end - p), &v);
+                    if (!used || !isfinite(v))
+                        return 0;
+                    p += used;
+                    if (f->type != BS_ML_FLOAT &&
+                        ((f->type == BS_ML_INT && v != floor(v)) ||
+                         (f->type == BS_ML_BOOL && v != 0 && v != 1)))
+                        return 0;
+                    if ((f->has_min && v < f->min) || (f->has_max && v > f->max))
+                        return 0;
+                }
             }
             row[i] = v;
             p = ws(p, end);

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/buf.h"
 #include "base/json.h"
 #include "base/log.h"
 #include "base/rcu.h"
@@ -42,6 +43,31 @@ int bs_model_handle_feature(const bs_model_handle_t *h, const char *name, size_t
     }
 }
 
+/* The feature's BS__FAST_* bits (see serving_int.h). */
+static unsigned char fast_bits(const bs_ml_feature_t *f, size_t n)
+{
+    unsigned char bits = 0;
+    const unsigned char *u = (const unsigned char *)f->name;
+    size_t i = 0;
+    while (i < n) {
+        if (u[i] == '"' || u[i] == '\\' || u[i] < 0x20)
+            break;
+        if (u[i] < 0x80) {
+            i++;
+            continue;
+        }
+        size_t l = bs_utf8_len(u + i, n - i);
+        if (!l)
+            break;
+        i += l;
+    }
+    if (i == n)
+        bits |= BS__FAST_NAME_LITERAL;
+    if (f->type == BS_ML_FLOAT && !f->has_min && !f->has_max)
+        bits |= BS__FAST_PLAIN_NUMBER;
+    return bits;
+}
+
 static void handle_free(bs_model_handle_t *h)
 {
     if (!h)
@@ -50,6 +76,7 @@ static void handle_free(bs_model_handle_t *h)
     bs_ml_schema_deinit(&h->sig);
     free(h->name_index);
     free(h->name_len);
+    free(h->fast);
     free(h);
 }
 
@@ -82,7 +109,8 @@ bs_model_handle_t *bs__serving_handle_new(bs_ml_model_t *model, const cJSON *inp
         h->name_index = calloc(cap, sizeof(int));
         h->name_mask = cap - 1;
         h->name_len = calloc((size_t)h->sig.n_features + 1, sizeof(uint32_t));
-        if (!h->name_index || !h->name_len)
+        h->fast = calloc((size_t)h->sig.n_features + 1, 1);
+        if (!h->name_index || !h->name_len || !h->fast)
             rc = bs_err_set(err, BS_ENOMEM, "out of memory");
         for (int i = 0; !rc && i < h->sig.n_features; i++) {
             const char *n = h->sig.features[i].name;
@@ -91,6 +119,7 @@ bs_model_handle_t *bs__serving_handle_new(bs_ml_model_t *model, const cJSON *inp
             while (h->name_index[k])
                 k = (k + 1) & h->name_mask;
             h->name_index[k] = i + 1;
+            h->fast[i] = fast_bits(&h->sig.features[i], h->name_len[i]);
         }
     }
     if (rc) {

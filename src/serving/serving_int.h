@@ -41,7 +41,16 @@ struct bs_model_handle {
     int *name_index;
     uint32_t name_mask;
     uint32_t *name_len; /* strlen of each feature name */
+    /* Per feature, BS__FAST_* bits decided once at load time, so the fast path's loop
+     * (fastpath.c) is a name compare, a number parse and a store for the usual feature. */
+    unsigned char *fast;
 };
+
+/* The name is valid UTF-8 without '"', '\\' or control bytes: a JSON string whose bytes
+ * are exactly `"name"` is that name, so the fast path compares bytes without a scan. */
+#define BS__FAST_NAME_LITERAL 1u
+/* A float without min/max: any finite number is accepted as it is. */
+#define BS__FAST_PLAIN_NUMBER 2u
 
 #define BS__STAT_SHARDS 8
 

@@ -78,7 +78,16 @@ static const char *RAW_NAME =
     " \"estimator\":{\"type\":\"linear\",\"link\":\"identity\",\"coef\":[[1,2]],\"intercept\":[0]},"
     " \"output\":{\"task\":\"regression\"}}";
 
-enum { M_LIN, M_CAT, M_CATDEF, M_TREES, M_RAW, M_COUNT };
+/* Names that a body can only spell with escapes ("a\"b", "c\\d"): the fast path must not
+ * compare their bytes in place (BS__FAST_NAME_LITERAL), where `"a"b"` would match. */
+static const char *ESCAPED_NAMES =
+    "{\"basalt_model\":1,"
+    " \"inputs\":[{\"name\":\"a\\\"b\",\"type\":\"float\",\"default\":0},"
+    "   {\"name\":\"c\\\\d\",\"type\":\"float\",\"default\":0}],"
+    " \"estimator\":{\"type\":\"linear\",\"link\":\"identity\",\"coef\":[[1,2]],\"intercept\":[0]},"
+    " \"output\":{\"task\":\"regression\"}}";
+
+enum { M_LIN, M_CAT, M_CATDEF, M_TREES, M_RAW, M_ESC, M_COUNT };
 
 static bs_model_handle_t *handles[M_COUNT];
 static bs_serving_t strict = {.o = {.max_rows = 16, .reject_unknown = 1}};
@@ -109,6 +118,7 @@ static int setup(void **state)
     handles[M_CATDEF] = make_handle(CATEGORY, CATEGORY_DEFAULT);
     handles[M_TREES] = make_handle(TREES, NULL);
     handles[M_RAW] = make_handle(RAW_NAME, NULL);
+    handles[M_ESC] = make_handle(ESCAPED_NAMES, NULL);
     return 0;
 }
 
@@ -396,6 +406,12 @@ static const body_case_t CASES[] = {
     DEC(M_TREES, G_ERR, "{\"inputs\":{\"f0\":1,\"gr\xc3\":true}}"),
     DEC(M_RAW, G_ERR, "{\"inputs\":{\"f\xff\":1,\"g\":2}}"),
     DEC(M_RAW, G_ERR, "{\"inputs\":{\"g\":2,\"f\xff\":1}}"),
+    /* names spelled with escapes: the general path's; their raw bytes are not JSON */
+    DEC(M_ESC, G_OK, "{\"inputs\":{\"a\\\"b\":1,\"c\\\\d\":2}}"),
+    DEC(M_ESC, G_ERR, "{\"inputs\":{\"a\"b\":1,\"c\\\\d\":2}}"),
+    DEC(M_ESC, G_ERR, "{\"inputs\":{\"a\\\"b\":1,\"c\\d\":2}}"),
+    DEC(M_ESC, G_ERR, "{\"inputs\":{\"a\"b\":1}}"),
+    DEC(M_ESC, G_ERR, "{\"inputs\":{\"a\"b\":1,\"c\\d\":2}}"),
 };
 
 /* clang-format on */
@@ -433,6 +449,26 @@ static void test_table(void **state)
             assert_int_equal(lenient_fast, c->fast);
     }
     assert_int_equal(wrong, 0);
+}
+
+/* The per-feature bits bs__serving_handle_new precomputes for the fast path. */
+static void test_fast_bits(void **state)
+{
+    (void)state;
+    const unsigned L = BS__FAST_NAME_LITERAL, P = BS__FAST_PLAIN_NUMBER;
+    const bs_model_handle_t *lin = handles[M_LIN], *tr = handles[M_TREES];
+    /* x float; n int 0..100; b bool; d float -10..10; flag bool; r float */
+    assert_int_equal(lin->fast[0], L | P);
+    assert_int_equal(lin->fast[1], L);
+    assert_int_equal(lin->fast[2], L);
+    assert_int_equal(lin->fast[3], L);
+    assert_int_equal(lin->fast[5], L | P);
+    assert_int_equal(tr->fast[2], L); /* UTF-8 name, bool */
+    assert_int_equal(handles[M_CAT]->fast[1], L); /* category */
+    assert_int_equal(handles[M_RAW]->fast[0], P); /* "f\xff": not UTF-8 */
+    assert_int_equal(handles[M_RAW]->fast[1], L | P);
+    assert_int_equal(handles[M_ESC]->fast[0], P); /* a"b */
+    assert_int_equal(handles[M_ESC]->fast[1], P); /* c\d */
 }
 
 /* Values the contract alone would not pin down (both paths could share a mistake). */
@@ -786,7 +822,8 @@ static void test_number_random(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_table),        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_table),        cmocka_unit_test(test_fast_bits),
+        cmocka_unit_test(test_values),
         cmocka_unit_test(test_prefixes),     cmocka_unit_test(test_edits),
         cmocka_unit_test(test_number_edges), cmocka_unit_test(test_number_random),
     };
