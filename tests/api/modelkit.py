@@ -251,3 +251,15 @@ def with_nans(df, frac=0.1, seed=0, columns=None):
         out[c] = out[c].astype(object if out[c].dtype == object else np.float64)
         out.loc[mask[:, j], c] = np.nan
     return out
+
+
+# A basalt model with a float and a one-hot category input: y = 2x + 0.5 + (1|10|100 by city).
+CITY_DOC = {
+    "basalt_model": 1,
+    "inputs": [{"name": "x", "type": "float"},
+               {"name": "city", "type": "category", "categories": ["berlin", "paris", "rome"]}],
+    "preprocess": [{"columns": ["x"]}, {"columns": ["city"], "steps": [{"op": "one_hot"}]}],
+    "estimator": {"type": "linear", "link": "identity", "coef": [[2.0, 1.0, 10.0, 100.0]],
+                  "intercept": [0.5]},
+    "output": {"task": "regression"},
+}

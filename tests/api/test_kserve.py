@@ -13,18 +13,8 @@ import xgboost as xgb
 from sklearn import datasets
 from sklearn.ensemble import GradientBoostingRegressor
 
-from modelkit import (approve, assert_close, assert_error, create_model, exporter,
+from modelkit import (CITY_DOC, approve, assert_close, assert_error, create_model, exporter,
                       positional_rows, publish, upload_ok, with_nans, xgb_bytes)
-
-CITY_DOC = {
-    "basalt_model": 1,
-    "inputs": [{"name": "x", "type": "float"},
-               {"name": "city", "type": "category", "categories": ["berlin", "paris", "rome"]}],
-    "preprocess": [{"columns": ["x"]}, {"columns": ["city"], "steps": [{"op": "one_hot"}]}],
-    "estimator": {"type": "linear", "link": "identity", "coef": [[2.0, 1.0, 10.0, 100.0]],
-                  "intercept": [0.5]},
-    "output": {"task": "regression"},
-}
 
 
 def city_oracle(x, city):

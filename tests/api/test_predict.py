@@ -27,7 +27,7 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from modelkit import (EXPORTER, assert_close, assert_error, create_model, exporter, named_rows,
+from modelkit import (CITY_DOC, EXPORTER, assert_close, assert_error, create_model, exporter, named_rows,
                       positional_rows, predict, predict_ok, proba_matrix, publish, upload,
                       upload_ok, approve, with_nans, xgb_bytes, linear_bytes)
 
@@ -251,16 +251,6 @@ def test_partly_imputed_pipeline_takes_missing_values_where_imputed(shared_serve
 
 
 # ---- validation -------------------------------------------------------------------------------
-
-CITY_DOC = {
-    "basalt_model": 1,
-    "inputs": [{"name": "x", "type": "float"},
-               {"name": "city", "type": "category", "categories": ["berlin", "paris", "rome"]}],
-    "preprocess": [{"columns": ["x"]}, {"columns": ["city"], "steps": [{"op": "one_hot"}]}],
-    "estimator": {"type": "linear", "link": "identity", "coef": [[2.0, 1.0, 10.0, 100.0]],
-                  "intercept": [0.5]},
-    "output": {"task": "regression"},
-}
 
 
 def city_oracle(x, city):

@@ -19,18 +19,8 @@ import numpy as np
 import pytest
 from requests.structures import CaseInsensitiveDict
 
-from modelkit import (assert_error, assert_oip_error, create_model, linear_bytes, predict,
+from modelkit import (CITY_DOC, assert_error, assert_oip_error, linear_bytes, predict,
                       publish, upload)
-
-CITY_DOC = {
-    "basalt_model": 1,
-    "inputs": [{"name": "x", "type": "float"},
-               {"name": "city", "type": "category", "categories": ["berlin", "paris", "rome"]}],
-    "preprocess": [{"columns": ["x"]}, {"columns": ["city"], "steps": [{"op": "one_hot"}]}],
-    "estimator": {"type": "linear", "link": "identity", "coef": [[2.0, 1.0, 10.0, 100.0]],
-                  "intercept": [0.5]},
-    "output": {"task": "regression"},
-}
 
 # A model with every input type: float, int (by override), bool, category.
 TYPED_DOC = {
