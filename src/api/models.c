@@ -77,8 +77,7 @@ int bs__api_version_param(bs_req_t *req)
 
 int bs__api_predict_media_ok(bs_req_t *req)
 {
-    if (bs_req_content_type_is(req, "application/json") ||
-        bs_req_content_type_is(req, "application/x-www-form-urlencoded"))
+    if (bs_req_is_json(req))
         return 1;
     const char *ct = bs_req_header(req, "content-type");
     bs_resp_errorf(req, BS_EMEDIA, NULL,
@@ -582,8 +581,7 @@ static void predict(bs_req_t *req, int version)
     size_t n = 0;
     int rc = 0;
     size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
-    if (bs_req_content_type_is(req, "application/json") &&
-        (rows = bs_arena_alloc(&req->arena, (nf + 1) * sizeof(double))) &&
+    if ((rows = bs_arena_alloc(&req->arena, (nf + 1) * sizeof(double))) &&
         bs_serving_parse_fast(app->serving, h, req->body, req->body_len, rows)) {
         n = 1;
     } else {

@@ -81,10 +81,11 @@ const char *bs_req_param_raw(const bs_req_t *req, const char *name, size_t *len)
 const char *bs_req_query(bs_req_t *req, const char *name);
 /* Request header by lower-case name (copied into the arena), or NULL. */
 const char *bs_req_header(bs_req_t *req, const char *name);
-/* 1 if the request has no Content-Type or one whose media type is type (case-insensitive;
- * parameters such as "; charset=utf-8" may follow). No copy: cheap enough for the predict
- * path. */
-int bs_req_content_type_is(const bs_req_t *req, const char *type);
+/* 1 if the body may be read as JSON: no Content-Type, or a media type (case-insensitive,
+ * parameters such as "; charset=utf-8" may follow) of application/json, application/<x>+json
+ * or application/x-www-form-urlencoded (what `curl -d` sends). No copy: cheap enough for
+ * the predict path. bs_req_json refuses every other type with BS_EMEDIA. */
+int bs_req_is_json(const bs_req_t *req);
 /* Parses the body as JSON with the configured depth limit (freed with the request).
  * Errors: BS_EMEDIA for a non-JSON content type, BS_EPARSE, BS_EDEPTH. */
 cJSON *bs_req_json(bs_req_t *req, bs_err_t *err);

@@ -249,6 +249,24 @@ def test_unsupported_media_type(shared_server):
     assert_error(r, 415, "unsupported_media_type")
 
 
+@pytest.mark.parametrize("ctype", ["text/plain", "text/plain; charset=utf-8", "application/jsonx",
+                                   "application/vnd.x", "application/xml"])
+def test_every_json_route_refuses_non_json_media_types(shared_server, ctype):
+    """One rule for every JSON body (bs_req_is_json), not only predict's."""
+    for path, body in (("/v1/keys", b'{"name":"k","role":"viewer"}'),
+                       ("/v1/models", b'{"name":"media-%d"}' % len(ctype))):
+        r = shared_server.post(path, data=body, headers={"Content-Type": ctype})
+        assert_error(r, 415, "unsupported_media_type")
+
+
+@pytest.mark.parametrize("ctype", ["application/json; charset=utf-8", "application/merge-patch+json",
+                                   "APPLICATION/VND.BASALT+JSON"])
+def test_json_media_types_with_a_suffix_or_parameters_are_read(shared_server, ctype):
+    r = shared_server.post("/v1/models", data=b'{"name":"m-%d"}' % len(ctype),
+                           headers={"Content-Type": ctype})
+    assert r.status_code == 201, r.text
+
+
 def nested(depth):
     """A body whose JSON nesting depth is exactly depth (the outer object counts as 1)."""
     k = depth - 1
