@@ -5,6 +5,8 @@
 #                     fuzz targets, pytest, numpy/scipy/pandas, scikit-learn, XGBoost, curl)
 #   deps.sh --bench   the above and the benchmarks' peers (`make bench`)
 #   deps.sh [MODE] --list   prints the mode's packages, one a line, and installs nothing
+# --test (and --bench) also create the unprivileged system user basalt-test: the tests
+# run PostgreSQL as it, because PostgreSQL refuses to run as root.
 # Only what is missing is installed, after an apt-get update; safe to re-run.
 # To add a package, append it to the list of the first mode that needs it.
 set -eu
@@ -12,15 +14,17 @@ set -eu
 RUN_PACKAGES="
 build-essential pkg-config
 libh2o-evloop-dev libcjson-dev libsqlite3-dev liblmdb-dev libyaml-dev libssl-dev
+libpq-dev libhiredis-dev
 "
 TEST_PACKAGES="
 clang libclang-rt-14-dev libcmocka-dev curl
 python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
 python3-sklearn python3-xgboost
 python3-prometheus-client prometheus python3-jsonschema
+postgresql redis-server nginx
 "
 BENCH_PACKAGES="
-nginx wrk libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
+wrk libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
 "
 
 mode=--run list=""
@@ -56,7 +60,15 @@ for p in $PACKAGES; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
 done
 
+# The user the test harness runs PostgreSQL as when the tests run as root (tests/pg_server.py).
+test_user() {
+    if [ "$mode" != --run ] && [ "$(id -u)" -eq 0 ] && ! id basalt-test >/dev/null 2>&1; then
+        useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin basalt-test
+    fi
+}
+
 if [ -z "$missing" ]; then
+    test_user
     exit 0
 fi
 
@@ -67,3 +79,4 @@ fi
 echo "deps.sh: installing:$missing" >&2
 $SUDO apt-get update
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y --no-install-recommends $missing
+test_user

@@ -1,20 +1,24 @@
 /* Numbered, forward-only schema migrations of the metadata store. Append new
- * entries; never edit an applied one. Each runs in one transaction. */
+ * entries; never edit an applied one. Each runs in one transaction.
+ *
+ * An entry is {sql, pg}: sql is the SQLite text; pg is the PostgreSQL text, or NULL when
+ * the SQLite text serves both engines after the PostgreSQL backend maps its column types
+ * (INTEGER -> BIGINT, REAL -> DOUBLE PRECISION, BLOB -> BYTEA; see meta_pg.c). */
 #include <stddef.h>
 
 #include "store/meta_int.h"
 
-const char *const bs__meta_migrations[] = {
+const bs_meta_migration_t bs__meta_migrations[] = {
     /* 1: tenants and API keys */
-    "CREATE TABLE tenants ("
+    {"CREATE TABLE tenants ("
     "  id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, created_at INTEGER NOT NULL);"
     "CREATE TABLE api_keys ("
     "  id TEXT PRIMARY KEY, name TEXT NOT NULL, tenant TEXT NOT NULL, role TEXT NOT NULL,"
     "  salt TEXT NOT NULL, hash TEXT NOT NULL, rate_rps REAL, rate_burst REAL,"
     "  expires_at INTEGER, created_at INTEGER NOT NULL, created_by TEXT);"
-    "CREATE INDEX api_keys_tenant ON api_keys(tenant);",
+    "CREATE INDEX api_keys_tenant ON api_keys(tenant);", NULL},
     /* 2: model registry, experiment runs, audit log */
-    "CREATE TABLE models ("
+    {"CREATE TABLE models ("
     "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL DEFAULT '',"
     "  tags TEXT NOT NULL DEFAULT '[]', require_distinct_approver INTEGER NOT NULL DEFAULT 0,"
     "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL, created_by TEXT NOT NULL,"
@@ -44,20 +48,20 @@ const char *const bs__meta_migrations[] = {
     "CREATE TABLE audit ("
     "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,"
     "  resource TEXT NOT NULL, before TEXT, after TEXT, ts INTEGER NOT NULL);"
-    "CREATE INDEX audit_tenant ON audit(tenant, id);",
+    "CREATE INDEX audit_tenant ON audit(tenant, id);", NULL},
     /* 3: per-model dynamic batching settings (JSON; NULL = the server's defaults) */
-    "ALTER TABLE models ADD COLUMN batching TEXT;",
+    {"ALTER TABLE models ADD COLUMN batching TEXT;", NULL},
     /* 4: the four-eyes rule a version was uploaded under (NULL: the model's current rule);
      * existing versions keep the rule their model has now */
-    "ALTER TABLE model_versions ADD COLUMN require_distinct_approver INTEGER;"
+    {"ALTER TABLE model_versions ADD COLUMN require_distinct_approver INTEGER;"
     "UPDATE model_versions SET require_distinct_approver ="
-    "  (SELECT m.require_distinct_approver FROM models m WHERE m.id = model_versions.model_id);",
+    "  (SELECT m.require_distinct_approver FROM models m WHERE m.id = model_versions.model_id);", NULL},
     /* 5: key scopes, comma-separated names ('' = the role's full reach) */
-    "ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';",
+    {"ALTER TABLE api_keys ADD COLUMN scopes TEXT NOT NULL DEFAULT '';", NULL},
     /* 6: what a routing rebuild reads of every version, as a covering index: the rebuild
      * scans it (a few dozen bytes a version) instead of the table's wide rows; sha256 for
      * the artifact collector's reference check */
-    "CREATE INDEX model_versions_routing ON model_versions(model_id, version, status);"
-    "CREATE INDEX model_versions_sha256 ON model_versions(sha256);",
-    NULL,
+    {"CREATE INDEX model_versions_routing ON model_versions(model_id, version, status);"
+    "CREATE INDEX model_versions_sha256 ON model_versions(sha256);", NULL},
+    {NULL, NULL},
 };

@@ -82,7 +82,7 @@ static int migrate(bs_meta_t *m, bs_err_t *err)
     int have = sqlite3_step(st) == SQLITE_ROW ? sqlite3_column_int(st, 0) : 0;
     sqlite3_finalize(st);
     int n = 0;
-    while (bs__meta_migrations[n])
+    while (bs__meta_migrations[n].sql)
         n++;
     if (have > n)
         return bs_err_set(err, BS_EIO,
@@ -95,7 +95,7 @@ static int migrate(bs_meta_t *m, bs_err_t *err)
                  v);
         if ((rc = run_script(m, "BEGIN IMMEDIATE", err)))
             return rc;
-        if ((rc = run_script(m, bs__meta_migrations[v - 1], err)) ||
+        if ((rc = run_script(m, bs__meta_migrations[v - 1].sql, err)) ||
             (rc = run_script(m, record, err))) {
             run_script(m, "ROLLBACK", NULL);
             return rc;
