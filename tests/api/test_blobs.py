@@ -55,6 +55,13 @@ def assert_stored(srv, art):
     assert b"".join(chunks) == art
 
 
+def cache_metrics(srv):
+    m = srv.metrics()
+    return {k: m.get("basalt_artifact_" + k) for k in
+            ("cache_hits_total", "cache_misses_total", "cache_discards_total",
+             "fetched_bytes_total")}
+
+
 def test_setting_and_info(start_server, run_basalt, tmp_path):
     srv = start_server(*MD)
     assert srv.get("/v1/info").json()["backends"]["artifacts"] == "metadata"
@@ -82,8 +89,11 @@ def test_upload_approve_predict_then_lost_cache_is_fetched(start_server):
     assert r.status_code == 200 and r.json()["predictions"] == [5.0], r.text
     with open(cache_path(srv, sha(art)), "rb") as f:  # fetched, verified, cached again
         assert f.read() == art
+    assert cache_metrics(srv) == {"cache_hits_total": 0, "cache_misses_total": 1,
+                                  "cache_discards_total": 0, "fetched_bytes_total": len(art)}
     r = srv.get("/v1/models/m/versions/1/artifact")
     assert r.status_code == 200 and r.content == art
+    assert cache_metrics(srv)["cache_hits_total"] == 1
 
 
 def test_damaged_cache_file_is_fetched_again(start_server):
@@ -98,6 +108,8 @@ def test_damaged_cache_file_is_fetched_again(start_server):
     assert r.status_code == 200 and r.content == art
     with open(path, "rb") as f:
         assert f.read() == art
+    assert cache_metrics(srv) == {"cache_hits_total": 0, "cache_misses_total": 1,
+                                  "cache_discards_total": 1, "fetched_bytes_total": len(art)}
     # Truncated, then served by a fresh process (the load of the model reads it).
     srv.stop()
     with open(path, "r+b") as f:
@@ -106,6 +118,7 @@ def test_damaged_cache_file_is_fetched_again(start_server):
     r = predict(srv, "m", {"inputs": {"a": 1, "b": 1}})
     assert r.status_code == 200 and r.json()["predictions"] == [15.0], r.text
     assert os.path.getsize(path) == len(art)
+    assert cache_metrics(srv)["cache_discards_total"] == 1
     assert "fetching it again" in srv.stderr()
 
 
@@ -253,3 +266,5 @@ def test_files_store_layout_is_unchanged(start_server):
     assert stored_blob(srv, sha(art)) == (None, [])
     r = predict(srv, "m", {"inputs": {"a": 1, "b": 1}})
     assert r.status_code == 200 and r.json()["predictions"] == [2.0], r.text
+    assert cache_metrics(srv) == {"cache_hits_total": 0, "cache_misses_total": 0,
+                                  "cache_discards_total": 0, "fetched_bytes_total": 0}
