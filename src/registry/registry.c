@@ -2,14 +2,10 @@
  * log live in runs.c and audit.c. */
 #include "registry/registry.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "base/crypto.h"
 #include "base/id.h"

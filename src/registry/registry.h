@@ -114,7 +114,8 @@ typedef struct {
 int bs_registry_artifact_load(bs_registry_t *r, const char *model_id, int version,
                               bs_registry_artifact_t *out, bs_err_t *err);
 /* The same for tenant's model `name` (the download route). BS_ENOTFOUND names the model or
- * the version; BS_EIO when the stored file is missing or fails its checksum. */
+ * the version; BS_EIO (naming the sha256) when the stored artifact is missing, truncated or
+ * fails its checksum. */
 int bs_registry_artifact_get(bs_registry_t *r, const char *tenant, const char *name, int version,
                              bs_registry_artifact_t *out, bs_err_t *err);
 void bs_registry_artifact_deinit(bs_registry_artifact_t *a);
