@@ -74,8 +74,14 @@ run:
 unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
+# The registry suites once more with artifacts in the metadata store (tests/api/conftest.py).
+ARTIFACT_STORE_SUITES := tests/api/test_registry.py tests/api/test_lifecycle.py \
+    tests/api/test_stalls.py tests/api/test_model_loading.py
+
 api: $(BUILD)/basalt
 	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api
+	BASALT_TEST_ARTIFACT_STORE=metadata BASALT_BIN=$(abspath $(BUILD)/basalt) \
+	    $(PY) -m pytest -q -x $(ARTIFACT_STORE_SUITES)
 
 # npm tools the API tests run on /openapi.json (redocly lint, openapi-typescript, tsc),
 # pinned by tests/api/npm/package-lock.json and installed once into build/npm (shared by

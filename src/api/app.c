@@ -19,8 +19,15 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->auth = bs_auth_new(app->meta, app->cfg.rate_limit_rps, app->cfg.rate_limit_burst, err);
     if (!app->auth)
         return err->code;
+    /* Artifacts: files under <data>/artifacts, or chunks in the metadata store (cached
+     * there) so replicas on one PostgreSQL share them without a shared disk. */
+    bs_blobs_kind_t store = BS_BLOBS_FILES;
+    /* TODO(integrator): default to BS_BLOBS_METADATA when
+     * bs_meta_dialect(app->meta) == BS_META_POSTGRES and artifact_store is empty. */
+    if (app->cfg.artifact_store[0] && bs_blobs_parse_kind(app->cfg.artifact_store, &store, err))
+        return err->code;
     snprintf(path, sizeof path, "%s/artifacts", app->data_dir);
-    app->registry = bs_registry_new(app->meta, path, err);
+    app->registry = bs_registry_new(app->meta, path, store, err);
     if (!app->registry)
         return err->code;
     if (bs_registry_gc_start(app->registry, app->cfg.artifact_gc_grace_seconds, err) != 0)

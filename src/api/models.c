@@ -26,6 +26,25 @@ void bs__api_model_metrics(bs_app_t *app, bs_buf_t *out)
                   "basalt_upload_rejections_total %llu\n",
                   (long long)atomic_load(&app->upload_bytes),
                   (unsigned long long)atomic_load(&app->upload_rejections));
+    if (!app->registry)
+        return;
+    bs_blobs_stats_t bs;
+    bs_blobs_stats(bs_registry_blobs(app->registry), &bs);
+    bs_buf_printf(out,
+                  "# HELP basalt_artifact_cache_hits_total Artifact loads answered from a verified local cache file (artifact_store metadata).\n"
+                  "# TYPE basalt_artifact_cache_hits_total counter\n"
+                  "basalt_artifact_cache_hits_total %llu\n"
+                  "# HELP basalt_artifact_cache_misses_total Artifact loads fetched from the metadata store.\n"
+                  "# TYPE basalt_artifact_cache_misses_total counter\n"
+                  "basalt_artifact_cache_misses_total %llu\n"
+                  "# HELP basalt_artifact_cache_discards_total Local cache files that failed their size or checksum check and were fetched again.\n"
+                  "# TYPE basalt_artifact_cache_discards_total counter\n"
+                  "basalt_artifact_cache_discards_total %llu\n"
+                  "# HELP basalt_artifact_fetched_bytes_total Artifact bytes read from the metadata store.\n"
+                  "# TYPE basalt_artifact_fetched_bytes_total counter\n"
+                  "basalt_artifact_fetched_bytes_total %llu\n",
+                  (unsigned long long)bs.cache_hits, (unsigned long long)bs.cache_misses,
+                  (unsigned long long)bs.cache_discards, (unsigned long long)bs.fetched_bytes);
 }
 
 /* Sends b as JSON with status, or the error. */

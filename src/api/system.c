@@ -190,7 +190,9 @@ void bs__api_info(bs_req_t *req)
     bs_jw_key(&b, "metadata");
     bs_jw_str(&b, bs_meta_backend(app->meta));
     bs_jw_key(&b, "artifacts");
-    bs_jw_str(&b, "filesystem");
+    bs_jw_str(&b, bs_blobs_kind(bs_registry_blobs(app->registry)) == BS_BLOBS_METADATA
+                      ? "metadata"
+                      : "filesystem");
     bs_jw_obj_end(&b);
     bs_jw_key(&b, "caller");
     bs_jw_obj_begin(&b);

@@ -54,6 +54,9 @@ static const setting_t settings[] = {
       "artifact bytes of uploads processed at once (503 overloaded beyond)"),
     S(artifact_gc_grace_seconds, T_I64, 1, 31536000, "3600",
       "unreferenced artifact files older than this are removed"),
+    S(artifact_store, T_STR, 0, 0, "",
+      "files, or metadata (chunks in the metadata store, cached under <data>/artifacts); "
+      "empty = metadata on PostgreSQL, else files"),
     S(max_batch_rows, T_INT, 1, 10000000, "10000", "most rows in one predict request"),
     S(batch_max_size, T_INT, 1, 100000, "32",
       "dynamic batching: most rows per batch for runtimes that gain from it (MLP)"),
@@ -166,6 +169,11 @@ int bs_config_set(bs_config_t *c, const char *key, const char *value, const char
         return bs_err_setf(err, BS_EINVAL, key,
                            "setting 'log_level' from %s must be debug, info, warn, error or off, "
                            "got '%.64s'",
+                           source, value);
+    if (strcmp(key, "artifact_store") == 0 && value[0] && strcmp(value, "files") &&
+        strcmp(value, "metadata"))
+        return bs_err_setf(err, BS_EINVAL, key,
+                           "setting 'artifact_store' from %s must be files or metadata, got '%.64s'",
                            source, value);
     if (strcmp(key, "unknown_features") == 0 && strcmp(value, "reject") && strcmp(value, "ignore"))
         return bs_err_setf(err, BS_EINVAL, key,

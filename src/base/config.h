@@ -34,6 +34,7 @@ typedef struct {
     int64_t model_memory_bytes;
     int64_t upload_memory_bytes;
     int64_t artifact_gc_grace_seconds;
+    char artifact_store[16]; /* "" (by metadata_url), "files" or "metadata" */
     int max_batch_rows;
     int batch_max_size;
     int batch_delay_us;

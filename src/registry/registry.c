@@ -2,14 +2,10 @@
  * log live in runs.c and audit.c. */
 #include "registry/registry.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "base/crypto.h"
 #include "base/id.h"
@@ -50,23 +46,8 @@ static int valid_alias(const char *s)
     return !digits;
 }
 
-static int mkdirs(const char *path)
-{
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s", path);
-    for (char *p = tmp + 1; *p; p++)
-        if (*p == '/') {
-            *p = '\0';
-            if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    if (mkdir(tmp, 0755) != 0 && errno != EEXIST)
-        return -1;
-    return 0;
-}
-
-bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir, bs_err_t *err)
+bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir,
+                               bs_blobs_kind_t artifact_store, bs_err_t *err)
 {
     bs_registry_t *r = calloc(1, sizeof *r);
     if (!r) {
@@ -74,20 +55,22 @@ bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir, bs_er
         return NULL;
     }
     r->meta = meta;
-    snprintf(r->dir, sizeof r->dir, "%s", artifacts_dir);
-    if (mkdirs(r->dir) != 0) {
-        bs_err_set(err, BS_EIO, "cannot create %s: %s", r->dir, strerror(errno));
+    r->blobs = bs_blobs_new(artifact_store, meta, artifacts_dir, err);
+    if (!r->blobs) {
         free(r);
         return NULL;
     }
     return r;
 }
 
+bs_blobs_t *bs_registry_blobs(bs_registry_t *r) { return r->blobs; }
+
 void bs_registry_free(bs_registry_t *r)
 {
     if (!r)
         return;
     bs__registry_gc_stop(r);
+    bs_blobs_free(r->blobs);
     free(r);
 }
 
@@ -490,13 +473,6 @@ static int sha_list_row(const bs_meta_row_t *row, void *ud)
     return 0;
 }
 
-void bs__registry_touch_artifact(bs_registry_t *r, const char *sha)
-{
-    char path[1300];
-    snprintf(path, sizeof path, "%s/%.2s/%.64s", r->dir, sha, sha);
-    utimensat(AT_FDCWD, path, NULL, 0);
-}
-
 int bs_registry_model_delete(bs_registry_t *r, const bs_principal_t *who, const char *name,
                              bs_err_t *err)
 {
@@ -522,13 +498,17 @@ int bs_registry_model_delete(bs_registry_t *r, const bs_principal_t *who, const 
     snprintf(res, sizeof res, "models/%s", name);
     if ((rc = bs__registry_audit(r, who, "model.delete", res, before.data, NULL, err)))
         goto rollback;
+    /* Inside the transaction: the collector, which decides inside one too, cannot take
+     * them between the delete and the touch. */
+    for (size_t i = 0; i + 64 <= shas.len; i += 64) {
+        char sha[65];
+        snprintf(sha, sizeof sha, "%.64s", shas.data + i);
+        bs_blobs_touch(r->blobs, sha);
+    }
     rc = bs_meta_tx_commit(r->meta, err);
     bs_buf_free(&before);
-    if (!rc) {
-        for (size_t i = 0; i + 64 <= shas.len; i += 64)
-            bs__registry_touch_artifact(r, shas.data + i);
+    if (!rc)
         bs__registry_changed(r);
-    }
     bs_buf_free(&shas);
     return rc;
 rollback:
@@ -681,50 +661,6 @@ int bs_registry_version_list(bs_registry_t *r, const char *tenant, const char *n
     return 0;
 }
 
-/* Writes bytes to <dir>/ab/<sha256> via a temporary file and rename, so a reader never
- * sees a partial artifact and a crash leaves either nothing or the whole file. */
-static int write_artifact(bs_registry_t *r, const char *sha, const void *bytes, size_t len,
-                          bs_err_t *err)
-{
-    char dir[1200], path[1300], tmp[1400];
-    snprintf(dir, sizeof dir, "%s/%.2s", r->dir, sha);
-    snprintf(path, sizeof path, "%s/%s", dir, sha);
-    struct stat st;
-    /* Already there (another version has the same bytes): restart its grace period, so
-     * the collector leaves it alone until this version's row is committed. */
-    if (stat(path, &st) == 0 && (size_t)st.st_size == len && utimensat(AT_FDCWD, path, NULL, 0) == 0)
-        return 0;
-    if (mkdirs(dir) != 0)
-        return bs_err_set(err, BS_EIO, "cannot create %s: %s", dir, strerror(errno));
-    char rnd[17];
-    bs_random_hex(rnd, 8);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%s", path, rnd);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0)
-        return bs_err_set(err, BS_EIO, "cannot write artifact: %s", strerror(errno));
-    const char *p = bytes;
-    size_t left = len;
-    while (left) {
-        ssize_t w = write(fd, p, left);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            unlink(tmp);
-            return bs_err_set(err, BS_EIO, "cannot write artifact: %s", strerror(e));
-        }
-        p += w;
-        left -= (size_t)w;
-    }
-    if (close(fd) != 0 || rename(tmp, path) != 0) {
-        int e = errno;
-        unlink(tmp);
-        return bs_err_set(err, BS_EIO, "cannot store artifact: %s", strerror(e));
-    }
-    return 0;
-}
-
 /* Rules a signature must keep after the upload's overrides: a default inside its
  * feature's min/max, and distinct class labels (they key the probabilities). */
 static int check_signature(const bs_ml_schema_t *s, bs_err_t *err)
@@ -833,18 +769,16 @@ int bs_registry_version_create(bs_registry_t *r, const bs_principal_t *who, cons
     bs_ml_model_free(m);
     char sha[65];
     bs_sha256_hex(artifact, len, sha);
+    /* The bytes go to the blob store first, outside the version's transaction (a big
+     * artifact's chunks do not hold the store's write lock); the transaction then checks
+     * they are still there (the collector decides inside a transaction too). */
     if (!rc)
-        rc = write_artifact(r, sha, artifact, len, err);
+        rc = bs_blobs_put(r->blobs, sha, artifact, len, err);
     if (rc)
         goto done;
     if ((rc = bs_meta_tx_begin(r->meta, err)))
         goto done;
-    /* The collector removes files only inside a transaction: checked under the same lock,
-     * the file is either still here or gone for good, and then written again. */
-    char apath[1300];
-    struct stat ast;
-    snprintf(apath, sizeof apath, "%s/%.2s/%s", r->dir, sha, sha);
-    if (stat(apath, &ast) != 0 && (rc = write_artifact(r, sha, artifact, len, err))) {
+    if ((rc = bs_blobs_ensure(r->blobs, sha, artifact, len, err))) {
         bs_meta_tx_rollback(r->meta);
         goto done;
     }
@@ -1143,25 +1077,11 @@ int bs_registry_artifact_load(bs_registry_t *r, const char *model_id, int versio
         return rc;
     if (!out->sha256[0])
         return bs_err_set(err, BS_ENOTFOUND, "no version %d", version);
-    char path[1300];
-    snprintf(path, sizeof path, "%s/%.2s/%s", r->dir, out->sha256, out->sha256);
-    FILE *f = fopen(path, "rb");
-    if (!f) {
+    /* Verified against the version's sha256 by the store (a cache file that fails it is
+     * fetched again; a stored blob that fails it is BS_EIO). */
+    if ((rc = bs_blobs_get(r->blobs, out->sha256, out->len, &out->bytes, err))) {
         bs_registry_artifact_deinit(out);
-        return bs_err_set(err, BS_EIO, "artifact %s is missing: %s", out->sha256, strerror(errno));
-    }
-    out->bytes = malloc(out->len ? out->len : 1);
-    size_t got = out->bytes ? fread(out->bytes, 1, out->len, f) : 0;
-    fclose(f);
-    if (got != out->len) {
-        bs_registry_artifact_deinit(out);
-        return bs_err_set(err, BS_EIO, "artifact is truncated");
-    }
-    char sha[65];
-    bs_sha256_hex(out->bytes, out->len, sha);
-    if (strcmp(sha, out->sha256) != 0) {
-        bs_registry_artifact_deinit(out);
-        return bs_err_set(err, BS_EIO, "artifact %.12s… failed its checksum", sha);
+        return rc;
     }
     return 0;
 }

@@ -1,6 +1,7 @@
 /*
  * The model registry: models, numbered versions with content-addressed
- * artifacts under <data>/artifacts/ab/<sha256>, an approval workflow,
+ * artifacts in a blob store (store/blobs.h: files under <data>/artifacts/ab/<sha256>,
+ * or chunks in the metadata store cached there), an approval workflow,
  * aliases, experiment runs with metrics, and an audit log of every change.
  *
  * Everything is scoped to a tenant. Operations return resources rendered as
@@ -25,15 +26,21 @@
 #include "base/buf.h"
 #include "base/err.h"
 #include "base/principal.h"
+#include "store/blobs.h"
 #include "store/meta.h"
 
 typedef struct bs_registry bs_registry_t;
 
-/* meta is borrowed. artifacts_dir is created if missing. */
-bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir, bs_err_t *err);
+/* meta is borrowed. artifacts_dir (created if missing) holds the artifact files of the
+ * files store, or the local cache of the metadata store (artifact_store). */
+bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir,
+                               bs_blobs_kind_t artifact_store, bs_err_t *err);
 void bs_registry_free(bs_registry_t *r);
-/* Starts a background thread that removes artifact files no version references once
- * they are older than grace_s seconds (deleted versions, uploads that never committed).
+/* The artifact store (borrowed; lives as long as the registry). */
+bs_blobs_t *bs_registry_blobs(bs_registry_t *r);
+/* Starts a background thread that removes artifacts no version references once they
+ * are older than grace_s seconds (deleted versions, uploads that never committed), and
+ * the metadata store's cache files no version references.
  * Stopped by bs_registry_free. 0 or BS_EUNAVAIL. */
 int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
 /* Called after every committed change (from the writing thread). */
@@ -107,7 +114,8 @@ typedef struct {
 int bs_registry_artifact_load(bs_registry_t *r, const char *model_id, int version,
                               bs_registry_artifact_t *out, bs_err_t *err);
 /* The same for tenant's model `name` (the download route). BS_ENOTFOUND names the model or
- * the version; BS_EIO when the stored file is missing or fails its checksum. */
+ * the version; BS_EIO (naming the sha256) when the stored artifact is missing, truncated or
+ * fails its checksum. */
 int bs_registry_artifact_get(bs_registry_t *r, const char *tenant, const char *name, int version,
                              bs_registry_artifact_t *out, bs_err_t *err);
 void bs_registry_artifact_deinit(bs_registry_artifact_t *a);

@@ -4,12 +4,13 @@
 
 #include "base/json.h"
 #include "registry/registry.h"
+#include "store/blobs.h"
 
 #include <pthread.h>
 
 struct bs_registry {
     bs_meta_t *meta;
-    char dir[1024];
+    bs_blobs_t *blobs; /* artifacts, owned */
     void (*on_change)(void *ud);
     void *on_change_ud;
     /* the artifact collector (gc.c) */
@@ -20,12 +21,14 @@ struct bs_registry {
     int64_t gc_grace_s;
 };
 
-/* One collection pass: removes unreferenced artifact files older than grace_s. Returns
- * the number removed, or a negative BS_E* code. */
+/* One collection pass: removes unreferenced artifacts older than grace_s from the blob
+ * store (bs__registry_gc_store: the part one replica of a cluster runs) and evicts this
+ * replica's unreferenced cache files (bs__registry_gc_cache: every replica). Each returns
+ * the number removed, or a negative BS_E* code; bs__registry_gc runs both. */
 int bs__registry_gc(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
+int bs__registry_gc_store(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
+int bs__registry_gc_cache(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
 void bs__registry_gc_stop(bs_registry_t *r);
-/* Sets an artifact file's modification time to now (its grace period starts again). */
-void bs__registry_touch_artifact(bs_registry_t *r, const char *sha);
 
 void bs__registry_changed(bs_registry_t *r);
 int bs__registry_model_id(bs_registry_t *r, const char *tenant, const char *name, char *id,

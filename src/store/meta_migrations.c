@@ -63,5 +63,19 @@ const bs_meta_migration_t bs__meta_migrations[] = {
      * the artifact collector's reference check */
     {"CREATE INDEX model_versions_routing ON model_versions(model_id, version, status);"
     "CREATE INDEX model_versions_sha256 ON model_versions(sha256);", NULL},
+    /* 7: reserved for change generations + leases (another branch). A no-op here so that
+     * 8 keeps its number; the integrator replaces it with the real migration 7. */
+    {"SELECT 1;", NULL},
+    /* 8: artifact blobs in the metadata store (artifact_store = metadata; store/blobs.c):
+     * one row per blob (complete = 1 once every chunk is written; touched_at, ms, is the
+     * collector's grace clock) and its 1 MiB chunks, numbered from 0 */
+    {"CREATE TABLE blobs ("
+    "  sha256 TEXT PRIMARY KEY, size INTEGER NOT NULL, chunks INTEGER NOT NULL,"
+    "  complete INTEGER NOT NULL DEFAULT 0, created_at INTEGER NOT NULL,"
+    "  touched_at INTEGER NOT NULL);"
+    "CREATE INDEX blobs_touched ON blobs(touched_at);"
+    "CREATE TABLE blob_chunks ("
+    "  sha256 TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,"
+    "  PRIMARY KEY (sha256, seq));", NULL},
     {NULL, NULL},
 };

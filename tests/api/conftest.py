@@ -13,6 +13,11 @@
     def test_bad_flag(run_basalt):               # run the binary, capture output
         cp = run_basalt("serve", "--bogus")
 
+BASALT_TEST_ARTIFACT_STORE=metadata runs every server with `--artifact-store metadata`
+(unless a test names the store itself), so the registry suites can run on either store:
+`BASALT_TEST_ARTIFACT_STORE=metadata pytest tests/api/test_registry.py`; ARTIFACT_STORE says
+which one is in use.
+
 The binary is $BASALT_BIN (default build/basalt). Each server gets a free port
 (`--listen 127.0.0.1:0`, the bound port is read from the first stdout line),
 a temporary data directory, and stdout/stderr captured in files next to it.
@@ -39,6 +44,9 @@ BASALT_BIN = os.path.abspath(os.environ.get("BASALT_BIN", os.path.join(ROOT, "bu
 # Sanitizer builds are several times slower; every wait below is a generous upper bound.
 START_TIMEOUT = float(os.environ.get("BASALT_TEST_START_TIMEOUT", "30"))
 REQUEST_TIMEOUT = float(os.environ.get("BASALT_TEST_REQUEST_TIMEOUT", "30"))
+# The artifact store every server runs with: "files" (the default) or "metadata".
+ARTIFACT_STORE = os.environ.get("BASALT_TEST_ARTIFACT_STORE", "files")
+assert ARTIFACT_STORE in ("files", "metadata"), ARTIFACT_STORE
 
 LISTEN_RE = re.compile(r"^basalt (\S+) listening on http://([^:\s]+):(\d+) \(data: (.*)\)$")
 KEY_RE = re.compile(r"^\s+(bsk_\S+)\s*$")
@@ -104,6 +112,9 @@ class Server:
             cmd += ["--listen", "127.0.0.1:0"]
         if self.data_flag:
             cmd += ["--data", self.data_dir]
+        if ARTIFACT_STORE != "files" and not any(
+                a == "--artifact-store" or a.startswith("--artifact-store=") for a in self.args):
+            cmd += ["--artifact-store", ARTIFACT_STORE]
         return cmd + self.args
 
     def start(self, wait_healthy=True):

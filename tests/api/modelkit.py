@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 import re
+import sqlite3
 import tempfile
 
 import numpy as np
@@ -179,6 +180,36 @@ def artifact_files(srv):
     for d, _, files in os.walk(os.path.join(srv.data_dir, "artifacts")):
         found += [os.path.join(d, f) for f in files]
     return sorted(found)
+
+
+def stored_blob(srv, sha):
+    """The metadata store's record of blob sha (artifact_store = metadata), read from the
+    server's SQLite file: ({size, chunks, complete} or None, [chunk bytes by seq])."""
+    con = sqlite3.connect(os.path.join(srv.data_dir, "basalt.db"), timeout=30)
+    try:
+        row = con.execute("SELECT size, chunks, complete FROM blobs WHERE sha256 = ?",
+                          (sha,)).fetchone()
+        chunks = [bytes(d) for (d,) in con.execute(
+            "SELECT data FROM blob_chunks WHERE sha256 = ? ORDER BY seq", (sha,))]
+    finally:
+        con.close()
+    rec = dict(zip(("size", "chunks", "complete"), row)) if row else None
+    return rec, chunks
+
+
+def damage_stored_blob(srv, sha, seq=0, offset=5):
+    """Flips one byte of chunk seq of blob sha in the server's metadata store."""
+    con = sqlite3.connect(os.path.join(srv.data_dir, "basalt.db"), timeout=30)
+    try:
+        (data,) = con.execute("SELECT data FROM blob_chunks WHERE sha256 = ? AND seq = ?",
+                              (sha, seq)).fetchone()
+        data = bytearray(data)
+        data[offset] ^= 0x01
+        con.execute("UPDATE blob_chunks SET data = ? WHERE sha256 = ? AND seq = ?",
+                    (bytes(data), sha, seq))
+        con.commit()
+    finally:
+        con.close()
 
 
 def predict(srv, ref, body, key=_DEFAULT, version=None):

@@ -4,6 +4,7 @@ versions beyond the memory budget are evicted least recently used first and load
 asked for; a version whose artifact is damaged on disk fails with 503, not a crash. Checked
 through /metrics (basalt_model_loaded, _loads_total, _memory_bytes) and predictions whose
 expected values follow from the hand-written models."""
+import hashlib
 import json
 import socket
 import threading
@@ -12,8 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from modelkit import (artifact_files, assert_error, create_model, linear_bytes, predict,
-                      upload_ok)
+from conftest import ARTIFACT_STORE
+from modelkit import (artifact_files, assert_error, create_model, damage_stored_blob,
+                      linear_bytes, predict, upload_ok)
 
 
 def big_forest(n_trees, depth=4, base=0.0):
@@ -224,11 +226,16 @@ def test_budget_smaller_than_one_model_degrades_to_503_not_a_stall(start_server)
 
 
 def test_damaged_artifact_is_503_and_counted(server):
-    v = push(server, "broken", linear_bytes([1.0, 1.0], 0.0))
+    art = linear_bytes([1.0, 1.0], 0.0)
+    v = push(server, "broken", art)
     (path,) = [p for p in artifact_files(server)]
     with open(path, "r+b") as f:
         f.seek(5)
         f.write(b"#")
+    if ARTIFACT_STORE == "metadata":
+        # The file is only this server's cache (a damaged one is fetched again, see
+        # test_blobs.py): damage the stored copy too.
+        damage_stored_blob(server, hashlib.sha256(art).hexdigest())
     r = predict(server, "broken", {"inputs": {"a": 1, "b": 1}}, version=v)
     assert_error(r, 503, mentions="checksum")
     assert version_metrics(server, "broken")["load_failures_total"] == 1
