@@ -63,5 +63,15 @@ const bs_meta_migration_t bs__meta_migrations[] = {
      * the artifact collector's reference check */
     {"CREATE INDEX model_versions_routing ON model_versions(model_id, version, status);"
     "CREATE INDEX model_versions_sha256 ON model_versions(sha256);", NULL},
+    /* 7: change generations (a writer bumps its scope in its transaction; every replica
+     * polls them to know when to rebuild a snapshot) and leases (background singletons
+     * and their fencing tokens; rows are never deleted, so a token only grows). Times in
+     * ms since the epoch. */
+    {"CREATE TABLE generations ("
+    "  scope TEXT PRIMARY KEY, generation INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "INSERT INTO generations (scope, generation, updated_at) VALUES ('auth', 0, 0), ('registry', 0, 0);"
+    "CREATE TABLE leases ("
+    "  name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL,"
+    "  token INTEGER NOT NULL, acquired_at INTEGER NOT NULL, renewed_at INTEGER NOT NULL);", NULL},
     {NULL, NULL},
 };
