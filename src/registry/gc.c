@@ -12,8 +12,10 @@
  * either the version row exists when the collector looks, or the upload sees the
  * file gone and writes it again. Directory scans and stats happen outside it.
  *
- * Thread: one background thread per registry (bs__registry_gc_start), never an
- * I/O thread; it sleeps on a condition variable so shutdown is prompt.
+ * Thread: the task thread of a lease runner (store/lease.h) per registry, never an
+ * I/O thread: passes run only while this replica holds the lease "artifact-gc", so
+ * replicas sharing a store never collect at once. Stopping ends a pass in progress
+ * and releases the lease, so shutdown is prompt.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -28,6 +30,11 @@
 #include "base/log.h"
 #include "base/time.h"
 #include "registry/registry_int.h"
+#include "store/lease.h"
+
+/* The collector's singleton lease: of replicas sharing a store, one collects. */
+#define GC_LEASE "artifact-gc"
+#define GC_LEASE_TTL_MS 30000
 
 typedef struct {
     char path[1300];
@@ -165,33 +172,22 @@ int bs__registry_gc(bs_registry_t *r, int64_t grace_s, bs_err_t *err)
     return rc ? rc : removed;
 }
 
-static void *gc_main(void *arg)
+/* One pass, on the lease runner's task thread, while this replica holds "artifact-gc". */
+static void gc_task(void *ud, bs_lease_runner_t *run, int64_t token)
 {
-    bs_registry_t *r = arg;
-    /* A pass every half grace period (1 s .. 5 min): a file goes between grace and 1.5x. */
-    int64_t every = r->gc_grace_s / 2;
-    if (every < 1)
-        every = 1;
-    if (every > 300)
-        every = 300;
-    pthread_mutex_lock(&r->gc_mu);
-    while (!r->gc_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)every;
-        while (!r->gc_stop && pthread_cond_timedwait(&r->gc_cv, &r->gc_mu, &ts) != ETIMEDOUT)
-            ;
-        if (r->gc_stop)
-            break;
-        pthread_mutex_unlock(&r->gc_mu);
-        bs_err_t err;
-        bs_err_clear(&err);
-        if (bs__registry_gc(r, r->gc_grace_s, &err) < 0)
-            BS_LOG(BS_LOG_WARN, "registry", "artifact collection failed: %s", err.msg);
-        pthread_mutex_lock(&r->gc_mu);
-    }
-    pthread_mutex_unlock(&r->gc_mu);
-    return NULL;
+    (void)token;
+    bs_registry_t *r = ud;
+    if (!bs_lease_runner_held(run))
+        return;
+    bs_err_t err;
+    bs_err_clear(&err);
+    if (bs__registry_gc(r, r->gc_grace_s, &err) < 0)
+        BS_LOG(BS_LOG_WARN, "registry", "artifact collection failed: %s", err.msg);
+}
+
+void bs_registry_set_replica_id(bs_registry_t *r, const char *id)
+{
+    snprintf(r->replica_id, sizeof r->replica_id, "%s", id);
 }
 
 int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err)
@@ -199,18 +195,26 @@ int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err)
     if (r->gc_running)
         return 0;
     r->gc_grace_s = grace_s;
-    r->gc_stop = 0;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->gc_cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&r->gc_mu, NULL);
-    if (pthread_create(&r->gc_tid, NULL, gc_main, r) != 0) {
-        pthread_cond_destroy(&r->gc_cv);
-        pthread_mutex_destroy(&r->gc_mu);
-        return bs_err_set(err, BS_EUNAVAIL, "cannot start the artifact collector thread");
+    /* A pass every half grace period (1 s .. 5 min): a file goes between grace and 1.5x. */
+    int64_t every = grace_s / 2;
+    if (every < 1)
+        every = 1;
+    if (every > 300)
+        every = 300;
+    if (!r->replica_id[0]) {
+        char host[64] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(r->replica_id, sizeof r->replica_id, "%s-%ld", host, (long)getpid());
     }
+    bs_lease_runner_opts_t o = {.name = GC_LEASE,
+                                .owner = r->replica_id,
+                                .ttl_ms = GC_LEASE_TTL_MS,
+                                .period_ms = every * 1000,
+                                .task = gc_task,
+                                .ud = r};
+    r->gc_lease = bs_lease_runner_start(r->meta, &o, err);
+    if (!r->gc_lease)
+        return err->code;
     r->gc_running = 1;
     return 0;
 }
@@ -219,12 +223,7 @@ void bs__registry_gc_stop(bs_registry_t *r)
 {
     if (!r->gc_running)
         return;
-    pthread_mutex_lock(&r->gc_mu);
-    r->gc_stop = 1;
-    pthread_cond_signal(&r->gc_cv);
-    pthread_mutex_unlock(&r->gc_mu);
-    pthread_join(r->gc_tid, NULL);
-    pthread_cond_destroy(&r->gc_cv);
-    pthread_mutex_destroy(&r->gc_mu);
+    bs_lease_runner_stop(r->gc_lease); /* ends a pass in progress, releases the lease */
+    r->gc_lease = NULL;
     r->gc_running = 0;
 }

@@ -12,11 +12,10 @@ struct bs_registry {
     char dir[1024];
     void (*on_change)(void *ud);
     void *on_change_ud;
-    /* the artifact collector (gc.c) */
-    pthread_t gc_tid;
-    pthread_mutex_t gc_mu;
-    pthread_cond_t gc_cv;
-    int gc_running, gc_stop;
+    /* the artifact collector (gc.c): a singleton under the lease "artifact-gc" */
+    struct bs_lease_runner *gc_lease;
+    char replica_id[128]; /* the lease owner */
+    int gc_running;
     int64_t gc_grace_s;
 };
 
@@ -27,6 +26,10 @@ void bs__registry_gc_stop(bs_registry_t *r);
 /* Sets an artifact file's modification time to now (its grace period starts again). */
 void bs__registry_touch_artifact(bs_registry_t *r, const char *sha);
 
+/* Commits a write that changes what serving routes (models, versions, aliases): bumps
+ * the "registry" change generation in the transaction first, so every replica rebuilds
+ * its routing snapshot (store/changes.h). On failure the transaction is rolled back. */
+int bs__registry_commit(bs_registry_t *r, bs_err_t *err);
 void bs__registry_changed(bs_registry_t *r);
 int bs__registry_model_id(bs_registry_t *r, const char *tenant, const char *name, char *id,
                           bs_err_t *err);
