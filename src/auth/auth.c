@@ -495,14 +495,14 @@ int bs_auth_key_delete(bs_auth_t *a, const char *id, const char *tenant, bs_err_
 int bs_auth_bootstrap(bs_auth_t *a, char *secret, int *created, bs_err_t *err)
 {
     *created = 0;
-    key_snapshot_t *s = atomic_load(&a->snap);
     if (!bs_auth_tenant_exists(a, BS_DEFAULT_TENANT)) {
         bs_tenant_t t;
         int rc = bs_auth_tenant_create(a, BS_DEFAULT_TENANT, &t, err);
         if (rc)
             return rc;
     }
-    if (s->n > 0)
+    /* Read after the tenant write: it replaced (and retired) the snapshot. */
+    if (atomic_load(&a->snap)->n > 0)
         return 0;
     bs_key_info_t info = {.role = BS_ROLE_ADMIN};
     snprintf(info.name, sizeof info.name, "bootstrap-admin");
