@@ -32,9 +32,10 @@
 #include "registry/registry_int.h"
 #include "store/lease.h"
 
-/* The collector's singleton lease: of replicas sharing a store, one collects. */
+/* The collector's singleton lease: of replicas sharing a store, one collects. Its time
+ * is three passes, 3 s .. 30 s: another replica takes over within that when the holder
+ * dies, and tries to every third of it. */
 #define GC_LEASE "artifact-gc"
-#define GC_LEASE_TTL_MS 30000
 
 typedef struct {
     char path[1300];
@@ -206,9 +207,10 @@ int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err)
         gethostname(host, sizeof host - 1);
         snprintf(r->replica_id, sizeof r->replica_id, "%s-%ld", host, (long)getpid());
     }
+    int64_t ttl_s = every * 3 < 3 ? 3 : every * 3 > 30 ? 30 : every * 3;
     bs_lease_runner_opts_t o = {.name = GC_LEASE,
                                 .owner = r->replica_id,
-                                .ttl_ms = GC_LEASE_TTL_MS,
+                                .ttl_ms = ttl_s * 1000,
                                 .period_ms = every * 1000,
                                 .task = gc_task,
                                 .ud = r};

@@ -37,7 +37,8 @@ void bs_registry_free(bs_registry_t *r);
  * they are older than grace_s seconds (deleted versions, uploads that never committed),
  * a pass every grace_s / 2 (1 s .. 5 min). It runs under the lease "artifact-gc"
  * (store/lease.h), so of several replicas on one store only one collects at a time, and
- * another takes over within the lease's 30 s when it dies. Stopped by
+ * another takes over within the lease's time (three passes, 3 s .. 30 s) when it
+ * dies. Stopped by
  * bs_registry_free. 0 or an error. */
 int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
 /* The owner name of this process's leases (the replica id; copied). Before gc_start;
