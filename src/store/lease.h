@@ -93,7 +93,8 @@ void bs_lease_metrics(bs_buf_t *b);
 
 /* ---- claiming work items with a lease ----------------------------------------------------
  * Table convention (the jobs issue follows it): a work table has a text or integer key
- * column and
+ * column and (types as a migration writes them; the PostgreSQL backend maps INTEGER to
+ * BIGINT there — spell BIGINT out in SQL that is not a migration)
  *     lease_owner      TEXT              -- who holds the item ('' or NULL: nobody)
  *     lease_expires_at INTEGER NOT NULL DEFAULT 0   -- database clock, ms since the epoch
  *     lease_token      INTEGER NOT NULL DEFAULT 0   -- incremented by every claim

@@ -260,6 +260,8 @@ static void test_runner_options_are_checked(void **state)
 static const bs_lease_claim_sql_t claim_sql =
     BS_LEASE_CLAIM_SQL("test_work_items", "id", "state = ?", "id, lease_token");
 
+/* Created here, not by a migration: BIGINT spelled out (ms since the epoch overflow
+ * PostgreSQL's INTEGER; migrations get the mapping, this statement does not). */
 static void make_items(bs_meta_t *m, int n)
 {
     bs_err_t err;
@@ -268,8 +270,8 @@ static void make_items(bs_meta_t *m, int n)
     assert_int_equal(bs_meta_exec(m,
                                   "CREATE TABLE test_work_items (id INTEGER PRIMARY KEY,"
                                   " state TEXT NOT NULL, lease_owner TEXT,"
-                                  " lease_expires_at INTEGER NOT NULL DEFAULT 0,"
-                                  " lease_token INTEGER NOT NULL DEFAULT 0)",
+                                  " lease_expires_at BIGINT NOT NULL DEFAULT 0,"
+                                  " lease_token BIGINT NOT NULL DEFAULT 0)",
                                   NULL, 0, NULL, &err),
                      0);
     for (int i = 1; i <= n; i++) {
