@@ -62,7 +62,8 @@ static const bs_route_t routes[] = {
     {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
      "system", NULL, HEALTH_SCHEMA, 0},
     {"GET", "/readyz", bs__api_readyz, BS_ROLE_PUBLIC,
-     "Readiness: stores open, migrated and reachable (503 otherwise)", "system", NULL, READY_SCHEMA, 0},
+     "Readiness: stores open, migrated and reachable (503 otherwise)", "system", NULL,
+     READY_SCHEMA, 0},
     /* Viewer of the default tenant or a key with the metrics scope (checked in the handler
      * and bs_api_authorize); public with metrics_public (app.c rewrites the role). */
     {"GET", "/metrics", bs__api_metrics, BS_ROLE_VIEWER,
@@ -74,7 +75,8 @@ static const bs_route_t routes[] = {
     {"GET", "/docs", bs__api_docs, BS_ROLE_PUBLIC, "Human-readable API reference", "system", NULL,
      NULL, 0},
     {"GET", "/v1/info", bs__api_info, BS_ROLE_VIEWER,
-     "Version, build, uptime, data directory, replica, snapshot and backends", "system", NULL, INFO_SCHEMA, 0},
+     "Version, build, uptime, data directory, replica, snapshot and backends", "system", NULL,
+     INFO_SCHEMA, 0},
     {"POST", "/v1/keys", bs__api_keys_create, BS_ROLE_ADMIN,
      "Create an API key; the secret is returned once", "auth", KEY_CREATE_SCHEMA, KEY_SCHEMA, 201},
     {"GET", "/v1/keys", bs__api_keys_list, BS_ROLE_ADMIN, "List API keys (?tenant=, limit, cursor)",

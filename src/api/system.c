@@ -147,20 +147,24 @@ void bs__api_metrics(bs_req_t *req)
         bs_changes_stats_t cs;
         bs_changes_stats(app->changes, &cs);
         bs_buf_printf(&b,
-                      "# HELP basalt_snapshot_generation Sum of the change generations the snapshots reflect.\n"
+                      "# HELP basalt_snapshot_generation Sum of the change generations the "
+                      "snapshots reflect.\n"
                       "# TYPE basalt_snapshot_generation gauge\n"
                       "basalt_snapshot_generation %lld\n"
-                      "# HELP basalt_snapshot_age_seconds Since the snapshots were last known current.\n"
+                      "# HELP basalt_snapshot_age_seconds Since the snapshots were last known "
+                      "current.\n"
                       "# TYPE basalt_snapshot_age_seconds gauge\n"
                       "basalt_snapshot_age_seconds %.3f\n"
-                      "# HELP basalt_metadata_reachable 1 if the last change poll reached the metadata store.\n"
+                      "# HELP basalt_metadata_reachable 1 if the last change poll reached the "
+                      "metadata store.\n"
                       "# TYPE basalt_metadata_reachable gauge\n"
                       "basalt_metadata_reachable %d\n"
                       "# HELP basalt_change_polls_total Change polls, by result.\n"
                       "# TYPE basalt_change_polls_total counter\n"
                       "basalt_change_polls_total{result=\"ok\"} %llu\n"
                       "basalt_change_polls_total{result=\"error\"} %llu\n"
-                      "# HELP basalt_snapshot_rebuilds_total Snapshot rebuilds for other replicas' changes, by result.\n"
+                      "# HELP basalt_snapshot_rebuilds_total Snapshot rebuilds for other replicas' "
+                      "changes, by result.\n"
                       "# TYPE basalt_snapshot_rebuilds_total counter\n"
                       "basalt_snapshot_rebuilds_total{result=\"ok\"} %llu\n"
                       "basalt_snapshot_rebuilds_total{result=\"error\"} %llu\n",

@@ -15,8 +15,8 @@
 #include "store/changes.h"
 
 #include <errno.h>
-#include <stdatomic.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,11 +56,12 @@ struct bs_changes {
 int bs_changes_bump(bs_meta_t *m, const char *scope, bs_err_t *err)
 {
     bs_val_t args[] = {BS_TXT(scope), BS_INT(bs_time_wall_ms())};
-    int rc = bs_meta_exec(m,
-                          "INSERT INTO generations (scope, generation, updated_at) VALUES (?, 1, ?)"
-                          " ON CONFLICT (scope) DO UPDATE SET generation = generations.generation + 1,"
-                          " updated_at = excluded.updated_at",
-                          args, 2, NULL, err);
+    int rc =
+        bs_meta_exec(m,
+                     "INSERT INTO generations (scope, generation, updated_at) VALUES (?, 1, ?)"
+                     " ON CONFLICT (scope) DO UPDATE SET generation = generations.generation + 1,"
+                     " updated_at = excluded.updated_at",
+                     args, 2, NULL, err);
     if (rc)
         return rc;
     return bs_meta_notify(m, BS_CHANGES_CHANNEL, scope, err);
@@ -110,8 +111,8 @@ static int gen_row(const bs_meta_row_t *row, void *ud)
 static int read_generations(bs_changes_t *c, int initial, bs_err_t *err)
 {
     read_ctx_t x = {c, initial};
-    return bs_meta_query(c->meta, "SELECT scope, generation FROM generations", NULL, 0, gen_row,
-                         &x, err);
+    return bs_meta_query(c->meta, "SELECT scope, generation FROM generations", NULL, 0, gen_row, &x,
+                         err);
 }
 
 bs_changes_t *bs_changes_new(bs_meta_t *m, int poll_ms, bs_err_t *err)
@@ -151,8 +152,10 @@ int bs_changes_subscribe(bs_changes_t *c, const char *scope, bs_changes_fn fn, v
     }
     pthread_mutex_unlock(&c->mu);
     if (!s)
-        return bs_err_set(err, BS_EINVAL, "cannot watch scope '%.32s': at most %d scopes of "
-                          "up to 31 bytes", scope, MAX_SCOPES);
+        return bs_err_set(err, BS_EINVAL,
+                          "cannot watch scope '%.32s': at most %d scopes of "
+                          "up to 31 bytes",
+                          scope, MAX_SCOPES);
     return 0;
 }
 
@@ -178,8 +181,8 @@ int bs_changes_poll(bs_changes_t *c, bs_err_t *err)
         c->reachable = 0;
         pthread_mutex_unlock(&c->mu);
         if (log)
-            BS_LOG(BS_LOG_WARN, "changes", "metadata store unreachable, serving the last snapshot: %s",
-                   err->msg);
+            BS_LOG(BS_LOG_WARN, "changes",
+                   "metadata store unreachable, serving the last snapshot: %s", err->msg);
         return rc;
     }
     c->st.polls++;
@@ -214,8 +217,10 @@ int bs_changes_poll(bs_changes_t *c, bs_err_t *err)
             c->failing_logged = 1;
         pthread_mutex_unlock(&c->mu);
         if (log_fail)
-            BS_LOG(BS_LOG_WARN, "changes", "rebuilding the %s snapshot failed, keeping the last "
-                   "one and retrying at the next poll: %s", s->name, e.msg);
+            BS_LOG(BS_LOG_WARN, "changes",
+                   "rebuilding the %s snapshot failed, keeping the last "
+                   "one and retrying at the next poll: %s",
+                   s->name, e.msg);
     }
     pthread_mutex_lock(&c->mu);
     if (!failed)

@@ -31,23 +31,25 @@
  * token grows on every takeover. RETURNING yields no row when the lease is held by
  * another (the DO UPDATE's WHERE was false). */
 #define ACQUIRE(now)                                                                               \
-    "INSERT INTO leases (name, owner, expires_at, token, acquired_at, renewed_at)"                \
-    " VALUES (?, ?, " now " + ?, 1, " now ", " now ")"                                              \
-    " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at," \
-    " token = leases.token + 1, acquired_at = excluded.acquired_at,"                             \
-    " renewed_at = excluded.renewed_at"                                                           \
-    " WHERE leases.expires_at <= excluded.acquired_at OR leases.owner = excluded.owner"          \
+    "INSERT INTO leases (name, owner, expires_at, token, acquired_at, renewed_at)"                 \
+    " VALUES (?, ?, " now " + ?, 1, " now ", " now ")"                                             \
+    " ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, expires_at = excluded.expires_at,"  \
+    " token = leases.token + 1, acquired_at = excluded.acquired_at,"                               \
+    " renewed_at = excluded.renewed_at"                                                            \
+    " WHERE leases.expires_at <= excluded.acquired_at OR leases.owner = excluded.owner"            \
     " RETURNING token, expires_at"
 #define RENEW(now)                                                                                 \
     "UPDATE leases SET expires_at = " now " + ?, renewed_at = " now                                \
     " WHERE name = ? AND owner = ? AND token = ? AND expires_at > " now " RETURNING expires_at"
-#define RELEASE                                                                                    \
-    "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ? AND token = ?"
+#define RELEASE "UPDATE leases SET expires_at = 0 WHERE name = ? AND owner = ? AND token = ?"
 
 static const char *const acquire_sql[] = {ACQUIRE(NOW_S), ACQUIRE(NOW_P)};
 static const char *const renew_sql[] = {RENEW(NOW_S), RENEW(NOW_P)};
 
-static int pg(bs_meta_t *m) { return bs_meta_dialect(m) == BS_META_POSTGRES; }
+static int pg(bs_meta_t *m)
+{
+    return bs_meta_dialect(m) == BS_META_POSTGRES;
+}
 
 typedef struct {
     bs_lease_t *out;
@@ -82,11 +84,12 @@ int bs_lease_acquire(bs_meta_t *m, const char *name, const char *owner, int64_t 
     int rc = bs_meta_query(m, acquire_sql[pg(m)], args, 3, acquire_row, &x, err);
     if (rc)
         return rc;
-    return x.rows ? 0 : bs_err_set(err, BS_ECONFLICT, "lease '%.64s' is held by another owner", name);
+    return x.rows ? 0
+                  : bs_err_set(err, BS_ECONFLICT, "lease '%.64s' is held by another owner", name);
 }
 
-int bs_lease_renew(bs_meta_t *m, const char *name, const char *owner, int64_t token,
-                   int64_t ttl_ms, bs_lease_t *out, bs_err_t *err)
+int bs_lease_renew(bs_meta_t *m, const char *name, const char *owner, int64_t token, int64_t ttl_ms,
+                   bs_lease_t *out, bs_err_t *err)
 {
     lease_row_t x = {out, 0};
     bs_val_t args[] = {BS_INT(ttl_ms), BS_TXT(name), BS_TXT(owner), BS_INT(token)};
@@ -94,8 +97,8 @@ int bs_lease_renew(bs_meta_t *m, const char *name, const char *owner, int64_t to
     if (rc)
         return rc;
     if (!x.rows)
-        return bs_err_set(err, BS_ECONFLICT, "lease '%.64s' (token %lld) is no longer held",
-                          name, (long long)token);
+        return bs_err_set(err, BS_ECONFLICT, "lease '%.64s' (token %lld) is no longer held", name,
+                          (long long)token);
     out->token = token;
     return 0;
 }
@@ -126,9 +129,9 @@ static int claim_row(const bs_meta_row_t *row, void *ud)
 
 #define CLAIM_MAX_ARGS 16
 
-int bs_lease_claim(bs_meta_t *m, const bs_lease_claim_sql_t *sql, const char *owner,
-                   int64_t ttl_ms, const bs_val_t *args, int nargs, int limit, bs_meta_row_cb cb,
-                   void *ud, bs_err_t *err)
+int bs_lease_claim(bs_meta_t *m, const bs_lease_claim_sql_t *sql, const char *owner, int64_t ttl_ms,
+                   const bs_val_t *args, int nargs, int limit, bs_meta_row_cb cb, void *ud,
+                   bs_err_t *err)
 {
     if (limit < 1 || limit > 10000)
         return bs_err_set(err, BS_EINVAL, "claim limit must be 1..10000, got %d", limit);
@@ -298,7 +301,8 @@ bs_lease_runner_t *bs_lease_runner_start(bs_meta_t *m, const bs_lease_runner_opt
 {
     if (!o->name || !o->name[0] || strlen(o->name) >= 64 || !o->owner || !o->owner[0] ||
         strlen(o->owner) >= 128 || o->ttl_ms < 30 || o->period_ms < 1 || !o->task) {
-        bs_err_set(err, BS_EINVAL, "lease runner needs a name (< 64 bytes), an owner (< 128), "
+        bs_err_set(err, BS_EINVAL,
+                   "lease runner needs a name (< 64 bytes), an owner (< 128), "
                    "ttl_ms >= 30, period_ms >= 1 and a task");
         return NULL;
     }
@@ -399,7 +403,6 @@ void bs_lease_metrics(bs_buf_t *b)
                    "# TYPE basalt_lease_held gauge\n");
     pthread_mutex_lock(&runners.mu);
     for (bs_lease_runner_t *r = runners.head; r; r = r->next)
-        bs_buf_printf(b, "basalt_lease_held{name=\"%s\"} %d\n", r->name,
-                      bs_lease_runner_held(r));
+        bs_buf_printf(b, "basalt_lease_held{name=\"%s\"} %d\n", r->name, bs_lease_runner_held(r));
     pthread_mutex_unlock(&runners.mu);
 }

@@ -39,8 +39,8 @@ int bs_lease_acquire(bs_meta_t *m, const char *name, const char *owner, int64_t 
                      bs_lease_t *out, bs_err_t *err);
 /* Extends the holding (owner, token) by ttl_ms from now. 0 with out->expires_at
  * updated; BS_ECONFLICT when it is no longer held (expired or taken over). */
-int bs_lease_renew(bs_meta_t *m, const char *name, const char *owner, int64_t token,
-                   int64_t ttl_ms, bs_lease_t *out, bs_err_t *err);
+int bs_lease_renew(bs_meta_t *m, const char *name, const char *owner, int64_t token, int64_t ttl_ms,
+                   bs_lease_t *out, bs_err_t *err);
 /* Gives the holding up at once (the row stays, expired, keeping its token). 0 also
  * when it was no longer held. */
 int bs_lease_release(bs_meta_t *m, const char *name, const char *owner, int64_t token,
@@ -113,11 +113,14 @@ void bs_lease_metrics(bs_buf_t *b);
 #define BS__LEASE_NOW_PG "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
 #define BS__LEASE_CLAIM(table, key, cond, returning, now, lock)                                    \
     "UPDATE " table " SET lease_owner = ?, lease_expires_at = " now " + ?,"                        \
-    " lease_token = lease_token + 1 WHERE " key " IN (SELECT " key " FROM " table " WHERE (" cond \
+    " lease_token = lease_token + 1 WHERE " key " IN (SELECT " key " FROM " table " WHERE (" cond  \
     ") AND lease_expires_at <= " now " ORDER BY " key " LIMIT ?" lock ") RETURNING " returning
 #define BS_LEASE_CLAIM_SQL(table, key, cond, returning)                                            \
-    {BS__LEASE_CLAIM(table, key, cond, returning, BS__LEASE_NOW_SQLITE, ""),                        \
-     BS__LEASE_CLAIM(table, key, cond, returning, BS__LEASE_NOW_PG, " FOR UPDATE SKIP LOCKED")}
+    {                                                                                              \
+        BS__LEASE_CLAIM(table, key, cond, returning, BS__LEASE_NOW_SQLITE, ""),                    \
+            BS__LEASE_CLAIM(table, key, cond, returning, BS__LEASE_NOW_PG,                         \
+                            " FOR UPDATE SKIP LOCKED")                                             \
+    }
 
 typedef struct {
     const char *sqlite;
@@ -129,8 +132,8 @@ typedef struct {
  * RETURNING columns). PostgreSQL: one statement with FOR UPDATE SKIP LOCKED, so
  * concurrent claimers skip each other's rows instead of waiting; SQLite: the statement
  * in a write transaction. Returns the number claimed, or a negative error. */
-int bs_lease_claim(bs_meta_t *m, const bs_lease_claim_sql_t *sql, const char *owner,
-                   int64_t ttl_ms, const bs_val_t *args, int nargs, int limit, bs_meta_row_cb cb,
-                   void *ud, bs_err_t *err);
+int bs_lease_claim(bs_meta_t *m, const bs_lease_claim_sql_t *sql, const char *owner, int64_t ttl_ms,
+                   const bs_val_t *args, int nargs, int limit, bs_meta_row_cb cb, void *ud,
+                   bs_err_t *err);
 
 #endif

@@ -126,8 +126,8 @@ static int64_t db_generation(bs_meta_t *m, const char *scope)
     int64_t g = -1;
     bs_val_t arg = BS_TXT(scope);
     bs_err_t err;
-    assert_int_equal(bs_meta_query(m, "SELECT generation FROM generations WHERE scope = ?", &arg,
-                                   1, gen_row, &g, &err),
+    assert_int_equal(bs_meta_query(m, "SELECT generation FROM generations WHERE scope = ?", &arg, 1,
+                                   gen_row, &g, &err),
                      0);
     return g;
 }
@@ -192,7 +192,10 @@ static void test_failed_rebuild_is_retried(void **state)
     bs_changes_free(c);
 }
 
-static int auth_reload(void *ud, bs_err_t *err) { return bs_auth_reload(ud, err); }
+static int auth_reload(void *ud, bs_err_t *err)
+{
+    return bs_auth_reload(ud, err);
+}
 
 static void test_keys_follow_the_other_replica(void **state)
 {
@@ -216,14 +219,12 @@ static void test_keys_follow_the_other_replica(void **state)
     char id[40];
     snprintf(id, sizeof id, "%s", who.key_id);
     assert_int_equal(bs_auth_key_delete(auth_b, id, NULL, &err), 0);
-    assert_int_equal(bs_meta_exec(f->b, "ALTER TABLE api_keys RENAME TO api_keys_away", NULL, 0,
-                                  NULL, &err),
-                     0);
+    assert_int_equal(
+        bs_meta_exec(f->b, "ALTER TABLE api_keys RENAME TO api_keys_away", NULL, 0, NULL, &err), 0);
     assert_int_equal(bs_changes_poll(c, &err), 0);
     assert_int_equal(bs_auth_verify(auth_a, secret, strlen(secret), &who, &err), 0);
-    assert_int_equal(bs_meta_exec(f->b, "ALTER TABLE api_keys_away RENAME TO api_keys", NULL, 0,
-                                  NULL, &err),
-                     0);
+    assert_int_equal(
+        bs_meta_exec(f->b, "ALTER TABLE api_keys_away RENAME TO api_keys", NULL, 0, NULL, &err), 0);
     assert_int_equal(bs_changes_poll(c, &err), 0);
     assert_int_equal(bs_auth_verify(auth_a, secret, strlen(secret), &who, &err), BS_EUNAUTH);
     bs_changes_free(c);
@@ -242,8 +243,8 @@ static void test_unreachable_is_reported_and_recovers(void **state)
     bs_changes_stats(c, &st);
     assert_true(st.reachable);
     /* the poll's table vanishes: what a dropped connection looks like to the watcher */
-    assert_int_equal(bs_meta_exec(f->b, "ALTER TABLE generations RENAME TO generations_away",
-                                  NULL, 0, NULL, &err),
+    assert_int_equal(bs_meta_exec(f->b, "ALTER TABLE generations RENAME TO generations_away", NULL,
+                                  0, NULL, &err),
                      0);
     assert_int_not_equal(bs_changes_poll(c, &err), 0);
     bs_changes_stats(c, &st);

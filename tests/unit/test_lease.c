@@ -161,8 +161,8 @@ static bs_lease_runner_t *runner(fx_t *f, bs_meta_t *m, const char *owner, task_
     t->f = f;
     t->m = m;
     t->owner = owner;
-    bs_lease_runner_opts_t o = {.name = f->name, .owner = owner, .ttl_ms = 600, .period_ms = 5,
-                                .task = task, .ud = t};
+    bs_lease_runner_opts_t o = {
+        .name = f->name, .owner = owner, .ttl_ms = 600, .period_ms = 5, .task = task, .ud = t};
     bs_err_t err;
     bs_lease_runner_t *r = bs_lease_runner_start(m, &o, &err);
     assert_non_null(r);
@@ -206,9 +206,9 @@ static void test_runner_stops_its_task_when_the_lease_is_lost(void **state)
     assert_int_equal(st.losses, 1);
     assert_int_equal(st.acquisitions, 1);
     /* the thief lets go: "a" takes it back with a higher token and runs again */
-    assert_int_equal(bs_meta_exec(f->b, "UPDATE leases SET expires_at = 0 WHERE name = ?", args,
-                                  1, NULL, &err),
-                     0);
+    assert_int_equal(
+        bs_meta_exec(f->b, "UPDATE leases SET expires_at = 0 WHERE name = ?", args, 1, NULL, &err),
+        0);
     WAIT_UNTIL(bs_lease_runner_held(r) && atomic_load(&t.runs) > runs + 2);
     bs_lease_runner_stats(r, &st);
     assert_true(st.token > first + 1);
@@ -246,8 +246,8 @@ static void test_runner_options_are_checked(void **state)
 {
     fx_t *f = *state;
     bs_err_t err;
-    bs_lease_runner_opts_t o = {.name = f->name, .owner = "a", .ttl_ms = 10, .period_ms = 5,
-                                .task = task};
+    bs_lease_runner_opts_t o = {
+        .name = f->name, .owner = "a", .ttl_ms = 10, .period_ms = 5, .task = task};
     assert_null(bs_lease_runner_start(f->a, &o, &err));
     assert_int_equal(err.code, BS_EINVAL);
     bs_lease_runner_stop(NULL);
@@ -308,8 +308,8 @@ static void *claim_main(void *arg)
     bs_val_t cond = BS_TXT("ready");
     for (;;) {
         bs_err_t err;
-        int n = bs_lease_claim(c->m, &claim_sql, c->owner, 60000, &cond, 1, 7, claimed_row, c,
-                               &err);
+        int n =
+            bs_lease_claim(c->m, &claim_sql, c->owner, 60000, &cond, 1, 7, claimed_row, c, &err);
         c->calls++;
         if (n <= 0)
             break;
@@ -363,9 +363,8 @@ static void test_expired_claim_is_claimed_again(void **state)
     assert_int_equal(a->got[1], 1);
     assert_int_equal(a->token[1], 1);
     /* "b" takes the rest at once; item 1 only once its claim expired */
-    assert_int_equal(bs_lease_claim(f->b, &claim_sql, "b", 60000, &cond, 1, 10, claimed_row, b,
-                                    &err),
-                     2);
+    assert_int_equal(
+        bs_lease_claim(f->b, &claim_sql, "b", 60000, &cond, 1, 10, claimed_row, b, &err), 2);
     assert_int_equal(b->got[1], 0);
     for (int i = 0; i < 10000 && !b->got[1]; i++) {
         int n = bs_lease_claim(f->b, &claim_sql, "b", 60000, &cond, 1, 10, claimed_row, b, &err);
