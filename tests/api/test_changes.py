@@ -109,9 +109,21 @@ def test_alias_moved_by_another_replica_is_served(start_server):
         return r.json()["predictions"][0]
 
     assert served() == 1.0
+    # Another replica moves the alias while this one cannot read the aliases (the table is
+    # away): the rebuild fails and the last snapshot keeps serving ...
     write_as_other_replica(srv, "registry", (
         "UPDATE model_aliases SET version = 2 WHERE alias = 'champion'"
-        " AND model_id = (SELECT id FROM models WHERE name = 'm')", ()))
+        " AND model_id = (SELECT id FROM models WHERE name = 'm')", ()),
+        ("ALTER TABLE model_aliases RENAME TO model_aliases_away", ()))
+    wait_for(lambda: metrics(srv).get("basalt_snapshot_rebuilds_total", result="error") >= 1,
+             "the failing rebuild never ran")
+    assert served() == 1.0
+    # ... and the rebuild is retried at the next polls, with no new write to prompt it
+    c = db(srv)
+    try:
+        c.execute("ALTER TABLE model_aliases_away RENAME TO model_aliases")
+    finally:
+        c.close()
     wait_for(lambda: served() == 2.0, "the moved alias was not served")
     assert srv.get("/v1/models/m").json()["aliases"]["champion"] == 2
 
