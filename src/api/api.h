@@ -16,6 +16,7 @@
 
 struct bs_registry;
 struct bs_serving;
+struct bs_changes;
 
 typedef struct bs_app {
     bs_config_t cfg;
@@ -25,6 +26,8 @@ typedef struct bs_app {
     bs_server_t *server;
     struct bs_registry *registry;
     struct bs_serving *serving;
+    struct bs_changes *changes; /* the change watcher: keeps the snapshots current */
+    char replica_id[128];       /* cfg.replica_id, or hostname-pid */
     struct bs_pool *workers; /* uploads and every registry write: off the I/O threads */
     _Atomic int64_t upload_bytes; /* artifacts of uploads queued or parsing (upload_memory_bytes) */
     _Atomic uint64_t upload_rejections; /* uploads answered 503 over that budget */

@@ -8,6 +8,26 @@
 #include "serving/serving.h"
 #include "base/parallel.h"
 #include "base/pool.h"
+#include "base/log.h"
+#include "store/changes.h"
+#include <unistd.h>
+
+/* Change subscribers (the watcher's thread, or a writer's through bs_changes_refresh). */
+static int reload_keys(void *ud, bs_err_t *err) { return bs_auth_reload(ud, err); }
+static int rebuild_routing(void *ud, bs_err_t *err) { return bs_serving_refresh(ud, err); }
+
+/* After this replica's own committed write: rebuild before answering (read your writes)
+ * and note the generation, so the watcher does not rebuild again for it. */
+static int auth_changed(void *ud, bs_err_t *err)
+{
+    return bs_changes_refresh(((bs_app_t *)ud)->changes, "auth", err);
+}
+static void registry_changed(void *ud)
+{
+    bs_err_t err;
+    if (bs_changes_refresh(((bs_app_t *)ud)->changes, "registry", &err) != 0)
+        BS_LOG(BS_LOG_ERROR, "serving", "routing refresh failed: %s", err.msg);
+}
 
 int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 {
@@ -15,6 +35,18 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     snprintf(path, sizeof path, "%s/basalt.db", app->data_dir);
     app->meta = bs_meta_open(path, err);
     if (!app->meta)
+        return err->code;
+    if (app->cfg.replica_id[0]) {
+        snprintf(app->replica_id, sizeof app->replica_id, "%s", app->cfg.replica_id);
+    } else {
+        char host[64] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(app->replica_id, sizeof app->replica_id, "%s-%ld", host, (long)getpid());
+    }
+    /* Before the snapshots are built: it takes the generations it reads now as seen, so
+     * a change committed while they build is rebuilt at its first poll. */
+    app->changes = bs_changes_new(app->meta, app->cfg.change_poll_ms, err);
+    if (!app->changes)
         return err->code;
     app->auth = bs_auth_new(app->meta, app->cfg.rate_limit_rps, app->cfg.rate_limit_burst, err);
     if (!app->auth)
@@ -30,6 +62,7 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->registry = bs_registry_new(app->meta, path, store, err);
     if (!app->registry)
         return err->code;
+    bs_registry_set_replica_id(app->registry, app->replica_id);
     if (bs_registry_gc_start(app->registry, app->cfg.artifact_gc_grace_seconds, err) != 0)
         return err->code;
     bs_serving_opts_t so = {.memory_budget = (size_t)app->cfg.model_memory_bytes,
@@ -41,7 +74,12 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->serving = bs_serving_new(app->meta, app->registry, &so, err);
     if (!app->serving)
         return err->code;
-    bs_registry_on_change(app->registry, bs_serving_refresh_cb, app->serving);
+    bs_auth_on_change(app->auth, auth_changed, app);
+    bs_registry_on_change(app->registry, registry_changed, app);
+    if (bs_changes_subscribe(app->changes, "auth", reload_keys, app->auth, err) ||
+        bs_changes_subscribe(app->changes, "registry", rebuild_routing, app->serving, err) ||
+        bs_changes_start(app->changes, err))
+        return err->code;
     /* Uploads, every registry write (with its snapshot rebuild), artifact reads: mostly
      * short, some long (a big upload's parse); four workers keep a quick job from queueing
      * behind two long ones. Model loads have the serving module's own threads. */
@@ -79,6 +117,8 @@ void bs_api_app_close(bs_app_t *app)
 {
     bs_pool_free(app->workers); /* finishes queued jobs first */
     app->workers = NULL;
+    bs_changes_free(app->changes); /* no rebuild runs past here */
+    app->changes = NULL;
     bs_serving_free(app->serving);
     app->serving = NULL;
     bs_registry_free(app->registry);

@@ -10,8 +10,9 @@
     "{\"type\":\"object\",\"required\":[\"status\",\"checks\"],\"properties\":{\"status\":{"       \
     "\"type\":\"string\",\"enum\":[\"ready\",\"not_ready\"]},\"checks\":{\"type\":\"object\""      \
     ",\"properties\":{\"metadata_store\":{\"type\":\"string\",\"enum\":[\"ok\",\"unavailabl"       \
-    "e\"]},\"schema_version\":{\"type\":\"integer\"},\"accepting\":{\"type\":\"boolean\"}}}"       \
-    "}}"
+    "e\"]},\"schema_version\":{\"type\":\"integer\"},\"accepting\":{\"type\":\"boolean\"},\""      \
+    "metadata\":{\"type\":\"string\",\"enum\":[\"ok\",\"unavailable\"],\"description\":\"wh"       \
+    "ether this replica's last change poll reached the metadata store\"}}}}}"
 #define INFO_SCHEMA                                                                                \
     "{\"type\":\"object\",\"required\":[\"name\",\"version\",\"build\",\"caller\"],\"proper"       \
     "ties\":{\"name\":{\"type\":\"string\"},\"version\":{\"type\":\"string\"},\"build\":{\""       \
@@ -19,10 +20,14 @@
     "pe\":\"string\"},\"built_at\":{\"type\":\"string\"}}},\"started_at\":{\"type\":\"strin"       \
     "g\",\"format\":\"date-time\"},\"uptime_seconds\":{\"type\":\"number\"},\"data_dir\":{\""      \
     "type\":\"string\"},\"threads\":{\"type\":\"integer\"},\"auth\":{\"type\":\"boolean\"},"       \
-    "\"backends\":{\"type\":\"object\",\"properties\":{\"metadata\":{\"type\":\"string\"},\""      \
-    "artifacts\":{\"type\":\"string\"}}},\"caller\":{\"type\":\"object\",\"properties\":{\""       \
-    "key_id\":{\"type\":\"string\"},\"tenant\":{\"type\":\"string\"},\"role\":{\"type\":\"s"       \
-    "tring\"}}}}}"
+    "\"replica_id\":{\"type\":\"string\"},\"snapshot\":{\"type\":\"object\",\"properties\":"       \
+    "{\"generation\":{\"type\":\"integer\",\"description\":\"sum of the change generations "       \
+    "the snapshots reflect\"},\"age_ms\":{\"type\":\"integer\",\"description\":\"since the "       \
+    "snapshots were last known current\"},\"scopes\":{\"type\":\"object\",\"properties\":{\""      \
+    "auth\":{\"type\":\"integer\"},\"registry\":{\"type\":\"integer\"}}}}},\"backends\":{\""       \
+    "type\":\"object\",\"properties\":{\"metadata\":{\"type\":\"string\"},\"artifacts\":{\""       \
+    "type\":\"string\"}}},\"caller\":{\"type\":\"object\",\"properties\":{\"key_id\":{\"typ"       \
+    "e\":\"string\"},\"tenant\":{\"type\":\"string\"},\"role\":{\"type\":\"string\"}}}}}"
 #define KEY_SCHEMA                                                                                 \
     "{\"type\":\"object\",\"required\":[\"id\",\"name\",\"tenant\",\"role\"],\"properties\""       \
     ":{\"id\":{\"type\":\"string\"},\"name\":{\"type\":\"string\"},\"tenant\":{\"type\":\"s"       \
@@ -57,7 +62,8 @@ static const bs_route_t routes[] = {
     {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
      "system", NULL, HEALTH_SCHEMA, 0},
     {"GET", "/readyz", bs__api_readyz, BS_ROLE_PUBLIC,
-     "Readiness: stores open and migrated (503 otherwise)", "system", NULL, READY_SCHEMA, 0},
+     "Readiness: stores open, migrated and reachable (503 otherwise)", "system", NULL,
+     READY_SCHEMA, 0},
     /* Viewer of the default tenant or a key with the metrics scope (checked in the handler
      * and bs_api_authorize); public with metrics_public (app.c rewrites the role). */
     {"GET", "/metrics", bs__api_metrics, BS_ROLE_VIEWER,
@@ -69,7 +75,8 @@ static const bs_route_t routes[] = {
     {"GET", "/docs", bs__api_docs, BS_ROLE_PUBLIC, "Human-readable API reference", "system", NULL,
      NULL, 0},
     {"GET", "/v1/info", bs__api_info, BS_ROLE_VIEWER,
-     "Version, build, uptime, data directory and backends", "system", NULL, INFO_SCHEMA, 0},
+     "Version, build, uptime, data directory, replica, snapshot and backends", "system", NULL,
+     INFO_SCHEMA, 0},
     {"POST", "/v1/keys", bs__api_keys_create, BS_ROLE_ADMIN,
      "Create an API key; the secret is returned once", "auth", KEY_CREATE_SCHEMA, KEY_SCHEMA, 201},
     {"GET", "/v1/keys", bs__api_keys_list, BS_ROLE_ADMIN, "List API keys (?tenant=, limit, cursor)",

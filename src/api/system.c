@@ -10,6 +10,8 @@
 #include "api/api_int.h"
 #include "base/log.h"
 #include "base/version.h"
+#include "store/changes.h"
+#include "store/lease.h"
 
 int bs__api_limit(bs_req_t *req, int def, int max, int *out)
 {
@@ -44,7 +46,12 @@ void bs__api_readyz(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
     int meta_ok = app->meta && bs_meta_ready(app->meta);
-    int ready = meta_ok && !app->shutting_down;
+    /* Reachability as the change watcher last saw it: its polls are this replica's probe
+     * of the store (a request never waits on a round trip here). */
+    bs_changes_stats_t cs = {.reachable = 1};
+    if (app->changes)
+        bs_changes_stats(app->changes, &cs);
+    int ready = meta_ok && cs.reachable && !app->shutting_down;
     bs_buf_t b;
     bs_buf_init(&b);
     bs_jw_obj_begin(&b);
@@ -58,6 +65,8 @@ void bs__api_readyz(bs_req_t *req)
     bs_jw_int(&b, meta_ok ? bs_meta_schema_version(app->meta) : 0);
     bs_jw_key(&b, "accepting");
     bs_jw_bool(&b, !app->shutting_down);
+    bs_jw_key(&b, "metadata");
+    bs_jw_str(&b, cs.reachable ? "ok" : "unavailable");
     bs_jw_obj_end(&b);
     bs_jw_obj_end(&b);
     bs_resp_json(req, ready ? 200 : 503, &b);
@@ -134,6 +143,38 @@ void bs__api_metrics(bs_req_t *req)
                   rss_bytes(), cpu, count_fds(), (double)app->started_ms / 1000.0, BS_VERSION,
                   bs_build_sha(), (double)(bs_time_mono_ns() - app->started_mono_ns) / 1e9,
                   bs_log_dropped());
+    if (app->changes) {
+        bs_changes_stats_t cs;
+        bs_changes_stats(app->changes, &cs);
+        bs_buf_printf(&b,
+                      "# HELP basalt_snapshot_generation Sum of the change generations the "
+                      "snapshots reflect.\n"
+                      "# TYPE basalt_snapshot_generation gauge\n"
+                      "basalt_snapshot_generation %lld\n"
+                      "# HELP basalt_snapshot_age_seconds Since the snapshots were last known "
+                      "current.\n"
+                      "# TYPE basalt_snapshot_age_seconds gauge\n"
+                      "basalt_snapshot_age_seconds %.3f\n"
+                      "# HELP basalt_metadata_reachable 1 if the last change poll reached the "
+                      "metadata store.\n"
+                      "# TYPE basalt_metadata_reachable gauge\n"
+                      "basalt_metadata_reachable %d\n"
+                      "# HELP basalt_change_polls_total Change polls, by result.\n"
+                      "# TYPE basalt_change_polls_total counter\n"
+                      "basalt_change_polls_total{result=\"ok\"} %llu\n"
+                      "basalt_change_polls_total{result=\"error\"} %llu\n"
+                      "# HELP basalt_snapshot_rebuilds_total Snapshot rebuilds for other replicas' "
+                      "changes, by result.\n"
+                      "# TYPE basalt_snapshot_rebuilds_total counter\n"
+                      "basalt_snapshot_rebuilds_total{result=\"ok\"} %llu\n"
+                      "basalt_snapshot_rebuilds_total{result=\"error\"} %llu\n",
+                      (long long)cs.generation, cs.age_ms < 0 ? 0.0 : (double)cs.age_ms / 1000.0,
+                      cs.reachable, (unsigned long long)cs.polls,
+                      (unsigned long long)cs.poll_errors,
+                      (unsigned long long)(cs.rebuilds - cs.rebuild_errors),
+                      (unsigned long long)cs.rebuild_errors);
+    }
+    bs_lease_metrics(&b);
     bs__api_model_metrics(app, &b);
     if (b.oom) {
         bs_buf_free(&b);
@@ -185,6 +226,26 @@ void bs__api_info(bs_req_t *req)
     bs_jw_int(&b, app->cfg.threads > 0 ? app->cfg.threads : sysconf(_SC_NPROCESSORS_ONLN));
     bs_jw_key(&b, "auth");
     bs_jw_bool(&b, !app->cfg.no_auth);
+    bs_jw_key(&b, "replica_id");
+    bs_jw_str(&b, app->replica_id);
+    bs_jw_key(&b, "snapshot");
+    bs_jw_obj_begin(&b);
+    if (app->changes) {
+        bs_changes_stats_t cs;
+        bs_changes_stats(app->changes, &cs);
+        bs_jw_key(&b, "generation");
+        bs_jw_int(&b, cs.generation);
+        bs_jw_key(&b, "age_ms");
+        bs_jw_int(&b, cs.age_ms < 0 ? 0 : cs.age_ms);
+        bs_jw_key(&b, "scopes");
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "auth");
+        bs_jw_int(&b, bs_changes_seen(app->changes, "auth"));
+        bs_jw_key(&b, "registry");
+        bs_jw_int(&b, bs_changes_seen(app->changes, "registry"));
+        bs_jw_obj_end(&b);
+    }
+    bs_jw_obj_end(&b);
     bs_jw_key(&b, "backends");
     bs_jw_obj_begin(&b);
     bs_jw_key(&b, "metadata");

@@ -12,6 +12,7 @@
 #include "base/id.h"
 #include "base/rcu.h"
 #include "base/time.h"
+#include "store/changes.h"
 
 typedef struct {
     char id[33]; /* hex without dashes, the token's lookup part */
@@ -46,6 +47,8 @@ struct bs_auth {
     pthread_mutex_t write_lock; /* serialises snapshot rebuilds */
     pthread_mutex_t bucket_lock;
     bucket_t *buckets[N_BUCKET_HEADS];
+    int (*on_change)(void *ud, bs_err_t *err); /* NULL: reload() */
+    void *on_change_ud;
 };
 
 static void snapshot_free(void *p)
@@ -284,6 +287,34 @@ int bs_auth_charge(bs_auth_t *a, const bs_principal_t *who, double *retry_after_
     return rc;
 }
 
+/* Runs one key or tenant write in a transaction that also bumps the "auth" change
+ * generation, so every replica's watcher reloads its key snapshot. */
+static int write_bumped(bs_auth_t *a, const char *sql, const bs_val_t *args, int nargs,
+                        int *changes, bs_err_t *err)
+{
+    int rc = bs_meta_tx_begin(a->meta, err);
+    if (rc)
+        return rc;
+    if ((rc = bs_meta_exec(a->meta, sql, args, nargs, changes, err)) ||
+        ((!changes || *changes) && (rc = bs_changes_bump(a->meta, "auth", err)))) {
+        bs_meta_tx_rollback(a->meta);
+        return rc;
+    }
+    return bs_meta_tx_commit(a->meta, err);
+}
+
+/* After a committed write: this process's snapshot first (read your writes). */
+static int changed(bs_auth_t *a, bs_err_t *err)
+{
+    return a->on_change ? a->on_change(a->on_change_ud, err) : reload(a, err);
+}
+
+void bs_auth_on_change(bs_auth_t *a, int (*fn)(void *ud, bs_err_t *err), void *ud)
+{
+    a->on_change = fn;
+    a->on_change_ud = ud;
+}
+
 static int valid_name(const char *s, size_t max)
 {
     size_t n = strlen(s);
@@ -321,11 +352,11 @@ int bs_auth_tenant_create(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_e
     snprintf(out->name, sizeof out->name, "%s", name);
     out->created_at = bs_time_wall_ms();
     bs_val_t args[] = {BS_TXT(out->id), BS_TXT(name), BS_INT(out->created_at)};
-    int rc = bs_meta_exec(a->meta, "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)",
-                          args, 3, NULL, err);
+    int rc = write_bumped(a, "INSERT INTO tenants (id, name, created_at) VALUES (?, ?, ?)", args,
+                          3, NULL, err);
     if (rc == BS_ECONFLICT)
         return bs_err_setf(err, BS_ECONFLICT, "name", "tenant '%s' already exists", name);
-    return rc;
+    return rc ? rc : changed(a, err);
 }
 
 typedef struct {
@@ -400,7 +431,7 @@ int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info
                        BS_INT(info->created_at),
                        BS_TXT(info->created_by),
                        BS_TXT(scopes)};
-    int rc = bs_meta_exec(a->meta,
+    int rc = write_bumped(a,
                           "INSERT INTO api_keys (id, name, tenant, role, salt, hash, rate_rps,"
                           " rate_burst, expires_at, created_at, created_by, scopes)"
                           " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -408,7 +439,7 @@ int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info
     if (rc)
         return rc;
     snprintf(secret, BS_KEY_SECRET_MAX, "bsk_%s_%s", hexid, sec);
-    return reload(a, err);
+    return changed(a, err);
 }
 
 typedef struct {
@@ -452,26 +483,26 @@ int bs_auth_key_delete(bs_auth_t *a, const char *id, const char *tenant, bs_err_
 {
     int changes = 0;
     bs_val_t args[] = {BS_TXT(id), BS_TXT(tenant), BS_TXT(tenant)};
-    int rc = bs_meta_exec(a->meta, "DELETE FROM api_keys WHERE id = ? AND (? IS NULL OR tenant = ?)",
+    int rc = write_bumped(a, "DELETE FROM api_keys WHERE id = ? AND (? IS NULL OR tenant = ?)",
                           args, 3, &changes, err);
     if (rc)
         return rc;
     if (!changes)
         return bs_err_setf(err, BS_ENOTFOUND, "id", "no API key '%.40s'", id);
-    return reload(a, err);
+    return changed(a, err);
 }
 
 int bs_auth_bootstrap(bs_auth_t *a, char *secret, int *created, bs_err_t *err)
 {
     *created = 0;
-    key_snapshot_t *s = atomic_load(&a->snap);
     if (!bs_auth_tenant_exists(a, BS_DEFAULT_TENANT)) {
         bs_tenant_t t;
         int rc = bs_auth_tenant_create(a, BS_DEFAULT_TENANT, &t, err);
         if (rc)
             return rc;
     }
-    if (s->n > 0)
+    /* Read after the tenant write: it replaced (and retired) the snapshot. */
+    if (atomic_load(&a->snap)->n > 0)
         return 0;
     bs_key_info_t info = {.role = BS_ROLE_ADMIN};
     snprintf(info.name, sizeof info.name, "bootstrap-admin");

@@ -52,6 +52,11 @@ void bs_auth_free(bs_auth_t *a);
 /* Rebuilds the key snapshot from the store: picks up keys another process wrote into
  * it (`basalt keys create --data`; the server calls this on SIGHUP). Thread-safe. */
 int bs_auth_reload(bs_auth_t *a, bs_err_t *err);
+/* Every key or tenant write bumps the "auth" change generation in its transaction
+ * (store/changes.h), then rebuilds this process's snapshot before returning: by
+ * calling fn(ud, err) when set (the server's change watcher, which reloads and notes
+ * the generation as seen), else bs_auth_reload. Set before the auth is shared. */
+void bs_auth_on_change(bs_auth_t *a, int (*fn)(void *ud, bs_err_t *err), void *ud);
 
 /* On a store with no keys: creates tenant "default" and an admin key, writing its
  * secret into secret (BS_KEY_SECRET_MAX bytes) and setting *created. */

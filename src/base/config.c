@@ -65,6 +65,10 @@ static const setting_t settings[] = {
     S(unknown_features, T_STR, 0, 0, "reject", "reject or ignore input features a model lacks"),
     S(predict_threads, T_INT, 0, 8, "0",
       "threads one large batch of rows (512+) may use, tree ensembles (0 = one per core)"),
+    S(change_poll_ms, T_INT, 10, 3600000, "1000",
+      "how often the change generations are polled (bound on picking up other replicas' writes)"),
+    S(replica_id, T_STR, 0, 0, "",
+      "this replica's name in leases and /v1/info (empty = hostname-pid)"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

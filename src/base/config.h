@@ -40,6 +40,8 @@ typedef struct {
     int batch_delay_us;
     int predict_threads;
     char unknown_features[16];
+    int change_poll_ms;
+    char replica_id[128];
 } bs_config_t;
 
 void bs_config_defaults(bs_config_t *c);

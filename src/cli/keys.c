@@ -9,8 +9,9 @@
  * started meanwhile waits its turn (it refuses to start while the lock is
  * held). When a server holds the lock, the write goes through SQLite anyway
  * (WAL mode: one writer at a time, readers undisturbed; the busy timeout
- * covers a server's write in progress) and the server is told to reload its
- * key snapshot with SIGHUP, sent to the pid the server wrote into
+ * covers a server's write in progress; the write bumps the "auth" change
+ * generation, which the server polls) and the server is told to reload its
+ * key snapshot at once with SIGHUP, sent to the pid the server wrote into
  * basalt.lock — only after checking that this process really has the lock
  * file open, so a stale pid is never signalled.
  */
@@ -180,8 +181,8 @@ static int create_offline(const key_args_t *a, int json)
         else /* written, but the holder could not be told: say how to finish */
             fprintf(stderr,
                     "basalt: warning: a server holds %s but could not be told to reload its keys "
-                    "(%s); the key works once it does: send it SIGHUP (kill -HUP PID) or restart "
-                    "it\n",
+                    "(%s); it loads the key by itself within its change_poll_ms (1 s by default), "
+                    "or at once after SIGHUP (kill -HUP PID)\n",
                     lock, why);
     }
     close(fd); /* releases the lock, if it was ours */

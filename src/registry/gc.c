@@ -16,8 +16,10 @@
  * replicas on one metadata store, one replica at a time should run it) and this
  * replica's cache of the metadata store (bs__registry_gc_cache; every replica).
  *
- * Thread: one background thread per registry (bs__registry_gc_start), never an
- * I/O thread; it sleeps on a condition variable so shutdown is prompt.
+ * Thread: the task thread of a lease runner (store/lease.h) per registry, never an
+ * I/O thread: passes run only while this replica holds the lease "artifact-gc", so
+ * replicas sharing a store never collect at once. Stopping ends a pass in progress
+ * and releases the lease, so shutdown is prompt.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -25,6 +27,12 @@
 
 #include "base/log.h"
 #include "registry/registry_int.h"
+#include "store/lease.h"
+
+/* The collector's singleton lease: of replicas sharing a store, one collects. Its time
+ * is three passes, 3 s .. 30 s: another replica takes over within that when the holder
+ * dies, and tries to every third of it. */
+#define GC_LEASE "artifact-gc"
 
 /* What references an artifact: a version row (run inside the collector's transaction). */
 static const char *const REFS_SQL = "SELECT DISTINCT sha256 FROM model_versions";
@@ -48,33 +56,22 @@ int bs__registry_gc(bs_registry_t *r, int64_t grace_s, bs_err_t *err)
     return cached < 0 ? cached : stored + cached;
 }
 
-static void *gc_main(void *arg)
+/* One pass, on the lease runner's task thread, while this replica holds "artifact-gc". */
+static void gc_task(void *ud, bs_lease_runner_t *run, int64_t token)
 {
-    bs_registry_t *r = arg;
-    /* A pass every half grace period (1 s .. 5 min): a file goes between grace and 1.5x. */
-    int64_t every = r->gc_grace_s / 2;
-    if (every < 1)
-        every = 1;
-    if (every > 300)
-        every = 300;
-    pthread_mutex_lock(&r->gc_mu);
-    while (!r->gc_stop) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += (time_t)every;
-        while (!r->gc_stop && pthread_cond_timedwait(&r->gc_cv, &r->gc_mu, &ts) != ETIMEDOUT)
-            ;
-        if (r->gc_stop)
-            break;
-        pthread_mutex_unlock(&r->gc_mu);
-        bs_err_t err;
-        bs_err_clear(&err);
-        if (bs__registry_gc(r, r->gc_grace_s, &err) < 0)
-            BS_LOG(BS_LOG_WARN, "registry", "artifact collection failed: %s", err.msg);
-        pthread_mutex_lock(&r->gc_mu);
-    }
-    pthread_mutex_unlock(&r->gc_mu);
-    return NULL;
+    (void)token;
+    bs_registry_t *r = ud;
+    if (!bs_lease_runner_held(run))
+        return;
+    bs_err_t err;
+    bs_err_clear(&err);
+    if (bs__registry_gc(r, r->gc_grace_s, &err) < 0)
+        BS_LOG(BS_LOG_WARN, "registry", "artifact collection failed: %s", err.msg);
+}
+
+void bs_registry_set_replica_id(bs_registry_t *r, const char *id)
+{
+    snprintf(r->replica_id, sizeof r->replica_id, "%s", id);
 }
 
 int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err)
@@ -82,18 +79,27 @@ int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err)
     if (r->gc_running)
         return 0;
     r->gc_grace_s = grace_s;
-    r->gc_stop = 0;
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&r->gc_cv, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&r->gc_mu, NULL);
-    if (pthread_create(&r->gc_tid, NULL, gc_main, r) != 0) {
-        pthread_cond_destroy(&r->gc_cv);
-        pthread_mutex_destroy(&r->gc_mu);
-        return bs_err_set(err, BS_EUNAVAIL, "cannot start the artifact collector thread");
+    /* A pass every half grace period (1 s .. 5 min): a file goes between grace and 1.5x. */
+    int64_t every = grace_s / 2;
+    if (every < 1)
+        every = 1;
+    if (every > 300)
+        every = 300;
+    if (!r->replica_id[0]) {
+        char host[64] = "localhost";
+        gethostname(host, sizeof host - 1);
+        snprintf(r->replica_id, sizeof r->replica_id, "%s-%ld", host, (long)getpid());
     }
+    int64_t ttl_s = every * 3 < 3 ? 3 : every * 3 > 30 ? 30 : every * 3;
+    bs_lease_runner_opts_t o = {.name = GC_LEASE,
+                                .owner = r->replica_id,
+                                .ttl_ms = ttl_s * 1000,
+                                .period_ms = every * 1000,
+                                .task = gc_task,
+                                .ud = r};
+    r->gc_lease = bs_lease_runner_start(r->meta, &o, err);
+    if (!r->gc_lease)
+        return err->code;
     r->gc_running = 1;
     return 0;
 }
@@ -102,12 +108,7 @@ void bs__registry_gc_stop(bs_registry_t *r)
 {
     if (!r->gc_running)
         return;
-    pthread_mutex_lock(&r->gc_mu);
-    r->gc_stop = 1;
-    pthread_cond_signal(&r->gc_cv);
-    pthread_mutex_unlock(&r->gc_mu);
-    pthread_join(r->gc_tid, NULL);
-    pthread_cond_destroy(&r->gc_cv);
-    pthread_mutex_destroy(&r->gc_mu);
+    bs_lease_runner_stop(r->gc_lease); /* ends a pass in progress, releases the lease */
+    r->gc_lease = NULL;
     r->gc_running = 0;
 }

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/crypto.h"
+#include "store/changes.h"
 #include "base/id.h"
 #include "base/time.h"
 #include "ml/ml.h"
@@ -78,6 +79,16 @@ void bs_registry_on_change(bs_registry_t *r, void (*fn)(void *ud), void *ud)
 {
     r->on_change = fn;
     r->on_change_ud = ud;
+}
+
+int bs__registry_commit(bs_registry_t *r, bs_err_t *err)
+{
+    int rc = bs_changes_bump(r->meta, "registry", err);
+    if (rc) {
+        bs_meta_tx_rollback(r->meta);
+        return rc;
+    }
+    return bs_meta_tx_commit(r->meta, err);
 }
 
 void bs__registry_changed(bs_registry_t *r)
@@ -380,7 +391,7 @@ int bs_registry_model_create(bs_registry_t *r, const bs_principal_t *who, const 
         bs_meta_tx_rollback(r->meta);
         return rc;
     }
-    rc = bs_meta_tx_commit(r->meta, err);
+    rc = bs__registry_commit(r, err);
     if (!rc)
         bs__registry_changed(r);
     return rc;
@@ -453,7 +464,7 @@ int bs_registry_model_update(bs_registry_t *r, const bs_principal_t *who, const 
         if ((rc = bs__registry_audit(r, who, "model.approval_rule", res, ob, nb, err)))
             goto rollback;
     }
-    rc = bs_meta_tx_commit(r->meta, err);
+    rc = bs__registry_commit(r, err);
     if (!rc)
         bs__registry_changed(r);
     goto done;
@@ -505,7 +516,7 @@ int bs_registry_model_delete(bs_registry_t *r, const bs_principal_t *who, const 
         snprintf(sha, sizeof sha, "%.64s", shas.data + i);
         bs_blobs_touch(r->blobs, sha);
     }
-    rc = bs_meta_tx_commit(r->meta, err);
+    rc = bs__registry_commit(r, err);
     bs_buf_free(&before);
     if (!rc)
         bs__registry_changed(r);
@@ -818,7 +829,7 @@ int bs_registry_version_create(bs_registry_t *r, const bs_principal_t *who, cons
         bs_meta_tx_rollback(r->meta);
         goto done;
     }
-    rc = bs_meta_tx_commit(r->meta, err);
+    rc = bs__registry_commit(r, err);
     if (!rc)
         bs__registry_changed(r);
 done:
@@ -933,7 +944,7 @@ int bs_registry_version_transition(bs_registry_t *r, const bs_principal_t *who, 
     snprintf(action, sizeof action, "version.%s", decision);
     if ((rc = bs__registry_audit(r, who, action, res, before.data, out->data, err)))
         goto rollback;
-    rc = bs_meta_tx_commit(r->meta, err);
+    rc = bs__registry_commit(r, err);
     bs_buf_free(&before);
     if (!rc)
         bs__registry_changed(r);
@@ -1005,7 +1016,7 @@ int bs_registry_alias_set(bs_registry_t *r, const bs_principal_t *who, const cha
     snprintf(before, sizeof before, "{\"version\":%lld}", (long long)prev);
     if ((rc = bs__registry_audit(r, who, "alias.set", res, prev ? before : NULL, out->data, err)))
         goto rollback;
-    rc = bs_meta_tx_commit(r->meta, err);
+    rc = bs__registry_commit(r, err);
     if (!rc)
         bs__registry_changed(r);
     return rc;
@@ -1039,7 +1050,7 @@ int bs_registry_alias_delete(bs_registry_t *r, const bs_principal_t *who, const 
     snprintf(before, sizeof before, "{\"version\":%lld}", (long long)prev);
     if ((rc = bs__registry_audit(r, who, "alias.delete", res, before, NULL, err)))
         goto rollback;
-    rc = bs_meta_tx_commit(r->meta, err);
+    rc = bs__registry_commit(r, err);
     if (!rc)
         bs__registry_changed(r);
     return rc;

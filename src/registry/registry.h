@@ -7,8 +7,9 @@
  * Everything is scoped to a tenant. Operations return resources rendered as
  * JSON into a caller buffer (the same objects the API and the CLI show).
  * Writes run in one metadata transaction each, add an audit record in the
- * same transaction, then call the change hook (serving rebuilds its routing
- * snapshot from it).
+ * same transaction (writes that change routing also bump the "registry" change
+ * generation there, so other replicas rebuild: store/changes.h), then call the
+ * change hook (serving rebuilds its routing snapshot from it).
  *
  * Version lifecycle: pending → approved | rejected; approved → archived.
  * Only approved versions may hold aliases; an archived version stays
@@ -38,11 +39,17 @@ bs_registry_t *bs_registry_new(bs_meta_t *meta, const char *artifacts_dir,
 void bs_registry_free(bs_registry_t *r);
 /* The artifact store (borrowed; lives as long as the registry). */
 bs_blobs_t *bs_registry_blobs(bs_registry_t *r);
-/* Starts a background thread that removes artifacts no version references once they
+/* Starts the artifact collector: it removes artifacts no version references once they
  * are older than grace_s seconds (deleted versions, uploads that never committed), and
- * the metadata store's cache files no version references.
- * Stopped by bs_registry_free. 0 or BS_EUNAVAIL. */
+ * the metadata store's cache files no version references, a pass every grace_s / 2
+ * (1 s .. 5 min). Passes run under the lease "artifact-gc" (store/lease.h), so of
+ * several replicas on one store only one collects at a time (and only its own cache is
+ * trimmed), and another takes over within the lease's time (three passes, 3 s .. 30 s)
+ * when it dies. Stopped by bs_registry_free. 0 or an error. */
 int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
+/* The owner name of this process's leases (the replica id; copied). Before gc_start;
+ * default "<hostname>-<pid>". */
+void bs_registry_set_replica_id(bs_registry_t *r, const char *id);
 /* Called after every committed change (from the writing thread). */
 void bs_registry_on_change(bs_registry_t *r, void (*fn)(void *ud), void *ud);
 

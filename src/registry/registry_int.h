@@ -13,11 +13,10 @@ struct bs_registry {
     bs_blobs_t *blobs; /* artifacts, owned */
     void (*on_change)(void *ud);
     void *on_change_ud;
-    /* the artifact collector (gc.c) */
-    pthread_t gc_tid;
-    pthread_mutex_t gc_mu;
-    pthread_cond_t gc_cv;
-    int gc_running, gc_stop;
+    /* the artifact collector (gc.c): a singleton under the lease "artifact-gc" */
+    struct bs_lease_runner *gc_lease;
+    char replica_id[128]; /* the lease owner */
+    int gc_running;
     int64_t gc_grace_s;
 };
 
@@ -30,6 +29,10 @@ int bs__registry_gc_store(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
 int bs__registry_gc_cache(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
 void bs__registry_gc_stop(bs_registry_t *r);
 
+/* Commits a write that changes what serving routes (models, versions, aliases): bumps
+ * the "registry" change generation in the transaction first, so every replica rebuilds
+ * its routing snapshot (store/changes.h). On failure the transaction is rolled back. */
+int bs__registry_commit(bs_registry_t *r, bs_err_t *err);
 void bs__registry_changed(bs_registry_t *r);
 int bs__registry_model_id(bs_registry_t *r, const char *tenant, const char *name, char *id,
                           bs_err_t *err);

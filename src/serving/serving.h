@@ -15,8 +15,9 @@
  * Threads: loads run on the module's own loader threads (bs_serving_load_async),
  * never on the thread that changed the registry or asked for the version, and
  * never queued behind registry writes on the app's workers. Rebuilds run on the
- * thread that made the change (a worker: see src/api/models.c), one at a time,
- * coalesced when several changes arrive together.
+ * thread that made the change (a worker: see src/api/models.c), or on the change
+ * watcher's thread for changes made by another replica (store/changes.h), one at a
+ * time, coalesced when several changes arrive together.
  */
 #ifndef BS_SERVING_SERVING_H
 #define BS_SERVING_SERVING_H

@@ -82,4 +82,20 @@ int bs_meta_ready(bs_meta_t *m);
 /* Name of the backend ("sqlite"). */
 const char *bs_meta_backend(const bs_meta_t *m);
 
+/* The SQL dialect, for the few statements that differ (FOR UPDATE SKIP LOCKED, the
+ * database clock). */
+typedef enum { BS_META_SQLITE = 0, BS_META_POSTGRES } bs_meta_dialect_t;
+bs_meta_dialect_t bs_meta_dialect(const bs_meta_t *m);
+
+/* Notifications (PostgreSQL LISTEN/NOTIFY). notify sends payload on channel (inside a
+ * transaction: delivered at commit); on SQLite it does nothing and returns 0. */
+typedef void (*bs_meta_notify_cb)(const char *channel, const char *payload, void *ud);
+int bs_meta_notify(bs_meta_t *m, const char *channel, const char *payload, bs_err_t *err);
+/* Waits up to timeout_ms for notifications on channel or for wake_fd to become readable
+ * (it is not drained), calling cb(channel, payload, ud) per notification. Returns 0, or
+ * BS_EUNAVAIL when the server is unreachable (after waiting the timeout). On SQLite it
+ * waits on wake_fd only. */
+int bs_meta_listen(bs_meta_t *m, const char *channel, int wake_fd, int timeout_ms,
+                   bs_meta_notify_cb cb, void *ud, bs_err_t *err);
+
 #endif

@@ -63,9 +63,16 @@ const bs_meta_migration_t bs__meta_migrations[] = {
      * the artifact collector's reference check */
     {"CREATE INDEX model_versions_routing ON model_versions(model_id, version, status);"
     "CREATE INDEX model_versions_sha256 ON model_versions(sha256);", NULL},
-    /* 7: reserved for change generations + leases (another branch). A no-op here so that
-     * 8 keeps its number; the integrator replaces it with the real migration 7. */
-    {"SELECT 1;", NULL},
+    /* 7: change generations (a writer bumps its scope in its transaction; every replica
+     * polls them to know when to rebuild a snapshot) and leases (background singletons
+     * and their fencing tokens; rows are never deleted, so a token only grows). Times in
+     * ms since the epoch. */
+    {"CREATE TABLE generations ("
+    "  scope TEXT PRIMARY KEY, generation INTEGER NOT NULL, updated_at INTEGER NOT NULL);"
+    "INSERT INTO generations (scope, generation, updated_at) VALUES ('auth', 0, 0), ('registry', 0, 0);"
+    "CREATE TABLE leases ("
+    "  name TEXT PRIMARY KEY, owner TEXT NOT NULL, expires_at INTEGER NOT NULL,"
+    "  token INTEGER NOT NULL, acquired_at INTEGER NOT NULL, renewed_at INTEGER NOT NULL);", NULL},
     /* 8: artifact blobs in the metadata store (artifact_store = metadata; store/blobs.c):
      * one row per blob (complete = 1 once every chunk is written; touched_at, ms, is the
      * collector's grace clock) and its 1 MiB chunks, numbered from 0 */

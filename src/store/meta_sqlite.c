@@ -4,6 +4,7 @@
  * statements are cached per SQL text (sqlite3_prepare_v3 with PERSISTENT) so
  * repeated queries skip the parser. All access is serialised by `lock`.
  */
+#include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -294,4 +295,26 @@ const char *bs_meta_backend(const bs_meta_t *m)
 {
     (void)m;
     return "sqlite";
+}
+
+bs_meta_dialect_t bs_meta_dialect(const bs_meta_t *m)
+{
+    (void)m;
+    return BS_META_SQLITE;
+}
+
+/* SQLite has no notifications: replicas on one file learn of changes by polling. */
+int bs_meta_notify(bs_meta_t *m, const char *channel, const char *payload, bs_err_t *err)
+{
+    (void)m, (void)channel, (void)payload, (void)err;
+    return 0;
+}
+
+int bs_meta_listen(bs_meta_t *m, const char *channel, int wake_fd, int timeout_ms,
+                   bs_meta_notify_cb cb, void *ud, bs_err_t *err)
+{
+    (void)m, (void)channel, (void)cb, (void)ud, (void)err;
+    struct pollfd p = {.fd = wake_fd, .events = POLLIN};
+    poll(&p, wake_fd >= 0 ? 1 : 0, timeout_ms);
+    return 0;
 }

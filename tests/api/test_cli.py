@@ -1064,8 +1064,8 @@ def test_keys_create_offline_never_signals_a_pid_that_does_not_hold_the_lock(ser
             assert cp.stderr == (
                 "basalt: warning: a server holds %s but could not be told to reload its keys "
                 "(the pid in the lock file does not have it open, or is not visible to this "
-                "user); the key works once it does: send it SIGHUP (kill -HUP PID) or restart "
-                "it\n" % os.path.realpath(lock_path))
+                "user); it loads the key by itself within its change_poll_ms (1 s by default), "
+                "or at once after SIGHUP (kill -HUP PID)\n" % os.path.realpath(lock_path))
     finally:
         bystander.kill()
         bystander.wait()
