@@ -71,8 +71,10 @@ run:
 	@$(MAKE) --no-print-directory $(J) $(BUILD)/basalt
 	$(BUILD)/basalt serve --data ./data
 
+# test_kv runs against a redis-server of its own (tests/redis_server.py starts and stops it).
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; case $$t in \
+	  */test_kv) $(PY) tests/redis_server.py -- $$t;; *) $$t;; esac; done
 
 api: $(BUILD)/basalt
 	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api

@@ -19,6 +19,11 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->auth = bs_auth_new(app->meta, app->cfg.rate_limit_rps, app->cfg.rate_limit_burst, err);
     if (!app->auth)
         return err->code;
+    /* redis_url: the keys' buckets become global, shared by every replica on that Redis.
+     * A Redis that is down now is not fatal: the limits start per replica and go global
+     * once it answers. */
+    if (app->cfg.redis_url[0] && bs_auth_share_limits(app->auth, app->cfg.redis_url, err) != 0)
+        return err->code;
     snprintf(path, sizeof path, "%s/artifacts", app->data_dir);
     app->registry = bs_registry_new(app->meta, path, err);
     if (!app->registry)
