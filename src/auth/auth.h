@@ -133,6 +133,9 @@ void bs_ratelimit_free(bs_ratelimit_t *rl);
 int bs_ratelimit_charge(bs_ratelimit_t *rl, const char *key_id, double rate, double burst,
                         double *retry_after_s);
 void bs_ratelimit_stats(bs_ratelimit_t *rl, bs_ratelimit_stats_t *out);
+/* The Lua script of the global bucket (KEYS[1] the bucket; ARGV rate, burst, want), for
+ * benchmarks that run it once per decision. Static. */
+const char *bs_ratelimit_script(void);
 
 /* Makes a's limits global through Redis at redis_url (bs_ratelimit_new; a owns it). */
 int bs_auth_share_limits(bs_auth_t *a, const char *redis_url, bs_err_t *err);

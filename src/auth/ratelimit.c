@@ -307,10 +307,19 @@ static void apply(bs_ratelimit_t *rl, work_t *w, int n, bs_kv_reply_t **replies,
         double repay = g < e->debt ? g : e->debt;
         e->debt -= repay;
         e->slice += g - repay;
-        if (g < w[i].want)
-            e->empty_until = now + (uint64_t)r->elem[1].integer * 1000u;
-        else
+        if (g < w[i].want) {
+            /* The global bucket ran dry. Ask again when it holds a token, but not sooner
+             * than half a slice time (or the time to refill half the burst, if shorter,
+             * so nothing overflows meanwhile): a key asked far beyond its rate then costs
+             * a few round trips per second, not one per token. */
+            uint64_t wait = (uint64_t)r->elem[1].integer * 1000u;
+            double fill_ns = e->burst / 2 / e->rate * 1e9;
+            uint64_t floor_ns = (double)(rl->slice_ns / 2) < fill_ns ? rl->slice_ns / 2
+                                                                    : (uint64_t)fill_ns;
+            e->empty_until = now + (wait > floor_ns ? wait : floor_ns);
+        } else {
             e->empty_until = 0;
+        }
     }
 }
 
@@ -511,6 +520,11 @@ void bs_ratelimit_free(bs_ratelimit_t *rl)
     pthread_cond_destroy(&rl->wake);
     pthread_mutex_destroy(&rl->lock);
     free(rl);
+}
+
+const char *bs_ratelimit_script(void)
+{
+    return RL_SCRIPT;
 }
 
 void bs_ratelimit_stats(bs_ratelimit_t *rl, bs_ratelimit_stats_t *out)
