@@ -15,8 +15,8 @@ As a command:
     /usr/bin/python3 tests/redis_server.py -- CMD ARGS...
 
 starts one, runs CMD with BASALT_TEST_REDIS_URL (the URL) and BASALT_TEST_REDIS_CONF (its
-config file: `redis-server CONF --daemonize yes` starts it again on the same port) in the
-environment, then stops it (and any redis-server started from CONF, found by its pid file)
+config file: `redis-server CONF --daemonize yes` starts it again on the same port; it
+also listens on the Unix socket redis.sock next to CONF) in the environment, then stops it (and any redis-server started from CONF, found by its pid file)
 and exits with CMD's status.
 """
 import os
@@ -58,10 +58,12 @@ class RedisServer:
         self.conf = os.path.join(self.dir, "redis.conf")
         self.pidfile = os.path.join(self.dir, "redis.pid")
         self.logfile = os.path.join(self.dir, "redis.log")
+        self.socket = os.path.join(self.dir, "redis.sock")  # also listening: unix:<socket>
         with open(self.conf, "w") as f:
             f.write("port %d\nbind 127.0.0.1\ndir %s\nsave \"\"\nappendonly no\n"
                     "pidfile %s\nlogfile %s\ndaemonize no\nprotected-mode yes\n"
-                    % (self.port, self.dir, self.pidfile, self.logfile))
+                    "unixsocket %s\nunixsocketperm 700\n"
+                    % (self.port, self.dir, self.pidfile, self.logfile, self.socket))
         self.proc = None
 
     def __enter__(self):
@@ -159,7 +161,8 @@ def main(argv):
     with RedisServer() as r:
         env = dict(os.environ, BASALT_TEST_REDIS_URL=r.url, BASALT_TEST_REDIS_CONF=r.conf)
         try:
-            return subprocess.call(argv, env=env)
+            rc = subprocess.call(argv, env=env)
+            return 128 - rc if rc < 0 else rc  # killed by a signal: 128 + its number
         except OSError as e:
             sys.stderr.write("redis_server.py: cannot run %s: %s\n" % (argv[0], e))
             return 127

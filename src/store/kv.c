@@ -4,6 +4,8 @@
 #include <ctype.h>
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,6 +230,41 @@ void bs_kv_script_init(bs_kv_script_t *s, const char *src)
         snprintf(s->sha + 2 * i, 3, "%02x", md[i]);
 }
 
+/* ---- SIGPIPE ------------------------------------------------------------------------------- */
+
+/* hiredis writes with write(2): a write to a connection the server has reset raises
+ * SIGPIPE, whose default action ends the process. Around our I/O the signal is blocked
+ * in this thread, and one it raised (pending on this thread) is consumed before the mask
+ * is restored, so nothing depends on the process ignoring SIGPIPE. */
+typedef struct {
+    sigset_t old;
+    int was_blocked;
+} pipe_guard_t;
+
+static void pipe_block(pipe_guard_t *g)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &set, &g->old);
+    g->was_blocked = sigismember(&g->old, SIGPIPE);
+}
+
+static void pipe_restore(pipe_guard_t *g)
+{
+    if (g->was_blocked)
+        return;
+    sigset_t set, pending;
+    sigemptyset(&set);
+    sigaddset(&set, SIGPIPE);
+    if (sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE)) {
+        struct timespec zero = {0, 0};
+        while (sigtimedwait(&set, NULL, &zero) > 0)
+            ;
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 /* ---- connections -------------------------------------------------------------------------- */
 
 bs_kv_t *bs_kv_new(const char *url, const bs_kv_opts_t *opts, bs_err_t *err)
@@ -306,7 +343,7 @@ static int fail_connect(bs_kv_t *kv, bs_err_t *err)
     return err ? err->code : BS_EUNAVAIL;
 }
 
-int bs_kv_connect(bs_kv_t *kv, bs_err_t *err)
+static int do_connect(bs_kv_t *kv, bs_err_t *err)
 {
     if (kv->c)
         return 0;
@@ -446,13 +483,35 @@ static int round_trip(bs_kv_t *kv, int n, bs_kv_reply_t **out, bs_err_t *err)
     return 0;
 }
 
+int bs_kv_connect(bs_kv_t *kv, bs_err_t *err)
+{
+    pipe_guard_t g;
+    pipe_block(&g);
+    int rc = do_connect(kv, err);
+    pipe_restore(&g);
+    return rc;
+}
+
+static int pipeline(bs_kv_t *kv, const bs_kv_cmd_t *cmds, int n, bs_kv_reply_t **out,
+                    bs_err_t *err);
+
 int bs_kv_pipeline(bs_kv_t *kv, const bs_kv_cmd_t *cmds, int n, bs_kv_reply_t **out, bs_err_t *err)
 {
     if (n <= 0)
         return 0;
+    pipe_guard_t g;
+    pipe_block(&g);
+    int rc = pipeline(kv, cmds, n, out, err);
+    pipe_restore(&g);
+    return rc;
+}
+
+static int pipeline(bs_kv_t *kv, const bs_kv_cmd_t *cmds, int n, bs_kv_reply_t **out,
+                    bs_err_t *err)
+{
     for (int i = 0; i < n; i++)
         out[i] = NULL;
-    int rc = bs_kv_connect(kv, err);
+    int rc = do_connect(kv, err);
     if (rc)
         return rc;
     for (int i = 0; i < n; i++)

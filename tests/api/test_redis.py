@@ -137,3 +137,43 @@ def test_without_redis_url_no_redis_metrics(server):
     m = server.metrics()
     assert m.get("basalt_redis_up") is None
     assert m.get("basalt_ratelimit_fallback_total") is None
+
+
+# ---- the harness itself ----------------------------------------------------------------------
+
+def test_harness_cli_exports_url_and_exit_status(tmp_path):
+    import subprocess
+    from redis_server import ping
+    script = ("import os, sys\n"
+              "sys.path.insert(0, %r)\n"
+              "from redis_server import ping\n"
+              "url = os.environ['BASALT_TEST_REDIS_URL']\n"
+              "port = int(url.rsplit(':', 1)[1])\n"
+              "assert url.startswith('redis://127.0.0.1:')\n"
+              "assert os.path.exists(os.environ['BASALT_TEST_REDIS_CONF'])\n"
+              "assert ping(port)\n"
+              "open(%r, 'w').write(str(port))\n"
+              "sys.exit(7)\n" % (os.path.dirname(HERE), str(tmp_path / "port")))
+    rc = subprocess.call([sys.executable, os.path.join(os.path.dirname(HERE), "redis_server.py"),
+                          "--", sys.executable, "-c", script])
+    assert rc == 7
+    port = int((tmp_path / "port").read_text())
+    assert not ping(port)  # stopped afterwards
+
+
+def test_harness_stop_kill_start_same_port():
+    from redis_server import ping
+    r = RedisServer().start()
+    try:
+        port = r.port
+        r.stop()
+        assert not ping(port)
+        r.start()
+        assert ping(port) and r.port == port
+        r.kill()
+        assert not ping(port)
+        r.start()
+        assert ping(port)
+    finally:
+        r.close()
+    assert not ping(port)

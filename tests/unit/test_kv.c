@@ -313,6 +313,24 @@ static void test_select_and_auth(void **state)
     bs_kv_free(db0);
 }
 
+/* unix: URLs, the harness's socket next to its config (with ?db=N) */
+static void test_unix_socket(void **state)
+{
+    (void)state;
+    char url[700];
+    snprintf(url, sizeof url, "unix:%s", redis_pidfile);
+    snprintf(strrchr(url, '/') + 1, 16, "redis.sock?db=2");
+    bs_kv_t *ux = bs_kv_new(url, NULL, NULL), *tcp = bs_kv_new(redis_url, NULL, NULL);
+    assert_non_null(ux);
+    expect_status(CMD(ux, "SET", "t:via-unix", "yes"), "OK");
+    expect_status(CMD(tcp, "SELECT", "2"), "OK");
+    bs_kv_reply_t *r = CMD(tcp, "GET", "t:via-unix");
+    assert_string_equal(r->str, "yes");
+    bs_kv_reply_free(r);
+    bs_kv_free(ux);
+    bs_kv_free(tcp);
+}
+
 static void test_command_timeout(void **state)
 {
     (void)state;
@@ -363,6 +381,15 @@ static void test_reconnect_after_restart(void **state)
     const char *ping[] = {"PING"};
     bs_kv_reply_t *r = NULL;
     bs_err_t err;
+    /* A big command on the connection the server closed: the writes after the peer's
+     * reset raise SIGPIPE, which must not kill the process (hiredis uses write(2)). */
+    size_t big_len = 8u << 20;
+    char *big = malloc(big_len);
+    memset(big, 'x', big_len);
+    const char *set[] = {"SET", "t:big", big};
+    size_t set_lens[] = {3, 5, big_len};
+    assert_int_equal(bs_kv_command(kv, 3, set, set_lens, &r, NULL), BS_EUNAVAIL);
+    free(big);
     /* the lost connection, then refused connects (inside the backoff: no attempt at all) */
     for (int i = 0; i < 5; i++) {
         bs_err_clear(&err);
@@ -602,6 +629,7 @@ int main(void)
         cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_evalsha_noscript),
         cmocka_unit_test(test_select_and_auth),
+        cmocka_unit_test(test_unix_socket),
         cmocka_unit_test(test_command_timeout),
         cmocka_unit_test(test_reconnect_after_restart),
         cmocka_unit_test(test_shared_even_split),
