@@ -6,6 +6,7 @@
 #include "api/api_int.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
+#include "base/log.h"
 #include "base/parallel.h"
 #include "base/pool.h"
 
@@ -22,8 +23,15 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     /* redis_url: the keys' buckets become global, shared by every replica on that Redis.
      * A Redis that is down now is not fatal: the limits start per replica and go global
      * once it answers. */
-    if (app->cfg.redis_url[0] && bs_auth_share_limits(app->auth, app->cfg.redis_url, err) != 0)
-        return err->code;
+    if (app->cfg.redis_url[0]) {
+        if (bs_auth_share_limits(app->auth, app->cfg.redis_url, err) != 0)
+            return err->code;
+        bs_kv_url_t u; /* named without the password */
+        if (bs_kv_parse_url(app->cfg.redis_url, &u, NULL) == 0)
+            BS_LOG(BS_LOG_INFO, "serve", "rate limits: global buckets in redis at %s%s%.0d%s%.0d",
+                   u.unix_path[0] ? u.unix_path : u.host, u.unix_path[0] ? "" : ":",
+                   u.unix_path[0] ? 0 : u.port, u.db ? " db " : "", u.db);
+    }
     snprintf(path, sizeof path, "%s/artifacts", app->data_dir);
     app->registry = bs_registry_new(app->meta, path, err);
     if (!app->registry)
