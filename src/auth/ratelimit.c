@@ -71,10 +71,10 @@ typedef struct entry {
     double debt;          /* admitted on credit, not yet paid by a grant */
     uint64_t empty_until; /* the global bucket is empty until then (Redis said so) */
     uint64_t last_use;
-    uint32_t demand;      /* charges since the last refill was sent */
-    int pending;          /* on the pending list */
-    int inflight;         /* in the round being sent */
-    double sent_want;     /* what that round asked for */
+    uint32_t demand;  /* charges since the last refill was sent */
+    int pending;      /* on the pending list */
+    int inflight;     /* in the round being sent */
+    double sent_want; /* what that round asked for */
 } entry_t;
 
 struct bs_ratelimit {
@@ -90,10 +90,10 @@ struct bs_ratelimit {
     entry_t *heads[N_HEADS];
     entry_t **pending; /* entries that asked for a refill */
     int n_pending, cap_pending;
-    _Atomic int shared;            /* decisions use the global buckets */
-    _Atomic uint64_t round_start;  /* mono ns the outstanding round started, 0 if none */
+    _Atomic int shared;           /* decisions use the global buckets */
+    _Atomic uint64_t round_start; /* mono ns the outstanding round started, 0 if none */
     _Atomic uint64_t fallback_decisions, fallback_transitions, refill_rounds, tokens_granted;
-    int ever_failed;               /* a failure was logged (recovery is logged after one) */
+    int ever_failed; /* a failure was logged (recovery is logged after one) */
 };
 
 static unsigned hash_id(const char *s)
@@ -314,8 +314,8 @@ static void apply(bs_ratelimit_t *rl, work_t *w, int n, bs_kv_reply_t **replies,
              * a few round trips per second, not one per token. */
             uint64_t wait = (uint64_t)r->elem[1].integer * 1000u;
             double fill_ns = e->burst / 2 / e->rate * 1e9;
-            uint64_t floor_ns = (double)(rl->slice_ns / 2) < fill_ns ? rl->slice_ns / 2
-                                                                    : (uint64_t)fill_ns;
+            uint64_t floor_ns =
+                (double)(rl->slice_ns / 2) < fill_ns ? rl->slice_ns / 2 : (uint64_t)fill_ns;
             e->empty_until = now + (wait > floor_ns ? wait : floor_ns);
         } else {
             e->empty_until = 0;

@@ -94,9 +94,9 @@ int bs_kv_parse_url(const char *url, bs_kv_url_t *out, bs_err_t *err)
         memcpy(out->unix_path, p, n);
         if (q) {
             if (strncmp(q, "?db=", 4) != 0 || parse_int(q + 4, strlen(q + 4), 0, 1000000, &out->db))
-                return bs_err_set(err, BS_EINVAL,
-                                  "redis URL '%.100s': the only query is ?db=N (N a database number)",
-                                  url);
+                return bs_err_set(
+                    err, BS_EINVAL,
+                    "redis URL '%.100s': the only query is ?db=N (N a database number)", url);
         }
         return 0;
     }
@@ -146,8 +146,8 @@ int bs_kv_parse_url(const char *url, bs_kv_url_t *out, bs_err_t *err)
         parse_int(hend + 1, (size_t)(end - hend - 1), 1, 65535, &out->port) < 0)
         return bs_err_set(err, BS_EINVAL, "redis URL '%.100s': the port must be 1-65535", url);
     if (slash && slash[1] && parse_int(slash + 1, strlen(slash + 1), 0, 1000000, &out->db) < 0)
-        return bs_err_set(err, BS_EINVAL,
-                          "redis URL '%.100s': the path must be a database number", url);
+        return bs_err_set(err, BS_EINVAL, "redis URL '%.100s': the path must be a database number",
+                          url);
     return 0;
 }
 
@@ -338,8 +338,8 @@ static int fail_connect(bs_kv_t *kv, bs_err_t *err)
 {
     drop(kv);
     kv->next_attempt_ns = bs_time_mono_ns() + (uint64_t)kv->backoff_ms * 1000000u;
-    kv->backoff_ms = kv->backoff_ms * 2 > kv->o.backoff_max_ms ? kv->o.backoff_max_ms
-                                                              : kv->backoff_ms * 2;
+    kv->backoff_ms =
+        kv->backoff_ms * 2 > kv->o.backoff_max_ms ? kv->o.backoff_max_ms : kv->backoff_ms * 2;
     return err ? err->code : BS_EUNAVAIL;
 }
 
@@ -506,8 +506,7 @@ int bs_kv_pipeline(bs_kv_t *kv, const bs_kv_cmd_t *cmds, int n, bs_kv_reply_t **
     return rc;
 }
 
-static int pipeline(bs_kv_t *kv, const bs_kv_cmd_t *cmds, int n, bs_kv_reply_t **out,
-                    bs_err_t *err)
+static int pipeline(bs_kv_t *kv, const bs_kv_cmd_t *cmds, int n, bs_kv_reply_t **out, bs_err_t *err)
 {
     for (int i = 0; i < n; i++)
         out[i] = NULL;

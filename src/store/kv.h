@@ -32,7 +32,7 @@
 typedef struct bs_kv bs_kv_t;
 
 typedef struct {
-    char host[256];      /* empty for a Unix socket */
+    char host[256]; /* empty for a Unix socket */
     int port;
     char unix_path[256]; /* empty for TCP */
     char user[128];

@@ -19,7 +19,10 @@
 static const char *redis_url;
 static char redis_conf[512], redis_pidfile[600];
 
-static void sleep_ms(int ms) { usleep((useconds_t)ms * 1000); }
+static void sleep_ms(int ms)
+{
+    usleep((useconds_t)ms * 1000);
+}
 
 /* 1 if Redis answers PING through a fresh connection. */
 static int redis_alive(void)
@@ -71,7 +74,7 @@ static bs_kv_reply_t *cmd(bs_kv_t *kv, int argc, const char **argv)
 }
 
 #define CMD(kv, ...)                                                                               \
-    cmd(kv, (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),                  \
+    cmd(kv, (int)(sizeof((const char *[]){__VA_ARGS__}) / sizeof(const char *)),                   \
         (const char *[]){__VA_ARGS__})
 
 static void expect_status(bs_kv_reply_t *r, const char *s)
@@ -374,8 +377,8 @@ static void test_command_timeout(void **state)
 static void test_reconnect_after_restart(void **state)
 {
     (void)state;
-    bs_kv_t *kv = bs_kv_new(redis_url, &(bs_kv_opts_t){.backoff_min_ms = 50, .backoff_max_ms = 400},
-                            NULL);
+    bs_kv_t *kv =
+        bs_kv_new(redis_url, &(bs_kv_opts_t){.backoff_min_ms = 50, .backoff_max_ms = 400}, NULL);
     expect_status(CMD(kv, "PING"), "PONG");
     redis_stop();
     const char *ping[] = {"PING"};
@@ -422,8 +425,7 @@ static char prefix[64];
 
 static bs_ratelimit_t *limiter(void)
 {
-    bs_ratelimit_opts_t o = {.prefix = prefix,
-                             .kv = {.backoff_min_ms = 50, .backoff_max_ms = 300}};
+    bs_ratelimit_opts_t o = {.prefix = prefix, .kv = {.backoff_min_ms = 50, .backoff_max_ms = 300}};
     bs_err_t err;
     bs_err_clear(&err);
     bs_ratelimit_t *rl = bs_ratelimit_new(redis_url, &o, &err);
@@ -612,9 +614,10 @@ int main(void)
     redis_url = getenv("BASALT_TEST_REDIS_URL");
     const char *conf = getenv("BASALT_TEST_REDIS_CONF");
     if (!redis_url || !*redis_url || !conf || !*conf) {
-        fprintf(stderr, "test_kv needs a redis-server: run it as\n"
-                        "  /usr/bin/python3 tests/redis_server.py -- %s\n"
-                        "(BASALT_TEST_REDIS_URL and BASALT_TEST_REDIS_CONF are not set)\n",
+        fprintf(stderr,
+                "test_kv needs a redis-server: run it as\n"
+                "  /usr/bin/python3 tests/redis_server.py -- %s\n"
+                "(BASALT_TEST_REDIS_URL and BASALT_TEST_REDIS_CONF are not set)\n",
                 "build/tests/test_kv");
         return 1;
     }
