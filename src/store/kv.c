@@ -2,6 +2,7 @@
 #include "store/kv.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <openssl/sha.h>
 #include <pthread.h>
@@ -399,8 +400,12 @@ static int do_connect(bs_kv_t *kv, bs_err_t *err)
  * server restart is over quickly), and the backoff applies if that attempt fails too. */
 static int fail_io(bs_kv_t *kv, int n_cmds, bs_err_t *err)
 {
-    bs_err_set(err, BS_EUNAVAIL, "redis connection lost: %s",
-               kv->c && kv->c->errstr[0] ? kv->c->errstr : "no reply");
+    if (kv->c && kv->c->err == REDIS_ERR_IO && strcmp(kv->c->errstr, strerror(EAGAIN)) == 0)
+        bs_err_set(err, BS_EUNAVAIL, "redis did not answer within %d ms (command_timeout)",
+                   kv->o.command_timeout_ms);
+    else
+        bs_err_set(err, BS_EUNAVAIL, "redis connection lost: %s",
+                   kv->c && kv->c->errstr[0] ? kv->c->errstr : "no reply");
     atomic_fetch_add(&kv->errors, (uint64_t)n_cmds);
     drop(kv);
     kv->next_attempt_ns = 0;

@@ -51,6 +51,16 @@ static void redis_stop(void)
     assert_false(redis_alive());
 }
 
+static int redis_pid(void)
+{
+    FILE *f = fopen(redis_pidfile, "r");
+    int pid = 0;
+    if (!f || fscanf(f, "%d", &pid) != 1 || pid <= 0)
+        fail_msg("no pid in %s", redis_pidfile);
+    fclose(f);
+    return pid;
+}
+
 static void redis_start(void)
 {
     char cmd[1200];
@@ -348,6 +358,7 @@ static void test_command_timeout(void **state)
     bs_err_clear(&err);
     assert_int_equal(bs_kv_command(kv, 2, get, NULL, &r, &err), BS_EUNAVAIL);
     assert_null(r);
+    assert_non_null(strstr(err.msg, "did not answer within 100 ms"));
     bs_kv_stats_t st;
     bs_kv_stats(kv, &st);
     assert_int_equal(st.connected, 0);
@@ -589,6 +600,38 @@ static void test_fallback_and_recovery(void **state)
     bs_ratelimit_free(rl);
 }
 
+/* A Redis that hangs (SIGSTOP: connections are accepted by the kernel, nothing is
+ * answered): the refill round times out, decisions go local, and come back global after
+ * SIGCONT. */
+static void test_hung_redis(void **state)
+{
+    (void)state;
+    bs_ratelimit_t *rl = limiter();
+    double retry = 0;
+    bs_ratelimit_stats_t st;
+    bs_ratelimit_stats(rl, &st);
+    assert_int_equal(st.shared, 1);
+    int pid = redis_pid();
+    assert_int_equal(kill(pid, SIGSTOP), 0);
+    for (int i = 0; i < 2000 && st.shared; i++) {
+        bs_ratelimit_charge(rl, "hung-key", 1000, 10, &retry);
+        sleep_ms(2);
+        bs_ratelimit_stats(rl, &st);
+    }
+    int shared = st.shared;
+    bs_ratelimit_charge(rl, "hung-key", 1000, 10, &retry); /* decided locally now */
+    bs_ratelimit_stats(rl, &st);
+    assert_int_equal(kill(pid, SIGCONT), 0); /* first, so a failure leaves Redis running */
+    assert_int_equal(shared, 0);
+    assert_true(st.fallback_decisions > 0);
+    for (int i = 0; i < 3000 && !st.shared; i++) {
+        sleep_ms(5);
+        bs_ratelimit_stats(rl, &st);
+    }
+    assert_int_equal(st.shared, 1);
+    bs_ratelimit_free(rl);
+}
+
 /* A Redis that is down when the limiter starts: fallback from the start, global later. */
 static void test_start_without_redis(void **state)
 {
@@ -639,6 +682,7 @@ int main(void)
         cmocka_unit_test(test_shared_uneven_split),
         cmocka_unit_test(test_shared_burst_then_refused),
         cmocka_unit_test(test_fallback_and_recovery),
+        cmocka_unit_test(test_hung_redis),
         cmocka_unit_test(test_start_without_redis),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
