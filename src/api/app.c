@@ -6,6 +6,7 @@
 #include "api/api_int.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
+#include "base/log.h"
 #include "base/parallel.h"
 #include "base/pool.h"
 #include "base/log.h"
@@ -58,6 +59,18 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
      * bs_meta_dialect(app->meta) == BS_META_POSTGRES and artifact_store is empty. */
     if (app->cfg.artifact_store[0] && bs_blobs_parse_kind(app->cfg.artifact_store, &store, err))
         return err->code;
+    /* redis_url: the keys' buckets become global, shared by every replica on that Redis.
+     * A Redis that is down now is not fatal: the limits start per replica and go global
+     * once it answers. */
+    if (app->cfg.redis_url[0]) {
+        if (bs_auth_share_limits(app->auth, app->cfg.redis_url, err) != 0)
+            return err->code;
+        bs_kv_url_t u; /* named without the password */
+        if (bs_kv_parse_url(app->cfg.redis_url, &u, NULL) == 0)
+            BS_LOG(BS_LOG_INFO, "serve", "rate limits: global buckets in redis at %s%s%.0d%s%.0d",
+                   u.unix_path[0] ? u.unix_path : u.host, u.unix_path[0] ? "" : ":",
+                   u.unix_path[0] ? 0 : u.port, u.db ? " db " : "", u.db);
+    }
     snprintf(path, sizeof path, "%s/artifacts", app->data_dir);
     app->registry = bs_registry_new(app->meta, path, store, err);
     if (!app->registry)

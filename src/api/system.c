@@ -176,6 +176,41 @@ void bs__api_metrics(bs_req_t *req)
     }
     bs_lease_metrics(&b);
     bs__api_model_metrics(app, &b);
+    bs_ratelimit_stats_t rs;
+    if (bs_auth_limits_stats(app->auth, &rs))
+        bs_buf_printf(
+            &b,
+            "# HELP basalt_redis_up 1 while the connection to redis_url is up.\n"
+            "# TYPE basalt_redis_up gauge\n"
+            "basalt_redis_up %d\n"
+            "# HELP basalt_redis_commands_total Commands sent to Redis.\n"
+            "# TYPE basalt_redis_commands_total counter\n"
+            "basalt_redis_commands_total %llu\n"
+            "# HELP basalt_redis_errors_total Redis commands that failed (connection, timeout, error reply).\n"
+            "# TYPE basalt_redis_errors_total counter\n"
+            "basalt_redis_errors_total %llu\n"
+            "# HELP basalt_redis_reconnects_total Connections to Redis made again after one was lost.\n"
+            "# TYPE basalt_redis_reconnects_total counter\n"
+            "basalt_redis_reconnects_total %llu\n"
+            "# HELP basalt_ratelimit_shared 1 while rate limits are global (Redis), 0 while per replica.\n"
+            "# TYPE basalt_ratelimit_shared gauge\n"
+            "basalt_ratelimit_shared %d\n"
+            "# HELP basalt_ratelimit_fallback_total Rate limit decisions taken per replica because Redis was unavailable.\n"
+            "# TYPE basalt_ratelimit_fallback_total counter\n"
+            "basalt_ratelimit_fallback_total %llu\n"
+            "# HELP basalt_ratelimit_fallback_transitions_total Times the rate limits fell back to per-replica buckets.\n"
+            "# TYPE basalt_ratelimit_fallback_transitions_total counter\n"
+            "basalt_ratelimit_fallback_transitions_total %llu\n"
+            "# HELP basalt_ratelimit_refill_rounds_total Pipelined round trips that refilled slices of the global buckets.\n"
+            "# TYPE basalt_ratelimit_refill_rounds_total counter\n"
+            "basalt_ratelimit_refill_rounds_total %llu\n"
+            "# HELP basalt_ratelimit_tokens_granted_total Tokens of the global buckets granted to this replica.\n"
+            "# TYPE basalt_ratelimit_tokens_granted_total counter\n"
+            "basalt_ratelimit_tokens_granted_total %llu\n",
+            rs.kv.connected, (unsigned long long)rs.kv.commands, (unsigned long long)rs.kv.errors,
+            (unsigned long long)rs.kv.reconnects, rs.shared,
+            (unsigned long long)rs.fallback_decisions, (unsigned long long)rs.fallback_transitions,
+            (unsigned long long)rs.refill_rounds, (unsigned long long)rs.tokens_granted);
     if (b.oom) {
         bs_buf_free(&b);
         bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory rendering metrics");

@@ -49,6 +49,7 @@ struct bs_auth {
     bucket_t *buckets[N_BUCKET_HEADS];
     int (*on_change)(void *ud, bs_err_t *err); /* NULL: reload() */
     void *on_change_ud;
+    bs_ratelimit_t *shared; /* set once before serving: limits global through Redis */
 };
 
 static void snapshot_free(void *p)
@@ -189,6 +190,7 @@ void bs_auth_free(bs_auth_t *a)
 {
     if (!a)
         return;
+    bs_ratelimit_free(a->shared);
     snapshot_free(atomic_load(&a->snap));
     for (int i = 0; i < N_BUCKET_HEADS; i++) {
         bucket_t *b = a->buckets[i];
@@ -251,6 +253,8 @@ int bs_auth_charge(bs_auth_t *a, const bs_principal_t *who, double *retry_after_
     double burst = who->rate_burst > 0 ? who->rate_burst : (a->default_burst > 0 ? a->default_burst : rate);
     if (burst < 1)
         burst = 1;
+    if (a->shared)
+        return bs_ratelimit_charge(a->shared, who->key_id, rate, burst, retry_after_s);
     unsigned h = 0;
     for (const char *p = who->key_id; *p; p++)
         h = h * 31 + (unsigned char)*p;
@@ -516,4 +520,20 @@ int bs_auth_bootstrap(bs_auth_t *a, char *secret, int *created, bs_err_t *err)
 int bs_auth_reload(bs_auth_t *a, bs_err_t *err)
 {
     return reload(a, err);
+}
+
+int bs_auth_share_limits(bs_auth_t *a, const char *redis_url, bs_err_t *err)
+{
+    if (a->shared)
+        return bs_err_set(err, BS_EINVAL, "the rate limits are already shared");
+    a->shared = bs_ratelimit_new(redis_url, NULL, err);
+    return a->shared ? 0 : err->code;
+}
+
+int bs_auth_limits_stats(bs_auth_t *a, bs_ratelimit_stats_t *out)
+{
+    if (!a->shared)
+        return 0;
+    bs_ratelimit_stats(a->shared, out);
+    return 1;
 }

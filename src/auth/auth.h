@@ -9,7 +9,9 @@
  * request costs a binary search and one SHA-256.
  *
  * Rate limits: a token bucket per key (rate and burst from the key or the
- * configured default; rate 0 = unlimited), guarded by a small mutex.
+ * configured default; rate 0 = unlimited), guarded by a small mutex. With Redis
+ * (bs_auth_share_limits) the bucket of each key is global, shared by all replicas:
+ * see bs_ratelimit_t below and docs/architecture.md "Rate limits across replicas".
  *
  * Tenancy: every key belongs to one tenant. Admins of the "default" tenant
  * manage all tenants; admins of other tenants manage only their own keys.
@@ -22,6 +24,7 @@
 
 #include "base/err.h"
 #include "base/principal.h"
+#include "store/kv.h"
 #include "store/meta.h"
 
 typedef struct bs_auth bs_auth_t;
@@ -84,5 +87,64 @@ int bs_auth_tenant_list(bs_auth_t *a, const char *cursor, int limit, bs_tenant_t
 int bs_auth_tenant_exists(bs_auth_t *a, const char *name);
 /* Fills out with the tenant called name; BS_ENOTFOUND if there is none. */
 int bs_auth_tenant_get(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_err_t *err);
+
+/* ---- rate limits shared by replicas (ratelimit.c) --------------------------------------
+ *
+ * Local slices of a global budget. The token bucket of each key lives in Redis
+ * (RL_SCRIPT refills it from Redis TIME and grants up to N tokens atomically). Each
+ * replica admits requests from the slice of tokens it holds, with no network on the
+ * calling thread; a background thread refills slices before they run out (one pipelined
+ * round trip for every key that needs one), sized to about slice_ms of the key's rate or
+ * the demand seen since the last refill, at least 1 and at most the burst, and gives an
+ * idle key's unused slice back. The bounds this keeps (over- and under-admission, the
+ * first request of an idle key, Retry-After) are in docs/architecture.md.
+ *
+ * With Redis unreachable (a failed round trip, or one stalled past stall_ms) every
+ * decision falls back to a per-replica token bucket, as without Redis; the transition is
+ * logged once, and once more on recovery, which the background thread probes for by
+ * itself (the kv client's backoff).
+ *
+ * Threads: bs_ratelimit_charge is for the I/O threads (a mutex held for a hash lookup
+ * and a few additions; never the network). The Redis connection belongs to the
+ * background thread. bs_ratelimit_stats: any thread. */
+typedef struct bs_ratelimit bs_ratelimit_t;
+
+typedef struct {
+    int slice_ms;         /* slice size in time of the key's rate; 0: 50 */
+    int idle_ms;          /* a key unused this long gives its slice back; 0: 1000 */
+    int stall_ms;         /* a refill round outstanding this long -> local decisions; 0: 500 */
+    const char *prefix;   /* Redis key prefix, copied; NULL: "basalt:rl:" */
+    bs_kv_opts_t kv;      /* zeros: 250 ms timeouts, backoff 100 ms to 2 s */
+} bs_ratelimit_opts_t;
+
+typedef struct {
+    int shared;                     /* 1 while decisions use the global buckets */
+    uint64_t fallback_decisions;    /* decisions taken locally because Redis was unavailable */
+    uint64_t fallback_transitions;  /* times the limits fell back to per-replica buckets */
+    uint64_t refill_rounds;         /* pipelined round trips to Redis */
+    uint64_t tokens_granted;        /* tokens Redis granted to this replica */
+    bs_kv_stats_t kv;
+} bs_ratelimit_stats_t;
+
+/* Connects to redis_url (copied) and starts the refill thread. A Redis that is down at
+ * start is not an error: the limits start in fallback (logged) and go global when it is
+ * reachable. NULL with err: a bad URL (BS_EINVAL), no thread or memory. */
+bs_ratelimit_t *bs_ratelimit_new(const char *redis_url, const bs_ratelimit_opts_t *opts,
+                                 bs_err_t *err);
+/* Stops the thread and gives the unused slices back to Redis (best effort). */
+void bs_ratelimit_free(bs_ratelimit_t *rl);
+/* Charges one request of key_id (rate > 0 requests/s, burst >= 1). 0, or BS_ERATE with
+ * the seconds until a retry may succeed. Thread-safe, non-blocking. */
+int bs_ratelimit_charge(bs_ratelimit_t *rl, const char *key_id, double rate, double burst,
+                        double *retry_after_s);
+void bs_ratelimit_stats(bs_ratelimit_t *rl, bs_ratelimit_stats_t *out);
+/* The Lua script of the global bucket (KEYS[1] the bucket; ARGV rate, burst, want), for
+ * benchmarks that run it once per decision. Static. */
+const char *bs_ratelimit_script(void);
+
+/* Makes a's limits global through Redis at redis_url (bs_ratelimit_new; a owns it). */
+int bs_auth_share_limits(bs_auth_t *a, const char *redis_url, bs_err_t *err);
+/* 1 and out filled when a's limits are shared through Redis, else 0. Any thread. */
+int bs_auth_limits_stats(bs_auth_t *a, bs_ratelimit_stats_t *out);
 
 #endif

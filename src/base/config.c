@@ -11,6 +11,7 @@
 #include <yaml.h>
 
 #include "base/log.h"
+#include "store/kv.h"
 
 typedef enum { T_STR, T_INT, T_I64, T_SIZE, T_DOUBLE, T_BOOL } ctype_t;
 
@@ -48,6 +49,8 @@ static const setting_t settings[] = {
     S(shutdown_timeout_ms, T_I64, 0, 3600000, "10000", "graceful shutdown wait for in-flight requests"),
     S(rate_limit_rps, T_DOUBLE, 0, 1e9, "0", "default requests/s per API key (0 = unlimited)"),
     S(rate_limit_burst, T_DOUBLE, 0, 1e9, "0", "default burst per API key (0 = same as rate)"),
+    S(redis_url, T_STR, 0, 0, "",
+      "redis://[user:pass@]host:port[/db] or unix:/path: rate limits shared by replicas"),
     S(access_log_sample, T_DOUBLE, 0, 1, "1", "fraction of requests written to the access log"),
     S(model_memory_bytes, T_SIZE, 1048576, 1e15, "1GiB", "memory budget for loaded models (LRU)"),
     S(upload_memory_bytes, T_SIZE, 1024, 1e15, "64MiB",
@@ -179,6 +182,13 @@ int bs_config_set(bs_config_t *c, const char *key, const char *value, const char
         return bs_err_setf(err, BS_EINVAL, key,
                            "setting 'artifact_store' from %s must be files or metadata, got '%.64s'",
                            source, value);
+    if (strcmp(key, "redis_url") == 0 && value[0]) {
+        bs_kv_url_t u;
+        bs_err_t uerr;
+        if (bs_kv_parse_url(value, &u, &uerr) < 0)
+            return bs_err_setf(err, BS_EINVAL, key, "setting 'redis_url' from %s: %s", source,
+                               uerr.msg);
+    }
     if (strcmp(key, "unknown_features") == 0 && strcmp(value, "reject") && strcmp(value, "ignore"))
         return bs_err_setf(err, BS_EINVAL, key,
                            "setting 'unknown_features' from %s must be reject or ignore, got '%.64s'",

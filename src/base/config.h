@@ -30,6 +30,7 @@ typedef struct {
     int64_t shutdown_timeout_ms;
     double rate_limit_rps;
     double rate_limit_burst;
+    char redis_url[512]; /* empty: no Redis */
     double access_log_sample;
     int64_t model_memory_bytes;
     int64_t upload_memory_bytes;
