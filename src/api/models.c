@@ -199,6 +199,13 @@ static void run_job(void *arg)
         rc = bs_registry_alias_set(j->app->registry, &j->who, j->name, j->alias, j->version, &b, &err);
         break;
     }
+    /* The upload's bytes leave the budget before the answer does: a client that reads
+     * basalt_upload_bytes after its upload was answered must not still find them. */
+    free(j->artifact);
+    j->artifact = NULL;
+    if (j->reserved)
+        atomic_fetch_sub(&j->app->upload_bytes, (int64_t)j->reserved);
+    j->reserved = 0;
     if (rc)
         bs_deferred_respond_error(j->d, &err);
     else
