@@ -20,7 +20,10 @@
  * in src/http/server.c; tests/api/lsan.supp says the same for the API tests): LeakSanitizer
  * reads this hook in the sanitizer build, and nothing else calls it. */
 const char *__lsan_default_suppressions(void);
-const char *__lsan_default_suppressions(void) { return "leak:libh2o-evloop.so\n"; }
+const char *__lsan_default_suppressions(void)
+{
+    return "leak:libh2o-evloop.so\n";
+}
 
 static sem_t entered, released;
 
@@ -32,9 +35,8 @@ static void h_echo(bs_req_t *req)
     const char *auth = bs_req_header(req, "authorization");
     char body[512];
     int n = snprintf(body, sizeof body, "name=%s raw=%.*s q=%s thing=%s auth=%s defer=%s body=%zu",
-                     bs_req_param(req, "name"), (int)raw_len, raw, q ? q : "-",
-                     thing ? thing : "-", auth ? "yes" : "no", bs_req_defer(req) ? "yes" : "no",
-                     req->body_len);
+                     bs_req_param(req, "name"), (int)raw_len, raw, q ? q : "-", thing ? thing : "-",
+                     auth ? "yes" : "no", bs_req_defer(req) ? "yes" : "no", req->body_len);
     bs_resp_header(req, "x-from-worker", "yes");
     bs_resp_header(req, "location", "/echo/elsewhere");
     bs_resp_body(req, 200, "text/plain; charset=utf-8", body, (size_t)n);
@@ -53,7 +55,10 @@ static void h_json(bs_req_t *req)
     bs_buf_free(&b);
 }
 
-static void h_delete(bs_req_t *req) { bs_resp_empty(req, 204); }
+static void h_delete(bs_req_t *req)
+{
+    bs_resp_empty(req, 204);
+}
 
 static void h_fail(bs_req_t *req)
 {
@@ -66,7 +71,10 @@ static void h_retry(bs_req_t *req)
     bs_resp_errorf(req, BS_EOVERLOAD, NULL, "busy");
 }
 
-static void h_silent(bs_req_t *req) { (void)req; }
+static void h_silent(bs_req_t *req)
+{
+    (void)req;
+}
 
 static void h_hold(bs_req_t *req)
 {
@@ -110,14 +118,15 @@ static char *http(const char *method, const char *target, const char *headers, c
 {
     static _Thread_local char out[8192];
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)bs_server_port(srv))};
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)bs_server_port(srv))};
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
     char req[2048];
-    int n = snprintf(req, sizeof req,
-                     "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n%s",
-                     method, target, headers ? headers : "", body ? strlen(body) : 0,
-                     body ? body : "");
+    int n = snprintf(
+        req, sizeof req,
+        "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n%s", method,
+        target, headers ? headers : "", body ? strlen(body) : 0, body ? body : "");
     assert_int_equal(write(fd, req, (size_t)n), n);
     size_t len = 0;
     ssize_t r;
@@ -128,7 +137,10 @@ static char *http(const char *method, const char *target, const char *headers, c
     return out;
 }
 
-static int has(const char *resp, const char *needle) { return strcasestr(resp, needle) != NULL; }
+static int has(const char *resp, const char *needle)
+{
+    return strcasestr(resp, needle) != NULL;
+}
 
 static int setup(void **state)
 {
@@ -165,8 +177,8 @@ static int teardown(void **state)
 static void test_request_api_on_a_worker(void **state)
 {
     (void)state;
-    char *r = http("GET", "/echo/a%20b?q=x%2By&z=1", "X-Thing: hello\r\nAuthorization: Bearer s\r\n",
-                   "12345");
+    char *r = http("GET", "/echo/a%20b?q=x%2By&z=1",
+                   "X-Thing: hello\r\nAuthorization: Bearer s\r\n", "12345");
     assert_true(has(r, "HTTP/1.1 200 "));
     assert_true(has(r, "\r\ncontent-type: text/plain; charset=utf-8\r\n"));
     assert_true(has(r, "\r\nx-from-worker: yes\r\n"));
