@@ -77,7 +77,7 @@ def test_store_wait_does_not_block_the_io_thread(start_server):
 
     lock = StoreLock(srv)
     try:
-        with ThreadPoolExecutor(4) as ex:
+        with ThreadPoolExecutor(5) as ex:
             # A write first: it waits in SQLite's busy timeout holding the store's lock...
             tenant = ex.submit(call, srv, "POST", "/v1/tenants", json={"name": "acme"})
             wait_for(lambda: gauges(srv)["store_running_requests"] == 1,
@@ -87,8 +87,9 @@ def test_store_wait_does_not_block_the_io_thread(start_server):
             models = ex.submit(call, srv, "GET", "/v1/models")
             newkey = ex.submit(call, srv, "POST", "/v1/keys",
                                json={"name": "later", "role": "viewer"})
-            wait_for(lambda: gauges(srv)["store_running_requests"] == 4,
-                     "the four store requests should all be waiting on workers")
+            newmodel = ex.submit(call, srv, "POST", "/v1/models", json={"name": "m2"})
+            wait_for(lambda: gauges(srv)["store_running_requests"] == 5,
+                     "the five store requests should all be waiting on workers")
             # The single I/O thread still serves: liveness, a prediction, the v2 protocol.
             assert requests.get(srv.url + "/healthz", timeout=REQUEST_TIMEOUT).status_code == 200
             r = srv.post("/v1/models/lin/predict", json=body)
@@ -98,17 +99,19 @@ def test_store_wait_does_not_block_the_io_thread(start_server):
                 {"name": "b", "datatype": "FP64", "shape": [1], "data": [2.0]}]})
             assert r.status_code == 200, r.text
             g = gauges(srv)
-            assert g["store_running_requests"] == 4, g  # still pending all along
-            assert not any(f.done() for f in (tenant, keys, models, newkey))
+            assert g["store_running_requests"] == 5, g  # still pending all along
+            assert not any(f.done() for f in (tenant, keys, models, newkey, newmodel))
             lock.release()
-            rt, rk, rm, rn = (f.result() for f in (tenant, keys, models, newkey))
+            rt, rk, rm, rn, rmm = (f.result() for f in (tenant, keys, models, newkey, newmodel))
     finally:
         lock.release()
     assert rt.status_code == 201 and rt.json()["name"] == "acme", rt.text
     assert rk.status_code == 200, rk.text
     names = [k["name"] for k in rk.json()["items"]]  # the new key may be listed or not yet
     assert "bootstrap-admin" in names and set(names) <= {"bootstrap-admin", "later"}, names
-    assert rm.status_code == 200 and [m["name"] for m in rm.json()["items"]] == ["lin"], rm.text
+    assert rm.status_code == 200, rm.text
+    assert [m["name"] for m in rm.json()["items"]] in (["lin"], ["lin", "m2"]), rm.text
+    assert rmm.status_code == 201 and rmm.json()["name"] == "m2", rmm.text
     assert rn.status_code == 201, rn.text
     # The key made on a worker authenticates (its snapshot was rebuilt before the answer).
     r = srv.get("/v1/models/lin", key=rn.json()["key"])
@@ -281,8 +284,9 @@ def test_offloaded_errors_request_ids_logs_and_metrics(server):
 
 
 def test_route_table_marks_every_store_route_blocking():
-    """The source's route table: handlers that run SQL are BS_ROUTE_BLOCKING (or offload
-    themselves, models.c's jobs); predict, infer and the system routes stay inline."""
+    """The source's route table: handlers that run SQL are BS_ROUTE_BLOCKING (uploads and
+    artifact reads offload themselves, models.c's jobs); predict, infer and the system routes
+    stay inline."""
     text = ""
     api = os.path.join(os.path.dirname(__file__), "..", "..", "src", "api")
     for name in ("routes.c", "routes_models.inc"):
@@ -300,7 +304,15 @@ def test_route_table_marks_every_store_route_blocking():
         "bs__api_keys_create", "bs__api_keys_list", "bs__api_keys_delete",
         "bs__api_tenants_create", "bs__api_tenants_list", "bs__api_models_list",
         "bs__api_models_get", "bs__api_versions_list", "bs__api_versions_get",
-        "bs__api_runs_list", "bs__api_runs_get", "bs__api_audit_list"}, blocking
+        "bs__api_runs_list", "bs__api_runs_get", "bs__api_audit_list",
+        # registry writes
+        "bs__api_models_create", "bs__api_models_update", "bs__api_models_delete",
+        "bs__api_versions_approve", "bs__api_versions_reject", "bs__api_versions_archive",
+        "bs__api_alias_set", "bs__api_alias_delete", "bs__api_runs_create",
+        "bs__api_runs_update", "bs__api_runs_metrics"}, blocking
+    # Uploads and artifact reads keep models.c's own jobs (the upload budget is charged
+    # before the body is copied): inline handlers that never touch the store themselves.
+    assert marks["bs__api_versions_create"] == marks["bs__api_versions_artifact"] == "BS_ROUTE_INLINE"
     for h in ("bs__api_predict", "bs__api_predict_version", "bs__api_v2_infer", "bs__api_healthz",
               "bs__api_readyz", "bs__api_metrics", "bs__api_info", "bs__api_openapi",
               "bs__api_docs"):
