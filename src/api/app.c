@@ -151,9 +151,9 @@ void bs_api_app_close(bs_app_t *app)
 /* Not in routes.c: that file is the main listener's table (tests read it as such). */
 static const bs_route_t metrics_routes[] = {
     {"GET", "/metrics", bs__api_metrics, BS_ROLE_PUBLIC, "Prometheus metrics (text format 0.0.4)",
-     "system", NULL, NULL, 0},
+     "system", NULL, NULL, 0, BS_ROUTE_INLINE},
     {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
-     "system", NULL, "{\"type\":\"object\"}", 0},
+     "system", NULL, "{\"type\":\"object\"}", 0, BS_ROUTE_INLINE},
 };
 
 const bs_route_t *bs_api_metrics_routes(int *n)

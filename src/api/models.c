@@ -113,25 +113,15 @@ static int version_param(bs_req_t *req)
 }
 
 /* ---- work that leaves the I/O thread -----------------------------------------------------
- * Every registry write (a SQLite commit, then a rebuild of the routing snapshot that is
- * O(versions)), uploads (parse and load the artifact, write it) and artifact reads run on
- * the app's worker pool; the response is sent from there through a deferred response, after
- * the rebuild, so the client's next request sees its change. A job owns copies of
- * everything it needs. */
+ * Registry writes (a store commit, then a rebuild of the routing snapshot that is
+ * O(versions)) are BS_ROUTE_BLOCKING routes: their handlers run on the server's store
+ * workers and answer after the rebuild, so the client's next request sees its change.
+ * Uploads (parse and load the artifact, write it) and artifact reads keep jobs of their own
+ * on the app's worker pool: an upload is charged to upload_memory_bytes before its body is
+ * copied, which the generic path could not do. A job owns copies of everything it needs and
+ * answers through a deferred response. */
 
-typedef enum {
-    JOB_UPLOAD,
-    JOB_TRANSITION,
-    JOB_ALIAS,
-    JOB_ARTIFACT,
-    JOB_MODEL_CREATE,
-    JOB_MODEL_UPDATE,
-    JOB_MODEL_DELETE,
-    JOB_ALIAS_DELETE,
-    JOB_RUN_CREATE,
-    JOB_RUN_UPDATE,
-    JOB_RUN_METRICS
-} job_kind_t;
+typedef enum { JOB_UPLOAD, JOB_ARTIFACT } job_kind_t;
 
 typedef struct {
     job_kind_t kind;
@@ -139,12 +129,9 @@ typedef struct {
     bs_deferred_t *d;
     bs_principal_t who;
     char name[160];
-    char alias[80];
-    char decision[16];
     char format[40];
     int has_format;
     int version;
-    char *comment; /* heap or NULL */
     void *artifact; /* heap */
     size_t len;
     size_t reserved; /* bytes charged to app->upload_bytes */
@@ -155,7 +142,6 @@ static void job_free(job_t *j)
 {
     if (j->reserved)
         atomic_fetch_sub(&j->app->upload_bytes, (int64_t)j->reserved);
-    free(j->comment);
     free(j->artifact);
     cJSON_Delete(j->meta);
     free(j);
@@ -176,36 +162,8 @@ static void run_job(void *arg)
                                         j->meta, &b, &err);
         status = 201;
         break;
-    case JOB_MODEL_CREATE:
-        rc = bs_registry_model_create(j->app->registry, &j->who, j->meta, &b, &err);
-        status = 201;
-        break;
-    case JOB_MODEL_UPDATE:
-        rc = bs_registry_model_update(j->app->registry, &j->who, j->name, j->meta, &b, &err);
-        break;
-    case JOB_MODEL_DELETE:
-        rc = bs_registry_model_delete(j->app->registry, &j->who, j->name, &err);
-        status = 204;
-        break;
-    case JOB_ALIAS_DELETE:
-        rc = bs_registry_alias_delete(j->app->registry, &j->who, j->name, j->alias, &err);
-        status = 204;
-        break;
-    case JOB_RUN_CREATE:
-        rc = bs_registry_run_create(j->app->registry, &j->who, j->meta, &b, &err);
-        status = 201;
-        break;
-    case JOB_RUN_UPDATE:
-        rc = bs_registry_run_update(j->app->registry, &j->who, j->name, j->meta, &b, &err);
-        break;
-    case JOB_RUN_METRICS:
-        rc = bs_registry_run_log_metrics(j->app->registry, &j->who, j->name, j->meta, &b, &err);
-        break;
-    case JOB_TRANSITION:
-        rc = bs_registry_version_transition(j->app->registry, &j->who, j->name, j->version,
-                                            j->decision, j->comment, &b, &err);
-        break;
-    case JOB_ARTIFACT: {
+    case JOB_ARTIFACT:
+    default: {
         /* Reading and checksumming up to max_body_bytes of file stays off the I/O thread. */
         bs_registry_artifact_t a;
         rc = bs_registry_artifact_get(j->app->registry, j->who.tenant, j->name, j->version, &a, &err);
@@ -214,10 +172,14 @@ static void run_job(void *arg)
         bs_registry_artifact_deinit(&a);
         break;
     }
-    default:
-        rc = bs_registry_alias_set(j->app->registry, &j->who, j->name, j->alias, j->version, &b, &err);
-        break;
     }
+    /* The upload's bytes leave the budget before the answer does: a client that reads
+     * basalt_upload_bytes after its upload was answered must not still find them. */
+    free(j->artifact);
+    j->artifact = NULL;
+    if (j->reserved)
+        atomic_fetch_sub(&j->app->upload_bytes, (int64_t)j->reserved);
+    j->reserved = 0;
     if (rc)
         bs_deferred_respond_error(j->d, &err);
     else
@@ -244,8 +206,6 @@ static job_t *job_new(bs_req_t *req, job_kind_t kind)
     j->app = APP(req);
     j->who = req->who;
     const char *name = bs_req_param(req, "name");
-    if (!name)
-        name = bs_req_param(req, "id"); /* runs */
     snprintf(j->name, sizeof j->name, "%s", name ? name : "");
     return j;
 }
@@ -267,24 +227,26 @@ static void offload(bs_req_t *req, job_t *j)
     }
 }
 
-/* A write whose body is a JSON object: parsed here (cheap, bounded), done on a worker. */
-static void offload_with_body(bs_req_t *req, job_kind_t kind)
+/* Responds 204, or the error. */
+static void finish_empty(bs_req_t *req, int rc, const bs_err_t *err)
+{
+    if (rc)
+        bs_resp_error(req, err);
+    else
+        bs_resp_empty(req, 204);
+}
+
+void bs__api_models_create(bs_req_t *req)
 {
     bs_err_t err;
     cJSON *body = body_object(req, &err);
     if (!body)
         return bs_resp_error(req, &err);
-    job_t *j = job_new(req, kind);
-    if (j && !(j->meta = cJSON_Duplicate(body, 1))) {
-        job_free(j);
-        j = NULL;
-    }
-    if (!j)
-        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-    offload(req, j);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_model_create(APP(req)->registry, &req->who, body, &b, &err);
+    finish(req, rc, &err, &b, 201);
 }
-
-void bs__api_models_create(bs_req_t *req) { offload_with_body(req, JOB_MODEL_CREATE); }
 
 void bs__api_models_list(bs_req_t *req)
 {
@@ -309,14 +271,25 @@ void bs__api_models_get(bs_req_t *req)
     finish(req, rc, &err, &b, 200);
 }
 
-void bs__api_models_update(bs_req_t *req) { offload_with_body(req, JOB_MODEL_UPDATE); }
+void bs__api_models_update(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *body = body_object(req, &err);
+    if (!body)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_model_update(APP(req)->registry, &req->who, bs_req_param(req, "name"),
+                                      body, &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
 
 void bs__api_models_delete(bs_req_t *req)
 {
-    job_t *j = job_new(req, JOB_MODEL_DELETE);
-    if (!j)
-        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-    offload(req, j);
+    bs_err_t err;
+    int rc = bs_registry_model_delete(APP(req)->registry, &req->who, bs_req_param(req, "name"),
+                                      &err);
+    finish_empty(req, rc, &err);
 }
 
 void bs__api_versions_create(bs_req_t *req)
@@ -465,18 +438,12 @@ static void transition(bs_req_t *req, const char *decision)
         if (bs_json_reject_unknown(j, allowed, &err) || bs_json_get_str(j, "comment", 0, &comment, &err) < 0)
             return bs_resp_error(req, &err);
     }
-    job_t *job = job_new(req, JOB_TRANSITION);
-    if (job) {
-        job->version = v;
-        snprintf(job->decision, sizeof job->decision, "%s", decision);
-        if (comment && !(job->comment = strdup(comment))) {
-            job_free(job);
-            job = NULL;
-        }
-    }
-    if (!job)
-        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-    offload(req, job);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_version_transition(APP(req)->registry, &req->who,
+                                            bs_req_param(req, "name"), v, decision, comment, &b,
+                                            &err);
+    finish(req, rc, &err, &b, 200);
 }
 
 void bs__api_versions_approve(bs_req_t *req) { transition(req, "approve"); }
@@ -494,21 +461,19 @@ void bs__api_alias_set(bs_req_t *req)
     if (bs_json_reject_unknown(j, allowed, &err) ||
         bs_json_get_int(j, "version", 1, 1, 1000000000, &v, &err) < 0)
         return bs_resp_error(req, &err);
-    job_t *job = job_new(req, JOB_ALIAS);
-    if (!job)
-        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-    job->version = (int)v;
-    snprintf(job->alias, sizeof job->alias, "%s", bs_req_param(req, "alias"));
-    offload(req, job);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_alias_set(APP(req)->registry, &req->who, bs_req_param(req, "name"),
+                                   bs_req_param(req, "alias"), (int)v, &b, &err);
+    finish(req, rc, &err, &b, 200);
 }
 
 void bs__api_alias_delete(bs_req_t *req)
 {
-    job_t *j = job_new(req, JOB_ALIAS_DELETE);
-    if (!j)
-        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-    snprintf(j->alias, sizeof j->alias, "%s", bs_req_param(req, "alias"));
-    offload(req, j);
+    bs_err_t err;
+    int rc = bs_registry_alias_delete(APP(req)->registry, &req->who, bs_req_param(req, "name"),
+                                      bs_req_param(req, "alias"), &err);
+    finish_empty(req, rc, &err);
 }
 
 /* ---- predict --------------------------------------------------------------------------- */
@@ -652,7 +617,17 @@ void bs__api_predict_version(bs_req_t *req)
 
 /* ---- runs and audit -------------------------------------------------------------------- */
 
-void bs__api_runs_create(bs_req_t *req) { offload_with_body(req, JOB_RUN_CREATE); }
+void bs__api_runs_create(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *body = body_object(req, &err);
+    if (!body)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_run_create(APP(req)->registry, &req->who, body, &b, &err);
+    finish(req, rc, &err, &b, 201);
+}
 
 void bs__api_runs_list(bs_req_t *req)
 {
@@ -676,7 +651,18 @@ void bs__api_runs_get(bs_req_t *req)
     finish(req, rc, &err, &b, 200);
 }
 
-void bs__api_runs_update(bs_req_t *req) { offload_with_body(req, JOB_RUN_UPDATE); }
+void bs__api_runs_update(bs_req_t *req)
+{
+    bs_err_t err;
+    cJSON *body = body_object(req, &err);
+    if (!body)
+        return bs_resp_error(req, &err);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_run_update(APP(req)->registry, &req->who, bs_req_param(req, "id"), body,
+                                    &b, &err);
+    finish(req, rc, &err, &b, 200);
+}
 
 void bs__api_runs_metrics(bs_req_t *req)
 {
@@ -685,14 +671,11 @@ void bs__api_runs_metrics(bs_req_t *req)
     cJSON *body = bs_req_json(req, &err);
     if (!body)
         return bs_resp_error(req, &err);
-    job_t *j = job_new(req, JOB_RUN_METRICS);
-    if (j && !(j->meta = cJSON_Duplicate(body, 1))) {
-        job_free(j);
-        j = NULL;
-    }
-    if (!j)
-        return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-    offload(req, j);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    int rc = bs_registry_run_log_metrics(APP(req)->registry, &req->who, bs_req_param(req, "id"),
+                                         body, &b, &err);
+    finish(req, rc, &err, &b, 200);
 }
 
 void bs__api_audit_list(bs_req_t *req)

@@ -60,34 +60,35 @@
 
 static const bs_route_t routes[] = {
     {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
-     "system", NULL, HEALTH_SCHEMA, 0},
+     "system", NULL, HEALTH_SCHEMA, 0, BS_ROUTE_INLINE},
     {"GET", "/readyz", bs__api_readyz, BS_ROLE_PUBLIC,
      "Readiness: stores open, migrated and reachable (503 otherwise)", "system", NULL,
-     READY_SCHEMA, 0},
+     READY_SCHEMA, 0, BS_ROUTE_INLINE},
     /* Viewer of the default tenant or a key with the metrics scope (checked in the handler
      * and bs_api_authorize); public with metrics_public (app.c rewrites the role). */
     {"GET", "/metrics", bs__api_metrics, BS_ROLE_VIEWER,
      "Prometheus metrics (text format 0.0.4); a key of the default tenant or with the metrics "
      "scope",
-     "system", NULL, NULL, 0},
+     "system", NULL, NULL, 0, BS_ROUTE_INLINE},
     {"GET", "/openapi.json", bs__api_openapi, BS_ROLE_PUBLIC, "This OpenAPI 3.1 document", "system",
-     NULL, "{\"type\":\"object\"}", 0},
+     NULL, "{\"type\":\"object\"}", 0, BS_ROUTE_INLINE},
     {"GET", "/docs", bs__api_docs, BS_ROLE_PUBLIC, "Human-readable API reference", "system", NULL,
-     NULL, 0},
+     NULL, 0, BS_ROUTE_INLINE},
     {"GET", "/v1/info", bs__api_info, BS_ROLE_VIEWER,
      "Version, build, uptime, data directory, replica, snapshot and backends", "system", NULL,
-     INFO_SCHEMA, 0},
+     INFO_SCHEMA, 0, BS_ROUTE_INLINE},
     {"POST", "/v1/keys", bs__api_keys_create, BS_ROLE_ADMIN,
-     "Create an API key; the secret is returned once", "auth", KEY_CREATE_SCHEMA, KEY_SCHEMA, 201},
+     "Create an API key; the secret is returned once", "auth", KEY_CREATE_SCHEMA,
+     KEY_SCHEMA, 201, BS_ROUTE_BLOCKING},
     {"GET", "/v1/keys", bs__api_keys_list, BS_ROLE_ADMIN, "List API keys (?tenant=, limit, cursor)",
-     "auth", NULL, PAGE(KEY_SCHEMA), 0},
+     "auth", NULL, PAGE(KEY_SCHEMA), 0, BS_ROUTE_BLOCKING},
     {"DELETE", "/v1/keys/{id}", bs__api_keys_delete, BS_ROLE_ADMIN, "Revoke an API key", "auth",
-     NULL, NULL, 204},
+     NULL, NULL, 204, BS_ROUTE_BLOCKING},
     {"POST", "/v1/tenants", bs__api_tenants_create, BS_ROLE_ADMIN,
      "Create a tenant (admins of the default tenant)", "auth",
-     TENANT_CREATE_SCHEMA, TENANT_SCHEMA, 201},
+     TENANT_CREATE_SCHEMA, TENANT_SCHEMA, 201, BS_ROUTE_BLOCKING},
     {"GET", "/v1/tenants", bs__api_tenants_list, BS_ROLE_ADMIN, "List tenants", "auth", NULL,
-     PAGE(TENANT_SCHEMA), 0},
+     PAGE(TENANT_SCHEMA), 0, BS_ROUTE_BLOCKING},
     MODEL_ROUTES
 };
 

@@ -17,6 +17,8 @@ typedef struct {
     char data[1024];
     char config[1024];
     int threads;
+    int store_threads;
+    int store_queue;
     char log_level[16];
     int no_auth;
     int metrics_public;

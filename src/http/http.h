@@ -5,7 +5,10 @@
  * only the types in this header; h2o stays inside src/http.
  *
  * A handler runs on an I/O thread and must respond exactly once before it
- * returns (bs_resp_*). It must not block: no fsync, no big scans.
+ * returns (bs_resp_*). It must not block: no fsync, no big scans, no network
+ * round trip. A route that may block on a store is marked BS_ROUTE_BLOCKING:
+ * its handler runs on one of the server's store workers instead (see "store
+ * workers" below), written synchronously with the same request API.
  */
 #ifndef BS_HTTP_HTTP_H
 #define BS_HTTP_HTTP_H
@@ -25,6 +28,10 @@
 typedef struct bs_req bs_req_t;
 typedef void (*bs_handler_fn)(bs_req_t *req);
 
+/* bs_route_t.blocking */
+#define BS_ROUTE_INLINE 0   /* runs on the I/O thread: reads in-process snapshots only */
+#define BS_ROUTE_BLOCKING 1 /* may block on a store: runs on a store worker */
+
 typedef struct {
     const char *method;  /* "GET", "POST", … */
     const char *pattern; /* "/v1/keys/{id}"; a last segment "{name*}" takes the rest */
@@ -36,6 +43,22 @@ typedef struct {
     const char *request_schema;
     const char *response_schema;
     int success_status; /* 200 if 0 */
+    /*
+     * BS_ROUTE_BLOCKING: the handler may wait on a store (SQL, a network round trip).
+     * The server authenticates, authorizes and rate-limits on the I/O thread as for
+     * any route, then queues a self-contained copy of the request (method, path, query,
+     * body, path parameters, headers but Authorization, principal, request id) for its
+     * store workers (setting store_threads) and returns to its loop. The handler runs
+     * there with the ordinary request API (bs_req_param/query/header/json/multipart,
+     * bs_resp_*); the response, with its headers, is sent on the request's I/O thread
+     * through the deferred-response machinery (access log, metrics, error shape and
+     * request id as for an inline route). A full queue (store_queue) answers 503
+     * overloaded with Retry-After, and a request whose client went away before a
+     * worker took it is dropped unrun. On a worker, bs_req_defer returns NULL: a
+     * blocking handler does its work synchronously.
+     * BS_ROUTE_INLINE: the handler runs on the I/O thread.
+     */
+    int blocking;
 } bs_route_t;
 
 struct bs_req {
@@ -69,6 +92,7 @@ struct bs_req {
     int resumed;  /* times bs_deferred_resume re-ran the handler */
     int err_index; /* error code index for metrics, -1 if none */
     uint64_t start_ns;
+    void *worker; /* the store worker's job when this is its copy of a request, else NULL */
 };
 
 /* Path parameter by name (borrowed, lives with the request), or NULL. Every path
@@ -131,10 +155,17 @@ void bs_resp_empty(bs_req_t *req, int status);
  */
 typedef struct bs_deferred bs_deferred_t;
 
-/* Returns a token, or NULL (out of memory: the handler should respond itself). */
+/* Returns a token, or NULL (out of memory, or called on a store worker: the handler
+ * should respond itself). */
 bs_deferred_t *bs_req_defer(bs_req_t *req);
+/* Adds a header (both strings copied) to the response a later completion sends. Call from
+ * the completing thread before the completion. Silently dropped when out of memory. */
+void bs_deferred_header(bs_deferred_t *d, const char *name, const char *value);
 /* Completes with status and a JSON body (copied). Exactly one completion per token. */
 void bs_deferred_respond_json(bs_deferred_t *d, int status, const bs_buf_t *body);
+/* Completes with status and a body (copied) of content_type (copied; NULL: none). */
+void bs_deferred_respond_body(bs_deferred_t *d, int status, const char *content_type,
+                              const char *body, size_t len);
 void bs_deferred_respond_error(bs_deferred_t *d, const bs_err_t *err);
 /* Completes by running the request's route handler again on its I/O thread, once what
  * it waited for is ready (a model loaded off the I/O thread). req->resumed counts the runs. */
@@ -222,5 +253,11 @@ const bs_router_t *bs_server_router(const bs_server_t *s);
 void bs_server_metrics(bs_server_t *s, bs_buf_t *b);
 /* Requests being served right now. */
 int64_t bs_server_in_flight(const bs_server_t *s);
+
+/* ---- store workers ----------------------------------------------------------------------
+ * A server whose route table has a BS_ROUTE_BLOCKING route starts cfg->store_threads
+ * workers (bs_server_new) and stops them in bs_server_free, after its loops, running what
+ * is still queued. At most cfg->store_queue requests wait for a worker; more get 503
+ * overloaded with Retry-After: 1 (counted in basalt_http_store_rejections_total). */
 
 #endif

@@ -4,7 +4,9 @@
 
 #include <stdint.h>
 
+#include "base/buf.h"
 #include "base/err.h"
+#include "http/http.h"
 
 #define BS__HTTP_N_STATUS 19
 #define BS__HTTP_N_BUCKETS 17
@@ -23,5 +25,30 @@ typedef struct {
 } bs__http_metrics_t;
 
 int bs__http_status_slot(int status);
+
+/* ---- store workers (offload.c) ---------------------------------------------------------- */
+
+typedef struct bs__store bs__store_t;
+
+/* Starts threads workers (1..64) with at most queue_max waiting requests. NULL with err. */
+bs__store_t *bs__store_new(int threads, int queue_max, bs_err_t *err);
+/* Runs what is queued, joins the workers, frees. NULL is a no-op. After the loops stop. */
+void bs__store_free(bs__store_t *st);
+/* On req's I/O thread, after auth: queues a copy of req for a worker and defers req, or
+ * responds itself (503 overloaded when the queue is full, 500 when st is NULL). */
+void bs__store_submit(bs__store_t *st, bs_req_t *req);
+/* The store-worker families of /metrics (zeros when st is NULL). */
+void bs__store_metrics(bs__store_t *st, bs_buf_t *b);
+/* The request API on a worker's copy (req->worker set); server.c dispatches to these. */
+const char *bs__store_header(const bs_req_t *req, const char *name, size_t *len);
+void bs__store_resp_header(bs_req_t *req, const char *name, const char *value);
+void bs__store_resp_body(bs_req_t *req, int status, const char *content_type, const char *body,
+                         size_t len);
+void bs__store_resp_error(bs_req_t *req, const bs_err_t *err);
+
+/* 1 once the token's request was disposed of (its client went away); any thread. */
+int bs__deferred_gone(bs_deferred_t *d);
+/* Gives up a token without completing it (its request is gone). */
+void bs__deferred_drop(bs_deferred_t *d);
 
 #endif

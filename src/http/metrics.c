@@ -1,9 +1,9 @@
 /* Renders the HTTP server's per-thread counters as Prometheus text (exposition
  * format 0.0.4): requests by route/method/status, latency histograms per route and
- * method, errors by code, connections and in-flight requests. Each family is one block
- * (HELP, TYPE, then its samples), and each router row (a route and a method) is one
- * series, so every series appears once. Route patterns, methods and error codes come
- * from tables in the source: no label value here needs escaping. */
+ * method, errors by code, connections and in-flight requests, and the store workers'
+ * queue. Each family is one block (HELP, TYPE, then its samples), and each router row (a
+ * route and a method) is one series, so every series appears once. Route patterns, methods
+ * and error codes come from tables in the source: no label value here needs escaping. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +15,7 @@
 int bs__server_threads(bs_server_t *s);
 bs__http_metrics_t *bs__server_thread_metrics(bs_server_t *s, int i);
 int64_t bs__server_conns(bs_server_t *s);
+bs__store_t *bs__server_store(bs_server_t *s);
 
 static uint64_t ld(const uint64_t *p) { return __atomic_load_n(p, __ATOMIC_RELAXED); }
 
@@ -106,4 +107,5 @@ void bs_server_metrics(bs_server_t *s, bs_buf_t *b)
                   "basalt_http_connections_total %llu\n",
                   (long long)bs_server_in_flight(s), (long long)bs__server_conns(s),
                   (unsigned long long)conns_total);
+    bs__store_metrics(bs__server_store(s), b);
 }

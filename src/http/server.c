@@ -12,7 +12,9 @@
  * beyond) and calls on_req, which builds a bs_req_t in the request's h2o
  * pool, refuses ambiguous HTTP/1 framing (400, see "message framing"), checks the
  * header budget (431), matches the route (404/405),
- * authenticates and rate-limits, then calls the handler. The bs_req_t's
+ * authenticates and rate-limits, then calls the handler — or, for a
+ * BS_ROUTE_BLOCKING route, hands a copy of the request to the store workers
+ * (offload.c) and sends their response when it comes back. The bs_req_t's
  * arena is released by an h2o pool dispose hook once the response is done.
  *
  * Shutdown: bs_server_stop sets a flag; each loop notices it within its
@@ -81,13 +83,16 @@ struct bs_deferred {
     io_thread_t *thread;
     bs_req_t *req;
     atomic_int refs; /* the request's (dropped when it is disposed) + the responder's */
-    int req_gone;    /* set on the I/O thread when the request was disposed */
+    atomic_int req_gone; /* set on the I/O thread when the request was disposed */
     int status;
     int is_error;
     int resume; /* run the handler again instead of responding */
     bs_err_t err;
     char *body;
     size_t len;
+    const char *content_type; /* "application/json", or ct_copy, or NULL (none) */
+    char *ct_copy;
+    bs_buf_t headers; /* extra response headers: "name\0value\0" pairs */
 };
 
 struct bs_server {
@@ -102,6 +107,7 @@ struct bs_server {
     atomic_int stop;
     atomic_llong in_flight;
     pthread_rwlock_t deferred_lock; /* posting (read) vs a loop going away (write) */
+    bs__store_t *store; /* workers of BS_ROUTE_BLOCKING routes, or NULL when there are none */
 };
 
 static _Thread_local io_thread_t *self_thread;
@@ -218,6 +224,11 @@ const char *bs_req_query(bs_req_t *req, const char *name)
 
 const char *bs_req_header(bs_req_t *req, const char *name)
 {
+    if (req->worker) {
+        size_t len;
+        const char *v = bs__store_header(req, name, &len);
+        return v ? bs_arena_strndup(&req->arena, v, len) : NULL;
+    }
     h2o_req_t *hr = req->h2o;
     ssize_t i = h2o_find_header_by_str(&hr->headers, name, strlen(name), -1);
     if (i < 0)
@@ -228,14 +239,21 @@ const char *bs_req_header(bs_req_t *req, const char *name)
 
 int bs_req_is_json(const bs_req_t *req)
 {
-    const h2o_req_t *hr = req->h2o;
-    ssize_t i = h2o_find_header(&hr->headers, H2O_TOKEN_CONTENT_TYPE, -1);
-    if (i < 0)
-        return 1;
+    const char *t;
+    size_t n = 0, len;
+    if (req->worker) {
+        if (!(t = bs__store_header(req, "content-type", &len)))
+            return 1;
+    } else {
+        const h2o_req_t *hr = req->h2o;
+        ssize_t i = h2o_find_header(&hr->headers, H2O_TOKEN_CONTENT_TYPE, -1);
+        if (i < 0)
+            return 1;
+        t = hr->headers.entries[i].value.base;
+        len = hr->headers.entries[i].value.len;
+    }
     /* The media type ends at its parameters (RFC 9110 §8.3.1): "application/jsonx" is not
      * application/json. */
-    const char *t = hr->headers.entries[i].value.base;
-    size_t n = 0, len = hr->headers.entries[i].value.len;
     while (n < len && t[n] != ';' && t[n] != ' ' && t[n] != '\t')
         n++;
     if ((n == 16 && strncasecmp(t, "application/json", n) == 0) ||
@@ -260,6 +278,8 @@ cJSON *bs_req_json(bs_req_t *req, bs_err_t *err)
 
 void bs_resp_header(bs_req_t *req, const char *name, const char *value)
 {
+    if (req->worker)
+        return bs__store_resp_header(req, name, value);
     h2o_req_t *hr = req->h2o;
     size_t nl = strlen(name), vl = strlen(value);
     char *n = h2o_mem_alloc_pool(&hr->pool, nl + 1);
@@ -349,6 +369,8 @@ void bs_resp_body(bs_req_t *req, int status, const char *content_type, const cha
         return;
     }
     req->responded = 1;
+    if (req->worker) /* the I/O thread sends it (and records it) */
+        return bs__store_resp_body(req, status, content_type, body, len);
     hr->res.status = status;
     hr->res.reason = reason_phrase(status);
     if (self_thread && atomic_load_explicit(&self_thread->srv->stop, memory_order_relaxed))
@@ -418,6 +440,15 @@ static void render_error(bs_buf_t *b, bs_error_shape_t shape, int code, const ch
 
 void bs_resp_error(bs_req_t *req, const bs_err_t *err)
 {
+    if (req->worker) {
+        /* Rendered on the I/O thread, in the shape of the request's path. */
+        if (req->responded) {
+            BS_LOG(BS_LOG_ERROR, "http", "handler responded twice on %s", req->route->pattern);
+            return;
+        }
+        req->responded = 1;
+        return bs__store_resp_error(req, err);
+    }
     int code = err->code ? err->code : BS_EINTERNAL;
     int status = bs_err_status(code);
     req->err_index = bs_err_index(code);
@@ -725,6 +756,10 @@ static int on_req(h2o_handler_t *h, h2o_req_t *hr)
         }
     }
 
+    if (req->route->blocking) {
+        bs__store_submit(s->store, req);
+        return 0;
+    }
     req->route->fn(req);
     if (!req->responded && !req->deferred)
         bs_resp_errorf(req, BS_EINTERNAL, NULL, "handler for %s did not respond", req->route->pattern);
@@ -796,6 +831,8 @@ static void deferred_unref(bs_deferred_t *d)
 {
     if (atomic_fetch_sub(&d->refs, 1) == 1) {
         free(d->body);
+        free(d->ct_copy);
+        bs_buf_free(&d->headers);
         free(d);
     }
 }
@@ -803,12 +840,17 @@ static void deferred_unref(bs_deferred_t *d)
 static void deferred_req_gone(void *p)
 {
     bs_deferred_t *d = p;
-    d->req_gone = 1;
+    atomic_store(&d->req_gone, 1);
     deferred_unref(d);
 }
 
+int bs__deferred_gone(bs_deferred_t *d) { return atomic_load(&d->req_gone); }
+void bs__deferred_drop(bs_deferred_t *d) { deferred_unref(d); }
+
 bs_deferred_t *bs_req_defer(bs_req_t *req)
 {
+    if (req->worker) /* a store worker's copy: its handler works synchronously */
+        return NULL;
     bs_deferred_t *d = calloc(1, sizeof *d);
     if (!d)
         return NULL;
@@ -837,17 +879,40 @@ static void deferred_post(bs_deferred_t *d)
     deferred_unref(d);
 }
 
-void bs_deferred_respond_json(bs_deferred_t *d, int status, const bs_buf_t *body)
+void bs_deferred_header(bs_deferred_t *d, const char *name, const char *value)
+{
+    bs_buf_append(&d->headers, name, strlen(name) + 1);
+    bs_buf_append(&d->headers, value, strlen(value) + 1);
+}
+
+void bs_deferred_respond_body(bs_deferred_t *d, int status, const char *content_type,
+                              const char *body, size_t len)
 {
     d->status = status;
-    if (body->oom || !(d->body = malloc(body->len + 1))) {
+    if (content_type && strcmp(content_type, "application/json") == 0)
+        d->content_type = "application/json";
+    else if (content_type)
+        d->content_type = d->ct_copy = strdup(content_type);
+    if ((content_type && !d->content_type) || !(d->body = malloc(len + 1))) {
         d->is_error = 1;
         bs_err_set(&d->err, BS_ENOMEM, "out of memory building the response");
     } else {
-        memcpy(d->body, body->data ? body->data : "", body->len);
-        d->len = body->len;
+        memcpy(d->body, body ? body : "", len);
+        d->len = len;
     }
     deferred_post(d);
+}
+
+void bs_deferred_respond_json(bs_deferred_t *d, int status, const bs_buf_t *body)
+{
+    if (body->oom) {
+        bs_err_t err;
+        bs_err_set(&err, BS_ENOMEM, "out of memory building the response");
+        return bs_deferred_respond_error(d, &err);
+    }
+    /* A JSON 204 (a write with nothing to say, DELETE) is sent without a body or type. */
+    bs_deferred_respond_body(d, status, status == 204 ? NULL : "application/json", body->data,
+                             body->len);
 }
 
 void bs_deferred_respond_error(bs_deferred_t *d, const bs_err_t *err)
@@ -871,7 +936,14 @@ static void on_deferred(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
         h2o_multithread_message_t *msg = H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
         h2o_linklist_unlink(&msg->link);
         bs_deferred_t *d = (bs_deferred_t *)msg;
-        if (!d->req_gone) {
+        if (!atomic_load(&d->req_gone)) {
+            /* Headers first: bs_resp_error and bs_resp_body send at once. */
+            for (size_t off = 0; !d->resume && !d->headers.oom && off < d->headers.len;) {
+                const char *name = d->headers.data + off;
+                const char *value = name + strlen(name) + 1;
+                bs_resp_header(d->req, name, value);
+                off = (size_t)(value + strlen(value) + 1 - d->headers.data);
+            }
             if (d->resume) {
                 bs_req_t *req = d->req;
                 req->deferred = 0;
@@ -882,10 +954,8 @@ static void on_deferred(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
                                    req->route->pattern);
             } else if (d->is_error) {
                 bs_resp_error(d->req, &d->err);
-            } else if (d->status == 204) { /* a write with nothing to say (DELETE) */
-                bs_resp_empty(d->req, 204);
             } else {
-                bs_resp_body(d->req, d->status, "application/json", d->body ? d->body : "", d->len);
+                bs_resp_body(d->req, d->status, d->content_type, d->body ? d->body : "", d->len);
             }
         }
         deferred_unref(d);
@@ -1128,6 +1198,12 @@ bs_server_t *bs_server_new(const bs_server_opts_t *opts, bs_err_t *err)
                 ((struct sockaddr_in *)&ss)->sin_port = htons((uint16_t)s->port);
         }
     }
+    for (int i = 0; i < opts->n_routes; i++)
+        if (opts->routes[i].blocking) {
+            if (!(s->store = bs__store_new(s->cfg->store_threads, s->cfg->store_queue, err)))
+                goto fail;
+            break;
+        }
     /* One handler for every thread; on_req finds its thread through self_thread. */
     h2o_handler_t *h = h2o_create_handler(path, sizeof *h);
     h->on_req = on_req;
@@ -1156,6 +1232,8 @@ void bs_server_free(bs_server_t *s)
 {
     if (!s)
         return;
+    /* First: queued jobs complete tokens that point into s->threads. */
+    bs__store_free(s->store);
     for (int i = 0; s->threads && i < s->n_threads; i++) {
         io_thread_t *t = &s->threads[i];
         if (t->listen_fd >= 0 && !t->started)
@@ -1174,6 +1252,7 @@ const bs_router_t *bs_server_router(const bs_server_t *s) { return s->router; }
 int64_t bs_server_in_flight(const bs_server_t *s) { return atomic_load(&s->in_flight); }
 
 int bs__server_threads(bs_server_t *s) { return s->n_threads; }
+bs__store_t *bs__server_store(bs_server_t *s) { return s->store; }
 bs__http_metrics_t *bs__server_thread_metrics(bs_server_t *s, int i) { return &s->threads[i].m; }
 int64_t bs__server_conns(bs_server_t *s)
 {

@@ -8,13 +8,13 @@
 static void h(bs_req_t *req) { (void)req; }
 
 static const bs_route_t routes[] = {
-    {"GET", "/", h, BS_ROLE_PUBLIC, NULL, NULL, NULL, NULL, 0},
-    {"GET", "/v1/models", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0},
-    {"POST", "/v1/models", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0},
-    {"GET", "/v1/models/{name}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0},
-    {"DELETE", "/v1/models/{name}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0},
-    {"PUT", "/v1/models/{name}/versions/{version}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0},
-    {"GET", "/files/{path*}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0},
+    {"GET", "/", h, BS_ROLE_PUBLIC, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE},
+    {"GET", "/v1/models", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE},
+    {"POST", "/v1/models", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE},
+    {"GET", "/v1/models/{name}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE},
+    {"DELETE", "/v1/models/{name}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE},
+    {"PUT", "/v1/models/{name}/versions/{version}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE},
+    {"GET", "/files/{path*}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE},
 };
 #define N ((int)(sizeof routes / sizeof routes[0]))
 
@@ -131,7 +131,7 @@ static void test_many_params_bounded(void **state)
 {
     (void)state;
     static const bs_route_t deep[] = {
-        {"GET", "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}/{j}", h, BS_ROLE_PUBLIC, NULL, NULL, NULL, NULL, 0},
+        {"GET", "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}/{j}", h, BS_ROLE_PUBLIC, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE},
     };
     bs_err_t err;
     bs_router_t *d = bs_router_new(deep, 1, &err);
@@ -151,7 +151,7 @@ static void test_bad_patterns(void **state)
     (void)state;
     const char *bad[] = {"no-slash", "/a//b", "/a/", "/1/2/3/4/5/6/7/8/9/10/11/12/13"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        bs_route_t one = {"GET", bad[i], h, BS_ROLE_PUBLIC, NULL, NULL, NULL, NULL, 0};
+        bs_route_t one = {"GET", bad[i], h, BS_ROLE_PUBLIC, NULL, NULL, NULL, NULL, 0, BS_ROUTE_INLINE};
         bs_err_t err;
         bs_err_clear(&err);
         bs_router_t *x = bs_router_new(&one, 1, &err);
