@@ -13,7 +13,11 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 {
     char path[1200];
     snprintf(path, sizeof path, "%s/basalt.db", app->data_dir);
-    app->meta = bs_meta_open(path, err);
+    /* metadata_url set: PostgreSQL; the data directory keeps the lock file and the
+     * local files (artifacts). */
+    bs_meta_opts_t mo = {.pool_size = app->cfg.metadata_pool_size,
+                         .application_name = app->cfg.replica_id};
+    app->meta = bs_meta_open_ex(app->cfg.metadata_url[0] ? app->cfg.metadata_url : path, &mo, err);
     if (!app->meta)
         return err->code;
     app->auth = bs_auth_new(app->meta, app->cfg.rate_limit_rps, app->cfg.rate_limit_burst, err);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "base/log.h"
@@ -62,6 +63,10 @@ static const setting_t settings[] = {
     S(unknown_features, T_STR, 0, 0, "reject", "reject or ignore input features a model lacks"),
     S(predict_threads, T_INT, 0, 8, "0",
       "threads one large batch of rows (512+) may use, tree ensembles (0 = one per core)"),
+    S(metadata_url, T_STR, 0, 0, "",
+      "metadata store: empty = SQLite in the data directory, postgres://... = PostgreSQL"),
+    S(replica_id, T_STR, 0, 0, "", "this replica's name among several (default hostname-pid)"),
+    S(metadata_pool_size, T_INT, 1, 1000, "8", "PostgreSQL connections per replica"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -162,6 +167,13 @@ int bs_config_set(bs_config_t *c, const char *key, const char *value, const char
             *(int64_t *)p = (int64_t)v;
         break;
     }
+    /* The value is not echoed: a URL may carry a password. */
+    if (strcmp(key, "metadata_url") == 0 && *value && strncmp(value, "postgres://", 11) != 0 &&
+        strncmp(value, "postgresql://", 13) != 0)
+        return bs_err_setf(err, BS_EINVAL, key,
+                           "setting 'metadata_url' from %s must be empty or a postgres:// or "
+                           "postgresql:// URL",
+                           source);
     if (strcmp(key, "log_level") == 0 && bs_log_parse_level(value) < 0)
         return bs_err_setf(err, BS_EINVAL, key,
                            "setting 'log_level' from %s must be debug, info, warn, error or off, "
@@ -319,6 +331,13 @@ int bs_config_load(bs_config_t *c, int argc, char **argv, char **envp, bs_err_t 
         int rc = bs_config_set(c, key, value, source, err);
         if (rc)
             return rc;
+    }
+    if (!c->replica_id[0]) {
+        /* Default: unique per process on a host, readable in logs and /v1/info. */
+        char host[64] = "basalt";
+        gethostname(host, sizeof host - 1);
+        host[sizeof host - 1] = '\0';
+        snprintf(c->replica_id, sizeof c->replica_id, "%s-%ld", host, (long)getpid());
     }
     return 0;
 }
