@@ -71,8 +71,10 @@ run:
 	@$(MAKE) --no-print-directory $(J) $(BUILD)/basalt
 	$(BUILD)/basalt serve --data ./data
 
+# Under tests/pg_server.py: a PostgreSQL server for the store tests (BASALT_TEST_PG_URL).
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+	@$(PY) tests/pg_server.py -- sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done'
+
 
 api: $(BUILD)/basalt
 	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api

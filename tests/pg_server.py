@@ -11,8 +11,9 @@ As a module:
     pg.kill(); pg.cleanup()
 As a command (the unit tests under `make unit`):
     /usr/bin/python3 tests/pg_server.py -- CMD ARGS...
-starts a server, exports BASALT_TEST_PG_URL (a fresh database) and runs CMD, exiting
-with its status.
+starts a server, exports BASALT_TEST_PG_URL (a fresh database), BASALT_TEST_PG_URL2
+(another) and BASALT_TEST_PG_STOP / BASALT_TEST_PG_START (shell commands that stop and
+start that server) and runs CMD, exiting with its status.
 """
 import os
 import pwd
@@ -148,7 +149,19 @@ class PgServer:
         self.cleanup()
 
 
+def attach(root, port):
+    """A PgServer object for a server another process made (same directory and port)."""
+    pg = PgServer.__new__(PgServer)
+    pg.root, pg.data, pg.log = root, os.path.join(root, "data"), os.path.join(root, "server.log")
+    pg.port, pg.n_db, pg.as_root, pg._role = int(port), 0, os.geteuid() == 0, True
+    return pg
+
+
 def main(argv):
+    if argv[:1] in (["--stop"], ["--start"]) and len(argv) == 3:
+        pg = attach(argv[1], argv[2])
+        pg.stop() if argv[0] == "--stop" else pg.start()
+        return 0
     if "--" not in argv:
         print("usage: pg_server.py -- CMD ARGS...", file=sys.stderr)
         return 2
@@ -159,8 +172,12 @@ def main(argv):
     with PgServer() as pg:
         env = dict(os.environ)
         env["BASALT_TEST_PG_URL"] = pg.create_database()
-        env["BASALT_TEST_PG_ADMIN_URL"] = pg.admin_url
-        env["BASALT_TEST_PG_DATA"] = pg.data
+        # a second empty database (migration races) and shell commands that stop and
+        # start the server (outage tests)
+        env["BASALT_TEST_PG_URL2"] = pg.create_database()
+        me = [sys.executable, os.path.abspath(__file__)]
+        env["BASALT_TEST_PG_STOP"] = " ".join(me + ["--stop", pg.root, str(pg.port)])
+        env["BASALT_TEST_PG_START"] = " ".join(me + ["--start", pg.root, str(pg.port)])
         return subprocess.run(cmd, env=env).returncode
 
 

@@ -461,24 +461,47 @@ int bs_auth_key_delete(bs_auth_t *a, const char *id, const char *tenant, bs_err_
     return reload(a, err);
 }
 
+static int count_row(const bs_meta_row_t *r, void *ud)
+{
+    *(int64_t *)ud = bs_meta_row_int(r, 0);
+    return 1;
+}
+
 int bs_auth_bootstrap(bs_auth_t *a, char *secret, int *created, bs_err_t *err)
 {
     *created = 0;
-    key_snapshot_t *s = atomic_load(&a->snap);
+    /* One transaction, so under the store's write lock: replicas starting together on an
+     * empty PostgreSQL database create the default tenant and the first admin key once;
+     * the others wait, then find them (the key count is read from the store, not from
+     * this process's snapshot). */
+    int rc = bs_meta_tx_begin(a->meta, err);
+    if (rc)
+        return rc;
     if (!bs_auth_tenant_exists(a, BS_DEFAULT_TENANT)) {
         bs_tenant_t t;
-        int rc = bs_auth_tenant_create(a, BS_DEFAULT_TENANT, &t, err);
-        if (rc)
-            return rc;
+        if ((rc = bs_auth_tenant_create(a, BS_DEFAULT_TENANT, &t, err)))
+            goto fail;
     }
-    if (s->n > 0)
-        return 0;
-    bs_key_info_t info = {.role = BS_ROLE_ADMIN};
-    snprintf(info.name, sizeof info.name, "bootstrap-admin");
-    snprintf(info.tenant, sizeof info.tenant, BS_DEFAULT_TENANT);
-    int rc = bs_auth_key_create(a, "bootstrap", &info, secret, err);
-    if (rc == 0)
-        *created = 1;
+    int64_t keys = -1;
+    if ((rc = bs_meta_query(a->meta, "SELECT COUNT(*) FROM api_keys", NULL, 0, count_row, &keys,
+                            err)))
+        goto fail;
+    if (keys == 0) {
+        bs_key_info_t info = {.role = BS_ROLE_ADMIN};
+        snprintf(info.name, sizeof info.name, "bootstrap-admin");
+        snprintf(info.tenant, sizeof info.tenant, BS_DEFAULT_TENANT);
+        if ((rc = bs_auth_key_create(a, "bootstrap", &info, secret, err)))
+            goto fail;
+    }
+    if ((rc = bs_meta_tx_commit(a->meta, err))) {
+        reload(a, NULL); /* the snapshot saw the key the failed commit dropped */
+        return rc;
+    }
+    *created = keys == 0;
+    return 0;
+fail:
+    bs_meta_tx_rollback(a->meta);
+    reload(a, NULL);
     return rc;
 }
 

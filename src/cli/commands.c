@@ -39,6 +39,14 @@ static const bs_cli_command_t commands[] = {
      bs_cli_serve, serve_settings},
     {NULL, "version", "[--json]", "print the version and the git commit of the build", NULL,
      cmd_version, NULL},
+    {NULL, "migrate", "[--metadata-url URL | --data DIR] [--json]",
+     "apply the metadata store's migrations and print its schema version",
+     "  --metadata-url URL  a PostgreSQL database (postgres://…; default BASALT_METADATA_URL)\n"
+     "  --data DIR          the SQLite store DIR/basalt.db (default BASALT_DATA, ./data)\n"
+     "`serve` applies them at start as well; on PostgreSQL under an advisory lock, so\n"
+     "replicas (and this command) starting together migrate once. A store whose schema is\n"
+     "newer than this binary is refused (exit 1).\n",
+     bs_cli_migrate, NULL},
     {"model", "check", "FILE [--format F] [--rows ROWS.json] [--json]",
      "offline: load a model file as the server would, describe it or predict rows",
      "  --format F      xgboost_json or basalt_json (detected from the file when absent)\n"

@@ -71,6 +71,7 @@ typedef struct {
 typedef struct {
     PGconn *c;
     int in_use;
+    unsigned gen; /* the pool's generation when connected */
     pg_stmt_t cache[STMT_CACHE];
     int n_cache, next_name;
 } pg_conn_t;
@@ -84,6 +85,10 @@ typedef struct pg_store {
     pthread_mutex_t lock;
     pthread_cond_t freed;
     int version;
+    /* Bumped when a connection is found lost: the server went away, so the other idle
+     * connections are stale too and are replaced on their next use instead of each
+     * failing one call first. */
+    unsigned gen;
     /* counters (under lock) */
     int in_use;
     uint64_t waits, errors, unavailable;
@@ -399,9 +404,11 @@ static pg_conn_t *acquire(pg_t *s, int *rc, bs_err_t *err)
     }
     c->in_use = 1;
     s->in_use++;
+    unsigned gen = s->gen;
     pthread_mutex_unlock(&s->lock);
-    if (c->c && PQstatus(c->c) != CONNECTION_OK)
+    if (c->c && (PQstatus(c->c) != CONNECTION_OK || c->gen != gen))
         conn_drop(c);
+    c->gen = gen;
     if (!c->c && !(c->c = connect_db(s, rc, err))) {
         pthread_mutex_lock(&s->lock);
         c->in_use = 0;
@@ -440,6 +447,9 @@ static int result_err(pg_t *s, pg_conn_t *c, PGresult *res, const char *what, bs
             conn_drop(c);
             if (tls_tx.s == s && tls_tx.c == c)
                 tls_tx.broken = 1;
+            pthread_mutex_lock(&s->lock);
+            s->gen++;
+            pthread_mutex_unlock(&s->lock);
         }
     } else if (st && !strncmp(st, "23", 2)) {
         rc = bs_err_set(err, BS_ECONFLICT, "%s: %s", what, msg);
@@ -594,11 +604,13 @@ static int statement(pg_t *s, const char *sql, const bs_val_t *args, int nargs, 
         if (!c)
             return rc;
         rc = 0;
-        if (lock &&
-            (rc = simple(s, c, WRITE_LOCK_BEGIN, err))) {
+        if (lock && (rc = simple(s, c, WRITE_LOCK_BEGIN, err))) {
+            int stale = !c->c && rc == BS_EUNAVAIL; /* lost before anything ran */
             if (c->c)
                 simple(s, c, "ROLLBACK", NULL);
             release(s, c);
+            if (stale && attempt + 1 < RETRIES)
+                continue;
             return rc;
         }
         PGresult *res = run(s, c, sql, args, nargs, &rc, err);
@@ -616,12 +628,18 @@ static int statement(pg_t *s, const char *sql, const bs_val_t *args, int nargs, 
             if (lock && c->c)
                 simple(s, c, "ROLLBACK", NULL);
             release(s, c);
+            /* a read outside a transaction on a connection found lost: run it again on a
+             * new one (a write is retried above, at its BEGIN, where nothing ran yet) */
+            if (!in_tx && !lock && !c->c && rc == BS_EUNAVAIL && attempt + 1 < RETRIES)
+                continue;
             return rc;
         }
         if (rc) {
             if (lock && c->c)
                 simple(s, c, "ROLLBACK", NULL);
             release(s, c);
+            if (!in_tx && !lock && !c->c && rc == BS_EUNAVAIL && attempt + 1 < RETRIES)
+                continue;
             return rc;
         }
         if (lock && (rc = simple(s, c, "COMMIT", err))) {
@@ -676,15 +694,18 @@ static int pg_tx_begin(void *impl, bs_err_t *err)
     if (tls_tx.s)
         return bs_err_set(err, BS_EIO, "metadata store: a transaction is already open");
     int rc;
-    pg_conn_t *c = acquire(s, &rc, err);
-    if (!c)
-        return rc;
-    rc = simple(s, c, WRITE_LOCK_BEGIN, err);
-    if (rc) {
+    pg_conn_t *c;
+    for (int attempt = 0;; attempt++) {
+        if (!(c = acquire(s, &rc, err)))
+            return rc;
+        if (!(rc = simple(s, c, WRITE_LOCK_BEGIN, err)))
+            break;
+        int stale = !c->c && rc == BS_EUNAVAIL; /* lost before anything ran: try a new one */
         if (c->c)
             simple(s, c, "ROLLBACK", NULL);
         release(s, c);
-        return rc;
+        if (!stale || attempt + 1 >= RETRIES)
+            return rc;
     }
     tls_tx.s = s;
     tls_tx.c = c;

@@ -961,6 +961,7 @@ def offline_key(data_dir, *extra, want_rc=0):
     return cp
 
 
+@pytest.mark.embedded  # `keys create --data` writes <data>/basalt.db
 def test_keys_create_offline_with_the_server_stopped(server, tmp_path):
     srv = server
     r = srv.post("/v1/tenants", json={"name": "acme"})
@@ -989,6 +990,7 @@ def test_keys_create_offline_with_the_server_stopped(server, tmp_path):
     assert srv.post("/v1/keys", key=j["key"], json={"name": "n", "role": "viewer"}).status_code == 403
 
 
+@pytest.mark.embedded  # `keys create --data` writes <data>/basalt.db
 def test_keys_create_offline_with_the_server_running(server):
     """Through the lock holder: the key is written beside the running server, which is sent
     SIGHUP and serves it without a restart."""
@@ -1020,6 +1022,7 @@ def test_keys_create_offline_with_the_server_running(server):
     assert srv.stop() == 0
 
 
+@pytest.mark.embedded  # `keys create --data` writes <data>/basalt.db
 def test_keys_create_offline_errors(server, tmp_path):
     srv = server
     before = srv.get("/v1/keys?limit=1000").json()["items"]
@@ -1042,6 +1045,7 @@ def test_keys_create_offline_errors(server, tmp_path):
     assert srv.get("/v1/keys?limit=1000").json()["items"] == before
 
 
+@pytest.mark.embedded  # `keys create --data` writes <data>/basalt.db
 def test_keys_create_offline_never_signals_a_pid_that_does_not_hold_the_lock(server):
     """The lock is held, but the pid in the lock file names a process without it open (a
     stale or forged pid): that process is not signalled; the key is written and the CLI says
