@@ -134,6 +134,26 @@ void bs__api_metrics(bs_req_t *req)
                   rss_bytes(), cpu, count_fds(), (double)app->started_ms / 1000.0, BS_VERSION,
                   bs_build_sha(), (double)(bs_time_mono_ns() - app->started_mono_ns) / 1e9,
                   bs_log_dropped());
+    /* The metadata store's pool (PostgreSQL; SQLite reports its one connection). Read
+     * from counters in memory: no round trip. */
+    bs_meta_stats_t ms;
+    bs_meta_stats(app->meta, &ms);
+    bs_buf_printf(&b,
+                  "# HELP basalt_metadata_connections Metadata store connections by state.\n"
+                  "# TYPE basalt_metadata_connections gauge\n"
+                  "basalt_metadata_connections{state=\"max\"} %d\n"
+                  "basalt_metadata_connections{state=\"open\"} %d\n"
+                  "basalt_metadata_connections{state=\"in_use\"} %d\n"
+                  "# HELP basalt_metadata_pool_waits_total Times a caller waited for a free metadata connection.\n"
+                  "# TYPE basalt_metadata_pool_waits_total counter\n"
+                  "basalt_metadata_pool_waits_total %llu\n"
+                  "# HELP basalt_metadata_errors_total Failed metadata store statements, by kind.\n"
+                  "# TYPE basalt_metadata_errors_total counter\n"
+                  "basalt_metadata_errors_total{kind=\"unavailable\"} %llu\n"
+                  "basalt_metadata_errors_total{kind=\"other\"} %llu\n",
+                  ms.pool_size, ms.open, ms.in_use, (unsigned long long)ms.waits,
+                  (unsigned long long)ms.unavailable,
+                  (unsigned long long)(ms.errors - ms.unavailable));
     bs__api_model_metrics(app, &b);
     if (b.oom) {
         bs_buf_free(&b);
@@ -191,6 +211,25 @@ void bs__api_info(bs_req_t *req)
     bs_jw_str(&b, bs_meta_backend(app->meta));
     bs_jw_key(&b, "artifacts");
     bs_jw_str(&b, "filesystem");
+    bs_jw_obj_end(&b);
+    bs_jw_key(&b, "replica_id");
+    bs_jw_str(&b, app->cfg.replica_id);
+    bs_meta_stats_t ms;
+    bs_meta_stats(app->meta, &ms);
+    bs_jw_key(&b, "metadata_pool"); /* never the URL: it may hold a password */
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "size");
+    bs_jw_int(&b, ms.pool_size);
+    bs_jw_key(&b, "open");
+    bs_jw_int(&b, ms.open);
+    bs_jw_key(&b, "in_use");
+    bs_jw_int(&b, ms.in_use);
+    bs_jw_key(&b, "waits");
+    bs_jw_int(&b, (int64_t)ms.waits);
+    bs_jw_key(&b, "errors");
+    bs_jw_int(&b, (int64_t)ms.errors);
+    bs_jw_key(&b, "unavailable");
+    bs_jw_int(&b, (int64_t)ms.unavailable);
     bs_jw_obj_end(&b);
     bs_jw_key(&b, "caller");
     bs_jw_obj_begin(&b);

@@ -302,14 +302,18 @@ static int mark_found(const bs_meta_row_t *r, void *ud)
     return 1;
 }
 
-int bs_auth_tenant_exists(bs_auth_t *a, const char *name)
+/* 1 found, 0 not, or the store's error (BS_EUNAVAIL while PostgreSQL is down: not a
+ * 404 for a tenant that may well exist). */
+static int tenant_lookup(bs_auth_t *a, const char *name, bs_err_t *err)
 {
     int found = 0;
     bs_val_t arg = BS_TXT(name);
-    bs_meta_query(a->meta, "SELECT 1 FROM tenants WHERE name = ?", &arg, 1, mark_found, &found,
-                  NULL);
-    return found;
+    int rc = bs_meta_query(a->meta, "SELECT 1 FROM tenants WHERE name = ?", &arg, 1, mark_found,
+                           &found, err);
+    return rc ? rc : found;
 }
+
+int bs_auth_tenant_exists(bs_auth_t *a, const char *name) { return tenant_lookup(a, name, NULL) > 0; }
 
 int bs_auth_tenant_create(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_err_t *err)
 {
@@ -371,7 +375,10 @@ int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info
         return bs_err_setf(err, BS_EINVAL, "name", "key name must be 1-120 characters");
     if (info->role < BS_ROLE_VIEWER || info->role > BS_ROLE_ADMIN)
         return bs_err_setf(err, BS_EINVAL, "role", "role must be admin, developer, predictor or viewer");
-    if (!bs_auth_tenant_exists(a, info->tenant))
+    int known = tenant_lookup(a, info->tenant, err);
+    if (known < 0)
+        return known;
+    if (!known)
         return bs_err_setf(err, BS_ENOTFOUND, "tenant", "tenant '%s' does not exist", info->tenant);
     if (info->scopes & ~BS_SCOPES_ALL)
         return bs_err_setf(err, BS_EINVAL, "scopes", "unknown scope");
@@ -477,7 +484,12 @@ int bs_auth_bootstrap(bs_auth_t *a, char *secret, int *created, bs_err_t *err)
     int rc = bs_meta_tx_begin(a->meta, err);
     if (rc)
         return rc;
-    if (!bs_auth_tenant_exists(a, BS_DEFAULT_TENANT)) {
+    int known = tenant_lookup(a, BS_DEFAULT_TENANT, err);
+    if (known < 0) {
+        rc = known;
+        goto fail;
+    }
+    if (!known) {
         bs_tenant_t t;
         if ((rc = bs_auth_tenant_create(a, BS_DEFAULT_TENANT, &t, err)))
             goto fail;
@@ -498,7 +510,8 @@ int bs_auth_bootstrap(bs_auth_t *a, char *secret, int *created, bs_err_t *err)
         return rc;
     }
     *created = keys == 0;
-    return 0;
+    /* keys > 0: another replica may have made them after this one's snapshot was read */
+    return keys == 0 ? 0 : reload(a, err);
 fail:
     bs_meta_tx_rollback(a->meta);
     reload(a, NULL);
