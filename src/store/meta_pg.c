@@ -768,8 +768,13 @@ static int migrate(pg_t *s, bs_err_t *err)
     if (!c)
         return rc;
     /* A session lock, held across the per-migration transactions: the first replica
-     * migrates, the others wait here and then find nothing to do. */
-    rc = simple(s, c, "SELECT pg_advisory_lock(" MIGRATE_LOCK ")", err);
+     * migrates, the others wait here and then find nothing to do. No timeouts while
+     * migrating or waiting for another replica's migration (an index on a big table may
+     * take longer than a statement may); restored to the session's after. */
+    rc = simple(s, c,
+                "SET statement_timeout = 0; SET lock_timeout = 0;"
+                " SELECT pg_advisory_lock(" MIGRATE_LOCK ")",
+                err);
     if (rc) {
         release(s, c);
         return rc;
@@ -819,7 +824,10 @@ static int migrate(pg_t *s, bs_err_t *err)
         free(text);
     }
     if (c->c)
-        simple(s, c, "SELECT pg_advisory_unlock(" MIGRATE_LOCK ")", NULL);
+        simple(s, c,
+               "SELECT pg_advisory_unlock(" MIGRATE_LOCK "); RESET statement_timeout;"
+               " RESET lock_timeout",
+               NULL);
     release(s, c);
     if (!rc)
         s->version = n;

@@ -708,6 +708,18 @@ def check_version(srv, tmp_path):
     assert j["version"] == srv.get("/v1/info").json()["version"]
 
 
+def check_migrate(srv, tmp_path):
+    """A fresh SQLite store migrated to the version the running server reports (its
+    PostgreSQL form is in test_postgres.py)."""
+    d = str(tmp_path / "migrated")
+    out, j = both(srv, "migrate", "--data", d)
+    db = os.path.join(d, "basalt.db")
+    want = srv.get("/readyz").json()["checks"]["schema_version"]
+    assert j == {"backend": "sqlite", "metadata": db, "schema_version": want}
+    assert out == "schema version %d (sqlite, %s)\n" % (want, db)
+    assert os.path.getsize(db) > 0
+
+
 def check_model_check(srv, tmp_path):
     f = write(tmp_path / "lin.json", lin_bytes(3))
     out, j = both(srv, "model", "check", f)
@@ -886,6 +898,7 @@ def check_keys_delete(srv, tmp_path):
 COMMANDS = {
     "serve": None,
     "version": check_version,
+    "migrate": check_migrate,
     "model check": check_model_check,
     "model push": check_model_push,
     "model ls": check_model_ls,
