@@ -35,6 +35,21 @@ def _free_port():
         return s.getsockname()[1]
 
 
+def _children(pid):
+    """Pids whose parent is pid (from /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open("/proc/%s/stat" % d) as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == pid:
+                out.append(int(d))
+    return out
+
+
 class PgServer:
     def __init__(self, port=None):
         self.root = tempfile.mkdtemp(prefix="basalt-pg-")
@@ -120,19 +135,20 @@ class PgServer:
             pid = int(open(pidfile).read().split()[0])
         except (OSError, ValueError, IndexError):
             return
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        for _ in range(200):
+        children = _children(pid)  # this server's backends, by pid
+        for p in [pid] + children:
             try:
-                os.kill(pid, 0)
+                os.kill(p, signal.SIGKILL)
             except ProcessLookupError:
-                break
-            time.sleep(0.05)
-        # the orphaned backends hold the shared memory; make them go before a restart
-        subprocess.run(["pkill", "-KILL", "-P", str(pid)], check=False)
-        time.sleep(0.2)
+                pass
+        # the backends hold the shared memory: wait for all of them before a restart
+        for p in [pid] + children:
+            for _ in range(200):
+                try:
+                    os.kill(p, 0)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.05)
         try:
             os.unlink(pidfile)
         except OSError:

@@ -530,6 +530,57 @@ static void test_pg_outage(void **state)
     assert_int_equal(bs_meta_listen(f->m, "bs_test", -1, 0, on_note, &nt, &err), 0);
 }
 
+typedef struct {
+    bs_meta_t *m;
+    int done;
+    int rc;
+} waiter_t;
+
+static void *query_one(void *arg)
+{
+    waiter_t *w = arg;
+    bs_err_t err = {0};
+    int64_t v = -1;
+    w->rc = bs_meta_query(w->m, "SELECT 1", NULL, 0, read_i, &v, &err);
+    __atomic_store_n(&w->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* A pool of one: while a transaction pins the connection, another thread's statement
+ * waits for it (counted), and runs once the transaction ends. */
+static void test_pg_pool_wait(void **state)
+{
+    (void)state;
+    bs_err_t err = {0};
+    bs_meta_opts_t o = {.pool_size = 1, .application_name = "test-pool"};
+    bs_meta_t *m = bs_meta_open_ex(pg_url(), &o, &err);
+    assert_non_null(m);
+    bs_meta_stats_t st;
+    bs_meta_stats(m, &st);
+    assert_int_equal(st.pool_size, 1);
+    assert_int_equal(bs_meta_tx_begin(m, &err), 0);
+    bs_meta_stats(m, &st);
+    assert_int_equal(st.in_use, 1);
+    waiter_t w = {.m = m};
+    pthread_t th;
+    pthread_create(&th, NULL, query_one, &w);
+    for (int i = 0; i < 5000; i++) { /* until the other thread is seen waiting */
+        bs_meta_stats(m, &st);
+        if (st.waits >= 1)
+            break;
+        usleep(2000);
+    }
+    assert_true(st.waits >= 1);
+    assert_int_equal(__atomic_load_n(&w.done, __ATOMIC_SEQ_CST), 0);
+    assert_int_equal(bs_meta_tx_commit(m, &err), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(w.rc, 0);
+    bs_meta_stats(m, &st);
+    assert_int_equal(st.in_use, 0);
+    assert_int_equal(st.open, 1);
+    bs_meta_close(m);
+}
+
 #define CASES(setup)                                                                               \
     cmocka_unit_test_setup_teardown(test_types, setup, teardown),                                  \
         cmocka_unit_test_setup_teardown(test_placeholders_in_literals, setup, teardown),           \
@@ -546,6 +597,7 @@ int main(void)
     const struct CMUnitTest pg_tests[] = {
         CASES(setup_pg),
         cmocka_unit_test(test_pg_racing_migrations),
+        cmocka_unit_test(test_pg_pool_wait),
         cmocka_unit_test_setup_teardown(test_pg_outage, setup_pg, teardown),
     };
     int failed = cmocka_run_group_tests_name("meta_sqlite", sqlite_tests, NULL, NULL);
