@@ -230,6 +230,8 @@ void bs__api_info(bs_req_t *req)
     bs_jw_int(&b, (int64_t)ms.errors);
     bs_jw_key(&b, "unavailable");
     bs_jw_int(&b, (int64_t)ms.unavailable);
+    bs_jw_key(&b, "down"); /* since the last lost or refused connection */
+    bs_jw_bool(&b, ms.down);
     bs_jw_obj_end(&b);
     bs_jw_key(&b, "caller");
     bs_jw_obj_begin(&b);

@@ -44,6 +44,8 @@ typedef struct {
     uint64_t waits;   /* times a caller waited for a free connection */
     uint64_t errors;  /* failed statements (any cause) */
     uint64_t unavailable; /* of those, lost or refused connections */
+    int down;             /* 1 since a lost or refused connection, until one is made again
+                             (no probe of its own: it follows the store's use) */
 } bs_meta_stats_t;
 
 typedef enum { BS_VAL_NULL = 0, BS_VAL_INT, BS_VAL_DOUBLE, BS_VAL_TEXT, BS_VAL_BLOB } bs_val_type_t;

@@ -30,6 +30,7 @@
 #include <errno.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,6 +90,8 @@ typedef struct pg_store {
      * connections are stale too and are replaced on their next use instead of each
      * failing one call first. */
     unsigned gen;
+    /* 1 from a lost or refused connection until a connection is made again */
+    _Atomic int down;
     /* counters (under lock) */
     int in_use;
     uint64_t waits, errors, unavailable;
@@ -356,6 +359,7 @@ static PGconn *connect_db(pg_t *s, int *rc, bs_err_t *err)
         return NULL;
     }
     PQsetNoticeProcessor(c, quiet_notices, NULL);
+    atomic_store(&s->down, 0);
     *rc = 0;
     return c;
 }
@@ -410,6 +414,7 @@ static pg_conn_t *acquire(pg_t *s, int *rc, bs_err_t *err)
         conn_drop(c);
     c->gen = gen;
     if (!c->c && !(c->c = connect_db(s, rc, err))) {
+        atomic_store(&s->down, 1);
         pthread_mutex_lock(&s->lock);
         c->in_use = 0;
         s->in_use--;
@@ -444,6 +449,7 @@ static int result_err(pg_t *s, pg_conn_t *c, PGresult *res, const char *what, bs
     if (PQstatus(c->c) != CONNECTION_OK || state_unavailable(st) || (!st && !res)) {
         rc = bs_err_set(err, BS_EUNAVAIL, "metadata store %s unavailable: %s", s->safe, msg);
         if (PQstatus(c->c) != CONNECTION_OK) {
+            atomic_store(&s->down, 1);
             conn_drop(c);
             if (tls_tx.s == s && tls_tx.c == c)
                 tls_tx.broken = 1;
@@ -995,6 +1001,7 @@ static void pg_stats(void *impl, bs_meta_stats_t *out)
     out->waits = s->waits;
     out->errors = s->errors;
     out->unavailable = s->unavailable;
+    out->down = atomic_load(&s->down);
     pthread_mutex_unlock(&s->lock);
 }
 

@@ -209,10 +209,12 @@ def test_outage_writes_503_predictions_continue_and_recovery(pg):
                 assert predict_ok(srv, "lin@prod", rows, 1)["predictions"] == [6.0]
             text = srv.metrics().find("basalt_metadata_errors_total")
             assert dict((l["kind"], val) for l, val in text)["unavailable"] >= 3
+            assert srv.get("/v1/info").json()["metadata_pool"]["down"] is True
         finally:
             pg.start()
         # back: writes succeed without restarting basalt
         create_model(srv, "after")
+        assert srv.get("/v1/info").json()["metadata_pool"]["down"] is False
         v2 = upload_ok(srv, "lin", linear_bytes((1.0, 1.0), 0.0), "basalt_json")
         assert v2["version"] == 2
         assert srv.running()

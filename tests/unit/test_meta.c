@@ -519,9 +519,12 @@ static void test_pg_outage(void **state)
     bs_meta_stats(f->m, &st);
     assert_true(st.unavailable >= 3);
     assert_int_equal(st.in_use, 0);
+    assert_int_equal(st.down, 1);
     assert_int_equal(system(start), 0);
     /* the same store works again: stale connections are replaced, not failed on */
     assert_int_equal(bs_meta_exec(f->m, "INSERT INTO t (k) VALUES ('up')", NULL, 0, NULL, &err), 0);
+    bs_meta_stats(f->m, &st);
+    assert_int_equal(st.down, 0);
     assert_int_equal(count_rows(f), 2);
     assert_int_equal(bs_meta_tx_begin(f->m, &err), 0);
     assert_int_equal(bs_meta_exec(f->m, "INSERT INTO t (k) VALUES ('tx')", NULL, 0, NULL, &err), 0);
