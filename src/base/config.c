@@ -186,6 +186,17 @@ int bs_config_set(bs_config_t *c, const char *key, const char *value, const char
     return 0;
 }
 
+/* replica_id's default: unique per process on a host, readable in logs and /v1/info. */
+static void default_replica_id(bs_config_t *c)
+{
+    if (c->replica_id[0])
+        return;
+    char host[64] = "basalt";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(c->replica_id, sizeof c->replica_id, "%s-%ld", host, (long)getpid());
+}
+
 void bs_config_defaults(bs_config_t *c)
 {
     memset(c, 0, sizeof *c);
@@ -193,6 +204,7 @@ void bs_config_defaults(bs_config_t *c)
         int rc = bs_config_set(c, settings[i].name, settings[i].def, "defaults", NULL);
         (void)rc;
     }
+    default_replica_id(c);
 }
 
 static int load_yaml(bs_config_t *c, const char *path, bs_err_t *err)
@@ -332,13 +344,7 @@ int bs_config_load(bs_config_t *c, int argc, char **argv, char **envp, bs_err_t 
         if (rc)
             return rc;
     }
-    if (!c->replica_id[0]) {
-        /* Default: unique per process on a host, readable in logs and /v1/info. */
-        char host[64] = "basalt";
-        gethostname(host, sizeof host - 1);
-        host[sizeof host - 1] = '\0';
-        snprintf(c->replica_id, sizeof c->replica_id, "%s-%ld", host, (long)getpid());
-    }
+    default_replica_id(c); /* set to "" explicitly */
     return 0;
 }
 
