@@ -73,6 +73,7 @@ typedef struct {
     PGconn *c;
     int in_use;
     unsigned gen; /* the pool's generation when connected */
+    int reused;   /* acquire handed it out already connected (it may have gone stale) */
     pg_stmt_t cache[STMT_CACHE];
     int n_cache, next_name;
 } pg_conn_t;
@@ -413,6 +414,7 @@ static pg_conn_t *acquire(pg_t *s, int *rc, bs_err_t *err)
     if (c->c && (PQstatus(c->c) != CONNECTION_OK || c->gen != gen))
         conn_drop(c);
     c->gen = gen;
+    c->reused = c->c != NULL;
     if (!c->c && !(c->c = connect_db(s, rc, err))) {
         atomic_store(&s->down, 1);
         pthread_mutex_lock(&s->lock);
@@ -611,7 +613,8 @@ static int statement(pg_t *s, const char *sql, const bs_val_t *args, int nargs, 
             return rc;
         rc = 0;
         if (lock && (rc = simple(s, c, WRITE_LOCK_BEGIN, err))) {
-            int stale = !c->c && rc == BS_EUNAVAIL; /* lost before anything ran */
+            /* a pooled connection found lost before anything ran: again on a new one */
+            int stale = c->reused && !c->c && rc == BS_EUNAVAIL;
             if (c->c)
                 simple(s, c, "ROLLBACK", NULL);
             release(s, c);
@@ -633,28 +636,29 @@ static int statement(pg_t *s, const char *sql, const bs_val_t *args, int nargs, 
             PQclear(res);
             if (lock && c->c)
                 simple(s, c, "ROLLBACK", NULL);
+            /* a read outside a transaction on a pooled connection found lost: run it again
+             * on a new one (a write is retried above, at its BEGIN, where nothing ran yet) */
+            int stale = !in_tx && !lock && c->reused && !c->c && rc == BS_EUNAVAIL;
             release(s, c);
-            /* a read outside a transaction on a connection found lost: run it again on a
-             * new one (a write is retried above, at its BEGIN, where nothing ran yet) */
-            if (!in_tx && !lock && !c->c && rc == BS_EUNAVAIL && attempt + 1 < RETRIES)
+            if (stale && attempt + 1 < RETRIES)
                 continue;
             return rc;
         }
         if (rc) {
             if (lock && c->c)
                 simple(s, c, "ROLLBACK", NULL);
+            int stale = !in_tx && !lock && c->reused && !c->c && rc == BS_EUNAVAIL;
             release(s, c);
-            if (!in_tx && !lock && !c->c && rc == BS_EUNAVAIL && attempt + 1 < RETRIES)
+            if (stale && attempt + 1 < RETRIES)
                 continue;
             return rc;
         }
+        /* not retried: a COMMIT whose answer was lost may have committed */
         if (lock && (rc = simple(s, c, "COMMIT", err))) {
             PQclear(res);
             if (c->c)
                 simple(s, c, "ROLLBACK", NULL);
             release(s, c);
-            if (attempt + 1 < RETRIES && err && err->code == BS_EIO)
-                continue;
             return rc;
         }
         release(s, c);
@@ -706,7 +710,8 @@ static int pg_tx_begin(void *impl, bs_err_t *err)
             return rc;
         if (!(rc = simple(s, c, WRITE_LOCK_BEGIN, err)))
             break;
-        int stale = !c->c && rc == BS_EUNAVAIL; /* lost before anything ran: try a new one */
+        /* a pooled connection found lost before anything ran: try a new one */
+        int stale = c->reused && !c->c && rc == BS_EUNAVAIL;
         if (c->c)
             simple(s, c, "ROLLBACK", NULL);
         release(s, c);
