@@ -43,7 +43,11 @@ void bs__api_healthz(bs_req_t *req)
 void bs__api_readyz(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
-    int meta_ok = app->meta && bs_meta_ready(app->meta);
+    /* PostgreSQL: not ready from a lost or refused connection until the backend's probe
+     * (or any statement) connects again; an in-memory flag, no round trip here. */
+    bs_meta_stats_t ms;
+    bs_meta_stats(app->meta, &ms);
+    int meta_ok = app->meta && bs_meta_ready(app->meta) && !ms.down;
     int ready = meta_ok && !app->shutting_down;
     bs_buf_t b;
     bs_buf_init(&b);

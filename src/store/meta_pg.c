@@ -91,8 +91,13 @@ typedef struct pg_store {
      * connections are stale too and are replaced on their next use instead of each
      * failing one call first. */
     unsigned gen;
-    /* 1 from a lost or refused connection until a connection is made again */
+    /* 1 from a lost or refused connection until a connection is made again; while it is
+     * set the probe thread tries to connect once a second, so it clears by itself when
+     * the server is back even if nothing else uses the store (readiness follows it) */
     _Atomic int down;
+    pthread_t probe;
+    int probe_started, probe_stop; /* under lock */
+    pthread_cond_t probe_wake;
     /* counters (under lock) */
     int in_use;
     uint64_t waits, errors, unavailable;
@@ -325,6 +330,13 @@ static void count_error(pg_t *s, int unavailable)
 
 /* ---- connections ---- */
 
+/* Must hold lock. */
+static void mark_down(pg_t *s)
+{
+    atomic_store(&s->down, 1);
+    pthread_cond_signal(&s->probe_wake);
+}
+
 static void conn_drop(pg_conn_t *c)
 {
     if (c->c)
@@ -357,6 +369,9 @@ static PGconn *connect_db(pg_t *s, int *rc, bs_err_t *err)
         first_line(msg, sizeof msg, PQerrorMessage(c));
         bs_err_set(err, BS_EUNAVAIL, "metadata store %s unavailable: %s", s->safe, msg);
         PQfinish(c);
+        pthread_mutex_lock(&s->lock);
+        mark_down(s);
+        pthread_mutex_unlock(&s->lock);
         return NULL;
     }
     PQsetNoticeProcessor(c, quiet_notices, NULL);
@@ -416,8 +431,8 @@ static pg_conn_t *acquire(pg_t *s, int *rc, bs_err_t *err)
     c->gen = gen;
     c->reused = c->c != NULL;
     if (!c->c && !(c->c = connect_db(s, rc, err))) {
-        atomic_store(&s->down, 1);
         pthread_mutex_lock(&s->lock);
+        mark_down(s);
         c->in_use = 0;
         s->in_use--;
         s->errors++;
@@ -451,12 +466,12 @@ static int result_err(pg_t *s, pg_conn_t *c, PGresult *res, const char *what, bs
     if (PQstatus(c->c) != CONNECTION_OK || state_unavailable(st) || (!st && !res)) {
         rc = bs_err_set(err, BS_EUNAVAIL, "metadata store %s unavailable: %s", s->safe, msg);
         if (PQstatus(c->c) != CONNECTION_OK) {
-            atomic_store(&s->down, 1);
             conn_drop(c);
             if (tls_tx.s == s && tls_tx.c == c)
                 tls_tx.broken = 1;
             pthread_mutex_lock(&s->lock);
             s->gen++;
+            mark_down(s);
             pthread_mutex_unlock(&s->lock);
         }
     } else if (st && !strncmp(st, "23", 2)) {
@@ -932,6 +947,9 @@ static int pg_listen(void *impl, const char *channel, int wake_fd, int timeout_m
             PQfinish(s->lc);
             s->lc = NULL;
             s->n_listening = 0;
+            pthread_mutex_lock(&s->lock);
+            mark_down(s);
+            pthread_mutex_unlock(&s->lock);
             rc = bs_err_set(err, BS_EUNAVAIL, "metadata store %s unavailable: %s", s->safe, msg);
         } else {
             deliver(s, cb, ud);
@@ -943,11 +961,44 @@ static int pg_listen(void *impl, const char *channel, int wake_fd, int timeout_m
 
 /* ---- open/close ---- */
 
+static void *probe_main(void *arg)
+{
+    pg_t *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->probe_stop) {
+        if (!atomic_load(&s->down)) {
+            pthread_cond_wait(&s->probe_wake, &s->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&s->lock);
+        int rc;
+        PGconn *c = connect_db(s, &rc, NULL); /* clears down on success */
+        if (c)
+            PQfinish(c);
+        pthread_mutex_lock(&s->lock);
+        if (atomic_load(&s->down) && !s->probe_stop) {
+            struct timespec t;
+            clock_gettime(CLOCK_REALTIME, &t);
+            t.tv_sec += 1;
+            pthread_cond_timedwait(&s->probe_wake, &s->lock, &t);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
 static void pg_close(void *impl)
 {
     pg_t *s = impl;
     if (!s)
         return;
+    if (s->probe_started) {
+        pthread_mutex_lock(&s->lock);
+        s->probe_stop = 1;
+        pthread_cond_signal(&s->probe_wake);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->probe, NULL);
+    }
     for (int i = 0; i < s->pool_size && s->conns; i++)
         conn_drop(&s->conns[i]);
     if (s->lc)
@@ -957,6 +1008,7 @@ static void pg_close(void *impl)
     pthread_mutex_destroy(&s->lock);
     pthread_mutex_destroy(&s->listen_lock);
     pthread_cond_destroy(&s->freed);
+    pthread_cond_destroy(&s->probe_wake);
     free(s);
 }
 
@@ -975,6 +1027,7 @@ void *bs__meta_pg_open(const char *url, const bs_meta_opts_t *opts, bs_err_t *er
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_cond_init(&s->freed, &ca);
+    pthread_cond_init(&s->probe_wake, &ca);
     pthread_condattr_destroy(&ca);
     bs_meta_redact(url, s->safe, sizeof s->safe);
     snprintf(s->app_name, sizeof s->app_name, "%s",
@@ -989,6 +1042,8 @@ void *bs__meta_pg_open(const char *url, const bs_meta_opts_t *opts, bs_err_t *er
         pg_close(s);
         return NULL;
     }
+    if (pthread_create(&s->probe, NULL, probe_main, s) == 0)
+        s->probe_started = 1;
     return s;
 }
 

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -210,8 +211,17 @@ def test_outage_writes_503_predictions_continue_and_recovery(pg):
             text = srv.metrics().find("basalt_metadata_errors_total")
             assert dict((l["kind"], val) for l, val in text)["unavailable"] >= 3
             assert srv.get("/v1/info").json()["metadata_pool"]["down"] is True
+            r = srv.get("/readyz")
+            assert r.status_code == 503
+            assert r.json()["checks"]["metadata_store"] == "unavailable"
         finally:
             pg.start()
+        # ready again by itself (the backend probes), before any write
+        deadline = time.monotonic() + START_TIMEOUT
+        while srv.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = srv.get("/readyz")
+        assert r.status_code == 200 and r.json()["checks"]["metadata_store"] == "ok", r.text
         # back: writes succeed without restarting basalt
         create_model(srv, "after")
         assert srv.get("/v1/info").json()["metadata_pool"]["down"] is False
