@@ -9,6 +9,7 @@ These run on either BASALT_TEST_BACKEND: they are about PostgreSQL itself."""
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -228,5 +229,39 @@ def test_outage_writes_503_predictions_continue_and_recovery(pg):
         v2 = upload_ok(srv, "lin", linear_bytes((1.0, 1.0), 0.0), "basalt_json")
         assert v2["version"] == 2
         assert srv.running()
+    finally:
+        _finish(srv)
+
+
+def test_keys_create_offline_into_postgres(pg):
+    """The lost-admin-key path for a PostgreSQL store: `keys create --metadata-url` writes
+    the key; the server serves it after SIGHUP (its key reload)."""
+    url = pg.create_database()
+    srv = Server(args=["--threads", "2", "--metadata-url", url])
+    try:
+        srv.start()
+        cp = subprocess.run([BASALT_BIN, "keys", "create", "--role", "admin", "--name", "rescue",
+                             "--metadata-url", url, "--json"], env=clean_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            timeout=START_TIMEOUT)
+        assert cp.returncode == 0, cp.stderr
+        k = json.loads(cp.stdout)
+        assert k["role"] == "admin" and k["tenant"] == "default" and k["server_pid"] is None
+        assert srv.get("/v1/info", key=k["key"]).status_code == 401  # not loaded yet
+        srv.proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + START_TIMEOUT
+        while srv.get("/v1/info", key=k["key"]).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert srv.get("/v1/info", key=k["key"]).json()["caller"]["key_id"] == k["id"]
+        # text form, and the usage errors
+        cp = subprocess.run([BASALT_BIN, "keys", "create", "--role", "viewer",
+                             "--metadata-url", url], env=clean_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, timeout=START_TIMEOUT)
+        assert cp.returncode == 0 and "written into the PostgreSQL metadata store" in cp.stdout
+        for bad in (["--metadata-url", "mysql://x"], ["--metadata-url", url, "--data", "/tmp"]):
+            cp = subprocess.run([BASALT_BIN, "keys", "create", "--role", "viewer", *bad],
+                                env=clean_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, timeout=START_TIMEOUT)
+            assert cp.returncode == 2, (bad, cp.stderr)
     finally:
         _finish(srv)
