@@ -508,12 +508,18 @@ static void test_pg_outage(void **state)
     nest_t n = {.f = f};
     assert_int_equal(bs_meta_exec(f->m, "INSERT INTO t (k, i) VALUES ('o', 1)", NULL, 0, NULL, &err), 0);
     assert_int_equal(bs_meta_query(f->m, "SELECT k FROM t", NULL, 0, outer_cb, &n, &err), 0);
+    notes_t nt = {0};
+    assert_int_equal(bs_meta_listen(f->m, "bs_test", -1, 0, on_note, &nt, &err), 0); /* subscribed */
     assert_int_equal(system(stop), 0);
     assert_int_equal(bs_meta_exec(f->m, "INSERT INTO t (k) VALUES ('down')", NULL, 0, NULL, &err),
                      BS_EUNAVAIL);
     assert_int_equal(bs_meta_query(f->m, "SELECT k FROM t", NULL, 0, outer_cb, &n, &err), BS_EUNAVAIL);
     assert_int_equal(bs_meta_tx_begin(f->m, &err), BS_EUNAVAIL);
-    notes_t nt = {0};
+    /* the LISTEN connection sees its server go (within the wait), and stays failed */
+    int lrc = 0;
+    for (int i = 0; i < 50 && lrc == 0; i++)
+        lrc = bs_meta_listen(f->m, "bs_test", -1, 100, on_note, &nt, &err);
+    assert_int_equal(lrc, BS_EUNAVAIL);
     assert_int_equal(bs_meta_listen(f->m, "bs_test", -1, 10, on_note, &nt, &err), BS_EUNAVAIL);
     bs_meta_stats_t st;
     bs_meta_stats(f->m, &st);
@@ -536,7 +542,13 @@ static void test_pg_outage(void **state)
     assert_int_equal(bs_meta_exec(f->m, "INSERT INTO t (k) VALUES ('tx')", NULL, 0, NULL, &err), 0);
     assert_int_equal(bs_meta_tx_commit(f->m, &err), 0);
     assert_int_equal(count_rows(f), 3);
+    /* listening again after the restart (a new LISTEN connection) gets notifications */
     assert_int_equal(bs_meta_listen(f->m, "bs_test", -1, 0, on_note, &nt, &err), 0);
+    assert_int_equal(bs_meta_notify(f->m, "bs_test", "back", &err), 0);
+    for (int i = 0; i < 50 && !nt.n; i++)
+        assert_int_equal(bs_meta_listen(f->m, "bs_test", -1, 100, on_note, &nt, &err), 0);
+    assert_int_equal(nt.n, 1);
+    assert_string_equal(nt.last, "bs_test:back");
 }
 
 typedef struct {
