@@ -71,10 +71,11 @@ run:
 	@$(MAKE) --no-print-directory $(J) $(BUILD)/basalt
 	$(BUILD)/basalt serve --data ./data
 
-# test_kv runs against a redis-server of its own (tests/redis_server.py starts and stops it).
+# Under tests/pg_server.py (a PostgreSQL server for the store tests: BASALT_TEST_PG_URL);
+# test_kv also against a redis-server of its own (tests/redis_server.py).
 unit: $(UNIT_BINS)
-	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; case $$t in \
-	  */test_kv) $(PY) tests/redis_server.py -- $$t;; *) $$t;; esac; done
+	@$(PY) tests/pg_server.py -- sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; case $$t in \
+	  */test_kv) $(PY) tests/redis_server.py -- $$t;; *) $$t;; esac; done'
 
 # The registry suites once more with artifacts in the metadata store (tests/api/conftest.py).
 ARTIFACT_STORE_SUITES := tests/api/test_registry.py tests/api/test_lifecycle.py \

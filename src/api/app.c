@@ -34,7 +34,11 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 {
     char path[1200];
     snprintf(path, sizeof path, "%s/basalt.db", app->data_dir);
-    app->meta = bs_meta_open(path, err);
+    /* metadata_url set: PostgreSQL; the data directory keeps the lock file and the
+     * local files (artifacts). */
+    bs_meta_opts_t mo = {.pool_size = app->cfg.metadata_pool_size,
+                         .application_name = app->cfg.replica_id};
+    app->meta = bs_meta_open_ex(app->cfg.metadata_url[0] ? app->cfg.metadata_url : path, &mo, err);
     if (!app->meta)
         return err->code;
     if (app->cfg.replica_id[0]) {
@@ -54,9 +58,8 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
         return err->code;
     /* Artifacts: files under <data>/artifacts, or chunks in the metadata store (cached
      * there) so replicas on one PostgreSQL share them without a shared disk. */
-    bs_blobs_kind_t store = BS_BLOBS_FILES;
-    /* TODO(integrator): default to BS_BLOBS_METADATA when
-     * bs_meta_dialect(app->meta) == BS_META_POSTGRES and artifact_store is empty. */
+    bs_blobs_kind_t store =
+        bs_meta_dialect(app->meta) == BS_META_POSTGRES ? BS_BLOBS_METADATA : BS_BLOBS_FILES;
     if (app->cfg.artifact_store[0] && bs_blobs_parse_kind(app->cfg.artifact_store, &store, err))
         return err->code;
     /* redis_url: the keys' buckets become global, shared by every replica on that Redis.

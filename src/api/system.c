@@ -45,9 +45,12 @@ void bs__api_healthz(bs_req_t *req)
 void bs__api_readyz(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
-    int meta_ok = app->meta && bs_meta_ready(app->meta);
-    /* Reachability as the change watcher last saw it: its polls are this replica's probe
-     * of the store (a request never waits on a round trip here). */
+    /* In-memory flags only, never a round trip here: the PostgreSQL backend's own view
+     * (a lost or refused connection, until its probe or any statement connects again)
+     * and the change watcher's last poll of the store. */
+    bs_meta_stats_t ms;
+    bs_meta_stats(app->meta, &ms);
+    int meta_ok = app->meta && bs_meta_ready(app->meta) && !ms.down;
     bs_changes_stats_t cs = {.reachable = 1};
     if (app->changes)
         bs_changes_stats(app->changes, &cs);
@@ -66,7 +69,7 @@ void bs__api_readyz(bs_req_t *req)
     bs_jw_key(&b, "accepting");
     bs_jw_bool(&b, !app->shutting_down);
     bs_jw_key(&b, "metadata");
-    bs_jw_str(&b, cs.reachable ? "ok" : "unavailable");
+    bs_jw_str(&b, cs.reachable && !ms.down ? "ok" : "unavailable");
     bs_jw_obj_end(&b);
     bs_jw_obj_end(&b);
     bs_resp_json(req, ready ? 200 : 503, &b);
@@ -175,6 +178,26 @@ void bs__api_metrics(bs_req_t *req)
                       (unsigned long long)cs.rebuild_errors);
     }
     bs_lease_metrics(&b);
+    /* The metadata store's pool (PostgreSQL; SQLite reports its one connection). Read
+     * from counters in memory: no round trip. */
+    bs_meta_stats_t ms;
+    bs_meta_stats(app->meta, &ms);
+    bs_buf_printf(&b,
+                  "# HELP basalt_metadata_connections Metadata store connections by state.\n"
+                  "# TYPE basalt_metadata_connections gauge\n"
+                  "basalt_metadata_connections{state=\"max\"} %d\n"
+                  "basalt_metadata_connections{state=\"open\"} %d\n"
+                  "basalt_metadata_connections{state=\"in_use\"} %d\n"
+                  "# HELP basalt_metadata_pool_waits_total Times a caller waited for a free metadata connection.\n"
+                  "# TYPE basalt_metadata_pool_waits_total counter\n"
+                  "basalt_metadata_pool_waits_total %llu\n"
+                  "# HELP basalt_metadata_errors_total Failed metadata store statements, by kind.\n"
+                  "# TYPE basalt_metadata_errors_total counter\n"
+                  "basalt_metadata_errors_total{kind=\"unavailable\"} %llu\n"
+                  "basalt_metadata_errors_total{kind=\"other\"} %llu\n",
+                  ms.pool_size, ms.open, ms.in_use, (unsigned long long)ms.waits,
+                  (unsigned long long)ms.unavailable,
+                  (unsigned long long)(ms.errors - ms.unavailable));
     bs__api_model_metrics(app, &b);
     bs_ratelimit_stats_t rs;
     if (bs_auth_limits_stats(app->auth, &rs))
@@ -289,6 +312,35 @@ void bs__api_info(bs_req_t *req)
     bs_jw_str(&b, bs_blobs_kind(bs_registry_blobs(app->registry)) == BS_BLOBS_METADATA
                       ? "metadata"
                       : "filesystem");
+    /* Rate limits: "redis" (global buckets, while Redis answers), "redis-fallback" (shared
+     * limits configured, Redis unreachable: per-replica buckets) or "local". */
+    bs_ratelimit_stats_t rs;
+    int shared = bs_auth_limits_stats(app->auth, &rs);
+    bs_jw_key(&b, "rate_limits");
+    bs_jw_str(&b, !shared ? "local" : rs.shared ? "redis" : "redis-fallback");
+    if (shared) {
+        bs_jw_key(&b, "redis_errors");
+        bs_jw_int(&b, (int64_t)rs.kv.errors);
+    }
+    bs_jw_obj_end(&b);
+    bs_meta_stats_t ms;
+    bs_meta_stats(app->meta, &ms);
+    bs_jw_key(&b, "metadata_pool"); /* never the URL: it may hold a password */
+    bs_jw_obj_begin(&b);
+    bs_jw_key(&b, "size");
+    bs_jw_int(&b, ms.pool_size);
+    bs_jw_key(&b, "open");
+    bs_jw_int(&b, ms.open);
+    bs_jw_key(&b, "in_use");
+    bs_jw_int(&b, ms.in_use);
+    bs_jw_key(&b, "waits");
+    bs_jw_int(&b, (int64_t)ms.waits);
+    bs_jw_key(&b, "errors");
+    bs_jw_int(&b, (int64_t)ms.errors);
+    bs_jw_key(&b, "unavailable");
+    bs_jw_int(&b, (int64_t)ms.unavailable);
+    bs_jw_key(&b, "down"); /* since the last lost or refused connection */
+    bs_jw_bool(&b, ms.down);
     bs_jw_obj_end(&b);
     bs_jw_key(&b, "caller");
     bs_jw_obj_begin(&b);

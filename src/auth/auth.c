@@ -337,14 +337,18 @@ static int mark_found(const bs_meta_row_t *r, void *ud)
     return 1;
 }
 
-int bs_auth_tenant_exists(bs_auth_t *a, const char *name)
+/* 1 found, 0 not, or the store's error (BS_EUNAVAIL while PostgreSQL is down: not a
+ * 404 for a tenant that may well exist). */
+static int tenant_lookup(bs_auth_t *a, const char *name, bs_err_t *err)
 {
     int found = 0;
     bs_val_t arg = BS_TXT(name);
-    bs_meta_query(a->meta, "SELECT 1 FROM tenants WHERE name = ?", &arg, 1, mark_found, &found,
-                  NULL);
-    return found;
+    int rc = bs_meta_query(a->meta, "SELECT 1 FROM tenants WHERE name = ?", &arg, 1, mark_found,
+                           &found, err);
+    return rc ? rc : found;
 }
+
+int bs_auth_tenant_exists(bs_auth_t *a, const char *name) { return tenant_lookup(a, name, NULL) > 0; }
 
 int bs_auth_tenant_create(bs_auth_t *a, const char *name, bs_tenant_t *out, bs_err_t *err)
 {
@@ -406,7 +410,10 @@ int bs_auth_key_create(bs_auth_t *a, const char *created_by, bs_key_info_t *info
         return bs_err_setf(err, BS_EINVAL, "name", "key name must be 1-120 characters");
     if (info->role < BS_ROLE_VIEWER || info->role > BS_ROLE_ADMIN)
         return bs_err_setf(err, BS_EINVAL, "role", "role must be admin, developer, predictor or viewer");
-    if (!bs_auth_tenant_exists(a, info->tenant))
+    int known = tenant_lookup(a, info->tenant, err);
+    if (known < 0)
+        return known;
+    if (!known)
         return bs_err_setf(err, BS_ENOTFOUND, "tenant", "tenant '%s' does not exist", info->tenant);
     if (info->scopes & ~BS_SCOPES_ALL)
         return bs_err_setf(err, BS_EINVAL, "scopes", "unknown scope");
@@ -496,24 +503,53 @@ int bs_auth_key_delete(bs_auth_t *a, const char *id, const char *tenant, bs_err_
     return changed(a, err);
 }
 
+static int count_row(const bs_meta_row_t *r, void *ud)
+{
+    *(int64_t *)ud = bs_meta_row_int(r, 0);
+    return 1;
+}
+
 int bs_auth_bootstrap(bs_auth_t *a, char *secret, int *created, bs_err_t *err)
 {
     *created = 0;
-    if (!bs_auth_tenant_exists(a, BS_DEFAULT_TENANT)) {
-        bs_tenant_t t;
-        int rc = bs_auth_tenant_create(a, BS_DEFAULT_TENANT, &t, err);
-        if (rc)
-            return rc;
+    /* One transaction, so under the store's write lock: replicas starting together on an
+     * empty PostgreSQL database create the default tenant and the first admin key once;
+     * the others wait, then find them (the key count is read from the store, not from
+     * this process's snapshot). */
+    int rc = bs_meta_tx_begin(a->meta, err);
+    if (rc)
+        return rc;
+    int known = tenant_lookup(a, BS_DEFAULT_TENANT, err);
+    if (known < 0) {
+        rc = known;
+        goto fail;
     }
-    /* Read after the tenant write: it replaced (and retired) the snapshot. */
-    if (atomic_load(&a->snap)->n > 0)
-        return 0;
-    bs_key_info_t info = {.role = BS_ROLE_ADMIN};
-    snprintf(info.name, sizeof info.name, "bootstrap-admin");
-    snprintf(info.tenant, sizeof info.tenant, BS_DEFAULT_TENANT);
-    int rc = bs_auth_key_create(a, "bootstrap", &info, secret, err);
-    if (rc == 0)
-        *created = 1;
+    if (!known) {
+        bs_tenant_t t;
+        if ((rc = bs_auth_tenant_create(a, BS_DEFAULT_TENANT, &t, err)))
+            goto fail;
+    }
+    int64_t keys = -1;
+    if ((rc = bs_meta_query(a->meta, "SELECT COUNT(*) FROM api_keys", NULL, 0, count_row, &keys,
+                            err)))
+        goto fail;
+    if (keys == 0) {
+        bs_key_info_t info = {.role = BS_ROLE_ADMIN};
+        snprintf(info.name, sizeof info.name, "bootstrap-admin");
+        snprintf(info.tenant, sizeof info.tenant, BS_DEFAULT_TENANT);
+        if ((rc = bs_auth_key_create(a, "bootstrap", &info, secret, err)))
+            goto fail;
+    }
+    if ((rc = bs_meta_tx_commit(a->meta, err))) {
+        reload(a, NULL); /* the snapshot saw the key the failed commit dropped */
+        return rc;
+    }
+    *created = keys == 0;
+    /* keys > 0: another replica may have made them after this one's snapshot was read */
+    return keys == 0 ? 0 : reload(a, err);
+fail:
+    bs_meta_tx_rollback(a->meta);
+    reload(a, NULL);
     return rc;
 }
 

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <yaml.h>
 
 #include "base/log.h"
@@ -74,8 +75,11 @@ static const setting_t settings[] = {
       "threads one large batch of rows (512+) may use, tree ensembles (0 = one per core)"),
     S(change_poll_ms, T_INT, 10, 3600000, "1000",
       "how often the change generations are polled (bound on picking up other replicas' writes)"),
+    S(metadata_url, T_STR, 0, 0, "",
+      "metadata store: empty = SQLite in the data directory, postgres://... = PostgreSQL"),
     S(replica_id, T_STR, 0, 0, "",
-      "this replica's name in leases and /v1/info (empty = hostname-pid)"),
+      "this replica's name in leases and /v1/info (default hostname-pid)"),
+    S(metadata_pool_size, T_INT, 1, 1000, "8", "PostgreSQL connections per replica"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])
@@ -176,6 +180,13 @@ int bs_config_set(bs_config_t *c, const char *key, const char *value, const char
             *(int64_t *)p = (int64_t)v;
         break;
     }
+    /* The value is not echoed: a URL may carry a password. */
+    if (strcmp(key, "metadata_url") == 0 && *value && strncmp(value, "postgres://", 11) != 0 &&
+        strncmp(value, "postgresql://", 13) != 0)
+        return bs_err_setf(err, BS_EINVAL, key,
+                           "setting 'metadata_url' from %s must be empty or a postgres:// or "
+                           "postgresql:// URL",
+                           source);
     if (strcmp(key, "log_level") == 0 && bs_log_parse_level(value) < 0)
         return bs_err_setf(err, BS_EINVAL, key,
                            "setting 'log_level' from %s must be debug, info, warn, error or off, "
@@ -200,6 +211,17 @@ int bs_config_set(bs_config_t *c, const char *key, const char *value, const char
     return 0;
 }
 
+/* replica_id's default: unique per process on a host, readable in logs and /v1/info. */
+static void default_replica_id(bs_config_t *c)
+{
+    if (c->replica_id[0])
+        return;
+    char host[64] = "basalt";
+    gethostname(host, sizeof host - 1);
+    host[sizeof host - 1] = '\0';
+    snprintf(c->replica_id, sizeof c->replica_id, "%s-%ld", host, (long)getpid());
+}
+
 void bs_config_defaults(bs_config_t *c)
 {
     memset(c, 0, sizeof *c);
@@ -207,6 +229,7 @@ void bs_config_defaults(bs_config_t *c)
         int rc = bs_config_set(c, settings[i].name, settings[i].def, "defaults", NULL);
         (void)rc;
     }
+    default_replica_id(c);
 }
 
 static int load_yaml(bs_config_t *c, const char *path, bs_err_t *err)
@@ -346,6 +369,7 @@ int bs_config_load(bs_config_t *c, int argc, char **argv, char **envp, bs_err_t 
         if (rc)
             return rc;
     }
+    default_replica_id(c); /* set to "" explicitly */
     return 0;
 }
 

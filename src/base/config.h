@@ -44,7 +44,9 @@ typedef struct {
     int predict_threads;
     char unknown_features[16];
     int change_poll_ms;
-    char replica_id[128];
+    char metadata_url[1024]; /* "" = SQLite at <data>/basalt.db; postgres://... = PostgreSQL */
+    char replica_id[128];    /* "" at load becomes hostname-pid */
+    int metadata_pool_size;
 } bs_config_t;
 
 void bs_config_defaults(bs_config_t *c);

@@ -69,14 +69,40 @@ void bs_uuid7_at(char out[37], int64_t ms)
  * the millisecond, so the sequence never goes back. */
 static _Atomic uint64_t ordered_last;
 
-void bs_uuid7_ordered(char out[37])
+static int hexdig(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* ms << 12 | counter of a canonical UUIDv7 text, or 0 when it is not one. */
+static uint64_t ordered_value(const char *id)
+{
+    static const int pos[] = {0, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 12, 15, 16, 17};
+    if (!id || strlen(id) != 36 || id[14] != '7')
+        return 0;
+    uint64_t v = 0;
+    for (int i = 0; i < 15; i++) {
+        int d = hexdig(id[pos[i]]);
+        if (d < 0)
+            return 0;
+        v = v << 4 | (uint64_t)d;
+    }
+    return v;
+}
+
+void bs_uuid7_ordered_after(char out[37], const char *floor)
 {
     unsigned char u[16];
     take(u + 6, 10);
     uint64_t fresh = (uint64_t)bs_time_wall_ms() << 12 | ((u[6] << 8 | u[7]) & 0x7FF);
+    uint64_t low = ordered_value(floor);
+    if (low >= fresh)
+        fresh = low + 1; /* another replica's clock is ahead, or it wrote this ms */
     uint64_t cur = atomic_load(&ordered_last), next;
     do
         next = fresh > cur ? fresh : cur + 1;
     while (!atomic_compare_exchange_weak(&ordered_last, &cur, next));
     format(out, u, (int64_t)(next >> 12), (unsigned)(next & 0xFFF));
 }
+
+void bs_uuid7_ordered(char out[37]) { bs_uuid7_ordered_after(out, NULL); }

@@ -14,5 +14,9 @@ void bs_uuid7_at(char out[37], int64_t wall_ms);
  * stored records that are listed in id order, such as the audit log. Call it under the
  * lock that orders the writes, so id order is commit order. */
 void bs_uuid7_ordered(char out[37]);
+/* Like bs_uuid7_ordered, and also greater than floor (an id made by this function,
+ * perhaps by another process; NULL or "" = none): for ids ordered across replicas, made
+ * under a lock all of them share, with floor the highest id stored so far. */
+void bs_uuid7_ordered_after(char out[37], const char *floor);
 
 #endif

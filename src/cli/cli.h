@@ -65,6 +65,8 @@ int bs_cli_predict(int argc, char **argv);
 /* `basalt keys create|ls|delete` (src/cli/keys.c): through the API, or with
  * `keys create --data DIR` straight into a data directory (see keys.c). */
 int bs_cli_keys_create(int argc, char **argv);
+/* `basalt migrate` (src/cli/migrate.c). */
+int bs_cli_migrate(int argc, char **argv);
 int bs_cli_keys_ls(int argc, char **argv);
 int bs_cli_keys_delete(int argc, char **argv);
 

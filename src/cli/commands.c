@@ -39,6 +39,14 @@ static const bs_cli_command_t commands[] = {
      bs_cli_serve, serve_settings},
     {NULL, "version", "[--json]", "print the version and the git commit of the build", NULL,
      cmd_version, NULL},
+    {NULL, "migrate", "[--metadata-url URL | --data DIR] [--json]",
+     "apply the metadata store's migrations and print its schema version",
+     "  --metadata-url URL  a PostgreSQL database (postgres://…; default BASALT_METADATA_URL)\n"
+     "  --data DIR          the SQLite store DIR/basalt.db (default BASALT_DATA, ./data)\n"
+     "`serve` applies them at start as well; on PostgreSQL under an advisory lock, so\n"
+     "replicas (and this command) starting together migrate once. A store whose schema is\n"
+     "newer than this binary is refused (exit 1).\n",
+     bs_cli_migrate, NULL},
     {"model", "check", "FILE [--format F] [--rows ROWS.json] [--json]",
      "offline: load a model file as the server would, describe it or predict rows",
      "  --format F      xgboost_json or basalt_json (detected from the file when absent)\n"
@@ -82,7 +90,7 @@ static const bs_cli_command_t commands[] = {
      bs_cli_predict, NULL},
     {"keys", "create",
      "--role ROLE [--name N] [--tenant T] [--ttl SECONDS]\n"
-     "[--data DIR] [--json]",
+     "[--data DIR | --metadata-url URL] [--json]",
      "create an API key (admin); with --data, offline, straight into a data directory",
      "  --role      admin, developer, predictor or viewer\n"
      "  --name      a label for the key (default: cli-ROLE)\n"
@@ -93,6 +101,9 @@ static const bs_cli_command_t commands[] = {
      "              directory's lock; with a server running it writes through SQLite and\n"
      "              sends the server (the pid in DIR/basalt.lock) SIGHUP so it loads the key\n"
      "              at once. Run it as the user the server runs as.\n"
+     "  --metadata-url URL  no server call either: writes the key into a PostgreSQL metadata\n"
+     "              store (postgres://…); each replica loads it at its next key reload\n"
+     "              (SIGHUP or a restart).\n"
      "The key is printed once; it is stored only as a salted hash.\n",
      bs_cli_keys_create, NULL},
     {"keys", "ls", "[--tenant T] [--json]", "list API keys (admin; never their secrets)", NULL,

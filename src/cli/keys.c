@@ -36,7 +36,7 @@
 #define MAX_TTL_SECONDS (10LL * 365 * 86400) /* as POST /v1/keys */
 
 typedef struct {
-    const char *role, *name, *tenant, *data;
+    const char *role, *name, *tenant, *data, *url;
     long long ttl;
 } key_args_t;
 
@@ -94,6 +94,38 @@ static int holds_file(int pid, const struct stat *lock)
     return found;
 }
 
+static int print_offline(const bs_key_info_t *k, const char *secret, int server_pid, int json,
+                         const char *note);
+
+/* Creates the key in the store at path (a SQLite file or a PostgreSQL URL) through
+ * src/auth; fills info and secret. Returns 0, or 1 after printing why not. */
+static int make_key(const char *path, const key_args_t *a, bs_key_info_t *info, char *secret)
+{
+    bs_err_t err;
+    bs_err_clear(&err);
+    memset(info, 0, sizeof *info);
+    int role = bs_role_parse(a->role);
+    info->role = role < 0 ? BS_ROLE_PUBLIC : (bs_role_t)role; /* auth rejects PUBLIC */
+    snprintf(info->name, sizeof info->name, "%s", a->name);
+    snprintf(info->tenant, sizeof info->tenant, "%s", a->tenant ? a->tenant : BS_DEFAULT_TENANT);
+    if (a->ttl)
+        info->expires_at = bs_time_wall_ms() + a->ttl * 1000;
+    int rc = 1;
+    bs_meta_t *meta = bs_meta_open(path, &err);
+    bs_auth_t *auth = meta ? bs_auth_new(meta, 0, 0, &err) : NULL;
+    if (auth && bs_auth_key_create(auth, "offline", info, secret, &err) == 0) {
+        rc = 0;
+    } else {
+        char shown[PATH_MAX + 16];
+        bs_meta_redact(path, shown, sizeof shown);
+        fprintf(stderr, "basalt: cannot create the key in %s: %s\n", shown, err.msg);
+    }
+    bs_auth_free(auth);
+    bs_meta_close(meta);
+    bs_rcu_drain();
+    return rc;
+}
+
 /* The offline path: the key goes into DIR/basalt.db through src/auth. */
 static int create_offline(const key_args_t *a, int json)
 {
@@ -140,27 +172,9 @@ static int create_offline(const key_args_t *a, int json)
         return 1;
     }
 
-    bs_err_t err;
-    bs_err_clear(&err);
     char secret[BS_KEY_SECRET_MAX];
     bs_key_info_t info;
-    memset(&info, 0, sizeof info);
-    int role = bs_role_parse(a->role);
-    info.role = role < 0 ? BS_ROLE_PUBLIC : (bs_role_t)role; /* auth rejects PUBLIC */
-    snprintf(info.name, sizeof info.name, "%s", a->name);
-    snprintf(info.tenant, sizeof info.tenant, "%s", a->tenant ? a->tenant : BS_DEFAULT_TENANT);
-    if (a->ttl)
-        info.expires_at = bs_time_wall_ms() + a->ttl * 1000;
-    int rc = 1;
-    bs_meta_t *meta = bs_meta_open(db, &err);
-    bs_auth_t *auth = meta ? bs_auth_new(meta, 0, 0, &err) : NULL;
-    if (auth && bs_auth_key_create(auth, "offline", &info, secret, &err) == 0)
-        rc = 0;
-    else
-        fprintf(stderr, "basalt: cannot create the key in %s: %s\n", db, err.msg);
-    bs_auth_free(auth);
-    bs_meta_close(meta);
-    bs_rcu_drain();
+    int rc = make_key(db, a, &info, secret);
 
     char note[512] = "";
     int notified = 0;
@@ -188,6 +202,37 @@ static int create_offline(const key_args_t *a, int json)
     close(fd); /* releases the lock, if it was ours */
     if (rc)
         return rc;
+    return print_offline(&info, secret, notified ? server_pid : 0, json,
+                         notified ? note
+                                  : (server_pid ? NULL
+                                                : "written into the stopped server's data "
+                                                  "directory; it works from the next start"));
+}
+
+/* --metadata-url: the key goes into the PostgreSQL store every replica shares. No lock
+ * file and no signal: a replica loads it at its next key reload (SIGHUP or a restart). */
+static int create_in_store(const key_args_t *a, int json)
+{
+    if (!bs_meta_is_url(a->url)) {
+        fprintf(stderr, "basalt: --metadata-url must be a postgres:// or postgresql:// URL\n");
+        return 2;
+    }
+    char secret[BS_KEY_SECRET_MAX];
+    bs_key_info_t info;
+    if (make_key(a->url, a, &info, secret))
+        return 1;
+    return print_offline(&info, secret, 0, json,
+                         "written into the PostgreSQL metadata store; each replica loads it at "
+                         "its next key reload (SIGHUP or a restart)");
+}
+
+/* Prints a key made offline (the API's key document, plus server_pid: the server told to
+ * reload, or null). */
+static int print_offline(const bs_key_info_t *k, const char *secret, int server_pid, int json,
+                         const char *note)
+{
+    const bs_key_info_t info = *k;
+    int notified = server_pid > 0;
     bs_buf_t b;
     bs_buf_init(&b);
     bs_jw_obj_begin(&b);
@@ -218,12 +263,9 @@ static int create_offline(const key_args_t *a, int json)
     if (json) {
         printf("%.*s\n", (int)b.len, b.data);
     } else {
-        cJSON *k = cJSON_Parse(b.data);
-        print_created(k, notified ? note
-                                  : (server_pid ? NULL
-                                                : "written into the stopped server's data "
-                                                  "directory; it works from the next start"));
-        cJSON_Delete(k);
+        cJSON *doc = cJSON_Parse(b.data);
+        print_created(doc, note);
+        cJSON_Delete(doc);
     }
     bs_buf_free(&b);
     return 0;
@@ -240,6 +282,7 @@ int bs_cli_keys_create(int argc, char **argv)
                             : !strcmp(o, "--name")   ? &a.name
                             : !strcmp(o, "--tenant") ? &a.tenant
                             : !strcmp(o, "--data")   ? &a.data
+                            : !strcmp(o, "--metadata-url") ? &a.url
                                                      : NULL;
         if (!slot && strcmp(o, "--ttl")) {
             fprintf(stderr, "basalt: unknown argument '%s' for keys create\n", o);
@@ -272,6 +315,12 @@ int bs_cli_keys_create(int argc, char **argv)
         snprintf(default_name, sizeof default_name, "cli-%s", a.role);
         a.name = default_name;
     }
+    if (a.data && a.url) {
+        fprintf(stderr, "basalt: keys create takes --data or --metadata-url, not both\n");
+        return 2;
+    }
+    if (a.url)
+        return create_in_store(&a, r.json);
     if (a.data)
         return create_offline(&a, r.json);
 

@@ -238,6 +238,11 @@ int bs_cli_serve(int argc, char **argv)
     fflush(stdout);
     BS_LOG(BS_LOG_INFO, "serve", "listening on %s:%d with %s", host[0] ? host : "*",
            bs_server_port(app.server), app.cfg.no_auth ? "auth disabled" : "API keys");
+    char shown[1100];
+    bs_meta_redact(app.cfg.metadata_url[0] ? app.cfg.metadata_url : "basalt.db in the data directory",
+                   shown, sizeof shown);
+    BS_LOG(BS_LOG_INFO, "serve", "replica %s, metadata store %s (%s, schema version %d)",
+           app.cfg.replica_id, shown, bs_meta_backend(app.meta), bs_meta_schema_version(app.meta));
     /* Up: from here requests log through the background writer. */
     if (bs_log_async_start() != 0)
         BS_LOG(BS_LOG_WARN, "serve", "no background log writer; logging synchronously");

@@ -321,11 +321,18 @@ int bs_registry_model_list(bs_registry_t *r, const char *tenant, const char *pre
     bs_val_t args[] = {BS_TXT(tenant),        BS_TXT(prefix ? like : NULL), BS_TXT(prefix ? like : NULL),
                        BS_TXT(tag ? tagq : NULL), BS_TXT(tag ? tagq : NULL), BS_TXT(cursor ? cursor : ""),
                        BS_INT(limit + 1)};
+    /* SQLite's LIKE ignores ASCII case, PostgreSQL's does not (ILIKE does); instr is
+     * strpos there. */
+    int pg = bs_meta_dialect(r->meta) == BS_META_POSTGRES;
     int rc = bs_meta_query(r->meta,
-                           "SELECT " MODEL_COLS " FROM models m WHERE tenant = ?"
-                           " AND (? IS NULL OR name LIKE ? ESCAPE '\\')"
-                           " AND (? IS NULL OR instr(tags, ?) > 0)"
-                           " AND name > ? ORDER BY name LIMIT ?",
+                           pg ? "SELECT " MODEL_COLS " FROM models m WHERE tenant = ?"
+                                " AND (? IS NULL OR name ILIKE ? ESCAPE '\\')"
+                                " AND (? IS NULL OR strpos(tags, ?) > 0)"
+                                " AND name > ? ORDER BY name LIMIT ?"
+                              : "SELECT " MODEL_COLS " FROM models m WHERE tenant = ?"
+                                " AND (? IS NULL OR name LIKE ? ESCAPE '\\')"
+                                " AND (? IS NULL OR instr(tags, ?) > 0)"
+                                " AND name > ? ORDER BY name LIMIT ?",
                            args, 7, model_row, &c, err);
     if (rc)
         return rc;

@@ -231,12 +231,22 @@ int bs_registry_run_update(bs_registry_t *r, const bs_principal_t *who, const ch
     bs_val_t args[] = {BS_TXT(status), BS_TXT(status), BS_TXT(name),   BS_TXT(name),
                        BS_TXT(params), BS_TXT(params), BS_TXT(tags),   BS_TXT(tags),
                        BS_INT(bs_time_wall_ms()), BS_TXT(id), BS_TXT(who->tenant)};
+    /* PostgreSQL: jsonb || is json_patch for objects of scalars (what scalar_object
+     * admits), and stripping nulls is the patch's null-deletes-the-key. */
     if ((rc = bs_meta_exec(r->meta,
-                           "UPDATE runs SET status = CASE WHEN ? IS NULL THEN status ELSE ? END,"
-                           " name = CASE WHEN ? IS NULL THEN name ELSE ? END,"
-                           " params = CASE WHEN ? IS NULL THEN params ELSE json_patch(params, ?) END,"
-                           " tags = CASE WHEN ? IS NULL THEN tags ELSE json_patch(tags, ?) END,"
-                           " updated_at = ? WHERE id = ? AND tenant = ?",
+                           bs_meta_dialect(r->meta) == BS_META_POSTGRES
+                               ? "UPDATE runs SET status = CASE WHEN ? IS NULL THEN status ELSE ? END,"
+                                 " name = CASE WHEN ? IS NULL THEN name ELSE ? END,"
+                                 " params = CASE WHEN ? IS NULL THEN params ELSE"
+                                 "  jsonb_strip_nulls(params::jsonb || CAST(? AS jsonb))::text END,"
+                                 " tags = CASE WHEN ? IS NULL THEN tags ELSE"
+                                 "  jsonb_strip_nulls(tags::jsonb || CAST(? AS jsonb))::text END,"
+                                 " updated_at = ? WHERE id = ? AND tenant = ?"
+                               : "UPDATE runs SET status = CASE WHEN ? IS NULL THEN status ELSE ? END,"
+                                 " name = CASE WHEN ? IS NULL THEN name ELSE ? END,"
+                                 " params = CASE WHEN ? IS NULL THEN params ELSE json_patch(params, ?) END,"
+                                 " tags = CASE WHEN ? IS NULL THEN tags ELSE json_patch(tags, ?) END,"
+                                 " updated_at = ? WHERE id = ? AND tenant = ?",
                            args, 11, NULL, err)))
         goto rollback;
     if ((rc = bs_registry_run_get(r, who->tenant, id, out, err)))

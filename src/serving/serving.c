@@ -545,15 +545,19 @@ static bs__snapshot_t *snapshot_read(bs_serving_t *s, bs_err_t *err)
         snapshot_free(b.sn);
         return NULL;
     }
-    /* Tenant and name collate with SQLite's BINARY order, the same as strcmp. */
+    /* Tenant and name collate with SQLite's BINARY order, the same as strcmp (on
+     * PostgreSQL every text column is COLLATE "C": byte order too). */
     rc = bs_meta_query(s->meta, "SELECT tenant, name, id, batching FROM models ORDER BY tenant, name",
                        NULL, 0, model_row, &b, err);
     if (!rc && !b.oom && index_models(&b) != 0)
         b.oom = 1;
     if (!rc && !b.oom)
-        rc = bs_meta_query(s->meta, "SELECT model_id, version, status FROM model_versions"
-                           " INDEXED BY model_versions_routing", NULL, 0,
-                           version_row, &b, err);
+        rc = bs_meta_query(s->meta,
+                           bs_meta_dialect(s->meta) == BS_META_POSTGRES
+                               ? "SELECT model_id, version, status FROM model_versions"
+                               : "SELECT model_id, version, status FROM model_versions"
+                                 " INDEXED BY model_versions_routing",
+                           NULL, 0, version_row, &b, err);
     if (!rc && !b.oom)
         rc = bs_meta_query(s->meta,
                            "SELECT m.tenant, m.name, a.alias, a.version FROM model_aliases a"

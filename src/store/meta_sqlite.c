@@ -1,10 +1,9 @@
 /*
- * SQLite implementation of the metadata store (see meta.h). One connection,
+ * SQLite backend of the metadata store (see meta.h; meta.c dispatches here). One connection,
  * WAL journal, synchronous=NORMAL, foreign keys on, a busy timeout; prepared
  * statements are cached per SQL text (sqlite3_prepare_v3 with PERSISTENT) so
  * repeated queries skip the parser. All access is serialised by `lock`.
  */
-#include <poll.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
@@ -16,7 +15,7 @@
 
 #define STMT_CACHE 64
 
-struct bs_meta {
+typedef struct sq_store {
     sqlite3 *db;
     pthread_mutex_t lock;
     int version;
@@ -25,33 +24,29 @@ struct bs_meta {
         sqlite3_stmt *stmt;
     } cache[STMT_CACHE];
     int n_cache;
-};
+} sq_t;
 
-struct bs_meta_row {
-    sqlite3_stmt *st;
-};
-
-int bs_meta_row_is_null(const bs_meta_row_t *r, int col)
+static int row_is_null(const bs_meta_row_t *r, int col)
 {
-    return sqlite3_column_type(r->st, col) == SQLITE_NULL;
+    return sqlite3_column_type(r->p, col) == SQLITE_NULL;
 }
-int64_t bs_meta_row_int(const bs_meta_row_t *r, int col) { return sqlite3_column_int64(r->st, col); }
-double bs_meta_row_double(const bs_meta_row_t *r, int col)
+static int64_t row_int(const bs_meta_row_t *r, int col) { return sqlite3_column_int64(r->p, col); }
+static double row_double(const bs_meta_row_t *r, int col)
 {
-    return sqlite3_column_double(r->st, col);
+    return sqlite3_column_double(r->p, col);
 }
-const char *bs_meta_row_text(const bs_meta_row_t *r, int col)
+static const char *row_text(const bs_meta_row_t *r, int col)
 {
-    const unsigned char *t = sqlite3_column_text(r->st, col);
+    const unsigned char *t = sqlite3_column_text(r->p, col);
     return t ? (const char *)t : "";
 }
-const void *bs_meta_row_blob(const bs_meta_row_t *r, int col, size_t *len)
+static const void *row_blob(const bs_meta_row_t *r, int col, size_t *len)
 {
-    *len = (size_t)sqlite3_column_bytes(r->st, col);
-    return sqlite3_column_blob(r->st, col);
+    *len = (size_t)sqlite3_column_bytes(r->p, col);
+    return sqlite3_column_blob(r->p, col);
 }
 
-static int db_err(bs_meta_t *m, bs_err_t *err, const char *what)
+static int db_err(sq_t *m, bs_err_t *err, const char *what)
 {
     int code = sqlite3_extended_errcode(m->db);
     if ((code & 0xff) == SQLITE_CONSTRAINT)
@@ -59,7 +54,7 @@ static int db_err(bs_meta_t *m, bs_err_t *err, const char *what)
     return bs_err_set(err, BS_EIO, "%s: %s", what, sqlite3_errmsg(m->db));
 }
 
-static int run_script(bs_meta_t *m, const char *sql, bs_err_t *err)
+static int run_script(sq_t *m, const char *sql, bs_err_t *err)
 {
     char *msg = NULL;
     if (sqlite3_exec(m->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
@@ -70,7 +65,7 @@ static int run_script(bs_meta_t *m, const char *sql, bs_err_t *err)
     return 0;
 }
 
-static int migrate(bs_meta_t *m, bs_err_t *err)
+static int migrate(sq_t *m, bs_err_t *err)
 {
     int rc = run_script(m, "CREATE TABLE IF NOT EXISTS schema_migrations ("
                            " version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
@@ -108,9 +103,11 @@ static int migrate(bs_meta_t *m, bs_err_t *err)
     return 0;
 }
 
-bs_meta_t *bs_meta_open(const char *path, bs_err_t *err)
+static void sq_close(void *impl);
+
+void *bs__meta_sqlite_open(const char *path, bs_err_t *err)
 {
-    bs_meta_t *m = calloc(1, sizeof *m);
+    sq_t *m = calloc(1, sizeof *m);
     if (!m) {
         bs_err_set(err, BS_ENOMEM, "out of memory");
         return NULL;
@@ -126,21 +123,22 @@ bs_meta_t *bs_meta_open(const char *path, bs_err_t *err)
                         NULL) != SQLITE_OK) {
         bs_err_set(err, BS_EIO, "cannot open metadata store %s: %s", path,
                    m->db ? sqlite3_errmsg(m->db) : "out of memory");
-        bs_meta_close(m);
+        sq_close(m);
         return NULL;
     }
     sqlite3_busy_timeout(m->db, 5000);
     if (run_script(m, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
                    err) ||
         migrate(m, err)) {
-        bs_meta_close(m);
+        sq_close(m);
         return NULL;
     }
     return m;
 }
 
-void bs_meta_close(bs_meta_t *m)
+static void sq_close(void *impl)
 {
+    sq_t *m = impl;
     if (!m)
         return;
     for (int i = 0; i < m->n_cache; i++)
@@ -152,7 +150,7 @@ void bs_meta_close(bs_meta_t *m)
 }
 
 /* Must hold lock. Returns a reset statement with args bound, or NULL. */
-static sqlite3_stmt *prepare(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs,
+static sqlite3_stmt *prepare(sq_t *m, const char *sql, const bs_val_t *args, int nargs,
                              int *cached, bs_err_t *err)
 {
     sqlite3_stmt *st = NULL;
@@ -215,12 +213,13 @@ static void release(sqlite3_stmt *st, int cached)
     }
 }
 
-static void enter(bs_meta_t *m) { pthread_mutex_lock(&m->lock); }
-static void leave(bs_meta_t *m) { pthread_mutex_unlock(&m->lock); }
+static void enter(sq_t *m) { pthread_mutex_lock(&m->lock); }
+static void leave(sq_t *m) { pthread_mutex_unlock(&m->lock); }
 
-int bs_meta_exec(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs, int *changes,
+static int sq_exec(void *impl, const char *sql, const bs_val_t *args, int nargs, int *changes,
                  bs_err_t *err)
 {
+    sq_t *m = impl;
     enter(m);
     int cached, rc = 0;
     sqlite3_stmt *st = prepare(m, sql, args, nargs, &cached, err);
@@ -242,16 +241,17 @@ int bs_meta_exec(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs,
     return rc;
 }
 
-int bs_meta_query(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs,
-                  bs_meta_row_cb cb, void *ud, bs_err_t *err)
+static int sq_query(void *impl, const char *sql, const bs_val_t *args, int nargs,
+                    bs_meta_row_cb cb, void *ud, bs_err_t *err)
 {
+    sq_t *m = impl;
     enter(m);
     int cached, rc = 0;
     sqlite3_stmt *st = prepare(m, sql, args, nargs, &cached, err);
     if (!st) {
         rc = BS_EIO;
     } else {
-        bs_meta_row_t row = {st};
+        bs_meta_row_t row = {.ops = &bs__meta_sqlite_ops, .p = st};
         int s;
         while ((s = sqlite3_step(st)) == SQLITE_ROW) {
             if (cb(&row, ud))
@@ -265,8 +265,9 @@ int bs_meta_query(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs
     return rc;
 }
 
-int bs_meta_tx_begin(bs_meta_t *m, bs_err_t *err)
+static int sq_tx_begin(void *impl, bs_err_t *err)
 {
+    sq_t *m = impl;
     pthread_mutex_lock(&m->lock);
     int rc = run_script(m, "BEGIN IMMEDIATE", err);
     if (rc)
@@ -274,8 +275,9 @@ int bs_meta_tx_begin(bs_meta_t *m, bs_err_t *err)
     return rc;
 }
 
-int bs_meta_tx_commit(bs_meta_t *m, bs_err_t *err)
+static int sq_tx_commit(void *impl, bs_err_t *err)
 {
+    sq_t *m = impl;
     int rc = run_script(m, "COMMIT", err);
     if (rc)
         run_script(m, "ROLLBACK", NULL);
@@ -283,38 +285,40 @@ int bs_meta_tx_commit(bs_meta_t *m, bs_err_t *err)
     return rc;
 }
 
-void bs_meta_tx_rollback(bs_meta_t *m)
+static void sq_tx_rollback(void *impl)
 {
+    sq_t *m = impl;
     run_script(m, "ROLLBACK", NULL);
     pthread_mutex_unlock(&m->lock);
 }
 
-int bs_meta_schema_version(bs_meta_t *m) { return m->version; }
-int bs_meta_ready(bs_meta_t *m) { return m && m->db && m->version > 0; }
-const char *bs_meta_backend(const bs_meta_t *m)
+static int sq_schema_version(void *impl) { return ((sq_t *)impl)->version; }
+static int sq_ready(void *impl)
 {
-    (void)m;
-    return "sqlite";
+    sq_t *m = impl;
+    return m && m->db && m->version > 0;
+}
+static void sq_stats(void *impl, bs_meta_stats_t *out)
+{
+    (void)impl;
+    out->pool_size = out->open = 1;
 }
 
-bs_meta_dialect_t bs_meta_dialect(const bs_meta_t *m)
-{
-    (void)m;
-    return BS_META_SQLITE;
-}
-
-/* SQLite has no notifications: replicas on one file learn of changes by polling. */
-int bs_meta_notify(bs_meta_t *m, const char *channel, const char *payload, bs_err_t *err)
-{
-    (void)m, (void)channel, (void)payload, (void)err;
-    return 0;
-}
-
-int bs_meta_listen(bs_meta_t *m, const char *channel, int wake_fd, int timeout_ms,
-                   bs_meta_notify_cb cb, void *ud, bs_err_t *err)
-{
-    (void)m, (void)channel, (void)cb, (void)ud, (void)err;
-    struct pollfd p = {.fd = wake_fd, .events = POLLIN};
-    poll(&p, wake_fd >= 0 ? 1 : 0, timeout_ms);
-    return 0;
-}
+const bs_meta_ops_t bs__meta_sqlite_ops = {
+    .name = "sqlite",
+    .dialect = BS_META_SQLITE,
+    .close = sq_close,
+    .exec = sq_exec,
+    .query = sq_query,
+    .tx_begin = sq_tx_begin,
+    .tx_commit = sq_tx_commit,
+    .tx_rollback = sq_tx_rollback,
+    .schema_version = sq_schema_version,
+    .ready = sq_ready,
+    .stats = sq_stats,
+    .row_is_null = row_is_null,
+    .row_int = row_int,
+    .row_double = row_double,
+    .row_text = row_text,
+    .row_blob = row_blob,
+};

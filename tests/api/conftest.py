@@ -55,6 +55,45 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
 
 _DEFAULT = object()
 
+# BASALT_TEST_BACKEND=postgres: one PostgreSQL server (tests/pg_server.py) for the test
+# session, and every Server gets a fresh database of it through --metadata-url instead of
+# <data>/basalt.db. Tests about the SQLite file or the data directory itself are marked
+# `embedded` and deselected on that backend.
+BACKEND = os.environ.get("BASALT_TEST_BACKEND", "sqlite")
+if BACKEND not in ("sqlite", "postgres"):
+    raise RuntimeError("BASALT_TEST_BACKEND must be sqlite or postgres, not %r" % BACKEND)
+_PG = None
+
+
+def pg_server():
+    """The session's PostgreSQL server (started on first use, stopped at exit)."""
+    global _PG
+    if _PG is None:
+        import sys
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        import pg_server as pgmod
+        _PG = pgmod.PgServer().start()
+        import atexit
+        atexit.register(_PG.cleanup)
+    return _PG
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "embedded: about the SQLite file or data directory itself; deselected "
+        "when BASALT_TEST_BACKEND=postgres")
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND != "postgres":
+        return
+    keep, drop = [], []
+    for item in items:
+        (drop if item.get_closest_marker("embedded") else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
 
 def clean_env(extra=None):
     """The caller's environment without BASALT_* settings, plus extra."""
@@ -90,7 +129,7 @@ class Server:
     proc, version, stdout_path, stderr_path."""
 
     def __init__(self, args=(), env=None, data_dir=None, workdir=None, listen=True,
-                 data_flag=True):
+                 data_flag=True, metadata=True):
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="basalt-test-")
         self.data_dir = data_dir or os.path.join(self.workdir, "data")
@@ -98,6 +137,13 @@ class Server:
         self.env = dict(env or {})
         self.listen = listen
         self.data_flag = data_flag  # False: no --data flag (the setting comes from elsewhere)
+        # On the postgres backend: this server's own database, kept across restarts like
+        # its data directory (unless the test chose a metadata URL itself).
+        self.metadata_url = None
+        if (BACKEND == "postgres" and metadata
+                and not any(str(a).startswith("--metadata-url") for a in self.args)
+                and "BASALT_METADATA_URL" not in self.env):
+            self.metadata_url = pg_server().create_database()
         self.proc = None
         self.admin_key = None
         self.url = self.host = self.port = self.version = None
@@ -115,6 +161,8 @@ class Server:
         if ARTIFACT_STORE != "files" and not any(
                 a == "--artifact-store" or a.startswith("--artifact-store=") for a in self.args):
             cmd += ["--artifact-store", ARTIFACT_STORE]
+        if self.metadata_url:
+            cmd += ["--metadata-url", self.metadata_url]
         return cmd + self.args
 
     def start(self, wait_healthy=True):

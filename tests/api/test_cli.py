@@ -708,6 +708,18 @@ def check_version(srv, tmp_path):
     assert j["version"] == srv.get("/v1/info").json()["version"]
 
 
+def check_migrate(srv, tmp_path):
+    """A fresh SQLite store migrated to the version the running server reports (its
+    PostgreSQL form is in test_postgres.py)."""
+    d = str(tmp_path / "migrated")
+    out, j = both(srv, "migrate", "--data", d)
+    db = os.path.join(d, "basalt.db")
+    want = srv.get("/readyz").json()["checks"]["schema_version"]
+    assert j == {"backend": "sqlite", "metadata": db, "schema_version": want}
+    assert out == "schema version %d (sqlite, %s)\n" % (want, db)
+    assert os.path.getsize(db) > 0
+
+
 def check_model_check(srv, tmp_path):
     f = write(tmp_path / "lin.json", lin_bytes(3))
     out, j = both(srv, "model", "check", f)
@@ -886,6 +898,7 @@ def check_keys_delete(srv, tmp_path):
 COMMANDS = {
     "serve": None,
     "version": check_version,
+    "migrate": check_migrate,
     "model check": check_model_check,
     "model push": check_model_push,
     "model ls": check_model_ls,
@@ -961,6 +974,7 @@ def offline_key(data_dir, *extra, want_rc=0):
     return cp
 
 
+@pytest.mark.embedded  # `keys create --data` writes <data>/basalt.db
 def test_keys_create_offline_with_the_server_stopped(server, tmp_path):
     srv = server
     r = srv.post("/v1/tenants", json={"name": "acme"})
@@ -989,6 +1003,7 @@ def test_keys_create_offline_with_the_server_stopped(server, tmp_path):
     assert srv.post("/v1/keys", key=j["key"], json={"name": "n", "role": "viewer"}).status_code == 403
 
 
+@pytest.mark.embedded  # `keys create --data` writes <data>/basalt.db
 def test_keys_create_offline_with_the_server_running(server):
     """Through the lock holder: the key is written beside the running server, which is sent
     SIGHUP and serves it without a restart."""
@@ -1020,6 +1035,7 @@ def test_keys_create_offline_with_the_server_running(server):
     assert srv.stop() == 0
 
 
+@pytest.mark.embedded  # `keys create --data` writes <data>/basalt.db
 def test_keys_create_offline_errors(server, tmp_path):
     srv = server
     before = srv.get("/v1/keys?limit=1000").json()["items"]
@@ -1042,6 +1058,7 @@ def test_keys_create_offline_errors(server, tmp_path):
     assert srv.get("/v1/keys?limit=1000").json()["items"] == before
 
 
+@pytest.mark.embedded  # `keys create --data` writes <data>/basalt.db
 def test_keys_create_offline_never_signals_a_pid_that_does_not_hold_the_lock(server):
     """The lock is held, but the pid in the lock file names a process without it open (a
     stale or forged pid): that process is not signalled; the key is written and the CLI says

@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conftest import ROLES, parse_metrics, run_basalt, source_routes
+from conftest import BACKEND, ROLES, parse_metrics, run_basalt, source_routes
 from modelkit import assert_oip_error, is_oip_path
 
 UUID7_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -72,7 +72,7 @@ def test_info(shared_server):
     assert info["data_dir"] == shared_server.printed_data_dir
     assert info["threads"] == 2  # the fixture passes --threads 2
     assert info["auth"] is True
-    assert info["backends"]["metadata"] == "sqlite"
+    assert info["backends"]["metadata"] == ("postgresql" if BACKEND == "postgres" else "sqlite")
     assert info["caller"]["role"] == "admin"
     assert info["caller"]["tenant"] == "default"
     assert info["uptime_seconds"] >= 0

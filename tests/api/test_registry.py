@@ -254,6 +254,7 @@ def test_patch_delete_list(shared_server):
     assert walk(prefix="pg-a", limit=2) == ["pg-a0", "pg-a1", "pg-a2", "pg-a3", "pg-a4"]
     assert walk(prefix="pg-", limit=3) == sorted(n for n in names if n.startswith("pg-"))
     assert walk(prefix="pg_") == ["pg_x"]                   # '_' is not a wildcard
+    assert walk(prefix="PG-A") == walk(prefix="pg-a")       # ASCII case is ignored (both backends)
     assert walk(prefix="pg", tag="gold", limit=1) == [n for i, n in enumerate(names) if i % 2 == 0]
     assert walk(prefix="pg", tag="silver") == [n for i, n in enumerate(names) if i % 2 == 1]
     assert walk(prefix="pg", tag="gol") == []                # whole tags only
@@ -600,6 +601,25 @@ def test_audit_trail(shared_server):
     assert_error(review(srv, "audited", 1, "approve", key=k), 409)
     assert_error(upload(srv, "audited", b"{", "basalt_json", key=k), 400)
     assert len(srv.get("/v1/audit", params={"limit": 1000}).json()["items"]) == n
+
+
+def test_run_update_merges_params_and_tags(shared_server):
+    """PATCH merges params and tags into what the run has (a null deletes a key), the same
+    on both backends (SQLite json_patch, PostgreSQL jsonb ||)."""
+    srv = shared_server
+    r = srv.post("/v1/runs", json={"experiment": "merge", "name": "m1",
+                                   "params": {"a": 1, "b": "x", "keep": 2.5}, "tags": {"t": "1"}})
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    r = srv.patch("/v1/runs/%s" % rid, json={"params": {"b": "y", "c": True, "a": None}})
+    assert r.status_code == 200, r.text
+    assert r.json()["params"] == {"b": "y", "c": True, "keep": 2.5}
+    assert r.json()["tags"] == {"t": "1"}
+    r = srv.patch("/v1/runs/%s" % rid, json={"name": "m2", "tags": {"u": "2"}})
+    assert r.status_code == 200, r.text
+    got = srv.get("/v1/runs/%s" % rid).json()
+    assert got["name"] == "m2" and got["tags"] == {"t": "1", "u": "2"}
+    assert got["params"] == {"b": "y", "c": True, "keep": 2.5}
 
 
 def test_runs_metrics_and_lineage(shared_server):

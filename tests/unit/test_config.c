@@ -225,6 +225,32 @@ static void test_set_single(void **state)
     assert_string_equal(err.field, "unknown_features");
 }
 
+/* metadata_url: empty or a PostgreSQL URL, and a rejected value is not echoed (it may
+ * hold a password); replica_id defaults to hostname-pid; the pool size is bounded. */
+static void test_metadata_settings(void **state)
+{
+    (void)state;
+    bs_config_t c;
+    bs_err_t err;
+    bs_config_defaults(&c);
+    assert_string_equal(c.metadata_url, "");
+    assert_int_equal(c.metadata_pool_size, 8);
+    char want[200], host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(want, sizeof want, "%s-%ld", host, (long)getpid());
+    assert_string_equal(c.replica_id, want);
+    assert_int_equal(bs_config_set(&c, "metadata_url", "postgres://u:pw@db/x", "test", &err), 0);
+    assert_int_equal(bs_config_set(&c, "metadata_url", "postgresql://db/x", "test", &err), 0);
+    assert_int_equal(bs_config_set(&c, "metadata_url", "", "test", &err), 0);
+    assert_int_equal(bs_config_set(&c, "metadata_url", "mysql://u:hunter2@db/x", "test", &err),
+                     BS_EINVAL);
+    assert_null(strstr(err.msg, "hunter2"));
+    assert_string_equal(err.field, "metadata_url");
+    assert_int_equal(bs_config_set(&c, "metadata_pool_size", "0", "test", &err), BS_EINVAL);
+    assert_int_equal(bs_config_set(&c, "replica_id", "a", "test", &err), 0);
+    assert_string_equal(c.replica_id, "a");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -235,6 +261,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sizes, teardown),
         cmocka_unit_test_teardown(test_bools, teardown),
         cmocka_unit_test_teardown(test_set_single, teardown),
+        cmocka_unit_test_teardown(test_metadata_settings, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

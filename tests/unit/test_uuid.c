@@ -96,6 +96,36 @@ static void test_ordered_across_threads(void **state)
     free(log_ids);
 }
 
+/* Ids above another process's highest (its clock ahead of ours, or the same ms with a
+ * higher counter), and still valid UUIDv7 in the same order as text. */
+static void test_ordered_after_a_floor(void **state)
+{
+    (void)state;
+    char now[37], a[37], b[37], c[37];
+    bs_uuid7_ordered(now);
+    /* a floor one hour ahead, with the 12-bit counter at its last value */
+    int64_t ahead = bs_time_wall_ms() + 3600 * 1000;
+    char floor[37];
+    bs_uuid7_at(floor, ahead);
+    memcpy(floor + 15, "fff", 3);
+    bs_uuid7_ordered_after(a, floor);
+    assert_true(strcmp(a, floor) > 0);
+    assert_true(strcmp(a, now) > 0);
+    assert_int_equal(a[14], '7');
+    assert_true(strchr("89ab", a[19]) != NULL);
+    /* the counter carried into the next ms */
+    assert_true(strncmp(a, floor, 8) >= 0);
+    bs_uuid7_ordered_after(b, a);
+    assert_true(strcmp(b, a) > 0);
+    /* a floor below the clock, NULL and junk change nothing but order */
+    bs_uuid7_ordered_after(c, "00000000-0000-7000-8000-000000000000");
+    assert_true(strcmp(c, b) > 0);
+    bs_uuid7_ordered_after(c, "not an id");
+    assert_true(strcmp(c, b) > 0);
+    bs_uuid7_ordered_after(c, NULL);
+    assert_true(strcmp(c, b) > 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -103,6 +133,7 @@ int main(void)
         cmocka_unit_test(test_timestamp),
         cmocka_unit_test(test_ordered_and_unique_within_thread),
         cmocka_unit_test(test_ordered_across_threads),
+        cmocka_unit_test(test_ordered_after_a_floor),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
