@@ -209,7 +209,7 @@ def bench_propagation(a, b):
 
     def served():
         r = sess.post(b.url + "/v1/models/flip@live/predict", headers=b.h(a.key), json=ROW)
-        return r.json().get("model_version") if r.status_code == 200 else None
+        return r.json().get("version") if r.status_code == 200 else None
 
     deadline = time.monotonic() + 30
     while served() != 1:
