@@ -55,10 +55,12 @@ SANITIZER_MARKERS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime
 
 _DEFAULT = object()
 
-# BASALT_TEST_BACKEND=postgres: one PostgreSQL server (tests/pg_server.py) for the test
-# session, and every Server gets a fresh database of it through --metadata-url instead of
-# <data>/basalt.db. Tests about the SQLite file or the data directory itself are marked
-# `embedded` and deselected on that backend.
+# BASALT_TEST_BACKEND=postgres: one PostgreSQL server (tests/pg_server.py) and one Redis
+# (tests/redis_server.py) for the test session; every Server gets a fresh database of it
+# through --metadata-url instead of <data>/basalt.db (so artifacts in the metadata store,
+# its default there) and --redis-url (rate limits through Redis), as a replica of a
+# scaled-out deployment runs. Tests about the SQLite file or the data directory itself are
+# marked `embedded` and deselected on that backend.
 BACKEND = os.environ.get("BASALT_TEST_BACKEND", "sqlite")
 if BACKEND not in ("sqlite", "postgres"):
     raise RuntimeError("BASALT_TEST_BACKEND must be sqlite or postgres, not %r" % BACKEND)
@@ -76,6 +78,23 @@ def pg_server():
         import atexit
         atexit.register(_PG.cleanup)
     return _PG
+
+
+_REDIS = None
+
+
+def redis_server():
+    """The session's Redis (started on first use, stopped at exit)."""
+    global _REDIS
+    if _REDIS is None:
+        import sys
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        import redis_server as rmod
+        _REDIS = rmod.RedisServer()
+        _REDIS.start()
+        import atexit
+        atexit.register(_REDIS.close)
+    return _REDIS
 
 
 def pytest_configure(config):
@@ -144,6 +163,10 @@ class Server:
                 and not any(str(a).startswith("--metadata-url") for a in self.args)
                 and "BASALT_METADATA_URL" not in self.env):
             self.metadata_url = pg_server().create_database()
+        self.redis_url = None
+        if (self.metadata_url and not any(str(a).startswith("--redis-url") for a in self.args)
+                and "BASALT_REDIS_URL" not in self.env):
+            self.redis_url = redis_server().url
         self.proc = None
         self.admin_key = None
         self.url = self.host = self.port = self.version = None
@@ -163,6 +186,8 @@ class Server:
             cmd += ["--artifact-store", ARTIFACT_STORE]
         if self.metadata_url:
             cmd += ["--metadata-url", self.metadata_url]
+        if self.redis_url:
+            cmd += ["--redis-url", self.redis_url]
         return cmd + self.args
 
     def start(self, wait_healthy=True):
