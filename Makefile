@@ -36,7 +36,7 @@ LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
 
-.PHONY: all deps run test unit api asan fuzz fuzz-replay bench clean format check-rebuild
+.PHONY: all deps run test unit api api-asan asan fuzz fuzz-replay bench clean format check-rebuild
 
 all: $(BUILD)/basalt
 
@@ -77,14 +77,27 @@ unit: $(UNIT_BINS)
 	@$(PY) tests/pg_server.py -- sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; case $$t in \
 	  */test_kv) $(PY) tests/redis_server.py -- $$t;; *) $$t;; esac; done'
 
-# The registry suites once more with artifacts in the metadata store (tests/api/conftest.py).
-ARTIFACT_STORE_SUITES := tests/api/test_registry.py tests/api/test_lifecycle.py \
-    tests/api/test_stalls.py tests/api/test_model_loading.py
+# The API suite twice: on the embedded stores (SQLite, files), and with every server a
+# replica on PostgreSQL + Redis (tests/api/conftest.py: BASALT_TEST_BACKEND=postgres; tests
+# about the embedded files are marked `embedded` and deselected; the files that start their
+# own PostgreSQL and Redis ran in the first pass already).
+OWN_BACKENDS := tests/api/test_postgres.py tests/api/test_replicas.py tests/api/test_readme_replicas.py
+PG_API_ARGS  := -m "not embedded" $(addprefix --ignore=,$(OWN_BACKENDS))
 
 api: $(BUILD)/basalt
 	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api
-	BASALT_TEST_ARTIFACT_STORE=metadata BASALT_BIN=$(abspath $(BUILD)/basalt) \
-	    $(PY) -m pytest -q -x $(ARTIFACT_STORE_SUITES)
+	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(abspath $(BUILD)/basalt) \
+	    $(PY) -m pytest -q -x $(PG_API_ARGS) tests/api
+
+# The sanitizer pass's API tests: the whole suite on the embedded stores, and on PostgreSQL +
+# Redis a representative subset (the multi-replica tests, and the registry and auth suites
+# on a replica) to keep `make test` near 25 minutes on two cores.
+PG_ASAN_SUITES := tests/api/test_registry.py tests/api/test_auth.py tests/api/test_predict.py
+
+api-asan: $(BUILD)/basalt
+	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api
+	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(abspath $(BUILD)/basalt) \
+	    $(PY) -m pytest -q -x -m "not embedded" $(PG_ASAN_SUITES)
 
 # npm tools the API tests run on /openapi.json (redocly lint, openapi-typescript, tsc),
 # pinned by tests/api/npm/package-lock.json and installed once into build/npm (shared by
@@ -93,6 +106,7 @@ NPM_DIR  := build/npm
 .PHONY: npm-deps
 npm-deps: $(NPM_DIR)/.installed
 api: npm-deps
+api-asan: npm-deps
 test: npm-deps
 
 $(NPM_DIR)/.installed: tests/api/npm/package.json tests/api/npm/package-lock.json | deps
@@ -105,7 +119,7 @@ $(NPM_DIR)/.installed: tests/api/npm/package.json tests/api/npm/package-lock.jso
 # The sanitizer pass: same unit and API tests on an ASan+UBSan build.
 asan:
 	$(MAKE) $(J) BUILD=build-asan SANITIZE=address,undefined build-asan/basalt $(UNIT_BINS:$(BUILD)/%=build-asan/%)
-	$(MAKE) BUILD=build-asan SANITIZE=address,undefined unit api
+	$(MAKE) BUILD=build-asan SANITIZE=address,undefined unit api-asan
 
 # An unchanged tree builds nothing: `make -q` finds every target up to date (it used to
 # recompile version.o and relink the binary every time).

@@ -17,7 +17,12 @@ import requests
 
 from conftest import ServerStartError
 from modelkit import (approve, artifact_files, assert_error, create_model, damage_stored_blob,
+
                       linear_doc, predict, publish, stored_blob, upload, upload_ok, versions)
+
+# Inspects and damages the SQLite file and the artifact store inside it; on PostgreSQL the
+# metadata store is exercised by the whole suite and by test_replicas.py.
+pytestmark = pytest.mark.embedded
 
 CHUNK = 1024 * 1024
 MD = ("--artifact-store", "metadata")

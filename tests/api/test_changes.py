@@ -15,6 +15,11 @@ import time
 from conftest import BASALT_BIN, REQUEST_TIMEOUT, START_TIMEOUT, clean_env, parse_metrics
 from modelkit import (approve, create_model, linear_bytes, predict, set_alias, upload_ok)
 
+# A second writer on the same SQLite file stands in for another replica; on PostgreSQL
+# test_replicas.py runs real replicas.
+import pytest  # noqa: E402
+pytestmark = pytest.mark.embedded
+
 POLL = ["--change-poll-ms", "100"]
 
 

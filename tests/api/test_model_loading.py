@@ -225,6 +225,7 @@ def test_budget_smaller_than_one_model_degrades_to_503_not_a_stall(start_server)
         version_metrics(srv, n)["memory_bytes"] for n in ("p", "q"))
 
 
+@pytest.mark.embedded  # damages the artifact where the embedded store keeps it
 def test_damaged_artifact_is_503_and_counted(server):
     art = linear_bytes([1.0, 1.0], 0.0)
     v = push(server, "broken", art)

@@ -12,6 +12,7 @@ access log and metrics of offloaded routes.
 
 Time appears only as "did not hang" bounds of polling loops, never in an assertion. The
 external lock is released well within SQLite's 5 s busy timeout of the server."""
+import pytest
 import os
 import re
 import socket
@@ -67,6 +68,7 @@ def call(srv, method, path, key=None, **kw):
     return requests.request(method, srv.url + path, headers=h, timeout=REQUEST_TIMEOUT, **kw)
 
 
+@pytest.mark.embedded  # holds the SQLite write lock
 def test_store_wait_does_not_block_the_io_thread(start_server):
     srv = start_server("--threads", "1")
     publish(srv, "lin", linear_bytes([2.0, 3.0], 1.0))
@@ -158,6 +160,7 @@ def h2_get(srv, path):
     return h2_request(srv, "GET", path)
 
 
+@pytest.mark.embedded  # holds the SQLite write lock
 def test_clients_gone_while_their_requests_wait(start_server):
     """HTTP/2 clients vanish while their requests wait, a GET /v1/keys on a worker, another and
     a POST /v1/tenants in the queue: h2o disposes of the requests (in-flight drops) before the
@@ -206,6 +209,7 @@ def test_clients_gone_while_their_requests_wait(start_server):
     assert r.status_code == 200 and [t["name"] for t in r.json()["items"]] == ["acme", "default"], r.text
 
 
+@pytest.mark.embedded  # holds the SQLite write lock
 def test_full_store_queue_answers_503_overloaded(start_server):
     srv = start_server("--threads", "1", "--store-threads", "1", "--store-queue", "2")
     lock = StoreLock(srv)

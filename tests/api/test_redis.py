@@ -22,6 +22,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 from redis_server import RedisServer  # noqa: E402
 
+# Starts its own Redis and servers with their own --redis-url; on PostgreSQL test_replicas.py
+# shares one Redis between real replicas.
+pytestmark = pytest.mark.embedded
+
 RATE, BURST = 20.0, 20.0
 WINDOW = 3.0
 
