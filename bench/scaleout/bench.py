@@ -46,11 +46,10 @@ def model_bytes(intercept):
     names = ["f%d" % i for i in range(N_FEATURES)]
     return json.dumps({"basalt_model": 1,
                        "inputs": [{"name": n, "type": "float"} for n in names],
-                       "estimator": {"type": "linear", "link": "logit",
+                       "estimator": {"type": "linear", "link": "identity",
                                      "coef": [[0.01 * (i + 1) for i in range(N_FEATURES)]],
                                      "intercept": [intercept]},
-                       "output": {"task": "binary_classification", "n_outputs": 1,
-                                  "labels": ["no", "yes"]}}).encode()
+                       "output": {"task": "regression", "n_outputs": 1}}).encode()
 
 
 ROW = {"inputs": {"f%d" % i: 0.5 for i in range(N_FEATURES)}}
@@ -155,7 +154,7 @@ def bench_predict(emb, rep, tmp):
     for name, b in (("embedded", emb), ("replica", rep)):
         publish(b)
         k = b.call("POST", "/v1/keys", 201, json={"name": "bench", "role": "predictor",
-                                                  "rate_limit": {"rps": 1e7, "burst": 1e7}}).json()
+                                                  "rate_limit": {"rps": 1e6, "burst": 1e6}}).json()
         limited[name] = k["key"]
     time.sleep(2)  # the replica's own snapshot is fresh already; let watchers settle
     res = {"embedded": [], "replica": []}

@@ -151,6 +151,18 @@ static void want_refill(bs_ratelimit_t *rl, entry_t *e)
     pthread_cond_signal(&rl->wake);
 }
 
+/* How far a key may run on credit while its refill is on the way: one request, or half a
+ * slice for a fast key — at tens of thousands of requests a second a round trip of the
+ * refill thread (slower still on a loaded machine) would otherwise refuse requests the
+ * global bucket has plenty for. Repaid from the next grant; bounds over-admission. */
+static double credit_limit(const bs_ratelimit_t *rl, const entry_t *e)
+{
+    double half = floor(e->rate * (double)rl->slice_ns / 1e9 / 2); /* not the demand */
+    if (half > e->burst / 2)
+        half = floor(e->burst / 2);
+    return half > CREDIT ? half : CREDIT;
+}
+
 static int charge_local(entry_t *e, uint64_t now, double *retry_after_s)
 {
     e->tokens += (double)(now - e->last_ns) / 1e9 * e->rate;
@@ -194,7 +206,7 @@ int bs_ratelimit_charge(bs_ratelimit_t *rl, const char *key_id, double rate, dou
     } else if (now < e->empty_until) {
         *retry_after_s = (double)(e->empty_until - now) / 1e9;
         rc = BS_ERATE;
-    } else if (e->debt < CREDIT) {
+    } else if (e->debt < credit_limit(rl, e)) {
         e->debt += 1;
         want_refill(rl, e);
     } else {
