@@ -16,5 +16,7 @@ int bs_random_hex(char *out, size_t nbytes);
 /* 1 if equal; time depends only on n. */
 int bs_ct_equal(const void *a, const void *b, size_t n);
 void bs_hex_encode(const unsigned char *in, size_t n, char *out);
+/* The value of one hex digit (either case), or -1 if c is not one. */
+int bs_hex_digit(int c);
 
 #endif

@@ -37,6 +37,7 @@
 
 #include <h2o.h>
 
+#include "base/crypto.h"
 #include "base/id.h"
 #include "base/json.h"
 #include "base/log.h"
@@ -132,17 +133,6 @@ const char *bs_req_param_raw(const bs_req_t *req, const char *name, size_t *len)
     return NULL;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Percent-decodes into the arena; '+' becomes space when form is set. NULL on bad escapes. */
 static char *decode(bs_arena_t *a, const char *s, size_t n, int form)
 {
@@ -154,8 +144,8 @@ static char *decode(bs_arena_t *a, const char *s, size_t n, int form)
             int h, l;
             if (i + 2 >= n)
                 return NULL;
-            h = hexval(s[i + 1]);
-            l = hexval(s[i + 2]);
+            h = bs_hex_digit(s[i + 1]);
+            l = bs_hex_digit(s[i + 2]);
             if (h < 0 || l < 0)
                 return NULL;
             char c = (char)(h * 16 + l);

@@ -648,8 +648,12 @@ static int unlink_unreferenced(const candidate_t *c, size_t n, const sha_set_t *
     return removed;
 }
 
-/* The files backend: decides and unlinks inside a transaction (see blobs.h). */
-static int files_collect(bs_blobs_t *b, int64_t grace_s, const char *refs_sql, bs_err_t *err)
+/* Removes the files under b->dir older than grace_s that no version references. locked:
+ * decide and unlink inside a transaction (the files backend's artifacts, see blobs.h);
+ * else without one (the metadata backend's cache: a file evicted a moment too early costs
+ * a fetch, nothing more). Returns the count removed or an error. */
+static int collect_files(bs_blobs_t *b, int64_t grace_s, const char *refs_sql, int locked,
+                         bs_err_t *err)
 {
     time_t cutoff = time(NULL) - (time_t)grace_s;
     candidate_t *c = NULL;
@@ -659,22 +663,29 @@ static int files_collect(bs_blobs_t *b, int64_t grace_s, const char *refs_sql, b
         free(c);
         return 0;
     }
-    sha_set_t refs = {0};
-    int rc = bs_meta_tx_begin(b->meta, err);
+    int rc = locked ? bs_meta_tx_begin(b->meta, err) : 0;
     if (rc) {
         free(c);
         return rc;
     }
+    sha_set_t refs = {0};
     int removed = 0;
     rc = load_refs(b, refs_sql, &refs, err);
     if (!rc)
         removed = unlink_unreferenced(c, n, &refs, cutoff);
-    bs_meta_tx_rollback(b->meta); /* read-only: the transaction only held the store's lock */
+    if (locked)
+        bs_meta_tx_rollback(b->meta); /* read-only: the transaction only held the store's lock */
     free(refs.sha);
     free(c);
-    if (removed)
-        BS_LOG(BS_LOG_INFO, "blobs", "removed %d unreferenced artifact file(s)", removed);
     return rc ? rc : removed;
+}
+
+static int files_collect(bs_blobs_t *b, int64_t grace_s, const char *refs_sql, bs_err_t *err)
+{
+    int removed = collect_files(b, grace_s, refs_sql, 1, err);
+    if (removed > 0)
+        BS_LOG(BS_LOG_INFO, "blobs", "removed %d unreferenced artifact file(s)", removed);
+    return removed;
 }
 
 /* The metadata backend: rows whose grace clock ran out and that nothing references,
@@ -728,21 +739,8 @@ int bs_blobs_evict_cache(bs_blobs_t *b, int64_t grace_s, const char *refs_sql, b
 {
     if (b->kind != BS_BLOBS_METADATA)
         return 0;
-    time_t cutoff = time(NULL) - (time_t)grace_s;
-    candidate_t *c = NULL;
-    size_t n = 0;
-    scan(b->dir, cutoff, &c, &n);
-    if (!n) {
-        free(c);
-        return 0;
-    }
-    /* No transaction: a cache file evicted a moment too early costs a fetch, nothing more. */
-    sha_set_t refs = {0};
-    int rc = load_refs(b, refs_sql, &refs, err);
-    int removed = rc ? 0 : unlink_unreferenced(c, n, &refs, cutoff);
-    free(refs.sha);
-    free(c);
-    if (removed)
+    int removed = collect_files(b, grace_s, refs_sql, 0, err);
+    if (removed > 0)
         BS_LOG(BS_LOG_INFO, "blobs", "evicted %d unreferenced cached artifact file(s)", removed);
-    return rc ? rc : removed;
+    return removed;
 }

@@ -1,4 +1,5 @@
 /* Redis connections on hiredis; see kv.h for the threading and failure rules. */
+#include "base/crypto.h"
 #include "store/kv.h"
 
 #include <ctype.h>
@@ -28,14 +29,6 @@ struct bs_kv {
 
 /* ---- URLs ------------------------------------------------------------------------------- */
 
-static int hexval(int ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch = tolower(ch);
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
 /* Percent-decodes s[0..n) into out (cap bytes with the NUL). -1 if malformed or too long. */
 static int pct_decode(const char *s, size_t n, char *out, size_t cap)
 {
@@ -45,7 +38,8 @@ static int pct_decode(const char *s, size_t n, char *out, size_t cap)
         if (ch == '%') {
             if (i + 2 >= n)
                 return -1;
-            int hi = hexval((unsigned char)s[i + 1]), lo = hexval((unsigned char)s[i + 2]);
+            int hi = bs_hex_digit((unsigned char)s[i + 1]);
+            int lo = bs_hex_digit((unsigned char)s[i + 2]);
             if (hi < 0 || lo < 0)
                 return -1;
             ch = hi * 16 + lo;

@@ -37,6 +37,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "base/crypto.h"
 #include "store/meta.h"
 #include "store/meta_int.h"
 
@@ -151,17 +152,6 @@ static const char *row_text(const bs_meta_row_t *r, int col)
     return PQgetvalue(r->p, r->i, col); /* "" for NULL */
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 static const void *row_blob(const bs_meta_row_t *r, int col, size_t *len)
 {
     const char *v = PQgetvalue(r->p, r->i, col);
@@ -186,7 +176,7 @@ static const void *row_blob(const bs_meta_row_t *r, int col, size_t *len)
     }
     aux->bufs[aux->n++] = out;
     for (size_t i = 0; i < out_n; i++) {
-        int hi = hexval(v[2 + 2 * i]), lo = hexval(v[3 + 2 * i]);
+        int hi = bs_hex_digit(v[2 + 2 * i]), lo = bs_hex_digit(v[3 + 2 * i]);
         out[i] = (unsigned char)((hi < 0 ? 0 : hi) << 4 | (lo < 0 ? 0 : lo));
     }
     return out;
