@@ -124,6 +124,9 @@ def test_damaged_cache_file_is_fetched_again(start_server):
     assert r.status_code == 200 and r.json()["predictions"] == [15.0], r.text
     assert os.path.getsize(path) == len(art)
     assert cache_metrics(srv)["cache_discards_total"] == 1
+    deadline = time.monotonic() + 30  # the log is written by a background thread
+    while "fetching it again" not in srv.stderr() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert "fetching it again" in srv.stderr()
 
 
