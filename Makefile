@@ -4,7 +4,7 @@
 BUILD    ?= build
 CC       ?= cc
 PY       ?= /usr/bin/python3
-PKGS     := libh2o-evloop libcjson sqlite3 lmdb yaml-0.1 libcrypto libpq hiredis
+PKGS     := libh2o-evloop libcjson sqlite3 lmdb yaml-0.1 libcrypto libpq hiredis libcurl libnats
 VERSION  := $(shell cat VERSION 2>/dev/null || echo 0.0.0)
 GIT_SHA  := $(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
 NPROC    := $(shell nproc 2>/dev/null || echo 2)

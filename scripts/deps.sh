@@ -14,17 +14,18 @@ set -eu
 RUN_PACKAGES="
 build-essential pkg-config
 libh2o-evloop-dev libcjson-dev libsqlite3-dev liblmdb-dev libyaml-dev libssl-dev
-libpq-dev libhiredis-dev
+libpq-dev libhiredis-dev libcurl4-openssl-dev libnats-dev
 "
 TEST_PACKAGES="
 clang libclang-rt-14-dev libcmocka-dev curl
 python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
 python3-sklearn python3-xgboost
 python3-prometheus-client prometheus python3-jsonschema
-postgresql redis-server nginx
+postgresql redis-server nginx nats-server
 "
 BENCH_PACKAGES="
 wrk libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
+python3-celery python3-redis
 "
 
 mode=--run list=""

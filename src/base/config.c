@@ -80,6 +80,12 @@ static const setting_t settings[] = {
     S(replica_id, T_STR, 0, 0, "",
       "this replica's name in leases and /v1/info (default hostname-pid)"),
     S(metadata_pool_size, T_INT, 1, 1000, "8", "PostgreSQL connections per replica"),
+    S(nats_url, T_STR, 0, 0, "",
+      "topics: empty = the embedded segment log under <data>/log, nats://host:port = JetStream"),
+    S(job_workers, T_INT, 1, 256, "4", "threads running background jobs on this replica"),
+    S(job_retention_ms, T_I64, 1000, 31536000000, "604800000",
+      "finished jobs (completed, discarded, cancelled) are deleted after this"),
+    S(max_event_bytes, T_INT, 16, 16777216, "1048576", "largest event a topic accepts (413 beyond)"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

@@ -47,6 +47,10 @@ typedef struct {
     char metadata_url[1024]; /* "" = SQLite at <data>/basalt.db; postgres://... = PostgreSQL */
     char replica_id[128];    /* "" at load becomes hostname-pid */
     int metadata_pool_size;
+    char nats_url[512]; /* empty: topics in the embedded segment log; nats://... = JetStream */
+    int job_workers;
+    int64_t job_retention_ms;
+    int max_event_bytes;
 } bs_config_t;
 
 void bs_config_defaults(bs_config_t *c);

@@ -84,5 +84,44 @@ const bs_meta_migration_t bs__meta_migrations[] = {
     "CREATE TABLE blob_chunks ("
     "  sha256 TEXT NOT NULL, seq INTEGER NOT NULL, data BLOB NOT NULL,"
     "  PRIMARY KEY (sha256, seq));", NULL},
+    /* 9: declarative resources (store/resources.c): one JSON spec per (tenant, kind, name),
+     * its generation growing with every change */
+    {"CREATE TABLE resources ("
+    "  tenant TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL, spec TEXT NOT NULL,"
+    "  generation INTEGER NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL, updated_by TEXT NOT NULL,"
+    "  PRIMARY KEY (tenant, kind, name));"
+    "CREATE INDEX resources_kind ON resources(kind, tenant, name);"
+    "INSERT INTO generations (scope, generation, updated_at) VALUES ('resources', 0, 0);", NULL},
+    /* 10: jobs (events/jobs.c): River's states, claimed with leases (store/lease.h's work
+     * table convention); unique_key is unique among a tenant's live jobs of a kind */
+    {"CREATE TABLE jobs ("
+    "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,"
+    "  args TEXT NOT NULL DEFAULT '{}', unique_key TEXT, priority INTEGER NOT NULL DEFAULT 0,"
+    "  attempt INTEGER NOT NULL DEFAULT 0, max_attempts INTEGER NOT NULL,"
+    "  scheduled_at INTEGER NOT NULL, created_at INTEGER NOT NULL, attempted_at INTEGER,"
+    "  finalized_at INTEGER, created_by TEXT NOT NULL DEFAULT '',"
+    "  errors TEXT NOT NULL DEFAULT '[]', progress_done INTEGER NOT NULL DEFAULT 0,"
+    "  progress_total INTEGER NOT NULL DEFAULT 0, progress_at INTEGER,"
+    "  result TEXT, result_location TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,"
+    "  lease_owner TEXT, lease_expires_at INTEGER NOT NULL DEFAULT 0,"
+    "  lease_token INTEGER NOT NULL DEFAULT 0);"
+    "CREATE INDEX jobs_claim ON jobs(state, priority, scheduled_at, lease_expires_at);"
+    "CREATE INDEX jobs_tenant ON jobs(tenant, id);"
+    "CREATE INDEX jobs_finalized ON jobs(finalized_at);"
+    "CREATE UNIQUE INDEX jobs_unique ON jobs(tenant, kind, unique_key)"
+    "  WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'discarded', 'cancelled');",
+     NULL},
+    /* 11: webhook deliveries (events/webhooks.c): one row per delivery (its job has the same
+     * id) and one per attempt */
+    {"CREATE TABLE webhook_deliveries ("
+    "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, destination TEXT NOT NULL,"
+    "  event_id TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX webhook_deliveries_dest ON webhook_deliveries(tenant, destination, id);"
+    "CREATE TABLE webhook_attempts ("
+    "  delivery_id TEXT NOT NULL, attempt INTEGER NOT NULL, at INTEGER NOT NULL,"
+    "  status INTEGER NOT NULL DEFAULT 0, duration_ms REAL NOT NULL DEFAULT 0,"
+    "  error TEXT, response TEXT, PRIMARY KEY (delivery_id, attempt));", NULL},
     {NULL, NULL},
 };
