@@ -17,6 +17,12 @@
 struct bs_registry;
 struct bs_serving;
 struct bs_changes;
+struct bs_log;
+struct bs_jobs;
+struct bs_httpc;
+struct bs_webhooks;
+struct bs_topics;
+struct bs_triggers;
 
 typedef struct bs_app {
     bs_config_t cfg;
@@ -27,6 +33,12 @@ typedef struct bs_app {
     struct bs_registry *registry;
     struct bs_serving *serving;
     struct bs_changes *changes; /* the change watcher: keeps the snapshots current */
+    struct bs_log *log;           /* topics: the segment log or JetStream (store/log.h) */
+    struct bs_jobs *jobs;         /* the job runtime (events/jobs.h) */
+    struct bs_httpc *http;        /* the outbound HTTP client (http/client.h) */
+    struct bs_webhooks *webhooks; /* webhook destinations and deliveries (events/webhooks.h) */
+    struct bs_topics *topics;     /* topic specs snapshot (events/topics.h) */
+    struct bs_triggers *triggers; /* triggers and their consumers (events/triggers.h) */
     char replica_id[128];       /* cfg.replica_id, or hostname-pid */
     struct bs_pool *workers; /* uploads and every registry write: off the I/O threads */
     _Atomic int64_t upload_bytes; /* artifacts of uploads queued or parsing (upload_memory_bytes) */

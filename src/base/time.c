@@ -1,7 +1,10 @@
 /* Clock helpers; see time.h. */
 #include "base/time.h"
 
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -72,5 +75,51 @@ int bs_time_parse_rfc3339(const char *s, int64_t *out_ms)
                     .tm_min = mi, .tm_sec = sec};
     time_t t = timegm(&tm);
     *out_ms = ((int64_t)t - offset_min * 60) * 1000 + ms;
+    return 0;
+}
+
+int bs_time_parse_duration(const char *s, int64_t *out_ms)
+{
+    if (!s || !*s)
+        return BS_EINVAL;
+    if (strcmp(s, "0") == 0) {
+        *out_ms = 0;
+        return 0;
+    }
+    double total = 0;
+    const char *p = s;
+    while (*p) {
+        if (!((*p >= '0' && *p <= '9') || *p == '.'))
+            return BS_EINVAL;
+        char *end;
+        errno = 0;
+        double v = strtod(p, &end);
+        if (end == p || errno || !isfinite(v) || v < 0)
+            return BS_EINVAL;
+        p = end;
+        double unit;
+        if (strncmp(p, "ms", 2) == 0) {
+            unit = 1;
+            p += 2;
+        } else if (*p == 's') {
+            unit = 1000;
+            p++;
+        } else if (*p == 'm') {
+            unit = 60000;
+            p++;
+        } else if (*p == 'h') {
+            unit = 3600000;
+            p++;
+        } else if (*p == 'd') {
+            unit = 86400000;
+            p++;
+        } else {
+            return BS_EINVAL;
+        }
+        total += v * unit;
+    }
+    if (total > 100.0 * 365 * 86400000)
+        return BS_EINVAL;
+    *out_ms = (int64_t)llround(total);
     return 0;
 }

@@ -13,5 +13,10 @@ int64_t bs_time_wall_ms(void);
 void bs_time_rfc3339(int64_t wall_ms, char *out, size_t n);
 /* Parses an RFC 3339 UTC or offset timestamp into ms since the epoch. 0 or BS_EINVAL. */
 int bs_time_parse_rfc3339(const char *s, int64_t *out_ms);
+/* Parses a duration as specs write it: a number followed by a unit, ms, s, m, h or d
+ * ("250ms", "30s", "2m", "1.5h", "7d"; several may follow each other: "1h30m"), or "0".
+ * Fills *out_ms (rounded to whole ms). 0, or BS_EINVAL for anything else, a negative value
+ * or more than 100 years. */
+int bs_time_parse_duration(const char *s, int64_t *out_ms);
 
 #endif
