@@ -1,0 +1,331 @@
+/*
+ * basalt side of bench/events' publish benchmarks: CONNS threads, one HTTP/1.1 keep-alive
+ * connection each, POST batches of BATCH events (a JSON array of the ~200-byte events of
+ * events_common.h) to PATH. A batch counts as acknowledged events only from a 2xx answer,
+ * and only the items of that answer that carry an "offset" (a batch's per-item errors are
+ * counted as errors).
+ *
+ * Closed loop (RATE 0): each connection sends its next batch when the previous one is
+ * answered, for SECONDS. Open loop (RATE > 0 events/s in total): each connection sends a
+ * batch every CONNS * BATCH / RATE seconds on a fixed schedule (late batches go at once).
+ *
+ * Usage: http_pub HOST:PORT PATH KEY CONNS BATCH SECONDS RATE [EVENT_BYTES [ACKS_FILE]]
+ *   KEY "-" sends no Authorization header. ACKS_FILE: one line per acknowledged batch,
+ *   "first_offset count ack_unix_time_us latency_us", for latency measurements.
+ * Prints one line:
+ *   acked=N errors=E batches=B seconds=S events_per_s=R p50_us=X p99_us=Y http_errors=H
+ * Exit status 0, or 1 when it could not run (no connection, a dropped connection).
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "events_common.h"
+
+typedef struct {
+    int id;
+    struct sockaddr_in addr;
+    const char *host, *path, *key;
+    int batch, event_bytes;
+    double seconds, interval;
+    long acked, errors, http_errors, batches;
+    uint64_t *lat_us;
+    size_t nlat, caplat;
+    FILE *acks;
+    pthread_mutex_t *acks_lock;
+    int failed;
+} conn_t;
+
+static int connect_to(const struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap, off; /* off: start of unconsumed bytes */
+} rbuf_t;
+
+static int fill(int fd, rbuf_t *b)
+{
+    if (b->off > 0 && b->off == b->len)
+        b->off = b->len = 0;
+    if (b->len == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 65536;
+        b->p = realloc(b->p, b->cap + 1);
+    }
+    ssize_t r;
+    do
+        r = read(fd, b->p + b->len, b->cap - b->len);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return -1;
+    b->len += (size_t)r;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* Reads one response; *body points into b (valid until the next call). */
+static int read_response(int fd, rbuf_t *b, int *status, char **body, size_t *body_len)
+{
+    if (b->off > 0) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->p)
+            b->p[b->len] = '\0';
+    }
+    char *end;
+    while (!b->p || !(end = strstr(b->p, "\r\n\r\n")))
+        if (fill(fd, b) != 0)
+            return -1;
+    size_t hlen = (size_t)(end - b->p) + 4;
+    if (sscanf(b->p, "HTTP/1.%*d %d", status) != 1)
+        return -1;
+    long clen = -1;
+    int chunked = 0;
+    for (char *line = strstr(b->p, "\r\n") + 2; line < end; line = strstr(line, "\r\n") + 2) {
+        if (strncasecmp(line, "content-length:", 15) == 0)
+            clen = strtol(line + 15, NULL, 10);
+        else if (strncasecmp(line, "transfer-encoding:", 18) == 0 && strstr(line, "chunked"))
+            chunked = 1;
+    }
+    if (!chunked) {
+        if (clen < 0)
+            return -1;
+        while (b->len < hlen + (size_t)clen)
+            if (fill(fd, b) != 0)
+                return -1;
+        *body = b->p + hlen;
+        *body_len = (size_t)clen;
+        b->off = hlen + (size_t)clen;
+        return 0;
+    }
+    /* Chunked: de-chunk in place after the headers. */
+    size_t in = hlen, out = hlen;
+    for (;;) {
+        char *crlf;
+        while (!(crlf = strstr(b->p + in, "\r\n")))
+            if (fill(fd, b) != 0)
+                return -1;
+        size_t n = (size_t)strtoul(b->p + in, NULL, 16);
+        size_t data = (size_t)(crlf - b->p) + 2;
+        while (b->len < data + n + 2)
+            if (fill(fd, b) != 0)
+                return -1;
+        memmove(b->p + out, b->p + data, n);
+        out += n;
+        in = data + n + 2;
+        if (n == 0)
+            break;
+    }
+    *body = b->p + hlen;
+    *body_len = out - hlen;
+    b->off = in;
+    return 0;
+}
+
+/* Counts the items of a publish answer that have an offset; *first = the first one's. */
+static long count_offsets(const char *body, size_t len, long *first, long *errors)
+{
+    long n = 0;
+    *first = -1;
+    const char *end = body + len;
+    for (const char *p = body; p < end && (p = strstr(p, "\"offset\"")) && p < end; p += 8) {
+        const char *q = p + 8;
+        while (*q == ' ' || *q == ':')
+            q++;
+        if (*q < '0' || *q > '9')
+            continue;
+        if (n == 0)
+            *first = strtol(q, NULL, 10);
+        n++;
+    }
+    for (const char *p = body; p < end && (p = strstr(p, "\"error\"")) && p < end; p += 7)
+        (*errors)++;
+    return n;
+}
+
+static void *conn_main(void *arg)
+{
+    conn_t *c = arg;
+    int fd = connect_to(&c->addr);
+    if (fd < 0) {
+        fprintf(stderr, "http_pub: connection %d: connect: %s\n", c->id, strerror(errno));
+        c->failed = 1;
+        return NULL;
+    }
+    size_t cap = (size_t)c->batch * ((size_t)c->event_bytes + 2) + 1024;
+    char *body = malloc(cap), *req = malloc(cap + 1024);
+    rbuf_t rb = {0};
+    uint64_t seq = 0;
+    double start = ev_now(), end = start + c->seconds;
+    /* Open loop: spread the connections' first batches over one interval. */
+    double next = start + (c->interval > 0 ? c->interval * c->id / 64.0 : 0);
+    while (ev_now() < end) {
+        if (c->interval > 0) {
+            double now = ev_now();
+            if (next > now) {
+                double d = next - now;
+                struct timespec ts = {(time_t)d, (long)((d - (double)(time_t)d) * 1e9)};
+                nanosleep(&ts, NULL);
+            }
+            next += c->interval;
+            if (next > end + c->interval)
+                break;
+        }
+        size_t n = 0;
+        body[n++] = '[';
+        for (int i = 0; i < c->batch; i++) {
+            if (i)
+                body[n++] = ',';
+            n += (size_t)ev_format_event(body + n, cap - n, c->id, seq++, c->event_bytes);
+        }
+        body[n++] = ']';
+        int h = snprintf(req, 1024,
+                         "POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
+                         "Content-Length: %zu\r\n%s%s%s\r\n",
+                         c->path, c->host, n, c->key ? "Authorization: Bearer " : "",
+                         c->key ? c->key : "", c->key ? "\r\n" : "");
+        memcpy(req + h, body, n);
+        double t0 = ev_now();
+        int status = 0;
+        char *rbody;
+        size_t rlen;
+        if (write_all(fd, req, (size_t)h + n) != 0 ||
+            read_response(fd, &rb, &status, &rbody, &rlen) != 0) {
+            fprintf(stderr, "http_pub: connection %d: dropped\n", c->id);
+            c->failed = 1;
+            break;
+        }
+        double t1 = ev_now();
+        c->batches++;
+        if (status < 200 || status > 299) {
+            c->http_errors++;
+            c->errors += c->batch;
+            if (c->http_errors <= 3)
+                fprintf(stderr, "http_pub: %d: %.*s\n", status, (int)(rlen > 300 ? 300 : rlen),
+                        rbody);
+            continue;
+        }
+        long first, errs = 0;
+        long ok = count_offsets(rbody, rlen, &first, &errs);
+        c->acked += ok;
+        c->errors += errs;
+        uint64_t us = (uint64_t)((t1 - t0) * 1e6);
+        if (c->nlat == c->caplat) {
+            c->caplat = c->caplat ? c->caplat * 2 : 4096;
+            c->lat_us = realloc(c->lat_us, c->caplat * sizeof *c->lat_us);
+        }
+        c->lat_us[c->nlat++] = us;
+        if (c->acks) {
+            pthread_mutex_lock(c->acks_lock);
+            fprintf(c->acks, "%ld %ld %.0f %" PRIu64 "\n", first, ok, ev_wall() * 1e6, us);
+            pthread_mutex_unlock(c->acks_lock);
+        }
+    }
+    close(fd);
+    free(rb.p);
+    free(body);
+    free(req);
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 8) {
+        fprintf(stderr,
+                "usage: %s HOST:PORT PATH KEY CONNS BATCH SECONDS RATE [EVENT_BYTES [ACKS_FILE]]\n",
+                argv[0]);
+        return 2;
+    }
+    char host[256];
+    snprintf(host, sizeof host, "%s", argv[1]);
+    char *colon = strrchr(host, ':');
+    if (!colon)
+        return 2;
+    *colon = '\0';
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+    if (inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, &addr.sin_addr) != 1) {
+        fprintf(stderr, "http_pub: %s: not an IPv4 address\n", host);
+        return 2;
+    }
+    *colon = ':';
+    const char *path = argv[2], *key = strcmp(argv[3], "-") == 0 ? NULL : argv[3];
+    int nconns = atoi(argv[4]), batch = atoi(argv[5]);
+    double seconds = atof(argv[6]), rate = atof(argv[7]);
+    int event_bytes = argc > 8 ? atoi(argv[8]) : 200;
+    FILE *acks = NULL;
+    if (argc > 9 && !(acks = fopen(argv[9], "w"))) {
+        perror(argv[9]);
+        return 1;
+    }
+    if (nconns < 1 || batch < 1 || seconds <= 0 || event_bytes < 64)
+        return 2;
+    pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+    conn_t *cs = calloc((size_t)nconns, sizeof *cs);
+    pthread_t *th = calloc((size_t)nconns, sizeof *th);
+    double t0 = ev_now();
+    for (int i = 0; i < nconns; i++) {
+        cs[i] = (conn_t){.id = i, .addr = addr, .host = host, .path = path, .key = key,
+                         .batch = batch, .event_bytes = event_bytes, .seconds = seconds,
+                         .interval = rate > 0 ? (double)nconns * batch / rate : 0,
+                         .acks = acks, .acks_lock = &lock};
+        pthread_create(&th[i], NULL, conn_main, &cs[i]);
+    }
+    long acked = 0, errors = 0, http_errors = 0, batches = 0;
+    int failed = 0;
+    ev_lat_t lat = {0};
+    for (int i = 0; i < nconns; i++) {
+        pthread_join(th[i], NULL);
+        acked += cs[i].acked;
+        errors += cs[i].errors;
+        http_errors += cs[i].http_errors;
+        batches += cs[i].batches;
+        failed |= cs[i].failed;
+        ev_lat_add(&lat, cs[i].lat_us, cs[i].nlat);
+        free(cs[i].lat_us);
+    }
+    double secs = ev_now() - t0;
+    if (acks)
+        fclose(acks);
+    printf("acked=%ld errors=%ld batches=%ld seconds=%.3f events_per_s=%.0f p50_us=%" PRIu64
+           " p99_us=%" PRIu64 " http_errors=%ld\n",
+           acked, errors, batches, secs, (double)acked / secs, ev_lat_pct(&lat, 50),
+           ev_lat_pct(&lat, 99), http_errors);
+    ev_lat_free(&lat);
+    free(cs);
+    free(th);
+    return failed ? 1 : 0;
+}
