@@ -25,7 +25,7 @@ Run as `sh bench/events/run.sh` (it builds the C drivers). Knobs (environment): 
 DURATION (5 s per measured run), SECTIONS ("publish trigger jobs"), CLIENTS, BATCH,
 EVENT_BYTES, SYNC_INTERVAL ("2m"), TRIGGER_RATES, TRIGGER_CONNS (4), JOBS_BATCH (100),
 BACKLOG (5000 jobs in flight at most), CELERY_POOLS ("prefork threads solo"),
-CELERY_CONCURRENCY (2), BASALT_BIN, BENCH_OUT (build/bench/events).
+CELERY_CONCURRENCY (2), STRACE (1: count each publisher's fsyncs in one extra run), BASALT_BIN, BENCH_OUT (build/bench/events).
 """
 import json
 import os
@@ -61,6 +61,7 @@ JOBS_BATCH = int(os.environ.get("JOBS_BATCH", "100"))
 BACKLOG = int(os.environ.get("BACKLOG", "5000"))
 CELERY_POOLS = os.environ.get("CELERY_POOLS", "prefork threads solo").split()
 CELERY_CONCURRENCY = int(os.environ.get("CELERY_CONCURRENCY", "2"))
+STRACE = int(os.environ.get("STRACE", "1"))
 HTTP_PUB = os.path.join(OUT, "http_pub")
 JS_PUB = os.path.join(OUT, "js_pub")
 PY = "/usr/bin/python3"
@@ -290,6 +291,24 @@ class Nats:
             self.proc.wait()
 
 
+def count_syncs(pid, fn):
+    """(fsync + fdatasync calls by process pid's threads while fn() runs, fn()'s acked)."""
+    path = os.path.join(OUT, "strace-%d.txt" % pid)
+    st = subprocess.Popen(["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-o", path,
+                           "-p", str(pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    r = fn()
+    time.sleep(0.2)
+    st.send_signal(signal.SIGINT)
+    st.wait(30)
+    calls = 0
+    for line in open(path):
+        f = line.split()
+        if len(f) >= 5 and f[-1] in ("fsync", "fdatasync"):
+            calls += int(f[3])
+    return calls, int(r["acked"])
+
+
 def run_driver(cmd, timeout):
     p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                        timeout=timeout)
@@ -343,6 +362,14 @@ def section_publish(tmp):
         names = ["basalt-always", "jetstream", "basalt-interval"]
         for name in names:  # warm-up, not counted
             run(name, 1)
+        if STRACE and shutil.which("strace"):
+            # What "durability" means here, counted: fsync/fdatasync calls per server during
+            # a 2 s run (under strace, so slower; not a measured run).
+            for name in names:
+                pid = nats.proc.pid if name == "jetstream" else b.proc.pid
+                calls, acked = count_syncs(pid, lambda n=name: run(n, 2))
+                print("  %-16s %6d fsync/fdatasync calls for %d acknowledged events in a 2 s run "
+                      "under strace" % (name, calls, acked), flush=True)
         res = {n: [] for n in names}
         for rnd in range(ROUNDS):
             for name in names:
