@@ -5,6 +5,8 @@
  * where <value> is the integer that follows the first occurrence of PATTERN (e.g.
  * "\"source_offset\":") in the event's data. Events without PATTERN are skipped.
  *
+ * SIGTERM or SIGINT ends it cleanly (the lines written so far are kept).
+ *
  * Usage: sse_tail HOST:PORT PATH KEY SECONDS OUTFILE PATTERN [READY_FILE]
  *   KEY "-" sends no Authorization header. Stops after SECONDS, or at the end of the
  *   response. READY_FILE is created once the response headers have arrived.
@@ -15,6 +17,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -113,6 +116,14 @@ static void wire_bytes(tail_t *t, const char *p, size_t n)
     }
 }
 
+static volatile sig_atomic_t stop;
+
+static void on_term(int sig)
+{
+    (void)sig;
+    stop = 1;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 7) {
@@ -155,7 +166,10 @@ int main(int argc, char **argv)
     size_t have = 0;
     int headers_done = 0;
     double end = ev_now() + seconds;
-    for (;;) {
+    struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: poll returns EINTR */
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    while (!stop) {
         double left = end - ev_now();
         if (left <= 0)
             break;
