@@ -1720,6 +1720,18 @@ static void on_reconnected(natsConnection *nc, void *closure)
     BS_LOG(BS_LOG_INFO, "log", "jetstream connection back (%.200s)", url);
 }
 
+/* The last of the connection's callbacks (libnats runs them in order on one thread):
+ * close waits for it before freeing l. */
+static void on_closed(natsConnection *nc, void *closure)
+{
+    (void)nc;
+    nlog_t *l = closure;
+    pthread_mutex_lock(&l->mu);
+    l->conn_closed = 1;
+    pthread_cond_broadcast(&l->subs_cv);
+    pthread_mutex_unlock(&l->mu);
+}
+
 static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
                            void *closure)
 {
@@ -1795,7 +1807,7 @@ static void close_connection(nlog_t *l)
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += 10;
     pthread_mutex_lock(&l->mu);
-    while (l->live_subs > 0)
+    while (l->live_subs > 0 || !l->conn_closed)
         if (pthread_cond_timedwait(&l->subs_cv, &l->mu, &dl) == ETIMEDOUT)
             break;
     pthread_mutex_unlock(&l->mu);
@@ -1853,6 +1865,8 @@ bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
         s = natsOptions_SetReconnectedCB(opts, on_reconnected, l);
     if (s == NATS_OK)
         s = natsOptions_SetErrorHandler(opts, on_async_error, l);
+    if (s == NATS_OK)
+        s = natsOptions_SetClosedCB(opts, on_closed, l);
     if (s != NATS_OK) {
         bs__nl_err(err, s, 0, "nats options");
         natsOptions_Destroy(opts);
@@ -1881,7 +1895,7 @@ bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
     if (s != NATS_OK) {
         bs_err_set(err, BS_EUNAVAIL, "jetstream is not available at %.120s: %.100s", o->nats_url,
                    nats_GetLastError(NULL) ? nats_GetLastError(NULL) : natsStatus_GetText(s));
-        natsConnection_Close(l->nc);
+        close_connection(l);
         nl_free(l);
         return NULL;
     }

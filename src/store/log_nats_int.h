@@ -133,6 +133,7 @@ typedef struct {
     /* fetches waiting for JetStream (their pends are in the map too) */
     nl_fetch_t *fetches;
     int live_subs;                    /* subscriptions whose completion has not run */
+    int conn_closed;                  /* the connection's closed callback ran */
     pthread_cond_t subs_cv;
     /* the append latency histogram (queued to acknowledged) */
     uint64_t hist[NL_HIST_BUCKETS + 1];
