@@ -76,6 +76,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "base/id.h"
 #include "base/log.h"
@@ -373,7 +374,7 @@ int bs__nl_job(nlog_t *l, void (*fn)(void *), void *arg)
     else
         l->j_head = j;
     l->j_tail = j;
-    pthread_cond_broadcast(&l->cv);
+    pthread_cond_signal(&l->work_cv);
     return 0;
 }
 
@@ -383,7 +384,7 @@ static void *worker_main(void *arg)
     pthread_mutex_lock(&l->mu);
     for (;;) {
         while (!l->j_head && !l->stop_threads)
-            pthread_cond_wait(&l->cv, &l->mu);
+            pthread_cond_wait(&l->work_cv, &l->mu);
         if (!l->j_head)
             break;
         nl_job_t *j = l->j_head;
@@ -396,7 +397,6 @@ static void *worker_main(void *arg)
         free(j);
         pthread_mutex_lock(&l->mu);
         l->jobs_running--;
-        pthread_cond_broadcast(&l->cv);
     }
     pthread_mutex_unlock(&l->mu);
     return NULL;
@@ -646,7 +646,7 @@ static void on_pub_reply(nlog_t *l, nl_pend_t *p, natsMsg *m)
         }
     }
     int done = record_done(a);
-    if (l->pub_inflight < MAX_INFLIGHT / 2)
+    if (l->pub_throttled && l->pub_inflight < MAX_INFLIGHT / 2)
         pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
     if (fire)
@@ -857,8 +857,11 @@ static void *publisher_main(void *arg)
             pthread_cond_wait(&l->cv, &l->mu);
         if (!l->q_head)
             break;
-        while (l->pub_inflight >= MAX_INFLIGHT && !l->stop_threads)
+        while (l->pub_inflight >= MAX_INFLIGHT && !l->stop_threads) {
+            l->pub_throttled = 1;
             pthread_cond_wait(&l->cv, &l->mu);
+        }
+        l->pub_throttled = 0;
         nl_append_t *a = l->q_head;
         l->q_head = a->next;
         if (!l->q_head)
@@ -891,7 +894,8 @@ static void pub_timeouts(nlog_t *l)
         if (record_done(a))
             done[nd++] = a;
     }
-    pthread_cond_broadcast(&l->cv);
+    if (l->pub_throttled)
+        pthread_cond_broadcast(&l->cv);
     pthread_mutex_unlock(&l->mu);
     for (int i = 0; i < nd; i++)
         append_complete(l, done[i]);
@@ -1790,6 +1794,7 @@ static void nl_free(nlog_t *l)
         free(j);
     }
     pthread_cond_destroy(&l->cv);
+    pthread_cond_destroy(&l->work_cv);
     pthread_cond_destroy(&l->fired_cv);
     pthread_cond_destroy(&l->subs_cv);
     pthread_cond_destroy(&l->maint_cv);
@@ -1823,6 +1828,7 @@ bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
     l->base.ops = &nats_ops;
     pthread_mutex_init(&l->mu, NULL);
     pthread_cond_init(&l->cv, NULL);
+    pthread_cond_init(&l->work_cv, NULL);
     pthread_cond_init(&l->fired_cv, NULL);
     pthread_cond_init(&l->subs_cv, NULL);
     pthread_cond_init(&l->maint_cv, NULL);
@@ -1953,16 +1959,18 @@ static void nl_close(bs_log_t *base)
     bs__nl_fetch_close_all(l);
     /* 2. The publisher sends what is queued; JetStream answers it (or the 10 s timeout of
      *    the maintenance thread fails it); the workers finish their jobs. */
-    struct timespec dl;
-    clock_gettime(CLOCK_REALTIME, &dl);
-    dl.tv_sec += NL_PUB_TIMEOUT_MS / 1000 + 2;
+    uint64_t until = bs_time_mono_ns() + (uint64_t)(NL_PUB_TIMEOUT_MS + 2000) * 1000000u;
     pthread_mutex_lock(&l->mu);
-    while (l->threads_started >= 4 && (l->q_head || l->pub_head || l->j_head || l->jobs_running))
-        if (pthread_cond_timedwait(&l->cv, &l->mu, &dl) == ETIMEDOUT)
-            break;
+    while (l->threads_started >= 4 && (l->q_head || l->pub_head || l->j_head || l->jobs_running) &&
+           bs_time_mono_ns() < until) {
+        pthread_mutex_unlock(&l->mu);
+        usleep(5000);
+        pthread_mutex_lock(&l->mu);
+    }
     /* 3. The threads stop. */
     l->stop_threads = 1;
     pthread_cond_broadcast(&l->cv);
+    pthread_cond_broadcast(&l->work_cv);
     pthread_cond_broadcast(&l->maint_cv);
     pthread_mutex_unlock(&l->mu);
     int started = l->threads_started;

@@ -111,7 +111,9 @@ typedef struct {
     char replica[128];
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;                /* publisher queue, in-flight bound, workers, close */
+    pthread_cond_t cv;                /* the publisher: its queue, its in-flight bound */
+    pthread_cond_t work_cv;           /* the workers: their jobs */
+    int pub_throttled;                /* the publisher waits for in-flight records to drop */
     int closing;                      /* 1: close started; new calls fail */
     int stop_threads;
     uint64_t next_token;
