@@ -111,7 +111,7 @@ static const cJSON *json_walk(const cJSON *obj, const bs__expr_field_t *f)
         const cJSON *c = NULL;
         if (cJSON_IsObject(cur)) {
             for (c = cur->child; c; c = c->next)
-                if (c->string && strcmp(c->string, sg->seg) == 0)
+                if (c->string && c->string[0] == sg->seg[0] && strcmp(c->string, sg->seg) == 0)
                     break;
         } else if (cJSON_IsArray(cur) && sg->index >= 0) {
             long i = 0;
