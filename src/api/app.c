@@ -11,11 +11,13 @@
 #include "base/pool.h"
 #include "base/log.h"
 #include "store/changes.h"
+#include "store/resources.h"
 #include <unistd.h>
 
 /* Change subscribers (the watcher's thread, or a writer's through bs_changes_refresh). */
 static int reload_keys(void *ud, bs_err_t *err) { return bs_auth_reload(ud, err); }
 static int rebuild_routing(void *ud, bs_err_t *err) { return bs_serving_refresh(ud, err); }
+static int rebuild_resources(void *ud, bs_err_t *err) { return bs__api_resources_rebuild(ud, err); }
 
 /* After this replica's own committed write: rebuild before answering (read your writes)
  * and note the generation, so the watcher does not rebuild again for it. */
@@ -94,6 +96,7 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     bs_registry_on_change(app->registry, registry_changed, app);
     if (bs_changes_subscribe(app->changes, "auth", reload_keys, app->auth, err) ||
         bs_changes_subscribe(app->changes, "registry", rebuild_routing, app->serving, err) ||
+        bs_changes_subscribe(app->changes, BS_RESOURCES_SCOPE, rebuild_resources, app, err) ||
         bs_changes_start(app->changes, err))
         return err->code;
     /* Uploads, every registry write (with its snapshot rebuild), artifact reads: mostly

@@ -90,6 +90,14 @@ static const bs_route_t routes[] = {
     {"GET", "/v1/tenants", bs__api_tenants_list, BS_ROLE_ADMIN, "List tenants", "auth", NULL,
      PAGE(TENANT_SCHEMA), 0, BS_ROUTE_BLOCKING},
     MODEL_ROUTES
+    {"GET", "/v1/kinds", bs__api_kinds_list, BS_ROLE_VIEWER,
+     "The kinds of declarative resources (what basalt apply accepts) and their paths",
+     "resources", NULL,
+     "{\"type\":\"object\",\"required\":[\"items\"],\"properties\":{\"items\":{\"type\":"
+     "\"array\",\"items\":{\"type\":\"object\",\"required\":[\"kind\",\"plural\",\"path\"],"
+     "\"properties\":{\"kind\":{\"type\":\"string\"},\"plural\":{\"type\":\"string\"},\"path"
+     "\":{\"type\":\"string\"},\"summary\":{\"type\":\"string\"}}}}}}",
+     0, BS_ROUTE_INLINE},
 };
 
 const bs_route_t *bs_api_routes(int *n)
