@@ -50,8 +50,10 @@
  * sync_interval: always (2.10+) or with several replicas.
  *
  * Threads
- *   - libnats' own: the connection's reader and flusher, one delivery thread
- *     per subscription (the inbox, and each watched topic's tail).
+ *   - libnats' own: the connection's reader and flusher, and its shared pool
+ *     of two delivery threads for every subscription (the inbox, each
+ *     watched topic's tail, each waiting fetch), so subscriptions cost no
+ *     thread.
  *   - the publisher: drains the append queue (bs_log_append_async never
  *     touches the socket), resolves topics this process has not seen, checks
  *     sizes and publishes with reply <inbox>.<token>; at most 65536 records
@@ -973,8 +975,6 @@ static int direct_get(nlog_t *l, nl_topic_t *t, const uint64_t *seqs, int n, nat
         int bl = snprintf(body, sizeof body, "{\"seq\":%" PRIu64 "}", seqs[i]);
         s = natsConnection_PublishRequest(l->nc, subj, reply, body, bl);
     }
-    if (s == NATS_OK)
-        s = natsConnection_FlushTimeout(l->nc, NL_REQ_TIMEOUT_MS);
     struct timespec dl;
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += NL_REQ_TIMEOUT_MS / 1000;

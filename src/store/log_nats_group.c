@@ -160,10 +160,21 @@ static int ack_subject(const char *stream, const char *group, const char *id, ch
     if (!id || !*id || strlen(id) > BS_LOG_DELIVERY_ID_MAX)
         return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
     if (strncmp(id, "$JS.ACK.", 8) == 0) {
-        char mid[NL_STREAM_MAX + NL_NAME_MAX + 4];
-        snprintf(mid, sizeof mid, ".%s.%s.", stream, group);
+        /* the whole subject (a server whose ack subjects carry a domain): its stream and
+         * consumer tokens must be exactly this group's */
         ack_meta_t m;
-        if (!strstr(id, mid) || parse_ack_subject(id, &m))
+        if (parse_ack_subject(id, &m) || m.v1)
+            return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
+        const char *p = id + 8;
+        for (int skip = 0; skip < 2; skip++) { /* domain, account hash */
+            p = strchr(p, '.');
+            if (!p)
+                return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
+            p++;
+        }
+        size_t sl = strlen(stream), gl = strlen(group);
+        if (strncmp(p, stream, sl) != 0 || p[sl] != '.' || strncmp(p + sl + 1, group, gl) != 0 ||
+            p[sl + 1 + gl] != '.')
             return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id of group '%s'",
                                group);
         snprintf(out, n, "%s", id);
