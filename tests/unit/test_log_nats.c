@@ -452,6 +452,54 @@ static int count_group(const char *group, void *ud)
     return 0;
 }
 
+/* An async fetch whose completion the test waits for. */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls, code, n;
+    int64_t offset;
+    char id[BS_LOG_DELIVERY_ID_MAX + 1];
+} fetch_wait_t;
+
+static void fetch_wait_init(fetch_wait_t *f)
+{
+    memset(f, 0, sizeof *f);
+    pthread_mutex_init(&f->mu, NULL);
+    pthread_cond_init(&f->cv, NULL);
+}
+
+static void on_fetch_wait(void *ud, int code, const bs_log_delivery_t *d, int n,
+                          const bs_err_t *err)
+{
+    (void)err;
+    fetch_wait_t *f = ud;
+    pthread_mutex_lock(&f->mu);
+    f->code = code;
+    f->n = n;
+    if (n > 0) {
+        f->offset = d[0].rec.offset;
+        snprintf(f->id, sizeof f->id, "%s", d[0].delivery_id);
+    }
+    f->calls++;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+}
+
+/* Waits up to ms for the callback; returns how often it ran. */
+static int fetch_wait_for(fetch_wait_t *f, int ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += ms / 1000;
+    pthread_mutex_lock(&f->mu);
+    while (!f->calls)
+        if (pthread_cond_timedwait(&f->cv, &f->mu, &dl) != 0)
+            break;
+    int c = f->calls;
+    pthread_mutex_unlock(&f->mu);
+    return c;
+}
+
 static void test_consumer_basics(void **state)
 {
     (void)state;
@@ -499,13 +547,42 @@ static void test_consumer_basics(void **state)
     append1(l, topic, NULL, NULL, "{\"i\":5}", NULL);
     assert_int_equal(fetch(l, topic, "late", 10, 2000, &c), 1);
     assert_int_equal(c.offset[0], 5);
-    /* a waiting fetch returns as soon as a record comes (appended by another replica) */
     bs_log_t *l2 = open_log("b");
     assert_int_equal(fetch(l, topic, "workers", 10, 0, &c), 1); /* offset 5 */
     ack(l, topic, "workers", c.id[0]);
+    /* a waiting fetch (a minute) ends as soon as one record comes, appended by another
+     * replica: it is not held for the batch of 10 nor for its wait */
+    fetch_wait_t fw;
+    fetch_wait_init(&fw);
+    assert_int_equal(bs_log_fetch_async(l, TENANT, topic, "workers", 10, 60000, on_fetch_wait,
+                                        &fw, &err),
+                     0);
+    sleep_ms(200);
+    append1(l2, topic, NULL, NULL, "{\"i\":6}", NULL);
+    assert_int_equal(fetch_wait_for(&fw, 30000), 1);
+    assert_int_equal(fw.code, 0);
+    assert_int_equal(fw.n, 1);
+    assert_int_equal(fw.offset, 6);
+    ack(l, topic, "workers", fw.id);
     int groups = 0;
     assert_int_equal(bs_log_consumers(l, TENANT, topic, count_group, &groups, &err), 0);
     assert_int_equal(groups, 2);
+    /* the groups' gauges and counters in /metrics */
+    bs_buf_t mb;
+    bs_buf_init(&mb);
+    bs_log_consumer_stats(l, TENANT, topic, "workers", &st, &err); /* refreshes the gauges */
+    bs_log_metrics(l, &mb);
+    bs_buf_putc(&mb, '\0');
+    char want[256];
+    snprintf(want, sizeof want,
+             "basalt_consumer_ack_pending{tenant=\"%s\",topic=\"%s\",group=\"workers\"} 0\n",
+             TENANT, topic);
+    assert_non_null(strstr(mb.data, want));
+    snprintf(want, sizeof want, "basalt_log_appends_total{tenant=\"%s\",topic=\"%s\"} 6\n",
+             TENANT, topic);
+    assert_non_null(strstr(mb.data, want)); /* this process appended 6 (the 7th came from b) */
+    assert_non_null(strstr(mb.data, "# TYPE basalt_log_append_seconds histogram\n"));
+    bs_buf_free(&mb);
     assert_int_equal(bs_log_consumer_delete(l, TENANT, topic, "late", &err), 0);
     assert_int_equal(bs_log_consumer_delete(l, TENANT, topic, "late", &err), 0);
     groups = 0;
