@@ -47,7 +47,9 @@
  * So on JetStream an acknowledged event survives a crash of nats-server or of
  * basalt (the data is in the kernel's page cache) but not a power loss or a
  * kernel crash within the server's sync interval, unless the server runs with
- * sync_interval: always (2.10+) or with several replicas.
+ * sync_interval: always (2.10+) or with several replicas. A consumer group's
+ * recent acks may not survive a nats-server crash: acked records can be
+ * delivered again (at least once still holds).
  *
  * Threads
  *   - libnats' own: the connection's reader and flusher, and its shared pool
@@ -63,8 +65,11 @@
  *   - the maintenance thread, every 100 ms: publish timeouts (10 s), fetch
  *     deadlines and retries, watch polls, idle tail subscriptions, gauges
  *     for /metrics (every 2 s).
- * Every reply to this process comes to one wildcard subscription,
- * <inbox>.*, whose callback finds the waiting request by token in a hash map.
+ * Replies to appends and reads come to one wildcard subscription, <inbox>.*,
+ * whose callback finds the waiting request by token in a hash map; each
+ * waiting fetch has a subscription of its own (JetStream delivers pulled
+ * messages under their original subject, so only the subscription tells
+ * which fetch they answer).
  *
  * Connection: named after replica_id, reconnecting forever (250 ms apart,
  * jittered); requests fail at once while disconnected, publishes are

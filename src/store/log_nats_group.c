@@ -5,15 +5,22 @@
  * policy all or new (set at creation only; JetStream cannot change it).
  *
  * Fetch speaks the pull protocol itself, asynchronously: one request to
- * $JS.API.CONSUMER.MSG.NEXT.<stream>.<group> with reply <inbox>.<token>,
- * {"batch": max, "expires": wait, "no_wait": true}. With no_wait and expires
- * JetStream treats it as one-shot: it answers as soon as it has delivered
- * what is available (then a 408 status), or at expires with nothing; a full
- * batch ends without a status. No thread waits: the inbox callback collects
- * the deliveries, and the maintenance thread enforces a client-side deadline
+ * $JS.API.CONSUMER.MSG.NEXT.<stream>.<group> with a reply subject of the
+ * fetch's own (<inbox>.f.<n>, subscribed for the fetch: JetStream delivers
+ * pulled messages under their original subject, so the subscription is what
+ * tells fetches apart), {"batch": max, "expires": wait, "no_wait": true}.
+ * With no_wait and expires JetStream treats it as one-shot: it answers as
+ * soon as it has delivered what is available (then a 408 status), or at
+ * expires with nothing; a full batch ends without a status. No thread waits:
+ * the subscription's callback (libnats' delivery pool) collects the
+ * deliveries, and the maintenance thread enforces a client-side deadline
  * (wait + 5 s) in case the answer is lost, and re-sends a request that
  * JetStream turned away while others were waiting (408 Requests Pending,
- * 409 Exceeded MaxWaiting). A wait of 0 still sends a 20 ms expiry: a
+ * 409 Exceeded MaxWaiting). JetStream does not answer a pull for a group
+ * that does not exist, so a group this process has not seen (or a fetch
+ * that heard nothing by its deadline) is looked up with a consumer info on
+ * a worker: BS_ENOTFOUND through the callback. Ending a fetch unsubscribes
+ * its reply subject, which also withdraws the request on the server. A wait of 0 still sends a 20 ms expiry: a
  * request without one could linger on the server (when max_ack_pending is
  * reached) and take deliveries after the fetch ended. Deliveries that arrive
  * for a fetch already over are handed back at once (-NAK); their delivery
