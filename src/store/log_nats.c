@@ -143,15 +143,17 @@ typedef struct {
     nl_pend_t *pends;
 } nl_read_t;
 
-static const double hist_bounds[NL_HIST_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-                                                    0.05,   0.1,   0.25,   0.5,   1,    2.5,
-                                                    5,      10};
+static const double hist_bounds[NL_HIST_BUCKETS] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+                                                    0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 
 static void fire_ready(nlog_t *l, nl_topic_t *t, int all);
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-int64_t bs__nl_now_ms(void) { return bs_time_wall_ms(); }
+int64_t bs__nl_now_ms(void)
+{
+    return bs_time_wall_ms();
+}
 
 void bs__nl_hdr_encode(const char *s, char *out, size_t n)
 {
@@ -198,14 +200,15 @@ void bs__nl_hdr_decode(char *s)
 int bs__nl_names(const char *tenant, const char *topic, const char *group, bs_err_t *err)
 {
     if (!bs__log_valid_name(tenant))
-        return bs_err_setf(err, BS_EINVAL, "tenant", "tenant '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
+        return bs_err_setf(err, BS_EINVAL, "tenant",
+                           "tenant '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
                            tenant ? tenant : "");
     if (!bs__log_valid_name(topic))
-        return bs_err_setf(err, BS_EINVAL, "topic", "topic '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
-                           topic ? topic : "");
+        return bs_err_setf(err, BS_EINVAL, "topic",
+                           "topic '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}", topic ? topic : "");
     if (group && !bs__log_valid_name(group))
-        return bs_err_setf(err, BS_EINVAL, "group", "group '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
-                           group);
+        return bs_err_setf(err, BS_EINVAL, "group",
+                           "group '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}", group);
     return 0;
 }
 
@@ -580,7 +583,10 @@ static void append_complete(nlog_t *l, nl_append_t *a)
 }
 
 /* One record of a is answered (or will never be). Under l->mu; 1 if a is now complete. */
-static int record_done(nl_append_t *a) { return --a->outstanding == 0; }
+static int record_done(nl_append_t *a)
+{
+    return --a->outstanding == 0;
+}
 
 static void append_fail(nl_append_t *a, int code, const bs_err_t *err)
 {
@@ -617,8 +623,8 @@ static void on_pub_reply(nlog_t *l, nl_pend_t *p, natsMsg *m)
             else if (jc == JSStreamNotFoundErr)
                 whole = bs_err_set(&err, BS_ENOTFOUND, "no topic '%s'", t->name);
             else
-                whole = bs_err_set(&err, BS_EIO, "jetstream refused the append (%d): %.160s", jc,
-                                   desc);
+                whole =
+                    bs_err_set(&err, BS_EIO, "jetstream refused the append (%d): %.160s", jc, desc);
         } else if (cJSON_IsNumber(s) && s->valuedouble >= 1) {
             seq = (uint64_t)s->valuedouble;
             dup = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "duplicate"));
@@ -1073,8 +1079,8 @@ static int read_ids(nlog_t *l, nl_topic_t *t, const uint64_t *seqs, int n, char 
             bs_log_record_t r;
             char key[300];
             char id[129];
-            if (!msg_status(msgs[i]) && rec_from_msg(msgs[i], &r, id, sizeof id, key, sizeof key) == 0 &&
-                id[0])
+            if (!msg_status(msgs[i]) &&
+                rec_from_msg(msgs[i], &r, id, sizeof id, key, sizeof key) == 0 && id[0])
                 snprintf(ids[i], sizeof ids[i], "%s", id);
             natsMsg_Destroy(msgs[i]);
         }
@@ -1117,7 +1123,8 @@ static int nl_read(bs_log_t *base, const char *tenant, const char *topic, int64_
         for (int i = 0; i < w; i++) {
             natsMsg *m = msgs[i];
             bs_log_record_t r;
-            if (!stop && !msg_status(m) && rec_from_msg(m, &r, id, sizeof id, key, sizeof key) == 0) {
+            if (!stop && !msg_status(m) &&
+                rec_from_msg(m, &r, id, sizeof id, key, sizeof key) == 0) {
                 count++;
                 bytes += r.len;
                 off = r.offset + 1;
@@ -1197,7 +1204,8 @@ static void fire_ready(nlog_t *l, nl_topic_t *t, int all)
     int moved = 0;
     for (nl_watch_t **w = &l->watches; *w;) {
         nl_watch_t *x = *w;
-        if ((!t || x->t == t) && (all || x->t->next_offset > x->after || x->t->state == NL_ABSENT)) {
+        if ((!t || x->t == t) &&
+            (all || x->t->next_offset > x->after || x->t->state == NL_ABSENT)) {
             *w = x->next;
             x->next = l->firing;
             l->firing = x;
@@ -1306,8 +1314,8 @@ static int64_t nl_watch(bs_log_t *base, const char *tenant, const char *topic, i
     if (subscribe) {
         natsSubscription *sub = NULL;
         nl_tail_ctx_t *c = malloc(sizeof *c);
-        natsStatus s = c ? natsConnection_Subscribe(&sub, l->nc, t->tail, tail_on_msg, c)
-                         : NATS_NO_MEMORY;
+        natsStatus s =
+            c ? natsConnection_Subscribe(&sub, l->nc, t->tail, tail_on_msg, c) : NATS_NO_MEMORY;
         if (c) {
             c->l = l;
             c->t = t;
@@ -1741,8 +1749,7 @@ static void on_closed(natsConnection *nc, void *closure)
     pthread_mutex_unlock(&l->mu);
 }
 
-static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err,
-                           void *closure)
+static void on_async_error(natsConnection *nc, natsSubscription *sub, natsStatus err, void *closure)
 {
     (void)nc;
     (void)sub;

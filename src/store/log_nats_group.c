@@ -20,11 +20,10 @@
  * that does not exist, so a group this process has not seen (or a fetch
  * that heard nothing by its deadline) is looked up with a consumer info on
  * a worker: BS_ENOTFOUND through the callback. Ending a fetch unsubscribes
- * its reply subject, which also withdraws the request on the server. A wait of 0 still sends a 20 ms expiry: a
- * request without one could linger on the server (when max_ack_pending is
- * reached) and take deliveries after the fetch ended. Deliveries that arrive
- * for a fetch already over are handed back at once (-NAK); their delivery
- * count has grown, which is why the expiry is short.
+ * its reply subject, which also withdraws the request on the server. A wait of 0 still sends a 20
+ * ms expiry: a request without one could linger on the server (when max_ack_pending is reached) and
+ * take deliveries after the fetch ended. Deliveries that arrive for a fetch already over are handed
+ * back at once (-NAK); their delivery count has grown, which is why the expiry is short.
  *
  * Delivery ids are the delivery's ack reply subject
  * ($JS.ACK.<stream>.<group>.<delivered>.<stream seq>.<consumer seq>.<time>.
@@ -296,8 +295,8 @@ static int entries(nlog_t *l, const char *tenant, const char *topic, const char 
     return 0;
 }
 
-int bs__nl_consumer_ensure(bs_log_t *base, const char *tenant, const char *topic,
-                           const char *group, const bs_log_consumer_config_t *cin, bs_err_t *err)
+int bs__nl_consumer_ensure(bs_log_t *base, const char *tenant, const char *topic, const char *group,
+                           const bs_log_consumer_config_t *cin, bs_err_t *err)
 {
     nlog_t *l = (nlog_t *)base;
     nl_topic_t *t;
@@ -351,7 +350,8 @@ int bs__nl_consumer_ensure(bs_log_t *base, const char *tenant, const char *topic
         ci = NULL;
         jerr = 0;
         s = js_UpdateConsumer(&ci, l->js, t->stream, &cc, NULL, &jerr);
-    } else if (jerr == JSConsumerNotFoundErr || (s == NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)) {
+    } else if (jerr == JSConsumerNotFoundErr ||
+               (s == NATS_NOT_FOUND && jerr != JSStreamNotFoundErr)) {
         jerr = 0;
         s = js_AddConsumer(&ci, l->js, t->stream, &cc, NULL, &jerr);
     }
@@ -366,8 +366,8 @@ int bs__nl_consumer_ensure(bs_log_t *base, const char *tenant, const char *topic
     return 0;
 }
 
-int bs__nl_consumer_delete(bs_log_t *base, const char *tenant, const char *topic,
-                           const char *group, bs_err_t *err)
+int bs__nl_consumer_delete(bs_log_t *base, const char *tenant, const char *topic, const char *group,
+                           bs_err_t *err)
 {
     nlog_t *l = (nlog_t *)base;
     nl_topic_t *t;
@@ -386,8 +386,8 @@ int bs__nl_consumer_delete(bs_log_t *base, const char *tenant, const char *topic
     return 0;
 }
 
-int bs__nl_consumer_stats(bs_log_t *base, const char *tenant, const char *topic,
-                          const char *group, bs_log_consumer_stats_t *out, bs_err_t *err)
+int bs__nl_consumer_stats(bs_log_t *base, const char *tenant, const char *topic, const char *group,
+                          bs_log_consumer_stats_t *out, bs_err_t *err)
 {
     nlog_t *l = (nlog_t *)base;
     nl_topic_t *t;
@@ -662,8 +662,8 @@ static void fetch_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
             over = 1;
         } else {
             if (f->n == 0)
-                f->code = bs_err_set(&f->err, BS_EIO, "jetstream refused the fetch: %s %.120s",
-                                     st, desc);
+                f->code =
+                    bs_err_set(&f->err, BS_EIO, "jetstream refused the fetch: %s %.120s", st, desc);
             over = 1;
         }
         natsMsg_Destroy(m);
@@ -718,8 +718,7 @@ static void fetch_deliver(nlog_t *l, nl_fetch_t *f)
         natsMsg *m = f->msgs[i];
         ack_meta_t am;
         if (!m || parse_ack_subject(natsMsg_GetReply(m), &am) ||
-            delivery_id(f->t->stream, f->g->name, natsMsg_GetReply(m), &am, ids[n],
-                        sizeof ids[n]))
+            delivery_id(f->t->stream, f->g->name, natsMsg_GetReply(m), &am, ids[n], sizeof ids[n]))
             continue;
         const char *v = NULL;
         if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v) {
@@ -778,8 +777,9 @@ static int dead_letter(nlog_t *l, nl_fetch_t *f, natsMsg *m, const ack_meta_t *a
         bs_buf_init(&b);
         const char *data = natsMsg_GetData(m) ? natsMsg_GetData(m) : "";
         size_t len = (size_t)natsMsg_GetDataLength(m);
-        bs_buf_printf(&b, "{\"topic\":\"%s\",\"offset\":%" PRIu64 ",\"deliveries\":%" PRIu64
-                          ",\"group\":\"%s\",\"event\":",
+        bs_buf_printf(&b,
+                      "{\"topic\":\"%s\",\"offset\":%" PRIu64 ",\"deliveries\":%" PRIu64
+                      ",\"group\":\"%s\",\"event\":",
                       f->t->name, am->sseq - 1, am->delivered - 1, f->g->name);
         cJSON *j = cJSON_ParseWithLength(data, len);
         if (j)
@@ -805,8 +805,8 @@ static int dead_letter(nlog_t *l, nl_fetch_t *f, natsMsg *m, const ack_meta_t *a
             return rc;
     }
     natsMsg *reply = NULL;
-    natsStatus s = natsConnection_RequestString(&reply, l->nc, natsMsg_GetReply(m), "+ACK",
-                                                NL_REQ_TIMEOUT_MS);
+    natsStatus s =
+        natsConnection_RequestString(&reply, l->nc, natsMsg_GetReply(m), "+ACK", NL_REQ_TIMEOUT_MS);
     natsMsg_Destroy(reply);
     if (s != NATS_OK)
         return bs__nl_err(err, s, 0, "ack after dead-lettering");

@@ -20,9 +20,9 @@
 
 #include "store/log_int.h"
 
-#define NL_NAME_MAX 64      /* tenant, topic and group names: 63 bytes + NUL */
-#define NL_STREAM_MAX 160   /* "basalt_<n>_<tenant>_<topic>" */
-#define NL_SUBJECT_MAX 160  /* "basalt.log.<tenant>.<topic>" */
+#define NL_NAME_MAX 64          /* tenant, topic and group names: 63 bytes + NUL */
+#define NL_STREAM_MAX 160       /* "basalt_<n>_<tenant>_<topic>" */
+#define NL_SUBJECT_MAX 160      /* "basalt.log.<tenant>.<topic>" */
 #define NL_REQ_TIMEOUT_MS 5000  /* JetStream API calls, acks, direct gets */
 #define NL_PUB_TIMEOUT_MS 10000 /* an append not acknowledged by then fails (outcome unknown) */
 #define NL_REFRESH_MS 2000      /* topic and group gauges (metrics) refreshed this often */
@@ -37,9 +37,9 @@ typedef struct nl_pend {
     struct nl_pend *hnext;       /* hash chain */
     struct nl_pend *prev, *next; /* NL_PEND_PUB: the publish FIFO, oldest first */
     int kind;
-    int index;                   /* the record or read slot */
-    void *obj;                   /* the append, read or fetch */
-    uint64_t deadline_ns;        /* NL_PEND_PUB: monotonic */
+    int index;            /* the record or read slot */
+    void *obj;            /* the append, read or fetch */
+    uint64_t deadline_ns; /* NL_PEND_PUB: monotonic */
 } nl_pend_t;
 
 typedef struct nl_topic nl_topic_t;
@@ -47,17 +47,17 @@ typedef struct nl_topic nl_topic_t;
 typedef struct nl_group {
     struct nl_group *next;
     char name[NL_NAME_MAX];
-    int present;                 /* 0 after a delete (or never confirmed) */
+    int present; /* 0 after a delete (or never confirmed) */
     /* the backend-enforced part of the config, from the consumer's description */
-    int max_deliver;             /* 0: no limit */
+    int max_deliver; /* 0: no limit */
     char dead_letter[NL_NAME_MAX];
-    int64_t config_ms;           /* wall ms when max_deliver/dead_letter were read; 0: never */
+    int64_t config_ms; /* wall ms when max_deliver/dead_letter were read; 0: never */
     /* counters since open */
     uint64_t delivered, redelivered, acked, dead_lettered;
     /* gauges from the last consumer info */
     int64_t ack_floor, next_offset, pending, ack_pending;
     int max_ack_pending;
-    int64_t info_ms;             /* when the gauges were read; 0: never */
+    int64_t info_ms; /* when the gauges were read; 0: never */
 } nl_group_t;
 
 enum { NL_UNKNOWN = 0, NL_PRESENT, NL_ABSENT };
@@ -79,9 +79,9 @@ struct nl_topic {
     uint64_t appended, duplicates;
     /* watches */
     int nwatch;
-    int want_poll;                /* the maintenance thread should read the stream info now */
-    natsSubscription *tail_sub;   /* while watched (and a while after) */
-    int64_t tail_idle_ms;         /* when the last watch went away */
+    int want_poll;              /* the maintenance thread should read the stream info now */
+    natsSubscription *tail_sub; /* while watched (and a while after) */
+    int64_t tail_idle_ms;       /* when the last watch went away */
     nl_group_t *groups;
 };
 
@@ -106,21 +106,21 @@ typedef struct {
     natsConnection *nc;
     jsCtx *js;
     natsSubscription *inbox_sub;
-    char inbox[64];                   /* replies come to <inbox>.<token> */
+    char inbox[64]; /* replies come to <inbox>.<token> */
     size_t inbox_len;
     char replica[128];
 
     pthread_mutex_t mu;
-    pthread_cond_t cv;                /* the publisher: its queue, its in-flight bound */
-    pthread_cond_t work_cv;           /* the workers: their jobs */
-    int pub_throttled;                /* the publisher waits for in-flight records to drop */
-    int closing;                      /* 1: close started; new calls fail */
+    pthread_cond_t cv;      /* the publisher: its queue, its in-flight bound */
+    pthread_cond_t work_cv; /* the workers: their jobs */
+    int pub_throttled;      /* the publisher waits for in-flight records to drop */
+    int closing;            /* 1: close started; new calls fail */
     int stop_threads;
     uint64_t next_token;
     int64_t next_watch_id;
     nl_pend_t *pend[NL_HBUCKETS];
-    nl_pend_t *pub_head, *pub_tail;   /* publish FIFO */
-    int64_t pub_inflight;             /* records published, not yet answered */
+    nl_pend_t *pub_head, *pub_tail; /* publish FIFO */
+    int64_t pub_inflight;           /* records published, not yet answered */
     nl_topic_t *topics[NL_TBUCKETS];
     int ntopics;
     /* the append queue, drained by the publisher thread */
@@ -134,8 +134,8 @@ typedef struct {
     pthread_cond_t fired_cv;
     /* fetches waiting for JetStream (their pends are in the map too) */
     nl_fetch_t *fetches;
-    int live_subs;                    /* subscriptions whose completion has not run */
-    int conn_closed;                  /* the connection's closed callback ran */
+    int live_subs;   /* subscriptions whose completion has not run */
+    int conn_closed; /* the connection's closed callback ran */
     pthread_cond_t subs_cv;
     /* the append latency histogram (queued to acknowledged) */
     uint64_t hist[NL_HIST_BUCKETS + 1];

@@ -33,7 +33,10 @@ __attribute__((weak)) bs_log_t *bs__log_segments_open(const bs_log_opts_t *o, bs
     return NULL;
 }
 
-static void sleep_ms(int ms) { usleep((useconds_t)ms * 1000); }
+static void sleep_ms(int ms)
+{
+    usleep((useconds_t)ms * 1000);
+}
 
 /* Sends one command to the harness and waits for its "ok". */
 static void nats_control(const char *cmd)
@@ -139,7 +142,7 @@ static void test_append_read(void **state)
     bs_err_t err;
     bs_log_record_in_t in[3] = {
         {.id = "ev-1", .data = "{\"n\":1}", .len = 7},
-        {.data = "{\"n\":2}", .len = 7},                        /* id made: a UUIDv7 */
+        {.data = "{\"n\":2}", .len = 7},                     /* id made: a UUIDv7 */
         {.id = "ev 3\r\n%x", .data = "{\"n\":3}", .len = 7}, /* an id a header cannot hold */
     };
     bs_log_append_result_t res[3];
@@ -208,8 +211,8 @@ static void test_append_read(void **state)
     ensure(l, small, &(bs_log_topic_config_t){.max_record_bytes = 16});
     char big[64];
     memset(big, 'x', sizeof big);
-    bs_log_record_in_t mix[3] = {{.data = "{}", .len = 2}, {.data = big, .len = sizeof big},
-                                 {.data = "[]", .len = 2}};
+    bs_log_record_in_t mix[3] = {
+        {.data = "{}", .len = 2}, {.data = big, .len = sizeof big}, {.data = "[]", .len = 2}};
     assert_int_equal(bs_log_append(l, TENANT, small, mix, 3, res, &err), 0);
     assert_int_equal(res[0].code, 0);
     assert_int_equal(res[1].code, BS_ETOOBIG);
@@ -310,8 +313,8 @@ static void *writer_main(void *arg)
     for (int i = 0; i < PER_WRITER; i++) {
         bs_log_record_in_t in[BATCH];
         for (int j = 0; j < BATCH; j++) {
-            int n = snprintf(data[j], sizeof data[j], "{\"w\":%d,\"i\":%d}", w->writer,
-                             i * BATCH + j);
+            int n =
+                snprintf(data[j], sizeof data[j], "{\"w\":%d,\"i\":%d}", w->writer, i * BATCH + j);
             in[j] = (bs_log_record_in_t){.data = data[j], .len = (size_t)n};
         }
         bs_log_append_result_t res[BATCH];
@@ -554,9 +557,8 @@ static void test_consumer_basics(void **state)
      * replica: it is not held for the batch of 10 nor for its wait */
     fetch_wait_t fw;
     fetch_wait_init(&fw);
-    assert_int_equal(bs_log_fetch_async(l, TENANT, topic, "workers", 10, 60000, on_fetch_wait,
-                                        &fw, &err),
-                     0);
+    assert_int_equal(
+        bs_log_fetch_async(l, TENANT, topic, "workers", 10, 60000, on_fetch_wait, &fw, &err), 0);
     sleep_ms(200);
     append1(l2, topic, NULL, NULL, "{\"i\":6}", NULL);
     assert_int_equal(fetch_wait_for(&fw, 30000), 1);
@@ -578,8 +580,8 @@ static void test_consumer_basics(void **state)
              "basalt_consumer_ack_pending{tenant=\"%s\",topic=\"%s\",group=\"workers\"} 0\n",
              TENANT, topic);
     assert_non_null(strstr(mb.data, want));
-    snprintf(want, sizeof want, "basalt_log_appends_total{tenant=\"%s\",topic=\"%s\"} 6\n",
-             TENANT, topic);
+    snprintf(want, sizeof want, "basalt_log_appends_total{tenant=\"%s\",topic=\"%s\"} 6\n", TENANT,
+             topic);
     assert_non_null(strstr(mb.data, want)); /* this process appended 6 (the 7th came from b) */
     assert_non_null(strstr(mb.data, "# TYPE basalt_log_append_seconds histogram\n"));
     bs_buf_free(&mb);
@@ -590,11 +592,12 @@ static void test_consumer_basics(void **state)
     assert_int_equal(groups, 1);
     assert_int_equal(bs_log_fetch(l, TENANT, topic, "late", 1, 0, collect_delivery, &c, &err),
                      BS_ENOTFOUND);
-    assert_int_equal(bs_log_consumer_ensure(l, TENANT, "never-made", "g",
-                                            &(bs_log_consumer_config_t){0}, &err),
-                     BS_ENOTFOUND);
+    assert_int_equal(
+        bs_log_consumer_ensure(l, TENANT, "never-made", "g", &(bs_log_consumer_config_t){0}, &err),
+        BS_ENOTFOUND);
     assert_int_equal(bs_log_consumer_ensure(l, TENANT, topic, "g",
-                                            &(bs_log_consumer_config_t){.dead_letter = topic}, &err),
+                                            &(bs_log_consumer_config_t){.dead_letter = topic},
+                                            &err),
                      BS_EINVAL);
     assert_int_equal(bs_log_fetch(l, TENANT, topic, "workers", 0, 0, collect_delivery, &c, &err),
                      BS_EINVAL);
@@ -893,7 +896,8 @@ typedef struct {
     int calls, code, n;
 } done_t;
 
-static void on_fetch_done(void *ud, int code, const bs_log_delivery_t *d, int n, const bs_err_t *err)
+static void on_fetch_done(void *ud, int code, const bs_log_delivery_t *d, int n,
+                          const bs_err_t *err)
 {
     (void)d;
     (void)err;
@@ -924,7 +928,8 @@ static void test_close_completes_pending(void **state)
     consumer(l, topic, "g", &(bs_log_consumer_config_t){0});
     done_t f = {0}, ap = {0};
     bs_err_t err;
-    assert_int_equal(bs_log_fetch_async(l, TENANT, topic, "g", 10, 60000, on_fetch_done, &f, &err), 0);
+    assert_int_equal(bs_log_fetch_async(l, TENANT, topic, "g", 10, 60000, on_fetch_done, &f, &err),
+                     0);
     bs_log_record_in_t one = {.data = "{}", .len = 2};
     assert_int_equal(bs_log_append_async(l, TENANT, topic, &one, 1, on_append_done, &ap, &err), 0);
     sleep_ms(50);
@@ -1024,8 +1029,8 @@ static void restart_round(const char *how)
         assert_int_equal(st.ack_floor, 5);
         assert_int_equal(st.ack_pending, 36);
     } else {
-        fprintf(stderr, "after SIGKILL: %d of 41 records delivered again (%d acked before)\n",
-                c.n, 5);
+        fprintf(stderr, "after SIGKILL: %d of 41 records delivered again (%d acked before)\n", c.n,
+                5);
     }
     bs_log_close(l);
 }
