@@ -45,7 +45,8 @@
  * forever. Here a dead letter is durable before the original is acked; if
  * the replica dies between the two, the record is redelivered and dead-
  * lettered again, deduplicated when the dead letter topic has a dedup window
- * (key "dl.<topic>.<group>.<offset>"). max_deliver and dead_letter live in
+ * (key "dlq/<topic>/<group>/<offset>", as on the segments). A dead letter topic
+ * that does not exist is made like the source topic. max_deliver and dead_letter live in
  * the consumer's description so every replica reads them (cached 2 s).
  */
 #include <cjson/cJSON.h>
@@ -770,8 +771,18 @@ static int dead_letter(nlog_t *l, nl_fetch_t *f, natsMsg *m, const ack_meta_t *a
         pthread_mutex_unlock(&l->mu);
         if (!dt)
             return bs_err_set(err, BS_ENOMEM, "out of memory");
-        int rc;
-        if (!known && (rc = bs__nl_stream_refresh(l, dt, err)))
+        int rc = known ? 0 : bs__nl_stream_refresh(l, dt, err);
+        if (rc == BS_ENOTFOUND) {
+            /* made like the source topic, as the segments backend does; room for the
+             * wrapper around the largest record */
+            pthread_mutex_lock(&l->mu);
+            bs_log_topic_config_t c = f->t->cfg;
+            pthread_mutex_unlock(&l->mu);
+            if (c.max_record_bytes > 0)
+                c.max_record_bytes += 4096;
+            rc = l->base.ops->topic_ensure(&l->base, f->t->tenant, dl_topic, &c, err);
+        }
+        if (rc)
             return rc;
         bs_buf_t b;
         bs_buf_init(&b);
@@ -788,7 +799,7 @@ static int dead_letter(nlog_t *l, nl_fetch_t *f, natsMsg *m, const ack_meta_t *a
             bs_jw_strn(&b, data, len); /* not JSON: kept as a string */
         cJSON_Delete(j);
         bs_buf_putc(&b, '}');
-        char id[129] = "", key[NL_NAME_MAX * 2 + 48];
+        char id[129] = "", key[NL_NAME_MAX * 2 + 48]; /* the segments backend's key */
         const char *v = NULL;
         if (natsMsgHeader_Get(m, "Basalt-Id", &v) == NATS_OK && v) {
             snprintf(id, sizeof id, "%s", v);
@@ -797,7 +808,7 @@ static int dead_letter(nlog_t *l, nl_fetch_t *f, natsMsg *m, const ack_meta_t *a
         pthread_mutex_lock(&l->mu);
         int dedup = dt->cfg.dedup_window_ms > 0;
         pthread_mutex_unlock(&l->mu);
-        snprintf(key, sizeof key, "dl.%s.%s.%" PRIu64, f->t->name, f->g->name, am->sseq - 1);
+        snprintf(key, sizeof key, "dlq/%s/%s/%" PRIu64, f->t->name, f->g->name, am->sseq - 1);
         uint64_t seq = 0;
         rc = bs__nl_publish_sync(l, dt, id, dedup ? key : NULL, b.data, b.len, &seq, err);
         bs_buf_free(&b);

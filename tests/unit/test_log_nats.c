@@ -23,16 +23,6 @@ static const char *nats_url, *nats_ctl;
 static char suffix[16];
 static const char *TENANT = "acme";
 
-/* log.c's dispatch also names the segments backend; this test never opens it. A weak
- * stand-in keeps the test linkable whether or not that backend is in the library. */
-__attribute__((weak)) bs_log_t *bs__log_segments_open(const bs_log_opts_t *o, bs_err_t *err);
-__attribute__((weak)) bs_log_t *bs__log_segments_open(const bs_log_opts_t *o, bs_err_t *err)
-{
-    (void)o;
-    bs_err_set(err, BS_EINVAL, "no segments backend in this test");
-    return NULL;
-}
-
 static void sleep_ms(int ms)
 {
     usleep((useconds_t)ms * 1000);
@@ -736,6 +726,27 @@ static void test_dead_letter(void **state)
     assert_int_equal(st.dead_lettered, 1);
     assert_int_equal(st.ack_pending, 0);
     assert_int_equal(st.ack_floor, 2);
+    char key[128];
+    snprintf(key, sizeof key, "dlq/%s/g/0", topic);
+    assert_string_equal(r.key[0], key); /* a second dead-lettering would be a duplicate */
+    /* a dead letter topic that does not exist is made (like the source topic) */
+    char made[64];
+    tname(made, "made-dlq");
+    consumer(
+        l, topic, "g2",
+        &(bs_log_consumer_config_t){.ack_wait_ms = 300, .max_deliver = 1, .dead_letter = made});
+    assert_int_equal(fetch(l, topic, "g2", 1, 0, &c), 1); /* poison, delivery 1 */
+    assert_int_equal(fetch(l, topic, "g2", 1, 0, &c), 1); /* fine */
+    ack(l, topic, "g2", c.id[0]);
+    assert_int_equal(fetch(l, topic, "g2", 5, 2000, &none), 0);
+    memset(&r, 0, sizeof r);
+    for (int i = 0; i < 100 && r.n == 0; i++) {
+        bs_log_read(l, TENANT, made, 0, 10, 0, collect, &r, NULL, &err);
+        if (r.n == 0)
+            sleep_ms(100);
+    }
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.id[0], "poison");
     /* without a dead letter topic, records past max_deliver are dropped (and counted) */
     consumer(l, topic, "drop", &(bs_log_consumer_config_t){.ack_wait_ms = 300, .max_deliver = 1});
     assert_int_equal(fetch(l, topic, "drop", 1, 0, &c), 1);
