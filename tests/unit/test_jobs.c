@@ -262,7 +262,8 @@ static cJSON *wait_state(bs_jobs_t *j, const fx_t *f, const char *id, const char
     while (bs_time_mono_ns() < until) {
         cJSON *o = job(j, f, id);
         assert_non_null(o);
-        snprintf(last, sizeof last, "%s", str(o, "state"));
+        const char *st = str(o, "state");
+        snprintf(last, sizeof last, "%s", st ? st : "?");
         if (!strcmp(last, state))
             return o;
         cJSON_Delete(o);
@@ -295,6 +296,18 @@ static bs_job_run_t *wait_stash(seen_t *s, int i)
     assert_non_null(r);
     return r;
 }
+
+/* The runtime's counters once cond holds: they are counted after the write a test sees. */
+#define STATS_WHEN(j, st, cond)                                                                    \
+    do {                                                                                           \
+        uint64_t until_ = bs_time_mono_ns() + 20000000000ull;                                      \
+        for (;;) {                                                                                 \
+            bs_jobs_stats((j), &(st));                                                             \
+            if ((cond) || bs_time_mono_ns() > until_)                                              \
+                break;                                                                             \
+            usleep(2000);                                                                          \
+        }                                                                                          \
+    } while (0)
 
 static int count_errors(const cJSON *o)
 {
@@ -410,7 +423,7 @@ static void test_complete_with_result(void **state)
     assert_int_equal(count_errors(o), 0);
     cJSON_Delete(o);
     bs_jobs_stats_t st;
-    bs_jobs_stats(j, &st);
+    STATS_WHEN(j, st, st.completed == 1);
     assert_int_equal((int)st.completed, 1);
     assert_int_equal((int)st.claimed, 1);
     /* another tenant does not see it; tenant NULL does */
@@ -468,7 +481,7 @@ static void test_retries_then_completes(void **state)
     assert_int_equal((int)num(o, "lease_token"), 3);
     cJSON_Delete(o);
     bs_jobs_stats_t st;
-    bs_jobs_stats(j, &st);
+    STATS_WHEN(j, st, st.completed == 1);
     assert_int_equal((int)st.failed, 2);
     assert_int_equal((int)st.completed, 1);
     bs_jobs_free(j);
@@ -765,7 +778,7 @@ static void test_cancel_running_job(void **state)
     assert_non_null(str(o, "finalized_at"));
     cJSON_Delete(o);
     bs_jobs_stats_t st;
-    bs_jobs_stats(j, &st);
+    STATS_WHEN(j, st, st.cancelled == 1);
     assert_int_equal((int)st.cancelled, 1);
     bs_jobs_free(j);
     assert_int_equal(s->calls, 1); /* not retried */
@@ -972,7 +985,7 @@ static void test_expired_lease_is_claimed_again_and_the_stale_end_ignored(void *
     assert_non_null(strstr(str(e, "error"), "lease expired"));
     cJSON_Delete(o);
     bs_jobs_stats_t st;
-    bs_jobs_stats(b, &st);
+    STATS_WHEN(b, st, st.rescued == 1);
     assert_int_equal((int)st.rescued, 1);
     /* the stale holder ends late: ignored */
     bs_job_complete(ra, "{\"by\":\"a\"}", NULL);
@@ -1099,7 +1112,7 @@ static void test_retention_deletes_old_finalized_jobs(void **state)
     assert_non_null(o);
     cJSON_Delete(o);
     bs_jobs_stats_t st;
-    bs_jobs_stats(j, &st);
+    STATS_WHEN(j, st, st.retention_deleted >= 1);
     assert_true(st.retention_deleted >= 1);
     bs_jobs_free(j);
     seen_free(s);
