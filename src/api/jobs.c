@@ -65,8 +65,8 @@ static int sleep_parse(const cJSON *a, sleep_args_t *out, bs_err_t *err)
         char f[64], msg[256];
         snprintf(f, sizeof f, "args.%.50s", err->field);
         snprintf(msg, sizeof msg, "%s", err->msg);
-        return bs_err_setf(err, BS_EINVAL, f, "sleep takes seconds, steps, fail_times and fatal; %s",
-                           msg);
+        return bs_err_setf(err, BS_EINVAL, f,
+                           "sleep takes seconds, steps, fail_times and fatal; %s", msg);
     }
     int64_t steps = 0, fail = 0;
     int rc;
@@ -75,8 +75,8 @@ static int sleep_parse(const cJSON *a, sleep_args_t *out, bs_err_t *err)
         return bs_err_setf(err, BS_EINVAL, "args.seconds",
                            "args.seconds must be a number from 0 to %.0f", SLEEP_MAX_S);
     if (bs_json_get_int(a, "steps", 0, 1, SLEEP_MAX_STEPS, &steps, err) < 0)
-        return bs_err_setf(err, BS_EINVAL, "args.steps", "args.steps must be an integer from 1 to %d",
-                           SLEEP_MAX_STEPS);
+        return bs_err_setf(err, BS_EINVAL, "args.steps",
+                           "args.steps must be an integer from 1 to %d", SLEEP_MAX_STEPS);
     if (bs_json_get_int(a, "fail_times", 0, 0, 1000000, &fail, err) < 0)
         return bs_err_setf(err, BS_EINVAL, "args.fail_times",
                            "args.fail_times must be an integer from 0 to 1000000");
@@ -325,7 +325,7 @@ static int parse_job(bs_app_t *app, const bs_req_t *req, const cJSON *o, const c
     if (!cJSON_IsObject(o))
         return bs_err_setf(err, BS_EINVAL, *pre ? "jobs" : NULL, "%sa job must be a JSON object",
                            pre);
-    static const char *const allowed[] = {"kind",        "args",     "unique_key", "run_at",
+    static const char *const allowed[] = {"kind",         "args",     "unique_key", "run_at",
                                           "max_attempts", "priority", NULL};
     if (bs_json_reject_unknown(o, allowed, err)) {
         char name[48];

@@ -122,8 +122,8 @@ static void print_job(const cJSON *j)
     printf("state            %s\n", str_of(j, "state"));
     printf("attempt          %.0f of %.0f\n", num_of(j, "attempt"), num_of(j, "max_attempts"));
     printf("progress         %s\n", b.data ? b.data : "-");
-    static const char *const fields[] = {"unique_key",   "created_at",   "created_by",
-                                         "scheduled_at", "attempted_at", "finalized_at",
+    static const char *const fields[] = {"unique_key",   "created_at",     "created_by",
+                                         "scheduled_at", "attempted_at",   "finalized_at",
                                          "attempted_by", "result_location"};
     for (size_t i = 0; i < sizeof fields / sizeof *fields; i++) {
         const char *v = str_of(j, fields[i]);
@@ -253,8 +253,8 @@ static void draw_bar(const cJSON *j)
     bs_buf_t b;
     bs_buf_init(&b);
     fmt_progress(&b, j);
-    printf("\r\033[K[%s] %s  %s (attempt %.0f)", bar, b.data ? b.data : "",
-           str_of(j, "state"), num_of(j, "attempt"));
+    printf("\r\033[K[%s] %s  %s (attempt %.0f)", bar, b.data ? b.data : "", str_of(j, "state"),
+           num_of(j, "attempt"));
     fflush(stdout);
     bs_buf_free(&b);
 }

@@ -23,7 +23,7 @@
 #define NOW_S BS__JOBS_NOW_S
 #define NOW_P BS__JOBS_NOW_P
 
-static const char *const state_names[] = {"available", "scheduled", "running", "retryable",
+static const char *const state_names[] = {"available", "scheduled", "running",  "retryable",
                                           "completed", "discarded", "cancelled"};
 
 const char *bs_job_state_name(bs_job_state_t s)
@@ -68,8 +68,8 @@ bs_jobs_t *bs_jobs_new(bs_meta_t *m, const bs_jobs_opts_t *o, bs_err_t *err)
         bs_err_set(err, BS_EINVAL, "the job runtime needs a metadata store");
         return NULL;
     }
-    if (o->workers < 0 || o->workers > 1024 || o->lease_ms < 0 || (o->lease_ms && o->lease_ms < 30) ||
-        o->poll_ms < 0 || o->retention_ms < 0) {
+    if (o->workers < 0 || o->workers > 1024 || o->lease_ms < 0 ||
+        (o->lease_ms && o->lease_ms < 30) || o->poll_ms < 0 || o->retention_ms < 0) {
         bs_err_set(err, BS_EINVAL,
                    "job runtime options: workers 0..1024, lease_ms 0 or >= 30, poll_ms and "
                    "retention_ms >= 0");
@@ -261,9 +261,9 @@ void bs_jobs_kick(bs_jobs_t *j)
 /* ---- enqueue --------------------------------------------------------------------------- */
 
 #define INSERT(now)                                                                                \
-    "INSERT INTO jobs (id, tenant, kind, state, args, unique_key, priority, max_attempts,"        \
+    "INSERT INTO jobs (id, tenant, kind, state, args, unique_key, priority, max_attempts,"         \
     " scheduled_at, created_at, created_by) VALUES (?, ?, ?, CASE WHEN ? > " now                   \
-    " THEN 'scheduled' ELSE 'available' END, ?, ?, ?, ?, CASE WHEN ? > " now " THEN ? ELSE " now \
+    " THEN 'scheduled' ELSE 'available' END, ?, ?, ?, ?, CASE WHEN ? > " now " THEN ? ELSE " now   \
     " END, " now ", ?) ON CONFLICT DO NOTHING"
 static const char *const insert_sql[] = {INSERT(NOW_S), INSERT(NOW_P)};
 
@@ -378,8 +378,7 @@ static void wake_kind(bs_jobs_t *j, bs__job_kind_t *k)
     pthread_mutex_unlock(&j->hub->mu);
 }
 
-int bs_jobs_enqueue(bs_jobs_t *j, const bs_job_new_t *nj, char id[37], int *existed,
-                    bs_err_t *err)
+int bs_jobs_enqueue(bs_jobs_t *j, const bs_job_new_t *nj, char id[37], int *existed, bs_err_t *err)
 {
     bs__job_kind_t *k;
     int ex = 0;
@@ -395,8 +394,8 @@ int bs_jobs_enqueue(bs_jobs_t *j, const bs_job_new_t *nj, char id[37], int *exis
     return 0;
 }
 
-int bs_jobs_enqueue_many(bs_jobs_t *j, const bs_job_new_t *nj, int n, char (*ids)[37],
-                         int *existed, bs_err_t *err)
+int bs_jobs_enqueue_many(bs_jobs_t *j, const bs_job_new_t *nj, int n, char (*ids)[37], int *existed,
+                         bs_err_t *err)
 {
     if (n < 1 || n > BS_JOBS_BATCH_MAX)
         return bs_err_setf(err, BS_EINVAL, "jobs", "a batch holds 1-%d jobs, got %d",
@@ -444,8 +443,8 @@ int bs_jobs_enqueue_many(bs_jobs_t *j, const bs_job_new_t *nj, int n, char (*ids
 /* ---- queries --------------------------------------------------------------------------- */
 
 #define COLS                                                                                       \
-    "id, tenant, kind, state, args, unique_key, priority, attempt, max_attempts, errors,"         \
-    " progress_done, progress_total, progress_rate, result, result_location, cancel_requested,"   \
+    "id, tenant, kind, state, args, unique_key, priority, attempt, max_attempts, errors,"          \
+    " progress_done, progress_total, progress_rate, result, result_location, cancel_requested,"    \
     " created_at, scheduled_at, attempted_at, finalized_at, created_by, lease_owner, lease_token"
 
 typedef struct {
@@ -569,9 +568,9 @@ int bs_jobs_get(bs_jobs_t *j, const char *tenant, const char *id, bs_buf_t *out,
 {
     render_t x = {out, 0, 1, ""};
     bs_val_t a[] = {BS_TXT(id), BS_TXT(tenant ? tenant : ""), BS_TXT(tenant ? tenant : "")};
-    int rc = bs_meta_query(j->meta,
-                           "SELECT " COLS " FROM jobs WHERE id = ? AND (? = '' OR tenant = ?)", a,
-                           3, render_cb, &x, err);
+    int rc =
+        bs_meta_query(j->meta, "SELECT " COLS " FROM jobs WHERE id = ? AND (? = '' OR tenant = ?)",
+                      a, 3, render_cb, &x, err);
     if (rc)
         return rc;
     if (!x.n)
@@ -598,15 +597,15 @@ int bs_jobs_list(bs_jobs_t *j, const char *tenant, const char *state, const char
     const char *s = state ? state : "", *k = kind ? kind : "", *c = cursor ? cursor : "";
     int rc;
     if (tenant) {
-        bs_val_t a[] = {BS_TXT(tenant), BS_TXT(s), BS_TXT(s), BS_TXT(k), BS_TXT(k),
-                        BS_TXT(c),      BS_TXT(c), BS_INT(limit + 1)};
+        bs_val_t a[] = {BS_TXT(tenant), BS_TXT(s), BS_TXT(s), BS_TXT(k),
+                        BS_TXT(k),      BS_TXT(c), BS_TXT(c), BS_INT(limit + 1)};
         rc = bs_meta_query(j->meta,
                            "SELECT " COLS " FROM jobs WHERE tenant = ? AND (? = '' OR state = ?)"
                            " AND (? = '' OR kind = ?) AND (? = '' OR id < ?)"
                            " ORDER BY tenant DESC, id DESC LIMIT ?",
                            a, 8, render_cb, &x, err);
     } else {
-        bs_val_t a[] = {BS_TXT(s), BS_TXT(s), BS_TXT(k), BS_TXT(k),
+        bs_val_t a[] = {BS_TXT(s), BS_TXT(s), BS_TXT(k),        BS_TXT(k),
                         BS_TXT(c), BS_TXT(c), BS_INT(limit + 1)};
         rc = bs_meta_query(j->meta,
                            "SELECT " COLS " FROM jobs WHERE (? = '' OR state = ?)"
@@ -642,8 +641,9 @@ static int read_state(bs_jobs_t *j, const char *tenant, const char *id, state_ro
 {
     memset(s, 0, sizeof *s);
     bs_val_t a[] = {BS_TXT(id), BS_TXT(tenant ? tenant : ""), BS_TXT(tenant ? tenant : "")};
-    int rc = bs_meta_query(j->meta, "SELECT state FROM jobs WHERE id = ? AND (? = '' OR tenant = ?)",
-                           a, 3, state_cb, s, err);
+    int rc =
+        bs_meta_query(j->meta, "SELECT state FROM jobs WHERE id = ? AND (? = '' OR tenant = ?)", a,
+                      3, state_cb, s, err);
     if (rc)
         return rc;
     return s->found ? 0 : bs_err_set(err, BS_ENOTFOUND, "job '%.40s' not found", id);
@@ -670,9 +670,9 @@ int bs_jobs_cancel(bs_jobs_t *j, const char *tenant, const char *id, bs_err_t *e
             return bs_err_set(err, BS_ECONFLICT, "job '%.40s' is %s already: nothing to cancel", id,
                               s.state);
         if (!strcmp(s.state, "running")) {
-            rc = bs_meta_exec(j->meta,
-                              "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'",
-                              a, 1, &changes, err);
+            rc = bs_meta_exec(
+                j->meta, "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'",
+                a, 1, &changes, err);
             if (rc)
                 return rc;
             if (changes) {
@@ -736,7 +736,7 @@ int bs_jobs_retry(bs_jobs_t *j, const char *tenant, const char *id, bs_err_t *er
 /* ---- retention ------------------------------------------------------------------------- */
 
 #define RETAIN(now)                                                                                \
-    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finalized_at IS NOT NULL AND"        \
+    "DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE finalized_at IS NOT NULL AND"         \
     " finalized_at < " now " - ? LIMIT 1000)"
 static const char *const retain_sql[] = {RETAIN(NOW_S), RETAIN(NOW_P)};
 
@@ -792,7 +792,8 @@ void bs_jobs_metrics(bs_jobs_t *j, bs_buf_t *b)
     } counters[] = {
         {"claimed", "Job attempts claimed by this replica.", offsetof(bs__job_kind_t, claimed)},
         {"completed", "Jobs completed by this replica.", offsetof(bs__job_kind_t, completed)},
-        {"failed", "Job attempts that failed and will be retried.", offsetof(bs__job_kind_t, failed)},
+        {"failed", "Job attempts that failed and will be retried.",
+         offsetof(bs__job_kind_t, failed)},
         {"discarded", "Jobs discarded (attempts exhausted or a non-retryable error).",
          offsetof(bs__job_kind_t, discarded)},
         {"cancelled", "Running jobs that ended cancelled on this replica.",

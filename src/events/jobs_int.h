@@ -43,9 +43,9 @@
 #define BS__JOBS_NOW_P BS__LEASE_NOW_PG
 
 typedef struct {
-    bs_job_kind_t k;   /* as registered (strings borrowed) */
+    bs_job_kind_t k; /* as registered (strings borrowed) */
     char name[64];
-    int max_attempts;  /* defaults filled in */
+    int max_attempts; /* defaults filled in */
     int concurrency;
     /* hub->mu */
     int inflight;   /* claimed attempts not ended yet */
@@ -89,8 +89,8 @@ struct bs_job_run {
     int retryable;
     int64_t retry_after_ms;
     char *result, *location, *error; /* owned */
-    struct bs_job_run *prev, *next; /* the registry: every claimed run not written yet */
-    struct bs_job_run *qnext;       /* the ready queue or the done list */
+    struct bs_job_run *prev, *next;  /* the registry: every claimed run not written yet */
+    struct bs_job_run *qnext;        /* the ready queue or the done list */
 };
 
 struct bs_jobs {
@@ -137,8 +137,8 @@ double bs__jobs_rate(const bs__job_sample_t *s, int n);
 /* errors (a JSON array's text) with one entry appended, the oldest dropped past
  * BS__JOBS_ERRORS_KEPT; malloc'd, NULL when out of memory. expired_at: the expired lease's
  * end (0: none). */
-char *bs__jobs_errors_append(const char *errors, int attempt, const char *error,
-                             const char *owner, int64_t token, int64_t expired_at);
+char *bs__jobs_errors_append(const char *errors, int attempt, const char *error, const char *owner,
+                             int64_t token, int64_t expired_at);
 /* The registered kind named name, or NULL (no lock: kinds do not change after start). */
 bs__job_kind_t *bs__jobs_kind_find(bs_jobs_t *j, const char *name);
 /* Drops a reference to the hub, freeing it with the last. */

@@ -117,8 +117,8 @@ double bs__jobs_rate(const bs__job_sample_t *s, int n)
     return (double)(s[n - 1].done - s[0].done) / ((double)(s[n - 1].t - s[0].t) / 1e9);
 }
 
-char *bs__jobs_errors_append(const char *errors, int attempt, const char *error,
-                             const char *owner, int64_t token, int64_t expired_at)
+char *bs__jobs_errors_append(const char *errors, int attempt, const char *error, const char *owner,
+                             int64_t token, int64_t expired_at)
 {
     bs_buf_t b;
     bs_buf_init(&b);
@@ -208,12 +208,30 @@ static void registry_remove(bs_jobs_t *j, bs_job_run_t *r)
     j->nregistry--;
 }
 
-const char *bs_job_id(const bs_job_run_t *r) { return r->id; }
-const char *bs_job_kind(const bs_job_run_t *r) { return r->kind->name; }
-const char *bs_job_tenant(const bs_job_run_t *r) { return r->tenant; }
-const char *bs_job_args(const bs_job_run_t *r) { return r->args; }
-int bs_job_attempt(const bs_job_run_t *r) { return r->attempt; }
-int bs_job_cancelled(const bs_job_run_t *r) { return atomic_load(&r->cancelled); }
+const char *bs_job_id(const bs_job_run_t *r)
+{
+    return r->id;
+}
+const char *bs_job_kind(const bs_job_run_t *r)
+{
+    return r->kind->name;
+}
+const char *bs_job_tenant(const bs_job_run_t *r)
+{
+    return r->tenant;
+}
+const char *bs_job_args(const bs_job_run_t *r)
+{
+    return r->args;
+}
+int bs_job_attempt(const bs_job_run_t *r)
+{
+    return r->attempt;
+}
+int bs_job_cancelled(const bs_job_run_t *r)
+{
+    return atomic_load(&r->cancelled);
+}
 
 void bs_job_progress(bs_job_run_t *r, int64_t done, int64_t total)
 {
@@ -276,8 +294,10 @@ static void end_attempt(bs_job_run_t *r, int completed, int retryable, int64_t r
         if (detached) /* the runtime released it at shutdown: nothing to write */
             run_free(r);
         else
-            BS_LOG(BS_LOG_ERROR, "jobs", "job %s (%s) attempt %d ended twice; the second end "
-                                         "is ignored", r->id, r->kind->name, r->attempt);
+            BS_LOG(BS_LOG_ERROR, "jobs",
+                   "job %s (%s) attempt %d ended twice; the second end "
+                   "is ignored",
+                   r->id, r->kind->name, r->attempt);
         return;
     }
     bs_jobs_t *j = h->j; /* a live run keeps the runtime from finishing its free */
@@ -336,17 +356,17 @@ static const bs_lease_claim_sql_t claim_sql = BS_LEASE_CLAIM_SQL_EX(
     "SELECT 1 FROM jobs WHERE state IN ('scheduled', 'retryable') AND scheduled_at <= " now        \
     " LIMIT 1"
 #define PROMOTE(now)                                                                               \
-    "UPDATE jobs SET state = 'available' WHERE state IN ('scheduled', 'retryable') AND"           \
+    "UPDATE jobs SET state = 'available' WHERE state IN ('scheduled', 'retryable') AND"            \
     " scheduled_at <= " now
 static const char *const promote_probe_sql[] = {PROMOTE_PROBE(NOW_S), PROMOTE_PROBE(NOW_P)};
 static const char *const promote_sql[] = {PROMOTE(NOW_S), PROMOTE(NOW_P)};
 
 #define RESCUE_FIND(now)                                                                           \
-    "SELECT id, kind, attempt, max_attempts, lease_token, lease_owner, lease_expires_at, errors"  \
+    "SELECT id, kind, attempt, max_attempts, lease_token, lease_owner, lease_expires_at, errors"   \
     " FROM jobs WHERE state = 'running' AND lease_expires_at <= " now " LIMIT 100"
 /* Binds: retry (1/0), retry (again), delay ms, errors, id, token. */
 #define RESCUE(now)                                                                                \
-    "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN ? = 1 THEN"     \
+    "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN ? = 1 THEN"      \
     " 'retryable' ELSE 'discarded' END, finalized_at = CASE WHEN cancel_requested = 1 OR ? = 0"    \
     " THEN " now " ELSE NULL END, scheduled_at = " now " + ?, errors = ?, lease_expires_at = 0"    \
     " WHERE id = ? AND lease_token = ? AND state = 'running' AND lease_expires_at <= " now
@@ -425,15 +445,15 @@ static void rescue(bs_jobs_t *j)
                  "lease expired: the holder (%.128s) stopped renewing it (it died or lost the "
                  "metadata store)",
                  x->owner);
-        char *errors = bs__jobs_errors_append(x->errors, x->attempt, msg, x->owner, x->token,
-                                              x->expired_at);
+        char *errors =
+            bs__jobs_errors_append(x->errors, x->attempt, msg, x->owner, x->token, x->expired_at);
         if (!errors) {
             rc = BS_ENOMEM;
             break;
         }
         int changes = 0;
-        bs_val_t a[] = {BS_INT(retry),     BS_INT(retry), BS_INT(delay),
-                        BS_TXT(errors),    BS_TXT(x->id), BS_INT(x->token)};
+        bs_val_t a[] = {BS_INT(retry),  BS_INT(retry), BS_INT(delay),
+                        BS_TXT(errors), BS_TXT(x->id), BS_INT(x->token)};
         rc = bs_meta_exec(j->meta, rescue_sql[pg(j)], a, 6, &changes, &err);
         free(errors);
         if (!rc && changes) {
@@ -543,8 +563,8 @@ static int claim_kind(bs_jobs_t *j, bs__job_kind_t *k, int probe)
         int found = 0;
         bs_val_t a[] = {BS_TXT(k->name)};
         if (bs_meta_query(j->meta,
-                          "SELECT 1 FROM jobs WHERE kind = ? AND state = 'available' LIMIT 1", a,
-                          1, any_row, &found, &err) ||
+                          "SELECT 1 FROM jobs WHERE kind = ? AND state = 'available' LIMIT 1", a, 1,
+                          any_row, &found, &err) ||
             !found)
             return 0;
     }
@@ -656,26 +676,26 @@ static void *worker_main(void *arg)
 
 #define FINAL_OK(now)                                                                              \
     "UPDATE jobs SET state = 'completed', finalized_at = " now ", result = ?,"                     \
-    " result_location = ?, progress_done = ?, progress_total = ?, progress_rate = ?,"             \
-    " progress_at = " now ", lease_expires_at = 0 WHERE id = ? AND lease_owner = ? AND"           \
+    " result_location = ?, progress_done = ?, progress_total = ?, progress_rate = ?,"              \
+    " progress_at = " now ", lease_expires_at = 0 WHERE id = ? AND lease_owner = ? AND"            \
     " lease_token = ? AND state = 'running' RETURNING state"
 /* Binds: retry, retry, delay ms, errors, done, total, rate, id, owner, token. */
 #define FINAL_FAIL(now)                                                                            \
-    "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN ? = 1 THEN"     \
+    "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN ? = 1 THEN"      \
     " 'retryable' ELSE 'discarded' END, finalized_at = CASE WHEN cancel_requested = 1 OR ? = 0"    \
-    " THEN " now " ELSE NULL END, scheduled_at = " now " + ?, errors = ?, progress_done = ?,"     \
+    " THEN " now " ELSE NULL END, scheduled_at = " now " + ?, errors = ?, progress_done = ?,"      \
     " progress_total = ?, progress_rate = ?, progress_at = " now ", lease_expires_at = 0"          \
     " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running' RETURNING state"
 #define HEARTBEAT(now)                                                                             \
-    "UPDATE jobs SET lease_expires_at = " now " + ? WHERE id = ? AND lease_owner = ? AND"         \
+    "UPDATE jobs SET lease_expires_at = " now " + ? WHERE id = ? AND lease_owner = ? AND"          \
     " lease_token = ? AND state = 'running' RETURNING cancel_requested"
 #define PROGRESS(now)                                                                              \
-    "UPDATE jobs SET progress_done = ?, progress_total = ?, progress_rate = ?, progress_at = "     \
-    now " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running'"
+    "UPDATE jobs SET progress_done = ?, progress_total = ?, progress_rate = ?, progress_at = " now \
+    " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running'"
 /* Binds: attempt decrement (1: never started), errors, id, owner, token. */
 #define RELEASE(now)                                                                               \
-    "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'available'"    \
-    " END, finalized_at = CASE WHEN cancel_requested = 1 THEN " now " ELSE NULL END,"             \
+    "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'available'"     \
+    " END, finalized_at = CASE WHEN cancel_requested = 1 THEN " now " ELSE NULL END,"              \
     " attempt = attempt - ?, errors = ?, scheduled_at = " now ", lease_expires_at = 0"             \
     " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running'"
 static const char *const final_ok_sql[] = {FINAL_OK(NOW_S), FINAL_OK(NOW_P)};
@@ -713,9 +733,9 @@ static int write_ends(bs_jobs_t *j, bs_job_run_t *batch, final_row_t *states, bs
     for (bs_job_run_t *r = batch; r && !rc; r = r->qnext, i++) {
         states[i].state[0] = 0;
         if (r->completed) {
-            bs_val_t a[] = {BS_TXT(r->result),  BS_TXT(r->location), BS_INT(r->done),
-                            BS_INT(r->total),   rate_val(r),         BS_TXT(r->id),
-                            BS_TXT(j->owner),   BS_INT(r->token)};
+            bs_val_t a[] = {BS_TXT(r->result), BS_TXT(r->location), BS_INT(r->done),
+                            BS_INT(r->total),  rate_val(r),         BS_TXT(r->id),
+                            BS_TXT(j->owner),  BS_INT(r->token)};
             rc = bs_meta_query(j->meta, final_ok_sql[pg(j)], a, 8, final_row, &states[i], err);
             continue;
         }
@@ -723,8 +743,8 @@ static int write_ends(bs_jobs_t *j, bs_job_run_t *batch, final_row_t *states, bs
          * not fail on its own) */
         int retry = r->retryable && (r->interrupted || r->attempt < r->max_attempts);
         int64_t delay = !retry || r->interrupted ? 0
-                        : r->retry_after_ms       ? r->retry_after_ms
-                                                  : bs__jobs_backoff_ms(r->kind, r->attempt);
+                        : r->retry_after_ms      ? r->retry_after_ms
+                                                 : bs__jobs_backoff_ms(r->kind, r->attempt);
         if (delay > BACKOFF_CAP_MS)
             delay = BACKOFF_CAP_MS;
         char *errors =
@@ -733,7 +753,7 @@ static int write_ends(bs_jobs_t *j, bs_job_run_t *batch, final_row_t *states, bs
             rc = bs_err_set(err, BS_ENOMEM, "out of memory recording a job's error");
             break;
         }
-        bs_val_t a[] = {BS_INT(retry),    BS_INT(retry),   BS_INT(delay),  BS_TXT(errors),
+        bs_val_t a[] = {BS_INT(retry),    BS_INT(retry),    BS_INT(delay), BS_TXT(errors),
                         BS_INT(r->done),  BS_INT(r->total), rate_val(r),   BS_TXT(r->id),
                         BS_TXT(j->owner), BS_INT(r->token)};
         rc = bs_meta_query(j->meta, final_fail_sql[pg(j)], a, 10, final_row, &states[i], err);
@@ -879,8 +899,9 @@ static void tick(bs_jobs_t *j, int beat)
             r->lost = 1;
             atomic_store(&r->cancelled, 1);
             j->lost_leases++;
-            BS_LOG(BS_LOG_WARN, "jobs", "job %s (%s) attempt %d: lease not renewed in time; "
-                                        "the attempt is told to stop",
+            BS_LOG(BS_LOG_WARN, "jobs",
+                   "job %s (%s) attempt %d: lease not renewed in time; "
+                   "the attempt is told to stop",
                    r->id, r->kind->name, r->attempt);
         }
         if (r->lost)
@@ -916,8 +937,7 @@ static void tick(bs_jobs_t *j, int beat)
             rc = bs_meta_exec(j->meta, progress_sql[pg(j)], a, 6, NULL, &err);
         }
         if (!rc && t->beat) {
-            bs_val_t a[] = {BS_INT(j->lease_ms), BS_TXT(t->id), BS_TXT(j->owner),
-                            BS_INT(t->token)};
+            bs_val_t a[] = {BS_INT(j->lease_ms), BS_TXT(t->id), BS_TXT(j->owner), BS_INT(t->token)};
             t->outcome = 2;
             rc = bs_meta_query(j->meta, heartbeat_sql[pg(j)], a, 4, heartbeat_row, t, &err);
         }
@@ -1025,8 +1045,9 @@ static void release_claims(bs_jobs_t *j, int detach)
             r->state = BS__RUN_DETACHED; /* its end frees it; the hub outlives j for that */
             r->kind->inflight--;
             registry_remove(j, r);
-            BS_LOG(BS_LOG_WARN, "jobs", "job %s (%s) attempt %d still running at shutdown: "
-                                        "released for another replica",
+            BS_LOG(BS_LOG_WARN, "jobs",
+                   "job %s (%s) attempt %d still running at shutdown: "
+                   "released for another replica",
                    r->id, r->kind->name, r->attempt);
         }
     pthread_cond_broadcast(&j->idle_cv);
@@ -1045,8 +1066,9 @@ static void release_claims(bs_jobs_t *j, int detach)
         else
             bs_meta_tx_rollback(j->meta);
         if (rc)
-            BS_LOG(BS_LOG_WARN, "jobs", "cannot release %d job claims at shutdown (their leases "
-                                        "expire): %s",
+            BS_LOG(BS_LOG_WARN, "jobs",
+                   "cannot release %d job claims at shutdown (their leases "
+                   "expire): %s",
                    m, err.msg);
     }
     for (int i = 0; v && i < m; i++)

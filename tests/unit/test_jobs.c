@@ -83,7 +83,7 @@ typedef struct {
     int norder;
     bs_job_run_t *stash[64]; /* async attempts left open */
     int nstash;
-    int release; /* blockers return */
+    int release;     /* blockers return */
     const char *tag; /* written into results */
 } seen_t;
 
@@ -193,8 +193,11 @@ static bs_jobs_t *runtime(bs_meta_t *m, const char *owner, int64_t lease_ms, int
                           int workers)
 {
     bs_err_t err;
-    bs_jobs_opts_t o = {.workers = workers, .lease_ms = lease_ms, .poll_ms = 20,
-                        .retention_ms = retention_ms, .owner = owner};
+    bs_jobs_opts_t o = {.workers = workers,
+                        .lease_ms = lease_ms,
+                        .poll_ms = 20,
+                        .retention_ms = retention_ms,
+                        .owner = owner};
     bs_jobs_t *j = bs_jobs_new(m, &o, &err);
     assert_non_null(j);
     return j;
@@ -204,8 +207,12 @@ static void reg(bs_jobs_t *j, const fx_t *f, const char *name, bs_job_fn fn, voi
                 int max_attempts, int concurrency, char out[64])
 {
     snprintf(out, 64, "%s%s", f->prefix, name);
-    bs_job_kind_t k = {.kind = out, .run = fn, .ud = ud, .max_attempts = max_attempts,
-                       .backoff_ms = backoff_10ms, .concurrency = concurrency,
+    bs_job_kind_t k = {.kind = out,
+                       .run = fn,
+                       .ud = ud,
+                       .max_attempts = max_attempts,
+                       .backoff_ms = backoff_10ms,
+                       .concurrency = concurrency,
                        .description = "a test kind"};
     bs_err_t err;
     assert_int_equal(bs_jobs_register(j, &k, &err), 0);
@@ -337,7 +344,8 @@ static void test_default_backoff_within_ten_percent_of_attempt_to_the_fourth(voi
     for (int a = 1; a <= 25; a++) {
         double base = pow((double)a, 4) * 1000.0; /* attempt^4 s, in ms */
         /* the extremes of the jitter and random draws through the kind-less path */
-        double lo = bs__jobs_backoff_default_ms(a, 0.0), hi = bs__jobs_backoff_default_ms(a, 0.999999);
+        double lo = bs__jobs_backoff_default_ms(a, 0.0),
+               hi = bs__jobs_backoff_default_ms(a, 0.999999);
         assert_true(fabs(lo - 0.9 * base) <= 1.0);
         assert_true(fabs(hi - 1.1 * base) <= 1.0 + base * 1e-6);
         double mn = INFINITY, mx = -INFINITY;
@@ -388,7 +396,8 @@ static void test_rate_and_samples(void **state)
     }
     cJSON *arr = cJSON_Parse(e);
     assert_int_equal(cJSON_GetArraySize(arr), BS__JOBS_ERRORS_KEPT);
-    assert_int_equal((int)num(cJSON_GetArrayItem(arr, 0), "attempt"), 30 - BS__JOBS_ERRORS_KEPT + 1);
+    assert_int_equal((int)num(cJSON_GetArrayItem(arr, 0), "attempt"),
+                     30 - BS__JOBS_ERRORS_KEPT + 1);
     assert_int_equal((int)num(cJSON_GetArrayItem(arr, BS__JOBS_ERRORS_KEPT - 1), "attempt"), 30);
     assert_true(bs_utf8_valid(e, strlen(e)));
     cJSON_Delete(arr);
@@ -498,7 +507,8 @@ static void test_attempts_exhausted_discards(void **state)
     reg(j, f, "flaky", h_flaky, s, 5, 0, kind);
     start(j);
     /* the job's own max_attempts overrides the kind's */
-    bs_job_new_t nj = {.kind = kind, .tenant = f->tenant, .args = "{\"fail\":100}", .max_attempts = 3};
+    bs_job_new_t nj = {
+        .kind = kind, .tenant = f->tenant, .args = "{\"fail\":100}", .max_attempts = 3};
     bs_err_t err;
     int existed;
     assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
@@ -590,9 +600,9 @@ static int jobs_of(bs_meta_t *m, const char *tenant)
     int n = -1;
     bs_val_t a[] = {BS_TXT(tenant)};
     bs_err_t err;
-    assert_int_equal(bs_meta_query(m, "SELECT COUNT(*) FROM jobs WHERE tenant = ?", a, 1, count_cb,
-                                   &n, &err),
-                     0);
+    assert_int_equal(
+        bs_meta_query(m, "SELECT COUNT(*) FROM jobs WHERE tenant = ?", a, 1, count_cb, &n, &err),
+        0);
     return n;
 }
 
@@ -661,7 +671,8 @@ static void test_list_pages_and_filters(void **state)
         bs_buf_t b;
         bs_buf_init(&b);
         bs_err_t err;
-        assert_int_equal(bs_jobs_list(j, f->tenant, NULL, NULL, 2, cursor[0] ? cursor : NULL, &b, &err), 0);
+        assert_int_equal(
+            bs_jobs_list(j, f->tenant, NULL, NULL, 2, cursor[0] ? cursor : NULL, &b, &err), 0);
         cJSON *o = cJSON_Parse(b.data);
         assert_non_null(o);
         const cJSON *it;
@@ -1025,7 +1036,8 @@ static void test_heartbeat_notices_a_lost_claim(void **state)
     cJSON *o = job(j, f, id);
     assert_string_equal(str(o, "state"), "running");
     cJSON_Delete(o);
-    exec_sql(f->b, "UPDATE jobs SET lease_token = lease_token + 100, lease_owner = 'thief' WHERE id = ?",
+    exec_sql(f->b,
+             "UPDATE jobs SET lease_token = lease_token + 100, lease_owner = 'thief' WHERE id = ?",
              id);
     uint64_t until = bs_time_mono_ns() + 20000000000ull;
     while (!bs_job_cancelled(r) && bs_time_mono_ns() < until)
@@ -1067,7 +1079,7 @@ static void test_shutdown_releases_claims(void **state)
     wait_calls(sblock, 1);
     bs_jobs_free(j); /* waits 200 ms for r, then releases it */
     assert_int_equal(bs_job_cancelled(r), 1);
-    bs_job_complete(r, "{}", NULL); /* detached: frees it, writes nothing */
+    bs_job_complete(r, "{}", NULL);               /* detached: frees it, writes nothing */
     bs_jobs_t *k = runtime(f->b, "b", 600, 0, 2); /* to read; no kinds run */
     cJSON *o = job(k, f, id);
     assert_string_equal(str(o, "state"), "available");
