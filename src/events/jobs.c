@@ -594,24 +594,31 @@ int bs_jobs_list(bs_jobs_t *j, const char *tenant, const char *state, const char
     bs_jw_key(out, "items");
     bs_jw_arr_begin(out);
     render_t x = {out, 0, limit, ""};
-    const char *s = state ? state : "", *k = kind ? kind : "", *c = cursor ? cursor : "";
+    /* id < cursor as a range (a sentinel above every id for the first page), and one
+     * statement per shape, so each walks its index (jobs_tenant, jobs_tenant_state, the
+     * primary key) backwards from the cursor instead of filtering a scan */
+    const char *k = kind ? kind : "", *c = cursor ? cursor : "zzzzzzzz";
     int rc;
-    if (tenant) {
-        bs_val_t a[] = {BS_TXT(tenant), BS_TXT(s), BS_TXT(s), BS_TXT(k),
-                        BS_TXT(k),      BS_TXT(c), BS_TXT(c), BS_INT(limit + 1)};
+    if (tenant && state) {
+        bs_val_t a[] = {BS_TXT(tenant), BS_TXT(state), BS_TXT(c),
+                        BS_TXT(k),      BS_TXT(k),     BS_INT(limit + 1)};
         rc = bs_meta_query(j->meta,
-                           "SELECT " COLS " FROM jobs WHERE tenant = ? AND (? = '' OR state = ?)"
-                           " AND (? = '' OR kind = ?) AND (? = '' OR id < ?)"
-                           " ORDER BY tenant DESC, id DESC LIMIT ?",
-                           a, 8, render_cb, &x, err);
+                           "SELECT " COLS " FROM jobs WHERE tenant = ? AND state = ? AND id < ?"
+                           " AND (? = '' OR kind = ?) ORDER BY id DESC LIMIT ?",
+                           a, 6, render_cb, &x, err);
+    } else if (tenant) {
+        bs_val_t a[] = {BS_TXT(tenant), BS_TXT(c), BS_TXT(k), BS_TXT(k), BS_INT(limit + 1)};
+        rc = bs_meta_query(j->meta,
+                           "SELECT " COLS " FROM jobs WHERE tenant = ? AND id < ?"
+                           " AND (? = '' OR kind = ?) ORDER BY id DESC LIMIT ?",
+                           a, 5, render_cb, &x, err);
     } else {
-        bs_val_t a[] = {BS_TXT(s), BS_TXT(s), BS_TXT(k),        BS_TXT(k),
-                        BS_TXT(c), BS_TXT(c), BS_INT(limit + 1)};
+        const char *s = state ? state : "";
+        bs_val_t a[] = {BS_TXT(c), BS_TXT(s), BS_TXT(s), BS_TXT(k), BS_TXT(k), BS_INT(limit + 1)};
         rc = bs_meta_query(j->meta,
-                           "SELECT " COLS " FROM jobs WHERE (? = '' OR state = ?)"
-                           " AND (? = '' OR kind = ?) AND (? = '' OR id < ?)"
-                           " ORDER BY id DESC LIMIT ?",
-                           a, 7, render_cb, &x, err);
+                           "SELECT " COLS " FROM jobs WHERE id < ? AND (? = '' OR state = ?)"
+                           " AND (? = '' OR kind = ?) ORDER BY id DESC LIMIT ?",
+                           a, 6, render_cb, &x, err);
     }
     if (rc) {
         out->len = start;

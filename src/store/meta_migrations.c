@@ -98,8 +98,8 @@ const bs_meta_migration_t bs__meta_migrations[] = {
      * holder). Times are the database's clock, ms since the epoch. errors is a JSON array
      * of the failed attempts; progress_rate (per second) is the holder's measure. Indexes:
      * the claim (a kind's available jobs in priority order), the due scan (scheduled and
-     * retryable jobs whose time came, running jobs whose lease expired), a tenant's listing,
-     * retention; unique_key is unique among a tenant's live jobs of a kind. */
+     * retryable jobs whose time came, running jobs whose lease expired), a tenant's listing
+     * (all, or of one state), retention; unique_key is unique among a tenant's live jobs of a kind. */
     {"CREATE TABLE jobs ("
     "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,"
     "  args TEXT NOT NULL DEFAULT '{}', unique_key TEXT, priority INTEGER NOT NULL DEFAULT 0,"
@@ -114,6 +114,7 @@ const bs_meta_migration_t bs__meta_migrations[] = {
     "CREATE INDEX jobs_claim ON jobs(kind, state, priority DESC, scheduled_at, id);"
     "CREATE INDEX jobs_due ON jobs(state, scheduled_at);"
     "CREATE INDEX jobs_tenant ON jobs(tenant, id);"
+    "CREATE INDEX jobs_tenant_state ON jobs(tenant, state, id);"
     "CREATE INDEX jobs_finalized ON jobs(finalized_at);"
     "CREATE UNIQUE INDEX jobs_unique ON jobs(tenant, kind, unique_key)"
     "  WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'discarded', 'cancelled');",
