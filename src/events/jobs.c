@@ -193,12 +193,17 @@ void bs_jobs_kinds_json(bs_jobs_t *j, bs_buf_t *b)
     bs_jw_obj_end(b);
 }
 
+static int runner_held(void *run)
+{
+    return bs_lease_runner_held(run);
+}
+
 static void retention_task(void *ud, bs_lease_runner_t *run, int64_t token)
 {
     (void)token;
     bs_jobs_t *j = ud;
     bs_err_t err;
-    int n = bs__jobs_retention_pass(j, (int (*)(void *))bs_lease_runner_held, run, &err);
+    int n = bs__jobs_retention_pass(j, runner_held, run, &err);
     if (n < 0)
         BS_LOG(BS_LOG_WARN, "jobs", "retention pass failed: %s", err.msg);
     else if (n > 0)
