@@ -23,7 +23,7 @@ its peer in the same run on this machine.
 
 Run as `sh bench/events/run.sh` (it builds the C drivers). Knobs (environment): ROUNDS (3),
 DURATION (5 s per measured run), SECTIONS ("publish trigger jobs"), CLIENTS, BATCH,
-EVENT_BYTES, SYNC_INTERVAL ("2m"), TRIGGER_RATES, TRIGGER_CONNS (4), JOBS_BATCH (100),
+EVENT_BYTES, SYNC_INTERVAL ("2m"), TRIGGER_RATES, TRIGGER_CONNS (4), JOBS_BATCH (100), JOBS_CONNS (2 basalt enqueue clients),
 BACKLOG (5000 jobs in flight at most), CELERY_POOLS ("prefork threads solo"),
 CELERY_CONCURRENCY (2), STRACE (1: count each publisher's fsyncs in one extra run), BASALT_BIN, BENCH_OUT (build/bench/events).
 """
@@ -37,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import requests
@@ -58,6 +59,7 @@ SYNC_INTERVAL = os.environ.get("SYNC_INTERVAL", "2m")
 TRIGGER_RATES = [int(x) for x in os.environ.get("TRIGGER_RATES", "1000 10000").split()]
 TRIGGER_CONNS = int(os.environ.get("TRIGGER_CONNS", "4"))
 JOBS_BATCH = int(os.environ.get("JOBS_BATCH", "100"))
+JOBS_CONNS = int(os.environ.get("JOBS_CONNS", "2"))
 BACKLOG = int(os.environ.get("BACKLOG", "5000"))
 CELERY_POOLS = os.environ.get("CELERY_POOLS", "prefork threads solo").split()
 CELERY_CONCURRENCY = int(os.environ.get("CELERY_CONCURRENCY", "2"))
@@ -563,8 +565,9 @@ def source_offset_key(rec, offset):
 # ---- 3. job throughput ----------------------------------------------------------------------
 
 def basalt_jobs_round(b, seconds):
-    """Enqueues no-op jobs for `seconds` (at most BACKLOG unfinished), waits for all to
-    complete; returns (jobs, seconds from first enqueue to last completion, enqueue rate)."""
+    """Enqueues no-op jobs for `seconds` from JOBS_CONNS client threads (at most BACKLOG
+    unfinished), waits for all to complete; returns (jobs, seconds from the first enqueue
+    to the last completion, enqueue rate)."""
     body = json.dumps({"jobs": [{"kind": "sleep", "args": {"seconds": 0}}] * JOBS_BATCH})
     pat = r'^basalt_jobs_completed\w*\{[^}]*kind="sleep"'
 
@@ -575,31 +578,54 @@ def basalt_jobs_round(b, seconds):
         return v
 
     base = done()
-    n, enq_time, t0 = 0, 0.0, time.monotonic()
-    completed = 0
-    while time.monotonic() - t0 < seconds:
-        if n - completed >= BACKLOG:
-            completed = done() - base
-            if n - completed >= BACKLOG:
+    st = {"n": 0, "completed": 0, "enq_time": 0.0, "err": None}
+    lock = threading.Lock()
+    t0 = time.monotonic()
+
+    def enqueuer():
+        s = requests.Session()
+        s.headers["Authorization"] = "Bearer " + b.key
+        while time.monotonic() - t0 < seconds and not st["err"]:
+            with lock:
+                backlog = st["n"] - st["completed"]
+            if backlog >= BACKLOG:
                 time.sleep(0.002)
                 continue
-        e0 = time.monotonic()
-        r = b.s.post(b.url + "/v1/jobs", data=body, headers={"Content-Type": "application/json"},
-                     timeout=60)
-        enq_time += time.monotonic() - e0
-        if r.status_code not in (200, 201, 202):
-            die("POST /v1/jobs -> %d %s" % (r.status_code, r.text[:300]))
-        n += JOBS_BATCH
-        if n % (JOBS_BATCH * 10) == 0:
-            completed = done() - base
+            e0 = time.monotonic()
+            r = s.post(b.url + "/v1/jobs", data=body, headers={"Content-Type": "application/json"},
+                       timeout=60)
+            el = time.monotonic() - e0
+            if r.status_code not in (200, 201, 202):
+                st["err"] = "POST /v1/jobs -> %d %s" % (r.status_code, r.text[:300])
+                return
+            got = len(r.json().get("items", r.json().get("jobs", []))) or JOBS_BATCH
+            if got != JOBS_BATCH:
+                st["err"] = "POST /v1/jobs answered %d jobs for %d" % (got, JOBS_BATCH)
+                return
+            with lock:
+                st["n"] += JOBS_BATCH
+                st["enq_time"] += el
+
+    ths = [threading.Thread(target=enqueuer) for _ in range(JOBS_CONNS)]
+    for t in ths:
+        t.start()
+    while any(t.is_alive() for t in ths):
+        c = done() - base
+        with lock:
+            st["completed"] = c
+        time.sleep(0.02)
+    for t in ths:
+        t.join()
+    if st["err"]:
+        die(st["err"])
+    n = st["n"]
     deadline = time.monotonic() + 120
-    while completed < n:
+    while done() - base < n:
         if time.monotonic() > deadline:
-            die("basalt jobs: %d of %d completed after 120 s" % (completed, n))
+            die("basalt jobs: %d of %d completed after 120 s" % (done() - base, n))
         time.sleep(0.002)
-        completed = done() - base
     el = time.monotonic() - t0
-    return n, el, n / enq_time if enq_time else float("nan")
+    return n, el, n * JOBS_CONNS / st["enq_time"] if st["enq_time"] else float("nan")
 
 
 class CeleryWorker:
