@@ -26,7 +26,8 @@
     "snapshots were last known current\"},\"scopes\":{\"type\":\"object\",\"properties\":{\""      \
     "auth\":{\"type\":\"integer\"},\"registry\":{\"type\":\"integer\"}}}}},\"backends\":{\""       \
     "type\":\"object\",\"properties\":{\"metadata\":{\"type\":\"string\"},\"artifacts\":{\""       \
-    "type\":\"string\"}}},\"caller\":{\"type\":\"object\",\"properties\":{\"key_id\":{\"typ"       \
+    "type\":\"string\"},\"events\":{\"type\":\"string\",\"enum\":[\"segments\",\"jets"       \
+    "tream\"]}}},\"caller\":{\"type\":\"object\",\"properties\":{\"key_id\":{\"typ"       \
     "e\":\"string\"},\"tenant\":{\"type\":\"string\"},\"role\":{\"type\":\"string\"}}}}}"
 #define KEY_SCHEMA                                                                                 \
     "{\"type\":\"object\",\"required\":[\"id\",\"name\",\"tenant\",\"role\"],\"properties\""       \
@@ -57,6 +58,7 @@
     "\"type\":\"array\",\"items\":" item "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
 
 #include "api/routes_models.inc"
+#include "api/routes_topics.inc"
 
 static const bs_route_t routes[] = {
     {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
@@ -90,6 +92,7 @@ static const bs_route_t routes[] = {
     {"GET", "/v1/tenants", bs__api_tenants_list, BS_ROLE_ADMIN, "List tenants", "auth", NULL,
      PAGE(TENANT_SCHEMA), 0, BS_ROUTE_BLOCKING},
     MODEL_ROUTES
+    TOPIC_ROUTES
     {"GET", "/v1/kinds", bs__api_kinds_list, BS_ROLE_VIEWER,
      "The kinds of declarative resources (what basalt apply accepts) and their paths",
      "resources", NULL,

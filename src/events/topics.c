@@ -713,6 +713,72 @@ static int alloc_events(pctx_t *p, int n, bs_err_t *err)
     return 0;
 }
 
+/* Where the JSON value starting at s[i] ends: the index of the ',', '}' or ']' after it at
+ * its own level (or len). s is valid JSON, so a lexical scan suffices. */
+static size_t value_end(const char *s, size_t len, size_t i)
+{
+    int depth = 0, in_str = 0;
+    for (; i < len; i++) {
+        char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+            continue;
+        }
+        if (c == '"')
+            in_str = 1;
+        else if (c == '{' || c == '[')
+            depth++;
+        else if (c == '}' || c == ']') {
+            if (depth == 0)
+                break;
+            depth--;
+        } else if (c == ',' && depth == 0)
+            break;
+    }
+    return i;
+}
+
+int bs_topic_json_member(const char *s, size_t len, const char *key, const char **v,
+                         size_t *vlen)
+{
+    size_t i = 0, kl = strlen(key);
+    while (i < len && is_space(s[i]))
+        i++;
+    if (i >= len || s[i] != '{')
+        return 0;
+    i++;
+    while (i < len) {
+        while (i < len && (is_space(s[i]) || s[i] == ','))
+            i++;
+        if (i >= len || s[i] != '"')
+            return 0;
+        size_t ks = ++i;
+        while (i < len && s[i] != '"')
+            i += s[i] == '\\' ? 2 : 1;
+        if (i >= len)
+            return 0;
+        size_t ke = i++;
+        while (i < len && (is_space(s[i]) || s[i] == ':'))
+            i++;
+        size_t vs = i;
+        i = value_end(s, len, i);
+        size_t ve = i;
+        while (ve > vs && is_space(s[ve - 1]))
+            ve--;
+        if (ke - ks == kl && memcmp(s + ks, key, kl) == 0) {
+            *v = s + vs;
+            *vlen = ve - vs;
+            return 1;
+        }
+        if (i < len && s[i] == '}')
+            return 0;
+    }
+    return 0;
+}
+
 /* The byte ranges of the elements of the JSON array at s (valid JSON: parsed already). */
 static int split_array(pctx_t *p, const char *s, size_t len, const cJSON *arr, int force_ce,
                        bs_err_t *err)
@@ -729,27 +795,7 @@ static int split_array(pctx_t *p, const char *s, size_t len, const cJSON *arr, i
         while (i < len && is_space(s[i]))
             i++;
         size_t start = i;
-        int depth = 0, in_str = 0;
-        for (; i < len; i++) {
-            char c = s[i];
-            if (in_str) {
-                if (c == '\\')
-                    i++;
-                else if (c == '"')
-                    in_str = 0;
-                continue;
-            }
-            if (c == '"')
-                in_str = 1;
-            else if (c == '{' || c == '[')
-                depth++;
-            else if (c == '}' || c == ']') {
-                if (depth == 0)
-                    break;
-                depth--;
-            } else if (c == ',' && depth == 0)
-                break;
-        }
+        i = value_end(s, len, i);
         size_t end = i;
         while (end > start && is_space(s[end - 1]))
             end--;

@@ -155,4 +155,10 @@ int bs_topic_events_parse(bs_arena_t *a, const char *body, size_t len,
  * BS_EINVAL with err->field the attribute. */
 int bs_topic_cloudevent_check(const cJSON *ev, bs_err_t *err);
 
+/* The raw text of the top-level member key of the JSON object text s (valid JSON; len
+ * bytes), borrowed from s: 1 with *v and *vlen, or 0 when absent. (Replay takes a dead
+ * letter's "event" as it was published.) */
+int bs_topic_json_member(const char *s, size_t len, const char *key, const char **v,
+                         size_t *vlen);
+
 #endif
