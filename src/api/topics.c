@@ -277,6 +277,52 @@ static void publish_free(publish_t *p)
     free(p);
 }
 
+/* The 200 body: one item per event of the body, in order. */
+static void render_published(publish_t *p, const bs_log_append_result_t *res, int n, bs_buf_t *b)
+{
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "items");
+    bs_jw_arr_begin(b);
+    int accepted = 0, rejected = 0, dups = 0;
+    for (int i = 0; i < p->n; i++) {
+        int r = p->rec_of[i];
+        if (r < 0) {
+            bs_jw_raw(b, p->errs.data + p->err_off[i], strlen(p->errs.data + p->err_off[i]));
+            rejected++;
+            continue;
+        }
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "index");
+        bs_jw_int(b, i);
+        if (r >= n || res[r].code) {
+            int c = r >= n ? BS_EINTERNAL : res[r].code;
+            render_error_obj(b, c, NULL, bs_err_desc(c));
+            rejected++;
+        } else {
+            bs_jw_key(b, "offset");
+            bs_jw_int(b, res[r].offset);
+            bs_jw_key(b, "id");
+            bs_jw_str(b, res[r].id);
+            bs_jw_key(b, "duplicate");
+            bs_jw_bool(b, res[r].duplicate);
+            accepted++;
+            dups += res[r].duplicate != 0;
+        }
+        bs_jw_obj_end(b);
+    }
+    bs_jw_arr_end(b);
+    bs_jw_key(b, "accepted");
+    bs_jw_int(b, accepted);
+    bs_jw_key(b, "rejected");
+    bs_jw_int(b, rejected);
+    bs_jw_key(b, "duplicates");
+    bs_jw_int(b, dups);
+    bs_jw_obj_end(b);
+    bs_topics_count_publish(p->topics, (uint64_t)(accepted - dups), (uint64_t)dups,
+                            (uint64_t)rejected);
+}
+
+/* The log's completion (a log thread): answers the deferred request. */
 static void published(void *ud, int code, const bs_log_append_result_t *res, int n,
                       const bs_err_t *err)
 {
@@ -284,62 +330,19 @@ static void published(void *ud, int code, const bs_log_append_result_t *res, int
     if (code < 0) {
         bs_topics_count_publish(p->topics, 0, 0, (uint64_t)p->n);
         bs_deferred_respond_error(p->d, err);
-        publish_free(p);
-        return;
-    }
-    /* A single event refused by the log itself (its size as the log counts it). */
-    if (p->single && n == 1 && res[0].code) {
+    } else if (p->single && n == 1 && res[0].code) {
+        /* a single event refused by the log itself (its size as the log counts it) */
         bs_err_t e;
         bs_err_set(&e, res[0].code, "event refused by the log: %s", bs_err_desc(res[0].code));
         bs_topics_count_publish(p->topics, 0, 0, 1);
         bs_deferred_respond_error(p->d, &e);
-        publish_free(p);
-        return;
+    } else {
+        bs_buf_t b;
+        bs_buf_init(&b);
+        render_published(p, res, n, &b);
+        bs_deferred_respond_json(p->d, 200, &b);
+        bs_buf_free(&b);
     }
-    bs_buf_t b;
-    bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
-    int accepted = 0, rejected = 0, dups = 0;
-    for (int i = 0; i < p->n; i++) {
-        int r = p->rec_of[i];
-        if (r < 0) {
-            bs_jw_raw(&b, p->errs.data + p->err_off[i], strlen(p->errs.data + p->err_off[i]));
-            rejected++;
-            continue;
-        }
-        bs_jw_obj_begin(&b);
-        bs_jw_key(&b, "index");
-        bs_jw_int(&b, i);
-        if (r >= n || res[r].code) {
-            int c = r >= n ? BS_EINTERNAL : res[r].code;
-            render_error_obj(&b, c, NULL, bs_err_desc(c));
-            rejected++;
-        } else {
-            bs_jw_key(&b, "offset");
-            bs_jw_int(&b, res[r].offset);
-            bs_jw_key(&b, "id");
-            bs_jw_str(&b, res[r].id);
-            bs_jw_key(&b, "duplicate");
-            bs_jw_bool(&b, res[r].duplicate);
-            accepted++;
-            dups += res[r].duplicate != 0;
-        }
-        bs_jw_obj_end(&b);
-    }
-    bs_jw_arr_end(&b);
-    bs_jw_key(&b, "accepted");
-    bs_jw_int(&b, accepted);
-    bs_jw_key(&b, "rejected");
-    bs_jw_int(&b, rejected);
-    bs_jw_key(&b, "duplicates");
-    bs_jw_int(&b, dups);
-    bs_jw_obj_end(&b);
-    bs_topics_count_publish(p->topics, (uint64_t)(accepted - dups), (uint64_t)dups,
-                            (uint64_t)rejected);
-    bs_deferred_respond_json(p->d, 200, &b);
-    bs_buf_free(&b);
     publish_free(p);
 }
 
@@ -429,7 +432,12 @@ void bs__api_topic_publish(bs_req_t *req)
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
     }
     if (nrec == 0) { /* nothing to append: every event of the batch was refused */
-        published(p, 0, NULL, 0, NULL);
+        bs_buf_t b;
+        bs_buf_init(&b);
+        render_published(p, NULL, 0, &b);
+        bs_resp_json(req, 200, &b);
+        bs_buf_free(&b);
+        publish_free(p);
         return;
     }
     /* The request's own copies of the names: t is borrowed until this loop iteration ends. */

@@ -2,7 +2,8 @@
  * TEMPORARY (topics branch only, removed before the merge): an in-memory stand-in for the
  * segment backend of store/log, so the topics API can be exercised until the real one
  * lands on main. Compiled only with -DBS_LOG_STUB (BUILD=build-stub CC="cc -DBS_LOG_STUB").
- * Nothing is durable. One thread completes appends and parked fetches.
+ * Nothing is durable. One thread completes appends and parked fetches. With -DBS_NATS_STUB
+ * only bs__log_nats_open (the real segments backend, no JetStream yet).
  */
 #ifdef BS_LOG_STUB
 #include <pthread.h>
@@ -696,6 +697,10 @@ bs_log_t *bs__log_segments_open(const bs_log_opts_t *o, bs_err_t *err)
     return &s->base;
 }
 
+#endif
+
+#if defined(BS_LOG_STUB) || defined(BS_NATS_STUB)
+#include "store/log_int.h"
 bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
 {
     (void)o;
