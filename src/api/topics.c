@@ -766,22 +766,68 @@ void bs__api_consumer_delete(bs_req_t *req)
 
 /* ---- fetch ------------------------------------------------------------------------------- */
 
+/* A long poll waits in slices of at most this: between two, a server that is shutting down
+ * answers the fetch (empty) instead of holding its drain for the whole wait. */
+#define FETCH_SLICE_MS 1000
+
 typedef struct {
     bs_deferred_t *d;
     bs_app_t *app;
     bs_topic_t t;
     char group[64];
-    int max, wait_ms;
+    int max;
+    uint64_t deadline_ns; /* monotonic: the end of the client's wait */
     int created; /* the group was made by this fetch: a second ENOTFOUND is final */
 } fetch_t;
 
 static void fetch_start(fetch_t *f);
+static void fetched(void *ud, int code, const bs_log_delivery_t *d, int n, const bs_err_t *err);
+
+static int64_t wait_left_ms(const fetch_t *f)
+{
+    uint64_t now = bs_time_mono_ns();
+    return now >= f->deadline_ns ? 0 : (int64_t)((f->deadline_ns - now) / 1000000);
+}
+
+/* One slice of the fetch. 0 (fetched will run) or the log's error. */
+static int fetch_slice(fetch_t *f, bs_err_t *err)
+{
+    int64_t w = wait_left_ms(f);
+    if (w > FETCH_SLICE_MS)
+        w = FETCH_SLICE_MS;
+    return bs_log_fetch_async(f->app->log, f->t.tenant, f->t.name, f->group, f->max, (int)w,
+                              fetched, f, err);
+}
+
+static void respond_empty(fetch_t *f)
+{
+    static const char empty[] = "{\"items\":[]}";
+    bs_deferred_respond_body(f->d, 200, "application/json", empty, sizeof empty - 1);
+    free(f);
+}
+
+/* On a pool worker: the next slice of a long poll (not from the log's own callback). */
+static void next_slice(void *arg)
+{
+    fetch_t *f = arg;
+    bs_err_t err;
+    if (fetch_slice(f, &err) != 0) {
+        bs_deferred_respond_error(f->d, &err);
+        free(f);
+    }
+}
 
 static void fetched(void *ud, int code, const bs_log_delivery_t *d, int n, const bs_err_t *err)
 {
     fetch_t *f = ud;
     if (code == BS_ENOTFOUND && !f->created) {
         fetch_start(f); /* created on first fetch (see fetch_start) */
+        return;
+    }
+    if (code == 0 && n == 0 && wait_left_ms(f) > 0) {
+        if (f->app->shutting_down || !f->app->workers ||
+            bs_pool_submit(f->app->workers, next_slice, f) != 0)
+            respond_empty(f);
         return;
     }
     if (code < 0) {
@@ -829,9 +875,7 @@ static void create_and_fetch(void *arg)
     }
     BS_LOG(BS_LOG_INFO, "topics", "consumer group %s/%s/%s created by its first fetch",
            f->t.tenant, f->t.name, f->group);
-    int rc = bs_log_fetch_async(f->app->log, f->t.tenant, f->t.name, f->group, f->max,
-                                f->wait_ms, fetched, f, &err);
-    if (rc != 0) {
+    if (fetch_slice(f, &err) != 0) {
         bs_deferred_respond_error(f->d, &err);
         free(f);
     }
@@ -883,15 +927,14 @@ void bs__api_consumer_fetch(bs_req_t *req)
     f->t = *t;
     snprintf(f->group, sizeof f->group, "%s", group);
     f->max = max;
-    f->wait_ms = (int)wait;
+    f->deadline_ns = bs_time_mono_ns() + (uint64_t)wait * 1000000u;
     f->d = bs_req_defer(req);
     if (!f->d) {
         free(f);
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
     }
     bs_err_t err;
-    int rc = bs_log_fetch_async(app->log, f->t.tenant, f->t.name, f->group, max, (int)wait,
-                                fetched, f, &err);
+    int rc = fetch_slice(f, &err);
     if (rc == BS_ENOTFOUND)
         return fetch_start(f);
     if (rc != 0) {

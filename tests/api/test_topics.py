@@ -724,3 +724,30 @@ def test_topics_survive_a_restart(start_server):
     r = publish(s, t, [{"n": 0}, {"n": 1}], headers={"Idempotency-Key": "r"})
     assert [i["duplicate"] for i in r.json()["items"]] == [True, True]
     assert [i["offset"] for i in fetch(s, t, "g", max=5)] == [1]
+
+
+def test_a_long_poll_is_answered_when_the_server_stops(start_server):
+    """A fetch waiting 30 s does not hold a graceful shutdown (10 s drain by default): it is
+    answered, empty, and the server exits."""
+    s = start_server()
+    t = make_topic(s)
+    assert s.put(group_path(t, "w"), json={}).status_code == 201
+    out = {}
+    sess = requests.Session()
+
+    def long_poll():
+        try:
+            out["r"] = sess.post(s.url + group_path(t, "w", "fetch"), params={"wait": "30s"},
+                                 headers={"Authorization": "Bearer " + s.admin_key}, timeout=60)
+        except requests.RequestException as e:
+            out["e"] = e
+    th = threading.Thread(target=long_poll)
+    th.start()
+    # the scrape itself is one request in flight; the long poll the other
+    wait_for(lambda: s.metrics().get("basalt_http_in_flight_requests") >= 2,
+             "the long poll is in flight", timeout=10)
+    assert s.stop() == 0
+    th.join(60)
+    sess.close()
+    assert "r" in out, out.get("e")
+    assert out["r"].status_code == 200 and out["r"].json() == {"items": []}
