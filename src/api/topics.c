@@ -990,6 +990,11 @@ static void settle(bs_req_t *req, int op)
             if (!cJSON_IsString(e))
                 return bs_resp_errorf(req, BS_EINVAL, "delivery_ids",
                                       "delivery_ids must hold strings");
+    /* An unknown group is the request's 404 whatever its ids look like (backends check the
+     * ids' shape and the group in different orders). */
+    bs_log_consumer_stats_t gs;
+    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &gs, &err) != 0)
+        return bs_resp_error(req, &err);
     bs_buf_t b;
     bs_buf_init(&b);
     bs_jw_obj_begin(&b);

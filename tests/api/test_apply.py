@@ -30,7 +30,7 @@ name: orders
 spec:
   retention:
     max_age: 7d
-    max_bytes: 10GiB
+    max_bytes: 64MiB
   dedup_window: 2m
   dead_letter: orders-dlq
 ---
@@ -54,7 +54,7 @@ def test_apply_creates_then_is_unchanged_then_updates(server, tmp_path):
     assert ok(cli(server, "apply", "-f", str(f))) == \
         "topic/orders created\ntopic/payments created\n"
     orders = spec_of(server, "orders")
-    assert orders["spec"] == {"retention": {"max_age": "7d", "max_bytes": "10GiB"},
+    assert orders["spec"] == {"retention": {"max_age": "7d", "max_bytes": "64MiB"},
                               "sync": "always", "dedup_window": "2m",
                               "max_event_bytes": 1048576, "dead_letter": "orders-dlq"}
     assert spec_of(server, "payments")["spec"]["sync"] == "1s"
