@@ -155,6 +155,9 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 
 void bs_api_app_close(bs_app_t *app)
 {
+    /* Completions still arriving from the log (a fetch whose request outlived the drain)
+     * see this and answer at once instead of queueing more work on the pool. */
+    app->shutting_down = 1;
     bs_pool_free(app->workers); /* finishes queued jobs first */
     app->workers = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */

@@ -885,7 +885,8 @@ static void create_and_fetch(void *arg)
 static void fetch_start(fetch_t *f)
 {
     bs_err_t err;
-    if (!f->app->workers || bs_pool_submit(f->app->workers, create_and_fetch, f) != 0) {
+    if (f->app->shutting_down || !f->app->workers ||
+        bs_pool_submit(f->app->workers, create_and_fetch, f) != 0) {
         bs_err_set(&err, BS_EUNAVAIL, "cannot create consumer group '%s' now; retry", f->group);
         bs_deferred_respond_error(f->d, &err);
         free(f);
