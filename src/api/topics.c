@@ -102,23 +102,33 @@ static void stats_json(cJSON *o, const bs_log_consumer_stats_t *s)
     cJSON_AddNumberToObject(o, "dead_lettered", (double)s->dead_lettered);
 }
 
+/* The names of a topic's groups, collected before anything else is asked of the log (its
+ * listing callback must not call back into it). */
 typedef struct {
-    bs_app_t *app;
-    const char *tenant, *topic;
-    cJSON *arr;
-} groups_ctx_t;
+    char (*v)[64];
+    int n, cap;
+} names_t;
 
-static int group_status_cb(const char *group, void *ud)
+static int name_cb(const char *group, void *ud)
 {
-    groups_ctx_t *c = ud;
-    bs_log_consumer_stats_t s;
-    bs_err_t err;
-    cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "group", group);
-    if (bs_log_consumer_stats(c->app->log, c->tenant, c->topic, group, &s, &err) == 0)
-        stats_json(o, &s);
-    cJSON_AddItemToArray(c->arr, o);
+    names_t *c = ud;
+    if (c->n == c->cap) {
+        int cap = c->cap ? c->cap * 2 : 16;
+        char(*v)[64] = realloc(c->v, (size_t)cap * sizeof *v);
+        if (!v)
+            return 1;
+        c->v = v;
+        c->cap = cap;
+    }
+    snprintf(c->v[c->n++], 64, "%s", group);
     return 0;
+}
+
+static int group_names(bs_app_t *app, const char *tenant, const char *topic, names_t *out,
+                       bs_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    return bs_log_consumers(app->log, tenant, topic, name_cb, out, err);
 }
 
 static void time_json(cJSON *o, const char *key, int64_t ms)
@@ -154,8 +164,18 @@ void bs__api_topic_status(bs_app_t *app, const char *tenant, const char *name, c
     cJSON_AddNumberToObject(status, "appended", (double)s.appended);
     cJSON_AddNumberToObject(status, "duplicates", (double)s.duplicates);
     cJSON_AddNumberToObject(status, "syncs", (double)s.syncs);
-    groups_ctx_t c = {app, tenant, name, cJSON_AddArrayToObject(status, "consumers")};
-    bs_log_consumers(app->log, tenant, name, group_status_cb, &c, &err);
+    cJSON *arr = cJSON_AddArrayToObject(status, "consumers");
+    names_t g;
+    group_names(app, tenant, name, &g, &err);
+    for (int i = 0; i < g.n; i++) {
+        bs_log_consumer_stats_t cs;
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "group", g.v[i]);
+        if (bs_log_consumer_stats(app->log, tenant, name, g.v[i], &cs, &err) == 0)
+            stats_json(o, &cs);
+        cJSON_AddItemToArray(arr, o);
+    }
+    free(g.v);
 }
 
 int bs__api_topic_rebuild(bs_app_t *app, bs_err_t *err)
@@ -709,22 +729,6 @@ void bs__api_consumer_get(bs_req_t *req)
     bs_buf_free(&b);
 }
 
-typedef struct {
-    bs_app_t *app;
-    const bs_topic_t *t;
-    bs_buf_t *b;
-} list_groups_t;
-
-static int list_group_cb(const char *group, void *ud)
-{
-    list_groups_t *c = ud;
-    bs_log_consumer_stats_t s;
-    bs_err_t err;
-    int ok = bs_log_consumer_stats(c->app->log, c->t->tenant, c->t->name, group, &s, &err) == 0;
-    render_group(c->b, c->t->name, group, ok ? &s : NULL, NULL);
-    return 0;
-}
-
 void bs__api_consumer_list(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
@@ -736,12 +740,19 @@ void bs__api_consumer_list(bs_req_t *req)
     bs_jw_obj_begin(&b);
     bs_jw_key(&b, "items");
     bs_jw_arr_begin(&b);
-    list_groups_t c = {app, &t, &b};
+    names_t g;
     bs_err_t err;
-    if (bs_log_consumers(app->log, t.tenant, t.name, list_group_cb, &c, &err) != 0) {
+    if (group_names(app, t.tenant, t.name, &g, &err) != 0) {
+        free(g.v);
         bs_buf_free(&b);
         return bs_resp_error(req, &err);
     }
+    for (int i = 0; i < g.n; i++) {
+        bs_log_consumer_stats_t s;
+        int ok = bs_log_consumer_stats(app->log, t.tenant, t.name, g.v[i], &s, &err) == 0;
+        render_group(&b, t.name, g.v[i], ok ? &s : NULL, NULL);
+    }
+    free(g.v);
     bs_jw_page_end(&b, NULL);
     bs_resp_json(req, 200, &b);
     bs_buf_free(&b);

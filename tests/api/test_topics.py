@@ -649,6 +649,9 @@ def test_max_ack_pending_stall_in_metrics(shared_server):
     assert fetch(s, t, "slow", max=10) == []  # stalled until some are acked
     st = stats(s, t, "slow")
     assert st["stalled"] is True and st["ack_pending"] == 2 and st["pending"] == 3
+    (summary,) = s.get("/v1/topics/" + t).json()["status"]["consumers"]
+    assert summary["group"] == "slow" and summary["stalled"] is True
+    assert summary["ack_pending"] == 2 and summary["pending"] == 3
     m = s.metrics()
     assert m.get("basalt_consumer_stalled", tenant="default", topic=t, group="slow") == 1
     assert m.get("basalt_consumer_ack_pending", tenant="default", topic=t, group="slow") == 2
