@@ -118,14 +118,33 @@ int bs__idx_parse(const uint8_t *p, size_t n, int64_t base, uint64_t seg_size, b
 typedef struct bs__dd_entry bs__dd_entry_t;
 typedef struct bs__dd_chunk bs__dd_chunk_t;
 
-/* Keys in append order (so in time order) in chunks, and a hash table over them. Entries
- * leave from the oldest end as the window passes; the newest ones can be taken back (a
- * write that failed). Owned by the writer thread (by the opening thread before it runs). */
+/* Keys in append order (so in time order) in chunks, and an open-addressing table over them
+ * whose slots carry the hash (a miss reads one run of slots, no entry). Entries leave from
+ * the oldest end as the window passes; the newest ones can be taken back (a write that
+ * failed). The table grows by migrating a few slots of the old one per insert, so no append
+ * waits for a whole rehash. At most BS__DEDUP_MAX_KEYS keys are kept per topic: past it the
+ * oldest are forgotten early (counted). Owned by the writer thread (by the opening thread
+ * before it runs). */
+#define BS__DEDUP_MAX_KEYS ((size_t)4 << 20)
+
 typedef struct {
-    bs__dd_entry_t **slots;
-    size_t cap, count;
+    uint64_t hash;
+    bs__dd_entry_t *e; /* NULL: empty; BS__DD_TOMB: removed (the old table only) */
+} bs__dd_slot_t;
+
+typedef struct {
+    bs__dd_slot_t *s;
+    size_t cap, live;
+} bs__dd_table_t;
+
+typedef struct {
+    bs__dd_table_t cur, old; /* old.s: being migrated into cur, or NULL */
+    size_t mig;              /* next slot of old to migrate */
+    size_t count;
     bs__dd_chunk_t *head, *tail, *spare;
+    int nspare;
     size_t head_pos;
+    uint64_t evicted;
 } bs__dedup_t;
 
 typedef struct {
@@ -138,6 +157,12 @@ void bs__dedup_free(bs__dedup_t *d);
 /* The entry of key, or NULL. *hash gets the key's hash (for insert). */
 const bs__dd_entry_t *bs__dedup_find(const bs__dedup_t *d, const uint8_t *key, size_t key_len,
                                      uint64_t *hash);
+/* The same with the hash computed already (bs__dedup_hash), and a prefetch of its slots
+ * (a batch prefetches every key's slot before the first lookup). */
+uint64_t bs__dedup_hash(const uint8_t *key, size_t key_len);
+const bs__dd_entry_t *bs__dedup_find_hashed(const bs__dedup_t *d, uint64_t hash,
+                                            const uint8_t *key, size_t key_len);
+void bs__dedup_prefetch(const bs__dedup_t *d, uint64_t hash);
 int bs__dedup_insert(bs__dedup_t *d, uint64_t hash, const uint8_t *key, size_t key_len,
                      const uint8_t *id, size_t id_len, int64_t offset, int64_t time_ms);
 /* Forgets every key of a record older than cutoff_ms. */
@@ -165,6 +190,8 @@ typedef struct {
     bs__dedup_t dedup;
     struct iovec *iov;
     int niov, ciov;
+    uint64_t *hashes;   /* scratch: the dedup hashes of one append's keys */
+    int chash;
     bs__idx_t *pidx;    /* index entries of written, not yet published records */
     int npidx, cpidx;
     struct bs__req *head, *tail; /* this round's appends */

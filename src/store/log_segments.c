@@ -124,6 +124,7 @@ static void topic_free(bs__topic_t *t)
     bs__dedup_free(&t->w.dedup);
     free(t->w.iov);
     free(t->w.pidx);
+    free(t->w.hashes);
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->gmu);
     free(t->dir);

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,6 +53,10 @@ struct bs__dd_chunk {
 };
 
 #define DD_CHUNK ((size_t)64 << 10)
+#define DD_SPARES 8
+#define DD_MIGRATE 64
+static bs__dd_entry_t dd_tomb;
+#define BS__DD_TOMB (&dd_tomb)
 
 static size_t dd_size(size_t key_len, size_t id_len)
 {
@@ -60,12 +65,59 @@ static size_t dd_size(size_t key_len, size_t id_len)
 
 static size_t dd_entry_size(const bs__dd_entry_t *e) { return dd_size(e->key_len, e->id_len); }
 
+/* 64-bit words through a multiply-xorshift mix, then murmur3's finaliser. */
 static uint64_t dd_hash(const uint8_t *p, size_t n)
 {
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xC2B2AE3D27D4EB4Full);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 31;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
     for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
+        w |= (uint64_t)p[i] << (8 * i);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Slot arrays: big ones are mapped on their own, aligned for transparent huge pages (a
+ * lookup is a random access into them; fewer TLB misses). */
+#define DD_HUGE ((size_t)2 << 20)
+
+static bs__dd_slot_t *dd_slots_new(size_t cap)
+{
+    size_t n = cap * sizeof(bs__dd_slot_t);
+    if (n < DD_HUGE)
+        return calloc(cap, sizeof(bs__dd_slot_t));
+    uint8_t *p = mmap(NULL, n + DD_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    uint8_t *a = (uint8_t *)(((uintptr_t)p + DD_HUGE - 1) & ~(uintptr_t)(DD_HUGE - 1));
+    if (a > p)
+        munmap(p, (size_t)(a - p));
+    munmap(a + n, (size_t)(p + n + DD_HUGE - a - n));
+    madvise(a, n, MADV_HUGEPAGE);
+    return (bs__dd_slot_t *)a;
+}
+
+static void dd_slots_free(bs__dd_slot_t *s, size_t cap)
+{
+    size_t n = cap * sizeof(bs__dd_slot_t);
+    if (!s)
+        return;
+    if (n < DD_HUGE)
+        free(s);
+    else
+        munmap(s, n);
 }
 
 void bs__dedup_init(bs__dedup_t *d) { memset(d, 0, sizeof *d); }
@@ -76,85 +128,189 @@ void bs__dedup_free(bs__dedup_t *d)
         n = c->next;
         free(c);
     }
-    free(d->spare);
-    free(d->slots);
+    for (bs__dd_chunk_t *c = d->spare, *n; c; c = n) {
+        n = c->next;
+        free(c);
+    }
+    dd_slots_free(d->cur.s, d->cur.cap);
+    dd_slots_free(d->old.s, d->old.cap);
     bs__dedup_init(d);
+}
+
+static const bs__dd_entry_t *dd_lookup(const bs__dd_table_t *t, uint64_t h, const uint8_t *key,
+                                       size_t key_len)
+{
+    if (!t->s)
+        return NULL;
+    size_t mask = t->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        const bs__dd_slot_t *s = &t->s[i];
+        if (!s->e)
+            return NULL;
+        if (s->hash == h && s->e != BS__DD_TOMB && s->e->key_len == key_len &&
+            memcmp(s->e->bytes, key, key_len) == 0)
+            return s->e;
+    }
+}
+
+uint64_t bs__dedup_hash(const uint8_t *key, size_t key_len) { return dd_hash(key, key_len); }
+
+const bs__dd_entry_t *bs__dedup_find_hashed(const bs__dedup_t *d, uint64_t h, const uint8_t *key,
+                                            size_t key_len)
+{
+    const bs__dd_entry_t *e = dd_lookup(&d->cur, h, key, key_len);
+    return e ? e : dd_lookup(&d->old, h, key, key_len);
 }
 
 const bs__dd_entry_t *bs__dedup_find(const bs__dedup_t *d, const uint8_t *key, size_t key_len,
                                      uint64_t *hash)
 {
-    uint64_t h = dd_hash(key, key_len);
-    *hash = h;
-    if (!d->cap)
-        return NULL;
-    for (size_t i = h & (d->cap - 1);; i = (i + 1) & (d->cap - 1)) {
-        const bs__dd_entry_t *e = d->slots[i];
-        if (!e)
-            return NULL;
-        if (e->hash == h && e->key_len == key_len && memcmp(e->bytes, key, key_len) == 0)
-            return e;
-    }
+    *hash = dd_hash(key, key_len);
+    return bs__dedup_find_hashed(d, *hash, key, key_len);
 }
 
-static void dd_place(bs__dd_entry_t **slots, size_t cap, bs__dd_entry_t *e)
+void bs__dedup_prefetch(const bs__dedup_t *d, uint64_t h)
 {
-    size_t i = e->hash & (cap - 1);
-    while (slots[i])
-        i = (i + 1) & (cap - 1);
-    slots[i] = e;
+    if (d->cur.s)
+        __builtin_prefetch(&d->cur.s[h & (d->cur.cap - 1)], 1);
+    if (d->old.s)
+        __builtin_prefetch(&d->old.s[h & (d->old.cap - 1)], 0);
+}
+
+static void dd_place(bs__dd_table_t *t, uint64_t h, bs__dd_entry_t *e)
+{
+    size_t mask = t->cap - 1, i = h & mask;
+    while (t->s[i].e)
+        i = (i + 1) & mask;
+    t->s[i] = (bs__dd_slot_t){h, e};
+    t->live++;
+}
+
+/* Moves up to n slots of the old table into the current one; frees it when done. */
+static void dd_migrate(bs__dedup_t *d, size_t n)
+{
+    while (d->old.s && n--) {
+        if (d->mig == d->old.cap) {
+            dd_slots_free(d->old.s, d->old.cap);
+            d->old = (bs__dd_table_t){0};
+            d->mig = 0;
+            return;
+        }
+        bs__dd_slot_t *s = &d->old.s[d->mig++];
+        if (s->e && s->e != BS__DD_TOMB) {
+            dd_place(&d->cur, s->hash, s->e);
+            s->e = BS__DD_TOMB; /* found in the current table from now on */
+            d->old.live--;
+        }
+    }
 }
 
 static int dd_grow(bs__dedup_t *d)
 {
-    size_t cap = d->cap ? d->cap * 2 : 1024;
-    bs__dd_entry_t **s = calloc(cap, sizeof *s);
+    while (d->old.s) /* finish the previous migration first */
+        dd_migrate(d, SIZE_MAX);
+    size_t cap = d->cur.cap ? d->cur.cap * 2 : 1024;
+    bs__dd_slot_t *s = dd_slots_new(cap);
     if (!s)
         return -1;
-    for (size_t i = 0; i < d->cap; i++)
-        if (d->slots[i])
-            dd_place(s, cap, d->slots[i]);
-    free(d->slots);
-    d->slots = s;
-    d->cap = cap;
+    d->old = d->cur;
+    d->mig = 0;
+    d->cur = (bs__dd_table_t){s, cap, 0};
+    if (!d->old.s)
+        d->old = (bs__dd_table_t){0};
     return 0;
 }
 
-/* Removes e from the table (linear probing with backward-shift deletion). */
+/* Removes e: from the current table by backward-shift deletion, or from the old one (being
+ * scanned in index order, where entries must not move) by a tombstone. */
 static void dd_unlink(bs__dedup_t *d, const bs__dd_entry_t *e)
 {
-    size_t mask = d->cap - 1, i = e->hash & mask;
-    while (d->slots[i] && d->slots[i] != e)
-        i = (i + 1) & mask;
-    if (!d->slots[i])
+    bs__dd_table_t *t = &d->cur;
+    size_t mask = t->cap - 1, i = e->hash & mask;
+    if (t->s) {
+        while (t->s[i].e && t->s[i].e != e)
+            i = (i + 1) & mask;
+    }
+    if (!t->s || !t->s[i].e) {
+        t = &d->old;
+        if (!t->s)
+            return;
+        mask = t->cap - 1;
+        for (i = e->hash & mask; t->s[i].e && t->s[i].e != e; i = (i + 1) & mask)
+            ;
+        if (t->s[i].e) {
+            t->s[i].e = BS__DD_TOMB;
+            t->live--;
+            d->count--;
+        }
         return;
+    }
     for (size_t j = i;;) {
         j = (j + 1) & mask;
-        if (!d->slots[j])
+        if (!t->s[j].e)
             break;
-        size_t k = d->slots[j]->hash & mask;
+        size_t k = t->s[j].hash & mask;
         /* The entry at j may move to the hole at i unless its home lies in (i, j]. */
         int stays = i <= j ? (k > i && k <= j) : (k > i || k <= j);
         if (!stays) {
-            d->slots[i] = d->slots[j];
+            t->s[i] = t->s[j];
             i = j;
         }
     }
-    d->slots[i] = NULL;
+    t->s[i] = (bs__dd_slot_t){0, NULL};
+    t->live--;
     d->count--;
+}
+
+static void dd_free_chunk(bs__dedup_t *d, bs__dd_chunk_t *c)
+{
+    if (d->nspare < DD_SPARES && c->cap == DD_CHUNK) {
+        c->next = d->spare;
+        d->spare = c;
+        d->nspare++;
+    } else {
+        free(c);
+    }
+}
+
+/* Forgets the oldest key. */
+static void dd_pop(bs__dedup_t *d)
+{
+    while (d->head) {
+        bs__dd_chunk_t *c = d->head;
+        if (d->head_pos < c->used) {
+            bs__dd_entry_t *e = (bs__dd_entry_t *)(c->data + d->head_pos);
+            dd_unlink(d, e);
+            d->head_pos += dd_entry_size(e);
+            return;
+        }
+        if (c == d->tail) {
+            c->used = 0;
+            d->head_pos = 0;
+            return;
+        }
+        d->head = c->next;
+        d->head_pos = 0;
+        dd_free_chunk(d, c);
+    }
 }
 
 int bs__dedup_insert(bs__dedup_t *d, uint64_t hash, const uint8_t *key, size_t key_len,
                      const uint8_t *id, size_t id_len, int64_t offset, int64_t time_ms)
 {
-    if ((d->count + 1) * 2 > d->cap && dd_grow(d) != 0)
+    if (d->count >= BS__DEDUP_MAX_KEYS) {
+        dd_pop(d);
+        d->evicted++;
+    }
+    if ((d->cur.live + d->old.live + 1) * 2 > d->cur.cap && dd_grow(d) != 0)
         return -1;
     size_t need = dd_size(key_len, id_len);
     bs__dd_chunk_t *c = d->tail;
     if (!c || c->used + need > c->cap) {
-        if (d->spare && d->spare->cap >= need) {
+        if (d->spare && need <= DD_CHUNK) {
             c = d->spare;
-            d->spare = NULL;
+            d->spare = c->next;
+            d->nspare--;
         } else {
             size_t cap = need > DD_CHUNK ? need : DD_CHUNK;
             c = malloc(sizeof *c + cap);
@@ -181,39 +337,30 @@ int bs__dedup_insert(bs__dedup_t *d, uint64_t hash, const uint8_t *key, size_t k
     e->id_len = (uint8_t)id_len;
     memcpy(e->bytes, key, key_len);
     memcpy(e->bytes + key_len, id, id_len);
-    dd_place(d->slots, d->cap, e);
+    dd_place(&d->cur, hash, e);
     d->count++;
+    dd_migrate(d, DD_MIGRATE);
     return 0;
-}
-
-static void dd_free_chunk(bs__dedup_t *d, bs__dd_chunk_t *c)
-{
-    if (!d->spare && c->cap == DD_CHUNK)
-        d->spare = c;
-    else
-        free(c);
 }
 
 void bs__dedup_expire(bs__dedup_t *d, int64_t cutoff_ms)
 {
     while (d->head) {
         bs__dd_chunk_t *c = d->head;
-        if (d->head_pos >= c->used) {
-            if (c == d->tail) {
-                c->used = 0;
-                d->head_pos = 0;
+        if (d->head_pos < c->used) {
+            if (((bs__dd_entry_t *)(c->data + d->head_pos))->time_ms >= cutoff_ms)
                 return;
-            }
-            d->head = c->next;
-            d->head_pos = 0;
-            dd_free_chunk(d, c);
+            dd_pop(d);
             continue;
         }
-        bs__dd_entry_t *e = (bs__dd_entry_t *)(c->data + d->head_pos);
-        if (e->time_ms >= cutoff_ms)
+        if (c == d->tail) {
+            c->used = 0;
+            d->head_pos = 0;
             return;
-        dd_unlink(d, e);
-        d->head_pos += dd_entry_size(e);
+        }
+        d->head = c->next;
+        d->head_pos = 0;
+        dd_free_chunk(d, c);
     }
 }
 
@@ -481,10 +628,39 @@ static int pidx_add(bs__wstate_t *w, int64_t off, int64_t tm, uint64_t pos)
     return 0;
 }
 
+/* Lookups prefetch the table slots of the key this many records ahead. */
+#define DD_AHEAD 16
+
 static void assign(bs__topic_t *t, bs__req_t *r, chunk_t *ch, int64_t window, int64_t now)
 {
     bs__wstate_t *w = &t->w;
+    uint64_t *hashes = NULL;
+    if (window > 0) {
+        if (w->chash < r->n) {
+            uint64_t *nh = realloc(w->hashes, (size_t)r->n * sizeof *nh);
+            if (nh) {
+                w->hashes = nh;
+                w->chash = r->n;
+            }
+        }
+        if (w->chash >= r->n) {
+            hashes = w->hashes;
+            for (int k = 0; k < r->n; k++) {
+                hashes[k] = 0;
+                if (r->foff[k] == SIZE_MAX)
+                    continue;
+                const uint8_t *b = r->buf + r->foff[k] + BS__REC_HDR;
+                size_t kl = (size_t)b[18] | (size_t)b[19] << 8;
+                if (kl)
+                    hashes[k] = bs__dedup_hash(b + BS__REC_FIXED + b[16], kl);
+                if (k < DD_AHEAD && kl)
+                    bs__dedup_prefetch(&w->dedup, hashes[k]);
+            }
+        }
+    }
     for (int i = 0; i < r->n; i++) {
+        if (hashes && i + DD_AHEAD < r->n && hashes[i + DD_AHEAD])
+            bs__dedup_prefetch(&w->dedup, hashes[i + DD_AHEAD]);
         if (r->foff[i] == SIZE_MAX)
             continue;
         uint8_t *f = r->buf + r->foff[i], *b = f + BS__REC_HDR;
@@ -493,7 +669,8 @@ static void assign(bs__topic_t *t, bs__req_t *r, chunk_t *ch, int64_t window, in
         const uint8_t *id = b + BS__REC_FIXED, *key = id + id_len;
         uint64_t h = 0;
         if (window > 0 && key_len) {
-            const bs__dd_entry_t *e = bs__dedup_find(&w->dedup, key, key_len, &h);
+            h = hashes ? hashes[i] : bs__dedup_hash(key, key_len);
+            const bs__dd_entry_t *e = bs__dedup_find_hashed(&w->dedup, h, key, key_len);
             if (e) {
                 r->res[i].duplicate = 1;
                 r->res[i].offset = bs__dedup_offset(e);
