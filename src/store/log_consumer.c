@@ -60,6 +60,7 @@ typedef struct bs__group {
     char name[64];
     atomic_int refs;
     atomic_int nwait;
+    atomic_uint_fast64_t gen; /* bumped by acks, nacks, dead letters, deletion */
     pthread_mutex_t mu; /* everything below */
     bs_log_consumer_config_t cfg;
     char dl[64];
@@ -83,6 +84,7 @@ typedef struct bs__fetch {
     bs__group_t *g;
     int max;
     int waiting;
+    uint64_t seen; /* topic publications + group changes at the last attempt */
     uint64_t deadline_ns;
     int64_t due_ms;
     bs_log_fetch_cb cb;
@@ -629,6 +631,7 @@ void bs__groups_drop(bs__topic_t *t)
         pthread_mutex_lock(&g->mu);
         g->deleted = 1;
         pthread_mutex_unlock(&g->mu);
+        atomic_fetch_add(&g->gen, 1);
         kick |= atomic_load(&g->nwait) > 0;
     }
     pthread_mutex_unlock(&t->gmu);
@@ -863,10 +866,11 @@ int bs__seglog_consumer_ensure(bs_log_t *lb, const char *tenant, const char *top
 int bs__seglog_consumer_delete(bs_log_t *lb, const char *tenant, const char *topic,
                                const char *group, bs_err_t *err)
 {
-    (void)err;
     bs__topic_t *t = bs__topic_get((bs__seglog_t *)lb, tenant, topic);
-    if (!t || !group)
-        return bs__topic_unref(t), 0;
+    if (!t || !group) {
+        bs__topic_unref(t);
+        return 0;
+    }
     pthread_mutex_lock(&t->gmu);
     bs__group_t **p = &t->groups;
     while (*p && strcmp((*p)->name, group) != 0)
@@ -878,6 +882,7 @@ int bs__seglog_consumer_delete(bs_log_t *lb, const char *tenant, const char *top
         pthread_mutex_lock(&g->mu);
         g->deleted = 1;
         pthread_mutex_unlock(&g->mu);
+        atomic_fetch_add(&g->gen, 1);
         if (unlink(g->path) != 0 && errno != ENOENT)
             rc = bs_err_set(err, BS_EIO, "cannot remove %s: %s", g->path, strerror(errno));
         bs__fsync_dir(t->dir);
@@ -966,6 +971,8 @@ static int delivery_op(bs__seglog_t *l, const char *tenant, const char *topic, c
         }
     }
     pthread_mutex_unlock(&g->mu);
+    if (wake)
+        atomic_fetch_add(&g->gen, 1);
     if (wake && atomic_load(&g->nwait) > 0)
         bs__consumer_kick(l);
     group_put(g);
@@ -1058,6 +1065,7 @@ static void group_term(bs__group_t *g, int64_t offset, int counted)
             g->dead_lettered++;
     }
     pthread_mutex_unlock(&g->mu);
+    atomic_fetch_add(&g->gen, 1);
     if (atomic_load(&g->nwait) > 0)
         bs__consumer_kick(g->t->log);
 }
@@ -1250,6 +1258,7 @@ static int fetch_attempt(bs__seglog_t *l, bs__fetch_t *f)
         atomic_fetch_add(&g->nwait, 1);
         atomic_fetch_add(&t->nwait, 1);
     }
+    f->seen = atomic_load(&t->published) + atomic_load(&g->gen);
     int64_t now = (int64_t)(now_ns / 1000000u);
     cand_t *c = malloc((size_t)f->max * sizeof *c);
     struct {
@@ -1406,23 +1415,18 @@ static int fetch_attempt(bs__seglog_t *l, bs__fetch_t *f)
         nd++;
     }
     if (nc > nredo && !g->deleted && g->next == new_from) {
-        int64_t first = c[nredo].offset, last = c[nc - 1].offset;
-        j_next(&jb2, first, last + 1);
-        for (int i = nredo; i < nc; i++)
-            if (pend_push(g, c[i].offset, 1, due) != 0) {
-                /* Out of memory: deliver what is recorded, the rest stays undelivered. */
-                j_next(&jb2, c[i].offset, c[i].offset); /* no-op marker keeps the journal sane */
-                for (int k2 = i; k2 < nc; k2++)
-                    c[k2].keep = 0;
-                last = c[i].offset - 1;
-                break;
-            }
-        g->next = last + 1;
-        for (int i = nredo; i < nc; i++)
-            if (c[i].keep) {
-                g->delivered++;
-                nd++;
-            }
+        int pushed = nredo;
+        while (pushed < nc && pend_push(g, c[pushed].offset, 1, due) == 0)
+            pushed++;
+        /* Out of memory part way: deliver what is recorded, the rest stays undelivered. */
+        for (int i = pushed; i < nc; i++)
+            c[i].keep = 0;
+        if (pushed > nredo) {
+            j_next(&jb2, c[nredo].offset, c[pushed - 1].offset + 1);
+            g->next = c[pushed - 1].offset + 1;
+            g->delivered += (uint64_t)(pushed - nredo);
+            nd += pushed - nredo;
+        }
     } else {
         for (int i = nredo; i < nc; i++)
             c[i].keep = 0;
@@ -1544,7 +1548,8 @@ static void *consumer_main(void *arg)
         }
         for (bs__fetch_t *f = parked, *n; f; f = n) {
             n = f->next;
-            if ((kick || now >= f->deadline_ns || now_ms >= f->due_ms) && fetch_attempt(l, f))
+            int changed = kick && atomic_load(&f->g->t->published) + atomic_load(&f->g->gen) != f->seen;
+            if ((changed || now >= f->deadline_ns || now_ms >= f->due_ms) && fetch_attempt(l, f))
                 continue;
             f->next = keep;
             keep = f;

@@ -225,6 +225,7 @@ typedef struct bs__topic {
     atomic_int nwatch;             /* watches waiting on the topic */
     atomic_int nwait;              /* fetches parked on one of its groups */
     atomic_int roll_asked;         /* retention asked the writer to seal the active segment */
+    atomic_uint_fast64_t published; /* times the writer published records (parked fetches) */
 
     pthread_mutex_t gmu;           /* the list of groups */
     struct bs__group *groups;

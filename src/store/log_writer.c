@@ -791,6 +791,7 @@ static int chunk_finish(bs__topic_t *t, chunk_t *ch, bs__req_t *end, int sync, i
     t->last_time = w->time;
     pthread_mutex_unlock(&t->mu);
     w->npidx = 0;
+    atomic_fetch_add(&t->published, 1);
     atomic_fetch_add(&t->appended, (uint64_t)(w->next - ch->next));
     atomic_fetch_add(&t->duplicates, ch->dups);
     *published = 1;
