@@ -72,6 +72,18 @@ int bs__api_version_param(bs_req_t *req);
  * responds 415 and returns 0. */
 int bs__api_predict_media_ok(bs_req_t *req);
 
+/* jobs.c: /v1/jobs, /v1/job-kinds and the diagnostic `sleep` kind. register: registers the
+ * API's own kinds (sleep) on app->jobs, before bs_jobs_start; unregister: after
+ * bs_jobs_free, stops the sleep kind's timer. */
+int bs__api_jobs_register(bs_app_t *app, bs_err_t *err);
+void bs__api_jobs_unregister(bs_app_t *app);
+void bs__api_jobs_list(bs_req_t *req);
+void bs__api_jobs_get(bs_req_t *req);
+void bs__api_jobs_create(bs_req_t *req);
+void bs__api_jobs_cancel(bs_req_t *req);
+void bs__api_jobs_retry(bs_req_t *req);
+void bs__api_job_kinds(bs_req_t *req);
+
 /* kserve.c */
 void bs__api_v2_live(bs_req_t *req);
 void bs__api_v2_ready(bs_req_t *req);
@@ -79,6 +91,75 @@ void bs__api_v2_server(bs_req_t *req);
 void bs__api_v2_model(bs_req_t *req);
 void bs__api_v2_model_ready(bs_req_t *req);
 void bs__api_v2_infer(bs_req_t *req);
+
+/* ---- declarative resources (resources.c, kinds.c) ----------------------------------------
+ * One kind of resource: its PUT/GET/DELETE /v1/<plural>/{name} routes and `basalt apply`
+ * documents run through the generic handlers of resources.c, which call these hooks. */
+typedef struct {
+    const char *kind;   /* "Topic" */
+    const char *plural; /* "topics": the path segment */
+    const char *summary; /* "a durable topic of events" (for /v1/kinds and the docs) */
+    /* Checks spec (the body's spec object; borrowed) of resource name and returns in *out a
+     * new normalised spec the caller frees (defaults filled in), or an error (BS_EINVAL with
+     * err->field naming the spec field). Runs on a store worker. Required. */
+    int (*validate)(bs_app_t *app, const bs_principal_t *who, const char *name, const cJSON *spec,
+                    cJSON **out, bs_err_t *err);
+    /* After this replica committed a put (outcome created/updated) or a delete: side effects
+     * that must happen before the response (e.g. the topic's log created). Optional. */
+    int (*applied)(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                   bs_err_t *err);
+    int (*deleted)(bs_app_t *app, const char *tenant, const char *name, bs_err_t *err);
+    /* Adds live state to a GET's object under "status" (e.g. offsets, lag). Optional. */
+    void (*status)(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                   cJSON *status);
+    /* The spec as GET shows it, secrets hidden (e.g. a webhook's secret). Optional: the spec
+     * as stored otherwise. Edits obj in place. */
+    void (*redact)(cJSON *spec);
+    /* Rebuilds this kind's in-process snapshot from the store (scope "resources" moved, on
+     * the change watcher's thread or the writer's). Optional. */
+    int (*rebuild)(bs_app_t *app, bs_err_t *err);
+} bs__api_kind_t;
+
+/* The kinds table (kinds.c), ended by a row with kind NULL. */
+extern const bs__api_kind_t bs__api_kinds[];
+/* The kind whose plural is the first path segment after /v1/ of req's route, or NULL. */
+const bs__api_kind_t *bs__api_kind_of(const bs_req_t *req);
+const bs__api_kind_t *bs__api_kind_find(const char *kind_or_plural);
+/* Rebuilds every kind's snapshot (the "resources" scope subscriber). */
+int bs__api_resources_rebuild(bs_app_t *app, bs_err_t *err);
+
+void bs__api_resource_put(bs_req_t *req);
+void bs__api_resource_get(bs_req_t *req);
+void bs__api_resource_list(bs_req_t *req);
+void bs__api_resource_delete(bs_req_t *req);
+void bs__api_kinds_list(bs_req_t *req);
+
+/* Four routes of a kind: PUT/GET/DELETE /v1/<plural>/{name}, GET /v1/<plural>. SPEC is the
+ * JSON Schema of the kind's spec (a string literal). */
+#define RESOURCE_SCHEMA(SPEC)                                                                      \
+    "{\"type\":\"object\",\"required\":[\"kind\",\"name\",\"spec\",\"generation\"],"      \
+    "\"properties\":{\"kind\":{\"type\":\"string\"},\"name\":{\"type\":\"string\"},"         \
+    "\"tenant\":{\"type\":\"string\"},\"spec\":" SPEC ",\"generation\":{\"type\":\"integer\""  \
+    "},\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"updated_at\":{\"type"   \
+    "\":\"string\",\"format\":\"date-time\"},\"created_by\":{\"type\":\"string\"},\"updated_"  \
+    "by\":{\"type\":\"string\"},\"outcome\":{\"type\":\"string\",\"enum\":[\"created\",\"up"   \
+    "dated\",\"unchanged\"]},\"status\":{\"type\":\"object\"}}}"
+#define RESOURCE_ROUTES(PLURAL, WHAT, SPEC, TAG)                                                   \
+    {"PUT", "/v1/" PLURAL "/{name}", bs__api_resource_put, BS_ROLE_DEVELOPER,                      \
+     "Create or replace " WHAT " (the spec, or {kind, name, spec}; ?dry_run=true validates "      \
+     "and reports the outcome without writing)",                                                   \
+     TAG, SPEC, RESOURCE_SCHEMA(SPEC), 200, BS_ROUTE_BLOCKING},                                    \
+        {"GET", "/v1/" PLURAL, bs__api_resource_list, BS_ROLE_VIEWER,                              \
+         "List " WHAT "s (limit, cursor)", TAG, NULL,                                              \
+         "{\"type\":\"object\",\"required\":[\"items\",\"next_cursor\"],\"properties\":{"    \
+         "\"items\":{\"type\":\"array\",\"items\":" RESOURCE_SCHEMA(SPEC) "},\"next_cursor"   \
+         "\":{\"type\":[\"string\",\"null\"]}}}",                                                \
+         0, BS_ROUTE_BLOCKING},                                                                    \
+        {"GET", "/v1/" PLURAL "/{name}", bs__api_resource_get, BS_ROLE_VIEWER,                     \
+         "Get " WHAT " with its live status", TAG, NULL, RESOURCE_SCHEMA(SPEC), 0,                 \
+         BS_ROUTE_BLOCKING},                                                                       \
+        {"DELETE", "/v1/" PLURAL "/{name}", bs__api_resource_delete, BS_ROLE_DEVELOPER,            \
+         "Delete " WHAT, TAG, NULL, NULL, 204, BS_ROUTE_BLOCKING}
 
 /* Reads ?limit= (default def, 1..max). Returns 0 or responds with 400 and returns -1. */
 int bs__api_limit(bs_req_t *req, int def, int max, int *out);

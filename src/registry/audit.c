@@ -5,34 +5,12 @@
 #include "base/id.h"
 #include "base/time.h"
 #include "registry/registry_int.h"
-
-static int last_id(const bs_meta_row_t *row, void *ud)
-{
-    snprintf(ud, 40, "%s", bs_meta_row_text(row, 0));
-    return 1;
-}
+#include "store/audit.h"
 
 int bs__registry_audit(bs_registry_t *r, const bs_principal_t *who, const char *action,
                        const char *resource, const char *before, const char *after, bs_err_t *err)
 {
-    char id[40];
-    if (bs_meta_dialect(r->meta) == BS_META_POSTGRES) {
-        /* Several replicas write the log. Every caller is inside a transaction, which holds
-         * the write lock all replicas share, so an id above the highest stored one makes
-         * id order commit order whatever the replicas' clocks say. (SQLite: one process,
-         * and bs_uuid7_ordered under the store's lock already is.) */
-        char last[40] = "";
-        bs_meta_query(r->meta, "SELECT MAX(id) FROM audit", NULL, 0, last_id, last, NULL);
-        bs_uuid7_ordered_after(id, last);
-    } else {
-        bs_uuid7_ordered(id);
-    }
-    bs_val_t args[] = {BS_TXT(id),       BS_TXT(who->tenant), BS_TXT(who->key_id), BS_TXT(action),
-                       BS_TXT(resource), BS_TXT(before),      BS_TXT(after),       BS_INT(bs_time_wall_ms())};
-    return bs_meta_exec(r->meta,
-                        "INSERT INTO audit (id, tenant, actor, action, resource, before, after, ts)"
-                        " VALUES (?,?,?,?,?,?,?,?)",
-                        args, 8, NULL, err);
+    return bs_audit_write(r->meta, who->tenant, who->key_id, action, resource, before, after, err);
 }
 
 typedef struct {

@@ -1,0 +1,8 @@
+/* The kinds of declarative resources: one row per kind, whose hooks live with the
+ * subsystem's handlers (src/api/<resource>.c). The routes of each kind are in routes.c
+ * (RESOURCE_ROUTES); `basalt apply` learns the kinds from GET /v1/kinds. */
+#include "api/api_int.h"
+
+const bs__api_kind_t bs__api_kinds[] = {
+    {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
+};
