@@ -13,15 +13,6 @@
 
 #include "store/log_seg_int.h"
 
-/* This target links the segments backend only. */
-__attribute__((weak)) bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err);
-__attribute__((weak)) bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
-{
-    (void)o;
-    bs_err_set(err, BS_EUNAVAIL, "no JetStream backend in this target");
-    return NULL;
-}
-
 #define CHECK(c)                                                                                   \
     do {                                                                                           \
         if (!(c)) {                                                                                \

@@ -13,15 +13,6 @@
 #include "base/time.h"
 #include "store/log.h"
 
-/* The bench uses the segments backend only. */
-__attribute__((weak)) bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err);
-__attribute__((weak)) bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
-{
-    (void)o;
-    bs_err_set(err, BS_EUNAVAIL, "no JetStream backend in this bench");
-    return NULL;
-}
-
 static bs_log_t *lg;
 static int batch, bytes;
 static atomic_int stop;
@@ -38,7 +29,7 @@ static void *run(void *arg)
     worker_t *w = arg;
     bs_log_record_in_t *in = calloc((size_t)batch, sizeof *in);
     bs_log_append_result_t *res = calloc((size_t)batch, sizeof *res);
-    char (*ids)[40] = calloc((size_t)batch, sizeof *ids);
+    char(*ids)[40] = calloc((size_t)batch, sizeof *ids);
     char *data = malloc((size_t)bytes + 1);
     memset(data, 'x', (size_t)bytes);
     data[0] = '{';
@@ -46,7 +37,8 @@ static void *run(void *arg)
     for (uint64_t seq = 0; !atomic_load(&stop); seq++) {
         for (int i = 0; i < batch; i++) {
             snprintf(ids[i], sizeof ids[i], "w%d-%llu-%d", w->id, (unsigned long long)seq, i);
-            in[i] = (bs_log_record_in_t){ids[i], getenv("NODEDUP") ? NULL : ids[i], data, (size_t)bytes};
+            in[i] = (bs_log_record_in_t){ids[i], getenv("NODEDUP") ? NULL : ids[i], data,
+                                         (size_t)bytes};
         }
         uint64_t t0 = bs_time_mono_ns();
         bs_err_t err;

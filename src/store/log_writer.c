@@ -63,7 +63,10 @@ static size_t dd_size(size_t key_len, size_t id_len)
     return (sizeof(bs__dd_entry_t) + key_len + id_len + 7) & ~(size_t)7;
 }
 
-static size_t dd_entry_size(const bs__dd_entry_t *e) { return dd_size(e->key_len, e->id_len); }
+static size_t dd_entry_size(const bs__dd_entry_t *e)
+{
+    return dd_size(e->key_len, e->id_len);
+}
 
 /* 64-bit words through a multiply-xorshift mix, then murmur3's finaliser. */
 static uint64_t dd_hash(const uint8_t *p, size_t n)
@@ -98,7 +101,8 @@ static bs__dd_slot_t *dd_slots_new(size_t cap)
     size_t n = cap * sizeof(bs__dd_slot_t);
     if (n < DD_HUGE)
         return calloc(cap, sizeof(bs__dd_slot_t));
-    uint8_t *p = mmap(NULL, n + DD_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    uint8_t *p =
+        mmap(NULL, n + DD_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
     uint8_t *a = (uint8_t *)(((uintptr_t)p + DD_HUGE - 1) & ~(uintptr_t)(DD_HUGE - 1));
@@ -120,7 +124,10 @@ static void dd_slots_free(bs__dd_slot_t *s, size_t cap)
         munmap(s, n);
 }
 
-void bs__dedup_init(bs__dedup_t *d) { memset(d, 0, sizeof *d); }
+void bs__dedup_init(bs__dedup_t *d)
+{
+    memset(d, 0, sizeof *d);
+}
 
 void bs__dedup_free(bs__dedup_t *d)
 {
@@ -153,7 +160,10 @@ static const bs__dd_entry_t *dd_lookup(const bs__dd_table_t *t, uint64_t h, cons
     }
 }
 
-uint64_t bs__dedup_hash(const uint8_t *key, size_t key_len) { return dd_hash(key, key_len); }
+uint64_t bs__dedup_hash(const uint8_t *key, size_t key_len)
+{
+    return dd_hash(key, key_len);
+}
 
 const bs__dd_entry_t *bs__dedup_find_hashed(const bs__dedup_t *d, uint64_t h, const uint8_t *key,
                                             size_t key_len)
@@ -399,7 +409,10 @@ void bs__dedup_rollback(bs__dedup_t *d, bs__dd_mark_t m)
     }
 }
 
-int64_t bs__dedup_offset(const bs__dd_entry_t *e) { return e->offset; }
+int64_t bs__dedup_offset(const bs__dd_entry_t *e)
+{
+    return e->offset;
+}
 
 void bs__dedup_id(const bs__dd_entry_t *e, char *out)
 {
@@ -483,8 +496,8 @@ static int queue_push(bs__seglog_t *l, bs__req_t *r, bs_err_t *err)
         pthread_mutex_unlock(&l->qmu);
         return bs_err_set(err, BS_EUNAVAIL, "the log is closing");
     }
-    if (r->kind == REQ_APPEND &&
-        (l->qcount >= BS__LOG_QUEUE_MAX || (l->qbytes && l->qbytes + r->bytes > BS__LOG_QUEUE_BYTES))) {
+    if (r->kind == REQ_APPEND && (l->qcount >= BS__LOG_QUEUE_MAX ||
+                                  (l->qbytes && l->qbytes + r->bytes > BS__LOG_QUEUE_BYTES))) {
         int qc = l->qcount;
         size_t qb = l->qbytes;
         pthread_mutex_unlock(&l->qmu);
@@ -522,12 +535,14 @@ int bs__seglog_append_async(bs_log_t *lb, const char *tenant, const char *topic,
         if (idl <= BS__ID_MAX && kl <= BS__KEY_MAX && recs[i].len <= (uint64_t)maxrec)
             total += bs__rec_frame_len(idl, kl, recs[i].len);
     }
-    size_t head = (sizeof(bs__req_t) + (size_t)n * (sizeof(bs_log_append_result_t) + sizeof(size_t)) +
-                   7) & ~(size_t)7;
+    size_t head =
+        (sizeof(bs__req_t) + (size_t)n * (sizeof(bs_log_append_result_t) + sizeof(size_t)) + 7) &
+        ~(size_t)7;
     bs__req_t *r = malloc(head + total);
     if (!r) {
         bs__topic_unref(t);
-        return bs_err_set(err, BS_ENOMEM, "out of memory queueing %d records (%zu bytes)", n, total);
+        return bs_err_set(err, BS_ENOMEM, "out of memory queueing %d records (%zu bytes)", n,
+                          total);
     }
     memset(r, 0, sizeof *r);
     r->t = t;
@@ -547,7 +562,8 @@ int bs__seglog_append_async(bs_log_t *lb, const char *tenant, const char *topic,
         res->code = 0;
         r->foff[i] = SIZE_MAX;
         const char *id = recs[i].id;
-        size_t idl = id && id[0] ? strlen(id) : 0, kl = recs[i].dedup_key ? strlen(recs[i].dedup_key) : 0;
+        size_t idl = id && id[0] ? strlen(id) : 0,
+               kl = recs[i].dedup_key ? strlen(recs[i].dedup_key) : 0;
         if (idl > BS__ID_MAX || kl > BS__KEY_MAX) {
             res->code = BS_EINVAL;
             snprintf(res->id, sizeof res->id, "%.*s", BS__ID_MAX, id ? id : "");
@@ -564,7 +580,8 @@ int bs__seglog_append_async(bs_log_t *lb, const char *tenant, const char *topic,
             continue;
         }
         r->foff[i] = pos;
-        bs__rec_encode(r->buf + pos, res->id, idl, recs[i].dedup_key, kl, recs[i].data, recs[i].len);
+        bs__rec_encode(r->buf + pos, res->id, idl, recs[i].dedup_key, kl, recs[i].data,
+                       recs[i].len);
         pos += bs__rec_frame_len(idl, kl, recs[i].len);
     }
     r->queued_ns = bs_time_mono_ns();
@@ -592,8 +609,13 @@ typedef struct {
 static void chunk_begin(bs__topic_t *t, chunk_t *ch, bs__req_t *first)
 {
     bs__wstate_t *w = &t->w;
-    *ch = (chunk_t){.first = first, .next = w->next, .time = w->time, .pos = w->pos,
-                    .idx_pos = w->idx_pos, .dd = bs__dedup_mark(&w->dedup), .first_time = -1};
+    *ch = (chunk_t){.first = first,
+                    .next = w->next,
+                    .time = w->time,
+                    .pos = w->pos,
+                    .idx_pos = w->idx_pos,
+                    .dd = bs__dedup_mark(&w->dedup),
+                    .first_time = -1};
 }
 
 static int iov_add(bs__wstate_t *w, uint8_t *p, size_t n)
@@ -683,7 +705,8 @@ static void assign(bs__topic_t *t, bs__req_t *r, chunk_t *ch, int64_t window, in
         int64_t tm = now > w->time ? now : w->time;
         w->time = tm;
         bs__rec_seal(f, off, tm);
-        if (window > 0 && key_len && bs__dedup_insert(&w->dedup, h, key, key_len, id, id_len, off, tm))
+        if (window > 0 && key_len &&
+            bs__dedup_insert(&w->dedup, h, key, key_len, id, id_len, off, tm))
             ch->oom = 1;
         r->res[i].offset = off;
         if (off == w->active->base) {
@@ -760,8 +783,10 @@ static int chunk_finish(bs__topic_t *t, chunk_t *ch, bs__req_t *end, int sync, i
     if (rc != 0) {
         BS_LOG(BS_LOG_ERROR, "log", "topic %s/%s: %s", t->tenant, t->name, err.msg);
         if (wrote && ftruncate(fd, (off_t)ch->pos) != 0) {
-            BS_LOG(BS_LOG_ERROR, "log", "topic %s/%s: cannot cut %s back: %s; appends fail until "
-                   "reopened", t->tenant, t->name, w->active->path, strerror(errno));
+            BS_LOG(BS_LOG_ERROR, "log",
+                   "topic %s/%s: cannot cut %s back: %s; appends fail until "
+                   "reopened",
+                   t->tenant, t->name, w->active->path, strerror(errno));
             w->failed = 1;
         }
         w->next = ch->next;
@@ -875,7 +900,8 @@ static int topic_round(bs__seglog_t *l, bs__topic_t *t)
     chunk_t ch;
     chunk_begin(t, &ch, w->head);
     for (bs__req_t *r = w->head; r; r = r->next) {
-        if (r->bytes && w->next > w->active->base && w->pos + r->bytes > (uint64_t)c.segment_bytes) {
+        if (r->bytes && w->next > w->active->base &&
+            w->pos + r->bytes > (uint64_t)c.segment_bytes) {
             if (chunk_finish(t, &ch, r, 1, &published) != 0) {
                 fail_reqs(r, NULL, BS_EIO, NULL);
                 return published;
@@ -1009,8 +1035,10 @@ static void sync_due(bs__seglog_t *l, int all)
             continue;
         }
         if (fdatasync(t->w.active->fd) != 0)
-            BS_LOG(BS_LOG_ERROR, "log", "topic %s/%s: cannot fsync %s: %s (acknowledged records "
-                   "may be lost)", t->tenant, t->name, t->w.active->path, strerror(errno));
+            BS_LOG(BS_LOG_ERROR, "log",
+                   "topic %s/%s: cannot fsync %s: %s (acknowledged records "
+                   "may be lost)",
+                   t->tenant, t->name, t->w.active->path, strerror(errno));
         else
             atomic_fetch_add(&t->syncs, 1);
         t->w.dirty = 0;
@@ -1131,8 +1159,8 @@ void bs__retention_run(bs__seglog_t *l, bs__topic_t *t, int64_t now_ms)
     bs_log_topic_config_t c = bs__topic_config_norm(&t->cfg);
     while (t->nsegs > 1 && nv < 64) {
         bs__seg_t *s = t->segs[0];
-        int old = c.retention_ms > 0 &&
-                  (s->end == s->base || s->last_time < now_ms - c.retention_ms);
+        int old =
+            c.retention_ms > 0 && (s->end == s->base || s->last_time < now_ms - c.retention_ms);
         int big = c.retention_bytes > 0 && t->bytes > c.retention_bytes;
         if (!old && !big)
             break;

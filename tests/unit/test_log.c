@@ -30,14 +30,6 @@
 /* The .c under test, for its CRC32C implementations. */
 #include "../../src/store/log_segment.c"
 
-/* This binary uses the segments backend only; the JetStream one may not be linked in. */
-__attribute__((weak)) bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
-{
-    (void)o;
-    bs_err_set(err, BS_EUNAVAIL, "no JetStream backend in this test");
-    return NULL;
-}
-
 #define T "acme"
 
 typedef struct {
@@ -109,7 +101,8 @@ static void ensure(bs_log_t *l, const char *topic, const bs_log_topic_config_t *
 }
 
 /* Appends one record; returns its offset. */
-static int64_t put(bs_log_t *l, const char *topic, const char *id, const char *key, const char *data)
+static int64_t put(bs_log_t *l, const char *topic, const char *id, const char *key,
+                   const char *data)
 {
     bs_log_record_in_t in = {id, key, data, strlen(data)};
     bs_log_append_result_t r;
@@ -192,8 +185,8 @@ static void test_crc32c(void **state)
 #endif
             assert_int_equal(bs__crc32c(0, buf + off, n), sw);
             /* Extending a checksum equals checksumming the concatenation. */
-            assert_int_equal(bs__crc32c(bs__crc32c(0, buf + off, n / 2), buf + off + n / 2, n - n / 2),
-                             sw);
+            assert_int_equal(
+                bs__crc32c(bs__crc32c(0, buf + off, n / 2), buf + off + n / 2, n - n / 2), sw);
         }
 }
 
@@ -258,8 +251,10 @@ static void test_append_read(void **state)
     h->n = 0;
     assert_int_equal(bs_log_read(f->log, T, "orders", 4, 100, 0, collect, h, &next, &err), 0);
     assert_int_equal(next, 4);
-    assert_int_equal(bs_log_read(f->log, T, "orders", -1, 1, 0, collect, h, &next, &err), BS_EINVAL);
-    assert_int_equal(bs_log_read(f->log, T, "nope", 0, 1, 0, collect, h, &next, &err), BS_ENOTFOUND);
+    assert_int_equal(bs_log_read(f->log, T, "orders", -1, 1, 0, collect, h, &next, &err),
+                     BS_EINVAL);
+    assert_int_equal(bs_log_read(f->log, T, "nope", 0, 1, 0, collect, h, &next, &err),
+                     BS_ENOTFOUND);
     free(h);
 
     /* offset_at. */
@@ -401,7 +396,7 @@ static void test_concurrent(void **state)
     for (int i = 0; i < CT; i++)
         pthread_join(th[i], NULL);
     const int total = CT * CB * CN;
-    char (*owner)[24] = calloc(total, sizeof *owner);
+    char(*owner)[24] = calloc(total, sizeof *owner);
     for (int i = 0; i < CT; i++) {
         assert_false(w[i].failed);
         int64_t prev = -1;
@@ -685,7 +680,8 @@ static void last_segment(const fx_t *f, const char *topic, char *out, size_t n)
     assert_non_null(d);
     struct dirent *e;
     while ((e = readdir(d)))
-        if (strlen(e->d_name) == 24 && strcmp(e->d_name + 20, ".seg") == 0 && strcmp(e->d_name, best) > 0)
+        if (strlen(e->d_name) == 24 && strcmp(e->d_name + 20, ".seg") == 0 &&
+            strcmp(e->d_name, best) > 0)
             snprintf(best, sizeof best, "%s", e->d_name);
     closedir(d);
     assert_true(best[0]);
@@ -801,7 +797,7 @@ static void test_crash_safety(void **state)
         bs_err_t err;
         assert_int_equal(bs_log_topic_stats(l, T, "crash", &s, &err), 0);
         got_t *g = calloc(1, sizeof *g);
-        char (*ids)[40] = calloc((size_t)s.next_offset + 1, sizeof *ids);
+        char(*ids)[40] = calloc((size_t)s.next_offset + 1, sizeof *ids);
         int64_t next = 0, expect = 0;
         for (;;) {
             g->n = 0;
@@ -912,7 +908,10 @@ static int wait_until(int (*cond)(void *), void *ud)
     return cond(ud);
 }
 
-static int woke_is(void *ud) { return atomic_load(&woke) == *(int *)ud; }
+static int woke_is(void *ud)
+{
+    return atomic_load(&woke) == *(int *)ud;
+}
 
 static void test_watch(void **state)
 {
@@ -962,7 +961,8 @@ static int collect_d(const bs_log_delivery_t *d, void *ud)
         x->offset[x->n] = d->rec.offset;
         x->delivery[x->n] = d->delivery;
         snprintf(x->did[x->n], sizeof x->did[0], "%s", d->delivery_id);
-        snprintf(x->data[x->n], sizeof x->data[0], "%.*s", (int)d->rec.len, (const char *)d->rec.data);
+        snprintf(x->data[x->n], sizeof x->data[0], "%.*s", (int)d->rec.len,
+                 (const char *)d->rec.data);
     }
     x->n++;
     return 0;
@@ -1178,10 +1178,11 @@ static void test_consumer_dead_letter(void **state)
     assert_true(wait_until(topic_next_is, &w));
     got_t *g = read_all(f->log, "src-dlq", 0);
     assert_int_equal(g->n, 2);
-    assert_string_equal(g->data[0],
-                        "{\"topic\":\"src\",\"offset\":0,\"deliveries\":2,\"group\":\"g\",\"event\":{\"amount\":5}}");
-    assert_string_equal(g->data[1],
-                        "{\"topic\":\"src\",\"offset\":1,\"deliveries\":2,\"group\":\"g\",\"event\":\"not json\"}");
+    assert_string_equal(g->data[0], "{\"topic\":\"src\",\"offset\":0,\"deliveries\":2,\"group\":"
+                                    "\"g\",\"event\":{\"amount\":5}}");
+    assert_string_equal(
+        g->data[1],
+        "{\"topic\":\"src\",\"offset\":1,\"deliveries\":2,\"group\":\"g\",\"event\":\"not json\"}");
     assert_string_equal(g->id[0], "ev-1");
     free(g);
     bs_log_consumer_stats_t s;
@@ -1231,9 +1232,12 @@ static void test_consumer_max_ack_pending(void **state)
     bs_buf_init(&b);
     bs_log_metrics(f->log, &b);
     bs_buf_putc(&b, '\0');
-    assert_non_null(strstr(b.data, "basalt_consumer_stalled{tenant=\"acme\",topic=\"q\",group=\"g\"} 1\n"));
-    assert_non_null(strstr(b.data, "basalt_consumer_ack_pending{tenant=\"acme\",topic=\"q\",group=\"g\"} 3\n"));
-    assert_non_null(strstr(b.data, "basalt_consumer_pending{tenant=\"acme\",topic=\"q\",group=\"g\"} 7\n"));
+    assert_non_null(
+        strstr(b.data, "basalt_consumer_stalled{tenant=\"acme\",topic=\"q\",group=\"g\"} 1\n"));
+    assert_non_null(
+        strstr(b.data, "basalt_consumer_ack_pending{tenant=\"acme\",topic=\"q\",group=\"g\"} 3\n"));
+    assert_non_null(
+        strstr(b.data, "basalt_consumer_pending{tenant=\"acme\",topic=\"q\",group=\"g\"} 7\n"));
     assert_non_null(strstr(b.data, "basalt_log_records{tenant=\"acme\",topic=\"q\"} 10\n"));
     assert_non_null(strstr(b.data, "basalt_log_appends_total{tenant=\"acme\",topic=\"q\"} 10\n"));
     assert_non_null(strstr(b.data, "# TYPE basalt_log_append_seconds histogram\n"));
@@ -1271,7 +1275,10 @@ static void async_cb(void *ud, int code, const bs_log_delivery_t *d, int n, cons
     atomic_store(&a->done, 1);
 }
 
-static int async_done(void *ud) { return atomic_load(&((async_t *)ud)->done); }
+static int async_done(void *ud)
+{
+    return atomic_load(&((async_t *)ud)->done);
+}
 
 static void test_consumer_async_wait(void **state)
 {
@@ -1443,8 +1450,8 @@ static int all_gone(void *ud)
     ret_t *r = ud;
     bs_log_topic_stats_t s;
     bs_err_t err;
-    return bs_log_topic_stats(r->log, T, r->topic, &s, &err) == 0 && s.first_offset == s.next_offset &&
-           s.next_offset > 0;
+    return bs_log_topic_stats(r->log, T, r->topic, &s, &err) == 0 &&
+           s.first_offset == s.next_offset && s.next_offset > 0;
 }
 
 static void test_retention(void **state)
