@@ -1113,6 +1113,13 @@ static void dlq_done(void *ud, int code, const bs_log_append_result_t *res, int 
     dlq_ctx_t *c = ud;
     if (code == 0 && n == 1 && res[0].code == 0) {
         group_term(c->g, c->offset, 1);
+    } else if (code == 0 && n == 1) {
+        /* Refused for good (the dead letter topic's max_record_bytes): retrying cannot help. */
+        BS_LOG(BS_LOG_ERROR, "log",
+               "group %s/%s/%s: the dead letter topic refused offset %lld (%s); dropped",
+               c->g->t->tenant, c->g->t->name, c->g->name, (long long)c->offset,
+               bs_err_name(res[0].code));
+        group_term(c->g, c->offset, 1);
     } else {
         BS_LOG(BS_LOG_WARN, "log", "group %s/%s/%s: dead-lettering offset %lld failed: %s",
                c->g->t->tenant, c->g->t->name, c->g->name, (long long)c->offset,

@@ -1211,6 +1211,27 @@ static void test_consumer_dead_letter(void **state)
     s = cstats(f->log, "src2", "g");
     assert_int_equal(s.dead_lettered, 1);
     assert_int_equal(s.ack_floor, 1);
+
+    /* A dead letter topic that refuses the record (too big for it): dropped, not retried. */
+    bs_log_topic_config_t tiny = {.max_record_bytes = 16};
+    ensure(f->log, "tiny-dlq", &tiny);
+    ensure(f->log, "src3", NULL);
+    put(f->log, "src3", NULL, NULL, "{\"x\":1}");
+    bs_log_consumer_config_t c3 = {.max_deliver = 1, .dead_letter = "tiny-dlq"};
+    assert_int_equal(bs_log_consumer_ensure(f->log, T, "src3", "g", &c3, &err), 0);
+    a = fetch(f->log, "src3", "g", 10, 0);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(bs_log_nack(f->log, T, "src3", "g", a.did[0], 0, &err), 0);
+    assert_int_equal(fetch(f->log, "src3", "g", 10, 0).n, 0);
+    for (int i = 0; i < 2000; i++) {
+        s = cstats(f->log, "src3", "g");
+        if (s.ack_floor == 1)
+            break;
+        sleep_ms(5);
+    }
+    assert_int_equal(s.ack_floor, 1);
+    assert_int_equal(s.dead_lettered, 1);
+    assert_int_equal(stats(f->log, "tiny-dlq").next_offset, 0);
 }
 
 static void test_consumer_max_ack_pending(void **state)
