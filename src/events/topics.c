@@ -426,14 +426,10 @@ int bs_topics_rebuild(bs_topics_t *t, bs_err_t *err)
         s->n++;
     }
     free(c.v);
-    /* Topics deleted (on this replica or another): their records and groups go too. */
-    for (int i = 0; i < old->n; i++)
-        if (snap_index(s, old->v[i].tenant, old->v[i].name) < 0) {
-            bs_err_t e2;
-            if (bs_log_topic_drop(t->log, old->v[i].tenant, old->v[i].name, &e2) != 0)
-                BS_LOG(BS_LOG_ERROR, "topics", "topic %s/%s: drop failed: %s", old->v[i].tenant,
-                       old->v[i].name, e2.msg);
-        }
+    /* A topic gone from the store is not dropped here: the replica that deleted it dropped
+     * it from the log before answering (the kind's deleted hook). Dropping again from every
+     * replica's rebuild would race with a re-creation of the same name on JetStream (list
+     * before the create, drop after it) and delete acknowledged events. */
     pthread_mutex_lock(&t->get_mu);
     atomic_store(&t->snap, s);
     pthread_mutex_unlock(&t->get_mu);

@@ -87,8 +87,9 @@ bs_topics_t *bs_topics_new(bs_log_t *log, bs_meta_t *m, int64_t default_max_even
 void bs_topics_free(bs_topics_t *t);
 
 /* Lists every Topic resource (all tenants), ensures in the log each topic that is new or
- * changed since the last rebuild (or whose last ensure failed), drops from the log the
- * topics that are gone, and publishes the new snapshot. A topic whose ensure fails is
+ * changed since the last rebuild (or whose last ensure failed), and publishes the new
+ * snapshot. Topics gone from the store leave the snapshot; dropping them from the log is
+ * the deleting replica's job (bs_log_topic_drop where the delete is answered). A topic whose ensure fails is
  * still published (its publishes answer 503 until a later rebuild ensures it) and the
  * rebuild returns that error, so the change watcher tries again. Waits on the store and
  * the log. */
