@@ -12,9 +12,10 @@ its peer in the same run on this machine.
    topic's next_offset / the stream's message count after every run.
 2. trigger: event acknowledged -> prediction in the trigger's output topic, p50/p99 at
    each of TRIGGER_RATES (1000 10000) events/s (open loop), with an XGBoost model
-   trained here and pushed to the registry. Latency = the output record's time (its log
-   append time) minus its source event's record time (both basalt's clock); also the
-   output record's time minus the publisher's ack time (the client's clock, same host).
+   trained here and pushed to the registry. Latency = when bench/events/fetch_tail (a
+   consumer group long-poll on the output topic) received the prediction minus when the
+   publisher read the answer acknowledging its event (one host, CLOCK_REALTIME, us); also
+   the output record's log time minus its source record's (basalt's clock, ms).
 3. jobs: no-op jobs enqueued -> completed per second: basalt (POST /v1/jobs batches of
    JOBS_BATCH jobs of kind sleep, seconds 0; completions from /metrics) vs Celery 5 on a
    redis-server started here (a no-op task; group(...).apply_async batches; workers with
@@ -66,7 +67,7 @@ CELERY_CONCURRENCY = int(os.environ.get("CELERY_CONCURRENCY", "2"))
 STRACE = int(os.environ.get("STRACE", "1"))
 HTTP_PUB = os.path.join(OUT, "http_pub")
 JS_PUB = os.path.join(OUT, "js_pub")
-SSE_TAIL = os.path.join(OUT, "sse_tail")
+FETCH_TAIL = os.path.join(OUT, "fetch_tail")
 PY = "/usr/bin/python3"
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -462,11 +463,11 @@ def section_trigger(tmp):
         print("  check: output record %s" % json.dumps(rec)[:300])
         print("  direct predict       %s" % json.dumps(direct)[:300])
         src_key = source_offset_key(rec, in0)
-        print("  latency: from the publisher reading its 2xx answer (the event acknowledged) to a "
-              "client tailing the output topic (GET /v1/topics/scores/stream) receiving the "
-              "prediction, both clocks CLOCK_REALTIME on this host, microseconds; also the output "
-              "record's log time minus the source record's (basalt's log clock, milliseconds)",
-              flush=True)
+        print("  latency: from the publisher reading the 2xx answer that acknowledged an event to "
+              "a client tailing the output topic (consumer group fetch?wait=1s, answered as soon "
+              "as a record is there) receiving its prediction, both CLOCK_REALTIME on this host, "
+              "microseconds; also the output record's log time minus the source record's "
+              "(basalt's log clock, milliseconds)", flush=True)
         res = {}
         for rate in TRIGGER_RATES:
             batch = max(1, rate // (TRIGGER_CONNS * 250))  # each connection ~250 requests/s
@@ -499,14 +500,20 @@ def trigger_round(b, rate, batch, rnd, src_key):
     if os.path.exists(ready):
         os.unlink(ready)
     in_start, out_start = b.next_offset("orders"), b.next_offset("scores")
-    tail = subprocess.Popen([SSE_TAIL, b.hostport, "/v1/topics/scores/stream?from_offset=%d" % out_start,
+    # A fresh group from the end of the output topic; nothing is acknowledged, so room for
+    # every delivery of the round and no redelivery within it.
+    group = "tail-%d-%d" % (rate, rnd)
+    b.call("PUT", "/v1/topics/scores/consumers/" + group, (200, 201),
+           json={"deliver": "new", "max_ack_pending": 1000000, "ack_wait": "10m"})
+    tail = subprocess.Popen([FETCH_TAIL, b.hostport,
+                             "/v1/topics/scores/consumers/%s/fetch?max=1000&wait=1s" % group,
                              b.key, str(DURATION + 120), arrivals, '"%s":' % src_key, ready],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
     while not os.path.exists(ready):
         if tail.poll() is not None or time.monotonic() > deadline:
             tail.kill()
-            die("sse_tail did not start: %s" % (tail.communicate()[1][-500:],))
+            die("fetch_tail did not start: %s" % (tail.communicate()[1][-500:],))
         time.sleep(0.01)
     r = run_driver([HTTP_PUB, b.hostport, "/v1/topics/orders/events", b.key, str(TRIGGER_CONNS),
                     str(batch), str(DURATION), str(rate), str(EVENT_BYTES), acks], DURATION + 120)
@@ -785,7 +792,7 @@ def section_jobs(tmp):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for tool in (BASALT, HTTP_PUB, JS_PUB, SSE_TAIL):
+    for tool in (BASALT, HTTP_PUB, JS_PUB, FETCH_TAIL):
         if not os.path.exists(tool):
             die("%s missing (run make, then sh bench/events/run.sh)" % tool)
     tmp = tempfile.mkdtemp(prefix="bench-events-")

@@ -1,12 +1,20 @@
 /*
- * Helpers shared by bench/events' C drivers (js_pub.c, http_pub.c): the clock, the
- * benchmark's event (one JSON object of about EVENT_BYTES bytes, the same for basalt and
- * JetStream) and latency percentiles. Header-only: each driver is one translation unit.
+ * Helpers shared by bench/events' C drivers (js_pub.c, http_pub.c, fetch_tail.c): the
+ * clock, the benchmark's event (one JSON object of about EVENT_BYTES bytes, the same for
+ * basalt and JetStream), latency percentiles and a blocking HTTP/1.1 keep-alive client.
+ * Header-only: each driver is one translation unit.
  */
 #ifndef BENCH_EVENTS_COMMON_H
 #define BENCH_EVENTS_COMMON_H
 
+#include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +96,120 @@ static inline void ev_lat_free(ev_lat_t *l)
 {
     free(l->v);
     *l = (ev_lat_t){0};
+}
+
+/* ---- a blocking HTTP/1.1 keep-alive client --------------------------------------------- */
+
+static inline int ev_connect(const struct sockaddr_in *addr)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return -1;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static inline int ev_write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+typedef struct {
+    char *p;
+    size_t len, cap, off; /* off: start of unconsumed bytes */
+} ev_rbuf_t;
+
+static inline int ev_fill(int fd, ev_rbuf_t *b)
+{
+    if (b->off > 0 && b->off == b->len)
+        b->off = b->len = 0;
+    if (b->len == b->cap) {
+        b->cap = b->cap ? b->cap * 2 : 65536;
+        b->p = realloc(b->p, b->cap + 1);
+    }
+    ssize_t r;
+    do
+        r = read(fd, b->p + b->len, b->cap - b->len);
+    while (r < 0 && errno == EINTR);
+    if (r <= 0)
+        return -1;
+    b->len += (size_t)r;
+    b->p[b->len] = '\0';
+    return 0;
+}
+
+/* Reads one response (Content-Length or chunked); *body points into b (valid until the next call). */
+static inline int ev_read_response(int fd, ev_rbuf_t *b, int *status, char **body, size_t *body_len)
+{
+    if (b->off > 0) {
+        memmove(b->p, b->p + b->off, b->len - b->off);
+        b->len -= b->off;
+        b->off = 0;
+        if (b->p)
+            b->p[b->len] = '\0';
+    }
+    char *end;
+    while (!b->p || !(end = strstr(b->p, "\r\n\r\n")))
+        if (ev_fill(fd, b) != 0)
+            return -1;
+    size_t hlen = (size_t)(end - b->p) + 4;
+    if (sscanf(b->p, "HTTP/1.%*d %d", status) != 1)
+        return -1;
+    long clen = -1;
+    int chunked = 0;
+    for (char *line = strstr(b->p, "\r\n") + 2; line < end; line = strstr(line, "\r\n") + 2) {
+        if (strncasecmp(line, "content-length:", 15) == 0)
+            clen = strtol(line + 15, NULL, 10);
+        else if (strncasecmp(line, "transfer-encoding:", 18) == 0 && strstr(line, "chunked"))
+            chunked = 1;
+    }
+    if (!chunked) {
+        if (clen < 0)
+            return -1;
+        while (b->len < hlen + (size_t)clen)
+            if (ev_fill(fd, b) != 0)
+                return -1;
+        *body = b->p + hlen;
+        *body_len = (size_t)clen;
+        b->off = hlen + (size_t)clen;
+        return 0;
+    }
+    /* Chunked: de-chunk in place after the headers. */
+    size_t in = hlen, out = hlen;
+    for (;;) {
+        char *crlf;
+        while (!(crlf = strstr(b->p + in, "\r\n")))
+            if (ev_fill(fd, b) != 0)
+                return -1;
+        size_t n = (size_t)strtoul(b->p + in, NULL, 16);
+        size_t data = (size_t)(crlf - b->p) + 2;
+        while (b->len < data + n + 2)
+            if (ev_fill(fd, b) != 0)
+                return -1;
+        memmove(b->p + out, b->p + data, n);
+        out += n;
+        in = data + n + 2;
+        if (n == 0)
+            break;
+    }
+    *body = b->p + hlen;
+    *body_len = out - hlen;
+    b->off = in;
+    return 0;
 }
 
 #endif

@@ -16,17 +16,10 @@
  *   acked=N errors=E batches=B seconds=S events_per_s=R p50_us=X p99_us=Y http_errors=H
  * Exit status 0, or 1 when it could not run (no connection, a dropped connection).
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include "events_common.h"
 
@@ -43,118 +36,6 @@ typedef struct {
     pthread_mutex_t *acks_lock;
     int failed;
 } conn_t;
-
-static int connect_to(const struct sockaddr_in *addr)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        return -1;
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (const struct sockaddr *)addr, sizeof *addr) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-typedef struct {
-    char *p;
-    size_t len, cap, off; /* off: start of unconsumed bytes */
-} rbuf_t;
-
-static int fill(int fd, rbuf_t *b)
-{
-    if (b->off > 0 && b->off == b->len)
-        b->off = b->len = 0;
-    if (b->len == b->cap) {
-        b->cap = b->cap ? b->cap * 2 : 65536;
-        b->p = realloc(b->p, b->cap + 1);
-    }
-    ssize_t r;
-    do
-        r = read(fd, b->p + b->len, b->cap - b->len);
-    while (r < 0 && errno == EINTR);
-    if (r <= 0)
-        return -1;
-    b->len += (size_t)r;
-    b->p[b->len] = '\0';
-    return 0;
-}
-
-/* Reads one response; *body points into b (valid until the next call). */
-static int read_response(int fd, rbuf_t *b, int *status, char **body, size_t *body_len)
-{
-    if (b->off > 0) {
-        memmove(b->p, b->p + b->off, b->len - b->off);
-        b->len -= b->off;
-        b->off = 0;
-        if (b->p)
-            b->p[b->len] = '\0';
-    }
-    char *end;
-    while (!b->p || !(end = strstr(b->p, "\r\n\r\n")))
-        if (fill(fd, b) != 0)
-            return -1;
-    size_t hlen = (size_t)(end - b->p) + 4;
-    if (sscanf(b->p, "HTTP/1.%*d %d", status) != 1)
-        return -1;
-    long clen = -1;
-    int chunked = 0;
-    for (char *line = strstr(b->p, "\r\n") + 2; line < end; line = strstr(line, "\r\n") + 2) {
-        if (strncasecmp(line, "content-length:", 15) == 0)
-            clen = strtol(line + 15, NULL, 10);
-        else if (strncasecmp(line, "transfer-encoding:", 18) == 0 && strstr(line, "chunked"))
-            chunked = 1;
-    }
-    if (!chunked) {
-        if (clen < 0)
-            return -1;
-        while (b->len < hlen + (size_t)clen)
-            if (fill(fd, b) != 0)
-                return -1;
-        *body = b->p + hlen;
-        *body_len = (size_t)clen;
-        b->off = hlen + (size_t)clen;
-        return 0;
-    }
-    /* Chunked: de-chunk in place after the headers. */
-    size_t in = hlen, out = hlen;
-    for (;;) {
-        char *crlf;
-        while (!(crlf = strstr(b->p + in, "\r\n")))
-            if (fill(fd, b) != 0)
-                return -1;
-        size_t n = (size_t)strtoul(b->p + in, NULL, 16);
-        size_t data = (size_t)(crlf - b->p) + 2;
-        while (b->len < data + n + 2)
-            if (fill(fd, b) != 0)
-                return -1;
-        memmove(b->p + out, b->p + data, n);
-        out += n;
-        in = data + n + 2;
-        if (n == 0)
-            break;
-    }
-    *body = b->p + hlen;
-    *body_len = out - hlen;
-    b->off = in;
-    return 0;
-}
 
 /* Counts the items of a publish answer that have an offset; *first = the first one's. */
 static long count_offsets(const char *body, size_t len, long *first, long *errors)
@@ -180,7 +61,7 @@ static long count_offsets(const char *body, size_t len, long *first, long *error
 static void *conn_main(void *arg)
 {
     conn_t *c = arg;
-    int fd = connect_to(&c->addr);
+    int fd = ev_connect(&c->addr);
     if (fd < 0) {
         fprintf(stderr, "http_pub: connection %d: connect: %s\n", c->id, strerror(errno));
         c->failed = 1;
@@ -188,7 +69,7 @@ static void *conn_main(void *arg)
     }
     size_t cap = (size_t)c->batch * ((size_t)c->event_bytes + 2) + 1024;
     char *body = malloc(cap), *req = malloc(cap + 1024);
-    rbuf_t rb = {0};
+    ev_rbuf_t rb = {0};
     uint64_t seq = 0;
     double start = ev_now(), end = start + c->seconds;
     /* Open loop: spread the connections' first batches over one interval. */
@@ -223,8 +104,8 @@ static void *conn_main(void *arg)
         int status = 0;
         char *rbody;
         size_t rlen;
-        if (write_all(fd, req, (size_t)h + n) != 0 ||
-            read_response(fd, &rb, &status, &rbody, &rlen) != 0) {
+        if (ev_write_all(fd, req, (size_t)h + n) != 0 ||
+            ev_read_response(fd, &rb, &status, &rbody, &rlen) != 0) {
             fprintf(stderr, "http_pub: connection %d: dropped\n", c->id);
             c->failed = 1;
             break;
