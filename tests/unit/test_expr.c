@@ -1055,7 +1055,7 @@ static void *worker(void *arg)
 {
     worker_t *w = arg;
     bs_arena_t a;
-    bs_arena_init(&a, 8192); /* not the common size: no per-thread spare block outlives us */
+    bs_arena_init(&a, 0);
     for (int k = 0; k < 20000; k++) {
         char json[128];
         int amount = (k * 7 + w->id * 13) % 3000;
@@ -1076,7 +1076,7 @@ static void *worker(void *arg)
         cJSON_Delete(j);
         if (k % 100 == 0) {
             bs_arena_deinit(&a);
-            bs_arena_init(&a, 8192);
+            bs_arena_init(&a, 0);
         }
     }
     bs_arena_deinit(&a);
