@@ -83,6 +83,9 @@ bs__stream_stats_t *bs__http_stream_stats(bs_server_t *s);
 /* On req's I/O thread: the response head of a stream (status, content type, request id;
  * the request counted in the metrics and access log as answered), marked responded. */
 void bs__http_start_head(bs_req_t *req, int status, const char *content_type);
+/* On t's loop once the server stops: ends every open stream of the thread (a clean end
+ * after the queue, on_close to the producer). */
+void bs__stream_shutdown(bs__http_thread_t *t);
 /* The stream families of /metrics. */
 void bs__stream_metrics(bs_server_t *s, bs_buf_t *b);
 

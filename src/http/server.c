@@ -1149,6 +1149,7 @@ static void *thread_main(void *arg)
         h2o_evloop_run(t->loop, 100);
         bs_rcu_quiescent(); /* between iterations no handler holds a snapshot */
     }
+    bs__stream_shutdown(t); /* producers hear of it now, while the rest still runs */
     h2o_socket_read_stop(t->listener);
     h2o_socket_close(t->listener);
     t->listener = NULL;

@@ -21,8 +21,10 @@
  * while the thread has streams) peeks at each idle stream's socket (recv MSG_PEEK; 0 is the
  * peer's FIN) and aborts the response (H2O_SEND_STATE_ERROR closes the connection). The
  * same tick sends heartbeats on streams idle for heartbeat_ms, aborts writes without
- * progress for stall_timeout_ms (shutdown(2) makes the pending write fail), and ends every
- * stream cleanly once the server is stopping.
+ * progress for stall_timeout_ms (shutdown(2) makes the pending write fail). When the server
+ * stops, each loop ends its streams at once (bs__stream_shutdown: the queue is sent, then the
+ * last chunk, and on_close tells the producer), so producers hear of it while the process's
+ * other parts (worker pools, the log) still run.
  *
  * Callbacks (on_drain, on_close) run on the I/O thread outside the mutex, flagged
  * in_callback; bs_stream_close from another thread waits while one runs, so none runs after
@@ -269,6 +271,32 @@ static void abort_stream(bs_stream_t *s)
         shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
 }
 
+/* The server is stopping: a clean end once the queue is sent, and the producer told. */
+static void end_for_shutdown(bs_stream_t *s)
+{
+    s->hr->http1_is_persistent = 0;
+    s->finishing = 1;
+    end_early(s);
+    flush(s);
+}
+
+void bs__stream_shutdown(bs__http_thread_t *t)
+{
+    stream_thread_t *st = *bs__http_thread_streams(t);
+    if (!st)
+        return;
+    h2o_linklist_t *node = st->streams.next;
+    while (node != &st->streams) {
+        bs_stream_t *s = H2O_STRUCT_FROM_MEMBER(bs_stream_t, link, node);
+        node = node->next;
+        if (!s->hr || s->final_sent || s->finishing)
+            continue;
+        ref(s);
+        end_for_shutdown(s);
+        unref(s);
+    }
+}
+
 static void on_tick(h2o_timeout_entry_t *entry)
 {
     stream_thread_t *st = H2O_STRUCT_FROM_MEMBER(stream_thread_t, tick_entry, entry);
@@ -283,10 +311,8 @@ static void on_tick(h2o_timeout_entry_t *entry)
             continue;
         ref(s);
         if (stopping) {
-            s->hr->http1_is_persistent = 0;
-            s->finishing = 1;
-            end_early(s);
-            flush(s);
+            if (!s->finishing)
+                end_for_shutdown(s);
         } else if (s->sending) {
             if (now - s->send_started_ns > s->stall_ns)
                 abort_stream(s);
