@@ -264,9 +264,14 @@ static void abort_stream(bs_stream_t *s)
         h2o_send(s->hr, NULL, 0, H2O_SEND_STATE_ERROR);
         return;
     }
-    /* A write is pending: make it fail, and h2o closes the connection. */
-    h2o_socket_t *sock =
-        s->hr->conn->callbacks->get_socket ? s->hr->conn->callbacks->get_socket(s->hr->conn) : NULL;
+    /* A write is pending: make it fail, and h2o closes the connection. Only for HTTP/1,
+     * where the connection is this response's alone (HTTP/2 flow control holds one stream
+     * back without the others; its ERROR goes out at the next proceed). */
+    if (s->hr->version >= 0x200 || !s->hr->conn->callbacks->get_socket) {
+        s->finishing = 1;
+        return;
+    }
+    h2o_socket_t *sock = s->hr->conn->callbacks->get_socket(s->hr->conn);
     if (sock)
         shutdown(h2o_socket_get_fd(sock), SHUT_RDWR);
 }
