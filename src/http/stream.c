@@ -100,7 +100,10 @@ static void unref(bs_stream_t *s)
     free(s);
 }
 
-static void ref(bs_stream_t *s) { atomic_fetch_add(&s->refs, 1); }
+static void ref(bs_stream_t *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+}
 
 /* Runs fn(ud) on the I/O thread unless the producer closed the stream. */
 static void call_cb(bs_stream_t *s, void (*fn)(void *))
@@ -371,8 +374,8 @@ bs_stream_t *bs_req_stream(bs_req_t *req, int status, const char *content_type,
         }
         s->heartbeat_ns = (uint64_t)o->heartbeat_ms * 1000000u;
     }
-    s->stall_ns = (uint64_t)(o->stall_timeout_ms > 0 ? o->stall_timeout_ms : DEFAULT_STALL_MS) *
-                  1000000u;
+    s->stall_ns =
+        (uint64_t)(o->stall_timeout_ms > 0 ? o->stall_timeout_ms : DEFAULT_STALL_MS) * 1000000u;
     s->on_drain = o->on_drain;
     s->on_close = o->on_close;
     s->ud = o->ud;
