@@ -4,5 +4,8 @@
 #include "api/api_int.h"
 
 const bs__api_kind_t bs__api_kinds[] = {
+    {"Topic", "topics", "a durable topic of events (retention, sync, dedup window)",
+     bs__api_topic_validate, bs__api_topic_applied, bs__api_topic_deleted, bs__api_topic_status,
+     NULL, bs__api_topic_rebuild},
     {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };
