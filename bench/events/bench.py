@@ -24,7 +24,7 @@ its peer in the same run on this machine.
 
 Run as `sh bench/events/run.sh` (it builds the C drivers). Knobs (environment): ROUNDS (3),
 DURATION (5 s per measured run), SECTIONS ("publish trigger jobs"), CLIENTS, BATCH,
-EVENT_BYTES, SYNC_INTERVAL ("2m"), TRIGGER_RATES, TRIGGER_CONNS (4), JOBS_BATCH (100), JOBS_CONNS (2 basalt enqueue clients),
+EVENT_BYTES, SYNC_INTERVAL ("2m"), TRIGGER_RATES, TRIGGER_CONNS (4), TAIL (fetch: a consumer group long-poll; sse: GET /v1/topics/scores/stream), JOBS_BATCH (100), JOBS_CONNS (2 basalt enqueue clients),
 BACKLOG (5000 jobs in flight at most), CELERY_POOLS ("prefork threads solo"),
 CELERY_CONCURRENCY (2), STRACE (1: count each publisher's fsyncs in one extra run), BASALT_BIN, BENCH_OUT (build/bench/events).
 """
@@ -65,9 +65,11 @@ BACKLOG = int(os.environ.get("BACKLOG", "5000"))
 CELERY_POOLS = os.environ.get("CELERY_POOLS", "prefork threads solo").split()
 CELERY_CONCURRENCY = int(os.environ.get("CELERY_CONCURRENCY", "2"))
 STRACE = int(os.environ.get("STRACE", "1"))
+TAIL = os.environ.get("TAIL", "fetch")
 HTTP_PUB = os.path.join(OUT, "http_pub")
 JS_PUB = os.path.join(OUT, "js_pub")
 FETCH_TAIL = os.path.join(OUT, "fetch_tail")
+SSE_TAIL = os.path.join(OUT, "sse_tail")
 PY = "/usr/bin/python3"
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -464,8 +466,10 @@ def section_trigger(tmp):
         print("  direct predict       %s" % json.dumps(direct)[:300])
         src_key = source_offset_key(rec, in0)
         print("  latency: from the publisher reading the 2xx answer that acknowledged an event to "
-              "a client tailing the output topic (consumer group fetch?wait=1s, answered as soon "
-              "as a record is there) receiving its prediction, both CLOCK_REALTIME on this host, "
+              "a client tailing the output topic (%s) receiving its prediction,"
+              % ("GET /v1/topics/scores/stream, Server-Sent Events" if TAIL == "sse" else
+                 "consumer group fetch?wait=1s, answered as soon as a record is there") +
+              " both CLOCK_REALTIME on this host, "
               "microseconds; also the output record's log time minus the source record's "
               "(basalt's log clock, milliseconds)", flush=True)
         res = {}
@@ -500,20 +504,22 @@ def trigger_round(b, rate, batch, rnd, src_key):
     if os.path.exists(ready):
         os.unlink(ready)
     in_start, out_start = b.next_offset("orders"), b.next_offset("scores")
-    # A fresh group from the end of the output topic; nothing is acknowledged, so room for
-    # every delivery of the round and no redelivery within it.
-    group = "tail-%d-%d" % (rate, rnd)
-    b.call("PUT", "/v1/topics/scores/consumers/" + group, (200, 201),
-           json={"deliver": "new", "max_ack_pending": 1000000, "ack_wait": "10m"})
-    tail = subprocess.Popen([FETCH_TAIL, b.hostport,
-                             "/v1/topics/scores/consumers/%s/fetch?max=1000&wait=1s" % group,
-                             b.key, str(DURATION + 120), arrivals, '"%s":' % src_key, ready],
+    if TAIL == "sse":
+        cmd = [SSE_TAIL, b.hostport, "/v1/topics/scores/stream?from_offset=%d" % out_start]
+    else:
+        # A fresh group from the end of the output topic; nothing is acknowledged, so room
+        # for every delivery of the round and no redelivery within it.
+        group = "tail-%d-%d" % (rate, rnd)
+        b.call("PUT", "/v1/topics/scores/consumers/" + group, (200, 201),
+               json={"deliver": "new", "max_ack_pending": 1000000, "ack_wait": "10m"})
+        cmd = [FETCH_TAIL, b.hostport, "/v1/topics/scores/consumers/%s/fetch?max=1000&wait=1s" % group]
+    tail = subprocess.Popen(cmd + [b.key, str(DURATION + 120), arrivals, '"%s":' % src_key, ready],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
     while not os.path.exists(ready):
         if tail.poll() is not None or time.monotonic() > deadline:
             tail.kill()
-            die("fetch_tail did not start: %s" % (tail.communicate()[1][-500:],))
+            die("the tail did not start: %s" % (tail.communicate()[1][-500:],))
         time.sleep(0.01)
     r = run_driver([HTTP_PUB, b.hostport, "/v1/topics/orders/events", b.key, str(TRIGGER_CONNS),
                     str(batch), str(DURATION), str(rate), str(EVENT_BYTES), acks], DURATION + 120)
@@ -792,7 +798,7 @@ def section_jobs(tmp):
 
 def main():
     os.makedirs(OUT, exist_ok=True)
-    for tool in (BASALT, HTTP_PUB, JS_PUB, FETCH_TAIL):
+    for tool in (BASALT, HTTP_PUB, JS_PUB, FETCH_TAIL, SSE_TAIL):
         if not os.path.exists(tool):
             die("%s missing (run make, then sh bench/events/run.sh)" % tool)
     tmp = tempfile.mkdtemp(prefix="bench-events-")

@@ -1,5 +1,5 @@
 /*
- * Helpers shared by bench/events' C drivers (js_pub.c, http_pub.c, fetch_tail.c): the
+ * Helpers shared by bench/events' C drivers (js_pub.c, http_pub.c, fetch_tail.c, sse_tail.c): the
  * clock, the benchmark's event (one JSON object of about EVENT_BYTES bytes, the same for
  * basalt and JetStream), latency percentiles and a blocking HTTP/1.1 keep-alive client.
  * Header-only: each driver is one translation unit.

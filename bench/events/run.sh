@@ -23,6 +23,8 @@ $CC $CFLAGS -o "$OUT/http_pub" bench/events/http_pub.c
 # shellcheck disable=SC2086
 $CC $CFLAGS -o "$OUT/fetch_tail" bench/events/fetch_tail.c
 # shellcheck disable=SC2086
+$CC $CFLAGS -o "$OUT/sse_tail" bench/events/sse_tail.c
+# shellcheck disable=SC2086
 $CC $CFLAGS $(pkg-config --cflags libnats) -o "$OUT/js_pub" bench/events/js_pub.c $(pkg-config --libs libnats)
 rm -f "$OUT/rc"
 { BENCH_OUT="$OUT" /usr/bin/python3 bench/events/bench.py 2>&1; echo $? >"$OUT/rc"; } | tee "$OUT/output.txt"
