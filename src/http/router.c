@@ -4,6 +4,11 @@
  * so a linear scan over precompiled segments beats a trie in simplicity and
  * is well under a microsecond). A path that matches some route with a
  * different method yields 405 with the Allow list (RFC 9110 §15.5.6).
+ *
+ * When several routes match one path, the most specific wins, whatever the table order:
+ * the scan visits routes ordered by their segment kinds, compared left to right (a
+ * literal before a parameter before a rest parameter), so /v1/webhooks/deliveries is
+ * matched before /v1/webhooks/{name}; routes of equal kinds keep their table order.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +35,28 @@ struct bs_router {
     const bs_route_t *routes;
     int n;
     compiled_t *c;
+    int *order;  /* route indexes, most specific first (see above) */
     char *names; /* parameter names, NUL-terminated copies */
 };
+
+/* Segment kind for ordering: literal 0, parameter 1, rest 2. */
+static int seg_kind(const seg_t *s) { return s->is_rest ? 2 : s->is_param ? 1 : 0; }
+
+/* <0 when route a must be tried before route b. */
+static int specificity_cmp(const bs_router_t *r, int a, int b)
+{
+    const compiled_t *x = &r->c[a], *y = &r->c[b];
+    int n = x->n_segs < y->n_segs ? x->n_segs : y->n_segs;
+    for (int i = 0; i < n; i++) {
+        int d = seg_kind(&x->segs[i]) - seg_kind(&y->segs[i]);
+        if (d)
+            return d;
+    }
+    /* Lexicographic order on the kind vectors (a total order): a prefix first. */
+    if (x->n_segs != y->n_segs)
+        return x->n_segs - y->n_segs;
+    return a - b;
+}
 
 bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err)
 {
@@ -41,9 +66,10 @@ bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err
         total += strlen(routes[i].pattern) + 1;
     if (r) {
         r->c = calloc((size_t)n_routes + 1, sizeof *r->c);
+        r->order = calloc((size_t)n_routes + 1, sizeof *r->order);
         r->names = malloc(total + 1);
     }
-    if (!r || !r->c || !r->names) {
+    if (!r || !r->c || !r->order || !r->names) {
         bs_router_free(r);
         bs_err_set(err, BS_ENOMEM, "out of memory");
         return NULL;
@@ -91,6 +117,15 @@ bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err
         bs_router_free(r);
         return NULL;
     }
+    /* Insertion sort (a few dozen routes, once): stable by the table index tiebreak. */
+    for (int i = 0; i < n_routes; i++) {
+        int k = i;
+        while (k > 0 && specificity_cmp(r, i, r->order[k - 1]) < 0) {
+            r->order[k] = r->order[k - 1];
+            k--;
+        }
+        r->order[k] = i;
+    }
     return r;
 }
 
@@ -99,6 +134,7 @@ void bs_router_free(bs_router_t *r)
     if (!r)
         return;
     free(r->c);
+    free(r->order);
     free(r->names);
     free(r);
 }
@@ -159,11 +195,12 @@ int bs_router_match(const bs_router_t *r, const char *method, size_t method_len,
         segs += path[k] == '/';
     if (path_len == 1)
         segs = 0;
-    /* First the routes of this method (HEAD is served by GET routes), in table order: the
+    /* First the routes of this method (HEAD is served by GET routes), most specific first: the
      * method is one comparison, the path several. params is scratch until a route
      * matches: a later match overwrites it. */
     int head = method_len == 4 && memcmp(method, "HEAD", 4) == 0;
-    for (int i = 0; i < r->n; i++) {
+    for (int k = 0; k < r->n; k++) {
+        int i = r->order[k];
         const compiled_t *c = &r->c[i];
         if (c->n_segs != segs && !(c->has_rest && segs >= c->n_segs))
             continue;
