@@ -149,6 +149,18 @@ void bs__api_kinds_list(bs_req_t *req);
         {"DELETE", "/v1/" PLURAL "/{name}", bs__api_resource_delete, BS_ROLE_DEVELOPER,            \
          "Delete " WHAT, TAG, NULL, NULL, 204, BS_ROUTE_BLOCKING}
 
+/* webhooks.c: the Webhook kind's hooks and routes; metrics of the outbound client and the
+ * deliveries (basalt_http_client_*, basalt_webhook_*). */
+int bs__api_webhook_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
+                             const cJSON *spec, cJSON **out, bs_err_t *err);
+void bs__api_webhook_redact(cJSON *spec);
+void bs__api_webhook_secret(bs_req_t *req);
+void bs__api_webhook_test(bs_req_t *req);
+void bs__api_webhook_deliveries_list(bs_req_t *req);
+void bs__api_webhook_delivery_get(bs_req_t *req);
+void bs__api_webhook_delivery_replay(bs_req_t *req);
+void bs__api_webhooks_metrics(bs_app_t *app, bs_buf_t *b);
+
 /* Reads ?limit= (default def, 1..max). Returns 0 or responds with 400 and returns -1. */
 int bs__api_limit(bs_req_t *req, int def, int max, int *out);
 /* 1 if the caller may act on tenant t (its own, or any for default-tenant admins). */

@@ -199,6 +199,7 @@ void bs__api_metrics(bs_req_t *req)
                   (unsigned long long)ms.unavailable,
                   (unsigned long long)(ms.errors - ms.unavailable));
     bs__api_model_metrics(app, &b);
+    bs__api_webhooks_metrics(app, &b);
     bs_ratelimit_stats_t rs;
     if (bs_auth_limits_stats(app->auth, &rs))
         bs_buf_printf(

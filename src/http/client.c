@@ -145,6 +145,14 @@ static void setup_easy(CURL *e, const char *method, const char *url, struct curl
     }
 }
 
+int bs_http_url_check(const char *url, bs_err_t *err)
+{
+    char host[256], port[16];
+    if (curl_ready(err))
+        return err->code;
+    return check_url(url, host, sizeof host, port, sizeof port, err);
+}
+
 /* ---- bs_http_request ------------------------------------------------------------------------- */
 
 static size_t sync_body(char *p, size_t size, size_t n, void *ud)

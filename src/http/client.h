@@ -39,6 +39,10 @@ int bs_http_request(const char *method, const char *url, const char *const *head
                     const void *body, size_t body_len, int timeout_ms, bs_http_response_t *resp,
                     bs_err_t *err);
 
+/* 0 if url is an http:// or https:// URL with a host that curl parses; else BS_EINVAL
+ * naming it. */
+int bs_http_url_check(const char *url, bs_err_t *err);
+
 /* ---- the asynchronous client ------------------------------------------------------------ */
 
 typedef struct bs_httpc bs_httpc_t;
