@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "events/jobs.h"
+#include "events/webhooks.h"
+#include "http/client.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
 #include "base/log.h"
@@ -99,6 +102,23 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
         bs_changes_subscribe(app->changes, BS_RESOURCES_SCOPE, rebuild_resources, app, err) ||
         bs_changes_start(app->changes, err))
         return err->code;
+    /* The outbound HTTP client (webhooks, later upstream providers): its own thread. */
+    bs_httpc_opts_t ho = {0};
+    app->http = bs_httpc_new(&ho, err);
+    if (!app->http)
+        return err->code;
+    /* The job runtime (events/jobs.h), and the kinds registered on it before it starts. */
+    bs_jobs_opts_t jo = {.workers = app->cfg.job_workers,
+                         .retention_ms = app->cfg.job_retention_ms,
+                         .owner = app->replica_id};
+    app->jobs = bs_jobs_new(app->meta, &jo, err);
+    if (!app->jobs)
+        return err->code;
+    app->webhooks = bs_webhooks_new(app->meta, app->jobs, app->http, err);
+    if (!app->webhooks)
+        return err->code;
+    if (bs_jobs_start(app->jobs, err) != 0)
+        return err->code;
     /* Uploads, every registry write (with its snapshot rebuild), artifact reads: mostly
      * short, some long (a big upload's parse); four workers keep a quick job from queueing
      * behind two long ones. Model loads have the serving module's own threads. */
@@ -136,6 +156,15 @@ void bs_api_app_close(bs_app_t *app)
 {
     bs_pool_free(app->workers); /* finishes queued jobs first */
     app->workers = NULL;
+    /* Webhooks stop submitting; the client fails what is in flight (those attempts end
+     * retryable); the jobs runtime waits for its attempts; then the webhooks' recorders. */
+    bs_webhooks_stop(app->webhooks);
+    bs_httpc_free(app->http);
+    app->http = NULL;
+    bs_jobs_free(app->jobs);
+    app->jobs = NULL;
+    bs_webhooks_free(app->webhooks);
+    app->webhooks = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */
     app->changes = NULL;
     bs_serving_free(app->serving);

@@ -350,33 +350,47 @@ static int parse_spec(const cJSON *spec, dest_t *d, bs_err_t *err)
     return 0;
 }
 
+/* The normalised spec: every field, in one order (so an equal spec is equal text and a
+ * re-apply is "unchanged"). */
 int bs_webhooks_validate(const cJSON *spec, cJSON **out, bs_err_t *err)
 {
     *out = NULL;
     if (parse_spec(spec, NULL, err))
         return BS_EINVAL;
-    cJSON *n = cJSON_Duplicate(spec, 1);
+    cJSON *n = cJSON_CreateObject();
     if (!n)
         return bs_err_set(err, BS_ENOMEM, "out of memory");
-    if (!cJSON_GetObjectItemCaseSensitive(n, "secret")) {
-        char secret[64];
-        if (make_secret(secret, sizeof secret, err)) {
-            cJSON_Delete(n);
-            return err->code;
+    static const char *const order[] = {"url", "secret", "timeout", "headers", "retry_schedule",
+                                        "content_type", NULL};
+    for (const char *const *k = order; *k; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, *k);
+        cJSON *item = NULL;
+        if (v) {
+            item = cJSON_Duplicate(v, 1);
+        } else if (strcmp(*k, "secret") == 0) {
+            char secret[64];
+            if (make_secret(secret, sizeof secret, err)) {
+                cJSON_Delete(n);
+                return err->code;
+            }
+            item = cJSON_CreateString(secret);
+            OPENSSL_cleanse(secret, sizeof secret);
+        } else if (strcmp(*k, "timeout") == 0) {
+            item = cJSON_CreateString(DEFAULT_TIMEOUT);
+        } else if (strcmp(*k, "headers") == 0) {
+            item = cJSON_CreateObject();
+        } else if (strcmp(*k, "retry_schedule") == 0) {
+            item = cJSON_CreateStringArray(default_schedule, (int)(sizeof default_schedule /
+                                                                   sizeof default_schedule[0]));
+        } else {
+            item = cJSON_CreateString(DEFAULT_CONTENT_TYPE);
         }
-        cJSON_AddStringToObject(n, "secret", secret);
+        if (!item || !cJSON_AddItemToObject(n, *k, item)) {
+            cJSON_Delete(item);
+            cJSON_Delete(n);
+            return bs_err_set(err, BS_ENOMEM, "out of memory");
+        }
     }
-    if (!cJSON_GetObjectItemCaseSensitive(n, "timeout"))
-        cJSON_AddStringToObject(n, "timeout", DEFAULT_TIMEOUT);
-    if (!cJSON_GetObjectItemCaseSensitive(n, "headers"))
-        cJSON_AddItemToObject(n, "headers", cJSON_CreateObject());
-    if (!cJSON_GetObjectItemCaseSensitive(n, "retry_schedule"))
-        cJSON_AddItemToObject(n, "retry_schedule",
-                              cJSON_CreateStringArray(default_schedule,
-                                                      (int)(sizeof default_schedule /
-                                                            sizeof default_schedule[0])));
-    if (!cJSON_GetObjectItemCaseSensitive(n, "content_type"))
-        cJSON_AddStringToObject(n, "content_type", DEFAULT_CONTENT_TYPE);
     *out = n;
     return 0;
 }
