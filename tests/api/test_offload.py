@@ -293,14 +293,22 @@ def test_route_table_marks_every_store_route_blocking():
     stay inline."""
     text = ""
     api = os.path.join(os.path.dirname(__file__), "..", "..", "src", "api")
-    for name in ("routes.c", "routes_models.inc"):
-        with open(os.path.join(api, name)) as f:
-            text += f.read().replace("\\\n", " ")
+    for name in sorted(os.listdir(api)):
+        if name == "routes.c" or (name.startswith("routes") and name.endswith(".inc")):
+            with open(os.path.join(api, name)) as f:
+                text += f.read().replace("\\\n", " ")
     starts = list(re.finditer(r'\{\s*"(?:GET|POST|PUT|PATCH|DELETE)"\s*,\s*"[^"]*"\s*,\s*(\w+)', text))
     marks = {}
     for i, m in enumerate(starts):
         entry = text[m.end():starts[i + 1].start() if i + 1 < len(starts) else len(text)]
         marks[m.group(1)] = re.search(r"BS_ROUTE_\w+", entry).group(0)
+    # A kind's RESOURCE_ROUTES (api_int.h): its four generic handlers, all on store workers.
+    if re.search(r"\bRESOURCE_ROUTES\(", text):
+        with open(os.path.join(api, "api_int.h")) as f:
+            macro = f.read().split("#define RESOURCE_ROUTES(", 1)[1].split("\n\n", 1)[0]
+        assert macro.count("BS_ROUTE_BLOCKING") == 4 and "BS_ROUTE_INLINE" not in macro
+        for h in ("put", "get", "list", "delete"):
+            marks["bs__api_resource_" + h] = "BS_ROUTE_BLOCKING"
     handlers = {h for _, _, h, _ in source_routes()}
     assert set(marks) == handlers, handlers ^ set(marks)
     blocking = {h for h, m in marks.items() if m == "BS_ROUTE_BLOCKING"}
@@ -313,7 +321,12 @@ def test_route_table_marks_every_store_route_blocking():
         "bs__api_models_create", "bs__api_models_update", "bs__api_models_delete",
         "bs__api_versions_approve", "bs__api_versions_reject", "bs__api_versions_archive",
         "bs__api_alias_set", "bs__api_alias_delete", "bs__api_runs_create",
-        "bs__api_runs_update", "bs__api_runs_metrics"}, blocking
+        "bs__api_runs_update", "bs__api_runs_metrics",
+        # declarative resources, webhook secrets, tests and the delivery log
+        "bs__api_resource_put", "bs__api_resource_get", "bs__api_resource_list",
+        "bs__api_resource_delete", "bs__api_webhook_secret", "bs__api_webhook_test",
+        "bs__api_webhook_deliveries_list", "bs__api_webhook_delivery_get",
+        "bs__api_webhook_delivery_replay"}, blocking
     # Uploads and artifact reads keep models.c's own jobs (the upload budget is charged
     # before the body is copied): inline handlers that never touch the store themselves.
     assert marks["bs__api_versions_create"] == marks["bs__api_versions_artifact"] == "BS_ROUTE_INLINE"
