@@ -106,18 +106,25 @@ static void dest_clear(dest_t *d)
 
 /* ---- secrets and signatures ------------------------------------------------------------------ */
 
-/* Decodes standard base64 (padded) into out. Returns the byte count or -1. */
+/* Decodes standard base64 into out, padded or not (the Standard Webhooks libraries accept
+ * both). Returns the byte count or -1. */
 static int b64_decode(const char *in, size_t n, unsigned char *out, size_t out_len)
 {
-    if (n == 0 || n % 4 != 0 || n / 4 * 3 > out_len)
+    char padded[140];
+    if (n == 0 || n % 4 == 1 || n + 3 >= sizeof padded)
         return -1;
-    int len = EVP_DecodeBlock(out, (const unsigned char *)in, (int)n);
+    memcpy(padded, in, n);
+    while (n % 4)
+        padded[n++] = '=';
+    if (n / 4 * 3 > out_len)
+        return -1;
+    int len = EVP_DecodeBlock(out, (const unsigned char *)padded, (int)n);
     if (len < 0)
         return -1;
     /* EVP_DecodeBlock counts the padding as zero bytes. */
-    if (in[n - 1] == '=')
+    if (padded[n - 1] == '=')
         len--;
-    if (in[n - 2] == '=')
+    if (padded[n - 2] == '=')
         len--;
     return len;
 }
@@ -131,7 +138,7 @@ static int secret_key(const char *secret, unsigned char key[64], bs_err_t *err)
                                                     "base64 of 24 to 64 random bytes");
     unsigned char buf[100];
     size_t n = strlen(secret + 6);
-    int len = n <= 4 * 33 ? b64_decode(secret + 6, n, buf, sizeof buf) : -1;
+    int len = n <= 4 * 32 ? b64_decode(secret + 6, n, buf, sizeof buf) : -1;
     if (len < 24 || len > 64)
         return bs_err_setf(err, BS_EINVAL, "secret",
                            "secret must be 'whsec_' followed by the base64 of 24 to 64 random "

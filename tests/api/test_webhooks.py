@@ -522,3 +522,22 @@ def test_metrics(shared_server, receiver):
     assert m.get("basalt_http_client_requests_total", outcome="completed") >= 2
     assert m.get("basalt_http_client_requests_total", outcome="submitted") >= 2
     assert m.get("basalt_http_client_in_flight") is not None
+
+
+def test_docs_verification_snippet_verifies_a_delivery(shared_server, receiver):
+    """The hand-written verifier of docs/webhooks.md, run as printed, on a real delivery."""
+    import os
+    import re
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "..", "..", "docs", "webhooks.md")) as f:
+        code = re.search(r"Or by hand.*?```python\n(.*?)```", f.read(), re.S).group(1)
+    ns = {}
+    exec(code, ns)
+    srv = shared_server
+    put_webhook(srv, "docs", {"url": receiver.url("/docs")})
+    secret = secret_of(srv, "docs")
+    send_test(srv, "docs", data={"from": "the docs"})
+    [req] = receiver.wait_for("/docs", 1)
+    ns["verify"](secret, req["headers"], req["body"])
+    with pytest.raises(ValueError):
+        ns["verify"](secret, req["headers"], req["body"] + b" ")

@@ -43,7 +43,8 @@ static void test_sign_bad_secrets(void **state)
         "whsec_",                                 /* empty */
         "whsec_a2V5",                             /* 3 bytes */
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS*", /* not base64 */
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS",  /* not padded */
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa",   /* 23 bytes */
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwM", /* a dangling base64 digit */
         NULL};
     for (const char *const *s = bad; *s; s++) {
         assert_int_equal(bs_webhooks_sign(*s, "id", 1, "b", 1, sig, sizeof sig, &err), BS_EINVAL);
@@ -52,6 +53,17 @@ static void test_sign_bad_secrets(void **state)
     assert_int_equal(bs_webhooks_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "id", 1, "b", 1,
                                       sig, 10, &err),
                      BS_EINVAL);
+    /* Padded or not, the same key (25 bytes: base64 with one '='). */
+    char a[64], b[64];
+    unsigned char k25[25];
+    memset(k25, 7, sizeof k25);
+    char enc[48] = "whsec_";
+    EVP_EncodeBlock((unsigned char *)enc + 6, k25, 25);
+    assert_int_equal(enc[strlen(enc) - 1], '=');
+    assert_int_equal(bs_webhooks_sign(enc, "id", 1, "b", 1, a, sizeof a, &err), 0);
+    enc[strlen(enc) - 1] = '\0';
+    assert_int_equal(bs_webhooks_sign(enc, "id", 1, "b", 1, b, sizeof b, &err), 0);
+    assert_string_equal(a, b);
 }
 
 static cJSON *parse(const char *s)
