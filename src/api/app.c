@@ -117,6 +117,7 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->webhooks = bs_webhooks_new(app->meta, app->jobs, app->http, err);
     if (!app->webhooks)
         return err->code;
+    bs_webhooks_set_retention(app->webhooks, app->cfg.job_retention_ms);
     if (bs_jobs_start(app->jobs, err) != 0)
         return err->code;
     /* Uploads, every registry write (with its snapshot rebuild), artifact reads: mostly

@@ -76,6 +76,8 @@ struct bs_webhooks {
     series_t *series;
     int n_series;
     uint64_t series_overflow;
+    int64_t retention_ms;    /* finished deliveries older than this are deleted */
+    int64_t last_cleanup_ms; /* under mu */
 };
 
 /* One attempt in flight (steps 2 and 3). */
@@ -556,6 +558,46 @@ static void attempt_free(attempt_t *a)
     free(a);
 }
 
+/* Deletes up to 1000 finished deliveries (and their attempts) last updated before the
+ * retention, at most every CLEANUP_EVERY_MS per process (pool thread, after an attempt:
+ * a log that does not grow needs no cleaning). Every replica may run it: deletes are
+ * idempotent. */
+#define CLEANUP_EVERY_MS (10 * 60 * 1000)
+static void maybe_cleanup(bs_webhooks_t *w, int64_t now)
+{
+    pthread_mutex_lock(&w->mu);
+    int64_t retention = w->retention_ms;
+    int due = retention > 0 && now - w->last_cleanup_ms >= CLEANUP_EVERY_MS;
+    if (due)
+        w->last_cleanup_ms = now;
+    pthread_mutex_unlock(&w->mu);
+    if (!due)
+        return;
+    bs_err_t err;
+    bs_err_clear(&err);
+    const bs_val_t v[] = {BS_INT(now - retention)};
+    static const char *const sql[] = {
+        "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries "
+        "WHERE state IN ('delivered', 'failed') AND updated_at < ? ORDER BY updated_at LIMIT "
+        "1000)",
+        "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries WHERE "
+        "state IN ('delivered', 'failed') AND updated_at < ? ORDER BY updated_at LIMIT 1000)"};
+    int changes = 0;
+    if (bs_meta_tx_begin(w->meta, &err) == 0) {
+        int rc = bs_meta_exec(w->meta, sql[0], v, 1, NULL, &err);
+        if (rc == 0)
+            rc = bs_meta_exec(w->meta, sql[1], v, 1, &changes, &err);
+        if (rc == 0)
+            rc = bs_meta_tx_commit(w->meta, &err);
+        else
+            bs_meta_tx_rollback(w->meta);
+        if (rc == 0 && changes)
+            BS_LOG(BS_LOG_INFO, "webhooks", "deleted %d deliveries past the retention", changes);
+    }
+    if (err.code)
+        BS_LOG(BS_LOG_WARN, "webhooks", "delivery log cleanup failed: %s", err.msg);
+}
+
 /* Step 3 (a pool thread, or the caller's when the attempt never started): record and end. */
 static void attempt_end(void *arg)
 {
@@ -620,6 +662,7 @@ static void attempt_end(void *arg)
     } else {
         bs_job_fail(a->run, more, more ? delay : 0, error);
     }
+    maybe_cleanup(w, now);
     attempt_free(a);
 }
 
@@ -1089,6 +1132,8 @@ bs_webhooks_t *bs_webhooks_new(bs_meta_t *m, bs_jobs_t *jobs, bs_httpc_t *http, 
     w->meta = m;
     w->jobs = jobs;
     w->http = http;
+    w->retention_ms = 7LL * 86400 * 1000;
+    w->last_cleanup_ms = bs_time_wall_ms() - CLEANUP_EVERY_MS + 60000; /* first after a minute */
     pthread_mutex_init(&w->mu, NULL);
     /* Two threads record attempts (a store write each) off the client thread. */
     w->pool = bs_pool_new(2, err);
@@ -1115,6 +1160,13 @@ bs_webhooks_t *bs_webhooks_new(bs_meta_t *m, bs_jobs_t *jobs, bs_httpc_t *http, 
         return NULL;
     }
     return w;
+}
+
+void bs_webhooks_set_retention(bs_webhooks_t *w, int64_t ms)
+{
+    pthread_mutex_lock(&w->mu);
+    w->retention_ms = ms;
+    pthread_mutex_unlock(&w->mu);
 }
 
 void bs_webhooks_stop(bs_webhooks_t *w)

@@ -46,6 +46,10 @@ typedef struct bs_webhooks bs_webhooks_t;
 /* Registers the webhook.deliver kind on jobs (before bs_jobs_start). All borrowed; they
  * must outlive w (see the shutdown order above). */
 bs_webhooks_t *bs_webhooks_new(bs_meta_t *m, bs_jobs_t *jobs, bs_httpc_t *http, bs_err_t *err);
+/* Finished deliveries (delivered, failed) last updated more than ms ago are deleted with
+ * their attempts (a pass at most every 10 minutes, after an attempt; 0: kept). Default 7
+ * days; app.c passes job_retention_ms, the jobs' own. */
+void bs_webhooks_set_retention(bs_webhooks_t *w, int64_t ms);
 /* No more requests are submitted to the client: an attempt that starts now ends at once,
  * retryable ("not sent: shutting down"). Call before bs_httpc_free. Idempotent. */
 void bs_webhooks_stop(bs_webhooks_t *w);

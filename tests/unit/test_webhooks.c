@@ -230,12 +230,96 @@ static void test_jitter_and_excerpt(void **state)
     free(e);
 }
 
+/* The delivery log's retention on a real SQLite store: finished deliveries past it go with
+ * their attempts; pending ones and recent ones stay; a pass runs at most every 10 minutes. */
+static void test_cleanup(void **state)
+{
+    (void)state;
+    char dir[64] = "/tmp/bs-test-webhooks-XXXXXX", path[128];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/basalt.db", dir);
+    bs_err_t err;
+    bs_meta_t *m = bs_meta_open(path, &err);
+    assert_non_null(m);
+    bs_webhooks_t w = {.meta = m, .retention_ms = 86400LL * 1000};
+    pthread_mutex_init(&w.mu, NULL);
+    const int64_t now = 10LL * 86400 * 1000;
+    static const struct {
+        const char *id, *state;
+        int64_t updated_at;
+        int kept;
+    } rows[] = {{"d-old-delivered", "delivered", 1000, 0},
+                {"d-old-failed", "failed", 2000, 0},
+                {"d-old-pending", "pending", 1000, 1},
+                {"d-new-delivered", "delivered", 10LL * 86400 * 1000 - 10, 1}};
+    for (size_t i = 0; i < 4; i++) {
+        const bs_val_t v[] = {BS_TXT(rows[i].id), BS_TXT(rows[i].state),
+                              BS_INT(rows[i].updated_at)};
+        assert_int_equal(bs_meta_exec(m,
+                                      "INSERT INTO webhook_deliveries (id, tenant, destination, "
+                                      "event_id, webhook_id, payload, state, max_attempts, "
+                                      "created_at, updated_at) VALUES (?, 'default', 'd', 'e', "
+                                      "'e', '{}', ?, 1, 0, ?)",
+                                      v, 3, NULL, &err),
+                         0);
+        const bs_val_t a[] = {BS_TXT(rows[i].id)};
+        assert_int_equal(bs_meta_exec(m,
+                                      "INSERT INTO webhook_attempts (delivery_id, attempt, at, "
+                                      "outcome, status) VALUES (?, 1, 0, 'failed', 500)",
+                                      a, 1, NULL, &err),
+                         0);
+    }
+    maybe_cleanup(&w, now);
+    for (size_t i = 0; i < 4; i++) {
+        int n = 0, na = 0;
+        bs_buf_t b;
+        bs_buf_init(&b);
+        n = bs_webhooks_get(&w, "default", rows[i].id, &b, &err) == 0;
+        na = n && strstr(b.data, "\"attempt\":1") != NULL;
+        bs_buf_free(&b);
+        assert_int_equal(n, rows[i].kept);
+        assert_int_equal(na, rows[i].kept);
+    }
+    int left = 0;
+    const bs_val_t none[] = {BS_TXT("d-old-failed")};
+    assert_int_equal(bs_meta_exec(m, "DELETE FROM webhook_attempts WHERE delivery_id = ?", none, 1,
+                                  &left, &err),
+                     0);
+    assert_int_equal(left, 0); /* its attempts went with it */
+    /* The pending one finishes long ago: the next pass is not due yet (10 minutes). */
+    assert_int_equal(bs_meta_exec(m, "UPDATE webhook_deliveries SET state = 'failed' WHERE id = "
+                                     "'d-old-pending'",
+                                  NULL, 0, NULL, &err),
+                     0);
+    maybe_cleanup(&w, now + 1000);
+    bs_buf_t b;
+    bs_buf_init(&b);
+    assert_int_equal(bs_webhooks_get(&w, "default", "d-old-pending", &b, &err), 0);
+    bs_buf_reset(&b);
+    maybe_cleanup(&w, now + CLEANUP_EVERY_MS);
+    assert_int_equal(bs_webhooks_get(&w, "default", "d-old-pending", &b, &err), BS_ENOTFOUND);
+    /* The list: newest first by id, only this tenant's. */
+    bs_buf_reset(&b);
+    assert_int_equal(bs_webhooks_list(&w, "default", NULL, 10, NULL, &b, &err), 0);
+    assert_non_null(strstr(b.data, "d-new-delivered"));
+    bs_buf_reset(&b);
+    assert_int_equal(bs_webhooks_list(&w, "other", NULL, 10, NULL, &b, &err), 0);
+    assert_string_equal(b.data, "{\"items\":[],\"next_cursor\":null}");
+    bs_buf_free(&b);
+    pthread_mutex_destroy(&w.mu);
+    bs_meta_close(m);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sign_known_vector), cmocka_unit_test(test_sign_bad_secrets),
         cmocka_unit_test(test_validate_defaults), cmocka_unit_test(test_validate_errors),
         cmocka_unit_test(test_webhook_id_of),     cmocka_unit_test(test_jitter_and_excerpt),
+        cmocka_unit_test(test_cleanup),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
