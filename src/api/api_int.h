@@ -154,6 +154,8 @@ void bs__api_kinds_list(bs_req_t *req);
 int bs__api_webhook_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
                              const cJSON *spec, cJSON **out, bs_err_t *err);
 void bs__api_webhook_redact(cJSON *spec);
+void bs__api_webhook_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                            cJSON *status);
 void bs__api_webhook_secret(bs_req_t *req);
 void bs__api_webhook_test(bs_req_t *req);
 void bs__api_webhook_deliveries_list(bs_req_t *req);

@@ -6,6 +6,6 @@
 const bs__api_kind_t bs__api_kinds[] = {
     {"Webhook", "webhooks", "a webhook destination: signed (Standard Webhooks) deliveries of "
                             "events with retries",
-     bs__api_webhook_validate, NULL, NULL, NULL, bs__api_webhook_redact, NULL},
+     bs__api_webhook_validate, NULL, NULL, bs__api_webhook_status, bs__api_webhook_redact, NULL},
     {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };

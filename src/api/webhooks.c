@@ -54,6 +54,21 @@ int bs__api_webhook_validate(bs_app_t *app, const bs_principal_t *who, const cha
     return rc;
 }
 
+/* The kind's status hook: the destination's deliveries in the log, by state. */
+void bs__api_webhook_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                            cJSON *status)
+{
+    (void)spec;
+    bs_webhook_counts_t c;
+    bs_err_t err;
+    if (!app->webhooks || bs_webhooks_counts(app->webhooks, tenant, name, &c, &err) != 0)
+        return;
+    cJSON *d = cJSON_AddObjectToObject(status, "deliveries");
+    cJSON_AddNumberToObject(d, "pending", (double)c.pending);
+    cJSON_AddNumberToObject(d, "delivered", (double)c.delivered);
+    cJSON_AddNumberToObject(d, "failed", (double)c.failed);
+}
+
 void bs__api_webhook_redact(cJSON *spec) { cJSON_DeleteItemFromObjectCaseSensitive(spec, "secret"); }
 
 static bs_webhooks_t *running(bs_req_t *req)

@@ -1120,6 +1120,31 @@ int bs_webhooks_get(bs_webhooks_t *w, const char *tenant, const char *id, bs_buf
     return 0;
 }
 
+static int counts_cb(const bs_meta_row_t *row, void *ud)
+{
+    bs_webhook_counts_t *c = ud;
+    const char *state = bs_meta_row_text(row, 0);
+    int64_t n = bs_meta_row_int(row, 1);
+    if (strcmp(state, "delivered") == 0)
+        c->delivered += n;
+    else if (strcmp(state, "failed") == 0)
+        c->failed += n;
+    else
+        c->pending += n;
+    return 0;
+}
+
+int bs_webhooks_counts(bs_webhooks_t *w, const char *tenant, const char *destination,
+                       bs_webhook_counts_t *out, bs_err_t *err)
+{
+    memset(out, 0, sizeof *out);
+    const bs_val_t k[] = {BS_TXT(tenant), BS_TXT(destination)};
+    return bs_meta_query(w->meta,
+                         "SELECT state, COUNT(*) FROM webhook_deliveries WHERE tenant = ? AND "
+                         "destination = ? GROUP BY state",
+                         k, 2, counts_cb, out, err);
+}
+
 /* ---- lifecycle ------------------------------------------------------------------------------- */
 
 bs_webhooks_t *bs_webhooks_new(bs_meta_t *m, bs_jobs_t *jobs, bs_httpc_t *http, bs_err_t *err)

@@ -100,6 +100,14 @@ int bs_webhooks_sign(const char *secret, const char *id, int64_t timestamp_s, co
 int bs_webhooks_secret(bs_webhooks_t *w, const char *tenant, const char *destination, char *out,
                        size_t out_len, bs_err_t *err);
 
+/* Deliveries to one destination still in the log, by state (GET /v1/webhooks/{name}'s
+ * status). 0 or the store's error. */
+typedef struct {
+    int64_t pending, delivered, failed;
+} bs_webhook_counts_t;
+int bs_webhooks_counts(bs_webhooks_t *w, const char *tenant, const char *destination,
+                       bs_webhook_counts_t *out, bs_err_t *err);
+
 /* basalt_webhook_attempts_total{tenant,destination,outcome} in Prometheus text format. */
 void bs_webhooks_metrics(bs_webhooks_t *w, bs_buf_t *b);
 

@@ -209,6 +209,7 @@ def test_signed_cloudevent_delivered(shared_server, receiver):
     got = srv.get("/v1/webhooks/signed").json()
     assert "secret" not in got["spec"]
     assert all("secret" not in i["spec"] for i in srv.get("/v1/webhooks").json()["items"])
+    assert got["status"] == {"deliveries": {"pending": 0, "delivered": 0, "failed": 0}}
     secret = secret_of(srv, "signed")
     assert len(base64.b64decode(secret[6:])) == 24
     # Applying the same spec again (without the secret, as GET shows it) keeps the secret.
@@ -241,6 +242,8 @@ def test_signed_cloudevent_delivered(shared_server, receiver):
     assert a["attempt"] == 1 and a["status"] == 200 and a["outcome"] == "delivered"
     assert a["response"] == "status 200" and a["error"] is None and a["retry_in_ms"] is None
     assert a["duration_ms"] >= 0
+    status = srv.get("/v1/webhooks/signed").json()["status"]
+    assert status == {"deliveries": {"pending": 0, "delivered": 1, "failed": 0}}
     # The job behind it finished too.
     j = srv.get("/v1/jobs/%s" % q["delivery_id"])
     if j.status_code == 200:
