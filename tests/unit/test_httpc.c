@@ -12,10 +12,13 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -630,6 +633,70 @@ static void test_blocking_request(void **state)
     assert_non_null(strstr(err.msg, "timed out waiting for 127.0.0.1:"));
 }
 
+/* https:// goes through TLS with peer verification: a server with a self-signed certificate
+ * (openssl s_server, started here) is refused as a TLS failure (BS_EUNAVAIL), not spoken
+ * to in clear. */
+static void test_https_verifies_the_peer(void **state)
+{
+    (void)state;
+    char dir[64] = "/tmp/bs-test-httpc-XXXXXX", cmd[512];
+    assert_non_null(mkdtemp(dir));
+    snprintf(cmd, sizeof cmd,
+             "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 "
+             "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1", dir, dir);
+    assert_int_equal(system(cmd), 0);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    assert_int_equal(bind(fd, (struct sockaddr *)&a, sizeof a), 0);
+    assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &al), 0);
+    close(fd);
+    int port = ntohs(a.sin_port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        char p[16], key[96], cert[96];
+        snprintf(p, sizeof p, "%d", port);
+        snprintf(key, sizeof key, "%s/key.pem", dir);
+        snprintf(cert, sizeof cert, "%s/cert.pem", dir);
+        int devnull = open("/dev/null", O_RDWR);
+        dup2(devnull, 0);
+        dup2(devnull, 1);
+        dup2(devnull, 2);
+        execlp("openssl", "openssl", "s_server", "-accept", p, "-key", key, "-cert", cert,
+               "-www", (char *)NULL);
+        _exit(127);
+    }
+    assert_true(pid > 0);
+    int up = 0;
+    for (int i = 0; i < 200 && !up; i++) { /* until it listens (at most ~10 s) */
+        int c = socket(AF_INET, SOCK_STREAM, 0);
+        a.sin_port = htons((uint16_t)port);
+        up = connect(c, (struct sockaddr *)&a, sizeof a) == 0;
+        close(c);
+        if (!up)
+            usleep(50000);
+    }
+    char u[128];
+    snprintf(u, sizeof u, "https://127.0.0.1:%d/", port);
+    bs_err_t err;
+    bs_httpc_t *c = up ? bs_httpc_new(NULL, &err) : NULL;
+    result_t x = {0};
+    bs_httpc_req_t r = {.method = "GET", .url = u, .timeout_ms = 20000};
+    int rc = c ? bs_httpc_submit(c, &r, on_done, &x, &err) : -1;
+    if (rc == 0)
+        wait_done(&x);
+    bs_httpc_free(c);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_true(up);
+    assert_int_equal(rc, 0);
+    assert_int_equal(x.code, BS_EUNAVAIL);
+    assert_int_equal(x.status, 0);
+    assert_non_null(strcasestr(x.error, "certificate"));
+}
+
 static void test_retry_after_parse(void **state)
 {
     (void)state;
@@ -664,6 +731,7 @@ int main(void)
         cmocka_unit_test(test_streaming),
         cmocka_unit_test(test_connect_refused_async),
         cmocka_unit_test(test_blocking_request),
+        cmocka_unit_test(test_https_verifies_the_peer),
     };
     return cmocka_run_group_tests(tests, server_start, server_stop);
 }
