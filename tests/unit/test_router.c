@@ -176,6 +176,7 @@ static void test_literal_beats_param(void **state)
          0, 0},
         {"GET", "/files/{path*}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
         {"GET", "/files/{dir}/index", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+        {"PUT", "/v1/webhooks/{name}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
     };
     bs_err_t err;
     bs_router_t *x = bs_router_new(t, (int)(sizeof t / sizeof t[0]), &err);
@@ -199,9 +200,18 @@ static void test_literal_beats_param(void **state)
     /* Same for a rest parameter: the longer literal pattern first. */
     assert_int_equal(M("GET", "/files/a/index"), 7);
     assert_int_equal(M("GET", "/files/a/b"), 6);
-    /* The 405 Allow list still covers every route of the path. */
+    /* The literal owns its path for every method: a PUT there is a 405 listing the
+     * literal's methods, not a PUT of the webhook named "deliveries". */
     assert_int_equal(M("DELETE", "/v1/webhooks/deliveries"), BS_EMETHOD);
     assert_string_equal(allow, "GET");
+    assert_int_equal(M("PUT", "/v1/webhooks/deliveries"), BS_EMETHOD);
+    assert_string_equal(allow, "GET");
+    assert_int_equal(M("PUT", "/v1/webhooks/orders"), 8);
+    assert_param(&p[0], "name", "orders");
+    assert_int_equal(M("DELETE", "/v1/webhooks/orders"), BS_EMETHOD);
+    assert_string_equal(allow, "GET, PUT");
+    assert_int_equal(M("HEAD", "/v1/webhooks/deliveries"), 3);
+    assert_int_equal(M("GET", "/v1/nothing"), BS_ENOTFOUND);
 #undef M
     bs_router_free(x);
 }
