@@ -887,7 +887,12 @@ static int enqueue(bs_webhooks_t *w, const char *tenant, const char *destination
         bs_meta_tx_rollback(w->meta);
         return rc;
     }
-    return bs_meta_tx_commit(w->meta, err);
+    if ((rc = bs_meta_tx_commit(w->meta, err)) != 0)
+        return rc;
+    /* The enqueue woke the workers inside the transaction, before the job was visible to
+     * another connection (PostgreSQL): wake them again now that it is. */
+    bs_jobs_kick(w->jobs);
+    return 0;
 }
 
 int bs_webhooks_deliver(bs_webhooks_t *w, const char *tenant, const char *destination,
