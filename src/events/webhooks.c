@@ -1016,33 +1016,39 @@ static int list_cb(const bs_meta_row_t *row, void *ud)
     return 0;
 }
 
+#define LIST_FROM                                                                                  \
+    "SELECT " DELIVERY_COLS " FROM webhook_deliveries d LEFT JOIN jobs j ON j.id = d.id WHERE "  \
+    "d.tenant = ?"
+#define LIST_ORDER " ORDER BY d.id DESC LIMIT ?"
+
 int bs_webhooks_list(bs_webhooks_t *w, const char *tenant, const char *destination, int limit,
                      const char *cursor, bs_buf_t *out, bs_err_t *err)
 {
+    /* One literal per variant: the store caches statements by the SQL text's address. */
+    static const char *const sql[4] = {
+        LIST_FROM LIST_ORDER,
+        LIST_FROM " AND d.destination = ?" LIST_ORDER,
+        LIST_FROM " AND d.id < ?" LIST_ORDER,
+        LIST_FROM " AND d.destination = ? AND d.id < ?" LIST_ORDER,
+    };
     if (limit < 1)
         limit = 100;
-    char sql[512];
+    if (cursor && !*cursor)
+        cursor = NULL;
     bs_val_t v[4];
     int n = 0;
     v[n++] = BS_TXT(tenant);
-    int k = snprintf(sql, sizeof sql,
-                     "SELECT " DELIVERY_COLS " FROM webhook_deliveries d LEFT JOIN jobs j ON "
-                     "j.id = d.id WHERE d.tenant = ?");
-    if (destination) {
-        k += snprintf(sql + k, sizeof sql - (size_t)k, " AND d.destination = ?");
+    if (destination)
         v[n++] = BS_TXT(destination);
-    }
-    if (cursor && *cursor) {
-        k += snprintf(sql + k, sizeof sql - (size_t)k, " AND d.id < ?");
+    if (cursor)
         v[n++] = BS_TXT(cursor);
-    }
-    snprintf(sql + k, sizeof sql - (size_t)k, " ORDER BY d.id DESC LIMIT ?");
     v[n++] = BS_INT(limit + 1);
     list_ctx_t c = {.b = out, .limit = limit};
     bs_jw_obj_begin(out);
     bs_jw_key(out, "items");
     bs_jw_arr_begin(out);
-    int rc = bs_meta_query(w->meta, sql, v, n, list_cb, &c, err);
+    int rc = bs_meta_query(w->meta, sql[(destination ? 1 : 0) + (cursor ? 2 : 0)], v, n, list_cb,
+                           &c, err);
     if (rc)
         return rc;
     bs_jw_page_end(out, c.n > limit ? c.last : NULL);

@@ -484,7 +484,7 @@ def test_reserved_name_and_not_found(shared_server):
     assert_error(srv.get("/v1/webhooks/deliveries", params={"limit": "0"}), 400, field="limit")
     # The delivery log is a literal route, not the webhook named "deliveries".
     r = srv.get("/v1/webhooks/deliveries")
-    assert r.status_code == 200 and set(r.json()) == {"items", "next_cursor"}
+    assert r.status_code == 200 and set(r.json()) == {"items", "next_cursor"}, r.text
     put_webhook(srv, "tested", {"url": "https://x.example/"})
     assert_error(srv.post("/v1/webhooks/tested/test", json={"type": ""}), 400, field="type")
     assert_error(srv.post("/v1/webhooks/tested/test", json={"kind": "x"}), 400, field="kind")

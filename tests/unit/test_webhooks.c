@@ -305,6 +305,23 @@ static void test_cleanup(void **state)
     bs_buf_reset(&b);
     assert_int_equal(bs_webhooks_list(&w, "other", NULL, 10, NULL, &b, &err), 0);
     assert_string_equal(b.data, "{\"items\":[],\"next_cursor\":null}");
+    /* Every variant of the list, one after the other (each its own statement: the store
+     * caches them by their SQL's address). */
+    bs_buf_reset(&b);
+    assert_int_equal(bs_webhooks_list(&w, "default", "d", 10, NULL, &b, &err), 0);
+    assert_non_null(strstr(b.data, "d-new-delivered"));
+    bs_buf_reset(&b);
+    assert_int_equal(bs_webhooks_list(&w, "default", "elsewhere", 10, NULL, &b, &err), 0);
+    assert_null(strstr(b.data, "d-new-delivered"));
+    bs_buf_reset(&b);
+    assert_int_equal(bs_webhooks_list(&w, "default", NULL, 10, "d-new-delivered", &b, &err), 0);
+    assert_string_equal(b.data, "{\"items\":[],\"next_cursor\":null}");
+    bs_buf_reset(&b);
+    assert_int_equal(bs_webhooks_list(&w, "default", "d", 10, "zzz", &b, &err), 0);
+    assert_non_null(strstr(b.data, "d-new-delivered"));
+    bs_buf_reset(&b);
+    assert_int_equal(bs_webhooks_list(&w, "default", NULL, 10, NULL, &b, &err), 0);
+    assert_non_null(strstr(b.data, "d-new-delivered"));
     bs_buf_free(&b);
     pthread_mutex_destroy(&w.mu);
     bs_meta_close(m);
