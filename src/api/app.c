@@ -13,7 +13,6 @@
 #include "base/parallel.h"
 #include "base/pool.h"
 #include "base/log.h"
-#include "events/jobs.h"
 #include "store/changes.h"
 #include "store/resources.h"
 #include <unistd.h>
@@ -117,19 +116,11 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->http = bs_httpc_new(&ho, err);
     if (!app->http)
         return err->code;
-    /* The job runtime (events/jobs.h), and the kinds registered on it before it starts. */
-    bs_jobs_opts_t jo = {.workers = app->cfg.job_workers,
-                         .retention_ms = app->cfg.job_retention_ms,
-                         .owner = app->replica_id};
-    app->jobs = bs_jobs_new(app->meta, &jo, err);
-    if (!app->jobs)
-        return err->code;
+    /* Webhook deliveries: the webhook.deliver job kind, on the outbound client. */
     app->webhooks = bs_webhooks_new(app->meta, app->jobs, app->http, err);
     if (!app->webhooks)
         return err->code;
     bs_webhooks_set_retention(app->webhooks, app->cfg.job_retention_ms);
-    if (bs_jobs_start(app->jobs, err) != 0)
-        return err->code;
     /* Uploads, every registry write (with its snapshot rebuild), artifact reads: mostly
      * short, some long (a big upload's parse); four workers keep a quick job from queueing
      * behind two long ones. Model loads have the serving module's own threads. */
@@ -171,22 +162,21 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 
 void bs_api_app_close(bs_app_t *app)
 {
-    /* First: the job handlers use the modules below. Attempts in flight are told to stop;
-     * those still open after a third of the lease are released to other replicas. */
-    bs_jobs_free(app->jobs);
-    app->jobs = NULL;
-    bs__api_jobs_unregister(app);
-    bs_pool_free(app->workers); /* finishes queued jobs first */
-    app->workers = NULL;
-    /* Webhooks stop submitting; the client fails what is in flight (those attempts end
-     * retryable); the jobs runtime waits for its attempts; then the webhooks' recorders. */
+    /* Webhooks stop submitting and the outbound client fails what is in flight (those
+     * attempts end retryable, at once), so the job runtime need not wait for receivers. */
     bs_webhooks_stop(app->webhooks);
     bs_httpc_free(app->http);
     app->http = NULL;
+    /* Then the job runtime: its handlers use the modules below. Attempts in flight are
+     * told to stop; those still open after a third of the lease are released to other
+     * replicas. */
     bs_jobs_free(app->jobs);
     app->jobs = NULL;
-    bs_webhooks_free(app->webhooks);
+    bs__api_jobs_unregister(app);
+    bs_webhooks_free(app->webhooks); /* after the runtime: ends what it still records */
     app->webhooks = NULL;
+    bs_pool_free(app->workers); /* finishes queued jobs first */
+    app->workers = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */
     app->changes = NULL;
     bs_serving_free(app->serving);

@@ -95,6 +95,15 @@ static const extra_t extras[] = {
      "[{\"key\":\"auc\",\"value\":0.91,\"step\":1},{\"key\":\"auc\",\"value\":0.93,\"step\":2}]",
      BODY_JSON, RESP_JSON},
     {"GET", "/v1/audit", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
+    {"GET", "/v1/jobs",
+     Q("state",
+       "{\"type\":\"string\",\"enum\":[\"available\",\"scheduled\",\"running\",\"retryable\","
+       "\"completed\",\"discarded\",\"cancelled\"]}",
+       "only jobs in this state") "," Q("kind", "{\"type\":\"string\"}",
+                                       "only jobs of this kind") "," Q_LIMIT "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
+    {"POST", "/v1/jobs", NULL, "{\"kind\":\"sleep\",\"args\":{\"seconds\":1},\"max_attempts\":3}",
+     BODY_JSON, RESP_JSON},
     {"PUT", "/v1/webhooks/{name}", Q_DRY_RUN,
      "{\"url\":\"https://hooks.example.com/basalt\",\"timeout\":\"10s\",\"headers\":{\"X-Team\":"
      "\"risk\"},\"retry_schedule\":[\"0s\",\"5s\",\"5m\",\"30m\"]}",

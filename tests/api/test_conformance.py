@@ -575,6 +575,15 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     call("GET", "/v1/runs/{id}", 200, path="/v1/runs/" + run["id"])
     call("GET", "/v1/audit", 200, path="/v1/audit?limit=50")
     call("GET", "/v1/kinds", 200)
+    call("GET", "/v1/job-kinds", 200)
+    job = call("POST", "/v1/jobs", 201).json()
+    call("GET", "/v1/jobs", 200, path="/v1/jobs?state=completed&kind=sleep&limit=5")
+    call("GET", "/v1/jobs/{id}", 200, path="/v1/jobs/" + job["id"])
+    later = call("POST", "/v1/jobs", 201, json={"kind": "sleep", "args": {"seconds": 0},
+                                                "run_at": "2100-01-01T00:00:00Z"}).json()
+    call("POST", "/v1/jobs/{id}/cancel", 200, path="/v1/jobs/%s/cancel" % later["id"])
+    call("POST", "/v1/jobs/{id}/retry", 200, path="/v1/jobs/%s/retry" % later["id"])
+    server.post("/v1/jobs/%s/cancel" % later["id"])
     # A webhook to a closed local port (its deliveries fail without leaving the machine).
     call("PUT", "/v1/webhooks/{name}", 201,
          json={"url": "http://127.0.0.1:9/hook", "retry_schedule": ["0s"]})

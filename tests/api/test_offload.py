@@ -322,6 +322,9 @@ def test_route_table_marks_every_store_route_blocking():
         "bs__api_versions_approve", "bs__api_versions_reject", "bs__api_versions_archive",
         "bs__api_alias_set", "bs__api_alias_delete", "bs__api_runs_create",
         "bs__api_runs_update", "bs__api_runs_metrics",
+        # jobs
+        "bs__api_jobs_list", "bs__api_jobs_create", "bs__api_jobs_get", "bs__api_jobs_cancel",
+        "bs__api_jobs_retry", "bs__api_job_kinds",
         # declarative resources, webhook secrets, tests and the delivery log
         "bs__api_resource_put", "bs__api_resource_get", "bs__api_resource_list",
         "bs__api_resource_delete", "bs__api_webhook_secret", "bs__api_webhook_test",
