@@ -547,3 +547,24 @@ def test_docs_verification_snippet_verifies_a_delivery(shared_server, receiver):
     ns["verify"](secret, req["headers"], req["body"])
     with pytest.raises(ValueError):
         ns["verify"](secret, req["headers"], req["body"] + b" ")
+
+
+def test_attempt_in_flight_at_shutdown_is_retried_after_restart(server, receiver):
+    """A server stopped while a receiver holds an attempt: the attempt is recorded as cut
+    short, and the delivery completes after the restart (deliveries are jobs in the store),
+    with the same webhook-id."""
+    receiver.script("/restart", ["hang", 200])
+    put_webhook(server, "restart", {"url": receiver.url("/restart"), "timeout": "5m",
+                                    "retry_schedule": ["0s", "1h"]})
+    secret = secret_of(server, "restart")
+    q = send_test(server, "restart")
+    receiver.wait_for("/restart", 1)
+    server.restart()
+    d = wait_state(server, q["delivery_id"], {"delivered"})
+    first, second = d["attempt_log"]
+    assert first["outcome"] == "error" and "shutting down" in first["error"], first
+    assert first["retry_in_ms"] is not None and first["retry_in_ms"] < 60000  # not the 1h
+    assert second["outcome"] == "delivered" and second["status"] == 200
+    r1, r2 = receiver.wait_for("/restart", 2)
+    assert r1["headers"]["webhook-id"] == r2["headers"]["webhook-id"] == q["event_id"]
+    assert verify(secret, r2["headers"], r2["body"])
