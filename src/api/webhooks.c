@@ -69,7 +69,10 @@ void bs__api_webhook_status(bs_app_t *app, const char *tenant, const char *name,
     cJSON_AddNumberToObject(d, "failed", (double)c.failed);
 }
 
-void bs__api_webhook_redact(cJSON *spec) { cJSON_DeleteItemFromObjectCaseSensitive(spec, "secret"); }
+void bs__api_webhook_redact(cJSON *spec)
+{
+    cJSON_DeleteItemFromObjectCaseSensitive(spec, "secret");
+}
 
 static bs_webhooks_t *running(bs_req_t *req)
 {
@@ -164,8 +167,8 @@ void bs__api_webhook_test(bs_req_t *req)
     if (!payload)
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
     char delivery[37];
-    int rc = bs_webhooks_deliver(w, req->who.tenant, name, id, payload, req->who.key_id, delivery,
-                                 &err);
+    int rc =
+        bs_webhooks_deliver(w, req->who.tenant, name, id, payload, req->who.key_id, delivery, &err);
     free(payload);
     if (rc)
         return bs_resp_error(req, &err);

@@ -29,8 +29,8 @@
 #include <strings.h>
 
 #include "base/crypto.h"
-#include "base/json.h"
 #include "base/id.h"
+#include "base/json.h"
 #include "base/log.h"
 #include "base/pool.h"
 #include "base/time.h"
@@ -89,7 +89,7 @@ typedef struct {
     int64_t schedule_ms[MAX_SCHEDULE];
     int n_schedule;
     int64_t at_ms;
-    int final;             /* no more attempts whatever the schedule says */
+    int final;              /* no more attempts whatever the schedule says */
     int64_t force_retry_ms; /* >= 0: retry after this instead of the schedule's wait */
     /* the outcome */
     int code, timed_out, status;
@@ -136,15 +136,17 @@ static int b64_decode(const char *in, size_t n, unsigned char *out, size_t out_l
 static int secret_key(const char *secret, unsigned char key[64], bs_err_t *err)
 {
     if (!secret || strncmp(secret, "whsec_", 6) != 0)
-        return bs_err_setf(err, BS_EINVAL, "secret", "secret must be 'whsec_' followed by the "
-                                                    "base64 of 24 to 64 random bytes");
+        return bs_err_setf(err, BS_EINVAL, "secret",
+                           "secret must be 'whsec_' followed by the "
+                           "base64 of 24 to 64 random bytes");
     unsigned char buf[100];
     size_t n = strlen(secret + 6);
     int len = n <= 4 * 32 ? b64_decode(secret + 6, n, buf, sizeof buf) : -1;
     if (len < 24 || len > 64)
         return bs_err_setf(err, BS_EINVAL, "secret",
                            "secret must be 'whsec_' followed by the base64 of 24 to 64 random "
-                           "bytes (got %s)", len < 0 ? "invalid base64" : "another length");
+                           "bytes (got %s)",
+                           len < 0 ? "invalid base64" : "another length");
     memcpy(key, buf, (size_t)len);
     return len;
 }
@@ -206,10 +208,21 @@ static int token_char(int c)
 /* Headers basalt sets itself, or that would break the framing of the request. */
 static int reserved_header(const char *name)
 {
-    static const char *const reserved[] = {
-        "webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length",
-        "host", "transfer-encoding", "connection", "expect", "te", "upgrade", "trailer",
-        "keep-alive", "proxy-connection", NULL};
+    static const char *const reserved[] = {"webhook-id",
+                                           "webhook-timestamp",
+                                           "webhook-signature",
+                                           "content-type",
+                                           "content-length",
+                                           "host",
+                                           "transfer-encoding",
+                                           "connection",
+                                           "expect",
+                                           "te",
+                                           "upgrade",
+                                           "trailer",
+                                           "keep-alive",
+                                           "proxy-connection",
+                                           NULL};
     for (const char *const *r = reserved; *r; r++)
         if (strcasecmp(name, *r) == 0)
             return 1;
@@ -232,18 +245,18 @@ static int parse_headers(const cJSON *h, dest_t *d, bs_err_t *err)
         for (size_t i = 0; ok && i < nl; i++)
             ok = token_char((unsigned char)c->string[i]);
         if (!ok)
-            return bs_err_setf(err, BS_EINVAL, field, "header name '%.64s' is not an HTTP token "
-                                                      "of 1 to 64 characters", c->string);
+            return bs_err_setf(err, BS_EINVAL, field,
+                               "header name '%.64s' is not an HTTP token "
+                               "of 1 to 64 characters",
+                               c->string);
         if (reserved_header(c->string))
-            return bs_err_setf(err, BS_EINVAL, field, "header '%.64s' is set by basalt",
-                               c->string);
+            return bs_err_setf(err, BS_EINVAL, field, "header '%.64s' is set by basalt", c->string);
         if (!cJSON_IsString(c))
-            return bs_err_setf(err, BS_EINVAL, field, "header '%.64s' must be a string",
-                               c->string);
+            return bs_err_setf(err, BS_EINVAL, field, "header '%.64s' must be a string", c->string);
         size_t vl = strlen(c->valuestring);
         if (vl > MAX_HEADER_VALUE)
-            return bs_err_setf(err, BS_EINVAL, field, "header value is %zu bytes, at most %d",
-                               vl, MAX_HEADER_VALUE);
+            return bs_err_setf(err, BS_EINVAL, field, "header value is %zu bytes, at most %d", vl,
+                               MAX_HEADER_VALUE);
         for (size_t i = 0; i < vl; i++) {
             unsigned char ch = (unsigned char)c->valuestring[i];
             if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
@@ -284,26 +297,29 @@ static int parse_spec(const cJSON *spec, dest_t *d, bs_err_t *err)
     memset(d, 0, sizeof *d);
     if (!cJSON_IsObject(spec))
         return bs_err_set(err, BS_EINVAL, "a Webhook spec must be an object");
-    static const char *const allowed[] = {"url", "secret", "timeout", "headers",
-                                          "retry_schedule", "content_type", NULL};
+    static const char *const allowed[] = {
+        "url", "secret", "timeout", "headers", "retry_schedule", "content_type", NULL};
     if (bs_json_reject_unknown(spec, allowed, err))
         return BS_EINVAL;
     const cJSON *url = cJSON_GetObjectItemCaseSensitive(spec, "url");
     if (!cJSON_IsString(url))
-        return bs_err_setf(err, BS_EINVAL, "url", "url is required: the receiver's http:// or "
-                                                  "https:// URL");
+        return bs_err_setf(err, BS_EINVAL, "url",
+                           "url is required: the receiver's http:// or "
+                           "https:// URL");
     bs_err_t uerr;
     if (strlen(url->valuestring) > MAX_URL || bs_http_url_check(url->valuestring, &uerr) != 0)
-        return bs_err_setf(err, BS_EINVAL, "url", "url must be an http:// or https:// URL with a "
-                                                  "host, at most %d bytes, got '%.64s'",
+        return bs_err_setf(err, BS_EINVAL, "url",
+                           "url must be an http:// or https:// URL with a "
+                           "host, at most %d bytes, got '%.64s'",
                            MAX_URL, url->valuestring);
     snprintf(d->url, sizeof d->url, "%s", url->valuestring);
     const cJSON *secret = cJSON_GetObjectItemCaseSensitive(spec, "secret");
     if (secret) {
         unsigned char key[64];
         if (!cJSON_IsString(secret) || strlen(secret->valuestring) >= sizeof d->secret)
-            return bs_err_setf(err, BS_EINVAL, "secret", "secret must be 'whsec_' followed by the "
-                                                        "base64 of 24 to 64 random bytes");
+            return bs_err_setf(err, BS_EINVAL, "secret",
+                               "secret must be 'whsec_' followed by the "
+                               "base64 of 24 to 64 random bytes");
         if (secret_key(secret->valuestring, key, err) < 0)
             return BS_EINVAL;
         OPENSSL_cleanse(key, sizeof key);
@@ -325,7 +341,8 @@ static int parse_spec(const cJSON *spec, dest_t *d, bs_err_t *err)
             dest_clear(d);
             return bs_err_setf(err, BS_EINVAL, "retry_schedule",
                                "retry_schedule must be an array of 1 to %d durations (the wait "
-                               "before each attempt)", MAX_SCHEDULE);
+                               "before each attempt)",
+                               MAX_SCHEDULE);
         }
         int i = 0;
         for (const cJSON *c = sched->child; c; c = c->next, i++) {
@@ -369,8 +386,8 @@ int bs_webhooks_validate(const cJSON *spec, cJSON **out, bs_err_t *err)
     cJSON *n = cJSON_CreateObject();
     if (!n)
         return bs_err_set(err, BS_ENOMEM, "out of memory");
-    static const char *const order[] = {"url", "secret", "timeout", "headers", "retry_schedule",
-                                        "content_type", NULL};
+    static const char *const order[] = {
+        "url", "secret", "timeout", "headers", "retry_schedule", "content_type", NULL};
     for (const char *const *k = order; *k; k++) {
         const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, *k);
         cJSON *item = NULL;
@@ -389,8 +406,8 @@ int bs_webhooks_validate(const cJSON *spec, cJSON **out, bs_err_t *err)
         } else if (strcmp(*k, "headers") == 0) {
             item = cJSON_CreateObject();
         } else if (strcmp(*k, "retry_schedule") == 0) {
-            item = cJSON_CreateStringArray(default_schedule, (int)(sizeof default_schedule /
-                                                                   sizeof default_schedule[0]));
+            item = cJSON_CreateStringArray(
+                default_schedule, (int)(sizeof default_schedule / sizeof default_schedule[0]));
         } else {
             item = cJSON_CreateString(DEFAULT_CONTENT_TYPE);
         }
@@ -457,8 +474,7 @@ static void count_outcome(bs_webhooks_t *w, const char *tenant, const char *dest
     pthread_mutex_lock(&w->mu);
     series_t *s = NULL;
     for (int i = 0; i < w->n_series && !s; i++)
-        if (strcmp(w->series[i].tenant, tenant) == 0 &&
-            strcmp(w->series[i].destination, dest) == 0)
+        if (strcmp(w->series[i].tenant, tenant) == 0 && strcmp(w->series[i].destination, dest) == 0)
             s = &w->series[i];
     if (!s && w->n_series < MAX_METRIC_SERIES) {
         series_t *grown = realloc(w->series, (size_t)(w->n_series + 1) * sizeof *grown);
@@ -501,10 +517,11 @@ void bs_webhooks_metrics(bs_webhooks_t *w, bs_buf_t *b)
                           "outcome=\"%s\"} %llu\n",
                           s->tenant, s->destination, names[k], (unsigned long long)v[k]);
     }
-    bs_buf_printf(b, "# HELP basalt_webhook_attempts_unlabelled_total Attempts not counted per "
-                     "destination (more than %d series).\n"
-                     "# TYPE basalt_webhook_attempts_unlabelled_total counter\n"
-                     "basalt_webhook_attempts_unlabelled_total %llu\n",
+    bs_buf_printf(b,
+                  "# HELP basalt_webhook_attempts_unlabelled_total Attempts not counted per "
+                  "destination (more than %d series).\n"
+                  "# TYPE basalt_webhook_attempts_unlabelled_total counter\n"
+                  "basalt_webhook_attempts_unlabelled_total %llu\n",
                   MAX_METRIC_SERIES, (unsigned long long)w->series_overflow);
     pthread_mutex_unlock(&w->mu);
 }
@@ -631,17 +648,23 @@ static void attempt_end(void *arg)
                  gone ? ": the receiver is gone (410), no more attempts" : "");
     count_outcome(w, a->tenant, a->destination, outcome);
     bs_err_t err;
-    const bs_val_t att[] = {BS_TXT(a->id),      BS_INT(a->attempt),   BS_INT(a->at_ms),
-                            BS_TXT(outcome),    BS_INT(a->status),    BS_DBL(a->elapsed_ms),
-                            BS_TXT(error[0] ? error : NULL), BS_TXT(a->response),
+    const bs_val_t att[] = {BS_TXT(a->id),
+                            BS_INT(a->attempt),
+                            BS_INT(a->at_ms),
+                            BS_TXT(outcome),
+                            BS_INT(a->status),
+                            BS_DBL(a->elapsed_ms),
+                            BS_TXT(error[0] ? error : NULL),
+                            BS_TXT(a->response),
                             delay >= 0 ? BS_INT(delay) : BS_NUL};
-    int rc = bs_meta_exec(w->meta,
-                          "INSERT INTO webhook_attempts (delivery_id, attempt, at, outcome, status, "
-                          "duration_ms, error, response, retry_in_ms) VALUES (?,?,?,?,?,?,?,?,?)",
-                          att, 9, NULL, &err);
+    int rc =
+        bs_meta_exec(w->meta,
+                     "INSERT INTO webhook_attempts (delivery_id, attempt, at, outcome, status, "
+                     "duration_ms, error, response, retry_in_ms) VALUES (?,?,?,?,?,?,?,?,?)",
+                     att, 9, NULL, &err);
     if (rc && rc != BS_ECONFLICT)
-        BS_LOG(BS_LOG_ERROR, "webhooks", "cannot record attempt %d of delivery %s: %s",
-               a->attempt, a->id, err.msg);
+        BS_LOG(BS_LOG_ERROR, "webhooks", "cannot record attempt %d of delivery %s: %s", a->attempt,
+               a->id, err.msg);
     const char *state = delivered ? "delivered" : more ? "pending" : "failed";
     const bs_val_t upd[] = {BS_TXT(state),
                             BS_INT(a->attempt),
@@ -744,8 +767,7 @@ static void deliver_run(void *ud, bs_job_run_t *run)
     if (rc || !row.found || !row.payload) {
         free(row.payload);
         free(a);
-        bs_job_fail(run, rc != 0, rc ? 5000 : 0,
-                    rc ? err.msg : "the delivery's row is missing");
+        bs_job_fail(run, rc != 0, rc ? 5000 : 0, rc ? err.msg : "the delivery's row is missing");
         return;
     }
     snprintf(a->destination, sizeof a->destination, "%s", row.destination);
@@ -872,11 +894,12 @@ static int enqueue(bs_webhooks_t *w, const char *tenant, const char *destination
     int existed = 0;
     rc = bs_jobs_enqueue(w->jobs, &nj, id, &existed, err);
     if (rc == 0 && !existed) {
-        const bs_val_t v[] = {BS_TXT(id),          BS_TXT(tenant),     BS_TXT(destination),
-                              BS_TXT(event_id),    BS_TXT(webhook_id), BS_TXT(payload),
+        const bs_val_t v[] = {BS_TXT(id),           BS_TXT(tenant),
+                              BS_TXT(destination),  BS_TXT(event_id),
+                              BS_TXT(webhook_id),   BS_TXT(payload),
                               BS_INT(d.n_schedule), BS_INT(run_at ? run_at : now),
-                              BS_TXT(replay_of),   BS_INT(now),        BS_INT(now),
-                              BS_TXT(created_by ? created_by : "system")};
+                              BS_TXT(replay_of),    BS_INT(now),
+                              BS_INT(now),          BS_TXT(created_by ? created_by : "system")};
         rc = bs_meta_exec(w->meta,
                           "INSERT INTO webhook_deliveries (id, tenant, destination, event_id, "
                           "webhook_id, payload, max_attempts, next_attempt_at, replay_of, "
@@ -924,8 +947,8 @@ int bs_webhooks_replay(bs_webhooks_t *w, const char *tenant, const char *id, con
     if (rc == 0 && !r.payload)
         rc = bs_err_set(err, BS_ENOMEM, "out of memory");
     if (rc == 0)
-        rc = enqueue(w, tenant, r.destination, r.event_id, r.webhook_id, r.payload, created_by,
-                     id, 0, new_id, err);
+        rc = enqueue(w, tenant, r.destination, r.event_id, r.webhook_id, r.payload, created_by, id,
+                     0, new_id, err);
     free(r.payload);
     return rc;
 }
@@ -933,8 +956,8 @@ int bs_webhooks_replay(bs_webhooks_t *w, const char *tenant, const char *id, con
 /* ---- the delivery log ------------------------------------------------------------------------ */
 
 #define DELIVERY_COLS                                                                              \
-    "d.id, d.destination, d.event_id, d.webhook_id, d.state, d.attempts, d.max_attempts, "       \
-    "d.last_status, d.last_error, d.created_at, d.updated_at, d.next_attempt_at, d.replay_of, "  \
+    "d.id, d.destination, d.event_id, d.webhook_id, d.state, d.attempts, d.max_attempts, "         \
+    "d.last_status, d.last_error, d.created_at, d.updated_at, d.next_attempt_at, d.replay_of, "    \
     "d.created_by, j.state"
 
 typedef struct {
@@ -1017,7 +1040,7 @@ static int list_cb(const bs_meta_row_t *row, void *ud)
 }
 
 #define LIST_FROM                                                                                  \
-    "SELECT " DELIVERY_COLS " FROM webhook_deliveries d LEFT JOIN jobs j ON j.id = d.id WHERE "  \
+    "SELECT " DELIVERY_COLS " FROM webhook_deliveries d LEFT JOIN jobs j ON j.id = d.id WHERE "    \
     "d.tenant = ?"
 #define LIST_ORDER " ORDER BY d.id DESC LIMIT ?"
 
@@ -1110,10 +1133,11 @@ int bs_webhooks_get(bs_webhooks_t *w, const char *tenant, const char *id, bs_buf
     get_ctx_t c = {.b = out};
     const bs_val_t k[] = {BS_TXT(id), BS_TXT(tenant)};
     bs_jw_obj_begin(out);
-    int rc = bs_meta_query(w->meta,
-                           "SELECT " DELIVERY_COLS ", d.payload FROM webhook_deliveries d LEFT JOIN "
-                           "jobs j ON j.id = d.id WHERE d.id = ? AND d.tenant = ?",
-                           k, 2, get_cb, &c, err);
+    int rc =
+        bs_meta_query(w->meta,
+                      "SELECT " DELIVERY_COLS ", d.payload FROM webhook_deliveries d LEFT JOIN "
+                      "jobs j ON j.id = d.id WHERE d.id = ? AND d.tenant = ?",
+                      k, 2, get_cb, &c, err);
     if (rc)
         return rc;
     if (!c.found)

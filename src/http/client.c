@@ -39,7 +39,10 @@
 static pthread_once_t curl_once = PTHREAD_ONCE_INIT;
 static CURLcode curl_init_rc = CURLE_FAILED_INIT;
 
-static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT); }
+static void curl_init(void)
+{
+    curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
 
 /* curl_global_init is not thread-safe in every build: once per process. */
 static int curl_ready(bs_err_t *err)
@@ -57,8 +60,10 @@ static int check_url(const char *url, char *host, size_t host_len, char *port, s
                      bs_err_t *err)
 {
     if (!url || (strncasecmp(url, "http://", 7) != 0 && strncasecmp(url, "https://", 8) != 0))
-        return bs_err_set(err, BS_EINVAL, "only http:// and https:// URLs are supported, got "
-                                          "'%.64s'", url ? url : "");
+        return bs_err_set(err, BS_EINVAL,
+                          "only http:// and https:// URLs are supported, got "
+                          "'%.64s'",
+                          url ? url : "");
     CURLU *u = curl_url();
     if (!u)
         return bs_err_set(err, BS_ENOMEM, "out of memory");
@@ -530,8 +535,8 @@ bs_httpc_t *bs_httpc_new(const bs_httpc_opts_t *o, bs_err_t *err)
     pthread_mutex_init(&c->mu, NULL);
     c->max_queue = o->max_queue > 0 ? o->max_queue : 4096;
     long max_conn = o->max_connections > 0 ? o->max_connections : 64;
-    long max_host = o->max_host_connections > 0 ? o->max_host_connections
-                                                : (max_conn > 1 ? max_conn / 2 : 1);
+    long max_host =
+        o->max_host_connections > 0 ? o->max_host_connections : (max_conn > 1 ? max_conn / 2 : 1);
     char ua[64];
     snprintf(ua, sizeof ua, "basalt/%s", BS_VERSION);
     c->user_agent = strdup(o->user_agent ? o->user_agent : ua);
@@ -594,7 +599,7 @@ int bs_httpc_submit(bs_httpc_t *c, const bs_httpc_req_t *r, bs_httpc_done_cb don
     j->on_data = r->on_data;
     j->max_resp = r->max_response_bytes ? r->max_response_bytes : DEFAULT_MAX_RESPONSE;
     j->timeout_ms = r->timeout_ms > 0 ? r->timeout_ms : DEFAULT_TIMEOUT_MS;
-    int64_t connect_ms = r->connect_timeout_ms > 0 ? r->connect_timeout_ms
+    int64_t connect_ms = r->connect_timeout_ms > 0                    ? r->connect_timeout_ms
                          : j->timeout_ms < DEFAULT_CONNECT_TIMEOUT_MS ? j->timeout_ms
                                                                       : DEFAULT_CONNECT_TIMEOUT_MS;
     if (r->body_len) {
@@ -630,8 +635,10 @@ int bs_httpc_submit(bs_httpc_t *c, const bs_httpc_req_t *r, bs_httpc_done_cb don
         rc = bs_err_set(err, BS_EUNAVAIL, "the HTTP client is shutting down");
     } else if (c->queued + c->in_flight >= c->max_queue) {
         c->rejected++;
-        rc = bs_err_set(err, BS_EOVERLOAD, "the outbound HTTP queue is full (%d requests queued "
-                                           "or in flight)", c->max_queue);
+        rc = bs_err_set(err, BS_EOVERLOAD,
+                        "the outbound HTTP queue is full (%d requests queued "
+                        "or in flight)",
+                        c->max_queue);
     } else {
         if (c->q_tail)
             c->q_tail->next = j;

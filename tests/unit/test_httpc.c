@@ -285,8 +285,7 @@ static void on_done(void *ud, const bs_httpc_resp_t *r)
     x->body_total = r->body_total;
     snprintf(x->error, sizeof x->error, "%s", r->error ? r->error : "");
     snprintf(x->retry_after, sizeof x->retry_after, "%s", r->retry_after ? r->retry_after : "");
-    snprintf(x->content_type, sizeof x->content_type, "%s",
-             r->content_type ? r->content_type : "");
+    snprintf(x->content_type, sizeof x->content_type, "%s", r->content_type ? r->content_type : "");
     x->order = ++completions;
     x->done = 1;
     pthread_cond_broadcast(&res_cv);
@@ -349,8 +348,8 @@ static void test_post_echo_and_headers(void **state)
     const char *headers[] = {"X-Test: hello", "Content-Type: application/json", NULL};
     const char body[] = "{\"a\":1}";
     result_t x = {0};
-    bs_httpc_req_t r = {.method = "POST", .url = u, .headers = headers, .body = body,
-                        .body_len = strlen(body)};
+    bs_httpc_req_t r = {
+        .method = "POST", .url = u, .headers = headers, .body = body, .body_len = strlen(body)};
     assert_int_equal(bs_httpc_submit(c, &r, on_done, &x, &err), 0);
     wait_done(&x);
     assert_int_equal(x.code, 0);
@@ -643,7 +642,8 @@ static void test_https_verifies_the_peer(void **state)
     assert_non_null(mkdtemp(dir));
     snprintf(cmd, sizeof cmd,
              "openssl req -x509 -newkey rsa:2048 -nodes -subj /CN=localhost -days 1 "
-             "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1", dir, dir);
+             "-keyout %s/key.pem -out %s/cert.pem >/dev/null 2>&1",
+             dir, dir);
     assert_int_equal(system(cmd), 0);
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
@@ -662,8 +662,8 @@ static void test_https_verifies_the_peer(void **state)
         dup2(devnull, 0);
         dup2(devnull, 1);
         dup2(devnull, 2);
-        execlp("openssl", "openssl", "s_server", "-accept", p, "-key", key, "-cert", cert,
-               "-www", (char *)NULL);
+        execlp("openssl", "openssl", "s_server", "-accept", p, "-key", key, "-cert", cert, "-www",
+               (char *)NULL);
         _exit(127);
     }
     assert_true(pid > 0);

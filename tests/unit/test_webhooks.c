@@ -39,20 +39,20 @@ static void test_sign_bad_secrets(void **state)
     char sig[64];
     bs_err_t err;
     static const char *const bad[] = {
-        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",       /* no prefix */
-        "whsec_",                                 /* empty */
-        "whsec_a2V5",                             /* 3 bytes */
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS*", /* not base64 */
-        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa",   /* 23 bytes */
+        "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",        /* no prefix */
+        "whsec_",                                  /* empty */
+        "whsec_a2V5",                              /* 3 bytes */
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaS*",  /* not base64 */
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLa",    /* 23 bytes */
         "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwM", /* a dangling base64 digit */
         NULL};
     for (const char *const *s = bad; *s; s++) {
         assert_int_equal(bs_webhooks_sign(*s, "id", 1, "b", 1, sig, sizeof sig, &err), BS_EINVAL);
         assert_string_equal(err.field, "secret");
     }
-    assert_int_equal(bs_webhooks_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "id", 1, "b", 1,
-                                      sig, 10, &err),
-                     BS_EINVAL);
+    assert_int_equal(
+        bs_webhooks_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "id", 1, "b", 1, sig, 10, &err),
+        BS_EINVAL);
     /* Padded or not, the same key (25 bytes: base64 with one '='). */
     char a[64], b[64];
     unsigned char k25[25];
@@ -282,13 +282,14 @@ static void test_cleanup(void **state)
     }
     int left = 0;
     const bs_val_t none[] = {BS_TXT("d-old-failed")};
-    assert_int_equal(bs_meta_exec(m, "DELETE FROM webhook_attempts WHERE delivery_id = ?", none, 1,
-                                  &left, &err),
-                     0);
+    assert_int_equal(
+        bs_meta_exec(m, "DELETE FROM webhook_attempts WHERE delivery_id = ?", none, 1, &left, &err),
+        0);
     assert_int_equal(left, 0); /* its attempts went with it */
     /* The pending one finishes long ago: the next pass is not due yet (10 minutes). */
-    assert_int_equal(bs_meta_exec(m, "UPDATE webhook_deliveries SET state = 'failed' WHERE id = "
-                                     "'d-old-pending'",
+    assert_int_equal(bs_meta_exec(m,
+                                  "UPDATE webhook_deliveries SET state = 'failed' WHERE id = "
+                                  "'d-old-pending'",
                                   NULL, 0, NULL, &err),
                      0);
     maybe_cleanup(&w, now + 1000);
