@@ -500,7 +500,9 @@ def parse_metrics(text):
 
 _ROUTE_RE = re.compile(r'\{\s*"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)"\s*,\s*"(/[^"]*)"\s*,'
                        r'\s*(\w+)\s*,\s*(BS_ROLE_\w+)')
-_RESOURCE_ROUTES_RE = re.compile(r'\bRESOURCE_ROUTES\(\s*"([a-z0-9_-]+)"')
+
+
+_RESOURCE_ROUTES_RE = re.compile(r'(?<!define )RESOURCE_ROUTES\(\s*"([a-z0-9_-]+)"')
 
 
 def source_routes():
@@ -521,13 +523,14 @@ def source_routes():
     for t in texts:
         for m in _ROUTE_RE.finditer(t):
             routes.append((m.group(1), m.group(2), m.group(3), m.group(4)[len("BS_ROLE_"):].lower()))
-        # RESOURCE_ROUTES("plural", ...) (src/api/api_int.h): a kind's four generic routes
+        # RESOURCE_ROUTES("plural", …) in a table (not in its own #define): the four routes
+        # of a declarative resource kind, as api_int.h expands them
         for m in _RESOURCE_ROUTES_RE.finditer(t):
-            p = "/v1/" + m.group(1)
-            routes += [("PUT", p + "/{name}", "bs__api_resource_put", "developer"),
-                       ("GET", p, "bs__api_resource_list", "viewer"),
-                       ("GET", p + "/{name}", "bs__api_resource_get", "viewer"),
-                       ("DELETE", p + "/{name}", "bs__api_resource_delete", "developer")]
+            base = "/v1/" + m.group(1)
+            routes += [("PUT", base + "/{name}", "bs__api_resource_put", "developer"),
+                       ("GET", base, "bs__api_resource_list", "viewer"),
+                       ("GET", base + "/{name}", "bs__api_resource_get", "viewer"),
+                       ("DELETE", base + "/{name}", "bs__api_resource_delete", "developer")]
     return routes
 
 

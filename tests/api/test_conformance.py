@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -574,16 +575,6 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     call("POST", "/v1/runs/{id}/metrics", 200, path="/v1/runs/%s/metrics" % run["id"])
     call("GET", "/v1/runs/{id}", 200, path="/v1/runs/" + run["id"])
     call("GET", "/v1/audit", 200, path="/v1/audit?limit=50")
-    call("GET", "/v1/kinds", 200)
-    call("GET", "/v1/job-kinds", 200)
-    job = call("POST", "/v1/jobs", 201).json()
-    call("GET", "/v1/jobs", 200, path="/v1/jobs?state=completed&kind=sleep&limit=5")
-    call("GET", "/v1/jobs/{id}", 200, path="/v1/jobs/" + job["id"])
-    later = call("POST", "/v1/jobs", 201, json={"kind": "sleep", "args": {"seconds": 0},
-                                                "run_at": "2100-01-01T00:00:00Z"}).json()
-    call("POST", "/v1/jobs/{id}/cancel", 200, path="/v1/jobs/%s/cancel" % later["id"])
-    call("POST", "/v1/jobs/{id}/retry", 200, path="/v1/jobs/%s/retry" % later["id"])
-    server.post("/v1/jobs/%s/cancel" % later["id"])
     # A webhook to a closed local port (its deliveries fail without leaving the machine).
     call("PUT", "/v1/webhooks/{name}", 201,
          json={"url": "http://127.0.0.1:9/hook", "retry_schedule": ["0s"]})
@@ -602,6 +593,48 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     call("DELETE", "/v1/webhooks/{name}", 204)
     call("DELETE", "/v1/models/{name}/aliases/{alias}", 204)
     call("DELETE", "/v1/models/{name}", 204)
+    call("GET", "/v1/kinds", 200)
+    # topics: PUT answers 201 when it creates, the documented 200 when it replaces
+    assert server.put("/v1/topics/churn", json={}).status_code == 201
+    call("PUT", "/v1/topics/{name}", 200)
+    call("GET", "/v1/topics", 200, path="/v1/topics?limit=10")
+    call("GET", "/v1/topics/{name}", 200)
+    call("POST", "/v1/topics/{name}/events", 200)
+    call("GET", "/v1/topics/{name}/events", 200,
+         path="/v1/topics/churn/events?from_offset=0&limit=10")
+    call("GET", "/v1/topics/{name}/events", 200,
+         path="/v1/topics/churn/events?from_time=2020-01-01T00:00:00Z")
+    g = "/v1/topics/{name}/consumers/{group}"
+    gp = "/v1/topics/churn/consumers/workers"
+    assert server.put(gp, json={}).status_code == 201
+    call("PUT", g, 200, path=gp)
+    call("GET", "/v1/topics/{name}/consumers", 200)
+    call("GET", g, 200, path=gp)
+    ids = [i["delivery_id"] for i in
+           call("POST", g + "/fetch", 200, path=gp + "/fetch?max=2&wait=0").json()["items"]]
+    assert len(ids) == 2
+    call("POST", g + "/in_progress", 200, path=gp + "/in_progress", json={"delivery_ids": ids})
+    call("POST", g + "/nack", 200, path=gp + "/nack",
+         json={"delivery_ids": ids[1:], "delay": "5s"})
+    call("POST", g + "/ack", 200, path=gp + "/ack", json={"delivery_ids": ids})
+    call("POST", "/v1/topics/{name}/replay", 200, path="/v1/topics/orders-dlq/replay")
+    call("DELETE", g, 204, path=gp)
+    call("DELETE", "/v1/topics/{name}", 204)
+    # jobs: a diagnostic sleep job, its kinds, cancel (finalized: 409) and retry
+    job = call("POST", "/v1/jobs", 201).json()
+    call("GET", "/v1/jobs", 200, path="/v1/jobs?kind=sleep&limit=10")
+    call("GET", "/v1/jobs/{id}", 200, path="/v1/jobs/" + job["id"])
+    call("GET", "/v1/job-kinds", 200)
+    long_job = server.post("/v1/jobs", json={"kind": "sleep", "args": {"seconds": 60}}).json()
+    call("POST", "/v1/jobs/{id}/cancel", 200, path="/v1/jobs/%s/cancel" % long_job["id"],
+         use_example=False)
+    deadline = time.monotonic() + 60
+    while server.get("/v1/jobs/" + long_job["id"]).json()["state"] != "cancelled":
+        assert time.monotonic() < deadline, "the sleep job was not cancelled"
+        time.sleep(0.05)
+    call("POST", "/v1/jobs/{id}/retry", 200, path="/v1/jobs/%s/retry" % long_job["id"],
+         use_example=False)
+    server.post("/v1/jobs/%s/cancel" % long_job["id"])
     # an error answer has the documented envelope too
     r = server.get("/v1/models/churn")
     assert r.status_code == 404
