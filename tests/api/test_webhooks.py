@@ -568,3 +568,35 @@ def test_attempt_in_flight_at_shutdown_is_retried_after_restart(server, receiver
     r1, r2 = receiver.wait_for("/restart", 2)
     assert r1["headers"]["webhook-id"] == r2["headers"]["webhook-id"] == q["event_id"]
     assert verify(secret, r2["headers"], r2["body"])
+
+
+def test_apply_get_round_trip_keeps_the_secret(shared_server, receiver, tmp_path):
+    """basalt apply a Webhook, basalt get it (-o yaml: no secret), apply that back: unchanged,
+    and the secret deliveries are signed with stays the one first made."""
+    import subprocess
+    from conftest import BASALT_BIN, REQUEST_TIMEOUT, clean_env
+    srv = shared_server
+
+    def cli(*args):
+        env = {"BASALT_URL": srv.url, "BASALT_API_KEY": srv.admin_key}
+        cp = subprocess.run([BASALT_BIN, *args], env=clean_env(env), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, timeout=2 * REQUEST_TIMEOUT)
+        assert cp.returncode == 0, (cp.returncode, cp.stdout, cp.stderr)
+        return cp.stdout
+
+    f = tmp_path / "hook.yaml"
+    f.write_text("kind: Webhook\nname: applied\nspec:\n  url: %s\n  retry_schedule: [0s, 1s]\n"
+                 "  headers: {X-Env: test}\n" % receiver.url("/applied"))
+    assert cli("apply", "-f", str(f)) == "webhook/applied created\n"
+    secret = secret_of(srv, "applied")
+    shown = cli("get", "webhook", "applied", "-o", "yaml")
+    assert "whsec_" not in shown and "secret" not in shown
+    g = tmp_path / "shown.yaml"
+    g.write_text(shown)
+    assert cli("apply", "-f", str(g)) == "webhook/applied unchanged\n"
+    assert secret_of(srv, "applied") == secret
+    send_test(srv, "applied")
+    [req] = receiver.wait_for("/applied", 1)
+    assert verify(secret, req["headers"], req["body"])
+    assert req["headers"]["x-env"] == "test"
+    assert "applied" in cli("get", "webhooks")
