@@ -604,6 +604,9 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
          path="/v1/topics/churn/events?from_offset=0&limit=10")
     call("GET", "/v1/topics/{name}/events", 200,
          path="/v1/topics/churn/events?from_time=2020-01-01T00:00:00Z")
+    # a live tail: the head is checked (text/event-stream), the endless body is not read
+    call("GET", "/v1/topics/{name}/stream", 200,
+         path="/v1/topics/churn/stream?from_offset=0&heartbeat=1s", stream=True).close()
     g = "/v1/topics/{name}/consumers/{group}"
     gp = "/v1/topics/churn/consumers/workers"
     assert server.put(gp, json={}).status_code == 201
