@@ -112,6 +112,7 @@
 
 #include "api/routes_models.inc"
 #include "api/routes_topics.inc"
+#include "api/routes_webhooks.inc"
 
 static const bs_route_t routes[] = {
     {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
@@ -178,6 +179,7 @@ static const bs_route_t routes[] = {
      "\"properties\":{\"kind\":{\"type\":\"string\"},\"plural\":{\"type\":\"string\"},\"path"
      "\":{\"type\":\"string\"},\"summary\":{\"type\":\"string\"}}}}}}",
      0, BS_ROUTE_INLINE},
+    WEBHOOK_ROUTES
 };
 
 const bs_route_t *bs_api_routes(int *n)
