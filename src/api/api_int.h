@@ -122,6 +122,14 @@ void bs__api_resource_list(bs_req_t *req);
 void bs__api_resource_delete(bs_req_t *req);
 void bs__api_kinds_list(bs_req_t *req);
 
+/* triggers.c: the Trigger kind's hooks. */
+int bs__api_trigger_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
+                             const cJSON *spec, cJSON **out, bs_err_t *err);
+int bs__api_trigger_deleted(bs_app_t *app, const char *tenant, const char *name, bs_err_t *err);
+void bs__api_trigger_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                            cJSON *status);
+int bs__api_trigger_rebuild(bs_app_t *app, bs_err_t *err);
+
 /* Four routes of a kind: PUT/GET/DELETE /v1/<plural>/{name}, GET /v1/<plural>. SPEC is the
  * JSON Schema of the kind's spec (a string literal). */
 #define RESOURCE_SCHEMA(SPEC)                                                                      \

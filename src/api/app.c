@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "events/triggers.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
 #include "base/log.h"
@@ -18,6 +19,15 @@
 static int reload_keys(void *ud, bs_err_t *err) { return bs_auth_reload(ud, err); }
 static int rebuild_routing(void *ud, bs_err_t *err) { return bs_serving_refresh(ud, err); }
 static int rebuild_resources(void *ud, bs_err_t *err) { return bs__api_resources_rebuild(ud, err); }
+
+/* Registry events (on the writer's thread, after the commit) → the tenant's registry-events
+ * topic, for registry triggers. */
+static void registry_event(void *ud, const char *tenant, const char *type, const char *subject,
+                           const char *data_json)
+{
+    bs_app_t *app = ud;
+    bs_triggers_registry_event(app->triggers, tenant, type, subject, data_json);
+}
 
 /* After this replica's own committed write: rebuild before answering (read your writes)
  * and note the generation, so the watcher does not rebuild again for it. */
@@ -105,6 +115,25 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->workers = bs_pool_new(4, err);
     if (!app->workers)
         return err->code;
+    /* Triggers, once everything they use is open (the log, serving, jobs, webhooks):
+     * started from the stored specs now, kept current by the resources scope. Without a
+     * log (no topics) there are none. */
+    if (app->log) {
+        bs_triggers_opts_t to = {.meta = app->meta,
+                                 .log = app->log,
+                                 .serving = app->serving,
+                                 .registry = app->registry,
+                                 .jobs = app->jobs,
+                                 .webhooks = app->webhooks,
+                                 .workers = app->cfg.trigger_workers,
+                                 .max_json_depth = app->cfg.max_json_depth};
+        app->triggers = bs_triggers_new(&to, err);
+        if (!app->triggers)
+            return err->code;
+        bs_registry_on_event(app->registry, registry_event, app);
+        if (bs_triggers_rebuild(app->triggers, err) != 0)
+            return err->code;
+    }
     int n;
     const bs_route_t *routes = bs_api_routes(&n);
     app->routes = malloc((size_t)n * sizeof *app->routes);
@@ -138,6 +167,11 @@ void bs_api_app_close(bs_app_t *app)
     app->workers = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */
     app->changes = NULL;
+    /* Before what the triggers use (log, serving, jobs, webhooks): no batch runs past here. */
+    if (app->registry)
+        bs_registry_on_event(app->registry, NULL, NULL);
+    bs_triggers_free(app->triggers);
+    app->triggers = NULL;
     bs_serving_free(app->serving);
     app->serving = NULL;
     bs_registry_free(app->registry);

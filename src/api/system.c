@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "api/api_int.h"
+#include "events/triggers.h"
 #include "base/log.h"
 #include "base/version.h"
 #include "store/changes.h"
@@ -199,6 +200,8 @@ void bs__api_metrics(bs_req_t *req)
                   (unsigned long long)ms.unavailable,
                   (unsigned long long)(ms.errors - ms.unavailable));
     bs__api_model_metrics(app, &b);
+    if (app->triggers)
+        bs_triggers_metrics(app->triggers, &b);
     bs_ratelimit_stats_t rs;
     if (bs_auth_limits_stats(app->auth, &rs))
         bs_buf_printf(

@@ -51,6 +51,7 @@ typedef struct {
     int job_workers;
     int64_t job_retention_ms;
     int max_event_bytes;
+    int trigger_workers;
 } bs_config_t;
 
 void bs_config_defaults(bs_config_t *c);
