@@ -297,8 +297,14 @@ static void refresh_lag(bs_triggers_t *t, trig_t *r, const char *topic)
 
 /* ---- the consumer group ----------------------------------------------------------------- */
 
+/* Creates the tenant's registry topic unless it exists (a Topic resource of that name
+ * keeps its own config). */
 static int ensure_registry_topic(bs_triggers_t *t, const char *tenant, bs_err_t *err)
 {
+    bs_log_topic_stats_t st;
+    bs_err_t e;
+    if (bs_log_topic_stats(t->o.log, tenant, BS_TRIGGERS_REGISTRY_TOPIC, &st, &e) == 0)
+        return 0;
     bs_log_topic_config_t c = {.retention_ms = REGISTRY_RETENTION_MS,
                                .dedup_window_ms = REGISTRY_DEDUP_MS};
     return bs_log_topic_ensure(t->o.log, tenant, BS_TRIGGERS_REGISTRY_TOPIC, &c, err);
@@ -545,7 +551,17 @@ static int predict_one(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, mo
         int has;
         double score = score_of(sc, out, &has);
         if (ctx) {
-            cJSON_AddItemReferenceToObject(ctx, "prediction", pred);
+            /* A classifier's prediction is an object: `prediction.score` reads the score
+             * there too (a regression's prediction is its number). */
+            if (cJSON_IsObject(pred)) {
+                cJSON *pc = cJSON_Duplicate(pred, 1);
+                if (pc && has)
+                    cJSON_AddNumberToObject(pc, "score", score);
+                if (pc)
+                    cJSON_AddItemToObject(ctx, "prediction", pc);
+            } else {
+                cJSON_AddItemReferenceToObject(ctx, "prediction", pred);
+            }
             if (has)
                 cJSON_AddNumberToObject(ctx, "score", score);
             cJSON *label = cJSON_GetObjectItemCaseSensitive(pred, "label");
