@@ -1234,11 +1234,8 @@ int bs_triggers_validate(bs_triggers_t *t, const char *tenant, const char *name,
                          cJSON **out, bs_err_t *err)
 {
     *out = NULL;
-    if (!bs_resources_valid_name(name) || strlen(name) > BS_TRIGGERS_MAX_NAME)
-        return bs_err_setf(err, BS_EINVAL, "name",
-                           "trigger names match [a-z0-9][a-z0-9_-]{0,%d} (its consumer group is "
-                           "trigger-<name>), got '%.64s'",
-                           BS_TRIGGERS_MAX_NAME - 1, name);
+    if (bs__trig_check_name(name, err))
+        return err->code;
     cJSON *norm = NULL;
     bs__trig_spec_t *s = bs__trig_spec_compile(spec, &norm, err);
     if (!s)

@@ -50,6 +50,9 @@ typedef struct bs__trig_spec {
     char *restart_key;      /* topic + consumer config: a change restarts the trigger */
 } bs__trig_spec_t;
 
+/* 0, or BS_EINVAL (field "name") unless name is a resource name of at most
+ * BS_TRIGGERS_MAX_NAME bytes. */
+int bs__trig_check_name(const char *name, bs_err_t *err);
 /* Compiles spec (borrowed JSON) into a new compiled spec (refs 1) and, when norm is not NULL,
  * the normalised spec (a new object the caller frees). Checks the spec alone (no reference
  * to the store or the log). NULL with err: BS_EINVAL naming the field. */

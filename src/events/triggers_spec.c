@@ -21,6 +21,16 @@
 #define DEFAULT_MAX_DELIVER 5
 #define DEFAULT_MAX_ACK_PENDING 1000
 
+int bs__trig_check_name(const char *name, bs_err_t *err)
+{
+    if (!bs_resources_valid_name(name) || strlen(name) > BS_TRIGGERS_MAX_NAME)
+        return bs_err_setf(err, BS_EINVAL, "name",
+                           "trigger names match [a-z0-9][a-z0-9_-]{0,%d} (its consumer group is "
+                           "trigger-<name>), got '%.64s'",
+                           BS_TRIGGERS_MAX_NAME - 1, name);
+    return 0;
+}
+
 bs__trig_spec_t *bs__trig_spec_ref(bs__trig_spec_t *s)
 {
     if (s)
