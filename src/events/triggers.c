@@ -528,29 +528,25 @@ static int predict_one(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, mo
         bs_arena_deinit(&a);
         return rc;
     }
-    /* The predict API's own rendering, so the output equals a direct predict call. */
-    char small[2048];
-    bs_buf_t b = BS_BUF_ON(small);
-    bs_serving_render(h, out, 1, &b);
+    /* The predict API's own rendering of the value, so the output equals a direct predict
+     * call to the last digit (the text is kept as rendered, never re-printed). */
+    bs_buf_t b;
+    bs_buf_init(&b);
+    bs_serving_render_value(h, out, &b);
     bs_serving_record(h, 1, bs_time_mono_ns() - t0, 0);
-    cJSON *rendered = b.oom ? NULL : cJSON_ParseWithLength(b.data, b.len);
-    bs_buf_free(&b);
-    cJSON *preds = cJSON_GetObjectItemCaseSensitive(rendered, "predictions");
-    cJSON *ids = cJSON_GetObjectItemCaseSensitive(rendered, "prediction_ids");
-    cJSON *pred = cJSON_GetArrayItem(preds, 0), *pid = cJSON_GetArrayItem(ids, 0);
-    if (!pred || !cJSON_IsString(pid)) {
-        cJSON_Delete(rendered);
+    char *pred_text = bs_buf_take(&b);
+    if (!pred_text) {
         bs_arena_deinit(&a);
         return bs_err_set(err, BS_ENOMEM, "out of memory rendering the prediction");
     }
-    snprintf(st->prediction_id, sizeof st->prediction_id, "%s", pid->valuestring);
+    bs_uuid7(st->prediction_id);
     snprintf(st->model, sizeof st->model, "%s", bs_model_handle_name(h));
     st->version = bs_model_handle_version(h);
     if (s->when) {
-        cJSON *ctx = cJSON_CreateObject();
+        cJSON *pred = cJSON_Parse(pred_text), *ctx = cJSON_CreateObject();
         int has;
         double score = score_of(sc, out, &has);
-        if (ctx) {
+        if (ctx && pred) {
             /* A classifier's prediction is an object: `prediction.score` reads the score
              * there too (a regression's prediction is its number). */
             if (cJSON_IsObject(pred)) {
@@ -579,26 +575,21 @@ static int predict_one(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, mo
         bs_err_clear(&e);
         bs_arena_t ea;
         bs_arena_init(&ea, 1024);
-        rc = ctx ? bs_expr_eval_json(s->when, ctx, &ea, &v, &e)
-                 : bs_err_set(&e, BS_ENOMEM, "out of memory");
+        rc = ctx && pred ? bs_expr_eval_json(s->when, ctx, &ea, &v, &e)
+                         : bs_err_set(&e, BS_ENOMEM, "out of memory");
         bs_arena_deinit(&ea);
         cJSON_Delete(ctx);
-        if (rc) {
-            cJSON_Delete(rendered);
+        cJSON_Delete(pred);
+        if (rc || !bs_expr_truthy(&v)) {
+            free(pred_text);
             bs_arena_deinit(&a);
-            return bs_err_setf(err, rc, "when", "when: %s", e.msg);
-        }
-        if (!bs_expr_truthy(&v)) {
-            cJSON_Delete(rendered);
-            bs_arena_deinit(&a);
+            if (rc)
+                return bs_err_setf(err, rc, "when", "when: %s", e.msg);
             return 0; /* the condition does not hold: no output */
         }
     }
-    st->pred_text = cJSON_PrintUnformatted(pred);
-    cJSON_Delete(rendered);
     bs_arena_deinit(&a);
-    if (!st->pred_text)
-        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    st->pred_text = pred_text;
     return 0;
 }
 
