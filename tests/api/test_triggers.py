@@ -307,6 +307,29 @@ def test_start_earliest_takes_the_retained_events(srv, lin_model):
     assert sorted(r["event"]["source"]["offset"] for r in outs) == sorted(offs)
 
 
+def test_events_past_max_deliver_go_to_the_dead_letter_topic(srv):
+    create_model(srv, "wide3")
+    upload_ok(srv, "wide3", linear_bytes([1.0, 1.0, 1.0], 0.0, ("a", "b", "c")))
+    approve(srv, "wide3", 1)
+    for t in ("dlq-in", "dlq-out", "dlq-dead"):
+        put_topic(srv, t)
+    put_trigger(srv, "dlq", {"topic": "dlq-in",
+                             "consumer": {"max_deliver": 2, "dead_letter": "dlq-dead"},
+                             "action": {"predict": {"model": "wide3", "output_topic": "dlq-out"}}})
+    evs = [{"a": 1.0, "b": 2.0, "n": i} for i in range(3)]
+    offs = publish(srv, "dlq-in", evs)
+    dead = wait_records(srv, "dlq-dead", 3)
+    assert sorted(d["event"]["offset"] for d in dead) == sorted(offs)
+    for d in dead:
+        x = d["event"]
+        assert x["topic"] == "dlq-in" and x["group"] == "trigger-dlq" and x["deliveries"] == 2
+        assert x["event"] == evs[offs.index(x["offset"])]
+    st = eventually(lambda: (lambda s: s if s["dead_lettered"] == 3 and s["lag"] == 0 else None)(
+        status(srv, "dlq")), "three dead letters")
+    assert st["errors"] == 6  # two deliveries each
+    assert read(srv, "dlq-out") == []
+
+
 # ---- webhook and job actions --------------------------------------------------------------------
 
 class Receiver:
@@ -402,6 +425,34 @@ def test_predict_to_a_webhook_only_when_the_condition_holds(srv, receiver, lin_m
     assert b["id"] == b["data"]["prediction_id"] == got[0]["headers"]["webhook-id"]
     eventually(lambda: status(srv, "whp")["processed"] >= 2, "whp processed both")
     assert len(receiver.wait_for("/p", 1)) == 1
+
+
+def test_a_redelivery_does_not_duplicate_the_output(srv, receiver, lin_model):
+    """The webhook after the output append fails (its destination is deleted), so the event
+    is nacked and delivered again: the second append is answered by the output topic's dedup
+    window with the first record, and once the destination is back the webhook carries the
+    first record's prediction id."""
+    put_destination(srv, "hook-d", receiver.url("/d"))
+    put_topic(srv, "dup-in")
+    put_topic(srv, "dup-out")
+    put_trigger(srv, "dup", {"topic": "dup-in", "consumer": {"max_deliver": -1},
+                             "action": {"predict": {"model": lin_model, "output_topic": "dup-out",
+                                                    "webhook": "hook-d"}}})
+    r = srv.delete("/v1/webhooks/hook-d")
+    assert r.status_code == 204, r.text
+    off = publish(srv, "dup-in", [{"a": 4.0, "b": 1.0}])[0]
+    st = eventually(lambda: (lambda s: s if s["errors"] >= 2 else None)(status(srv, "dup")),
+                    "two failed deliveries")
+    assert "hook-d" in st["last_error"], st
+    outs = read(srv, "dup-out")
+    assert len(outs) == 1 and outs[0]["event"]["source"]["offset"] == off, outs
+    put_destination(srv, "hook-d", receiver.url("/d"))
+    got = receiver.wait_for("/d", 1)
+    b = json.loads(got[0]["body"])
+    assert b["id"] == outs[0]["event"]["prediction_id"] == b["data"]["prediction_id"]
+    eventually(lambda: status(srv, "dup")["lag"] == 0, "dup acknowledged")
+    assert len(read(srv, "dup-out")) == 1
+    assert status(srv, "dup")["outputs"] == 1
 
 
 def test_job_action_enqueues_a_sleep_job(srv):
@@ -522,3 +573,21 @@ def test_metrics_and_openapi(srv):
     assert "/v1/triggers/{name}" in doc["paths"]
     kinds = [k["kind"] for k in srv.get("/v1/kinds").json()["items"]]
     assert "Trigger" in kinds
+
+
+def test_triggers_survive_a_restart(start_server):
+    srv = start_server("--threads", "2")
+    publish_model(srv, "lin", linear_bytes([2.0, -1.0], 1.0, ("a", "b")))
+    put_topic(srv, "rs-in")
+    put_topic(srv, "rs-out")
+    put_trigger(srv, "rs", {"topic": "rs-in", "action": {"predict": {
+        "model": "lin", "output_topic": "rs-out"}}})
+    publish(srv, "rs-in", [{"a": 1.0, "b": 0.0}])
+    wait_records(srv, "rs-out", 1)
+    srv.stop()
+    srv.start()
+    off = publish(srv, "rs-in", [{"a": 2.0, "b": 0.0}])[0]
+    outs = wait_records(srv, "rs-out", 2)
+    assert outs[1]["event"]["source"]["offset"] == off
+    assert outs[1]["event"]["prediction"] == 5
+    assert status(srv, "rs")["state"] == "running"
