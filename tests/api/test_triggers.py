@@ -591,3 +591,66 @@ def test_triggers_survive_a_restart(start_server):
     assert outs[1]["event"]["source"]["offset"] == off
     assert outs[1]["event"]["prediction"] == 5
     assert status(srv, "rs")["state"] == "running"
+
+
+# ---- two replicas on JetStream ----------------------------------------------------------------
+
+@pytest.mark.embedded  # starts its own PostgreSQL and nats-server (run once, in the embedded pass)
+def test_two_replicas_share_a_trigger_on_jetstream():
+    """Replicas a and b on one PostgreSQL and one JetStream both run trigger "share" on the
+    same durable consumer: every event is scored once (the replicas' processed counts add
+    up to the events), and after a SIGKILL of one the other scores what follows as well as
+    what the dead one had taken without acknowledging (after ack_wait)."""
+    import os
+    import sys
+    from conftest import ROOT, Server
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
+    from nats_server import NatsServer
+    from pg_server import PgServer
+    pg = PgServer().start()
+    nats = NatsServer().start()
+    replicas = []
+    try:
+        db = pg.create_database()
+        for rid in ("a", "b"):
+            s = Server(args=["--metadata-url", db, "--nats-url", nats.url, "--replica-id", rid,
+                             "--threads", "2"], metadata=False)
+            s.start()
+            replicas.append(s)
+        key = next(s.admin_key for s in replicas if s.admin_key)
+        for s in replicas:
+            s.admin_key = key
+        a, b = replicas
+        publish_model(a, "lin", linear_bytes([2.0, -1.0], 1.0, ("a", "b")))
+        put_topic(a, "sh-in")
+        put_topic(a, "sh-out")
+        put_trigger(a, "share", {"topic": "sh-in", "consumer": {"ack_wait": "2s"},
+                                 "action": {"predict": {"model": "lin", "output_topic": "sh-out"}}})
+        eventually(lambda: b.get("/v1/triggers/share").status_code == 200
+                   and status(b, "share")["state"] == "running", "share running on b")
+        offs = []
+        for i in range(20):
+            offs += publish(a if i % 2 else b, "sh-in", [{"a": float(i * 10 + k), "b": 1.0}
+                                                         for k in range(10)])
+        outs = wait_records(a, "sh-out", len(offs))
+        srcs = [r["event"]["source"]["offset"] for r in outs]
+        assert sorted(srcs) == sorted(offs), "each event scored once"
+        for r in outs:
+            ev = r["event"]
+            assert ev["prediction"] == 2 * ev["event"]["a"] - ev["event"]["b"] + 1
+        done = eventually(lambda: (lambda p: p if sum(p) == len(offs) else None)(
+            [status(s, "share")["processed"] for s in replicas]), "processed adds up")
+        assert sum(done) == len(offs)
+        a.kill9()
+        more = publish(b, "sh-in", [{"a": float(k), "b": 0.0} for k in range(30)])
+        outs = wait_records(b, "sh-out", len(offs) + len(more))
+        srcs = set(r["event"]["source"]["offset"] for r in outs)
+        assert srcs == set(offs) | set(more)
+    finally:
+        for s in replicas:
+            s.stop() if s.running() else None
+            reports = s.sanitizer_reports()
+            s.cleanup()
+            assert not reports, reports[0]
+        nats.close()
+        pg.cleanup()
