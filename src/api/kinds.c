@@ -4,6 +4,8 @@
 #include "api/api_int.h"
 
 const bs__api_kind_t bs__api_kinds[] = {
+    /* After Topic and Webhook: a rebuild runs the kinds in this order, and the triggers'
+     * consumer groups are made on the topics the Topic rebuild ensures. */
     {"Trigger", "triggers", "a trigger: events of a topic (or registry events) that match a "
                             "filter are scored by a model, sent to a webhook or start a job",
      bs__api_trigger_validate, NULL, bs__api_trigger_deleted, bs__api_trigger_status, NULL,
