@@ -72,10 +72,12 @@ run:
 	$(BUILD)/basalt serve --data ./data
 
 # Under tests/pg_server.py (a PostgreSQL server for the store tests: BASALT_TEST_PG_URL);
-# test_kv also against a redis-server of its own (tests/redis_server.py).
+# test_kv also against a redis-server of its own (tests/redis_server.py), test_log_nats
+# against a nats-server with JetStream of its own (tests/nats_server.py).
 unit: $(UNIT_BINS)
 	@$(PY) tests/pg_server.py -- sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; case $$t in \
-	  */test_kv) $(PY) tests/redis_server.py -- $$t;; *) $$t;; esac; done'
+	  */test_kv) $(PY) tests/redis_server.py -- $$t;; \
+	  */test_log_nats) $(PY) tests/nats_server.py -- $$t;; *) $$t;; esac; done'
 
 # The API suite twice: on the embedded stores (SQLite, files), and with every server a
 # replica on PostgreSQL + Redis (tests/api/conftest.py: BASALT_TEST_BACKEND=postgres; tests

@@ -7,7 +7,8 @@
  *     segment, a torn tail truncated on open, one writer thread that
  *     group-commits (many concurrent appends share one fdatasync);
  *   - JetStream (nats_url set; log_nats.c): a stream per topic, durable pull
- *     consumers, Nats-Msg-Id dedup.
+ *     consumers, Nats-Msg-Id dedup. Its differences are noted below, marked
+ *     "JetStream:" (docs/scaleout.md, "Events on JetStream", has the mapping).
  *
  * A topic is named by (tenant, topic); both match [a-z0-9][a-z0-9_-]{0,62}.
  * Offsets start at 0 and are dense: every acknowledged append has the next
@@ -19,6 +20,10 @@
  * acknowledged (its callback runs) only after its records are fsynced; with
  * sync_interval_ms > 0 it is acknowledged once written and fsynced within that
  * interval (JetStream's sync_interval semantics).
+ * JetStream: an append is acknowledged when the NATS server has written it,
+ * and the server fsyncs on its own schedule (2.9: every 2 min, fixed; 2.10+:
+ * its sync_interval setting, `always` included); sync_interval_ms is recorded,
+ * not enforced. A record's time is the NATS server's clock.
  *
  * Thread safety: every function may be called from any thread. Functions that
  * may wait (on disk for the segments, on the network for JetStream) say so;
@@ -110,7 +115,9 @@ typedef void (*bs_log_append_cb)(void *ud, int code, const bs_log_append_result_
 
 /* Queues n (1..BS_LOG_MAX_BATCH) records for topic; copies them before returning. Returns 0
  * (cb will be called), or an error with cb never called: BS_ENOTFOUND (no topic),
- * BS_EINVAL (n), BS_EOVERLOAD (the writer's queue is full: retry later). Never waits. */
+ * BS_EINVAL (n), BS_EOVERLOAD (the writer's queue is full: retry later). Never waits.
+ * JetStream: whether the topic exists is known only to the server, so a missing topic
+ * fails through cb (code BS_ENOTFOUND), never at the call. */
 #define BS_LOG_MAX_BATCH 10000
 int bs_log_append_async(bs_log_t *l, const char *tenant, const char *topic,
                         const bs_log_record_in_t *recs, int n, bs_log_append_cb cb, void *ud,
@@ -148,7 +155,8 @@ int bs_log_offset_at(bs_log_t *l, const char *tenant, const char *topic, int64_t
  * as the topic's next_offset is greater than after, when the topic is dropped, or when the
  * log closes. Returns a watch id > 0 (cb may already have run when the condition held at
  * the call), or a negative error (BS_ENOTFOUND). cb must not block nor call back into the
- * log's watch functions. */
+ * log's watch functions. JetStream: a missing topic is not refused at the call; the watch
+ * fires as for a drop once the log has looked it up. */
 typedef void (*bs_log_wake_cb)(void *ud);
 int64_t bs_log_watch(bs_log_t *l, const char *tenant, const char *topic, int64_t after,
                      bs_log_wake_cb cb, void *ud, bs_err_t *err);
@@ -200,7 +208,9 @@ typedef void (*bs_log_fetch_cb)(void *ud, int code, const bs_log_delivery_t *d, 
  * Waits: never on an I/O thread. */
 int bs_log_fetch(bs_log_t *l, const char *tenant, const char *topic, const char *group, int max,
                  int wait_ms, bs_log_delivery_cb cb, void *ud, bs_err_t *err);
-/* The same without blocking the caller: 0 (cb will be called once) or an error (cb never). */
+/* The same without blocking the caller: 0 (cb will be called once) or an error (cb never).
+ * JetStream: a group this process has not seen is looked up off the caller's thread, and a
+ * missing topic or group fails through cb (BS_ENOTFOUND). */
 int bs_log_fetch_async(bs_log_t *l, const char *tenant, const char *topic, const char *group,
                        int max, int wait_ms, bs_log_fetch_cb cb, void *ud, bs_err_t *err);
 

@@ -60,7 +60,10 @@ _DEFAULT = object()
 # through --metadata-url instead of <data>/basalt.db (so artifacts in the metadata store,
 # its default there) and --redis-url (rate limits through Redis), as a replica of a
 # scaled-out deployment runs. Tests about the SQLite file or the data directory itself are
-# marked `embedded` and deselected on that backend.
+# marked `embedded` and deselected on that backend. Such a server also gets a nats-server
+# with JetStream of its own (tests/nats_server.py, started with the Server object and
+# stopped at its cleanup, kept across restarts) through --nats-url, so topics run on the
+# JetStream backend there; its own process keeps the streams of one test from the next.
 BACKEND = os.environ.get("BASALT_TEST_BACKEND", "sqlite")
 if BACKEND not in ("sqlite", "postgres"):
     raise RuntimeError("BASALT_TEST_BACKEND must be sqlite or postgres, not %r" % BACKEND)
@@ -95,6 +98,28 @@ def redis_server():
         import atexit
         atexit.register(_REDIS.close)
     return _REDIS
+
+
+_NATS_MOD = None
+
+
+def nats_server():
+    """A new nats-server with JetStream (tests/nats_server.py), started; the caller closes
+    it."""
+    global _NATS_MOD
+    if _NATS_MOD is None:
+        import sys
+        sys.path.insert(0, os.path.join(ROOT, "tests"))
+        import nats_server as nmod
+        _NATS_MOD = nmod
+        import atexit
+        atexit.register(lambda: [n.close() for n in list(_NATS_STARTED)])
+    n = _NATS_MOD.NatsServer().start()
+    _NATS_STARTED.add(n)
+    return n
+
+
+_NATS_STARTED = set()  # closed at exit if a test never cleaned its server up
 
 
 def pytest_configure(config):
@@ -167,6 +192,10 @@ class Server:
         if (self.metadata_url and not any(str(a).startswith("--redis-url") for a in self.args)
                 and "BASALT_REDIS_URL" not in self.env):
             self.redis_url = redis_server().url
+        self.nats = None
+        if (self.metadata_url and not any(str(a).startswith("--nats-url") for a in self.args)
+                and "BASALT_NATS_URL" not in self.env):
+            self.nats = nats_server()
         self.proc = None
         self.admin_key = None
         self.url = self.host = self.port = self.version = None
@@ -188,6 +217,8 @@ class Server:
             cmd += ["--metadata-url", self.metadata_url]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
+        if self.nats:
+            cmd += ["--nats-url", self.nats.url]
         return cmd + self.args
 
     def start(self, wait_healthy=True):
@@ -288,6 +319,10 @@ class Server:
         self.kill9()
         if self.session:
             self.session.close()
+        if self.nats:
+            self.nats.close()
+            _NATS_STARTED.discard(self.nats)
+            self.nats = None
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
