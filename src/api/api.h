@@ -35,6 +35,7 @@ typedef struct bs_app {
     struct bs_changes *changes; /* the change watcher: keeps the snapshots current */
     struct bs_log *log;           /* topics: the segment log or JetStream (store/log.h) */
     struct bs_jobs *jobs;         /* the job runtime (events/jobs.h) */
+    struct bs__api_sleep *job_sleep; /* the diagnostic `sleep` kind's timer (api/jobs.c) */
     struct bs_httpc *http;        /* the outbound HTTP client (http/client.h) */
     struct bs_webhooks *webhooks; /* webhook destinations and deliveries (events/webhooks.h) */
     struct bs_topics *topics;     /* topic specs snapshot (events/topics.h) */

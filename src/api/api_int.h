@@ -72,6 +72,18 @@ int bs__api_version_param(bs_req_t *req);
  * responds 415 and returns 0. */
 int bs__api_predict_media_ok(bs_req_t *req);
 
+/* jobs.c: /v1/jobs, /v1/job-kinds and the diagnostic `sleep` kind. register: registers the
+ * API's own kinds (sleep) on app->jobs, before bs_jobs_start; unregister: after
+ * bs_jobs_free, stops the sleep kind's timer. */
+int bs__api_jobs_register(bs_app_t *app, bs_err_t *err);
+void bs__api_jobs_unregister(bs_app_t *app);
+void bs__api_jobs_list(bs_req_t *req);
+void bs__api_jobs_get(bs_req_t *req);
+void bs__api_jobs_create(bs_req_t *req);
+void bs__api_jobs_cancel(bs_req_t *req);
+void bs__api_jobs_retry(bs_req_t *req);
+void bs__api_job_kinds(bs_req_t *req);
+
 /* kserve.c */
 void bs__api_v2_live(bs_req_t *req);
 void bs__api_v2_ready(bs_req_t *req);

@@ -11,6 +11,7 @@
 #include "base/parallel.h"
 #include "base/pool.h"
 #include "base/log.h"
+#include "events/jobs.h"
 #include "store/changes.h"
 #include "store/resources.h"
 #include <unistd.h>
@@ -60,6 +61,15 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
         gethostname(host, sizeof host - 1);
         snprintf(app->replica_id, sizeof app->replica_id, "%s-%ld", host, (long)getpid());
     }
+    /* The job runtime on the metadata store (events/jobs.h). Kinds register between here
+     * and bs_jobs_start at the end of this function. */
+    bs_jobs_opts_t jo = {.workers = app->cfg.job_workers,
+                         .lease_ms = app->cfg.job_lease_ms,
+                         .retention_ms = app->cfg.job_retention_ms,
+                         .owner = app->replica_id};
+    app->jobs = bs_jobs_new(app->meta, &jo, err);
+    if (!app->jobs || bs__api_jobs_register(app, err))
+        return err->code;
     /* Before the snapshots are built: it takes the generations it reads now as seen, so
      * a change committed while they build is rebuilt at its first poll. */
     app->changes = bs_changes_new(app->meta, app->cfg.change_poll_ms, err);
@@ -158,11 +168,22 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     }
     app->docs_len = b.len;
     app->docs = bs_buf_take(&b);
+    /* ---- job kinds -------------------------------------------------------------------
+     * Every module that owns a job kind registers it above this line (bs_jobs_register on
+     * app->jobs; the API's own `sleep` kind is registered next to bs_jobs_new). Claiming
+     * starts here: a kind registered later would be refused. */
+    if (bs_jobs_start(app->jobs, err) != 0)
+        return err->code;
     return 0;
 }
 
 void bs_api_app_close(bs_app_t *app)
 {
+    /* First: the job handlers use the modules below. Attempts in flight are told to stop;
+     * those still open after a third of the lease are released to other replicas. */
+    bs_jobs_free(app->jobs);
+    app->jobs = NULL;
+    bs__api_jobs_unregister(app);
     bs_pool_free(app->workers); /* finishes queued jobs first */
     app->workers = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */

@@ -56,6 +56,59 @@
     "{\"type\":\"object\",\"required\":[\"items\",\"next_cursor\"],\"properties\":{\"items\":{" \
     "\"type\":\"array\",\"items\":" item "},\"next_cursor\":{\"type\":[\"string\",\"null\"]}}}"
 
+/* Jobs (api/jobs.c, events/jobs.h). */
+#define JOB_STATES                                                                                 \
+    "[\"available\",\"scheduled\",\"running\",\"retryable\",\"completed\",\"discarded\","         \
+    "\"cancelled\"]"
+#define NULLABLE_STR "{\"type\":[\"string\",\"null\"]}"
+#define NULLABLE_TIME "{\"type\":[\"string\",\"null\"],\"format\":\"date-time\"}"
+#define JOB_SCHEMA                                                                                 \
+    "{\"type\":\"object\",\"required\":[\"id\",\"kind\",\"state\",\"args\",\"attempt\","          \
+    "\"max_attempts\",\"errors\",\"progress\"],\"properties\":{\"id\":{\"type\":\"string\"},"     \
+    "\"kind\":{\"type\":\"string\"},\"tenant\":{\"type\":\"string\"},\"state\":{\"type\":"        \
+    "\"string\",\"enum\":" JOB_STATES "},\"args\":{\"type\":\"object\"},\"unique_key\":"          \
+    NULLABLE_STR ",\"priority\":{\"type\":\"integer\"},\"attempt\":{\"type\":\"integer\","        \
+    "\"description\":\"attempts started so far (1 on the first)\"},\"max_attempts\":{\"type\":"   \
+    "\"integer\"},\"errors\":{\"type\":\"array\",\"description\":\"the failed attempts, oldest "  \
+    "first (the newest 25)\",\"items\":{\"type\":\"object\",\"properties\":{\"attempt\":{\"type"  \
+    "\":\"integer\"},\"at\":{\"type\":\"string\",\"format\":\"date-time\"},\"error\":{\"type\":"  \
+    "\"string\"},\"attempted_by\":{\"type\":\"string\"},\"lease_token\":{\"type\":\"integer\"},"  \
+    "\"lease_expired_at\":{\"type\":\"string\",\"format\":\"date-time\"}}}},\"progress\":{"       \
+    "\"type\":\"object\",\"properties\":{\"done\":{\"type\":\"integer\"},\"total\":{\"type\":"    \
+    "\"integer\"},\"rate_per_s\":{\"type\":[\"number\",\"null\"]},\"eta_s\":{\"type\":["          \
+    "\"number\",\"null\"]}}},\"result\":{\"description\":\"the handler's JSON result, or null\"}" \
+    ",\"result_location\":" NULLABLE_STR ",\"cancel_requested\":{\"type\":\"boolean\"},"          \
+    "\"created_at\":{\"type\":\"string\",\"format\":\"date-time\"},\"scheduled_at\":"             \
+    NULLABLE_TIME ",\"attempted_at\":" NULLABLE_TIME ",\"finalized_at\":" NULLABLE_TIME ","       \
+    "\"created_by\":{\"type\":\"string\"},\"attempted_by\":{\"type\":[\"string\",\"null\"],"      \
+    "\"description\":\"the replica holding (or that held) the current or last attempt\"},"        \
+    "\"lease_token\":{\"type\":\"integer\",\"description\":\"fencing token of that attempt's "    \
+    "claim: every claim increments it\"}}}"
+#define JOB_NEW_FIELDS                                                                             \
+    "\"kind\":{\"type\":\"string\",\"description\":\"a kind GET /v1/job-kinds lists with "        \
+    "api_enqueue\"},\"args\":{\"type\":\"object\"},\"unique_key\":{\"type\":\"string\","          \
+    "\"maxLength\":256,\"description\":\"while a job of this kind and key is not finalized, the " \
+    "enqueue returns it (200) instead of a new one\"},\"run_at\":{\"type\":\"string\",\"format\"" \
+    ":\"date-time\"},\"max_attempts\":{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000000},"  \
+    "\"priority\":{\"type\":\"integer\",\"minimum\":-1000,\"maximum\":1000}"
+#define JOB_NEW_SCHEMA                                                                             \
+    "{\"type\":\"object\",\"additionalProperties\":false,\"description\":\"one job, or {\\\"jobs" \
+    "\\\": [...]} (up to 1000, enqueued in one transaction: all or none)\",\"properties\":{"       \
+    JOB_NEW_FIELDS ",\"jobs\":{\"type\":\"array\",\"minItems\":1,\"maxItems\":1000,\"items\":{"   \
+    "\"type\":\"object\",\"required\":[\"kind\"],\"additionalProperties\":false,\"properties\":{" \
+    JOB_NEW_FIELDS "}}}}}"
+#define JOB_BATCH_SCHEMA                                                                           \
+    "{\"type\":\"object\",\"required\":[\"items\"],\"properties\":{\"items\":{\"type\":\"array\"" \
+    ",\"items\":{\"type\":\"object\",\"required\":[\"id\",\"existed\"],\"properties\":{\"id\":{"  \
+    "\"type\":\"string\"},\"kind\":{\"type\":\"string\"},\"existed\":{\"type\":\"boolean\"}}}}}}"
+#define JOB_KINDS_SCHEMA                                                                           \
+    "{\"type\":\"object\",\"required\":[\"items\"],\"properties\":{\"items\":{\"type\":\"array\"" \
+    ",\"items\":{\"type\":\"object\",\"required\":[\"kind\",\"api_enqueue\"],\"properties\":{"    \
+    "\"kind\":{\"type\":\"string\"},\"description\":{\"type\":\"string\"},\"max_attempts\":{"     \
+    "\"type\":\"integer\"},\"concurrency\":{\"type\":\"integer\",\"description\":\"attempts in "  \
+    "flight per replica\"},\"api_enqueue\":{\"type\":\"boolean\"},\"backoff\":{\"type\":"         \
+    "\"string\"}}}}}}"
+
 #include "api/routes_models.inc"
 
 /* The Trigger kind's spec (events/triggers.h, docs/triggers.md). */
@@ -120,6 +173,26 @@ static const bs_route_t routes[] = {
     {"GET", "/v1/tenants", bs__api_tenants_list, BS_ROLE_ADMIN, "List tenants", "auth", NULL,
      PAGE(TENANT_SCHEMA), 0, BS_ROUTE_BLOCKING},
     MODEL_ROUTES
+    {"GET", "/v1/jobs", bs__api_jobs_list, BS_ROLE_VIEWER,
+     "List the tenant's jobs, newest first (?state=, kind=, limit, cursor)", "jobs", NULL,
+     PAGE(JOB_SCHEMA), 0, BS_ROUTE_BLOCKING},
+    {"POST", "/v1/jobs", bs__api_jobs_create, BS_ROLE_DEVELOPER,
+     "Enqueue a job of an api_enqueue kind (201; 200 with the live job a unique_key matched), "
+     "or a batch {\"jobs\": [...]} of up to 1000 in one transaction (201 with their ids)",
+     "jobs", JOB_NEW_SCHEMA, "{\"oneOf\":[" JOB_SCHEMA "," JOB_BATCH_SCHEMA "]}", 201,
+     BS_ROUTE_BLOCKING},
+    {"GET", "/v1/jobs/{id}", bs__api_jobs_get, BS_ROLE_VIEWER,
+     "Get a job: state, attempts, errors, progress (rate, ETA), result", "jobs", NULL,
+     JOB_SCHEMA, 0, BS_ROUTE_BLOCKING},
+    {"POST", "/v1/jobs/{id}/cancel", bs__api_jobs_cancel, BS_ROLE_DEVELOPER,
+     "Cancel a job: a waiting one at once, a running one is asked to stop (409 when finalized)",
+     "jobs", NULL, JOB_SCHEMA, 0, BS_ROUTE_BLOCKING},
+    {"POST", "/v1/jobs/{id}/retry", bs__api_jobs_retry, BS_ROLE_DEVELOPER,
+     "Make a discarded, cancelled or retryable job available again now (409 otherwise)", "jobs",
+     NULL, JOB_SCHEMA, 0, BS_ROUTE_BLOCKING},
+    {"GET", "/v1/job-kinds", bs__api_job_kinds, BS_ROLE_VIEWER,
+     "The registered job kinds: description, defaults, whether POST /v1/jobs may start them",
+     "jobs", NULL, JOB_KINDS_SCHEMA, 0, BS_ROUTE_BLOCKING},
     RESOURCE_ROUTES("triggers", "a trigger", TRIGGER_SPEC_SCHEMA, "triggers"),
     {"GET", "/v1/kinds", bs__api_kinds_list, BS_ROLE_VIEWER,
      "The kinds of declarative resources (what basalt apply accepts) and their paths",

@@ -11,6 +11,7 @@
 #include "events/triggers.h"
 #include "base/log.h"
 #include "base/version.h"
+#include "events/jobs.h"
 #include "store/changes.h"
 #include "store/lease.h"
 
@@ -179,6 +180,7 @@ void bs__api_metrics(bs_req_t *req)
                       (unsigned long long)cs.rebuild_errors);
     }
     bs_lease_metrics(&b);
+    bs_jobs_metrics(app->jobs, &b);
     /* The metadata store's pool (PostgreSQL; SQLite reports its one connection). Read
      * from counters in memory: no round trip. */
     bs_meta_stats_t ms;

@@ -24,7 +24,7 @@ typedef int (*bs_cli_fn)(int argc, char **argv);
 
 /* One command: `basalt [group] name synopsis`. */
 typedef struct {
-    const char *group;    /* "model", "keys", or NULL for a top-level command */
+    const char *group;    /* "model", "keys", "job", or NULL for a top-level command */
     const char *name;
     const char *synopsis; /* the arguments after the command words */
     const char *summary;  /* one line */
@@ -69,6 +69,14 @@ int bs_cli_keys_create(int argc, char **argv);
 int bs_cli_migrate(int argc, char **argv);
 int bs_cli_keys_ls(int argc, char **argv);
 int bs_cli_keys_delete(int argc, char **argv);
+
+/* `basalt job ls|get|watch|cancel|retry|run` (src/cli/jobs.c). job_act is cancel and
+ * retry (argv[0] is the verb). */
+int bs_cli_job_ls(int argc, char **argv);
+int bs_cli_job_get(int argc, char **argv);
+int bs_cli_job_watch(int argc, char **argv);
+int bs_cli_job_act(int argc, char **argv);
+int bs_cli_job_run(int argc, char **argv);
 
 /* --- shared by the client commands (remote.c) --- */
 

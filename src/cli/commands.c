@@ -111,6 +111,40 @@ static const bs_cli_command_t commands[] = {
     {"keys", "list", "[--tenant T] [--json]", "the same as keys ls", NULL, bs_cli_keys_ls, NULL},
     {"keys", "delete", "ID [--json]", "delete an API key (admin)", NULL, bs_cli_keys_delete,
      NULL},
+    {"job", "ls", "[--state S] [--kind K] [--limit N] [--json]",
+     "list jobs, newest first: id, kind, state, attempt, progress",
+     "  --state S  available, scheduled, running, retryable, completed, discarded or cancelled\n"
+     "  --kind K   one kind (basalt job run's KIND; GET /v1/job-kinds lists them)\n"
+     "  --limit N  at most N jobs (1-1000, default 100)\n",
+     bs_cli_job_ls, NULL},
+    {"job", "list", "[--state S] [--kind K] [--limit N] [--json]", "the same as job ls", NULL,
+     bs_cli_job_ls, NULL},
+    {"job", "get", "ID [--json]", "show a job: state, attempts, progress, errors, result", NULL,
+     bs_cli_job_get, NULL},
+    {"job", "watch", "ID [--interval MS] [--json]",
+     "follow a job until it is finalized: exit 0 if it completed, 1 otherwise",
+     "On a terminal one line is redrawn: a progress bar, done/total, rate, ETA and state;\n"
+     "otherwise a plain line is printed each time the state or the progress changes.\n"
+     "  --interval MS  how often to ask the server (50-60000, default 500)\n"
+     "  --json         print only the finalized job's JSON\n",
+     bs_cli_job_watch, NULL},
+    {"job", "cancel", "ID [--json]",
+     "cancel a job: a waiting one at once; a running one is asked to stop", NULL,
+     bs_cli_job_act, NULL},
+    {"job", "retry", "ID [--json]", "run a discarded, cancelled or retryable job again now", NULL,
+     bs_cli_job_act, NULL},
+    {"job", "run",
+     "KIND [--args JSON] [--unique-key K] [--run-at TIME] [--max-attempts N]\n"
+     "[--priority P] [--watch] [--json]",
+     "enqueue a job of KIND (e.g. sleep) and print its id",
+     "  --args JSON        the job's arguments, a JSON object (sleep: {\"seconds\": 5, \"steps\": 10,\n"
+     "                     \"fail_times\": 1})\n"
+     "  --unique-key K     while a job of KIND with key K is not finalized, that job is the answer\n"
+     "  --run-at TIME      not before this RFC 3339 time (state scheduled until then)\n"
+     "  --max-attempts N   attempts before it is discarded (default: the kind's, 25)\n"
+     "  --priority P       -1000..1000, higher runs first (default 0)\n"
+     "  --watch            then follow it as basalt job watch does (and exit as it does)\n",
+     bs_cli_job_run, NULL},
     {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -64,7 +64,7 @@ typedef struct {
     int64_t (*backoff_ms)(void *ud, int failed_attempt);
     int concurrency;   /* attempts of this kind in flight in this process; 0: the workers */
     int api_enqueue;   /* 1: POST /v1/jobs may start it with client-given args */
-    const char *description; /* one line for GET /v1/jobs/kinds and the docs */
+    const char *description; /* one line for GET /v1/job-kinds and the docs (borrowed: static) */
 } bs_job_kind_t;
 
 typedef struct {
@@ -80,10 +80,20 @@ bs_jobs_t *bs_jobs_new(bs_meta_t *m, const bs_jobs_opts_t *o, bs_err_t *err);
 /* Before bs_jobs_start. 0, BS_EINVAL or BS_ECONFLICT (kind registered twice). */
 int bs_jobs_register(bs_jobs_t *j, const bs_job_kind_t *k, bs_err_t *err);
 int bs_jobs_start(bs_jobs_t *j, bs_err_t *err);
-/* Stops claiming, waits for handlers running on workers to return and async attempts to
- * end (bounded: after lease_ms/3 their claims are released for another replica), frees j.
- * NULL is a no-op. */
+/* Stops claiming, turns bs_job_cancelled to 1 for every attempt in flight, waits for
+ * handlers running on workers to return and async attempts to end (bounded: after
+ * lease_ms/3 their claims are released for another replica), frees j. An attempt ended by
+ * a failure after this began is retried at once, not after a backoff. An async attempt
+ * still open at the bound is detached: ending it later only frees it (no store write, j
+ * untouched). NULL is a no-op. */
 void bs_jobs_free(bs_jobs_t *j);
+
+/* The registered kind named kind: 0 with *out (its strings borrowed; max_attempts and
+ * concurrency with their defaults filled in), or BS_ENOTFOUND. */
+int bs_jobs_kind(bs_jobs_t *j, const char *kind, bs_job_kind_t *out);
+/* {"items": [{kind, description, max_attempts, concurrency, api_enqueue, backoff}]} of
+ * every registered kind, in registration order. */
+void bs_jobs_kinds_json(bs_jobs_t *j, bs_buf_t *out);
 
 typedef struct {
     const char *kind;       /* a registered kind */
@@ -102,19 +112,33 @@ typedef struct {
  * error. */
 int bs_jobs_enqueue(bs_jobs_t *j, const bs_job_new_t *nj, char id[37], int *existed,
                     bs_err_t *err);
+/* Inserts n jobs (1..BS_JOBS_BATCH_MAX) in one transaction: all or none. ids[i] and
+ * existed[i] as bs_jobs_enqueue's. BS_EINVAL names the first bad one in err->field
+ * ("jobs[3].kind", "jobs[0].args"); nothing is written then. */
+#define BS_JOBS_BATCH_MAX 1000
+int bs_jobs_enqueue_many(bs_jobs_t *j, const bs_job_new_t *nj, int n, char (*ids)[37],
+                         int *existed, bs_err_t *err);
 
-/* GET /v1/jobs/{id}'s object into out (JSON): id, kind, tenant, state, args, attempt,
- * max_attempts, errors [{attempt, at, error}], progress {done, total, rate_per_s, eta_s},
- * result, result_location, created_at, scheduled_at, attempted_at, finalized_at, created_by.
- * 0 or BS_ENOTFOUND (absent or another tenant's). tenant NULL: any. */
+/* GET /v1/jobs/{id}'s object into out (JSON): id, kind, tenant, state, args, unique_key,
+ * priority, attempt, max_attempts, errors [{attempt, at, error, attempted_by, lease_token}],
+ * progress {done, total, rate_per_s, eta_s}, result, result_location, cancel_requested,
+ * created_at, scheduled_at, attempted_at, finalized_at, created_by, attempted_by (the
+ * owner of the current or last attempt's lease) and lease_token (its fencing token: each
+ * claim increments it). 0 or BS_ENOTFOUND (absent or another tenant's). tenant NULL: any. */
 int bs_jobs_get(bs_jobs_t *j, const char *tenant, const char *id, bs_buf_t *out, bs_err_t *err);
-/* {"items": [...], "next_cursor": …} newest first; state/kind NULL: any. */
+/* {"items": [...], "next_cursor": …} newest first; state/kind NULL: any; tenant NULL: any;
+ * limit 1..1000; cursor: the next_cursor of the page before (NULL: the first page).
+ * BS_EINVAL for an unknown state. */
 int bs_jobs_list(bs_jobs_t *j, const char *tenant, const char *state, const char *kind, int limit,
                  const char *cursor, bs_buf_t *out, bs_err_t *err);
 /* Cancels: an available/scheduled/retryable job at once; a running one is asked to stop
- * (bs_job_cancelled turns 1) and ends cancelled. 0; BS_ENOTFOUND; BS_ECONFLICT (finalized). */
+ * (bs_job_cancelled turns 1: at once in this process, within about a second on another
+ * replica) and its attempt ends cancelled when it fails (completing anyway, it ends
+ * completed: the work was done). 0; BS_ENOTFOUND; BS_ECONFLICT (finalized). */
 int bs_jobs_cancel(bs_jobs_t *j, const char *tenant, const char *id, bs_err_t *err);
-/* Makes a discarded, cancelled or retryable job available again now (attempts continue). */
+/* Makes a discarded, cancelled or retryable job available again now (attempts continue:
+ * a job past its max_attempts gets one more). 0; BS_ENOTFOUND; BS_ECONFLICT (another state,
+ * or its unique_key is taken by a live job meanwhile). */
 int bs_jobs_retry(bs_jobs_t *j, const char *tenant, const char *id, bs_err_t *err);
 /* Wakes this process's workers: a job may be claimable now. */
 void bs_jobs_kick(bs_jobs_t *j);
@@ -139,6 +163,9 @@ void bs_job_fail(bs_job_run_t *r, int retryable, int64_t retry_after_ms, const c
 typedef struct {
     uint64_t claimed, completed, failed, discarded, cancelled, lost_leases;
     int running;
+    uint64_t rescued;    /* running jobs of a dead holder this process made retryable */
+    uint64_t stale_ends; /* attempt ends ignored: the claim had been lost */
+    uint64_t retention_deleted;
 } bs_jobs_stats_t;
 void bs_jobs_stats(bs_jobs_t *j, bs_jobs_stats_t *out);
 /* basalt_jobs_* in Prometheus text format (per kind counters, running gauge). */

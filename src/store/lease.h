@@ -122,6 +122,24 @@ void bs_lease_metrics(bs_buf_t *b);
                             " FOR UPDATE SKIP LOCKED")                                             \
     }
 
+/* The same with what the claim changes besides the lease and the order it claims in:
+ * SET(now) and COND(now) are function-like macros given the dialect's now expression (so
+ * they can compare with or write the database's clock); SET's text is assignments, each
+ * followed by ", ", without placeholders; ORDER is an ORDER BY list (an index should
+ * serve it with COND's equalities). The jobs table claims this way: state, attempt and
+ * attempted_at change with the claim, in priority order. */
+#define BS__LEASE_CLAIM_EX(table, key, set, cond, order, returning, now, lock)                     \
+    "UPDATE " table " SET " set(now) "lease_owner = ?, lease_expires_at = " now " + ?,"            \
+    " lease_token = lease_token + 1 WHERE " key " IN (SELECT " key " FROM " table " WHERE ("      \
+    cond(now) ") AND lease_expires_at <= " now " ORDER BY " order " LIMIT ?" lock                  \
+    ") RETURNING " returning
+#define BS_LEASE_CLAIM_SQL_EX(table, key, set, cond, order, returning)                             \
+    {                                                                                              \
+        BS__LEASE_CLAIM_EX(table, key, set, cond, order, returning, BS__LEASE_NOW_SQLITE, ""),     \
+            BS__LEASE_CLAIM_EX(table, key, set, cond, order, returning, BS__LEASE_NOW_PG,          \
+                               " FOR UPDATE SKIP LOCKED")                                          \
+    }
+
 typedef struct {
     const char *sqlite;
     const char *pg;

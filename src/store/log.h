@@ -102,7 +102,8 @@ typedef struct {
 typedef struct {
     int64_t offset;         /* of the record; for a duplicate, of the original */
     int duplicate;          /* 1: dedup_key was appended within the window; nothing new stored */
-    int code;               /* 0, or this record's own error (BS_ETOOBIG): the others stand */
+    int code;               /* 0, or this record's own error (BS_ETOOBIG: data past max_record_bytes;
+                               BS_EINVAL: id or dedup_key too long): the others stand */
     char id[129];           /* the record's id (the original's for a duplicate) */
 } bs_log_append_result_t;
 
@@ -141,7 +142,7 @@ typedef struct {
 typedef int (*bs_log_record_cb)(const bs_log_record_t *r, void *ud);
 
 /* Calls cb for records from from_offset on, in offset order: at most max (>= 1) records and
- * about max_bytes of data (at least one record). from_offset below the first retained one
+ * about max_bytes of data (at least one record; 0: no bound). from_offset below the first retained one
  * starts there; at or past next_offset reads nothing. *next (optional) gets the offset to
  * read from next. Returns the number of records passed to cb, or BS_ENOTFOUND / BS_EINVAL
  * (from_offset < 0) / BS_EIO. May wait (disk). */
@@ -169,7 +170,7 @@ void bs_log_unwatch(bs_log_t *l, int64_t watch_id);
 typedef struct {
     int64_t ack_wait_ms;     /* unacked deliveries are redelivered after this; 0: 30 s */
     int max_deliver;         /* deliveries per record before it is dead-lettered; 0 or -1: no limit */
-    int max_ack_pending;     /* unacked deliveries outstanding at once; 0: 1000 */
+    int max_ack_pending;     /* unacked deliveries outstanding at once; 0: 1000; -1: no limit */
     const char *dead_letter; /* topic (same tenant) that receives records past max_deliver;
                                 NULL/"": they are dropped (counted). A dead letter's data is
                                 {"topic":…,"offset":…,"deliveries":…,"group":…,"event":<data>} */
@@ -196,7 +197,8 @@ typedef struct {
 typedef int (*bs_log_delivery_cb)(const bs_log_delivery_t *d, void *ud);
 /* Called exactly once per accepted async fetch, on any thread (possibly the caller's, before
  * bs_log_fetch_async returns): n deliveries (0 when the wait ran out), or code < 0. The
- * array and its records are borrowed for the call. */
+ * array and its records are borrowed for the call. Must not block (it may ack, nack, append
+ * asynchronously; never bs_log_fetch). */
 typedef void (*bs_log_fetch_cb)(void *ud, int code, const bs_log_delivery_t *d, int n,
                                 const bs_err_t *err);
 

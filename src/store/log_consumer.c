@@ -60,7 +60,8 @@ typedef struct bs__group {
     char name[64];
     atomic_int refs;
     atomic_int nwait;
-    pthread_mutex_t mu; /* everything below */
+    atomic_uint_fast64_t gen; /* bumped by acks, nacks, dead letters, deletion */
+    pthread_mutex_t mu;       /* everything below */
     bs_log_consumer_config_t cfg;
     char dl[64];
     int deleted;
@@ -83,6 +84,7 @@ typedef struct bs__fetch {
     bs__group_t *g;
     int max;
     int waiting;
+    uint64_t seen; /* topic publications + group changes at the last attempt */
     uint64_t deadline_ns;
     int64_t due_ms;
     bs_log_fetch_cb cb;
@@ -96,7 +98,10 @@ enum { J_CONFIG = 1, J_SNAP = 2, J_NEXT = 3, J_REDELIVER = 4, J_ACK = 5 };
 #define PENDING_LIMIT 10000000
 #define DLQ_RETRY_MS 1000
 
-static int64_t mono_ms(void) { return (int64_t)(bs_time_mono_ns() / 1000000u); }
+static int64_t mono_ms(void)
+{
+    return (int64_t)(bs_time_mono_ns() / 1000000u);
+}
 
 /* ---- groups ----------------------------------------------------------------------------- */
 
@@ -213,7 +218,10 @@ static void pend_done(bs__group_t *g, int i)
     pend_compact(g);
 }
 
-static int64_t group_floor(const bs__group_t *g) { return g->p0 < g->np ? g->p[g->p0].offset : g->next; }
+static int64_t group_floor(const bs__group_t *g)
+{
+    return g->p0 < g->np ? g->p[g->p0].offset : g->next;
+}
 
 /* ---- the journal ------------------------------------------------------------------------ */
 
@@ -305,8 +313,10 @@ static void jflush(bs__group_t *g, bs_buf_t *b)
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            BS_LOG(BS_LOG_ERROR, "log", "group %s/%s/%s: cannot write its journal: %s (positions "
-                   "may go back on restart)", g->t->tenant, g->t->name, g->name, strerror(errno));
+            BS_LOG(BS_LOG_ERROR, "log",
+                   "group %s/%s/%s: cannot write its journal: %s (positions "
+                   "may go back on restart)",
+                   g->t->tenant, g->t->name, g->name, strerror(errno));
             return;
         }
         p += w;
@@ -345,7 +355,8 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
             return -1;
         int64_t next = (int64_t)bs__get64(p + 1);
         uint32_t cnt = bs__get32(p + 9);
-        if (next < 0 || next >= ((int64_t)1 << 62) || cnt > PENDING_LIMIT || n != 13 + (size_t)cnt * 12)
+        if (next < 0 || next >= ((int64_t)1 << 62) || cnt > PENDING_LIMIT ||
+            n != 13 + (size_t)cnt * 12)
             return -1;
         g->p0 = g->np = g->nacked = 0;
         g->ack_pending = 0;
@@ -364,8 +375,8 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
         if (n != 17)
             return -1;
         int64_t from = (int64_t)bs__get64(p + 1), to = (int64_t)bs__get64(p + 9);
-        if (from < g->next || to < from || to >= ((int64_t)1 << 62) || to - from > BS_LOG_MAX_BATCH ||
-            g->np - g->p0 + (to - from) > PENDING_LIMIT)
+        if (from < g->next || to < from || to >= ((int64_t)1 << 62) ||
+            to - from > BS_LOG_MAX_BATCH || g->np - g->p0 + (to - from) > PENDING_LIMIT)
             return -1;
         for (int64_t o = from; o < to; o++)
             if (pend_push(g, o, 1, due) != 0)
@@ -629,6 +640,7 @@ void bs__groups_drop(bs__topic_t *t)
         pthread_mutex_lock(&g->mu);
         g->deleted = 1;
         pthread_mutex_unlock(&g->mu);
+        atomic_fetch_add(&g->gen, 1);
         kick |= atomic_load(&g->nwait) > 0;
     }
     pthread_mutex_unlock(&t->gmu);
@@ -724,12 +736,24 @@ void bs__groups_metrics(bs__topic_t *t, bs_buf_t *b, int part)
         bs_log_consumer_config_t c = cfg_norm(&g->cfg);
         long long val = 0;
         switch (part) {
-        case 0: val = tnext > g->next ? tnext - g->next : 0; break;
-        case 1: val = g->ack_pending; break;
-        case 2: val = c.max_ack_pending > 0 && g->ack_pending >= c.max_ack_pending; break;
-        case 3: val = (long long)g->redelivered; break;
-        case 4: val = (long long)g->dead_lettered; break;
-        default: val = (long long)g->stalls; break;
+        case 0:
+            val = tnext > g->next ? tnext - g->next : 0;
+            break;
+        case 1:
+            val = g->ack_pending;
+            break;
+        case 2:
+            val = c.max_ack_pending > 0 && g->ack_pending >= c.max_ack_pending;
+            break;
+        case 3:
+            val = (long long)g->redelivered;
+            break;
+        case 4:
+            val = (long long)g->dead_lettered;
+            break;
+        default:
+            val = (long long)g->stalls;
+            break;
         }
         pthread_mutex_unlock(&g->mu);
         bs_buf_printf(b, "%s{tenant=\"%s\",topic=\"%s\",group=\"%s\"} %lld\n", fam[part][0],
@@ -802,16 +826,17 @@ static void cfg_store(bs__group_t *g, const bs_log_consumer_config_t *c)
 }
 
 int bs__seglog_consumer_ensure(bs_log_t *lb, const char *tenant, const char *topic,
-                               const char *group, const bs_log_consumer_config_t *c,
-                               bs_err_t *err)
+                               const char *group, const bs_log_consumer_config_t *c, bs_err_t *err)
 {
     bs__seglog_t *l = (bs__seglog_t *)lb;
     bs_log_consumer_config_t cfg = {0};
     if (c)
         cfg = *c;
     if (!bs__log_valid_name(group))
-        return bs_err_setf(err, BS_EINVAL, "group", "group name '%.64s' must match "
-                           "[a-z0-9][a-z0-9_-]{0,62}", group ? group : "");
+        return bs_err_setf(err, BS_EINVAL, "group",
+                           "group name '%.64s' must match "
+                           "[a-z0-9][a-z0-9_-]{0,62}",
+                           group ? group : "");
     bs__topic_t *t = bs__topic_get(l, tenant, topic);
     if (!t)
         return bs_err_set(err, BS_ENOTFOUND, "topic '%s' not found", topic ? topic : "");
@@ -863,10 +888,11 @@ int bs__seglog_consumer_ensure(bs_log_t *lb, const char *tenant, const char *top
 int bs__seglog_consumer_delete(bs_log_t *lb, const char *tenant, const char *topic,
                                const char *group, bs_err_t *err)
 {
-    (void)err;
     bs__topic_t *t = bs__topic_get((bs__seglog_t *)lb, tenant, topic);
-    if (!t || !group)
-        return bs__topic_unref(t), 0;
+    if (!t || !group) {
+        bs__topic_unref(t);
+        return 0;
+    }
     pthread_mutex_lock(&t->gmu);
     bs__group_t **p = &t->groups;
     while (*p && strcmp((*p)->name, group) != 0)
@@ -878,6 +904,7 @@ int bs__seglog_consumer_delete(bs_log_t *lb, const char *tenant, const char *top
         pthread_mutex_lock(&g->mu);
         g->deleted = 1;
         pthread_mutex_unlock(&g->mu);
+        atomic_fetch_add(&g->gen, 1);
         if (unlink(g->path) != 0 && errno != ENOENT)
             rc = bs_err_set(err, BS_EIO, "cannot remove %s: %s", g->path, strerror(errno));
         bs__fsync_dir(t->dir);
@@ -937,9 +964,9 @@ static int delivery_op(bs__seglog_t *l, const char *tenant, const char *topic, c
     if (g->deleted) {
         rc = bs_err_set(err, BS_ENOTFOUND, "consumer group '%s' not found", group);
     } else if (parse_delivery_id(delivery_id, &off, &d) != 0 || off >= g->next) {
-        rc = bs_err_setf(err, BS_EINVAL, "delivery_id",
-                         "'%.64s' is not a delivery id of group '%s'", delivery_id ? delivery_id : "",
-                         group);
+        rc =
+            bs_err_setf(err, BS_EINVAL, "delivery_id", "'%.64s' is not a delivery id of group '%s'",
+                        delivery_id ? delivery_id : "", group);
     } else {
         int i = pend_find(g, off);
         if (i >= 0 && !g->p[i].acked) {
@@ -957,7 +984,8 @@ static int delivery_op(bs__seglog_t *l, const char *tenant, const char *topic, c
                 bs_buf_free(&b);
                 wake = 1;
             } else if (op != OP_ACK && d == e->deliveries && !e->dlq) {
-                int64_t due = mono_ms() + (op == OP_NACK ? delay_ms : cfg_norm(&g->cfg).ack_wait_ms);
+                int64_t due =
+                    mono_ms() + (op == OP_NACK ? delay_ms : cfg_norm(&g->cfg).ack_wait_ms);
                 e->due_ms = due;
                 if (due < g->min_due)
                     g->min_due = due;
@@ -966,6 +994,8 @@ static int delivery_op(bs__seglog_t *l, const char *tenant, const char *topic, c
         }
     }
     pthread_mutex_unlock(&g->mu);
+    if (wake)
+        atomic_fetch_add(&g->gen, 1);
     if (wake && atomic_load(&g->nwait) > 0)
         bs__consumer_kick(l);
     group_put(g);
@@ -981,7 +1011,8 @@ int bs__seglog_ack(bs_log_t *l, const char *tenant, const char *topic, const cha
 int bs__seglog_nack(bs_log_t *l, const char *tenant, const char *topic, const char *group,
                     const char *delivery_id, int64_t delay_ms, bs_err_t *err)
 {
-    return delivery_op((bs__seglog_t *)l, tenant, topic, group, delivery_id, OP_NACK, delay_ms, err);
+    return delivery_op((bs__seglog_t *)l, tenant, topic, group, delivery_id, OP_NACK, delay_ms,
+                       err);
 }
 
 int bs__seglog_in_progress(bs_log_t *l, const char *tenant, const char *topic, const char *group,
@@ -1058,6 +1089,7 @@ static void group_term(bs__group_t *g, int64_t offset, int counted)
             g->dead_lettered++;
     }
     pthread_mutex_unlock(&g->mu);
+    atomic_fetch_add(&g->gen, 1);
     if (atomic_load(&g->nwait) > 0)
         bs__consumer_kick(g->t->log);
 }
@@ -1080,6 +1112,13 @@ static void dlq_done(void *ud, int code, const bs_log_append_result_t *res, int 
 {
     dlq_ctx_t *c = ud;
     if (code == 0 && n == 1 && res[0].code == 0) {
+        group_term(c->g, c->offset, 1);
+    } else if (code == 0 && n == 1) {
+        /* Refused for good (the dead letter topic's max_record_bytes): retrying cannot help. */
+        BS_LOG(BS_LOG_ERROR, "log",
+               "group %s/%s/%s: the dead letter topic refused offset %lld (%s); dropped",
+               c->g->t->tenant, c->g->t->name, c->g->name, (long long)c->offset,
+               bs_err_name(res[0].code));
         group_term(c->g, c->offset, 1);
     } else {
         BS_LOG(BS_LOG_WARN, "log", "group %s/%s/%s: dead-lettering offset %lld failed: %s",
@@ -1162,7 +1201,8 @@ static void dead_letter(bs__seglog_t *l, bs__group_t *g, int64_t offset, int del
             c->g = g;
             c->offset = offset;
         }
-        if (!c || bs__seglog_append_async(&l->base, t->tenant, dl, &in, 1, dlq_done, c, &err) != 0) {
+        if (!c ||
+            bs__seglog_append_async(&l->base, t->tenant, dl, &in, 1, dlq_done, c, &err) != 0) {
             BS_LOG(BS_LOG_WARN, "log", "group %s/%s/%s: cannot dead-letter offset %lld to '%s': %s",
                    t->tenant, t->name, g->name, (long long)offset, dl,
                    dt ? err.msg : "cannot create the topic");
@@ -1250,6 +1290,7 @@ static int fetch_attempt(bs__seglog_t *l, bs__fetch_t *f)
         atomic_fetch_add(&g->nwait, 1);
         atomic_fetch_add(&t->nwait, 1);
     }
+    f->seen = atomic_load(&t->published) + atomic_load(&g->gen);
     int64_t now = (int64_t)(now_ns / 1000000u);
     cand_t *c = malloc((size_t)f->max * sizeof *c);
     struct {
@@ -1316,8 +1357,8 @@ static int fetch_attempt(bs__seglog_t *l, bs__fetch_t *f)
         }
         g->min_due = min_due;
     }
-    int64_t avail = tnext - g->next, room = cfg.max_ack_pending < 0 ? INT64_MAX
-                                                                     : cfg.max_ack_pending - g->ack_pending;
+    int64_t avail = tnext - g->next,
+            room = cfg.max_ack_pending < 0 ? INT64_MAX : cfg.max_ack_pending - g->ack_pending;
     int64_t k = f->max - nc;
     if (k > room)
         k = room;
@@ -1406,23 +1447,18 @@ static int fetch_attempt(bs__seglog_t *l, bs__fetch_t *f)
         nd++;
     }
     if (nc > nredo && !g->deleted && g->next == new_from) {
-        int64_t first = c[nredo].offset, last = c[nc - 1].offset;
-        j_next(&jb2, first, last + 1);
-        for (int i = nredo; i < nc; i++)
-            if (pend_push(g, c[i].offset, 1, due) != 0) {
-                /* Out of memory: deliver what is recorded, the rest stays undelivered. */
-                j_next(&jb2, c[i].offset, c[i].offset); /* no-op marker keeps the journal sane */
-                for (int k2 = i; k2 < nc; k2++)
-                    c[k2].keep = 0;
-                last = c[i].offset - 1;
-                break;
-            }
-        g->next = last + 1;
-        for (int i = nredo; i < nc; i++)
-            if (c[i].keep) {
-                g->delivered++;
-                nd++;
-            }
+        int pushed = nredo;
+        while (pushed < nc && pend_push(g, c[pushed].offset, 1, due) == 0)
+            pushed++;
+        /* Out of memory part way: deliver what is recorded, the rest stays undelivered. */
+        for (int i = pushed; i < nc; i++)
+            c[i].keep = 0;
+        if (pushed > nredo) {
+            j_next(&jb2, c[nredo].offset, c[pushed - 1].offset + 1);
+            g->next = c[pushed - 1].offset + 1;
+            g->delivered += (uint64_t)(pushed - nredo);
+            nd += pushed - nredo;
+        }
     } else {
         for (int i = nredo; i < nc; i++)
             c[i].keep = 0;
@@ -1448,7 +1484,7 @@ static int fetch_attempt(bs__seglog_t *l, bs__fetch_t *f)
 
     /* 5. Deliver. */
     bs_log_delivery_t *d = nd ? malloc((size_t)nd * sizeof *d) : NULL;
-    char (*ids)[32] = nd ? malloc((size_t)nd * sizeof *ids) : NULL;
+    char(*ids)[32] = nd ? malloc((size_t)nd * sizeof *ids) : NULL;
     if (nd && (!d || !ids)) {
         free(d);
         free(ids);
@@ -1544,7 +1580,9 @@ static void *consumer_main(void *arg)
         }
         for (bs__fetch_t *f = parked, *n; f; f = n) {
             n = f->next;
-            if ((kick || now >= f->deadline_ns || now_ms >= f->due_ms) && fetch_attempt(l, f))
+            int changed =
+                kick && atomic_load(&f->g->t->published) + atomic_load(&f->g->gen) != f->seen;
+            if ((changed || now >= f->deadline_ns || now_ms >= f->due_ms) && fetch_attempt(l, f))
                 continue;
             f->next = keep;
             keep = f;

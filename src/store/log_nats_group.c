@@ -20,7 +20,7 @@
  * that does not exist, so a group this process has not seen (or a fetch
  * that heard nothing by its deadline) is looked up with a consumer info on
  * a worker: BS_ENOTFOUND through the callback. Ending a fetch unsubscribes
- * its reply subject, which also withdraws the request on the server. A wait of 0 still sends a 20
+ * its reply subject, which also withdraws the request on the server. A wait of 0 still sends a 500
  * ms expiry: a request without one could linger on the server (when max_ack_pending is reached) and
  * take deliveries after the fetch ended. Deliveries that arrive for a fetch already over are handed
  * back at once (-NAK); their delivery count has grown, which is why the expiry is short.
@@ -60,7 +60,11 @@
 #include "store/log_nats_int.h"
 
 #define GUARD_MS 5000
-#define MIN_EXPIRES_MS 20
+/* The shortest expiry of a pull (a wait of 0 included). With no_wait JetStream answers at once
+ * when it has nothing, and as soon as it delivered what it has otherwise, so this bounds only
+ * how long a loaded server may take to deliver available records (20 ms lost deliveries on a
+ * busy machine) and how long a request lingers when max_ack_pending is reached. */
+#define MIN_EXPIRES_MS 500
 #define RETRY_MS 25
 #define CONFIG_TTL_MS 2000
 

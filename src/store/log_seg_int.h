@@ -94,17 +94,17 @@ typedef struct {
 } bs__idx_t;
 
 typedef struct bs__seg {
-    int64_t base;      /* first offset, the file's name */
-    int fd;            /* -1 until a read needs it (sealed ones open lazily); set under t->mu */
-    atomic_int refs;   /* the topic's list holds one; readers pin one */
-    int sealed;        /* a later segment exists; never written again */
+    int64_t base;    /* first offset, the file's name */
+    int fd;          /* -1 until a read needs it (sealed ones open lazily); set under t->mu */
+    atomic_int refs; /* the topic's list holds one; readers pin one */
+    int sealed;      /* a later segment exists; never written again */
     /* Published state, under the topic's mu: */
-    int64_t end;       /* offset after the last record */
-    uint64_t size;     /* header + records */
+    int64_t end;   /* offset after the last record */
+    uint64_t size; /* header + records */
     int64_t first_time, last_time;
     bs__idx_t *idx;
     int nidx, cidx;
-    char path[];       /* <dir>/<base>.seg */
+    char path[]; /* <dir>/<base>.seg */
 } bs__seg_t;
 
 /* Parses an index file image of a segment of seg_size bytes: 0 with the entries (malloc'd,
@@ -118,14 +118,33 @@ int bs__idx_parse(const uint8_t *p, size_t n, int64_t base, uint64_t seg_size, b
 typedef struct bs__dd_entry bs__dd_entry_t;
 typedef struct bs__dd_chunk bs__dd_chunk_t;
 
-/* Keys in append order (so in time order) in chunks, and a hash table over them. Entries
- * leave from the oldest end as the window passes; the newest ones can be taken back (a
- * write that failed). Owned by the writer thread (by the opening thread before it runs). */
+/* Keys in append order (so in time order) in chunks, and an open-addressing table over them
+ * whose slots carry the hash (a miss reads one run of slots, no entry). Entries leave from
+ * the oldest end as the window passes; the newest ones can be taken back (a write that
+ * failed). The table grows by migrating a few slots of the old one per insert, so no append
+ * waits for a whole rehash. At most BS__DEDUP_MAX_KEYS keys are kept per topic: past it the
+ * oldest are forgotten early (counted). Owned by the writer thread (by the opening thread
+ * before it runs). */
+#define BS__DEDUP_MAX_KEYS ((size_t)4 << 20)
+
 typedef struct {
-    bs__dd_entry_t **slots;
-    size_t cap, count;
+    uint64_t hash;
+    bs__dd_entry_t *e; /* NULL: empty; BS__DD_TOMB: removed (the old table only) */
+} bs__dd_slot_t;
+
+typedef struct {
+    bs__dd_slot_t *s;
+    size_t cap, live;
+} bs__dd_table_t;
+
+typedef struct {
+    bs__dd_table_t cur, old; /* old.s: being migrated into cur, or NULL */
+    size_t mig;              /* next slot of old to migrate */
+    size_t count;
     bs__dd_chunk_t *head, *tail, *spare;
+    int nspare;
     size_t head_pos;
+    uint64_t evicted;
 } bs__dedup_t;
 
 typedef struct {
@@ -138,6 +157,12 @@ void bs__dedup_free(bs__dedup_t *d);
 /* The entry of key, or NULL. *hash gets the key's hash (for insert). */
 const bs__dd_entry_t *bs__dedup_find(const bs__dedup_t *d, const uint8_t *key, size_t key_len,
                                      uint64_t *hash);
+/* The same with the hash computed already (bs__dedup_hash), and a prefetch of its slots
+ * (a batch prefetches every key's slot before the first lookup). */
+uint64_t bs__dedup_hash(const uint8_t *key, size_t key_len);
+const bs__dd_entry_t *bs__dedup_find_hashed(const bs__dedup_t *d, uint64_t hash, const uint8_t *key,
+                                            size_t key_len);
+void bs__dedup_prefetch(const bs__dedup_t *d, uint64_t hash);
 int bs__dedup_insert(bs__dedup_t *d, uint64_t hash, const uint8_t *key, size_t key_len,
                      const uint8_t *id, size_t id_len, int64_t offset, int64_t time_ms);
 /* Forgets every key of a record older than cutoff_ms. */
@@ -157,49 +182,52 @@ struct bs__seglog;
 
 /* What only the writer thread touches (and the opening thread, before the writer starts). */
 typedef struct {
-    int64_t next;       /* the offset the next record gets */
-    int64_t time;       /* of the last record */
-    uint64_t pos;       /* bytes of the active segment written */
-    uint64_t idx_pos;   /* position of the active segment's last index entry */
+    int64_t next;     /* the offset the next record gets */
+    int64_t time;     /* of the last record */
+    uint64_t pos;     /* bytes of the active segment written */
+    uint64_t idx_pos; /* position of the active segment's last index entry */
     bs__seg_t *active;
     bs__dedup_t dedup;
     struct iovec *iov;
     int niov, ciov;
-    bs__idx_t *pidx;    /* index entries of written, not yet published records */
+    uint64_t *hashes; /* scratch: the dedup hashes of one append's keys */
+    int chash;
+    bs__idx_t *pidx; /* index entries of written, not yet published records */
     int npidx, cpidx;
     struct bs__req *head, *tail; /* this round's appends */
     struct bs__topic *round_next;
     int in_round;
-    int dirty;          /* written, not fsynced (sync_interval_ms > 0) */
+    int dirty; /* written, not fsynced (sync_interval_ms > 0) */
     uint64_t sync_due_ns;
     struct bs__topic *dirty_next;
-    int failed;         /* a failed write could not be undone: appends fail until reopen */
+    int failed; /* a failed write could not be undone: appends fail until reopen */
 } bs__wstate_t;
 
 typedef struct bs__topic {
     struct bs__seglog *log;
     char tenant[64], name[64];
-    char *dir;                     /* <root>/<tenant>/<topic> */
-    atomic_int refs;               /* the map holds one; appends, reads, groups pin one */
+    char *dir;       /* <root>/<tenant>/<topic> */
+    atomic_int refs; /* the map holds one; appends, reads, groups pin one */
     atomic_int dropped;
-    struct bs__topic *hnext;       /* the map's chain, under map_lock */
+    struct bs__topic *hnext; /* the map's chain, under map_lock */
 
-    pthread_mutex_t mu;            /* everything below up to the atomics */
+    pthread_mutex_t mu; /* everything below up to the atomics */
     bs_log_topic_config_t cfg;
-    bs__seg_t **segs;              /* by base; the last one is active */
+    bs__seg_t **segs; /* by base; the last one is active */
     int nsegs, csegs;
-    int64_t next_offset;           /* published: every record below is readable */
+    int64_t next_offset; /* published: every record below is readable */
     int64_t last_time;
     int64_t bytes;
-    struct bs__watch *watches;     /* under wmu */
+    struct bs__watch *watches; /* under wmu */
 
     atomic_int_fast64_t max_record; /* cfg.max_record_bytes, read by appenders without mu */
     atomic_uint_fast64_t appended, duplicates, syncs;
-    atomic_int nwatch;             /* watches waiting on the topic */
-    atomic_int nwait;              /* fetches parked on one of its groups */
-    atomic_int roll_asked;         /* retention asked the writer to seal the active segment */
+    atomic_int nwatch;              /* watches waiting on the topic */
+    atomic_int nwait;               /* fetches parked on one of its groups */
+    atomic_int roll_asked;          /* retention asked the writer to seal the active segment */
+    atomic_uint_fast64_t published; /* times the writer published records (parked fetches) */
 
-    pthread_mutex_t gmu;           /* the list of groups */
+    pthread_mutex_t gmu; /* the list of groups */
     struct bs__group *groups;
 
     bs__wstate_t w;
@@ -233,7 +261,7 @@ typedef struct bs__seglog {
     int qcount;
     int writer_idle;
     int stop;
-    bs__topic_t *dirty;            /* writer only: topics with unsynced writes */
+    bs__topic_t *dirty; /* writer only: topics with unsynced writes */
     _Atomic uint64_t hist[BS__LOG_HIST_N + 1], hist_sum_ns;
     _Atomic uint64_t rounds;
 
@@ -329,8 +357,7 @@ void bs__groups_metrics(bs__topic_t *t, bs_buf_t *b, int part);
 int bs__journal_check(const uint8_t *p, size_t n);
 
 int bs__seglog_consumer_ensure(bs_log_t *l, const char *tenant, const char *topic,
-                               const char *group, const bs_log_consumer_config_t *c,
-                               bs_err_t *err);
+                               const char *group, const bs_log_consumer_config_t *c, bs_err_t *err);
 int bs__seglog_consumer_delete(bs_log_t *l, const char *tenant, const char *topic,
                                const char *group, bs_err_t *err);
 int bs__seglog_fetch_async(bs_log_t *l, const char *tenant, const char *topic, const char *group,
@@ -341,15 +368,16 @@ int bs__seglog_nack(bs_log_t *l, const char *tenant, const char *topic, const ch
                     const char *delivery_id, int64_t delay_ms, bs_err_t *err);
 int bs__seglog_in_progress(bs_log_t *l, const char *tenant, const char *topic, const char *group,
                            const char *delivery_id, bs_err_t *err);
-int bs__seglog_consumer_stats(bs_log_t *l, const char *tenant, const char *topic,
-                              const char *group, bs_log_consumer_stats_t *out, bs_err_t *err);
+int bs__seglog_consumer_stats(bs_log_t *l, const char *tenant, const char *topic, const char *group,
+                              bs_log_consumer_stats_t *out, bs_err_t *err);
 int bs__seglog_consumers(bs_log_t *l, const char *tenant, const char *topic,
                          int (*cb)(const char *group, void *ud), void *ud, bs_err_t *err);
 
 /* Little-endian integers. */
 static inline void bs__put32(uint8_t *p, uint32_t v)
 {
-    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16), p[3] = (uint8_t)(v >> 24);
+    p[0] = (uint8_t)v, p[1] = (uint8_t)(v >> 8), p[2] = (uint8_t)(v >> 16),
+    p[3] = (uint8_t)(v >> 24);
 }
 static inline uint32_t bs__get32(const uint8_t *p)
 {

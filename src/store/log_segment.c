@@ -50,7 +50,8 @@ static uint32_t crc_sw(uint32_t c, const uint8_t *p, size_t n)
         uint32_t lo = c ^ bs__get32(p), hi = bs__get32(p + 4);
         c = crc_table[7][lo & 0xff] ^ crc_table[6][(lo >> 8) & 0xff] ^
             crc_table[5][(lo >> 16) & 0xff] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xff] ^
-            crc_table[2][(hi >> 8) & 0xff] ^ crc_table[1][(hi >> 16) & 0xff] ^ crc_table[0][hi >> 24];
+            crc_table[2][(hi >> 8) & 0xff] ^ crc_table[1][(hi >> 16) & 0xff] ^
+            crc_table[0][hi >> 24];
         p += 8;
         n -= 8;
     }
@@ -211,7 +212,10 @@ bs__seg_t *bs__seg_new(const char *dir, int64_t base)
     return s;
 }
 
-void bs__seg_ref(bs__seg_t *s) { atomic_fetch_add(&s->refs, 1); }
+void bs__seg_ref(bs__seg_t *s)
+{
+    atomic_fetch_add(&s->refs, 1);
+}
 
 void bs__seg_unref(bs__seg_t *s)
 {
@@ -583,9 +587,10 @@ int bs__topic_recover(bs__topic_t *t, bs_err_t *err)
         }
         rc = i + 1 < n ? recover_sealed(t, s, err) : recover_active(t, s, err);
         if (rc == 0 && i > 0 && s->base != t->segs[i - 1]->end)
-            BS_LOG(BS_LOG_ERROR, "log", "topic %s/%s: segment %s starts at %lld, the one before ends "
-                   "at %lld", t->tenant, t->name, s->path, (long long)s->base,
-                   (long long)t->segs[i - 1]->end);
+            BS_LOG(BS_LOG_ERROR, "log",
+                   "topic %s/%s: segment %s starts at %lld, the one before ends "
+                   "at %lld",
+                   t->tenant, t->name, s->path, (long long)s->base, (long long)t->segs[i - 1]->end);
     }
     free(bases);
     if (rc != 0)
@@ -770,9 +775,11 @@ int bs__topic_read(bs__topic_t *t, int64_t from, int max, size_t max_bytes, bs_l
                 break;
             }
             if (v.offset != off) {
-                rc = bs_err_set(err, BS_EIO, "segment %s: record at position %llu has offset %lld, "
-                                "expected %lld", s->path, (unsigned long long)pos,
-                                (long long)v.offset, (long long)off);
+                rc = bs_err_set(err, BS_EIO,
+                                "segment %s: record at position %llu has offset %lld, "
+                                "expected %lld",
+                                s->path, (unsigned long long)pos, (long long)v.offset,
+                                (long long)off);
                 break;
             }
             pos += v.frame_len;

@@ -28,9 +28,8 @@
 #include "base/time.h"
 #include "store/log_seg_int.h"
 
-const double bs__log_hist_bounds[BS__LOG_HIST_N] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025,
-                                                    0.005,  0.01,    0.025,  0.05,  0.1,
-                                                    0.25,   0.5,     1,      2.5};
+const double bs__log_hist_bounds[BS__LOG_HIST_N] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5};
 
 typedef struct bs__watch {
     struct bs__watch *hnext;
@@ -124,6 +123,7 @@ static void topic_free(bs__topic_t *t)
     bs__dedup_free(&t->w.dedup);
     free(t->w.iov);
     free(t->w.pidx);
+    free(t->w.hashes);
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->gmu);
     free(t->dir);
@@ -256,10 +256,12 @@ static bs__topic_t *topic_create(bs__seglog_t *l, const char *tenant, const char
 static int check_names(const char *tenant, const char *topic, bs_err_t *err)
 {
     if (!bs__log_valid_name(tenant))
-        return bs_err_setf(err, BS_EINVAL, "tenant", "tenant '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
+        return bs_err_setf(err, BS_EINVAL, "tenant",
+                           "tenant '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
                            tenant ? tenant : "");
     if (!bs__log_valid_name(topic))
-        return bs_err_setf(err, BS_EINVAL, "topic", "topic name '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
+        return bs_err_setf(err, BS_EINVAL, "topic",
+                           "topic name '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
                            topic ? topic : "");
     return 0;
 }
@@ -512,7 +514,8 @@ static void seg_metrics(bs_log_t *lb, bs_buf_t *b)
         {"basalt_log_syncs_total", "counter", "fsyncs of the topic's segments."},
     };
     for (int f = 0; f < 5; f++) {
-        bs_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f][0], fam[f][2], fam[f][0], fam[f][1]);
+        bs_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[f][0], fam[f][2], fam[f][0],
+                      fam[f][1]);
         for (int i = 0; i < n; i++) {
             bs__topic_t *t = v[i];
             long long val;
@@ -543,11 +546,12 @@ static void seg_metrics(bs_log_t *lb, bs_buf_t *b)
     uint64_t cum = 0;
     for (int k = 0; k < BS__LOG_HIST_N; k++) {
         cum += atomic_load_explicit(&l->hist[k], memory_order_relaxed);
-        bs_buf_printf(b, "basalt_log_append_seconds_bucket{le=\"%g\"} %llu\n", bs__log_hist_bounds[k],
-                      (unsigned long long)cum);
+        bs_buf_printf(b, "basalt_log_append_seconds_bucket{le=\"%g\"} %llu\n",
+                      bs__log_hist_bounds[k], (unsigned long long)cum);
     }
     cum += atomic_load_explicit(&l->hist[BS__LOG_HIST_N], memory_order_relaxed);
-    bs_buf_printf(b, "basalt_log_append_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    bs_buf_printf(b, "basalt_log_append_seconds_bucket{le=\"+Inf\"} %llu\n",
+                  (unsigned long long)cum);
     bs_buf_printf(b, "basalt_log_append_seconds_sum %.9f\n",
                   (double)atomic_load_explicit(&l->hist_sum_ns, memory_order_relaxed) / 1e9);
     bs_buf_printf(b, "basalt_log_append_seconds_count %llu\n", (unsigned long long)cum);
@@ -638,7 +642,8 @@ static int load_all(bs__seglog_t *l, bs_err_t *err)
                 char left[1300];
                 snprintf(left, sizeof left, "%s/%s", tdir, e->d_name);
                 if (bs__rm_rf(left) != 0)
-                    BS_LOG(BS_LOG_WARN, "log", "cannot remove leftover %s: %s", left, strerror(errno));
+                    BS_LOG(BS_LOG_WARN, "log", "cannot remove leftover %s: %s", left,
+                           strerror(errno));
                 continue;
             }
             if (!bs__log_valid_name(e->d_name))

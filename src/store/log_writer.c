@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -52,23 +53,81 @@ struct bs__dd_chunk {
 };
 
 #define DD_CHUNK ((size_t)64 << 10)
+#define DD_SPARES 8
+#define DD_MIGRATE 64
+static bs__dd_entry_t dd_tomb;
+#define BS__DD_TOMB (&dd_tomb)
 
 static size_t dd_size(size_t key_len, size_t id_len)
 {
     return (sizeof(bs__dd_entry_t) + key_len + id_len + 7) & ~(size_t)7;
 }
 
-static size_t dd_entry_size(const bs__dd_entry_t *e) { return dd_size(e->key_len, e->id_len); }
-
-static uint64_t dd_hash(const uint8_t *p, size_t n)
+static size_t dd_entry_size(const bs__dd_entry_t *e)
 {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ p[i]) * 1099511628211ull;
-    return h ^ (h >> 29);
+    return dd_size(e->key_len, e->id_len);
 }
 
-void bs__dedup_init(bs__dedup_t *d) { memset(d, 0, sizeof *d); }
+/* 64-bit words through a multiply-xorshift mix, then murmur3's finaliser. */
+static uint64_t dd_hash(const uint8_t *p, size_t n)
+{
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xC2B2AE3D27D4EB4Full);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+        h ^= h >> 31;
+        p += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    for (size_t i = 0; i < n; i++)
+        w |= (uint64_t)p[i] << (8 * i);
+    h = (h ^ w) * 0x9E3779B97F4A7C15ull;
+    h ^= h >> 33;
+    h *= 0xFF51AFD7ED558CCDull;
+    h ^= h >> 33;
+    h *= 0xC4CEB9FE1A85EC53ull;
+    h ^= h >> 33;
+    return h;
+}
+
+/* Slot arrays: big ones are mapped on their own, aligned for transparent huge pages (a
+ * lookup is a random access into them; fewer TLB misses). */
+#define DD_HUGE ((size_t)2 << 20)
+
+static bs__dd_slot_t *dd_slots_new(size_t cap)
+{
+    size_t n = cap * sizeof(bs__dd_slot_t);
+    if (n < DD_HUGE)
+        return calloc(cap, sizeof(bs__dd_slot_t));
+    uint8_t *p =
+        mmap(NULL, n + DD_HUGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+        return NULL;
+    uint8_t *a = (uint8_t *)(((uintptr_t)p + DD_HUGE - 1) & ~(uintptr_t)(DD_HUGE - 1));
+    if (a > p)
+        munmap(p, (size_t)(a - p));
+    munmap(a + n, (size_t)(p + n + DD_HUGE - a - n));
+    madvise(a, n, MADV_HUGEPAGE);
+    return (bs__dd_slot_t *)a;
+}
+
+static void dd_slots_free(bs__dd_slot_t *s, size_t cap)
+{
+    size_t n = cap * sizeof(bs__dd_slot_t);
+    if (!s)
+        return;
+    if (n < DD_HUGE)
+        free(s);
+    else
+        munmap(s, n);
+}
+
+void bs__dedup_init(bs__dedup_t *d)
+{
+    memset(d, 0, sizeof *d);
+}
 
 void bs__dedup_free(bs__dedup_t *d)
 {
@@ -76,85 +135,192 @@ void bs__dedup_free(bs__dedup_t *d)
         n = c->next;
         free(c);
     }
-    free(d->spare);
-    free(d->slots);
+    for (bs__dd_chunk_t *c = d->spare, *n; c; c = n) {
+        n = c->next;
+        free(c);
+    }
+    dd_slots_free(d->cur.s, d->cur.cap);
+    dd_slots_free(d->old.s, d->old.cap);
     bs__dedup_init(d);
+}
+
+static const bs__dd_entry_t *dd_lookup(const bs__dd_table_t *t, uint64_t h, const uint8_t *key,
+                                       size_t key_len)
+{
+    if (!t->s)
+        return NULL;
+    size_t mask = t->cap - 1;
+    for (size_t i = h & mask;; i = (i + 1) & mask) {
+        const bs__dd_slot_t *s = &t->s[i];
+        if (!s->e)
+            return NULL;
+        if (s->hash == h && s->e != BS__DD_TOMB && s->e->key_len == key_len &&
+            memcmp(s->e->bytes, key, key_len) == 0)
+            return s->e;
+    }
+}
+
+uint64_t bs__dedup_hash(const uint8_t *key, size_t key_len)
+{
+    return dd_hash(key, key_len);
+}
+
+const bs__dd_entry_t *bs__dedup_find_hashed(const bs__dedup_t *d, uint64_t h, const uint8_t *key,
+                                            size_t key_len)
+{
+    const bs__dd_entry_t *e = dd_lookup(&d->cur, h, key, key_len);
+    return e ? e : dd_lookup(&d->old, h, key, key_len);
 }
 
 const bs__dd_entry_t *bs__dedup_find(const bs__dedup_t *d, const uint8_t *key, size_t key_len,
                                      uint64_t *hash)
 {
-    uint64_t h = dd_hash(key, key_len);
-    *hash = h;
-    if (!d->cap)
-        return NULL;
-    for (size_t i = h & (d->cap - 1);; i = (i + 1) & (d->cap - 1)) {
-        const bs__dd_entry_t *e = d->slots[i];
-        if (!e)
-            return NULL;
-        if (e->hash == h && e->key_len == key_len && memcmp(e->bytes, key, key_len) == 0)
-            return e;
-    }
+    *hash = dd_hash(key, key_len);
+    return bs__dedup_find_hashed(d, *hash, key, key_len);
 }
 
-static void dd_place(bs__dd_entry_t **slots, size_t cap, bs__dd_entry_t *e)
+void bs__dedup_prefetch(const bs__dedup_t *d, uint64_t h)
 {
-    size_t i = e->hash & (cap - 1);
-    while (slots[i])
-        i = (i + 1) & (cap - 1);
-    slots[i] = e;
+    if (d->cur.s)
+        __builtin_prefetch(&d->cur.s[h & (d->cur.cap - 1)], 1);
+    if (d->old.s)
+        __builtin_prefetch(&d->old.s[h & (d->old.cap - 1)], 0);
+}
+
+static void dd_place(bs__dd_table_t *t, uint64_t h, bs__dd_entry_t *e)
+{
+    size_t mask = t->cap - 1, i = h & mask;
+    while (t->s[i].e)
+        i = (i + 1) & mask;
+    t->s[i] = (bs__dd_slot_t){h, e};
+    t->live++;
+}
+
+/* Moves up to n slots of the old table into the current one; frees it when done. */
+static void dd_migrate(bs__dedup_t *d, size_t n)
+{
+    while (d->old.s && n--) {
+        if (d->mig == d->old.cap) {
+            dd_slots_free(d->old.s, d->old.cap);
+            d->old = (bs__dd_table_t){0};
+            d->mig = 0;
+            return;
+        }
+        bs__dd_slot_t *s = &d->old.s[d->mig++];
+        if (s->e && s->e != BS__DD_TOMB) {
+            dd_place(&d->cur, s->hash, s->e);
+            s->e = BS__DD_TOMB; /* found in the current table from now on */
+            d->old.live--;
+        }
+    }
 }
 
 static int dd_grow(bs__dedup_t *d)
 {
-    size_t cap = d->cap ? d->cap * 2 : 1024;
-    bs__dd_entry_t **s = calloc(cap, sizeof *s);
+    while (d->old.s) /* finish the previous migration first */
+        dd_migrate(d, SIZE_MAX);
+    size_t cap = d->cur.cap ? d->cur.cap * 2 : 1024;
+    bs__dd_slot_t *s = dd_slots_new(cap);
     if (!s)
         return -1;
-    for (size_t i = 0; i < d->cap; i++)
-        if (d->slots[i])
-            dd_place(s, cap, d->slots[i]);
-    free(d->slots);
-    d->slots = s;
-    d->cap = cap;
+    d->old = d->cur;
+    d->mig = 0;
+    d->cur = (bs__dd_table_t){s, cap, 0};
+    if (!d->old.s)
+        d->old = (bs__dd_table_t){0};
     return 0;
 }
 
-/* Removes e from the table (linear probing with backward-shift deletion). */
+/* Removes e: from the current table by backward-shift deletion, or from the old one (being
+ * scanned in index order, where entries must not move) by a tombstone. */
 static void dd_unlink(bs__dedup_t *d, const bs__dd_entry_t *e)
 {
-    size_t mask = d->cap - 1, i = e->hash & mask;
-    while (d->slots[i] && d->slots[i] != e)
-        i = (i + 1) & mask;
-    if (!d->slots[i])
+    bs__dd_table_t *t = &d->cur;
+    size_t mask = t->cap - 1, i = e->hash & mask;
+    if (t->s) {
+        while (t->s[i].e && t->s[i].e != e)
+            i = (i + 1) & mask;
+    }
+    if (!t->s || !t->s[i].e) {
+        t = &d->old;
+        if (!t->s)
+            return;
+        mask = t->cap - 1;
+        for (i = e->hash & mask; t->s[i].e && t->s[i].e != e; i = (i + 1) & mask)
+            ;
+        if (t->s[i].e) {
+            t->s[i].e = BS__DD_TOMB;
+            t->live--;
+            d->count--;
+        }
         return;
+    }
     for (size_t j = i;;) {
         j = (j + 1) & mask;
-        if (!d->slots[j])
+        if (!t->s[j].e)
             break;
-        size_t k = d->slots[j]->hash & mask;
+        size_t k = t->s[j].hash & mask;
         /* The entry at j may move to the hole at i unless its home lies in (i, j]. */
         int stays = i <= j ? (k > i && k <= j) : (k > i || k <= j);
         if (!stays) {
-            d->slots[i] = d->slots[j];
+            t->s[i] = t->s[j];
             i = j;
         }
     }
-    d->slots[i] = NULL;
+    t->s[i] = (bs__dd_slot_t){0, NULL};
+    t->live--;
     d->count--;
+}
+
+static void dd_free_chunk(bs__dedup_t *d, bs__dd_chunk_t *c)
+{
+    if (d->nspare < DD_SPARES && c->cap == DD_CHUNK) {
+        c->next = d->spare;
+        d->spare = c;
+        d->nspare++;
+    } else {
+        free(c);
+    }
+}
+
+/* Forgets the oldest key. */
+static void dd_pop(bs__dedup_t *d)
+{
+    while (d->head) {
+        bs__dd_chunk_t *c = d->head;
+        if (d->head_pos < c->used) {
+            bs__dd_entry_t *e = (bs__dd_entry_t *)(c->data + d->head_pos);
+            dd_unlink(d, e);
+            d->head_pos += dd_entry_size(e);
+            return;
+        }
+        if (c == d->tail) {
+            c->used = 0;
+            d->head_pos = 0;
+            return;
+        }
+        d->head = c->next;
+        d->head_pos = 0;
+        dd_free_chunk(d, c);
+    }
 }
 
 int bs__dedup_insert(bs__dedup_t *d, uint64_t hash, const uint8_t *key, size_t key_len,
                      const uint8_t *id, size_t id_len, int64_t offset, int64_t time_ms)
 {
-    if ((d->count + 1) * 2 > d->cap && dd_grow(d) != 0)
+    if (d->count >= BS__DEDUP_MAX_KEYS) {
+        dd_pop(d);
+        d->evicted++;
+    }
+    if ((d->cur.live + d->old.live + 1) * 2 > d->cur.cap && dd_grow(d) != 0)
         return -1;
     size_t need = dd_size(key_len, id_len);
     bs__dd_chunk_t *c = d->tail;
     if (!c || c->used + need > c->cap) {
-        if (d->spare && d->spare->cap >= need) {
+        if (d->spare && need <= DD_CHUNK) {
             c = d->spare;
-            d->spare = NULL;
+            d->spare = c->next;
+            d->nspare--;
         } else {
             size_t cap = need > DD_CHUNK ? need : DD_CHUNK;
             c = malloc(sizeof *c + cap);
@@ -181,39 +347,30 @@ int bs__dedup_insert(bs__dedup_t *d, uint64_t hash, const uint8_t *key, size_t k
     e->id_len = (uint8_t)id_len;
     memcpy(e->bytes, key, key_len);
     memcpy(e->bytes + key_len, id, id_len);
-    dd_place(d->slots, d->cap, e);
+    dd_place(&d->cur, hash, e);
     d->count++;
+    dd_migrate(d, DD_MIGRATE);
     return 0;
-}
-
-static void dd_free_chunk(bs__dedup_t *d, bs__dd_chunk_t *c)
-{
-    if (!d->spare && c->cap == DD_CHUNK)
-        d->spare = c;
-    else
-        free(c);
 }
 
 void bs__dedup_expire(bs__dedup_t *d, int64_t cutoff_ms)
 {
     while (d->head) {
         bs__dd_chunk_t *c = d->head;
-        if (d->head_pos >= c->used) {
-            if (c == d->tail) {
-                c->used = 0;
-                d->head_pos = 0;
+        if (d->head_pos < c->used) {
+            if (((bs__dd_entry_t *)(c->data + d->head_pos))->time_ms >= cutoff_ms)
                 return;
-            }
-            d->head = c->next;
-            d->head_pos = 0;
-            dd_free_chunk(d, c);
+            dd_pop(d);
             continue;
         }
-        bs__dd_entry_t *e = (bs__dd_entry_t *)(c->data + d->head_pos);
-        if (e->time_ms >= cutoff_ms)
+        if (c == d->tail) {
+            c->used = 0;
+            d->head_pos = 0;
             return;
-        dd_unlink(d, e);
-        d->head_pos += dd_entry_size(e);
+        }
+        d->head = c->next;
+        d->head_pos = 0;
+        dd_free_chunk(d, c);
     }
 }
 
@@ -252,7 +409,10 @@ void bs__dedup_rollback(bs__dedup_t *d, bs__dd_mark_t m)
     }
 }
 
-int64_t bs__dedup_offset(const bs__dd_entry_t *e) { return e->offset; }
+int64_t bs__dedup_offset(const bs__dd_entry_t *e)
+{
+    return e->offset;
+}
 
 void bs__dedup_id(const bs__dd_entry_t *e, char *out)
 {
@@ -336,8 +496,8 @@ static int queue_push(bs__seglog_t *l, bs__req_t *r, bs_err_t *err)
         pthread_mutex_unlock(&l->qmu);
         return bs_err_set(err, BS_EUNAVAIL, "the log is closing");
     }
-    if (r->kind == REQ_APPEND &&
-        (l->qcount >= BS__LOG_QUEUE_MAX || (l->qbytes && l->qbytes + r->bytes > BS__LOG_QUEUE_BYTES))) {
+    if (r->kind == REQ_APPEND && (l->qcount >= BS__LOG_QUEUE_MAX ||
+                                  (l->qbytes && l->qbytes + r->bytes > BS__LOG_QUEUE_BYTES))) {
         int qc = l->qcount;
         size_t qb = l->qbytes;
         pthread_mutex_unlock(&l->qmu);
@@ -375,12 +535,14 @@ int bs__seglog_append_async(bs_log_t *lb, const char *tenant, const char *topic,
         if (idl <= BS__ID_MAX && kl <= BS__KEY_MAX && recs[i].len <= (uint64_t)maxrec)
             total += bs__rec_frame_len(idl, kl, recs[i].len);
     }
-    size_t head = (sizeof(bs__req_t) + (size_t)n * (sizeof(bs_log_append_result_t) + sizeof(size_t)) +
-                   7) & ~(size_t)7;
+    size_t head =
+        (sizeof(bs__req_t) + (size_t)n * (sizeof(bs_log_append_result_t) + sizeof(size_t)) + 7) &
+        ~(size_t)7;
     bs__req_t *r = malloc(head + total);
     if (!r) {
         bs__topic_unref(t);
-        return bs_err_set(err, BS_ENOMEM, "out of memory queueing %d records (%zu bytes)", n, total);
+        return bs_err_set(err, BS_ENOMEM, "out of memory queueing %d records (%zu bytes)", n,
+                          total);
     }
     memset(r, 0, sizeof *r);
     r->t = t;
@@ -400,7 +562,8 @@ int bs__seglog_append_async(bs_log_t *lb, const char *tenant, const char *topic,
         res->code = 0;
         r->foff[i] = SIZE_MAX;
         const char *id = recs[i].id;
-        size_t idl = id && id[0] ? strlen(id) : 0, kl = recs[i].dedup_key ? strlen(recs[i].dedup_key) : 0;
+        size_t idl = id && id[0] ? strlen(id) : 0,
+               kl = recs[i].dedup_key ? strlen(recs[i].dedup_key) : 0;
         if (idl > BS__ID_MAX || kl > BS__KEY_MAX) {
             res->code = BS_EINVAL;
             snprintf(res->id, sizeof res->id, "%.*s", BS__ID_MAX, id ? id : "");
@@ -417,7 +580,8 @@ int bs__seglog_append_async(bs_log_t *lb, const char *tenant, const char *topic,
             continue;
         }
         r->foff[i] = pos;
-        bs__rec_encode(r->buf + pos, res->id, idl, recs[i].dedup_key, kl, recs[i].data, recs[i].len);
+        bs__rec_encode(r->buf + pos, res->id, idl, recs[i].dedup_key, kl, recs[i].data,
+                       recs[i].len);
         pos += bs__rec_frame_len(idl, kl, recs[i].len);
     }
     r->queued_ns = bs_time_mono_ns();
@@ -445,8 +609,13 @@ typedef struct {
 static void chunk_begin(bs__topic_t *t, chunk_t *ch, bs__req_t *first)
 {
     bs__wstate_t *w = &t->w;
-    *ch = (chunk_t){.first = first, .next = w->next, .time = w->time, .pos = w->pos,
-                    .idx_pos = w->idx_pos, .dd = bs__dedup_mark(&w->dedup), .first_time = -1};
+    *ch = (chunk_t){.first = first,
+                    .next = w->next,
+                    .time = w->time,
+                    .pos = w->pos,
+                    .idx_pos = w->idx_pos,
+                    .dd = bs__dedup_mark(&w->dedup),
+                    .first_time = -1};
 }
 
 static int iov_add(bs__wstate_t *w, uint8_t *p, size_t n)
@@ -481,10 +650,39 @@ static int pidx_add(bs__wstate_t *w, int64_t off, int64_t tm, uint64_t pos)
     return 0;
 }
 
+/* Lookups prefetch the table slots of the key this many records ahead. */
+#define DD_AHEAD 16
+
 static void assign(bs__topic_t *t, bs__req_t *r, chunk_t *ch, int64_t window, int64_t now)
 {
     bs__wstate_t *w = &t->w;
+    uint64_t *hashes = NULL;
+    if (window > 0) {
+        if (w->chash < r->n) {
+            uint64_t *nh = realloc(w->hashes, (size_t)r->n * sizeof *nh);
+            if (nh) {
+                w->hashes = nh;
+                w->chash = r->n;
+            }
+        }
+        if (w->chash >= r->n) {
+            hashes = w->hashes;
+            for (int k = 0; k < r->n; k++) {
+                hashes[k] = 0;
+                if (r->foff[k] == SIZE_MAX)
+                    continue;
+                const uint8_t *b = r->buf + r->foff[k] + BS__REC_HDR;
+                size_t kl = (size_t)b[18] | (size_t)b[19] << 8;
+                if (kl)
+                    hashes[k] = bs__dedup_hash(b + BS__REC_FIXED + b[16], kl);
+                if (k < DD_AHEAD && kl)
+                    bs__dedup_prefetch(&w->dedup, hashes[k]);
+            }
+        }
+    }
     for (int i = 0; i < r->n; i++) {
+        if (hashes && i + DD_AHEAD < r->n && hashes[i + DD_AHEAD])
+            bs__dedup_prefetch(&w->dedup, hashes[i + DD_AHEAD]);
         if (r->foff[i] == SIZE_MAX)
             continue;
         uint8_t *f = r->buf + r->foff[i], *b = f + BS__REC_HDR;
@@ -493,7 +691,8 @@ static void assign(bs__topic_t *t, bs__req_t *r, chunk_t *ch, int64_t window, in
         const uint8_t *id = b + BS__REC_FIXED, *key = id + id_len;
         uint64_t h = 0;
         if (window > 0 && key_len) {
-            const bs__dd_entry_t *e = bs__dedup_find(&w->dedup, key, key_len, &h);
+            h = hashes ? hashes[i] : bs__dedup_hash(key, key_len);
+            const bs__dd_entry_t *e = bs__dedup_find_hashed(&w->dedup, h, key, key_len);
             if (e) {
                 r->res[i].duplicate = 1;
                 r->res[i].offset = bs__dedup_offset(e);
@@ -506,7 +705,8 @@ static void assign(bs__topic_t *t, bs__req_t *r, chunk_t *ch, int64_t window, in
         int64_t tm = now > w->time ? now : w->time;
         w->time = tm;
         bs__rec_seal(f, off, tm);
-        if (window > 0 && key_len && bs__dedup_insert(&w->dedup, h, key, key_len, id, id_len, off, tm))
+        if (window > 0 && key_len &&
+            bs__dedup_insert(&w->dedup, h, key, key_len, id, id_len, off, tm))
             ch->oom = 1;
         r->res[i].offset = off;
         if (off == w->active->base) {
@@ -583,8 +783,10 @@ static int chunk_finish(bs__topic_t *t, chunk_t *ch, bs__req_t *end, int sync, i
     if (rc != 0) {
         BS_LOG(BS_LOG_ERROR, "log", "topic %s/%s: %s", t->tenant, t->name, err.msg);
         if (wrote && ftruncate(fd, (off_t)ch->pos) != 0) {
-            BS_LOG(BS_LOG_ERROR, "log", "topic %s/%s: cannot cut %s back: %s; appends fail until "
-                   "reopened", t->tenant, t->name, w->active->path, strerror(errno));
+            BS_LOG(BS_LOG_ERROR, "log",
+                   "topic %s/%s: cannot cut %s back: %s; appends fail until "
+                   "reopened",
+                   t->tenant, t->name, w->active->path, strerror(errno));
             w->failed = 1;
         }
         w->next = ch->next;
@@ -614,6 +816,7 @@ static int chunk_finish(bs__topic_t *t, chunk_t *ch, bs__req_t *end, int sync, i
     t->last_time = w->time;
     pthread_mutex_unlock(&t->mu);
     w->npidx = 0;
+    atomic_fetch_add(&t->published, 1);
     atomic_fetch_add(&t->appended, (uint64_t)(w->next - ch->next));
     atomic_fetch_add(&t->duplicates, ch->dups);
     *published = 1;
@@ -697,7 +900,8 @@ static int topic_round(bs__seglog_t *l, bs__topic_t *t)
     chunk_t ch;
     chunk_begin(t, &ch, w->head);
     for (bs__req_t *r = w->head; r; r = r->next) {
-        if (r->bytes && w->next > w->active->base && w->pos + r->bytes > (uint64_t)c.segment_bytes) {
+        if (r->bytes && w->next > w->active->base &&
+            w->pos + r->bytes > (uint64_t)c.segment_bytes) {
             if (chunk_finish(t, &ch, r, 1, &published) != 0) {
                 fail_reqs(r, NULL, BS_EIO, NULL);
                 return published;
@@ -831,8 +1035,10 @@ static void sync_due(bs__seglog_t *l, int all)
             continue;
         }
         if (fdatasync(t->w.active->fd) != 0)
-            BS_LOG(BS_LOG_ERROR, "log", "topic %s/%s: cannot fsync %s: %s (acknowledged records "
-                   "may be lost)", t->tenant, t->name, t->w.active->path, strerror(errno));
+            BS_LOG(BS_LOG_ERROR, "log",
+                   "topic %s/%s: cannot fsync %s: %s (acknowledged records "
+                   "may be lost)",
+                   t->tenant, t->name, t->w.active->path, strerror(errno));
         else
             atomic_fetch_add(&t->syncs, 1);
         t->w.dirty = 0;
@@ -953,8 +1159,8 @@ void bs__retention_run(bs__seglog_t *l, bs__topic_t *t, int64_t now_ms)
     bs_log_topic_config_t c = bs__topic_config_norm(&t->cfg);
     while (t->nsegs > 1 && nv < 64) {
         bs__seg_t *s = t->segs[0];
-        int old = c.retention_ms > 0 &&
-                  (s->end == s->base || s->last_time < now_ms - c.retention_ms);
+        int old =
+            c.retention_ms > 0 && (s->end == s->base || s->last_time < now_ms - c.retention_ms);
         int big = c.retention_bytes > 0 && t->bytes > c.retention_bytes;
         if (!old && !big)
             break;

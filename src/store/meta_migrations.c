@@ -94,7 +94,12 @@ const bs_meta_migration_t bs__meta_migrations[] = {
     "CREATE INDEX resources_kind ON resources(kind, tenant, name);"
     "INSERT INTO generations (scope, generation, updated_at) VALUES ('resources', 0, 0);", NULL},
     /* 10: jobs (events/jobs.c): River's states, claimed with leases (store/lease.h's work
-     * table convention); unique_key is unique among a tenant's live jobs of a kind */
+     * table convention; lease_owner and lease_token stay after the attempt, naming its
+     * holder). Times are the database's clock, ms since the epoch. errors is a JSON array
+     * of the failed attempts; progress_rate (per second) is the holder's measure. Indexes:
+     * the claim (a kind's available jobs in priority order), the due scan (scheduled and
+     * retryable jobs whose time came, running jobs whose lease expired), a tenant's listing
+     * (all, or of one state), retention; unique_key is unique among a tenant's live jobs of a kind. */
     {"CREATE TABLE jobs ("
     "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, kind TEXT NOT NULL, state TEXT NOT NULL,"
     "  args TEXT NOT NULL DEFAULT '{}', unique_key TEXT, priority INTEGER NOT NULL DEFAULT 0,"
@@ -102,12 +107,14 @@ const bs_meta_migration_t bs__meta_migrations[] = {
     "  scheduled_at INTEGER NOT NULL, created_at INTEGER NOT NULL, attempted_at INTEGER,"
     "  finalized_at INTEGER, created_by TEXT NOT NULL DEFAULT '',"
     "  errors TEXT NOT NULL DEFAULT '[]', progress_done INTEGER NOT NULL DEFAULT 0,"
-    "  progress_total INTEGER NOT NULL DEFAULT 0, progress_at INTEGER,"
+    "  progress_total INTEGER NOT NULL DEFAULT 0, progress_rate REAL, progress_at INTEGER,"
     "  result TEXT, result_location TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,"
     "  lease_owner TEXT, lease_expires_at INTEGER NOT NULL DEFAULT 0,"
     "  lease_token INTEGER NOT NULL DEFAULT 0);"
-    "CREATE INDEX jobs_claim ON jobs(state, priority, scheduled_at, lease_expires_at);"
+    "CREATE INDEX jobs_claim ON jobs(kind, state, priority DESC, scheduled_at, id);"
+    "CREATE INDEX jobs_due ON jobs(state, scheduled_at);"
     "CREATE INDEX jobs_tenant ON jobs(tenant, id);"
+    "CREATE INDEX jobs_tenant_state ON jobs(tenant, state, id);"
     "CREATE INDEX jobs_finalized ON jobs(finalized_at);"
     "CREATE UNIQUE INDEX jobs_unique ON jobs(tenant, kind, unique_key)"
     "  WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'discarded', 'cancelled');",

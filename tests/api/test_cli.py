@@ -891,6 +891,75 @@ def check_keys_delete(srv, tmp_path):
                                                             want)
 
 
+def job_done(srv, jid):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        j = srv.get("/v1/jobs/" + jid).json()
+        if j["state"] in ("completed", "discarded", "cancelled"):
+            return j
+        time.sleep(0.02)
+    raise AssertionError("job %s not finalized" % jid)
+
+
+def new_job(srv, **job):
+    r = srv.post("/v1/jobs", json=dict({"kind": "sleep"}, **job))
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def check_job_ls(srv, tmp_path, word="ls"):
+    ids = [new_job(srv) for _ in range(2)]
+    for i in ids:
+        job_done(srv, i)
+    out, j = both(srv, "job", word, "--kind", "sleep", "--state", "completed")
+    api = srv.get("/v1/jobs?kind=sleep&state=completed&limit=100").json()
+    assert j == api and set(ids) <= {x["id"] for x in api["items"]}
+    rows = table(out, "ID")
+    assert [r["ID"] for r in rows] == [x["id"] for x in api["items"]]
+    assert all(r["STATE"] == "completed" and r["KIND"] == "sleep" for r in rows)
+
+
+def check_job_get(srv, tmp_path):
+    jid = new_job(srv)
+    job_done(srv, jid)
+    out, j = both(srv, "job", "get", jid)
+    assert j == srv.get("/v1/jobs/" + jid).json()
+    assert re.search(r"^id\s+%s$" % jid, out, re.M) and re.search(r"^state\s+completed$", out, re.M)
+
+
+def check_job_watch(srv, tmp_path):
+    jid = new_job(srv, args={"seconds": 0})
+    out, j = both(srv, "job", "watch", jid)
+    assert out.splitlines()[-1] == 'job %s completed: {"slept_s":0,"steps":1,"attempt":1}' % jid
+    assert j["id"] == jid and j["state"] == "completed"
+
+
+def check_job_cancel(srv, tmp_path):
+    a, b = (new_job(srv, run_at="2099-01-01T00:00:00Z") for _ in range(2))
+    assert ok(cli(srv, "job", "cancel", a)) == "job %s: cancelled\n" % a
+    j = json.loads(ok(cli(srv, "job", "cancel", b, "--json")))
+    assert j["id"] == b and j["state"] == "cancelled"
+
+
+def check_job_retry(srv, tmp_path):
+    a, b = (new_job(srv, run_at="2099-01-01T00:00:00Z") for _ in range(2))
+    for x in (a, b):
+        assert srv.post("/v1/jobs/%s/cancel" % x).status_code == 200
+    assert re.fullmatch(r"job %s: (available|running|completed)\n" % a,
+                        ok(cli(srv, "job", "retry", a)))
+    j = json.loads(ok(cli(srv, "job", "retry", b, "--json")))
+    assert j["id"] == b and j["state"] in ("available", "running", "completed")
+    assert job_done(srv, a)["state"] == job_done(srv, b)["state"] == "completed"
+
+
+def check_job_run(srv, tmp_path):
+    out, j = both(srv, "job", "run", "sleep", "--args", '{"seconds": 0}')
+    m = re.fullmatch(r"job (\S+) \(sleep\) enqueued\n", out)
+    assert m and m.group(1) != j["id"]
+    assert j["kind"] == "sleep" and j["args"] == {"seconds": 0}
+    assert srv.get("/v1/jobs/" + m.group(1)).json()["kind"] == "sleep"
+
+
 # Every command `basalt --help` lists, with the check of its default and --json output
 # (None: a command without --json; serve's behaviour is tested by test_foundation.py and
 # test_config.py). A command added to src/cli/commands.c fails test_the_command_table_is_complete
@@ -914,6 +983,13 @@ COMMANDS = {
     "keys ls": check_keys_ls,
     "keys list": lambda srv, tmp_path: check_keys_ls(srv, tmp_path, "list"),
     "keys delete": check_keys_delete,
+    "job ls": check_job_ls,
+    "job list": lambda srv, tmp_path: check_job_ls(srv, tmp_path, "list"),
+    "job get": check_job_get,
+    "job watch": check_job_watch,
+    "job cancel": check_job_cancel,
+    "job retry": check_job_retry,
+    "job run": check_job_run,
 }
 
 
