@@ -125,25 +125,6 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->workers = bs_pool_new(4, err);
     if (!app->workers)
         return err->code;
-    /* Triggers, once everything they use is open (the log, serving, jobs, webhooks):
-     * started from the stored specs now, kept current by the resources scope. Without a
-     * log (no topics) there are none. */
-    if (app->log) {
-        bs_triggers_opts_t to = {.meta = app->meta,
-                                 .log = app->log,
-                                 .serving = app->serving,
-                                 .registry = app->registry,
-                                 .jobs = app->jobs,
-                                 .webhooks = app->webhooks,
-                                 .workers = app->cfg.trigger_workers,
-                                 .max_json_depth = app->cfg.max_json_depth};
-        app->triggers = bs_triggers_new(&to, err);
-        if (!app->triggers)
-            return err->code;
-        bs_registry_on_event(app->registry, registry_event, app);
-        if (bs_triggers_rebuild(app->triggers, err) != 0)
-            return err->code;
-    }
     int n;
     const bs_route_t *routes = bs_api_routes(&n);
     app->routes = malloc((size_t)n * sizeof *app->routes);
@@ -174,11 +155,35 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
      * starts here: a kind registered later would be refused. */
     if (bs_jobs_start(app->jobs, err) != 0)
         return err->code;
+    /* Triggers, once everything they use is open (the log, serving, webhooks) and the jobs
+     * runtime runs: started from the stored specs now, kept current by the resources
+     * scope. Without a log (no topics) there are none. */
+    if (app->log) {
+        bs_triggers_opts_t to = {.meta = app->meta,
+                                 .log = app->log,
+                                 .serving = app->serving,
+                                 .registry = app->registry,
+                                 .jobs = app->jobs,
+                                 .webhooks = app->webhooks,
+                                 .workers = app->cfg.trigger_workers,
+                                 .max_json_depth = app->cfg.max_json_depth};
+        app->triggers = bs_triggers_new(&to, err);
+        if (!app->triggers)
+            return err->code;
+        bs_registry_on_event(app->registry, registry_event, app);
+        if (bs_triggers_rebuild(app->triggers, err) != 0)
+            return err->code;
+    }
     return 0;
 }
 
 void bs_api_app_close(bs_app_t *app)
 {
+    /* Triggers first: they call the jobs runtime, webhooks, serving and the log. Freed
+     * once the change watcher (which rebuilds them) is gone. */
+    if (app->registry)
+        bs_registry_on_event(app->registry, NULL, NULL);
+    bs_triggers_stop(app->triggers);
     /* First: the job handlers use the modules below. Attempts in flight are told to stop;
      * those still open after a third of the lease are released to other replicas. */
     bs_jobs_free(app->jobs);
@@ -188,9 +193,6 @@ void bs_api_app_close(bs_app_t *app)
     app->workers = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */
     app->changes = NULL;
-    /* Before what the triggers use (log, serving, jobs, webhooks): no batch runs past here. */
-    if (app->registry)
-        bs_registry_on_event(app->registry, NULL, NULL);
     bs_triggers_free(app->triggers);
     app->triggers = NULL;
     bs_serving_free(app->serving);

@@ -107,7 +107,8 @@ struct bs_triggers {
     trig_t *all;
     trig_t *qhead, *qtail;
     int n_in_flight;
-    int stopping;
+    int stopping; /* bs_triggers_stop began: nothing starts any more */
+    int stopped;  /* and ended: the workers are joined */
     pthread_t *threads;
     int n_threads;
 };
@@ -1102,11 +1103,18 @@ bs_triggers_t *bs_triggers_new(const bs_triggers_opts_t *o, bs_err_t *err)
     return t;
 }
 
-void bs_triggers_free(bs_triggers_t *t)
+void bs_triggers_stop(bs_triggers_t *t)
 {
     if (!t)
         return;
+    /* After a rebuild in progress; the rebuilds that come later see stopping and do nothing. */
+    pthread_mutex_lock(&t->rebuild_mu);
     pthread_mutex_lock(&t->mu);
+    if (t->stopped) {
+        pthread_mutex_unlock(&t->mu);
+        pthread_mutex_unlock(&t->rebuild_mu);
+        return;
+    }
     t->stopping = 1;
     trig_t *dead_list = NULL;
     while (t->all) {
@@ -1125,11 +1133,23 @@ void bs_triggers_free(bs_triggers_t *t)
     pthread_mutex_unlock(&t->mu);
     for (int i = 0; i < t->n_threads; i++)
         pthread_join(t->threads[i], NULL);
+    t->n_threads = 0;
     while (dead_list) {
         trig_t *n = dead_list->next;
         trig_free(dead_list);
         dead_list = n;
     }
+    pthread_mutex_lock(&t->mu);
+    t->stopped = 1;
+    pthread_mutex_unlock(&t->mu);
+    pthread_mutex_unlock(&t->rebuild_mu);
+}
+
+void bs_triggers_free(bs_triggers_t *t)
+{
+    if (!t)
+        return;
+    bs_triggers_stop(t);
     free(t->threads);
     pthread_mutex_destroy(&t->mu);
     pthread_mutex_destroy(&t->rebuild_mu);
@@ -1260,6 +1280,20 @@ int bs_triggers_validate(bs_triggers_t *t, const char *tenant, const char *name,
         }
         if (!rc && s->action == BS__TRIG_WEBHOOK)
             rc = check_destination(t, tenant, s->webhook, "action.webhook.destination", err);
+        if (!rc && s->action == BS__TRIG_JOB && t->o.jobs) {
+            /* The kinds a developer may start through POST /v1/jobs, and only those: the
+             * internal ones (webhook.deliver) take arguments no event should write. */
+            bs_job_kind_t k;
+            if (bs_jobs_kind(t->o.jobs, s->job_kind, &k) != 0)
+                rc = bs_err_setf(err, BS_EINVAL, "action.job.kind",
+                                 "action.job.kind: no job kind '%.64s' (GET /v1/job-kinds lists "
+                                 "them)", s->job_kind);
+            else if (!k.api_enqueue)
+                rc = bs_err_setf(err, BS_EINVAL, "action.job.kind",
+                                 "action.job.kind: jobs of kind '%.64s' are started by basalt "
+                                 "itself, not by triggers (GET /v1/job-kinds: api_enqueue)",
+                                 s->job_kind);
+        }
     }
     bs__trig_spec_unref(s);
     if (rc) {
@@ -1343,6 +1377,10 @@ int bs_triggers_rebuild(bs_triggers_t *t, bs_err_t *err)
     if (!t->o.meta)
         return 0;
     pthread_mutex_lock(&t->rebuild_mu);
+    if (t->stopping) {
+        pthread_mutex_unlock(&t->rebuild_mu);
+        return 0;
+    }
     stored_list_t l = {0};
     int rc = bs_resources_list(t->o.meta, NULL, "Trigger", NULL, 0, list_cb, &l, err);
     if (rc >= 0 && l.oom)

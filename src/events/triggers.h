@@ -73,7 +73,11 @@ typedef struct {
  * borrowed and must outlive the runtime (stop it first). NULL with err. */
 bs_triggers_t *bs_triggers_new(const bs_triggers_opts_t *o, bs_err_t *err);
 /* Stops every trigger (batches in hand are finished or nacked; waits for outstanding
- * fetches, at most their wait of 500 ms), joins the workers, frees t. NULL is a no-op. */
+ * fetches, at most their wait of 500 ms) and joins the workers: after it nothing calls the
+ * log, serving, jobs or webhooks any more, and later rebuilds do nothing (status, metrics
+ * and free stay valid). Waits for a rebuild in progress. Idempotent; NULL is a no-op. */
+void bs_triggers_stop(bs_triggers_t *t);
+/* Stops (as bs_triggers_stop) and frees t. NULL is a no-op. */
 void bs_triggers_free(bs_triggers_t *t);
 
 /* Validates spec (borrowed) of trigger name for tenant and returns in *out a new

@@ -532,6 +532,12 @@ def test_bad_specs(srv, lin_model):
     r = srv.put("/v1/triggers/t1", json={"topic": "bad-in", "action": {"webhook": {
         "destination": "no-such-hook"}}})
     assert_error(r, 400, field="action.webhook.destination")
+    r = srv.put("/v1/triggers/t1", json={"topic": "bad-in", "action": {"job": {
+        "kind": "no.such.kind"}}})
+    assert_error(r, 400, field="action.job.kind", mentions="no.such.kind")
+    r = srv.put("/v1/triggers/t1", json={"topic": "bad-in", "action": {"job": {
+        "kind": "webhook.deliver"}}})
+    assert_error(r, 400, field="action.job.kind")
     r = srv.put("/v1/triggers/t1", json={"topic": "bad-in", "colour": "red",
                                          "action": {"predict": ok}})
     assert_error(r, 400, field="colour")
