@@ -169,6 +169,32 @@ int bs__api_trigger_rebuild(bs_app_t *app, bs_err_t *err);
         {"DELETE", "/v1/" PLURAL "/{name}", bs__api_resource_delete, BS_ROLE_DEVELOPER,            \
          "Delete " WHAT, TAG, NULL, NULL, 204, BS_ROUTE_BLOCKING}
 
+/* topics.c: the Topic kind's hooks and the topic routes */
+int bs__api_topic_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
+                           const cJSON *spec, cJSON **out, bs_err_t *err);
+int bs__api_topic_applied(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                          bs_err_t *err);
+int bs__api_topic_deleted(bs_app_t *app, const char *tenant, const char *name, bs_err_t *err);
+void bs__api_topic_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                          cJSON *status);
+int bs__api_topic_rebuild(bs_app_t *app, bs_err_t *err);
+/* Makes sure topic dl of tenant exists (a Topic resource with the default spec, and in the
+ * log): dead letter topics are ordinary topics, created when a topic or group names one.
+ * Waits on the store and the log. */
+int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const char *dl,
+                                     bs_err_t *err);
+void bs__api_topic_publish(bs_req_t *req);
+void bs__api_topic_read(bs_req_t *req);
+void bs__api_topic_replay(bs_req_t *req);
+void bs__api_consumer_put(bs_req_t *req);
+void bs__api_consumer_get(bs_req_t *req);
+void bs__api_consumer_list(bs_req_t *req);
+void bs__api_consumer_delete(bs_req_t *req);
+void bs__api_consumer_fetch(bs_req_t *req);
+void bs__api_consumer_ack(bs_req_t *req);
+void bs__api_consumer_nack(bs_req_t *req);
+void bs__api_consumer_in_progress(bs_req_t *req);
+
 /* Reads ?limit= (default def, 1..max). Returns 0 or responds with 400 and returns -1. */
 int bs__api_limit(bs_req_t *req, int def, int max, int *out);
 /* 1 if the caller may act on tenant t (its own, or any for default-tenant admins). */

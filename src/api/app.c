@@ -12,7 +12,9 @@
 #include "base/pool.h"
 #include "base/log.h"
 #include "events/jobs.h"
+#include "events/topics.h"
 #include "store/changes.h"
+#include "store/log.h"
 #include "store/resources.h"
 #include <unistd.h>
 
@@ -112,12 +114,31 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->serving = bs_serving_new(app->meta, app->registry, &so, err);
     if (!app->serving)
         return err->code;
+    /* The topics' log (segments under <data>/log, or JetStream with nats_url), then the
+     * topics snapshot over it. Opened after the metadata store; the subsystems that use it
+     * (topics, jobs, webhooks, triggers) open after it and close before it. */
+    snprintf(path, sizeof path, "%s/log", app->data_dir);
+    bs_log_opts_t lo = {.dir = path, .nats_url = app->cfg.nats_url, .replica_id = app->replica_id};
+    app->log = bs_log_open(&lo, err);
+    if (!app->log)
+        return err->code;
+    app->topics = bs_topics_new(app->log, app->meta, app->cfg.max_event_bytes, err);
+    if (!app->topics)
+        return err->code;
     bs_auth_on_change(app->auth, auth_changed, app);
     bs_registry_on_change(app->registry, registry_changed, app);
     if (bs_changes_subscribe(app->changes, "auth", reload_keys, app->auth, err) ||
         bs_changes_subscribe(app->changes, "registry", rebuild_routing, app->serving, err) ||
-        bs_changes_subscribe(app->changes, BS_RESOURCES_SCOPE, rebuild_resources, app, err) ||
-        bs_changes_start(app->changes, err))
+        bs_changes_subscribe(app->changes, BS_RESOURCES_SCOPE, rebuild_resources, app, err))
+        return err->code;
+    /* The resource kinds' snapshots (topics: each one ensured in the log). A failure here
+     * is logged, not fatal: what could be built is published (a topic the log refused
+     * answers 503), and the next change of scope "resources" rebuilds again. */
+    bs_err_t rerr;
+    if (bs__api_resources_rebuild(app, &rerr) != 0)
+        BS_LOG(BS_LOG_ERROR, "serve", "resource snapshots: %s (retried at the next poll)",
+               rerr.msg);
+    if (bs_changes_start(app->changes, err))
         return err->code;
     /* Uploads, every registry write (with its snapshot rebuild), artifact reads: mostly
      * short, some long (a big upload's parse); four workers keep a quick job from queueing
@@ -165,6 +186,7 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
                                  .registry = app->registry,
                                  .jobs = app->jobs,
                                  .webhooks = app->webhooks,
+                                 .topics = app->topics,
                                  .workers = app->cfg.trigger_workers,
                                  .max_json_depth = app->cfg.max_json_depth};
         app->triggers = bs_triggers_new(&to, err);
@@ -184,6 +206,9 @@ void bs_api_app_close(bs_app_t *app)
     if (app->registry)
         bs_registry_on_event(app->registry, NULL, NULL);
     bs_triggers_stop(app->triggers);
+    /* Completions still arriving from the log (a fetch whose request outlived the drain)
+     * see this and answer at once instead of queueing more work on the pool. */
+    app->shutting_down = 1;
     /* First: the job handlers use the modules below. Attempts in flight are told to stop;
      * those still open after a third of the lease are released to other replicas. */
     bs_jobs_free(app->jobs);
@@ -195,6 +220,14 @@ void bs_api_app_close(bs_app_t *app)
     app->changes = NULL;
     bs_triggers_free(app->triggers);
     app->triggers = NULL;
+    /* The log's users close before it (the job runtime above; webhooks and triggers here),
+     * then the log: it completes or fails every pending append and fetch, whose deferred
+     * responses are dropped once the server's loops are gone. The topics snapshot goes
+     * last. */
+    bs_log_close(app->log);
+    app->log = NULL;
+    bs_topics_free(app->topics);
+    app->topics = NULL;
     bs_serving_free(app->serving);
     app->serving = NULL;
     bs_registry_free(app->registry);

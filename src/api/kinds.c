@@ -4,6 +4,9 @@
 #include "api/api_int.h"
 
 const bs__api_kind_t bs__api_kinds[] = {
+    {"Topic", "topics", "a durable topic of events (retention, sync, dedup window)",
+     bs__api_topic_validate, bs__api_topic_applied, bs__api_topic_deleted, bs__api_topic_status,
+     NULL, bs__api_topic_rebuild},
     /* After Topic and Webhook: a rebuild runs the kinds in this order, and the triggers'
      * consumer groups are made on the topics the Topic rebuild ensures. */
     {"Trigger", "triggers", "a trigger: events of a topic (or registry events) that match a "

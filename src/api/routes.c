@@ -26,7 +26,8 @@
     "snapshots were last known current\"},\"scopes\":{\"type\":\"object\",\"properties\":{\""      \
     "auth\":{\"type\":\"integer\"},\"registry\":{\"type\":\"integer\"}}}}},\"backends\":{\""       \
     "type\":\"object\",\"properties\":{\"metadata\":{\"type\":\"string\"},\"artifacts\":{\""       \
-    "type\":\"string\"}}},\"caller\":{\"type\":\"object\",\"properties\":{\"key_id\":{\"typ"       \
+    "type\":\"string\"},\"events\":{\"type\":\"string\",\"enum\":[\"segments\",\"jets"       \
+    "tream\"]}}},\"caller\":{\"type\":\"object\",\"properties\":{\"key_id\":{\"typ"       \
     "e\":\"string\"},\"tenant\":{\"type\":\"string\"},\"role\":{\"type\":\"string\"}}}}}"
 #define KEY_SCHEMA                                                                                 \
     "{\"type\":\"object\",\"required\":[\"id\",\"name\",\"tenant\",\"role\"],\"properties\""       \
@@ -110,6 +111,7 @@
     "\"string\"}}}}}}"
 
 #include "api/routes_models.inc"
+#include "api/routes_topics.inc"
 
 /* The Trigger kind's spec (events/triggers.h, docs/triggers.md). */
 #define TRIGGER_SPEC_SCHEMA \
@@ -173,6 +175,7 @@ static const bs_route_t routes[] = {
     {"GET", "/v1/tenants", bs__api_tenants_list, BS_ROLE_ADMIN, "List tenants", "auth", NULL,
      PAGE(TENANT_SCHEMA), 0, BS_ROUTE_BLOCKING},
     MODEL_ROUTES
+    TOPIC_ROUTES
     {"GET", "/v1/jobs", bs__api_jobs_list, BS_ROLE_VIEWER,
      "List the tenant's jobs, newest first (?state=, kind=, limit, cursor)", "jobs", NULL,
      PAGE(JOB_SCHEMA), 0, BS_ROUTE_BLOCKING},

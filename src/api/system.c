@@ -11,8 +11,10 @@
 #include "events/triggers.h"
 #include "base/log.h"
 #include "base/version.h"
+#include "events/topics.h"
 #include "events/jobs.h"
 #include "store/changes.h"
+#include "store/log.h"
 #include "store/lease.h"
 
 int bs__api_limit(bs_req_t *req, int def, int max, int *out)
@@ -202,6 +204,10 @@ void bs__api_metrics(bs_req_t *req)
                   (unsigned long long)ms.unavailable,
                   (unsigned long long)(ms.errors - ms.unavailable));
     bs__api_model_metrics(app, &b);
+    if (app->log)
+        bs_log_metrics(app->log, &b);
+    if (app->topics)
+        bs_topics_metrics(app->topics, &b);
     if (app->triggers)
         bs_triggers_metrics(app->triggers, &b);
     bs_ratelimit_stats_t rs;
@@ -321,6 +327,8 @@ void bs__api_info(bs_req_t *req)
      * limits configured, Redis unreachable: per-replica buckets) or "local". */
     bs_ratelimit_stats_t rs;
     int shared = bs_auth_limits_stats(app->auth, &rs);
+    bs_jw_key(&b, "events"); /* the topics' log: "segments" or "jetstream" */
+    bs_jw_str(&b, app->log ? bs_log_backend(app->log) : "none");
     bs_jw_key(&b, "rate_limits");
     bs_jw_str(&b, !shared ? "local" : rs.shared ? "redis" : "redis-fallback");
     if (shared) {

@@ -62,6 +62,12 @@ int bs_cli_model_alias(int argc, char **argv);
 int bs_cli_model_pull(int argc, char **argv);
 int bs_cli_predict(int argc, char **argv);
 
+/* `basalt apply|get|delete` (src/cli/apply.c): declarative resources, the kinds learnt from
+ * GET /v1/kinds. */
+int bs_cli_apply(int argc, char **argv);
+int bs_cli_get(int argc, char **argv);
+int bs_cli_delete(int argc, char **argv);
+
 /* `basalt keys create|ls|delete` (src/cli/keys.c): through the API, or with
  * `keys create --data DIR` straight into a data directory (see keys.c). */
 int bs_cli_keys_create(int argc, char **argv);

@@ -88,6 +88,26 @@ static const bs_cli_command_t commands[] = {
      "        for you — or a full predict body ({\"inputs\": …} or {\"instances\": [[…], …]});\n"
      "        @FILE reads it from a file, - from standard input\n",
      bs_cli_predict, NULL},
+    {NULL, "apply", "-f FILE|DIR [-f …] [--dry-run] [--json]",
+     "create or update resources from YAML or JSON documents {kind, name, spec}",
+     "  -f FILE|DIR  a YAML file (several documents separated by ---), a JSON file (one\n"
+     "               document or a list), - for standard input, or a directory: its .yaml,\n"
+     "               .yml and .json files in name order; repeatable\n"
+     "  --dry-run    the server validates and compares, nothing is written; prints the\n"
+     "               outcome and a line diff of the spec against the stored one\n"
+     "Prints KIND/NAME created|updated|unchanged per document. The kinds (Topic, …) and\n"
+     "their paths come from the server (GET /v1/kinds). Every document is tried; the exit\n"
+     "status is 1 if any failed (the server's message on stderr), and nothing is sent when\n"
+     "a file does not parse.\n" CLIENT_NOTE,
+     bs_cli_apply, NULL},
+    {NULL, "get", "KIND [NAME] [-o json|yaml]",
+     "list resources of a kind (or show one): NAME, GENERATION, UPDATED, UPDATED BY",
+     "  KIND     Topic, topic or topics (any kind GET /v1/kinds lists)\n"
+     "  -o json  the server's JSON (a list: every page's items as one page)\n"
+     "  -o yaml  YAML documents that basalt apply -f takes back\n" CLIENT_NOTE,
+     bs_cli_get, NULL},
+    {NULL, "delete", "KIND NAME [--json]", "delete a resource (exit status 3 when absent)",
+     CLIENT_NOTE, bs_cli_delete, NULL},
     {"keys", "create",
      "--role ROLE [--name N] [--tenant T] [--ttl SECONDS]\n"
      "[--data DIR | --metadata-url URL] [--json]",

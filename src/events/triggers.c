@@ -40,6 +40,7 @@
 #include "base/rcu.h"
 #include "base/time.h"
 #include "events/jobs.h"
+#include "events/topics.h"
 #include "events/triggers_int.h"
 #include "events/webhooks.h"
 #include "registry/registry.h"
@@ -316,7 +317,13 @@ static int ensure_group(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, b
 {
     if (s->registry && ensure_registry_topic(t, r->tenant, err) != 0)
         return err->code;
-    int rc = bs_log_consumer_ensure(t->o.log, r->tenant, s->topic, r->group, &s->consumer, err);
+    /* No dead letter topic of its own: the topic's default one (its spec's dead_letter). */
+    bs_log_consumer_config_t c = s->consumer;
+    bs_topic_t tp;
+    if (!s->dead_letter[0] && t->o.topics && bs_topics_get(t->o.topics, r->tenant, s->topic, &tp) &&
+        tp.dead_letter[0])
+        c.dead_letter = tp.dead_letter;
+    int rc = bs_log_consumer_ensure(t->o.log, r->tenant, s->topic, r->group, &c, err);
     pthread_mutex_lock(&r->stat_mu);
     if (rc)
         fmt(r->state_error, sizeof r->state_error, "consumer group %s on topic %s: %s",

@@ -50,6 +50,7 @@ struct bs_serving;
 struct bs_registry;
 struct bs_jobs;
 struct bs_webhooks;
+struct bs_topics;
 
 typedef struct bs_triggers bs_triggers_t;
 
@@ -65,6 +66,7 @@ typedef struct {
     struct bs_registry *registry;   /* validation of model references (NULL: not checked) */
     struct bs_jobs *jobs;           /* job actions (NULL: they fail) */
     struct bs_webhooks *webhooks;   /* webhook deliveries (NULL: they fail) */
+    struct bs_topics *topics;       /* topics' default dead letter topics (NULL: none) */
     int workers;                    /* trigger worker threads; 0: 2 */
     int max_json_depth;             /* of events; 0: 64 */
 } bs_triggers_opts_t;

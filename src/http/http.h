@@ -105,6 +105,12 @@ const char *bs_req_param_raw(const bs_req_t *req, const char *name, size_t *len)
 const char *bs_req_query(bs_req_t *req, const char *name);
 /* Request header by lower-case name (copied into the arena), or NULL. */
 const char *bs_req_header(bs_req_t *req, const char *name);
+/* Calls cb(name, value, ud) for every request header whose name starts with prefix
+ * (case-insensitive; "" for all), in the order sent; both strings lower-case-named,
+ * NUL-terminated copies in the arena. cb returns nonzero to stop. Returns the number of
+ * headers passed to cb. (CloudEvents binary mode reads its ce-* headers with it.) */
+int bs_req_headers(bs_req_t *req, const char *prefix,
+                   int (*cb)(const char *name, const char *value, void *ud), void *ud);
 /* 1 if the body may be read as JSON: no Content-Type, or a media type (case-insensitive,
  * parameters such as "; charset=utf-8" may follow) of application/json, application/<x>+json
  * or application/x-www-form-urlencoded (what `curl -d` sends). No copy: cheap enough for

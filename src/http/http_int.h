@@ -41,6 +41,10 @@ void bs__store_submit(bs__store_t *st, bs_req_t *req);
 void bs__store_metrics(bs__store_t *st, bs_buf_t *b);
 /* The request API on a worker's copy (req->worker set); server.c dispatches to these. */
 const char *bs__store_header(const bs_req_t *req, const char *name, size_t *len);
+/* The worker's copy of the headers, for bs_req_headers: header i (0-based), or 0 past
+ * the last. */
+int bs__store_header_at(const bs_req_t *req, size_t i, const char **name, size_t *name_len,
+                        const char **value, size_t *value_len);
 void bs__store_resp_header(bs_req_t *req, const char *name, const char *value);
 void bs__store_resp_body(bs_req_t *req, int status, const char *content_type, const char *body,
                          size_t len);

@@ -255,6 +255,19 @@ const char *bs__store_header(const bs_req_t *req, const char *name, size_t *len)
     return NULL;
 }
 
+int bs__store_header_at(const bs_req_t *req, size_t i, const char **name, size_t *name_len,
+                        const char **value, size_t *value_len)
+{
+    const job_t *j = req->worker;
+    if (i >= j->n_headers)
+        return 0;
+    *name = j->headers[i].name;
+    *name_len = j->headers[i].name_len;
+    *value = j->headers[i].value;
+    *value_len = j->headers[i].value_len;
+    return 1;
+}
+
 void bs__store_resp_header(bs_req_t *req, const char *name, const char *value)
 {
     job_t *j = req->worker;

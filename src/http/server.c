@@ -23,6 +23,7 @@
  * are gone or the shutdown timeout passes.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <math.h>
 #include <netinet/in.h>
@@ -225,6 +226,41 @@ const char *bs_req_header(bs_req_t *req, const char *name)
         return NULL;
     h2o_iovec_t v = hr->headers.entries[i].value;
     return bs_arena_strndup(&req->arena, v.base, v.len);
+}
+
+int bs_req_headers(bs_req_t *req, const char *prefix,
+                   int (*cb)(const char *name, const char *value, void *ud), void *ud)
+{
+    size_t pl = strlen(prefix);
+    int n = 0;
+    for (size_t i = 0;; i++) {
+        const char *nm, *v;
+        size_t nl, vl;
+        if (req->worker) {
+            if (!bs__store_header_at(req, i, &nm, &nl, &v, &vl))
+                break;
+        } else {
+            h2o_req_t *hr = req->h2o;
+            if (i >= hr->headers.size)
+                break;
+            nm = hr->headers.entries[i].name->base;
+            nl = hr->headers.entries[i].name->len;
+            v = hr->headers.entries[i].value.base;
+            vl = hr->headers.entries[i].value.len;
+        }
+        if (nl < pl || strncasecmp(nm, prefix, pl) != 0)
+            continue;
+        char *name = bs_arena_strndup(&req->arena, nm, nl);
+        char *value = bs_arena_strndup(&req->arena, v, vl);
+        if (!name || !value)
+            break;
+        for (char *c = name; *c; c++)
+            *c = (char)tolower((unsigned char)*c);
+        n++;
+        if (cb(name, value, ud))
+            break;
+    }
+    return n;
 }
 
 int bs_req_is_json(const bs_req_t *req)

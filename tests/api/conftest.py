@@ -502,6 +502,9 @@ _ROUTE_RE = re.compile(r'\{\s*"(GET|POST|PUT|PATCH|DELETE|HEAD|OPTIONS)"\s*,\s*"
                        r'\s*(\w+)\s*,\s*(BS_ROLE_\w+)')
 
 
+_RESOURCE_ROUTES_RE = re.compile(r'(?<!define )RESOURCE_ROUTES\(\s*"([a-z0-9_-]+)"')
+
+
 def source_routes():
     """[(method, pattern, handler, min_role)] from src/api/routes.c and the route
     fragments it includes (src/api/routes_*.inc). Parsed textually so the tests do not
@@ -520,6 +523,14 @@ def source_routes():
     for t in texts:
         for m in _ROUTE_RE.finditer(t):
             routes.append((m.group(1), m.group(2), m.group(3), m.group(4)[len("BS_ROLE_"):].lower()))
+        # RESOURCE_ROUTES("plural", …) in a table (not in its own #define): the four routes
+        # of a declarative resource kind, as api_int.h expands them
+        for m in _RESOURCE_ROUTES_RE.finditer(t):
+            base = "/v1/" + m.group(1)
+            routes += [("PUT", base + "/{name}", "bs__api_resource_put", "developer"),
+                       ("GET", base, "bs__api_resource_list", "viewer"),
+                       ("GET", base + "/{name}", "bs__api_resource_get", "viewer"),
+                       ("DELETE", base + "/{name}", "bs__api_resource_delete", "developer")]
     return routes
 
 

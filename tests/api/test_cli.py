@@ -891,6 +891,36 @@ def check_keys_delete(srv, tmp_path):
                                                             want)
 
 
+def check_apply(srv, tmp_path):
+    f = tmp_path / "topic.yaml"
+    f.write_text("kind: Topic\nname: cli-apply\nspec:\n  dedup_window: 1m\n")
+    assert ok(cli(srv, "apply", "-f", str(f))) == "topic/cli-apply created\n"
+    doc = json.loads(ok(cli(srv, "apply", "-f", str(f), "--json")))
+    assert doc["outcome"] == "unchanged" and doc["spec"]["dedup_window"] == "1m"
+    assert doc == dict(srv.get("/v1/topics/cli-apply").json(), outcome="unchanged")
+
+
+def check_get(srv, tmp_path):
+    assert srv.put("/v1/topics/cli-get", json={}).status_code in (200, 201)
+    out = ok(cli(srv, "get", "topic", "cli-get")).splitlines()
+    assert out[0].split() == ["NAME", "GENERATION", "UPDATED", "UPDATED", "BY"]
+    assert out[1].split()[:2] == ["cli-get", "1"] and len(out) == 2
+    assert json.loads(ok(cli(srv, "get", "topic", "cli-get", "--json"))) == \
+        srv.get("/v1/topics/cli-get").json()
+
+
+def check_delete(srv, tmp_path):
+    for n in ("cli-del1", "cli-del2"):
+        assert srv.put("/v1/topics/" + n, json={}).status_code == 201
+    assert ok(cli(srv, "delete", "topic", "cli-del1")) == "topic/cli-del1 deleted\n"
+    assert json.loads(ok(cli(srv, "delete", "topics", "cli-del2", "--json"))) == {
+        "kind": "Topic", "name": "cli-del2", "deleted": True}
+    for n in ("cli-del1", "cli-del2"):
+        assert srv.get("/v1/topics/" + n).status_code == 404
+    want = api_message(srv.delete("/v1/topics/cli-del1"), 404)
+    cp = cli(srv, "delete", "topic", "cli-del1")
+    assert cp.returncode == 3 and cp.stderr == http_failure("DELETE", "/v1/topics/cli-del1", 404,
+                                                            want)
 def job_done(srv, jid):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -983,6 +1013,9 @@ COMMANDS = {
     "keys ls": check_keys_ls,
     "keys list": lambda srv, tmp_path: check_keys_ls(srv, tmp_path, "list"),
     "keys delete": check_keys_delete,
+    "apply": check_apply,
+    "get": check_get,
+    "delete": check_delete,
     "job ls": check_job_ls,
     "job list": lambda srv, tmp_path: check_job_ls(srv, tmp_path, "list"),
     "job get": check_job_get,
@@ -1002,7 +1035,8 @@ def test_the_command_table_is_complete():
 # Arguments placed before --help that used to be taken as values or names (model push: "--help
 # needs a value"; model versions: a model named --help; model ls: ran the listing).
 BEFORE_HELP = {"model push": ["m.json"], "model versions": ["some-model"],
-               "model approve": ["m", "1"], "predict": ["m", "{}"], "keys create": ["--role"]}
+               "model approve": ["m", "1"], "predict": ["m", "{}"], "keys create": ["--role"],
+               "apply": ["-f"], "get": ["topic"], "delete": ["topic", "x"]}
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))

@@ -568,6 +568,33 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     call("GET", "/v1/audit", 200, path="/v1/audit?limit=50")
     call("DELETE", "/v1/models/{name}/aliases/{alias}", 204)
     call("DELETE", "/v1/models/{name}", 204)
+    call("GET", "/v1/kinds", 200)
+    # topics: PUT answers 201 when it creates, the documented 200 when it replaces
+    assert server.put("/v1/topics/churn", json={}).status_code == 201
+    call("PUT", "/v1/topics/{name}", 200)
+    call("GET", "/v1/topics", 200, path="/v1/topics?limit=10")
+    call("GET", "/v1/topics/{name}", 200)
+    call("POST", "/v1/topics/{name}/events", 200)
+    call("GET", "/v1/topics/{name}/events", 200,
+         path="/v1/topics/churn/events?from_offset=0&limit=10")
+    call("GET", "/v1/topics/{name}/events", 200,
+         path="/v1/topics/churn/events?from_time=2020-01-01T00:00:00Z")
+    g = "/v1/topics/{name}/consumers/{group}"
+    gp = "/v1/topics/churn/consumers/workers"
+    assert server.put(gp, json={}).status_code == 201
+    call("PUT", g, 200, path=gp)
+    call("GET", "/v1/topics/{name}/consumers", 200)
+    call("GET", g, 200, path=gp)
+    ids = [i["delivery_id"] for i in
+           call("POST", g + "/fetch", 200, path=gp + "/fetch?max=2&wait=0").json()["items"]]
+    assert len(ids) == 2
+    call("POST", g + "/in_progress", 200, path=gp + "/in_progress", json={"delivery_ids": ids})
+    call("POST", g + "/nack", 200, path=gp + "/nack",
+         json={"delivery_ids": ids[1:], "delay": "5s"})
+    call("POST", g + "/ack", 200, path=gp + "/ack", json={"delivery_ids": ids})
+    call("POST", "/v1/topics/{name}/replay", 200, path="/v1/topics/orders-dlq/replay")
+    call("DELETE", g, 204, path=gp)
+    call("DELETE", "/v1/topics/{name}", 204)
     # an error answer has the documented envelope too
     r = server.get("/v1/models/churn")
     assert r.status_code == 404

@@ -293,14 +293,20 @@ def test_route_table_marks_every_store_route_blocking():
     stay inline."""
     text = ""
     api = os.path.join(os.path.dirname(__file__), "..", "..", "src", "api")
-    for name in ("routes.c", "routes_models.inc"):
-        with open(os.path.join(api, name)) as f:
-            text += f.read().replace("\\\n", " ")
+    for name in sorted(os.listdir(api)):
+        if name == "routes.c" or (name.startswith("routes") and name.endswith(".inc")):
+            with open(os.path.join(api, name)) as f:
+                text += f.read().replace("\\\n", " ")
     starts = list(re.finditer(r'\{\s*"(?:GET|POST|PUT|PATCH|DELETE)"\s*,\s*"[^"]*"\s*,\s*(\w+)', text))
     marks = {}
     for i, m in enumerate(starts):
         entry = text[m.end():starts[i + 1].start() if i + 1 < len(starts) else len(text)]
         marks[m.group(1)] = re.search(r"BS_ROUTE_\w+", entry).group(0)
+    # RESOURCE_ROUTES (api_int.h): the generic resource handlers, all on store workers
+    if re.search(r'RESOURCE_ROUTES\(\s*"', text):
+        for h in ("bs__api_resource_put", "bs__api_resource_list", "bs__api_resource_get",
+                  "bs__api_resource_delete"):
+            marks[h] = "BS_ROUTE_BLOCKING"
     handlers = {h for _, _, h, _ in source_routes()}
     assert set(marks) == handlers, handlers ^ set(marks)
     blocking = {h for h, m in marks.items() if m == "BS_ROUTE_BLOCKING"}
@@ -313,11 +319,20 @@ def test_route_table_marks_every_store_route_blocking():
         "bs__api_models_create", "bs__api_models_update", "bs__api_models_delete",
         "bs__api_versions_approve", "bs__api_versions_reject", "bs__api_versions_archive",
         "bs__api_alias_set", "bs__api_alias_delete", "bs__api_runs_create",
-        "bs__api_runs_update", "bs__api_runs_metrics"}, blocking
+        "bs__api_runs_update", "bs__api_runs_metrics",
+        # declarative resources (their validate/applied hooks write the store and the log)
+        "bs__api_resource_put", "bs__api_resource_list", "bs__api_resource_get",
+        "bs__api_resource_delete",
+        # topics: everything that may wait on the log or the store
+        "bs__api_topic_read", "bs__api_topic_replay", "bs__api_consumer_put",
+        "bs__api_consumer_get", "bs__api_consumer_list", "bs__api_consumer_delete",
+        "bs__api_consumer_ack", "bs__api_consumer_nack", "bs__api_consumer_in_progress"}, blocking
     # Uploads and artifact reads keep models.c's own jobs (the upload budget is charged
     # before the body is copied): inline handlers that never touch the store themselves.
     assert marks["bs__api_versions_create"] == marks["bs__api_versions_artifact"] == "BS_ROUTE_INLINE"
     for h in ("bs__api_predict", "bs__api_predict_version", "bs__api_v2_infer", "bs__api_healthz",
               "bs__api_readyz", "bs__api_metrics", "bs__api_info", "bs__api_openapi",
-              "bs__api_docs"):
+              "bs__api_docs", "bs__api_kinds_list",
+              # publish and fetch defer and answer from the log's callbacks
+              "bs__api_topic_publish", "bs__api_consumer_fetch"):
         assert marks[h] == "BS_ROUTE_INLINE", h
