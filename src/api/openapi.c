@@ -93,10 +93,10 @@ static const extra_t extras[] = {
      BODY_JSON, RESP_JSON},
     {"GET", "/v1/audit", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
     {"GET", "/v1/triggers", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
-    {"PUT", "/v1/triggers/{name}", NULL,
-     "{\"topic\":\"orders\",\"filter\":\"amount > 1000 && country == \\\"FR\\\"\","
-     "\"action\":{\"predict\":{\"model\":\"fraud\",\"alias\":\"champion\","
-     "\"output_topic\":\"scores\",\"when\":\"score > 0.9\"}}}",
+    {"PUT", "/v1/triggers/{name}", Q_DRY_RUN,
+     "{\"topic\":\"churn\",\"filter\":\"amount > 1000 && country == \\\"FR\\\"\","
+     "\"action\":{\"job\":{\"kind\":\"sleep\",\"args\":{\"seconds\":"
+     "\"min(amount / 100000, 1)\"}}}}",
      BODY_JSON, RESP_JSON},
     {"GET", "/v1/topics", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
     {"PUT", "/v1/topics/{name}", NULL,

@@ -1659,19 +1659,25 @@ void bs_triggers_metrics(bs_triggers_t *t, bs_buf_t *b)
                       (unsigned long long)cum);
         pthread_mutex_unlock(&r->stat_mu);
     }
+    int any = t->all != NULL;
     pthread_mutex_unlock(&t->mu);
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 7 && any; i++) {
         bs_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fam[i][0], fam[i][2], fam[i][0],
                       fam[i][1]);
         if (part[i].len)
             bs_buf_append(b, part[i].data, part[i].len);
-        bs_buf_free(&part[i]);
     }
-    bs_buf_printf(b, "# HELP basalt_trigger_latency_seconds From the source record's append to "
-                     "the trigger's action done (output durable, webhook queued, job enqueued).\n"
-                     "# TYPE basalt_trigger_latency_seconds histogram\n");
-    if (lat.len)
-        bs_buf_append(b, lat.data, lat.len);
+    /* Families only with series (no trigger: none; a histogram without a series is not
+     * one the format allows). */
+    if (any) {
+        bs_buf_printf(b, "# HELP basalt_trigger_latency_seconds From the source record's append "
+                         "to the trigger's action done (output durable, webhook queued, job "
+                         "enqueued).\n# TYPE basalt_trigger_latency_seconds histogram\n");
+        if (lat.len)
+            bs_buf_append(b, lat.data, lat.len);
+    }
+    for (int i = 0; i < 7; i++)
+        bs_buf_free(&part[i]);
     bs_buf_free(&lat);
 }
 

@@ -570,11 +570,21 @@ def test_dry_run_list_and_delete(srv, lin_model):
     assert m.get("basalt_trigger_processed_total", tenant="default", trigger="dl") is None
 
 
-def test_metrics_and_openapi(srv):
+def test_metrics_and_openapi(srv, lin_model):
+    put_topic(srv, "met-in")
+    put_topic(srv, "met-out")
+    put_trigger(srv, "met", {"topic": "met-in", "action": {"predict": {
+        "model": lin_model, "output_topic": "met-out"}}})
+    publish(srv, "met-in", [{"a": 1.0, "b": 1.0}])
+    wait_records(srv, "met-out", 1)
+    eventually(lambda: srv.metrics().get("basalt_trigger_latency_seconds_count", tenant="default",
+                                         trigger="met") == 1, "the latency histogram counted it")
     m = srv.metrics()
-    assert "basalt_trigger_processed_total" in m.names()
-    assert "basalt_trigger_latency_seconds" in m.names() or any(
-        n.startswith("basalt_trigger_latency_seconds") for n in m.names())
+    assert m.get("basalt_trigger_processed_total", tenant="default", trigger="met") == 1
+    assert m.get("basalt_trigger_outputs_total", tenant="default", trigger="met") == 1
+    assert m.get("basalt_trigger_lag", tenant="default", trigger="met") == 0
+    assert m.get("basalt_trigger_latency_seconds_bucket", tenant="default", trigger="met",
+                 le="+Inf") == 1
     doc = srv.get("/openapi.json").json()
     assert "/v1/triggers/{name}" in doc["paths"]
     kinds = [k["kind"] for k in srv.get("/v1/kinds").json()["items"]]
