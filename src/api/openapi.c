@@ -93,7 +93,7 @@ static const extra_t extras[] = {
      BODY_JSON, RESP_JSON},
     {"GET", "/v1/audit", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
     {"GET", "/v1/triggers", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
-    {"PUT", "/v1/triggers/{name}", Q_DRY_RUN,
+    {"PUT", "/v1/triggers/{name}", NULL,
      "{\"topic\":\"churn\",\"filter\":\"amount > 1000 && country == \\\"FR\\\"\","
      "\"action\":{\"job\":{\"kind\":\"sleep\",\"args\":{\"seconds\":"
      "\"min(amount / 100000, 1)\"}}}}",
