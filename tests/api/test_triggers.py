@@ -182,6 +182,30 @@ def test_prediction_equals_a_direct_predict_call(srv, fraud_model):
     assert st["outputs"] == len(evs) and st["errors"] == 0 and st["last_error"] is None
 
 
+def test_when_on_a_classifier_sees_score_label_and_probabilities(srv, fraud_model):
+    put_topic(srv, "cls-in")
+    for t in ("cls-score", "cls-label", "cls-prob"):
+        put_topic(srv, t)
+    for name, cond in (("cls-score", "score > 0.5"), ("cls-label", "label == \"1\""),
+                       ("cls-prob", "prediction.score > 0.5 && event.items >= 1")):
+        put_trigger(srv, name, {"topic": "cls-in", "action": {"predict": {
+            "model": fraud_model, "output_topic": name, "when": cond}}})
+    rng = np.random.default_rng(3)
+    evs = events_for(rng, 30)
+    for e in evs[:10]:  # some surely positive: large amounts on young accounts
+        e["amount"], e["age_days"] = 4500.0, 10
+    offs = publish(srv, "cls-in", evs)
+    want = sorted(o for o, e in zip(offs, evs)
+                  if direct(srv, fraud_model, {k: e[k] for k in FEATURES})["predictions"][0][
+                      "probabilities"]["1"] > 0.5)
+    assert 0 < len(want) < len(evs)
+    for name in ("cls-score", "cls-label", "cls-prob"):
+        eventually(lambda: status(srv, name)["processed"] >= len(evs) and
+                   status(srv, name)["lag"] == 0, name + " done")
+        got = sorted(r["event"]["source"]["offset"] for r in read(srv, name))
+        assert got == want, name
+
+
 def test_cloudevent_data_is_the_default_row(srv, lin_model):
     put_topic(srv, "ce-in")
     put_topic(srv, "ce-out")
@@ -328,6 +352,20 @@ def test_events_past_max_deliver_go_to_the_dead_letter_topic(srv):
         status(srv, "dlq")), "three dead letters")
     assert st["errors"] == 6  # two deliveries each
     assert read(srv, "dlq-out") == []
+
+
+def test_the_topics_dead_letter_is_the_default(srv):
+    create_model(srv, "wide4")
+    upload_ok(srv, "wide4", linear_bytes([1.0, 1.0, 1.0], 0.0, ("a", "b", "c")))
+    approve(srv, "wide4", 1)
+    put_topic(srv, "tdl-dead")
+    put_topic(srv, "tdl-out")
+    put_topic(srv, "tdl-in", {"dead_letter": "tdl-dead"})
+    put_trigger(srv, "tdl", {"topic": "tdl-in", "consumer": {"max_deliver": 1},
+                             "action": {"predict": {"model": "wide4", "output_topic": "tdl-out"}}})
+    off = publish(srv, "tdl-in", [{"a": 1.0, "b": 2.0}])[0]
+    dead = wait_records(srv, "tdl-dead", 1)
+    assert dead[0]["event"]["offset"] == off and dead[0]["event"]["group"] == "trigger-tdl"
 
 
 # ---- webhook and job actions --------------------------------------------------------------------
