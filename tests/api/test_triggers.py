@@ -708,3 +708,49 @@ def test_two_replicas_share_a_trigger_on_jetstream():
             assert not reports, reports[0]
         nats.close()
         pg.cleanup()
+
+
+APPLY = """\
+kind: Topic
+name: ap-in
+spec: {}
+---
+kind: Topic
+name: ap-out
+spec: {}
+---
+kind: Trigger
+name: ap
+spec:
+  topic: ap-in
+  filter: a > 1 && kind == "x"
+  action:
+    predict:
+      model: lin
+      output_topic: ap-out
+      inputs:
+        a: a
+        b: "b * 2"
+"""
+
+
+def test_basalt_apply_a_trigger_with_its_topics(srv, lin_model, tmp_path):
+    import subprocess
+    from conftest import BASALT_BIN, REQUEST_TIMEOUT, clean_env
+
+    def cli(*args):
+        cp = subprocess.run([BASALT_BIN, *args], env=clean_env({
+            "BASALT_URL": srv.url, "BASALT_API_KEY": srv.admin_key}), stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, timeout=2 * REQUEST_TIMEOUT)
+        assert cp.returncode == 0, (cp.stdout, cp.stderr)
+        return cp.stdout
+    f = tmp_path / "pipeline.yaml"
+    f.write_text(APPLY)
+    assert cli("apply", "-f", str(f)) == \
+        "topic/ap-in created\ntopic/ap-out created\ntrigger/ap created\n"
+    assert cli("apply", "-f", str(f)).endswith("trigger/ap unchanged\n")
+    assert "ap" in cli("get", "triggers")
+    offs = publish(srv, "ap-in", [{"a": 3.0, "b": 1.0, "kind": "x"}, {"a": 3.0, "b": 1.0}])
+    out = wait_records(srv, "ap-out", 1)
+    assert out[0]["event"]["source"]["offset"] == offs[0]
+    assert out[0]["event"]["prediction"] == 2 * 3.0 - 2.0 + 1
