@@ -185,6 +185,8 @@ int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const ch
                                      bs_err_t *err);
 void bs__api_topic_publish(bs_req_t *req);
 void bs__api_topic_read(bs_req_t *req);
+/* topic_stream.c: GET /v1/topics/{name}/stream (Server-Sent Events) */
+void bs__api_topic_stream(bs_req_t *req);
 void bs__api_topic_replay(bs_req_t *req);
 void bs__api_consumer_put(bs_req_t *req);
 void bs__api_consumer_get(bs_req_t *req);

@@ -22,7 +22,7 @@
 #define Q_CURSOR Q("cursor", "{\"type\":\"string\"}", "next_cursor of the previous page")
 
 typedef enum { BODY_JSON, BODY_UPLOAD } body_kind_t;
-typedef enum { RESP_JSON, RESP_TEXT, RESP_HTML } resp_kind_t;
+typedef enum { RESP_JSON, RESP_TEXT, RESP_HTML, RESP_EVENTS } resp_kind_t;
 
 typedef struct {
     const char *method, *pattern;
@@ -92,6 +92,15 @@ static const extra_t extras[] = {
      "[{\"key\":\"auc\",\"value\":0.91,\"step\":1},{\"key\":\"auc\",\"value\":0.93,\"step\":2}]",
      BODY_JSON, RESP_JSON},
     {"GET", "/v1/audit", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
+    {"GET", "/v1/jobs",
+     Q("state",
+       "{\"type\":\"string\",\"enum\":[\"available\",\"scheduled\",\"running\",\"retryable\","
+       "\"completed\",\"discarded\",\"cancelled\"]}",
+       "only jobs in this state") "," Q("kind", "{\"type\":\"string\"}",
+                                       "only jobs of this kind") "," Q_LIMIT "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
+    {"POST", "/v1/jobs", NULL, "{\"kind\":\"sleep\",\"args\":{\"seconds\":0}}", BODY_JSON,
+     RESP_JSON},
     {"GET", "/v1/triggers", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
     {"PUT", "/v1/triggers/{name}", NULL,
      "{\"topic\":\"churn\",\"filter\":\"amount > 1000 && country == \\\"FR\\\"\","
@@ -113,6 +122,17 @@ static const extra_t extras[] = {
          "from_time", "{\"type\":\"string\",\"format\":\"date-time\"}",
          "read from the first event at or after this time") "," Q_LIMIT,
      NULL, BODY_JSON, RESP_JSON},
+    {"GET", "/v1/topics/{name}/stream",
+     Q("from_offset", "{\"type\":\"integer\",\"minimum\":0}",
+       "first offset to send (default: the end of the topic, only new events)") "," Q(
+         "from_time", "{\"type\":\"string\",\"format\":\"date-time\"}",
+         "start at the first event at or after this time") "," Q(
+         "heartbeat", "{\"type\":\"string\",\"default\":\"15s\"}",
+         "a comment line after this long without events (1s to 1h)") ","
+     "{\"name\":\"Last-Event-ID\",\"in\":\"header\",\"required\":false,\"description\""
+     ":\"the id of the last event received: resume after it (wins over the query)\","
+     "\"schema\":{\"type\":\"string\"}}",
+     NULL, BODY_JSON, RESP_EVENTS},
     {"PUT", "/v1/topics/{name}/consumers/{group}", NULL,
      "{\"ack_wait\":\"30s\",\"max_deliver\":5,\"dead_letter\":\"orders-dlq\"}", BODY_JSON,
      RESP_JSON},
@@ -303,6 +323,12 @@ static void write_responses(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
     case RESP_HTML:
         bs_jw_key(b, "content");
         raw(b, "{\"text/html\":{\"schema\":{\"type\":\"string\"}}}");
+        break;
+    case RESP_EVENTS:
+        bs_jw_key(b, "content");
+        raw(b, "{\"text/event-stream\":{\"schema\":{\"type\":\"string\",\"description\":"
+               "\"Server-Sent Events: per event 'id: <offset>', 'event: <type>', 'data: "
+               "{offset, id, time, event}'; ': ping' comments as heartbeats\"}}}");
         break;
     case RESP_JSON:
         if (r->response_schema)

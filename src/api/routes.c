@@ -176,6 +176,10 @@ static const bs_route_t routes[] = {
      PAGE(TENANT_SCHEMA), 0, BS_ROUTE_BLOCKING},
     MODEL_ROUTES
     TOPIC_ROUTES
+    {"GET", "/v1/topics/{name}/stream", bs__api_topic_stream, BS_ROLE_VIEWER,
+     "A live tail of the topic as Server-Sent Events (id: the offset, event: the event's "
+     "type, data: the item as GET .../events gives it), resumable with Last-Event-ID",
+     "topics", NULL, NULL, 0, BS_ROUTE_INLINE},
     {"GET", "/v1/jobs", bs__api_jobs_list, BS_ROLE_VIEWER,
      "List the tenant's jobs, newest first (?state=, kind=, limit, cursor)", "jobs", NULL,
      PAGE(JOB_SCHEMA), 0, BS_ROUTE_BLOCKING},

@@ -1,6 +1,7 @@
 /* Bump allocator over a chain of malloc'd blocks; see arena.h. */
 #include "base/arena.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -28,8 +29,35 @@ void bs_arena_init(bs_arena_t *a, size_t block_size)
 }
 
 /* One spare block of the common size per thread, so a request's first allocation
- * does not go to malloc (and trigger its consolidation) every time. */
+ * does not go to malloc (and trigger its consolidation) every time. A thread that keeps one
+ * registers spare_key once, whose destructor frees the block when the thread exits. */
 static _Thread_local bs_arena_block_t *spare;
+static _Thread_local int spare_registered;
+static pthread_key_t spare_key;
+static pthread_once_t spare_once = PTHREAD_ONCE_INIT;
+
+static void spare_free(void *unused)
+{
+    (void)unused;
+    free(spare);
+    spare = NULL;
+}
+
+static void spare_key_create(void) { pthread_key_create(&spare_key, spare_free); }
+
+static void keep_spare(bs_arena_block_t *b)
+{
+    if (!spare_registered) {
+        pthread_once(&spare_once, spare_key_create);
+        if (pthread_setspecific(spare_key, (void *)1) != 0) {
+            free(b);
+            return;
+        }
+        spare_registered = 1;
+    }
+    b->next = NULL;
+    spare = b;
+}
 
 void bs_arena_deinit(bs_arena_t *a)
 {
@@ -40,8 +68,7 @@ void bs_arena_deinit(bs_arena_t *a)
     while (b) {
         bs_arena_block_t *next = b->next;
         if (!spare && b->cap == 4096) {
-            b->next = NULL;
-            spare = b;
+            keep_spare(b);
         } else {
             free(b);
         }

@@ -31,12 +31,12 @@ typedef struct {
 static const char *op_name(const bs__expr_ins_t *ins)
 {
     static const char *const names[] = {
-        [BS__EXPR_OP_NEG] = "'-'",      [BS__EXPR_OP_NOT] = "'!'",    [BS__EXPR_OP_ADD] = "'+'",
-        [BS__EXPR_OP_SUB] = "'-'",      [BS__EXPR_OP_MUL] = "'*'",    [BS__EXPR_OP_DIV] = "'/'",
-        [BS__EXPR_OP_MOD] = "'%'",      [BS__EXPR_OP_EQ] = "'=='",    [BS__EXPR_OP_NE] = "'!='",
-        [BS__EXPR_OP_LT] = "'<'",       [BS__EXPR_OP_LE] = "'<='",    [BS__EXPR_OP_GT] = "'>'",
-        [BS__EXPR_OP_GE] = "'>='",      [BS__EXPR_OP_IN] = "'in'",    [BS__EXPR_OP_AND] = "'&&'",
-        [BS__EXPR_OP_OR] = "'||'",      [BS__EXPR_OP_JFALSE] = "if()",
+        [BS__EXPR_OP_NEG] = "'-'", [BS__EXPR_OP_NOT] = "'!'",     [BS__EXPR_OP_ADD] = "'+'",
+        [BS__EXPR_OP_SUB] = "'-'", [BS__EXPR_OP_MUL] = "'*'",     [BS__EXPR_OP_DIV] = "'/'",
+        [BS__EXPR_OP_MOD] = "'%'", [BS__EXPR_OP_EQ] = "'=='",     [BS__EXPR_OP_NE] = "'!='",
+        [BS__EXPR_OP_LT] = "'<'",  [BS__EXPR_OP_LE] = "'<='",     [BS__EXPR_OP_GT] = "'>'",
+        [BS__EXPR_OP_GE] = "'>='", [BS__EXPR_OP_IN] = "'in'",     [BS__EXPR_OP_AND] = "'&&'",
+        [BS__EXPR_OP_OR] = "'||'", [BS__EXPR_OP_JFALSE] = "if()",
     };
     static const char *const fn_names[] = {
         [BS__EXPR_FN_LOG] = "log()",
@@ -95,8 +95,7 @@ static int type_error(const run_t *r, const bs__expr_ins_t *ins, const char *nee
         snprintf(msg, sizeof msg, "%s needs %s, field '%.64s' is %s", op_name(ins), need,
                  r->e->fields[origin].name, value_type_name(v));
     else
-        snprintf(msg, sizeof msg, "%s needs %s, got %s", op_name(ins), need,
-                 value_type_name(v));
+        snprintf(msg, sizeof msg, "%s needs %s, got %s", op_name(ins), need, value_type_name(v));
     return fail_at(r, ins->pos, msg);
 }
 
@@ -258,13 +257,12 @@ int bs__expr_parse_time(const char *s, size_t len, double *ms)
     if (digits(s, len, 0, 4, &y) || len < 19 || s[4] != '-' || digits(s, len, 5, 2, &mo) ||
         s[7] != '-' || digits(s, len, 8, 2, &d) ||
         !(s[10] == 'T' || s[10] == 't' || s[10] == ' ') || digits(s, len, 11, 2, &h) ||
-        s[13] != ':' || digits(s, len, 14, 2, &mi) || s[16] != ':' ||
-        digits(s, len, 17, 2, &sec))
+        s[13] != ':' || digits(s, len, 14, 2, &mi) || s[16] != ':' || digits(s, len, 17, 2, &sec))
         return -1;
     static const int mdays[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     int leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 ||
-        mi > 59 || sec > 60)
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] + (mo == 2 && leap) || h > 23 || mi > 59 ||
+        sec > 60)
         return -1;
     size_t i = 19;
     int frac_ms = 0;
@@ -315,14 +313,13 @@ static int time_ms(const bs_expr_value_t *v, double *ms)
 
 /* ---- the machine ----------------------------------------------------------------------- */
 
-#define NEED(cond, slot, need)                                                                 \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            return type_error(r, ins, need, &st[slot], org[slot]);                             \
+#define NEED(cond, slot, need)                                                                     \
+    do {                                                                                           \
+        if (!(cond))                                                                               \
+            return type_error(r, ins, need, &st[slot], org[slot]);                                 \
     } while (0)
 
-static int call(const run_t *r, const bs__expr_ins_t *ins, bs_expr_value_t *st, int *org,
-                int *sp)
+static int call(const run_t *r, const bs__expr_ins_t *ins, bs_expr_value_t *st, int *org, int *sp)
 {
     int n = ins->arg, base = *sp - n;
     bs_expr_value_t *a = &st[base];
@@ -421,8 +418,7 @@ static int call(const run_t *r, const bs__expr_ins_t *ins, bs_expr_value_t *st, 
     case BS__EXPR_FN_HASH_BUCKET: {
         if (a[0].type == BS_EXPR_NULL || a[1].type == BS_EXPR_NULL)
             break;
-        NEED(a[0].type == BS_EXPR_STR || a[0].type == BS_EXPR_NUM, base,
-             "a string or a number");
+        NEED(a[0].type == BS_EXPR_STR || a[0].type == BS_EXPR_NUM, base, "a string or a number");
         NEED(a[1].type == BS_EXPR_NUM, base + 1, "a number of buckets");
         double nb = a[1].num;
         if (nb < 1 || nb > 9007199254740992.0 || nb != floor(nb))
@@ -584,8 +580,7 @@ static int run(const run_t *r, bs_expr_value_t *out)
         case BS__EXPR_OP_EQ:
         case BS__EXPR_OP_NE: {
             int eq = values_equal(a, b);
-            *a = (bs_expr_value_t){.type = BS_EXPR_BOOL,
-                                   .b = ins->op == BS__EXPR_OP_EQ ? eq : !eq};
+            *a = (bs_expr_value_t){.type = BS_EXPR_BOOL, .b = ins->op == BS__EXPR_OP_EQ ? eq : !eq};
             org[sp - 2] = -1;
             sp--;
             break;
@@ -693,8 +688,8 @@ int bs_expr_eval(const bs_expr_t *e, const bs_expr_value_t *fields, bs_arena_t *
     return run(&r, out);
 }
 
-int bs_expr_eval_json(const bs_expr_t *e, const cJSON *obj, bs_arena_t *arena,
-                      bs_expr_value_t *out, bs_err_t *err)
+int bs_expr_eval_json(const bs_expr_t *e, const cJSON *obj, bs_arena_t *arena, bs_expr_value_t *out,
+                      bs_err_t *err)
 {
     if (!e || !out)
         return bs_err_setf(err, BS_EINVAL, "expr", "no expression to evaluate");

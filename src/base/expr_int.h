@@ -80,8 +80,8 @@ typedef enum {
 } bs__expr_fn_t;
 
 typedef struct {
-    uint8_t op; /* bs__expr_op_t */
-    uint8_t fn; /* bs__expr_fn_t for CALL */
+    uint8_t op;    /* bs__expr_op_t */
+    uint8_t fn;    /* bs__expr_fn_t for CALL */
     uint16_t list; /* lists[] index for IN and bucketize */
     int32_t arg;   /* constant, field, jump target or argument count */
     int32_t pos;   /* byte offset in the source, for errors */

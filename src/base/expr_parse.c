@@ -442,8 +442,8 @@ static int lex_path(parser_t *p)
 /* Reads the next token into p->tok. */
 static int next(parser_t *p)
 {
-    while (p->i < p->len && (p->src[p->i] == ' ' || p->src[p->i] == '\t' ||
-                             p->src[p->i] == '\n' || p->src[p->i] == '\r'))
+    while (p->i < p->len && (p->src[p->i] == ' ' || p->src[p->i] == '\t' || p->src[p->i] == '\n' ||
+                             p->src[p->i] == '\r'))
         p->i++;
     p->tok.pos = (int)p->i;
     if (p->i >= p->len) {
@@ -587,8 +587,8 @@ static int emit(parser_t *p, bs__expr_op_t op, int fn, int arg, int pos, int del
         p->failed = 1;
         return -1;
     }
-    e->code[e->n_code] = (bs__expr_ins_t){.op = (uint8_t)op, .fn = (uint8_t)fn, .arg = arg,
-                                          .pos = pos};
+    e->code[e->n_code] =
+        (bs__expr_ins_t){.op = (uint8_t)op, .fn = (uint8_t)fn, .arg = arg, .pos = pos};
     p->height += delta;
     if (p->height > e->max_stack) {
         e->max_stack = p->height;
@@ -635,16 +635,16 @@ static int push_const(parser_t *p, bs_expr_value_t v, int pos)
 
 static int seg_plain(const seg_t *sg, int first)
 {
-    if (sg->len == 0 || !(first ? is_ident_start((unsigned char)sg->s[0])
-                                : is_ident_char((unsigned char)sg->s[0])))
+    if (sg->len == 0 ||
+        !(first ? is_ident_start((unsigned char)sg->s[0]) : is_ident_char((unsigned char)sg->s[0])))
         return 0;
     for (size_t k = 0; k < sg->len; k++)
         if (!is_ident_char((unsigned char)sg->s[k]))
             return 0;
-    if (first && (seg_is(&(seg_t){sg->s, sg->len, 0}, "true") ||
-                  seg_is(&(seg_t){sg->s, sg->len, 0}, "false") ||
-                  seg_is(&(seg_t){sg->s, sg->len, 0}, "null") ||
-                  seg_is(&(seg_t){sg->s, sg->len, 0}, "in")))
+    if (first &&
+        (seg_is(&(seg_t){sg->s, sg->len, 0}, "true") ||
+         seg_is(&(seg_t){sg->s, sg->len, 0}, "false") ||
+         seg_is(&(seg_t){sg->s, sg->len, 0}, "null") || seg_is(&(seg_t){sg->s, sg->len, 0}, "in")))
         return 0;
     return 1;
 }
@@ -675,9 +675,9 @@ static int field_ref(parser_t *p, int *mask)
         for (int v = 0; v < p->opts->n_vars; v++) {
             if (p->opts->vars[v].name && strcmp(p->opts->vars[v].name, name.data) == 0) {
                 bs_expr_type_t t = p->opts->vars[v].type;
-                type_mask = t == BS_EXPR_BOOL  ? M_BOOL | M_NULL
-                            : t == BS_EXPR_NUM ? M_NUM | M_NULL
-                            : t == BS_EXPR_STR ? M_STR | M_NULL
+                type_mask = t == BS_EXPR_BOOL   ? M_BOOL | M_NULL
+                            : t == BS_EXPR_NUM  ? M_NUM | M_NULL
+                            : t == BS_EXPR_STR  ? M_STR | M_NULL
                             : t == BS_EXPR_NULL ? M_NULL
                                                 : M_ANY;
                 declared = 1;
@@ -699,8 +699,7 @@ static int field_ref(parser_t *p, int *mask)
     }
     if (e->n_fields >= BS_EXPR_MAX_FIELDS) {
         bs_buf_free(&name);
-        return fail(p, p->tok.pos, "the expression reads more than %d fields",
-                    BS_EXPR_MAX_FIELDS);
+        return fail(p, p->tok.pos, "the expression reads more than %d fields", BS_EXPR_MAX_FIELDS);
     }
     if (grow((void **)&e->fields, &p->cap_fields, e->n_fields + 1, sizeof *e->fields)) {
         bs_buf_free(&name);
@@ -795,8 +794,10 @@ static int parse_list(parser_t *p, int numeric, const char *what)
                 break;
             default: {
                 char b[48];
-                return fail(p, p->tok.pos, "a list holds literals (numbers, strings, true, "
-                            "false, null), got %s", tok_text(p, b, sizeof b));
+                return fail(p, p->tok.pos,
+                            "a list holds literals (numbers, strings, true, "
+                            "false, null), got %s",
+                            tok_text(p, b, sizeof b));
             }
             }
             if (neg && v.type != BS_EXPR_NUM)
@@ -820,8 +821,8 @@ static int parse_list(parser_t *p, int numeric, const char *what)
     }
     if (p->tok.kind != T_RB) {
         char b[48];
-        return fail(p, p->tok.pos, "expected ',' or ']' in the list opened at %d, got %s",
-                    lb + 1, tok_text(p, b, sizeof b));
+        return fail(p, p->tok.pos, "expected ',' or ']' in the list opened at %d, got %s", lb + 1,
+                    tok_text(p, b, sizeof b));
     }
     if (numeric && n == 0)
         return fail(p, lb, "%s needs at least one edge", what);
@@ -906,14 +907,16 @@ static int parse_call(parser_t *p, ty_t *out)
                 int acc = f->accepts[f->max_args > 3 ? 0 : argc];
                 if (check_operand(p, a, acc, apos, what))
                     return -1;
-                if (f->fn == BS__EXPR_FN_HASH_BUCKET && argc == 1 &&
-                    p->e->n_code > 0 && p->e->code[p->e->n_code - 1].op == BS__EXPR_OP_CONST &&
+                if (f->fn == BS__EXPR_FN_HASH_BUCKET && argc == 1 && p->e->n_code > 0 &&
+                    p->e->code[p->e->n_code - 1].op == BS__EXPR_OP_CONST &&
                     p->e->code[p->e->n_code - 1].pos == apos) {
                     const bs_expr_value_t *c = &p->e->consts[p->e->code[p->e->n_code - 1].arg];
                     if (c->type == BS_EXPR_NUM &&
                         (c->num < 1 || c->num > 9007199254740992.0 || c->num != floor(c->num)))
-                        return fail(p, apos, "hash_bucket() needs a whole number of buckets "
-                                    "from 1 to 2^53, got %g", c->num);
+                        return fail(p, apos,
+                                    "hash_bucket() needs a whole number of buckets "
+                                    "from 1 to 2^53, got %g",
+                                    c->num);
                 }
                 argc++;
                 if (f->fn == BS__EXPR_FN_IF) {
@@ -1006,16 +1009,15 @@ static int parse_primary(parser_t *p, ty_t *out)
         return next(p);
     case T_STR:
         out->mask = M_STR;
-        if (push_const(p, (bs_expr_value_t){.type = BS_EXPR_STR, .s = p->tok.str,
-                                            .len = p->tok.str_len},
-                       pos))
+        if (push_const(
+                p, (bs_expr_value_t){.type = BS_EXPR_STR, .s = p->tok.str, .len = p->tok.str_len},
+                pos))
             return -1;
         return next(p);
     case T_TRUE:
     case T_FALSE:
         out->mask = M_BOOL;
-        if (push_const(p, (bs_expr_value_t){.type = BS_EXPR_BOOL, .b = p->tok.kind == T_TRUE},
-                       pos))
+        if (push_const(p, (bs_expr_value_t){.type = BS_EXPR_BOOL, .b = p->tok.kind == T_TRUE}, pos))
             return -1;
         return next(p);
     case T_NULL:
@@ -1066,8 +1068,7 @@ static int parse_unary(parser_t *p, ty_t *out)
     if (p->tok.kind != T_MINUS && p->tok.kind != T_NOT)
         return parse_primary(p, out);
     if (++p->depth > BS_EXPR_MAX_DEPTH)
-        return fail(p, p->tok.pos, "the expression nests deeper than %d levels",
-                    BS_EXPR_MAX_DEPTH);
+        return fail(p, p->tok.pos, "the expression nests deeper than %d levels", BS_EXPR_MAX_DEPTH);
     if (p->tok.kind == T_MINUS) {
         int start = p->e->n_code;
         ty_t a;
@@ -1159,8 +1160,7 @@ static int check_same(parser_t *p, ty_t l, ty_t r, int pos, const char *name)
 static int parse_expr(parser_t *p, int min_prec, ty_t *out)
 {
     if (++p->depth > BS_EXPR_MAX_DEPTH)
-        return fail(p, p->tok.pos, "the expression nests deeper than %d levels",
-                    BS_EXPR_MAX_DEPTH);
+        return fail(p, p->tok.pos, "the expression nests deeper than %d levels", BS_EXPR_MAX_DEPTH);
     ty_t l;
     if (parse_unary(p, &l))
         return -1;
@@ -1214,8 +1214,7 @@ static int parse_expr(parser_t *p, int min_prec, ty_t *out)
         case BS__EXPR_OP_MUL:
         case BS__EXPR_OP_DIV:
         case BS__EXPR_OP_MOD:
-            if (check_operand(p, l, M_NUM, pos, b.name) ||
-                check_operand(p, r, M_NUM, pos, b.name))
+            if (check_operand(p, l, M_NUM, pos, b.name) || check_operand(p, r, M_NUM, pos, b.name))
                 return -1;
             res = (l.mask == M_NULL || r.mask == M_NULL) ? M_NULL : M_NUM | M_NULL;
             break;
@@ -1225,8 +1224,8 @@ static int parse_expr(parser_t *p, int min_prec, ty_t *out)
                 char a[128], c[128];
                 describe(p, l, a, sizeof a);
                 describe(p, r, c, sizeof c);
-                return fail(p, pos, "%s compares values that are never equal: %s, %s", b.name,
-                            a, c);
+                return fail(p, pos, "%s compares values that are never equal: %s, %s", b.name, a,
+                            c);
             }
             res = M_BOOL;
             break;
@@ -1287,8 +1286,8 @@ bs_expr_t *bs_expr_compile(const char *src, size_t len, const bs_expr_opts_t *op
     if (!src)
         len = 0;
     if (len > BS_EXPR_MAX_SOURCE) {
-        bs_err_setf(err, BS_EINVAL, "expr", "at 1:1: the expression is %zu bytes, at most %d",
-                    len, BS_EXPR_MAX_SOURCE);
+        bs_err_setf(err, BS_EINVAL, "expr", "at 1:1: the expression is %zu bytes, at most %d", len,
+                    BS_EXPR_MAX_SOURCE);
         return NULL;
     }
     bs_expr_t *e = calloc(1, sizeof *e);
@@ -1325,8 +1324,8 @@ bs_expr_t *bs_expr_compile(const char *src, size_t len, const bs_expr_opts_t *op
                  : want == BS_EXPR_STR ? M_STR
                                        : M_NULL;
         if (!(t.mask & wm)) {
-            fail(&p, start, "the expression must yield %s, this one yields %s",
-                 type_name(want), mask_name(t.mask));
+            fail(&p, start, "the expression must yield %s, this one yields %s", type_name(want),
+                 mask_name(t.mask));
             goto fail;
         }
     }

@@ -177,6 +177,59 @@ void bs_deferred_respond_error(bs_deferred_t *d, const bs_err_t *err);
  * it waited for is ready (a model loaded off the I/O thread). req->resumed counts the runs. */
 void bs_deferred_resume(bs_deferred_t *d);
 
+/* ---- streaming responses ---------------------------------------------------------------
+ *
+ * A handler that answers with a stream (Server-Sent Events, a live tail) calls
+ * bs_req_stream instead of bs_resp_*: the status line and headers go out at once, and the
+ * body follows in pieces written with bs_stream_write from any thread. Written bytes are
+ * copied into the stream's queue and sent on the request's I/O thread as fast as the client
+ * reads them (an h2o generator: the next piece goes to h2o only once the previous one was
+ * written to the socket). The queue is bounded: a write that would take the bytes queued
+ * and unsent past max_queued is refused with BS_EOVERLOAD, and on_drain is called once the
+ * queue has drained to half of it. So a producer never buffers without bound for a slow
+ * client, and a slow client costs at most about twice max_queued of memory.
+ *
+ * Lifetime: the producer holds the stream from bs_req_stream until it calls
+ * bs_stream_close. The response ends after bs_stream_close once the queue is sent; or
+ * early, when the client goes away (noticed at once by a failed write, and within a second
+ * while idle), when a write makes no progress for stall_timeout_ms, or when the server
+ * shuts down (it ends every stream). Ending early calls on_close, once, unless
+ * bs_stream_close came first; writes are refused from then on and the producer should call
+ * bs_stream_close. After bs_stream_close returns, no callback of the stream runs and the
+ * stream must not be used again.
+ *
+ * Metrics: basalt_http_streams_open (gauge), basalt_http_streams_total,
+ * basalt_http_stream_bytes_total, basalt_http_stream_refused_writes_total,
+ * basalt_http_streams_lost_total (ended because the client went away or stalled).
+ */
+typedef struct bs_stream bs_stream_t;
+
+typedef struct {
+    size_t max_queued;        /* bytes queued and unsent before writes are refused; 0: 256 KiB */
+    int64_t heartbeat_ms;     /* > 0: after this long with nothing sent, send heartbeat */
+    const char *heartbeat;    /* the bytes of a heartbeat (copied), e.g. ": ping\n\n" for SSE */
+    int64_t stall_timeout_ms; /* a write without progress this long ends the stream; 0: 60 s */
+    void (*on_drain)(void *ud); /* on the I/O thread: writable again after a refused write */
+    void (*on_close)(void *ud); /* on the I/O thread: the stream ended early (see above) */
+    void *ud;
+} bs_stream_opts_t;
+
+/* Starts a streaming response with status and content_type (copied); headers added with
+ * bs_resp_header before are sent too; the head is sent at once. Only from an inline
+ * handler, on its I/O thread. Returns the stream, or NULL (out of memory; on a store
+ * worker): the handler then responds as usual. o may be NULL (defaults, no callbacks). */
+bs_stream_t *bs_req_stream(bs_req_t *req, int status, const char *content_type,
+                           const bs_stream_opts_t *o);
+/* Queues len bytes (copied). 0; BS_EOVERLOAD: over max_queued (nothing queued; retry after
+ * on_drain); BS_EUNAVAIL: the stream ended (client gone, server stopping) or is closing.
+ * A write larger than max_queued is accepted when the queue is empty. Any thread. */
+int bs_stream_write(bs_stream_t *s, const void *bytes, size_t len);
+/* 1 if a write of len bytes would be accepted now. Any thread. */
+int bs_stream_writable(bs_stream_t *s, size_t len);
+/* Ends the response once the queue is sent and releases the producer's hold. Exactly once
+ * per stream; any thread (waits for a callback of the stream running on another thread). */
+void bs_stream_close(bs_stream_t *s);
+
 /* ---- router ---------------------------------------------------------------------------- */
 
 typedef struct bs_router bs_router_t;

@@ -2,7 +2,10 @@
 #ifndef BS_HTTP_HTTP_INT_H
 #define BS_HTTP_HTTP_INT_H
 
+#include <stdatomic.h>
 #include <stdint.h>
+
+#include <h2o.h>
 
 #include "base/buf.h"
 #include "base/err.h"
@@ -49,6 +52,46 @@ void bs__store_resp_header(bs_req_t *req, const char *name, const char *value);
 void bs__store_resp_body(bs_req_t *req, int status, const char *content_type, const char *body,
                          size_t len);
 void bs__store_resp_error(bs_req_t *req, const bs_err_t *err);
+
+/* ---- I/O threads, for streaming responses (stream.c) ------------------------------------ */
+
+typedef struct bs__http_thread bs__http_thread_t;
+
+/* Work for an I/O thread: fn(m) runs on that thread's loop. */
+typedef struct bs__http_msg {
+    h2o_multithread_message_t super; /* first: h2o links messages through it */
+    void (*fn)(struct bs__http_msg *m);
+} bs__http_msg_t;
+
+/* Server-wide stream counters (any thread). */
+typedef struct {
+    atomic_llong open;        /* streams whose response has not ended */
+    atomic_ullong total;      /* streams started */
+    atomic_ullong bytes;      /* body bytes handed to h2o */
+    atomic_ullong refused;    /* writes refused with BS_EOVERLOAD */
+    atomic_ullong gone;       /* streams ended because the client went away or stalled */
+} bs__stream_stats_t;
+
+/* The calling thread's I/O thread, or NULL on any other thread. */
+bs__http_thread_t *bs__http_self(void);
+h2o_loop_t *bs__http_thread_loop(bs__http_thread_t *t);
+bs_server_t *bs__http_thread_server(bs__http_thread_t *t);
+/* 1 once the server was asked to stop. */
+int bs__http_stopping(bs__http_thread_t *t);
+/* Posts m to t's loop (any thread). 0, or -1 when the loop is gone (m was not posted). A
+ * message must not be posted again before its fn ran. */
+int bs__http_post(bs__http_thread_t *t, bs__http_msg_t *m);
+/* stream.c's per-thread slot (only t's own thread touches it). */
+void **bs__http_thread_streams(bs__http_thread_t *t);
+bs__stream_stats_t *bs__http_stream_stats(bs_server_t *s);
+/* On req's I/O thread: the response head of a stream (status, content type, request id;
+ * the request counted in the metrics and access log as answered), marked responded. */
+void bs__http_start_head(bs_req_t *req, int status, const char *content_type);
+/* On t's loop once the server stops: ends every open stream of the thread (a clean end
+ * after the queue, on_close to the producer). */
+void bs__stream_shutdown(bs__http_thread_t *t);
+/* The stream families of /metrics. */
+void bs__stream_metrics(bs_server_t *s, bs_buf_t *b);
 
 /* 1 once the token's request was disposed of (its client went away); any thread. */
 int bs__deferred_gone(bs_deferred_t *d);

@@ -108,4 +108,5 @@ void bs_server_metrics(bs_server_t *s, bs_buf_t *b)
                   (long long)bs_server_in_flight(s), (long long)bs__server_conns(s),
                   (unsigned long long)conns_total);
     bs__store_metrics(bs__server_store(s), b);
+    bs__stream_metrics(s, b);
 }

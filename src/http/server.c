@@ -62,9 +62,9 @@ int bs__http_status_slot(int status)
     return BS__HTTP_N_STATUS - 1;
 }
 
-typedef struct io_thread io_thread_t;
+typedef struct bs__http_thread io_thread_t;
 
-struct io_thread {
+struct bs__http_thread {
     bs_server_t *srv;
     int index;
     pthread_t tid;
@@ -78,6 +78,8 @@ struct io_thread {
     bs__http_metrics_t m;
     uint32_t rng;
     h2o_multithread_receiver_t deferred_rx;
+    h2o_multithread_receiver_t msg_rx; /* bs__http_post: work for this thread (stream.c) */
+    void *streams;                     /* stream.c's state for this thread, or NULL */
 };
 
 struct bs_deferred {
@@ -110,6 +112,7 @@ struct bs_server {
     atomic_llong in_flight;
     pthread_rwlock_t deferred_lock; /* posting (read) vs a loop going away (write) */
     bs__store_t *store; /* workers of BS_ROUTE_BLOCKING routes, or NULL when there are none */
+    bs__stream_stats_t stream_stats;
 };
 
 static _Thread_local io_thread_t *self_thread;
@@ -988,6 +991,60 @@ static void on_deferred(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages
     }
 }
 
+/* ---- work posted to an I/O thread (stream.c) --------------------------------------------- */
+
+static void on_msg(h2o_multithread_receiver_t *rx, h2o_linklist_t *messages)
+{
+    (void)rx;
+    while (!h2o_linklist_is_empty(messages)) {
+        h2o_multithread_message_t *msg =
+            H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, messages->next);
+        h2o_linklist_unlink(&msg->link);
+        bs__http_msg_t *m = (bs__http_msg_t *)msg;
+        m->fn(m);
+    }
+}
+
+int bs__http_post(bs__http_thread_t *t, bs__http_msg_t *m)
+{
+    bs_server_t *s = t->srv;
+    pthread_rwlock_rdlock(&s->deferred_lock);
+    if (t->loop) {
+        h2o_multithread_send_message(&t->msg_rx, &m->super);
+        pthread_rwlock_unlock(&s->deferred_lock);
+        return 0;
+    }
+    pthread_rwlock_unlock(&s->deferred_lock);
+    return -1;
+}
+
+bs__http_thread_t *bs__http_self(void) { return self_thread; }
+h2o_loop_t *bs__http_thread_loop(bs__http_thread_t *t) { return t->loop; }
+bs_server_t *bs__http_thread_server(bs__http_thread_t *t) { return t->srv; }
+void **bs__http_thread_streams(bs__http_thread_t *t) { return &t->streams; }
+bs__stream_stats_t *bs__http_stream_stats(bs_server_t *s) { return &s->stream_stats; }
+
+int bs__http_stopping(bs__http_thread_t *t)
+{
+    return atomic_load_explicit(&t->srv->stop, memory_order_relaxed);
+}
+
+void bs__http_start_head(bs_req_t *req, int status, const char *content_type)
+{
+    h2o_req_t *hr = req->h2o;
+    req->responded = 1;
+    hr->res.status = status;
+    hr->res.reason = reason_phrase(status);
+    if (self_thread && atomic_load_explicit(&self_thread->srv->stop, memory_order_relaxed))
+        hr->http1_is_persistent = 0;
+    if (content_type)
+        h2o_add_header(&hr->pool, &hr->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                       h2o_strdup(&hr->pool, content_type, SIZE_MAX).base, strlen(content_type));
+    h2o_add_header_by_str(&hr->pool, &hr->res.headers, "x-request-id", 12, 0, NULL,
+                          req->request_id, strlen(req->request_id));
+    record(req, status);
+}
+
 /* ---- listeners and loops --------------------------------------------------------------- */
 
 static void on_sock_close(void *data)
@@ -1115,6 +1172,7 @@ static void *thread_main(void *arg)
     t->accept_ctx.ctx = &t->ctx;
     t->accept_ctx.hosts = s->global.hosts;
     h2o_multithread_register_receiver(t->ctx.queue, &t->deferred_rx, on_deferred);
+    h2o_multithread_register_receiver(t->ctx.queue, &t->msg_rx, on_msg);
     pthread_rwlock_wrlock(&s->deferred_lock);
     t->loop = loop; /* deferred completions may be posted from now on */
     pthread_rwlock_unlock(&s->deferred_lock);
@@ -1127,6 +1185,7 @@ static void *thread_main(void *arg)
         h2o_evloop_run(t->loop, 100);
         bs_rcu_quiescent(); /* between iterations no handler holds a snapshot */
     }
+    bs__stream_shutdown(t); /* producers hear of it now, while the rest still runs */
     h2o_socket_read_stop(t->listener);
     h2o_socket_close(t->listener);
     t->listener = NULL;
@@ -1150,6 +1209,7 @@ static void *thread_main(void *arg)
     t->loop = NULL;
     pthread_rwlock_unlock(&s->deferred_lock);
     h2o_multithread_unregister_receiver(t->ctx.queue, &t->deferred_rx);
+    h2o_multithread_unregister_receiver(t->ctx.queue, &t->msg_rx);
     return NULL;
 }
 

@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 
 import pytest
 
@@ -586,6 +587,9 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
          path="/v1/topics/churn/events?from_offset=0&limit=10")
     call("GET", "/v1/topics/{name}/events", 200,
          path="/v1/topics/churn/events?from_time=2020-01-01T00:00:00Z")
+    # a live tail: the head is checked (text/event-stream), the endless body is not read
+    call("GET", "/v1/topics/{name}/stream", 200,
+         path="/v1/topics/churn/stream?from_offset=0&heartbeat=1s", stream=True).close()
     g = "/v1/topics/{name}/consumers/{group}"
     gp = "/v1/topics/churn/consumers/workers"
     assert server.put(gp, json={}).status_code == 201
@@ -602,6 +606,21 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     call("POST", "/v1/topics/{name}/replay", 200, path="/v1/topics/orders-dlq/replay")
     call("DELETE", g, 204, path=gp)
     call("DELETE", "/v1/topics/{name}", 204)
+    # jobs: a diagnostic sleep job, its kinds, cancel (finalized: 409) and retry
+    job = call("POST", "/v1/jobs", 201).json()
+    call("GET", "/v1/jobs", 200, path="/v1/jobs?kind=sleep&limit=10")
+    call("GET", "/v1/jobs/{id}", 200, path="/v1/jobs/" + job["id"])
+    call("GET", "/v1/job-kinds", 200)
+    long_job = server.post("/v1/jobs", json={"kind": "sleep", "args": {"seconds": 60}}).json()
+    call("POST", "/v1/jobs/{id}/cancel", 200, path="/v1/jobs/%s/cancel" % long_job["id"],
+         use_example=False)
+    deadline = time.monotonic() + 60
+    while server.get("/v1/jobs/" + long_job["id"]).json()["state"] != "cancelled":
+        assert time.monotonic() < deadline, "the sleep job was not cancelled"
+        time.sleep(0.05)
+    call("POST", "/v1/jobs/{id}/retry", 200, path="/v1/jobs/%s/retry" % long_job["id"],
+         use_example=False)
+    server.post("/v1/jobs/%s/cancel" % long_job["id"])
     # an error answer has the documented envelope too
     r = server.get("/v1/models/churn")
     assert r.status_code == 404

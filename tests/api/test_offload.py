@@ -326,7 +326,10 @@ def test_route_table_marks_every_store_route_blocking():
         # topics: everything that may wait on the log or the store
         "bs__api_topic_read", "bs__api_topic_replay", "bs__api_consumer_put",
         "bs__api_consumer_get", "bs__api_consumer_list", "bs__api_consumer_delete",
-        "bs__api_consumer_ack", "bs__api_consumer_nack", "bs__api_consumer_in_progress"}, blocking
+        "bs__api_consumer_ack", "bs__api_consumer_nack", "bs__api_consumer_in_progress",
+        # jobs: the jobs table
+        "bs__api_jobs_list", "bs__api_jobs_create", "bs__api_jobs_get", "bs__api_jobs_cancel",
+        "bs__api_jobs_retry", "bs__api_job_kinds"}, blocking
     # Uploads and artifact reads keep models.c's own jobs (the upload budget is charged
     # before the body is copied): inline handlers that never touch the store themselves.
     assert marks["bs__api_versions_create"] == marks["bs__api_versions_artifact"] == "BS_ROUTE_INLINE"

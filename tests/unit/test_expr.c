@@ -141,15 +141,15 @@ static void test_arithmetic_precedence_as_c(void **state)
     (void)state;
     SAME_AS_C(1.0 + 2.0 * 3.0);
     SAME_AS_C((1.0 + 2.0) * 3.0);
-    SAME_AS_C(10.0 - 4.0 - 3.0);     /* left associative */
+    SAME_AS_C(10.0 - 4.0 - 3.0); /* left associative */
     SAME_AS_C(10.0 - (4.0 - 3.0));
-    SAME_AS_C(100.0 / 10.0 / 5.0);   /* left associative */
+    SAME_AS_C(100.0 / 10.0 / 5.0); /* left associative */
     SAME_AS_C(2.0 * 3.0 / 4.0 * 5.0);
     SAME_AS_C(-2.0 * -3.0);
     SAME_AS_C(- -4.0);
     SAME_AS_C(-(2.0 + 3.0) * 4.0);
     SAME_AS_C(1.0 - -1.0);
-    SAME_AS_C(0.1 + 0.2);            /* exact IEEE double, not 0.3 */
+    SAME_AS_C(0.1 + 0.2); /* exact IEEE double, not 0.3 */
     SAME_AS_C(1e300 * 1e-300);
     SAME_AS_C(1.5e3 + 2.5E-3);
     SAME_AS_C(123456789.0 * 987654321.0);
@@ -364,7 +364,7 @@ static void test_division_by_zero_and_non_finite(void **state)
     null_is("1 / -0", NULL);
     null_is("5 % 0", NULL);
     null_is("x / y", "{\"x\": 1, \"y\": 0}");
-    null_is("1e308 * 10", NULL);  /* overflow to infinity */
+    null_is("1e308 * 10", NULL); /* overflow to infinity */
     null_is("-1e308 * 10", NULL);
     null_is("exp(1000)", NULL);
     null_is("log(0)", NULL);
@@ -443,8 +443,8 @@ static void test_comparisons(void **state)
     bool_is("\"a\" < \"ab\"", NULL, 1);
     bool_is("\"\" < \"a\"", NULL, 1);
     bool_is("\"b\" >= \"b\"", NULL, 1);
-    bool_is("\"Z\" < \"a\"", NULL, 1);       /* byte order */
-    bool_is("\"z\" < \"é\"", NULL, 1);       /* code point order */
+    bool_is("\"Z\" < \"a\"", NULL, 1); /* byte order */
+    bool_is("\"z\" < \"é\"", NULL, 1); /* code point order */
     bool_is("'x' == \"x\"", NULL, 1);
     bool_is("\"FR\" == \"FR\"", NULL, 1);
     bool_is("true == true", NULL, 1);
@@ -455,7 +455,7 @@ static void test_comparisons(void **state)
     bool_is("x == true", "{\"x\": 1}", 0);
     bool_is("x == y", "{\"x\": 1, \"y\": 1}", 1);
     bool_is("x == y", "{\"x\": \"a\", \"y\": \"a\"}", 1);
-    bool_is("1 + 1 == 2", NULL, 1);       /* arithmetic binds tighter */
+    bool_is("1 + 1 == 2", NULL, 1); /* arithmetic binds tighter */
     bool_is("(1 < 2) == true", NULL, 1);
     bool_is("(x < 2) == (y < 2)", "{\"x\": 1, \"y\": 1}", 1);
 }
@@ -516,13 +516,19 @@ static void test_in_lists(void **state)
     bool_is("!(x in [1])", "{\"x\": 2}", 1);
     bool_is("x in [1] || x in [2]", "{\"x\": 2}", 1);
     compile_err("x in y", "at 1:6: 'in' needs a literal list [a, b, ...], got 'y'", 5);
-    compile_err("x in [y]", "at 1:7: a list holds literals (numbers, strings, true, false, "
-                "null), got 'y'", 6);
-    compile_err("x in [1, 2", "at 1:11: expected ',' or ']' in the list opened at 6, got the "
-                "end of the expression", 10);
+    compile_err("x in [y]",
+                "at 1:7: a list holds literals (numbers, strings, true, false, "
+                "null), got 'y'",
+                6);
+    compile_err("x in [1, 2",
+                "at 1:11: expected ',' or ']' in the list opened at 6, got the "
+                "end of the expression",
+                10);
     compile_err("x in [-\"a\"]", "at 1:7: '-' needs a number", 6);
-    compile_err("[1, 2]", "at 1:1: a list may only follow 'in' or be the edges of "
-                "bucketize()", 0);
+    compile_err("[1, 2]",
+                "at 1:1: a list may only follow 'in' or be the edges of "
+                "bucketize()",
+                0);
 }
 
 static void test_strings(void **state)
@@ -544,8 +550,10 @@ static void test_strings(void **state)
     compile_err("\"\\u0000\"", "at 1:2: a string cannot contain \\u0000", 1);
     compile_err("\"a\nb\"", "at 1:3: a control character in a string must be escaped", 2);
     compile_err("\"\xff\"", "at 1:2: a string must be valid UTF-8", 1);
-    compile_err("\"a\" + 1", "at 1:5: '+' needs two numbers or two strings: got a string, got a "
-                "number", 4);
+    compile_err("\"a\" + 1",
+                "at 1:5: '+' needs two numbers or two strings: got a string, got a "
+                "number",
+                4);
 }
 
 /* ---- functions ------------------------------------------------------------------------- */
@@ -599,8 +607,10 @@ static void test_coalesce_and_if(void **state)
     num_is("if(true, if(false, 1, 2), 3)", NULL, 2);
     compile_err("if(1, 2, 3)", "at 1:4: if() needs a boolean, got a number", 3);
     compile_err("if(true, 2)", "at 1:1: if() takes 3 arguments, got 2", 0);
-    compile_err("coalesce(1, 2", "at 1:14: expected ',' or ')' in the call of coalesce(), got "
-                "the end of the expression", 13);
+    compile_err("coalesce(1, 2",
+                "at 1:14: expected ',' or ')' in the call of coalesce(), got "
+                "the end of the expression",
+                13);
     /* Static result types. */
     bs_expr_t *e = compile_opts("coalesce(x, 1)", NULL);
     assert_int_equal(bs_expr_result_type(e), BS_EXPR_ANY);
@@ -654,8 +664,10 @@ static void test_bucketize(void **state)
                 17);
     compile_err("bucketize(1, [])", "at 1:14: bucketize() needs at least one edge", 13);
     compile_err("bucketize(1, [\"a\"])", "at 1:15: bucketize() edges must be numbers", 14);
-    compile_err("bucketize(1, x)", "at 1:14: bucketize() needs a literal list [a, b, ...], got "
-                "'x'", 13);
+    compile_err("bucketize(1, x)",
+                "at 1:14: bucketize() needs a literal list [a, b, ...], got "
+                "'x'",
+                13);
     compile_err("bucketize(1)", "at 1:1: bucketize() takes 2 arguments, got 1", 0);
 }
 
@@ -669,7 +681,7 @@ static void test_lower_len(void **state)
     bool_is("lower(c) == \"fr\"", "{\"c\": \"Fr\"}", 1);
     num_is("len(\"\")", NULL, 0);
     num_is("len(\"hello\")", NULL, 5);
-    num_is("len(\"héllo\")", NULL, 5);            /* code points, not bytes */
+    num_is("len(\"héllo\")", NULL, 5); /* code points, not bytes */
     num_is("len(\"\\uD83D\\uDE00!\")", NULL, 2);
     num_is("len(s)", "{\"s\": \"日本語\"}", 3);
     compile_err("len(1)", "at 1:5: len() needs a string, got a number", 4);
@@ -706,12 +718,18 @@ static void test_hash_bucket(void **state)
     null_is("hash_bucket(1.5, 10)", NULL);
     null_is("hash_bucket(\"a\", n)", "{\"n\": 0}");
     null_is("hash_bucket(\"a\", n)", "{\"n\": 2.5}");
-    compile_err("hash_bucket(\"a\", 0)", "at 1:18: hash_bucket() needs a whole number of buckets "
-                "from 1 to 2^53, got 0", 17);
-    compile_err("hash_bucket(\"a\", -2)", "at 1:18: hash_bucket() needs a whole number of buckets"
-                " from 1 to 2^53, got -2", 17);
-    compile_err("hash_bucket(true, 2)", "at 1:13: hash_bucket() needs a number or a string, got "
-                "a boolean", 12);
+    compile_err("hash_bucket(\"a\", 0)",
+                "at 1:18: hash_bucket() needs a whole number of buckets "
+                "from 1 to 2^53, got 0",
+                17);
+    compile_err("hash_bucket(\"a\", -2)",
+                "at 1:18: hash_bucket() needs a whole number of buckets"
+                " from 1 to 2^53, got -2",
+                17);
+    compile_err("hash_bucket(true, 2)",
+                "at 1:13: hash_bucket() needs a number or a string, got "
+                "a boolean",
+                12);
     compile_err("hash_bucket(\"a\", \"b\")", "at 1:18: hash_bucket() needs a number, got a string",
                 17);
 }
@@ -723,7 +741,7 @@ static void test_time_functions(void **state)
     num_is("day_of_week(0)", NULL, 3); /* 1970-01-01: a Thursday; Monday = 0 */
     num_is("hour_of_day(-1)", NULL, 23);
     num_is("day_of_week(-1)", NULL, 2);
-    num_is("day_of_week(\"2024-01-01T00:00:00Z\")", NULL, 0);  /* a Monday */
+    num_is("day_of_week(\"2024-01-01T00:00:00Z\")", NULL, 0);     /* a Monday */
     num_is("day_of_week(\"2024-01-07T23:59:59.999Z\")", NULL, 6); /* a Sunday */
     num_is("hour_of_day(\"2024-03-10T23:30:00+02:00\")", NULL, 21);
     num_is("hour_of_day(\"2024-03-10T23:30:00-02:00\")", NULL, 1);
@@ -734,12 +752,14 @@ static void test_time_functions(void **state)
     null_is("hour_of_day(\"2023-02-29T00:00:00Z\")", NULL); /* not a leap year */
     null_is("hour_of_day(\"2024-01-01\")", NULL);
     null_is("hour_of_day(\"2024-01-01T24:00:00Z\")", NULL);
-    null_is("hour_of_day(\"2024-01-01T00:00:00\")", NULL);   /* no offset */
+    null_is("hour_of_day(\"2024-01-01T00:00:00\")", NULL); /* no offset */
     null_is("hour_of_day(\"2024-01-01T00:00:00Zx\")", NULL);
     null_is("hour_of_day(\"yesterday\")", NULL);
     null_is("hour_of_day(1e300)", NULL);
-    compile_err("hour_of_day(true)", "at 1:13: hour_of_day() needs a number or a string, got a "
-                "boolean", 12);
+    compile_err("hour_of_day(true)",
+                "at 1:13: hour_of_day() needs a number or a string, got a "
+                "boolean",
+                12);
     /* Random instants against gmtime, as numbers and as RFC 3339 text with an offset. */
     for (int round = 0; round < 2000; round++) {
         long long ms = ((long long)rnd() << 11 ^ rnd()) % 4102444800000LL; /* 1970..2100 */
@@ -792,9 +812,11 @@ static void test_json_paths(void **state)
     num_is("`a.b`", j, 3);
     num_is("`in`", j, 4);
     num_is("`user`.age", j, 30);
-    eval_err("user", j, "at 1:1: field 'user' is an object, not a number, string, boolean or "
+    eval_err("user", j,
+             "at 1:1: field 'user' is an object, not a number, string, boolean or "
              "null");
-    eval_err("1 + items", j, "at 1:5: field 'items' is an array, not a number, string, boolean "
+    eval_err("1 + items", j,
+             "at 1:5: field 'items' is an array, not a number, string, boolean "
              "or null");
     /* A document that is not an object: every field is null. */
     null_is("x", "[1, 2]");
@@ -821,8 +843,10 @@ static void test_json_paths(void **state)
 static void test_eval_by_index_and_declared_types(void **state)
 {
     (void)state;
-    bs_expr_var_t vars[] = {{"amount", BS_EXPR_NUM}, {"country", BS_EXPR_STR},
-                            {"vip", BS_EXPR_BOOL}, {"extra", BS_EXPR_ANY}};
+    bs_expr_var_t vars[] = {{"amount", BS_EXPR_NUM},
+                            {"country", BS_EXPR_STR},
+                            {"vip", BS_EXPR_BOOL},
+                            {"extra", BS_EXPR_ANY}};
     bs_expr_opts_t o = {.vars = vars, .n_vars = 4, .allow_undeclared = 0, .want = BS_EXPR_BOOL};
     bs_expr_t *e = compile_opts("country == \"FR\" && amount > 1000 || vip", &o);
     assert_int_equal(bs_expr_n_fields(e), 3);
@@ -847,7 +871,7 @@ static void test_eval_by_index_and_declared_types(void **state)
     f[0].type = BS_EXPR_ANY;
     assert_int_equal(bs_expr_eval(e, f, NULL, &v, &err), BS_EINVAL);
     assert_string_equal(err.msg, "at 1:1: field 'country' is not a value, not a number, string, "
-                        "boolean or null");
+                                 "boolean or null");
     /* No field values at all: every field is null. */
     assert_int_equal(bs_expr_eval(e, NULL, NULL, &v, &err), 0);
     assert_false(bs_expr_truthy(&v));
@@ -856,17 +880,25 @@ static void test_eval_by_index_and_declared_types(void **state)
     /* Declared types are checked at compile time, with the field named. */
     compile_err_opts("amount - country == 1", &o,
                      "at 1:8: '-' needs a number, field 'country' is a string", 7);
-    compile_err_opts("amount == \"5\"", &o, "at 1:8: '==' compares values that are never equal: "
-                     "field 'amount' is a number, got a string", 7);
+    compile_err_opts("amount == \"5\"", &o,
+                     "at 1:8: '==' compares values that are never equal: "
+                     "field 'amount' is a number, got a string",
+                     7);
     compile_err_opts("vip && amount", &o,
                      "at 1:5: '&&' needs a boolean, field 'amount' is a number", 4);
-    compile_err_opts("amount < country", &o, "at 1:8: '<' needs two numbers or two strings: "
-                     "field 'amount' is a number, field 'country' is a string", 7);
+    compile_err_opts("amount < country", &o,
+                     "at 1:8: '<' needs two numbers or two strings: "
+                     "field 'amount' is a number, field 'country' is a string",
+                     7);
     compile_err_opts("amout > 1", &o, "at 1:1: unknown field 'amout'", 0);
-    compile_err_opts("amount + 1", &o, "at 1:1: the expression must yield a boolean, this one "
-                     "yields a number", 0);
-    compile_err_opts("  null", &o, "at 1:3: the expression must yield a boolean, this one yields "
-                     "null", 2);
+    compile_err_opts("amount + 1", &o,
+                     "at 1:1: the expression must yield a boolean, this one "
+                     "yields a number",
+                     0);
+    compile_err_opts("  null", &o,
+                     "at 1:3: the expression must yield a boolean, this one yields "
+                     "null",
+                     2);
     /* Dynamic (ANY) fields pass the checker and are checked at evaluation. */
     e = compile_opts("extra > 1", &o);
     bs_expr_free(e);
@@ -896,8 +928,10 @@ static void test_syntax_errors_and_positions(void **state)
     compile_err("", "at 1:1: the expression is empty", 0);
     compile_err("   ", "at 1:4: the expression is empty", 3);
     compile_err("1 +", "at 1:4: unexpected end of the expression", 3);
-    compile_err("(1 + 2", "at 1:7: expected ')' to close the '(' at 1, got the end of the "
-                "expression", 6);
+    compile_err("(1 + 2",
+                "at 1:7: expected ')' to close the '(' at 1, got the end of the "
+                "expression",
+                6);
     compile_err("1 + 2)", "at 1:6: unexpected ')' after the expression", 5);
     compile_err("1 2", "at 1:3: unexpected '2' after the expression", 2);
     compile_err("a = 1", "at 1:3: '=' is not an operator: compare with '=='", 2);
@@ -917,10 +951,14 @@ static void test_syntax_errors_and_positions(void **state)
     compile_err("!1", "at 1:1: '!' needs a boolean, got a number", 0);
     compile_err("1 && true", "at 1:3: '&&' needs a boolean, got a number", 2);
     compile_err("true || \"x\"", "at 1:6: '||' needs a boolean, got a string", 5);
-    compile_err("1 == \"1\"", "at 1:3: '==' compares values that are never equal: got a number, "
-                "got a string", 2);
-    compile_err("\"a\" < 1", "at 1:5: '<' needs two numbers or two strings: got a string, got a "
-                "number", 4);
+    compile_err("1 == \"1\"",
+                "at 1:3: '==' compares values that are never equal: got a number, "
+                "got a string",
+                2);
+    compile_err("\"a\" < 1",
+                "at 1:5: '<' needs two numbers or two strings: got a string, got a "
+                "number",
+                4);
     /* Lines and columns: columns count code points. */
     compile_err("a &&\n  1", "at 1:3: '&&' needs a boolean, got a number", 2);
     compile_err("true &&\n  x +", "at 2:6: unexpected end of the expression", 13);
@@ -1055,7 +1093,7 @@ static void *worker(void *arg)
 {
     worker_t *w = arg;
     bs_arena_t a;
-    bs_arena_init(&a, 8192); /* not the common size: no per-thread spare block outlives us */
+    bs_arena_init(&a, 0);
     for (int k = 0; k < 20000; k++) {
         char json[128];
         int amount = (k * 7 + w->id * 13) % 3000;
@@ -1068,15 +1106,14 @@ static void *worker(void *arg)
             w->bad++;
         } else {
             char want[64];
-            snprintf(want, sizeof want, "%s:abc%d",
-                     amount > 1000 && (k % 2) ? "yes" : "no", k);
+            snprintf(want, sizeof want, "%s:abc%d", amount > 1000 && (k % 2) ? "yes" : "no", k);
             if (v.len != strlen(want) || memcmp(v.s, want, v.len) != 0)
                 w->bad++;
         }
         cJSON_Delete(j);
         if (k % 100 == 0) {
             bs_arena_deinit(&a);
-            bs_arena_init(&a, 8192);
+            bs_arena_init(&a, 0);
         }
     }
     bs_arena_deinit(&a);
