@@ -137,6 +137,8 @@ void bs__api_kinds_list(bs_req_t *req);
 /* triggers.c: the Trigger kind's hooks. */
 int bs__api_trigger_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
                              const cJSON *spec, cJSON **out, bs_err_t *err);
+int bs__api_trigger_applied(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                            bs_err_t *err);
 int bs__api_trigger_deleted(bs_app_t *app, const char *tenant, const char *name, bs_err_t *err);
 void bs__api_trigger_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
                             cJSON *status);
@@ -183,6 +185,10 @@ int bs__api_topic_rebuild(bs_app_t *app, bs_err_t *err);
  * Waits on the store and the log. */
 int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const char *dl,
                                      bs_err_t *err);
+/* The same for any topic the system makes (the registry's events): the resource's actor
+ * is actor ("system:dead-letter", "system:registry-events"). */
+int bs__api_topic_ensure(bs_app_t *app, const char *tenant, const char *name, const char *actor,
+                         bs_err_t *err);
 void bs__api_topic_publish(bs_req_t *req);
 void bs__api_topic_read(bs_req_t *req);
 /* topic_stream.c: GET /v1/topics/{name}/stream (Server-Sent Events) */

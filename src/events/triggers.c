@@ -1267,9 +1267,9 @@ int bs_triggers_validate(bs_triggers_t *t, const char *tenant, const char *name,
         return err->code;
     int rc = 0;
     if (t) {
-        if (s->registry)
-            rc = ensure_registry_topic(t, tenant, err);
-        else
+        /* A registry trigger's topic is made when the trigger is applied (the API makes it
+         * a Topic; ensure_group makes it in the log otherwise). */
+        if (!s->registry)
             rc = topic_exists(t, tenant, s->topic, "topic", err);
         if (!rc && s->dead_letter[0])
             rc = topic_exists(t, tenant, s->dead_letter, "consumer.dead_letter", err);

@@ -87,8 +87,10 @@ void bs_triggers_free(bs_triggers_t *t);
  * err->field "filter", "action.predict.when", "action.predict.inputs.<feature>" or
  * "action.job.args.<param>" and the message "… at LINE:COL: …"), defaults filled, and
  * references checked: the topic, output topic and dead letter topic exist (a registry
- * trigger's topic is created), the model (and version) exist, the webhook destination
- * exists. 0 or BS_EINVAL naming the field. t NULL: the spec alone, no reference checks. */
+ * trigger's topic is not checked: it is made when the trigger starts, or by the caller),
+ * the model (and version, alias) exist, the webhook destination exists, the job kind is
+ * registered with api_enqueue. 0 or BS_EINVAL naming the field. Writes nothing. t NULL:
+ * the spec alone, no reference checks. */
 int bs_triggers_validate(bs_triggers_t *t, const char *tenant, const char *name, const cJSON *spec,
                          cJSON **out, bs_err_t *err);
 

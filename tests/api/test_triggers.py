@@ -527,6 +527,11 @@ def test_registry_trigger_on_version_approved(srv, receiver):
         status(srv, "on-approve")), "registry events processed")
     assert st["matched"] == 1  # two version.created, one version.approved
     assert len(receiver.wait_for("/r", 1)) == 1
+    # The registry's events are an ordinary topic, readable like any other.
+    t = srv.get("/v1/topics/registry-events")
+    assert t.status_code == 200 and t.json()["created_by"] == "system:registry-events", t.text
+    types = [r["event"]["type"] for r in read(srv, "registry-events")]
+    assert types[-3:] == ["version.created", "version.created", "version.approved"], types
 
 
 # ---- bad input ------------------------------------------------------------------------------------
