@@ -171,6 +171,19 @@ int bs__api_trigger_rebuild(bs_app_t *app, bs_err_t *err);
         {"DELETE", "/v1/" PLURAL "/{name}", bs__api_resource_delete, BS_ROLE_DEVELOPER,            \
          "Delete " WHAT, TAG, NULL, NULL, 204, BS_ROUTE_BLOCKING}
 
+/* webhooks.c: the Webhook kind's hooks and routes; metrics of the outbound client and the
+ * deliveries (basalt_http_client_*, basalt_webhook_*). */
+int bs__api_webhook_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
+                             const cJSON *spec, cJSON **out, bs_err_t *err);
+void bs__api_webhook_redact(cJSON *spec);
+void bs__api_webhook_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                            cJSON *status);
+void bs__api_webhook_secret(bs_req_t *req);
+void bs__api_webhook_test(bs_req_t *req);
+void bs__api_webhook_deliveries_list(bs_req_t *req);
+void bs__api_webhook_delivery_get(bs_req_t *req);
+void bs__api_webhook_delivery_replay(bs_req_t *req);
+void bs__api_webhooks_metrics(bs_app_t *app, bs_buf_t *b);
 /* topics.c: the Topic kind's hooks and the topic routes */
 int bs__api_topic_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
                            const cJSON *spec, cJSON **out, bs_err_t *err);

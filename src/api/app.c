@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "api/api_int.h"
+#include "events/jobs.h"
+#include "events/webhooks.h"
+#include "http/client.h"
 #include "events/triggers.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
@@ -11,7 +14,6 @@
 #include "base/parallel.h"
 #include "base/pool.h"
 #include "base/log.h"
-#include "events/jobs.h"
 #include "events/topics.h"
 #include "store/changes.h"
 #include "store/log.h"
@@ -140,6 +142,16 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
                rerr.msg);
     if (bs_changes_start(app->changes, err))
         return err->code;
+    /* The outbound HTTP client (webhooks, later upstream providers): its own thread. */
+    bs_httpc_opts_t ho = {0};
+    app->http = bs_httpc_new(&ho, err);
+    if (!app->http)
+        return err->code;
+    /* Webhook deliveries: the webhook.deliver job kind, on the outbound client. */
+    app->webhooks = bs_webhooks_new(app->meta, app->jobs, app->http, err);
+    if (!app->webhooks)
+        return err->code;
+    bs_webhooks_set_retention(app->webhooks, app->cfg.job_retention_ms);
     /* Uploads, every registry write (with its snapshot rebuild), artifact reads: mostly
      * short, some long (a big upload's parse); four workers keep a quick job from queueing
      * behind two long ones. Model loads have the serving module's own threads. */
@@ -209,11 +221,19 @@ void bs_api_app_close(bs_app_t *app)
     /* Completions still arriving from the log (a fetch whose request outlived the drain)
      * see this and answer at once instead of queueing more work on the pool. */
     app->shutting_down = 1;
-    /* First: the job handlers use the modules below. Attempts in flight are told to stop;
-     * those still open after a third of the lease are released to other replicas. */
+    /* Webhooks stop submitting and the outbound client fails what is in flight (those
+     * attempts end retryable, at once), so the job runtime need not wait for receivers. */
+    bs_webhooks_stop(app->webhooks);
+    bs_httpc_free(app->http);
+    app->http = NULL;
+    /* Then the job runtime: its handlers use the modules below. Attempts in flight are
+     * told to stop; those still open after a third of the lease are released to other
+     * replicas. */
     bs_jobs_free(app->jobs);
     app->jobs = NULL;
     bs__api_jobs_unregister(app);
+    bs_webhooks_free(app->webhooks); /* after the runtime: ends what it still records */
+    app->webhooks = NULL;
     bs_pool_free(app->workers); /* finishes queued jobs first */
     app->workers = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */

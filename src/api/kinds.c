@@ -4,6 +4,9 @@
 #include "api/api_int.h"
 
 const bs__api_kind_t bs__api_kinds[] = {
+    {"Webhook", "webhooks", "a webhook destination: signed (Standard Webhooks) deliveries of "
+                            "events with retries",
+     bs__api_webhook_validate, NULL, NULL, bs__api_webhook_status, bs__api_webhook_redact, NULL},
     {"Topic", "topics", "a durable topic of events (retention, sync, dedup window)",
      bs__api_topic_validate, bs__api_topic_applied, bs__api_topic_deleted, bs__api_topic_status,
      NULL, bs__api_topic_rebuild},

@@ -20,6 +20,9 @@
 #define Q_LIMIT                                                                                    \
     Q("limit", "{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000,\"default\":100}", "page size")
 #define Q_CURSOR Q("cursor", "{\"type\":\"string\"}", "next_cursor of the previous page")
+#define Q_DRY_RUN                                                                                  \
+    Q("dry_run", "{\"type\":\"boolean\"}",                                                      \
+      "validate and report the outcome (created, updated, unchanged) without writing")
 
 typedef enum { BODY_JSON, BODY_UPLOAD } body_kind_t;
 typedef enum { RESP_JSON, RESP_TEXT, RESP_HTML, RESP_EVENTS } resp_kind_t;
@@ -102,13 +105,13 @@ static const extra_t extras[] = {
     {"POST", "/v1/jobs", NULL, "{\"kind\":\"sleep\",\"args\":{\"seconds\":0}}", BODY_JSON,
      RESP_JSON},
     {"GET", "/v1/triggers", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
-    {"PUT", "/v1/triggers/{name}", NULL,
+    {"PUT", "/v1/triggers/{name}", Q_DRY_RUN,
      "{\"topic\":\"churn\",\"filter\":\"amount > 1000 && country == \\\"FR\\\"\","
      "\"action\":{\"job\":{\"kind\":\"sleep\",\"args\":{\"seconds\":"
      "\"min(amount / 100000, 1)\"}}}}",
      BODY_JSON, RESP_JSON},
     {"GET", "/v1/topics", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
-    {"PUT", "/v1/topics/{name}", NULL,
+    {"PUT", "/v1/topics/{name}", Q_DRY_RUN,
      "{\"retention\":{\"max_age\":\"7d\",\"max_bytes\":\"10GiB\"},\"sync\":\"always\","
      "\"dedup_window\":\"2m\",\"dead_letter\":\"orders-dlq\"}",
      BODY_JSON, RESP_JSON},
@@ -147,6 +150,17 @@ static const extra_t extras[] = {
      "{\"delivery_ids\":[\"…\"],\"delay\":\"5s\"}", BODY_JSON, RESP_JSON},
     {"POST", "/v1/topics/{name}/replay", NULL, "{\"from_offset\":0,\"limit\":100}", BODY_JSON,
      RESP_JSON},
+    {"PUT", "/v1/webhooks/{name}", Q_DRY_RUN,
+     "{\"url\":\"https://hooks.example.com/basalt\",\"timeout\":\"10s\",\"headers\":{\"X-Team\":"
+     "\"risk\"},\"retry_schedule\":[\"0s\",\"5s\",\"5m\",\"30m\"]}",
+     BODY_JSON, RESP_JSON},
+    {"POST", "/v1/webhooks/{name}/test", NULL,
+     "{\"type\":\"com.example.order.paid\",\"data\":{\"order\":\"A-17\",\"amount\":42}}",
+     BODY_JSON, RESP_JSON},
+    {"GET", "/v1/webhooks/deliveries",
+     Q("destination", "{\"type\":\"string\"}", "only deliveries to this webhook") "," Q_LIMIT
+                                                                                    "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
     {"POST", "/v2/models/{name}/infer", NULL,
      "{\"inputs\":[{\"name\":\"amount\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":[12.5]},"
      "{\"name\":\"country\",\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"FR\"]}]}",
@@ -160,9 +174,17 @@ static const extra_t extras[] = {
 static const extra_t *extra_of(const bs_route_t *r)
 {
     static const extra_t none = {NULL, NULL, NULL, NULL, BODY_JSON, RESP_JSON};
+    /* Every kind's generic resource routes (RESOURCE_ROUTES) read the same query. */
+    static const extra_t resource_put = {NULL, NULL, Q_DRY_RUN, NULL, BODY_JSON, RESP_JSON};
+    static const extra_t resource_list = {NULL, NULL, Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON,
+                                          RESP_JSON};
     for (size_t i = 0; i < sizeof extras / sizeof extras[0]; i++)
         if (!strcmp(extras[i].method, r->method) && !strcmp(extras[i].pattern, r->pattern))
             return &extras[i];
+    if (r->fn == bs__api_resource_put)
+        return &resource_put;
+    if (r->fn == bs__api_resource_list)
+        return &resource_list;
     return &none;
 }
 
@@ -336,6 +358,15 @@ static void write_responses(bs_buf_t *b, const bs_route_t *r, const extra_t *x)
         break;
     }
     bs_jw_obj_end(b);
+    if (r->fn == bs__api_resource_put && status == 200 && r->response_schema) {
+        /* A resource PUT answers 201 when it created the resource, 200 otherwise. */
+        bs_jw_key(b, "201");
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "description");
+        bs_jw_str(b, "created");
+        json_content(b, r->response_schema, NULL);
+        bs_jw_obj_end(b);
+    }
     /* Routes of the Open Inference Protocol answer errors in its shape (server.c). */
     const char *err = strncmp(r->pattern, "/v2", 3) == 0 && (r->pattern[3] == '/' || !r->pattern[3])
                           ? "{\"$ref\":\"#/components/responses/OipError\"}"

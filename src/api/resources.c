@@ -189,6 +189,8 @@ static int query_bool(bs_req_t *req, const char *name, int *out)
 typedef struct {
     int found;
     char *spec;
+    int64_t generation, created_at, updated_at;
+    char created_by[64];
 } stored_t;
 
 static int stored_cb(const bs_resource_t *r, void *ud)
@@ -196,6 +198,10 @@ static int stored_cb(const bs_resource_t *r, void *ud)
     stored_t *s = ud;
     s->found = 1;
     s->spec = strdup(r->spec);
+    s->generation = r->generation;
+    s->created_at = r->created_at;
+    s->updated_at = r->updated_at;
+    snprintf(s->created_by, sizeof s->created_by, "%s", r->created_by);
     return 1;
 }
 
@@ -238,8 +244,16 @@ void bs__api_resource_put(bs_req_t *req)
         const char *outcome = !cur.found ? "created"
                               : strcmp(cur.spec, txt) == 0 ? "unchanged"
                                                            : "updated";
+        /* The object as the write would leave it: generation and times included. */
+        int64_t now = bs_time_wall_ms();
+        int same = cur.found && strcmp(cur.spec, txt) == 0;
         bs_resource_t r = {.tenant = req->who.tenant, .kind = k->kind, .name = name, .spec = txt,
-                           .created_by = req->who.key_id, .updated_by = req->who.key_id};
+                           .generation = !cur.found ? 1 : same ? cur.generation
+                                                               : cur.generation + 1,
+                           .created_at = cur.found ? cur.created_at : now,
+                           .updated_at = same ? cur.updated_at : now,
+                           .created_by = cur.found ? cur.created_by : req->who.key_id,
+                           .updated_by = req->who.key_id};
         bs_buf_t b;
         bs_buf_init(&b);
         /* No status for a resource that is not stored: render without the kind's hook. */

@@ -112,6 +112,7 @@
 
 #include "api/routes_models.inc"
 #include "api/routes_topics.inc"
+#include "api/routes_webhooks.inc"
 
 /* The Trigger kind's spec (events/triggers.h, docs/triggers.md). */
 #define TRIGGER_SPEC_SCHEMA \
@@ -209,6 +210,7 @@ static const bs_route_t routes[] = {
      "\"properties\":{\"kind\":{\"type\":\"string\"},\"plural\":{\"type\":\"string\"},\"path"
      "\":{\"type\":\"string\"},\"summary\":{\"type\":\"string\"}}}}}}",
      0, BS_ROUTE_INLINE},
+    WEBHOOK_ROUTES
 };
 
 const bs_route_t *bs_api_routes(int *n)

@@ -26,14 +26,22 @@ typedef struct {
 } bs_http_response_t;
 
 /*
- * Sends method url with optional headers (NULL-terminated "Name: value" list),
- * body (borrowed, may be NULL) and waits for the response (timeout_ms for the whole
- * exchange). Returns 0 and fills resp (free resp->body with bs_buf_free),
- * or BS_EIO / BS_EINVAL with err set.
+ * Sends method url (http:// or https://) with optional headers (NULL-terminated
+ * "Name: value" list), body (borrowed, may be NULL) and waits for the response.
+ * timeout_ms (0: 60000) bounds each wait, not the whole exchange: connecting, and any
+ * stretch without a byte moving (a long upload that keeps moving is fine). Redirects are
+ * not followed; proxies come from the environment (http_proxy, https_proxy, no_proxy).
+ * Returns 0 and fills resp (free resp->body with bs_buf_free), or BS_EIO ("cannot connect
+ * to HOST:PORT: <strerror>", "cannot resolve HOST: …", "timed out waiting for HOST:PORT")
+ * / BS_EINVAL (URL, method) with err set. Thread-safe.
  */
 int bs_http_request(const char *method, const char *url, const char *const *headers,
                     const void *body, size_t body_len, int timeout_ms, bs_http_response_t *resp,
                     bs_err_t *err);
+
+/* 0 if url is an http:// or https:// URL with a host that curl parses; else BS_EINVAL
+ * naming it. */
+int bs_http_url_check(const char *url, bs_err_t *err);
 
 /* ---- the asynchronous client ------------------------------------------------------------ */
 
@@ -43,12 +51,15 @@ typedef struct {
     int max_queue;       /* requests queued or in flight; 0: 4096 */
     int max_connections; /* total open connections; 0: 64 */
     const char *user_agent; /* copied; NULL: "basalt/<version>" */
-} bs_httpc_opts_t;
+    /* open connections to one host (so one slow receiver cannot take every connection;
+     * more requests to it wait for one of its own); 0: max_connections / 2 */
+    int max_host_connections;
+} bs_httpc_opts_t; /* o may be NULL: every default */
 
 /* Starts the client thread. NULL with err. */
 bs_httpc_t *bs_httpc_new(const bs_httpc_opts_t *o, bs_err_t *err);
-/* Fails what is queued or in flight (callbacks run with BS_EUNAVAIL), stops, frees.
- * NULL is a no-op. */
+/* Fails what is queued or in flight (callbacks run with BS_EUNAVAIL, on the client thread,
+ * before this returns), stops, frees. NULL is a no-op. Never call it from a callback. */
 void bs_httpc_free(bs_httpc_t *c);
 
 typedef struct {
@@ -61,8 +72,10 @@ typedef struct {
     int64_t connect_timeout_ms;  /* 0: min(timeout, 5000) */
     size_t max_response_bytes;   /* body kept for the callback; more is discarded (counted);
                                     0: 64 KiB */
-    /* Optional streaming read: called on the client thread with each chunk of the body as
-     * it arrives (then the body is not kept); return nonzero to abort the transfer. */
+    /* Optional streaming read: called on the client thread with each chunk of a 2xx
+     * response's body as it arrives (then the body is not kept; another status's body is
+     * kept for done as without it); return nonzero to abort the transfer (done then sees
+     * BS_EIO "transfer aborted by the reader"). */
     int (*on_data)(void *ud, const char *p, size_t n);
 } bs_httpc_req_t; /* every field is copied by bs_httpc_submit */
 
@@ -82,8 +95,10 @@ typedef struct {
 
 typedef void (*bs_httpc_done_cb)(void *ud, const bs_httpc_resp_t *resp);
 
-/* Queues a request; copies it. 0 (done will be called exactly once, on the client thread),
- * BS_EINVAL (URL scheme, method) or BS_EOVERLOAD (queue full), done never called. */
+/* Queues a request; copies it. 0 (done will be called exactly once, on the client thread:
+ * keep it short, every transfer waits meanwhile; it may submit again), BS_EINVAL (URL
+ * scheme, method), BS_EOVERLOAD (queue full) or BS_EUNAVAIL (shutting down): done never
+ * called. Thread-safe. */
 int bs_httpc_submit(bs_httpc_t *c, const bs_httpc_req_t *r, bs_httpc_done_cb done, void *ud,
                     bs_err_t *err);
 
@@ -95,6 +110,11 @@ typedef struct {
     uint64_t submitted, completed, failed, timeouts, rejected;
     int in_flight, queued;
 } bs_httpc_stats_t;
+/* Counters since start: submitted (accepted), completed (an HTTP response came), failed
+ * (a transport error, timeouts included), timeouts, rejected (queue full); in_flight and
+ * queued now. c NULL: zeros. */
 void bs_httpc_stats(bs_httpc_t *c, bs_httpc_stats_t *out);
+/* basalt_http_client_* in Prometheus text format from bs_httpc_stats. c NULL: nothing. */
+void bs_httpc_metrics(bs_httpc_t *c, bs_buf_t *b);
 
 #endif

@@ -4,6 +4,12 @@
  * so a linear scan over precompiled segments beats a trie in simplicity and
  * is well under a microsecond). A path that matches some route with a
  * different method yields 405 with the Allow list (RFC 9110 §15.5.6).
+ *
+ * When several patterns match one path, the most specific owns it, whatever the table
+ * order: patterns are ordered by their segment kinds, compared left to right (a literal
+ * before a parameter before a rest parameter), so /v1/webhooks/deliveries owns that path
+ * for every method (another method there is a 405 listing its methods), and
+ * /v1/webhooks/{name} gets every other name.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -30,8 +36,28 @@ struct bs_router {
     const bs_route_t *routes;
     int n;
     compiled_t *c;
+    int *order;  /* route indexes, most specific first (see above) */
     char *names; /* parameter names, NUL-terminated copies */
 };
+
+/* Segment kind for ordering: literal 0, parameter 1, rest 2. */
+static int seg_kind(const seg_t *s) { return s->is_rest ? 2 : s->is_param ? 1 : 0; }
+
+/* <0 when route a must be tried before route b. */
+static int specificity_cmp(const bs_router_t *r, int a, int b)
+{
+    const compiled_t *x = &r->c[a], *y = &r->c[b];
+    int n = x->n_segs < y->n_segs ? x->n_segs : y->n_segs;
+    for (int i = 0; i < n; i++) {
+        int d = seg_kind(&x->segs[i]) - seg_kind(&y->segs[i]);
+        if (d)
+            return d;
+    }
+    /* Lexicographic order on the kind vectors (a total order): a prefix first. */
+    if (x->n_segs != y->n_segs)
+        return x->n_segs - y->n_segs;
+    return a - b;
+}
 
 bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err)
 {
@@ -41,9 +67,10 @@ bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err
         total += strlen(routes[i].pattern) + 1;
     if (r) {
         r->c = calloc((size_t)n_routes + 1, sizeof *r->c);
+        r->order = calloc((size_t)n_routes + 1, sizeof *r->order);
         r->names = malloc(total + 1);
     }
-    if (!r || !r->c || !r->names) {
+    if (!r || !r->c || !r->order || !r->names) {
         bs_router_free(r);
         bs_err_set(err, BS_ENOMEM, "out of memory");
         return NULL;
@@ -91,6 +118,15 @@ bs_router_t *bs_router_new(const bs_route_t *routes, int n_routes, bs_err_t *err
         bs_router_free(r);
         return NULL;
     }
+    /* Insertion sort (a few dozen routes, once): stable by the table index tiebreak. */
+    for (int i = 0; i < n_routes; i++) {
+        int k = i;
+        while (k > 0 && specificity_cmp(r, i, r->order[k - 1]) < 0) {
+            r->order[k] = r->order[k - 1];
+            k--;
+        }
+        r->order[k] = i;
+    }
     return r;
 }
 
@@ -99,6 +135,7 @@ void bs_router_free(bs_router_t *r)
     if (!r)
         return;
     free(r->c);
+    free(r->order);
     free(r->names);
     free(r);
 }
@@ -144,11 +181,35 @@ static int match_path(const compiled_t *c, const char *path, size_t path_len,
     return 1;
 }
 
+/* 1 if routes a and b have the same segment kinds (so, matching one path, one pattern). */
+static int same_shape(const bs_router_t *r, int a, int b)
+{
+    const compiled_t *x = &r->c[a], *y = &r->c[b];
+    if (x->n_segs != y->n_segs)
+        return 0;
+    for (int i = 0; i < x->n_segs; i++)
+        if (seg_kind(&x->segs[i]) != seg_kind(&y->segs[i]))
+            return 0;
+    return 1;
+}
+
+static void allow_add(char *allow, size_t allow_len, size_t *alen, const char *m, size_t ml)
+{
+    if (!allow || *alen + ml + 3 >= allow_len || strstr(allow, m))
+        return;
+    if (*alen) {
+        memcpy(allow + *alen, ", ", 2);
+        *alen += 2;
+    }
+    memcpy(allow + *alen, m, ml);
+    *alen += ml;
+    allow[*alen] = '\0';
+}
+
 int bs_router_match(const bs_router_t *r, const char *method, size_t method_len, const char *path,
                     size_t path_len, bs_route_param_t *params, int *n_params, char *allow,
                     size_t allow_len)
 {
-    int path_matched = 0;
     size_t alen = 0;
     if (allow && allow_len)
         allow[0] = '\0';
@@ -159,39 +220,42 @@ int bs_router_match(const bs_router_t *r, const char *method, size_t method_len,
         segs += path[k] == '/';
     if (path_len == 1)
         segs = 0;
-    /* First the routes of this method (HEAD is served by GET routes), in table order: the
-     * method is one comparison, the path several. params is scratch until a route
-     * matches: a later match overwrites it. */
-    int head = method_len == 4 && memcmp(method, "HEAD", 4) == 0;
-    for (int i = 0; i < r->n; i++) {
+    /* The most specific pattern that matches the path owns it: the first match in
+     * specificity order. Its routes (the same pattern, one per method; adjacent in that
+     * order) are the candidates: /v1/webhooks/deliveries belongs to the delivery log for
+     * every method, and another method there is a 405, not the webhook named so. */
+    int owner = -1;
+    for (int k = 0; k < r->n && owner < 0; k++) {
+        int i = r->order[k];
         const compiled_t *c = &r->c[i];
         if (c->n_segs != segs && !(c->has_rest && segs >= c->n_segs))
             continue;
-        const char *m = r->routes[i].method;
-        if (!(c->method_len == method_len && memcmp(m, method, method_len) == 0) &&
-            !(head && strcmp(m, "GET") == 0))
-            continue;
-        if (match_path(c, path, path_len, params, n_params))
-            return i;
+        if (match_path(c, path, path_len, NULL, NULL))
+            owner = k;
     }
-    /* No route of this method: 405 with the methods the path has, or 404. */
-    for (int i = 0; i < r->n; i++) {
+    if (owner < 0)
+        return BS_ENOTFOUND;
+    /* The route of this method, else (HEAD) the GET route, else 405 with the Allow list. */
+    int head = method_len == 4 && memcmp(method, "HEAD", 4) == 0, get = -1;
+    for (int k = owner; k < r->n && same_shape(r, r->order[owner], r->order[k]); k++) {
+        int i = r->order[k];
         const compiled_t *c = &r->c[i];
-        if (c->n_segs != segs && !(c->has_rest && segs >= c->n_segs))
-            continue;
         if (!match_path(c, path, path_len, NULL, NULL))
-            continue;
+            continue; /* the same kinds of segments, other literals */
         const char *m = r->routes[i].method;
-        path_matched = 1;
-        if (allow && alen + c->method_len + 3 < allow_len && !strstr(allow, m)) {
-            if (alen) {
-                memcpy(allow + alen, ", ", 2);
-                alen += 2;
-            }
-            memcpy(allow + alen, m, c->method_len);
-            alen += c->method_len;
-            allow[alen] = '\0';
+        if (c->method_len == method_len && memcmp(m, method, method_len) == 0) {
+            match_path(c, path, path_len, params, n_params);
+            return i;
         }
+        if (head && strcmp(m, "GET") == 0)
+            get = i;
+        allow_add(allow, allow_len, &alen, m, c->method_len);
     }
-    return path_matched ? BS_EMETHOD : BS_ENOTFOUND;
+    if (get >= 0) {
+        match_path(&r->c[get], path, path_len, params, n_params);
+        if (allow && allow_len)
+            allow[0] = '\0';
+        return get;
+    }
+    return BS_EMETHOD;
 }

@@ -120,15 +120,22 @@ const bs_meta_migration_t bs__meta_migrations[] = {
     "  WHERE unique_key IS NOT NULL AND state NOT IN ('completed', 'discarded', 'cancelled');",
      NULL},
     /* 11: webhook deliveries (events/webhooks.c): one row per delivery (its job has the same
-     * id) and one per attempt */
+     * id; state, attempts and the last outcome mirror it for the delivery log, which outlives
+     * the job's retention) and one per attempt */
     {"CREATE TABLE webhook_deliveries ("
     "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, destination TEXT NOT NULL,"
-    "  event_id TEXT NOT NULL, payload TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    "  event_id TEXT NOT NULL, webhook_id TEXT NOT NULL, payload TEXT NOT NULL,"
+    "  state TEXT NOT NULL DEFAULT 'pending', attempts INTEGER NOT NULL DEFAULT 0,"
+    "  max_attempts INTEGER NOT NULL, last_status INTEGER NOT NULL DEFAULT 0,"
+    "  last_error TEXT, next_attempt_at INTEGER, replay_of TEXT,"
+    "  created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,"
     "  created_by TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries(tenant, id);"
     "CREATE INDEX webhook_deliveries_dest ON webhook_deliveries(tenant, destination, id);"
     "CREATE TABLE webhook_attempts ("
     "  delivery_id TEXT NOT NULL, attempt INTEGER NOT NULL, at INTEGER NOT NULL,"
-    "  status INTEGER NOT NULL DEFAULT 0, duration_ms REAL NOT NULL DEFAULT 0,"
-    "  error TEXT, response TEXT, PRIMARY KEY (delivery_id, attempt));", NULL},
+    "  outcome TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
+    "  duration_ms REAL NOT NULL DEFAULT 0, error TEXT, response TEXT,"
+    "  retry_in_ms INTEGER, PRIMARY KEY (delivery_id, attempt));", NULL},
     {NULL, NULL},
 };

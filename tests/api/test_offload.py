@@ -329,7 +329,10 @@ def test_route_table_marks_every_store_route_blocking():
         "bs__api_consumer_ack", "bs__api_consumer_nack", "bs__api_consumer_in_progress",
         # jobs: the jobs table
         "bs__api_jobs_list", "bs__api_jobs_create", "bs__api_jobs_get", "bs__api_jobs_cancel",
-        "bs__api_jobs_retry", "bs__api_job_kinds"}, blocking
+        "bs__api_jobs_retry", "bs__api_job_kinds",
+        # webhook secrets, tests and the delivery log
+        "bs__api_webhook_secret", "bs__api_webhook_test", "bs__api_webhook_deliveries_list",
+        "bs__api_webhook_delivery_get", "bs__api_webhook_delivery_replay"}, blocking
     # Uploads and artifact reads keep models.c's own jobs (the upload budget is charged
     # before the body is copied): inline handlers that never touch the store themselves.
     assert marks["bs__api_versions_create"] == marks["bs__api_versions_artifact"] == "BS_ROUTE_INLINE"

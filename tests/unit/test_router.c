@@ -161,6 +161,61 @@ static void test_bad_patterns(void **state)
     bs_router_free(NULL);
 }
 
+/* A literal segment wins over a parameter in the same place, whatever the table order:
+ * /v1/webhooks/deliveries is not the webhook named "deliveries". */
+static void test_literal_beats_param(void **state)
+{
+    (void)state;
+    static const bs_route_t t[] = {
+        {"GET", "/v1/webhooks/{name}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+        {"GET", "/v1/webhooks/{name}/secret", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+        {"POST", "/v1/webhooks/{name}/test", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+        {"GET", "/v1/webhooks/deliveries", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+        {"GET", "/v1/webhooks/deliveries/{id}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+        {"POST", "/v1/webhooks/deliveries/{id}/replay", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL,
+         0, 0},
+        {"GET", "/files/{path*}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+        {"GET", "/files/{dir}/index", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+        {"PUT", "/v1/webhooks/{name}", h, BS_ROLE_VIEWER, NULL, NULL, NULL, NULL, 0, 0},
+    };
+    bs_err_t err;
+    bs_router_t *x = bs_router_new(t, (int)(sizeof t / sizeof t[0]), &err);
+    assert_non_null(x);
+    bs_route_param_t p[BS_HTTP_MAX_PARAMS];
+    int np = -1;
+    char allow[64];
+#define M(method, path) \
+    bs_router_match(x, method, strlen(method), path, strlen(path), p, &np, allow, sizeof allow)
+    assert_int_equal(M("GET", "/v1/webhooks/deliveries"), 3);
+    assert_int_equal(np, 0);
+    assert_int_equal(M("GET", "/v1/webhooks/orders"), 0);
+    assert_param(&p[0], "name", "orders");
+    assert_int_equal(M("GET", "/v1/webhooks/deliveries/abc"), 4);
+    assert_param(&p[0], "id", "abc");
+    assert_int_equal(M("GET", "/v1/webhooks/orders/secret"), 1);
+    assert_int_equal(M("POST", "/v1/webhooks/deliveries/abc/replay"), 5);
+    assert_int_equal(M("POST", "/v1/webhooks/orders/test"), 2);
+    /* A webhook may still be named like the literal's neighbours. */
+    assert_int_equal(M("GET", "/v1/webhooks/deliverie"), 0);
+    /* Same for a rest parameter: the longer literal pattern first. */
+    assert_int_equal(M("GET", "/files/a/index"), 7);
+    assert_int_equal(M("GET", "/files/a/b"), 6);
+    /* The literal owns its path for every method: a PUT there is a 405 listing the
+     * literal's methods, not a PUT of the webhook named "deliveries". */
+    assert_int_equal(M("DELETE", "/v1/webhooks/deliveries"), BS_EMETHOD);
+    assert_string_equal(allow, "GET");
+    assert_int_equal(M("PUT", "/v1/webhooks/deliveries"), BS_EMETHOD);
+    assert_string_equal(allow, "GET");
+    assert_int_equal(M("PUT", "/v1/webhooks/orders"), 8);
+    assert_param(&p[0], "name", "orders");
+    assert_int_equal(M("DELETE", "/v1/webhooks/orders"), BS_EMETHOD);
+    assert_string_equal(allow, "GET, PUT");
+    assert_int_equal(M("HEAD", "/v1/webhooks/deliveries"), 3);
+    assert_int_equal(M("GET", "/v1/nothing"), BS_ENOTFOUND);
+#undef M
+    bs_router_free(x);
+}
+
 static void test_real_route_table(void **state)
 {
     (void)state;
@@ -204,6 +259,7 @@ int main(void)
         cmocka_unit_test(test_rest_param),     cmocka_unit_test(test_405_allow),
         cmocka_unit_test(test_head_is_get),    cmocka_unit_test(test_many_params_bounded),
         cmocka_unit_test(test_bad_patterns),   cmocka_unit_test(test_real_route_table),
+        cmocka_unit_test(test_literal_beats_param),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
