@@ -74,7 +74,7 @@ typedef struct trig {
     struct trig *qnext; /* t's run queue */
     int refs;           /* under t->mu, as every scheduling field below */
     int queued, in_flight, retired;
-    int need_ensure;    /* the consumer group must be ensured before the next fetch */
+    int need_ensure; /* the consumer group must be ensured before the next fetch */
     int64_t ready_at_ms;
     char tenant[64], name[64], group[72];
     bs__trig_spec_t *spec;   /* NULL when the stored spec does not compile */
@@ -237,8 +237,10 @@ static void note_error(trig_t *r, int64_t offset, const char *msg)
     }
     pthread_mutex_unlock(&r->stat_mu);
     if (log_it)
-        BS_LOG(BS_LOG_WARN, "triggers", "trigger %s/%s: %s (further errors of this trigger within "
-               "10 s are counted, not logged)", r->tenant, r->name, r->last_error);
+        BS_LOG(BS_LOG_WARN, "triggers",
+               "trigger %s/%s: %s (further errors of this trigger within "
+               "10 s are counted, not logged)",
+               r->tenant, r->name, r->last_error);
 }
 
 static void note_processed(trig_t *r, uint64_t processed, uint64_t matched)
@@ -326,8 +328,8 @@ static int ensure_group(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, b
     int rc = bs_log_consumer_ensure(t->o.log, r->tenant, s->topic, r->group, &c, err);
     pthread_mutex_lock(&r->stat_mu);
     if (rc)
-        fmt(r->state_error, sizeof r->state_error, "consumer group %s on topic %s: %s",
-                 r->group, s->topic, err->msg);
+        fmt(r->state_error, sizeof r->state_error, "consumer group %s on topic %s: %s", r->group,
+            s->topic, err->msg);
     else
         r->state_error[0] = 0;
     pthread_mutex_unlock(&r->stat_mu);
@@ -659,8 +661,11 @@ static int job_event(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, cons
     char unique[160], created_by[80], id[37];
     snprintf(unique, sizeof unique, "trigger:%s:%s:%lld", r->name, s->topic, (long long)it->offset);
     snprintf(created_by, sizeof created_by, "trigger:%s", r->name);
-    bs_job_new_t nj = {.kind = s->job_kind, .tenant = r->tenant, .args = txt,
-                       .unique_key = unique, .created_by = created_by};
+    bs_job_new_t nj = {.kind = s->job_kind,
+                       .tenant = r->tenant,
+                       .args = txt,
+                       .unique_key = unique,
+                       .created_by = created_by};
     int existed = 0;
     int rc = bs_jobs_enqueue(t->o.jobs, &nj, id, &existed, err);
     free(txt);
@@ -780,7 +785,8 @@ static void run_batch(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, ite
                 if (!st[i].out_text || st[i].outcome)
                     continue;
                 snprintf(keys[k], sizeof keys[k], "%s:%lld", r->name, (long long)items[i].offset);
-                recs[k] = (bs_log_record_in_t){.id = st[i].prediction_id, .dedup_key = keys[k],
+                recs[k] = (bs_log_record_in_t){.id = st[i].prediction_id,
+                                               .dedup_key = keys[k],
                                                .data = st[i].out_text,
                                                .len = strlen(st[i].out_text)};
                 idx[k++] = i;
@@ -844,14 +850,14 @@ static void run_batch(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, ite
             char source[96], created_by[80], delivery[37];
             snprintf(source, sizeof source, "/v1/triggers/%s", r->name);
             snprintf(created_by, sizeof created_by, "trigger:%s", r->name);
-            char *payload = data ? render_cloudevent(x->prediction_id, source, "basalt.prediction",
-                                                     x->model, bs_time_wall_ms(), data,
-                                                     strlen(data))
-                                 : NULL;
-            rc = payload ? bs_webhooks_deliver(t->o.webhooks, r->tenant, s->webhook,
-                                               x->prediction_id, payload, created_by, delivery,
-                                               &err)
-                         : bs_err_set(&err, BS_ENOMEM, "out of memory");
+            char *payload = data
+                                ? render_cloudevent(x->prediction_id, source, "basalt.prediction",
+                                                    x->model, bs_time_wall_ms(), data, strlen(data))
+                                : NULL;
+            rc = payload
+                     ? bs_webhooks_deliver(t->o.webhooks, r->tenant, s->webhook, x->prediction_id,
+                                           payload, created_by, delivery, &err)
+                     : bs_err_set(&err, BS_ENOMEM, "out of memory");
             free(data);
             free(payload);
         }
@@ -1181,8 +1187,10 @@ static int topic_exists(bs_triggers_t *t, const char *tenant, const char *topic,
     bs_err_t e;
     int rc = bs_log_topic_stats(t->o.log, tenant, topic, &st, &e);
     if (rc == BS_ENOTFOUND)
-        return bs_err_setf(err, BS_EINVAL, field, "%s: no topic '%.64s' (create it first: PUT "
-                           "/v1/topics/%.64s)", field, topic, topic);
+        return bs_err_setf(err, BS_EINVAL, field,
+                           "%s: no topic '%.64s' (create it first: PUT "
+                           "/v1/topics/%.64s)",
+                           field, topic, topic);
     if (rc) {
         *err = e;
         return rc;
@@ -1190,7 +1198,8 @@ static int topic_exists(bs_triggers_t *t, const char *tenant, const char *topic,
     return 0;
 }
 
-static int check_model(bs_triggers_t *t, const char *tenant, const bs__trig_spec_t *s, bs_err_t *err)
+static int check_model(bs_triggers_t *t, const char *tenant, const bs__trig_spec_t *s,
+                       bs_err_t *err)
 {
     if (!t->o.registry)
         return 0;
@@ -1200,8 +1209,10 @@ static int check_model(bs_triggers_t *t, const char *tenant, const bs__trig_spec
     int rc = bs_registry_model_get(t->o.registry, tenant, s->model, &b, &e);
     if (rc == BS_ENOTFOUND) {
         bs_buf_free(&b);
-        return bs_err_setf(err, BS_EINVAL, "action.predict.model", "action.predict.model: no "
-                           "model '%.128s'", s->model);
+        return bs_err_setf(err, BS_EINVAL, "action.predict.model",
+                           "action.predict.model: no "
+                           "model '%.128s'",
+                           s->model);
     }
     if (rc) {
         bs_buf_free(&b);
@@ -1227,8 +1238,8 @@ static int check_model(bs_triggers_t *t, const char *tenant, const bs__trig_spec
         bs_buf_free(&b);
         if (rc == BS_ENOTFOUND)
             return bs_err_setf(err, BS_EINVAL, "action.predict.version",
-                               "action.predict.version: model '%.128s' has no version %d",
-                               s->model, s->version);
+                               "action.predict.version: model '%.128s' has no version %d", s->model,
+                               s->version);
         if (rc) {
             *err = e;
             return rc;
@@ -1246,8 +1257,10 @@ static int check_destination(bs_triggers_t *t, const char *tenant, const char *d
     bs_err_t e;
     int rc = bs_resources_get(t->o.meta, tenant, "Webhook", dest, found_cb, &found, &e);
     if (rc == BS_ENOTFOUND || (!rc && !found))
-        return bs_err_setf(err, BS_EINVAL, field, "%s: no webhook destination '%.64s' (create it "
-                           "first: PUT /v1/webhooks/%.64s)", field, dest, dest);
+        return bs_err_setf(err, BS_EINVAL, field,
+                           "%s: no webhook destination '%.64s' (create it "
+                           "first: PUT /v1/webhooks/%.64s)",
+                           field, dest, dest);
     if (rc) {
         *err = e;
         return rc;
@@ -1294,7 +1307,8 @@ int bs_triggers_validate(bs_triggers_t *t, const char *tenant, const char *name,
             if (bs_jobs_kind(t->o.jobs, s->job_kind, &k) != 0)
                 rc = bs_err_setf(err, BS_EINVAL, "action.job.kind",
                                  "action.job.kind: no job kind '%.64s' (GET /v1/job-kinds lists "
-                                 "them)", s->job_kind);
+                                 "them)",
+                                 s->job_kind);
             else if (!k.api_enqueue)
                 rc = bs_err_setf(err, BS_EINVAL, "action.job.kind",
                                  "action.job.kind: jobs of kind '%.64s' are started by basalt "
@@ -1375,7 +1389,7 @@ static bs__trig_spec_t *compile_stored(const char *text, char *why, size_t why_l
     cJSON_Delete(j);
     if (!s)
         fmt(why, why_len, "the stored spec does not compile: %s%s%s", err.field,
-                 err.field[0] ? ": " : "", err.msg);
+            err.field[0] ? ": " : "", err.msg);
     return s;
 }
 
@@ -1414,8 +1428,8 @@ int bs_triggers_rebuild(bs_triggers_t *t, bs_err_t *err)
     for (int i = 0; i < l.n; i++)
         specs[i] = compile_stored(l.v[i].text, why[i], sizeof why[i]);
 
-    trig_t *fresh = NULL;          /* new runtimes to start (one extra reference each) */
-    trig_t *dead = NULL;           /* freed after unlocking */
+    trig_t *fresh = NULL; /* new runtimes to start (one extra reference each) */
+    trig_t *dead = NULL;  /* freed after unlocking */
     struct moved {
         char tenant[64], topic[64], group[72];
     } *moved = calloc((size_t)l.n + 1, sizeof *moved);
@@ -1568,11 +1582,11 @@ void bs_triggers_status(bs_triggers_t *t, const char *tenant, const char *name, 
         refresh_lag(t, r, s->topic);
     char ts[40];
     pthread_mutex_lock(&r->stat_mu);
-    const char *state = !s ? "error"
+    const char *state = !s                  ? "error"
                         : r->state_error[0] ? "error"
-                        : s->paused ? "paused"
-                        : need_ensure ? "starting"
-                                      : "running";
+                        : s->paused         ? "paused"
+                        : need_ensure       ? "starting"
+                                            : "running";
     cJSON_AddStringToObject(status, "state", state);
     if (!s)
         cJSON_AddStringToObject(status, "error", r->compile_error);

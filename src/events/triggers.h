@@ -60,15 +60,15 @@ typedef struct bs_triggers bs_triggers_t;
 #define BS_TRIGGERS_MAX_NAME 55
 
 typedef struct {
-    bs_meta_t *meta;                /* specs (store/resources.h), webhook destinations */
-    struct bs_log *log;             /* required */
-    struct bs_serving *serving;     /* predict actions (NULL: they fail) */
-    struct bs_registry *registry;   /* validation of model references (NULL: not checked) */
-    struct bs_jobs *jobs;           /* job actions (NULL: they fail) */
-    struct bs_webhooks *webhooks;   /* webhook deliveries (NULL: they fail) */
-    struct bs_topics *topics;       /* topics' default dead letter topics (NULL: none) */
-    int workers;                    /* trigger worker threads; 0: 2 */
-    int max_json_depth;             /* of events; 0: 64 */
+    bs_meta_t *meta;              /* specs (store/resources.h), webhook destinations */
+    struct bs_log *log;           /* required */
+    struct bs_serving *serving;   /* predict actions (NULL: they fail) */
+    struct bs_registry *registry; /* validation of model references (NULL: not checked) */
+    struct bs_jobs *jobs;         /* job actions (NULL: they fail) */
+    struct bs_webhooks *webhooks; /* webhook deliveries (NULL: they fail) */
+    struct bs_topics *topics;     /* topics' default dead letter topics (NULL: none) */
+    int workers;                  /* trigger worker threads; 0: 2 */
+    int max_json_depth;           /* of events; 0: 64 */
 } bs_triggers_opts_t;
 
 /* Starts the workers; runs no trigger until bs_triggers_rebuild. All of o's pointers are

@@ -19,26 +19,26 @@ typedef enum { BS__TRIG_PREDICT = 0, BS__TRIG_WEBHOOK, BS__TRIG_JOB } bs__trig_a
  * expression (the spec gave a string) or a constant (a number, bool, null, object, array). */
 typedef struct {
     char *name;
-    bs_expr_t *expr;  /* or NULL: */
-    cJSON *constant;  /* owned */
+    bs_expr_t *expr; /* or NULL: */
+    cJSON *constant; /* owned */
 } bs__trig_param_t;
 
 typedef struct bs__trig_spec {
     atomic_int refs;
-    char *text;             /* the normalised spec as JSON text (what the store holds) */
-    char topic[64];         /* the topic consumed (BS_TRIGGERS_REGISTRY_TOPIC for registry) */
-    int registry;           /* 1: "on": "registry" */
-    bs_expr_t *filter;      /* NULL: every event */
+    char *text;        /* the normalised spec as JSON text (what the store holds) */
+    char topic[64];    /* the topic consumed (BS_TRIGGERS_REGISTRY_TOPIC for registry) */
+    int registry;      /* 1: "on": "registry" */
+    bs_expr_t *filter; /* NULL: every event */
     bs__trig_action_t action;
     /* predict */
     char model[129];
-    int version;            /* > 0: that version */
-    char alias[65];         /* "" unless given */
+    int version;              /* > 0: that version */
+    char alias[65];           /* "" unless given */
     bs__trig_param_t *inputs; /* NULL: the event (a CloudEvent's data) is the input row */
     int n_inputs;
-    char output_topic[64];  /* "" when none */
-    char webhook[64];       /* predict's optional destination, or the webhook action's */
-    bs_expr_t *when;        /* NULL: always */
+    char output_topic[64]; /* "" when none */
+    char webhook[64];      /* predict's optional destination, or the webhook action's */
+    bs_expr_t *when;       /* NULL: always */
     /* job */
     char job_kind[64];
     bs__trig_param_t *args;
@@ -47,7 +47,7 @@ typedef struct bs__trig_spec {
     bs_log_consumer_config_t consumer; /* .dead_letter points into dead_letter */
     char dead_letter[64];
     int paused;
-    char *restart_key;      /* topic + consumer config: a change restarts the trigger */
+    char *restart_key; /* topic + consumer config: a change restarts the trigger */
 } bs__trig_spec_t;
 
 /* 0, or BS_EINVAL (field "name") unless name is a resource name of at most

@@ -179,8 +179,8 @@ static int get_params(const cJSON *obj, const char *key, const char *field, bs__
 
 static int compile_predict(bs__trig_spec_t *s, const cJSON *a, cJSON *na, bs_err_t *err)
 {
-    static const char *const allowed[] = {"model",  "version", "alias", "inputs", "output_topic",
-                                          "webhook", "when",    NULL};
+    static const char *const allowed[] = {"model",        "version", "alias", "inputs",
+                                          "output_topic", "webhook", "when",  NULL};
     if (!cJSON_IsObject(a))
         return bs_err_setf(err, BS_EINVAL, "action.predict", "action.predict must be an object");
     bs_err_t e;
@@ -209,8 +209,9 @@ static int compile_predict(bs__trig_spec_t *s, const cJSON *a, cJSON *na, bs_err
         if (!cJSON_IsString(al) || !al->valuestring[0] || strlen(al->valuestring) > 64 ||
             strspn(al->valuestring, "abcdefghijklmnopqrstuvwxyz0123456789-_") !=
                 strlen(al->valuestring))
-            return bs_err_setf(err, BS_EINVAL, "action.predict.alias",
-                               "action.predict.alias must be 1-64 characters of a-z, 0-9, '-' or '_'");
+            return bs_err_setf(
+                err, BS_EINVAL, "action.predict.alias",
+                "action.predict.alias must be 1-64 characters of a-z, 0-9, '-' or '_'");
         snprintf(s->alias, sizeof s->alias, "%s", al->valuestring);
         cJSON_AddStringToObject(na, "alias", s->alias);
     }
@@ -377,8 +378,8 @@ static int compile_consumer(bs__trig_spec_t *s, const cJSON *spec, cJSON *norm, 
 
 bs__trig_spec_t *bs__trig_spec_compile(const cJSON *spec, cJSON **norm_out, bs_err_t *err)
 {
-    static const char *const allowed[] = {"topic",    "on",    "filter", "action", "consumer",
-                                          "start",    "paused", "description", NULL};
+    static const char *const allowed[] = {"topic", "on",     "filter",      "action", "consumer",
+                                          "start", "paused", "description", NULL};
     if (norm_out)
         *norm_out = NULL;
     if (!cJSON_IsObject(spec)) {

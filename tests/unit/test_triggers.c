@@ -58,8 +58,9 @@ static void test_defaults_are_written_out(void **state)
 {
     (void)state;
     bs_err_t err;
-    cJSON *out = validate("score", "{\"topic\":\"orders\",\"action\":{\"predict\":{"
-                                   "\"model\":\"fraud\",\"output_topic\":\"scores\"}}}",
+    cJSON *out = validate("score",
+                          "{\"topic\":\"orders\",\"action\":{\"predict\":{"
+                          "\"model\":\"fraud\",\"output_topic\":\"scores\"}}}",
                           &err);
     assert_non_null(out);
     char *s = cJSON_PrintUnformatted(out);
