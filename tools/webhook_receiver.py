@@ -23,7 +23,7 @@ TOLERANCE_S = 300
 
 def verify(secret, msg_id, timestamp, body, signatures):
     """True if one of the space-separated "v1,<base64>" signatures signs id.timestamp.body."""
-    key = base64.b64decode(secret[len("whsec_"):] if secret.startswith("whsec_") else secret)
+    key = base64.b64decode(secret.removeprefix("whsec_") + "==")  # padded or not
     signed = b"%s.%s.%s" % (msg_id.encode(), timestamp.encode(), body)
     expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
     try:

@@ -134,6 +134,16 @@ void bs__api_resource_list(bs_req_t *req);
 void bs__api_resource_delete(bs_req_t *req);
 void bs__api_kinds_list(bs_req_t *req);
 
+/* triggers.c: the Trigger kind's hooks. */
+int bs__api_trigger_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
+                             const cJSON *spec, cJSON **out, bs_err_t *err);
+int bs__api_trigger_applied(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                            bs_err_t *err);
+int bs__api_trigger_deleted(bs_app_t *app, const char *tenant, const char *name, bs_err_t *err);
+void bs__api_trigger_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                            cJSON *status);
+int bs__api_trigger_rebuild(bs_app_t *app, bs_err_t *err);
+
 /* Four routes of a kind: PUT/GET/DELETE /v1/<plural>/{name}, GET /v1/<plural>. SPEC is the
  * JSON Schema of the kind's spec (a string literal). */
 #define RESOURCE_SCHEMA(SPEC)                                                                      \
@@ -188,6 +198,10 @@ int bs__api_topic_rebuild(bs_app_t *app, bs_err_t *err);
  * Waits on the store and the log. */
 int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const char *dl,
                                      bs_err_t *err);
+/* The same for any topic the system makes (the registry's events): the resource's actor
+ * is actor ("system:dead-letter", "system:registry-events"). */
+int bs__api_topic_ensure(bs_app_t *app, const char *tenant, const char *name, const char *actor,
+                         bs_err_t *err);
 void bs__api_topic_publish(bs_req_t *req);
 void bs__api_topic_read(bs_req_t *req);
 /* topic_stream.c: GET /v1/topics/{name}/stream (Server-Sent Events) */

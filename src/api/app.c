@@ -7,6 +7,7 @@
 #include "events/jobs.h"
 #include "events/webhooks.h"
 #include "http/client.h"
+#include "events/triggers.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
 #include "base/log.h"
@@ -23,6 +24,15 @@
 static int reload_keys(void *ud, bs_err_t *err) { return bs_auth_reload(ud, err); }
 static int rebuild_routing(void *ud, bs_err_t *err) { return bs_serving_refresh(ud, err); }
 static int rebuild_resources(void *ud, bs_err_t *err) { return bs__api_resources_rebuild(ud, err); }
+
+/* Registry events (on the writer's thread, after the commit) → the tenant's registry-events
+ * topic, for registry triggers. */
+static void registry_event(void *ud, const char *tenant, const char *type, const char *subject,
+                           const char *data_json)
+{
+    bs_app_t *app = ud;
+    bs_triggers_registry_event(app->triggers, tenant, type, subject, data_json);
+}
 
 /* After this replica's own committed write: rebuild before answering (read your writes)
  * and note the generation, so the watcher does not rebuild again for it. */
@@ -178,11 +188,36 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
      * starts here: a kind registered later would be refused. */
     if (bs_jobs_start(app->jobs, err) != 0)
         return err->code;
+    /* Triggers, once everything they use is open (the log, serving, webhooks) and the jobs
+     * runtime runs: started from the stored specs now, kept current by the resources
+     * scope. Without a log (no topics) there are none. */
+    if (app->log) {
+        bs_triggers_opts_t to = {.meta = app->meta,
+                                 .log = app->log,
+                                 .serving = app->serving,
+                                 .registry = app->registry,
+                                 .jobs = app->jobs,
+                                 .webhooks = app->webhooks,
+                                 .topics = app->topics,
+                                 .workers = app->cfg.trigger_workers,
+                                 .max_json_depth = app->cfg.max_json_depth};
+        app->triggers = bs_triggers_new(&to, err);
+        if (!app->triggers)
+            return err->code;
+        bs_registry_on_event(app->registry, registry_event, app);
+        if (bs_triggers_rebuild(app->triggers, err) != 0)
+            return err->code;
+    }
     return 0;
 }
 
 void bs_api_app_close(bs_app_t *app)
 {
+    /* Triggers first: they call the jobs runtime, webhooks, serving and the log. Freed
+     * once the change watcher (which rebuilds them) is gone. */
+    if (app->registry)
+        bs_registry_on_event(app->registry, NULL, NULL);
+    bs_triggers_stop(app->triggers);
     /* Completions still arriving from the log (a fetch whose request outlived the drain)
      * see this and answer at once instead of queueing more work on the pool. */
     app->shutting_down = 1;
@@ -203,6 +238,8 @@ void bs_api_app_close(bs_app_t *app)
     app->workers = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */
     app->changes = NULL;
+    bs_triggers_free(app->triggers);
+    app->triggers = NULL;
     /* The log's users close before it (the job runtime above; webhooks and triggers here),
      * then the log: it completes or fails every pending append and fetch, whose deferred
      * responses are dropped once the server's loops are gone. The topics snapshot goes

@@ -104,6 +104,12 @@ static const extra_t extras[] = {
      NULL, BODY_JSON, RESP_JSON},
     {"POST", "/v1/jobs", NULL, "{\"kind\":\"sleep\",\"args\":{\"seconds\":0}}", BODY_JSON,
      RESP_JSON},
+    {"GET", "/v1/triggers", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
+    {"PUT", "/v1/triggers/{name}", Q_DRY_RUN,
+     "{\"topic\":\"churn\",\"filter\":\"amount > 1000 && country == \\\"FR\\\"\","
+     "\"action\":{\"job\":{\"kind\":\"sleep\",\"args\":{\"seconds\":"
+     "\"min(amount / 100000, 1)\"}}}}",
+     BODY_JSON, RESP_JSON},
     {"GET", "/v1/topics", Q_LIMIT "," Q_CURSOR, NULL, BODY_JSON, RESP_JSON},
     {"PUT", "/v1/topics/{name}", Q_DRY_RUN,
      "{\"retention\":{\"max_age\":\"7d\",\"max_bytes\":\"10GiB\"},\"sync\":\"always\","

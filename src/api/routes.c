@@ -114,6 +114,36 @@
 #include "api/routes_topics.inc"
 #include "api/routes_webhooks.inc"
 
+/* The Trigger kind's spec (events/triggers.h, docs/triggers.md). */
+#define TRIGGER_SPEC_SCHEMA \
+    "{\"type\":\"object\",\"additionalProperties\":false,\"properties\":{\"topic\":{\"type\":" \
+    "\"string\",\"pattern\":\"^[a-z0-9][a-z0-9_-]{0,62}$\",\"description\":\"the topic whose " \
+    "events the trigger consumes\"},\"on\":{\"type\":\"string\",\"enum\":[\"registry\"],\"des" \
+    "cription\":\"registry events (version.created, version.approved, version.rejected, versi" \
+    "on.archived, alias.moved, alias.deleted) instead of a topic\"},\"filter\":{\"type\":\"st" \
+    "ring\",\"description\":\"only events for which this holds (null is false)\"},\"action\":" \
+    "{\"type\":\"object\",\"minProperties\":1,\"maxProperties\":1,\"properties\":{\"predict\"" \
+    ":{\"type\":\"object\",\"required\":[\"model\"],\"additionalProperties\":false,\"properti" \
+    "es\":{\"model\":{\"type\":\"string\"},\"version\":{\"type\":\"integer\",\"minimum\":1},\"" \
+    "alias\":{\"type\":\"string\"},\"inputs\":{\"type\":\"object\",\"additionalProperties\":{" \
+    "\"description\":\"an expression over the event (a string) or a constant\"},\"description" \
+    "\":\"feature name to expression; default: the event (a CloudEvent's data)\"},\"output_to" \
+    "pic\":{\"type\":\"string\",\"pattern\":\"^[a-z0-9][a-z0-9_-]{0,62}$\"},\"webhook\":{\"ty" \
+    "pe\":\"string\",\"pattern\":\"^[a-z0-9][a-z0-9_-]{0,62}$\"},\"when\":{\"type\":\"string\"" \
+    ",\"description\":\"only predictions for which this holds (score, label, probabilities, p" \
+    "rediction, event)\"}}},\"webhook\":{\"type\":\"object\",\"required\":[\"destination\"],\"" \
+    "additionalProperties\":false,\"properties\":{\"destination\":{\"type\":\"string\",\"patt" \
+    "ern\":\"^[a-z0-9][a-z0-9_-]{0,62}$\"}}},\"job\":{\"type\":\"object\",\"required\":[\"kin" \
+    "d\"],\"additionalProperties\":false,\"properties\":{\"kind\":{\"type\":\"string\"},\"arg" \
+    "s\":{\"type\":\"object\",\"additionalProperties\":{\"description\":\"an expression over " \
+    "the event (a string) or a constant\"}}}}}},\"consumer\":{\"type\":\"object\",\"additiona" \
+    "lProperties\":false,\"properties\":{\"ack_wait\":{\"type\":\"string\",\"default\":\"30s\"" \
+    "},\"max_deliver\":{\"type\":\"integer\",\"default\":5},\"max_ack_pending\":{\"type\":\"i" \
+    "nteger\",\"default\":1000},\"dead_letter\":{\"type\":\"string\",\"pattern\":\"^[a-z0-9][" \
+    "a-z0-9_-]{0,62}$\"}}},\"start\":{\"type\":\"string\",\"enum\":[\"new\",\"earliest\"],\"d" \
+    "efault\":\"new\"},\"paused\":{\"type\":\"boolean\",\"default\":false},\"description\":{\"" \
+    "type\":\"string\"}},\"required\":[\"action\"]}"
+
 static const bs_route_t routes[] = {
     {"GET", "/healthz", bs__api_healthz, BS_ROLE_PUBLIC, "Liveness: the process serves requests",
      "system", NULL, HEALTH_SCHEMA, 0, BS_ROUTE_INLINE},
@@ -171,6 +201,7 @@ static const bs_route_t routes[] = {
     {"GET", "/v1/job-kinds", bs__api_job_kinds, BS_ROLE_VIEWER,
      "The registered job kinds: description, defaults, whether POST /v1/jobs may start them",
      "jobs", NULL, JOB_KINDS_SCHEMA, 0, BS_ROUTE_BLOCKING},
+    RESOURCE_ROUTES("triggers", "a trigger", TRIGGER_SPEC_SCHEMA, "triggers"),
     {"GET", "/v1/kinds", bs__api_kinds_list, BS_ROLE_VIEWER,
      "The kinds of declarative resources (what basalt apply accepts) and their paths",
      "resources", NULL,

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "api/api_int.h"
+#include "events/triggers.h"
 #include "base/log.h"
 #include "base/version.h"
 #include "events/topics.h"
@@ -208,6 +209,8 @@ void bs__api_metrics(bs_req_t *req)
         bs_log_metrics(app->log, &b);
     if (app->topics)
         bs_topics_metrics(app->topics, &b);
+    if (app->triggers)
+        bs_triggers_metrics(app->triggers, &b);
     bs_ratelimit_stats_t rs;
     if (bs_auth_limits_stats(app->auth, &rs))
         bs_buf_printf(

@@ -43,6 +43,12 @@ int bs__api_topic_validate(bs_app_t *app, const bs_principal_t *who, const char 
 int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const char *dl,
                                      bs_err_t *err)
 {
+    return bs__api_topic_ensure(app, tenant, dl, DLQ_ACTOR, err);
+}
+
+int bs__api_topic_ensure(bs_app_t *app, const char *tenant, const char *dl, const char *actor,
+                         bs_err_t *err)
+{
     bs_topic_t t;
     if (app->topics && bs_topics_get(app->topics, tenant, dl, &t))
         return 0;
@@ -59,13 +65,13 @@ int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const ch
     rc = bs_resources_get(app->meta, tenant, BS_TOPIC_KIND, dl, NULL, NULL, err);
     bs_resource_outcome_t outcome = BS_RESOURCE_UNCHANGED;
     if (rc == BS_ENOTFOUND)
-        rc = bs_resources_put(app->meta, tenant, BS_TOPIC_KIND, dl, txt, DLQ_ACTOR, 0, &outcome,
+        rc = bs_resources_put(app->meta, tenant, BS_TOPIC_KIND, dl, txt, actor, 0, &outcome,
                               NULL, err);
     free(txt);
     if (rc)
         return rc;
     if (outcome == BS_RESOURCE_CREATED)
-        BS_LOG(BS_LOG_INFO, "topics", "dead letter topic %s/%s created", tenant, dl);
+        BS_LOG(BS_LOG_INFO, "topics", "topic %s/%s created by %s", tenant, dl, actor);
     if ((rc = bs_log_topic_ensure(app->log, tenant, dl, &t.log, err)) != 0)
         return rc;
     return app->changes ? bs_changes_refresh(app->changes, BS_RESOURCES_SCOPE, err) : 0;

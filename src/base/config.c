@@ -88,6 +88,8 @@ static const setting_t settings[] = {
     S(max_event_bytes, T_INT, 16, 16777216, "1048576", "largest event a topic accepts (413 beyond)"),
     S(job_lease_ms, T_I64, 300, 3600000, "30000",
       "a running job's lease: renewed every third of it; a dead replica's jobs run again after it"),
+    S(trigger_workers, T_INT, 1, 64, "2",
+      "threads running triggers (filter, predict, webhook, job) on this replica"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

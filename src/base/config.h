@@ -52,6 +52,7 @@ typedef struct {
     int64_t job_retention_ms;
     int max_event_bytes;
     int64_t job_lease_ms; /* a job attempt's lease; heartbeats every third of it */
+    int trigger_workers;
 } bs_config_t;
 
 void bs_config_defaults(bs_config_t *c);

@@ -97,6 +97,19 @@ void bs__registry_changed(bs_registry_t *r)
         r->on_change(r->on_change_ud);
 }
 
+void bs_registry_on_event(bs_registry_t *r, bs_registry_event_fn fn, void *ud)
+{
+    r->on_event = fn;
+    r->on_event_ud = ud;
+}
+
+void bs__registry_event(bs_registry_t *r, const char *tenant, const char *type,
+                        const char *subject, const char *data_json)
+{
+    if (r->on_event && data_json)
+        r->on_event(r->on_event_ud, tenant, type, subject, data_json);
+}
+
 /* ---- helpers --------------------------------------------------------------------------- */
 
 static int first_text(const bs_meta_row_t *row, void *ud)
@@ -837,8 +850,12 @@ int bs_registry_version_create(bs_registry_t *r, const bs_principal_t *who, cons
         goto done;
     }
     rc = bs__registry_commit(r, err);
-    if (!rc)
+    if (!rc) {
         bs__registry_changed(r);
+        char subject[200];
+        snprintf(subject, sizeof subject, "models/%s/versions/%lld", name, (long long)next);
+        bs__registry_event(r, who->tenant, "version.created", subject, out->data);
+    }
 done:
     free(signature);
     free(override);
@@ -953,8 +970,12 @@ int bs_registry_version_transition(bs_registry_t *r, const bs_principal_t *who, 
         goto rollback;
     rc = bs__registry_commit(r, err);
     bs_buf_free(&before);
-    if (!rc)
+    if (!rc) {
         bs__registry_changed(r);
+        char type[32];
+        snprintf(type, sizeof type, "version.%s", to);
+        bs__registry_event(r, who->tenant, type, res, out->data);
+    }
     return rc;
 rollback:
     bs_meta_tx_rollback(r->meta);
@@ -1024,8 +1045,10 @@ int bs_registry_alias_set(bs_registry_t *r, const bs_principal_t *who, const cha
     if ((rc = bs__registry_audit(r, who, "alias.set", res, prev ? before : NULL, out->data, err)))
         goto rollback;
     rc = bs__registry_commit(r, err);
-    if (!rc)
+    if (!rc) {
         bs__registry_changed(r);
+        bs__registry_event(r, who->tenant, "alias.moved", res, out->data);
+    }
     return rc;
 rollback:
     bs_meta_tx_rollback(r->meta);
@@ -1058,8 +1081,22 @@ int bs_registry_alias_delete(bs_registry_t *r, const bs_principal_t *who, const 
     if ((rc = bs__registry_audit(r, who, "alias.delete", res, before, NULL, err)))
         goto rollback;
     rc = bs__registry_commit(r, err);
-    if (!rc)
+    if (!rc) {
         bs__registry_changed(r);
+        char data[400];
+        bs_buf_t b = BS_BUF_ON(data);
+        bs_jw_obj_begin(&b);
+        bs_jw_key(&b, "model");
+        bs_jw_str(&b, name);
+        bs_jw_key(&b, "alias");
+        bs_jw_str(&b, alias);
+        bs_jw_key(&b, "previous_version");
+        bs_jw_int(&b, prev);
+        bs_jw_obj_end(&b);
+        if (!b.oom)
+            bs__registry_event(r, who->tenant, "alias.deleted", res, b.data);
+        bs_buf_free(&b);
+    }
     return rc;
 rollback:
     bs_meta_tx_rollback(r->meta);

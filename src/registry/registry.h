@@ -52,6 +52,15 @@ int bs_registry_gc_start(bs_registry_t *r, int64_t grace_s, bs_err_t *err);
 void bs_registry_set_replica_id(bs_registry_t *r, const char *id);
 /* Called after every committed change (from the writing thread). */
 void bs_registry_on_change(bs_registry_t *r, void (*fn)(void *ud), void *ud);
+/* Registry events, called after the commit of the change they describe (from the writing
+ * thread; must not block for long): type "version.created", "version.approved",
+ * "version.rejected", "version.archived", "alias.moved" or "alias.deleted"; subject the
+ * resource path ("models/fraud/versions/3", "models/fraud/aliases/champion"); data the JSON
+ * object the write answered with (the version; for aliases {model, alias, version,
+ * previous_version}). All borrowed for the call. Triggers record them (events/triggers.h). */
+typedef void (*bs_registry_event_fn)(void *ud, const char *tenant, const char *type,
+                                     const char *subject, const char *data_json);
+void bs_registry_on_event(bs_registry_t *r, bs_registry_event_fn fn, void *ud);
 
 /* Models. body: {name, description?, tags?, require_distinct_approver?}. */
 int bs_registry_model_create(bs_registry_t *r, const bs_principal_t *who, const cJSON *body,

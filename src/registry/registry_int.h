@@ -13,6 +13,8 @@ struct bs_registry {
     bs_blobs_t *blobs; /* artifacts, owned */
     void (*on_change)(void *ud);
     void *on_change_ud;
+    bs_registry_event_fn on_event;
+    void *on_event_ud;
     /* the artifact collector (gc.c): a singleton under the lease "artifact-gc" */
     struct bs_lease_runner *gc_lease;
     char replica_id[128]; /* the lease owner */
@@ -34,6 +36,9 @@ void bs__registry_gc_stop(bs_registry_t *r);
  * its routing snapshot (store/changes.h). On failure the transaction is rolled back. */
 int bs__registry_commit(bs_registry_t *r, bs_err_t *err);
 void bs__registry_changed(bs_registry_t *r);
+/* Tells the event hook (if any) about a committed change. */
+void bs__registry_event(bs_registry_t *r, const char *tenant, const char *type,
+                        const char *subject, const char *data_json);
 int bs__registry_model_id(bs_registry_t *r, const char *tenant, const char *name, char *id,
                           bs_err_t *err);
 /* Adds an audit record (inside the caller's transaction). before/after: JSON text or NULL. */

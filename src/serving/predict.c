@@ -243,10 +243,39 @@ int bs_serving_predict(bs_model_handle_t *h, const double *rows, size_t n, doubl
     return 0;
 }
 
-void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b)
+void bs_serving_render_value(const bs_model_handle_t *h, const double *o, bs_buf_t *b)
 {
     const bs_ml_schema_t *s = &h->sig;
     int k = s->n_outputs;
+    if (s->task == BS_ML_CLASSIFICATION) {
+        int best = 0;
+        for (int j = 1; j < k; j++)
+            if (o[j] > o[best])
+                best = j;
+        bs_jw_obj_begin(b);
+        bs_jw_key(b, "label");
+        bs_jw_str(b, s->labels ? s->labels[best] : "");
+        bs_jw_key(b, "probabilities");
+        bs_jw_obj_begin(b);
+        for (int j = 0; j < k; j++) {
+            bs_jw_key(b, s->labels ? s->labels[j] : "");
+            bs_jw_double(b, o[j]);
+        }
+        bs_jw_obj_end(b);
+        bs_jw_obj_end(b);
+    } else if (k == 1) {
+        bs_jw_double(b, o[0]);
+    } else {
+        bs_jw_arr_begin(b);
+        for (int j = 0; j < k; j++)
+            bs_jw_double(b, o[j]);
+        bs_jw_arr_end(b);
+    }
+}
+
+void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b)
+{
+    int k = h->sig.n_outputs;
     bs_jw_obj_begin(b);
     bs_jw_key(b, "model");
     bs_jw_str(b, h->slot->name);
@@ -254,33 +283,8 @@ void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, 
     bs_jw_int(b, h->slot->version);
     bs_jw_key(b, "predictions");
     bs_jw_arr_begin(b);
-    for (size_t r = 0; r < n; r++) {
-        const double *o = out + r * (size_t)k;
-        if (s->task == BS_ML_CLASSIFICATION) {
-            int best = 0;
-            for (int j = 1; j < k; j++)
-                if (o[j] > o[best])
-                    best = j;
-            bs_jw_obj_begin(b);
-            bs_jw_key(b, "label");
-            bs_jw_str(b, s->labels ? s->labels[best] : "");
-            bs_jw_key(b, "probabilities");
-            bs_jw_obj_begin(b);
-            for (int j = 0; j < k; j++) {
-                bs_jw_key(b, s->labels ? s->labels[j] : "");
-                bs_jw_double(b, o[j]);
-            }
-            bs_jw_obj_end(b);
-            bs_jw_obj_end(b);
-        } else if (k == 1) {
-            bs_jw_double(b, o[0]);
-        } else {
-            bs_jw_arr_begin(b);
-            for (int j = 0; j < k; j++)
-                bs_jw_double(b, o[j]);
-            bs_jw_arr_end(b);
-        }
-    }
+    for (size_t r = 0; r < n; r++)
+        bs_serving_render_value(h, out + r * (size_t)k, b);
     bs_jw_arr_end(b);
     bs_jw_key(b, "prediction_ids");
     bs_jw_arr_begin(b);

@@ -143,6 +143,9 @@ int bs_serving_batched(bs_serving_t *s, const bs_model_handle_t *h);
 int bs_serving_submit(bs_serving_t *s, bs_model_handle_t *h, const double *rows, size_t n,
                       bs_serving_done_fn done, void *ud, bs_err_t *err);
 
+/* Renders one row's prediction as "predictions" holds it (a number, an array of numbers,
+ * or {"label", "probabilities"}) into b: o holds the row's n_outputs values. */
+void bs_serving_render_value(const bs_model_handle_t *h, const double *o, bs_buf_t *b);
 /* Renders {"model", "version", "predictions", "prediction_ids"} into b. */
 void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b);
 

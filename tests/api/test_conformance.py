@@ -597,6 +597,13 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     # topics: PUT answers 201 when it creates, the documented 200 when it replaces
     assert server.put("/v1/topics/churn", json={}).status_code == 201
     call("PUT", "/v1/topics/{name}", 200)
+    # triggers (the example: a job for each matching event of topic churn)
+    assert server.put("/v1/triggers/churn", json=example("PUT", "/v1/triggers/{name}")
+                      ).status_code == 201
+    call("PUT", "/v1/triggers/{name}", 200)
+    call("GET", "/v1/triggers", 200, path="/v1/triggers?limit=10")
+    call("GET", "/v1/triggers/{name}", 200)
+    call("DELETE", "/v1/triggers/{name}", 204)
     call("GET", "/v1/topics", 200, path="/v1/topics?limit=10")
     call("GET", "/v1/topics/{name}", 200)
     call("POST", "/v1/topics/{name}/events", 200)

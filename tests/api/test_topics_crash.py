@@ -14,9 +14,14 @@ import random
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import Server, REQUEST_TIMEOUT
+
+# basalt's own segment log: on JetStream the durability of acknowledged events is the
+# server's (docs/scaleout.md), and this loop would mostly test nats-server.
+pytestmark = pytest.mark.embedded
 
 ROUNDS = int(os.environ.get("BASALT_TEST_CRASH_ROUNDS", "20"))
 PUBLISHERS = 4
