@@ -24,9 +24,12 @@ its peer in the same run on this machine.
 
 Run as `sh bench/events/run.sh` (it builds the C drivers). Knobs (environment): ROUNDS (3),
 DURATION (5 s per measured run), SECTIONS ("publish trigger jobs"), CLIENTS, BATCH,
-EVENT_BYTES, SYNC_INTERVAL ("2m"), TRIGGER_RATES, TRIGGER_CONNS (4), TAIL (fetch: a consumer group long-poll; sse: GET /v1/topics/scores/stream), JOBS_BATCH (100), JOBS_CONNS (2 basalt enqueue clients),
+EVENT_BYTES, SYNC_INTERVAL ("2m"), TRIGGER_RATES, TRIGGER_CONNS (4), TRIGGER_OUTPUT_SYNC
+(the output topic's sync: always), TAIL (fetch: a consumer group long-poll; sse:
+GET /v1/topics/scores/stream), JOBS_BATCH (100), JOBS_CONNS (2 basalt enqueue clients),
 BACKLOG (5000 jobs in flight at most), CELERY_POOLS ("prefork threads solo"),
-CELERY_CONCURRENCY (2), STRACE (1: count each publisher's fsyncs in one extra run), BASALT_BIN, BENCH_OUT (build/bench/events).
+CELERY_CONCURRENCY (2), STRACE (1: count each publisher's fsyncs in one extra run),
+BASALT_BIN, BENCH_OUT (build/bench/events).
 """
 import json
 import os
@@ -66,6 +69,7 @@ CELERY_POOLS = os.environ.get("CELERY_POOLS", "prefork threads solo").split()
 CELERY_CONCURRENCY = int(os.environ.get("CELERY_CONCURRENCY", "2"))
 STRACE = int(os.environ.get("STRACE", "1"))
 TAIL = os.environ.get("TAIL", "fetch")
+TRIGGER_OUTPUT_SYNC = os.environ.get("TRIGGER_OUTPUT_SYNC", "always")
 HTTP_PUB = os.path.join(OUT, "http_pub")
 JS_PUB = os.path.join(OUT, "js_pub")
 FETCH_TAIL = os.path.join(OUT, "fetch_tail")
@@ -433,7 +437,8 @@ def train_model(path):
 
 
 def section_trigger(tmp):
-    print("== trigger latency: event acknowledged -> prediction in the output topic", flush=True)
+    print("== trigger latency: event acknowledged -> prediction in the output topic (input topic "
+          "sync always, output topic sync %s)" % TRIGGER_OUTPUT_SYNC, flush=True)
     b = Basalt(tmp, "basalt-trigger")
     try:
         mpath = os.path.join(tmp, "fraud.json")
@@ -444,7 +449,7 @@ def section_trigger(tmp):
                    headers={"Content-Type": "application/octet-stream"})
         b.call("POST", "/v1/models/fraud/versions/1/approve", 200, json={})
         b.put_topic("orders", {})
-        b.put_topic("scores", {})
+        b.put_topic("scores", {"sync": TRIGGER_OUTPUT_SYNC})
         b.call("PUT", "/v1/triggers/score", (200, 201),
                json={"topic": "orders",
                      "action": {"predict": {"model": "fraud", "output_topic": "scores"}}})
