@@ -12,14 +12,14 @@
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 
 static inline double ev_now(void)
 {
@@ -43,12 +43,12 @@ static inline double ev_wall(void)
 static inline int ev_format_event(char *buf, size_t cap, int client, uint64_t seq, int bytes)
 {
     unsigned h = (unsigned)(seq * 2654435761u) ^ (unsigned)client * 40503u;
-    int n = snprintf(buf, cap,
-                     "{\"type\":\"order.created\",\"client\":%d,\"seq\":%" PRIu64
-                     ",\"user\":\"u%05u\",\"country\":\"FR\",\"amount\":%u.%02u,"
-                     "\"items\":%u,\"age_days\":%u,\"score_hint\":0.%03u,\"note\":\"",
-                     client, seq, h % 100000u, h % 5000u, h % 100u, 1u + h % 9u,
-                     h % 3650u, h % 1000u);
+    int n =
+        snprintf(buf, cap,
+                 "{\"type\":\"order.created\",\"client\":%d,\"seq\":%" PRIu64
+                 ",\"user\":\"u%05u\",\"country\":\"FR\",\"amount\":%u.%02u,"
+                 "\"items\":%u,\"age_days\":%u,\"score_hint\":0.%03u,\"note\":\"",
+                 client, seq, h % 100000u, h % 5000u, h % 100u, 1u + h % 9u, h % 3650u, h % 1000u);
     while (n < bytes - 2 && (size_t)n < cap - 3)
         buf[n++] = 'x';
     buf[n++] = '"';
@@ -152,7 +152,8 @@ static inline int ev_fill(int fd, ev_rbuf_t *b)
     return 0;
 }
 
-/* Reads one response (Content-Length or chunked); *body points into b (valid until the next call). */
+/* Reads one response (Content-Length or chunked); *body points into b (valid until the next call).
+ */
 static inline int ev_read_response(int fd, ev_rbuf_t *b, int *status, char **body, size_t *body_len)
 {
     if (b->off > 0) {

@@ -76,7 +76,8 @@ int main(int argc, char **argv)
         int status = 0;
         char *body;
         size_t blen;
-        if (ev_write_all(fd, req, (size_t)n) != 0 || ev_read_response(fd, &rb, &status, &body, &blen) != 0) {
+        if (ev_write_all(fd, req, (size_t)n) != 0 ||
+            ev_read_response(fd, &rb, &status, &body, &blen) != 0) {
             if (!stop) {
                 fprintf(stderr, "fetch_tail: connection dropped\n");
                 rc = 1;

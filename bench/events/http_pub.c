@@ -158,7 +158,8 @@ int main(int argc, char **argv)
         return 2;
     *colon = '\0';
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    if (inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, &addr.sin_addr) != 1) {
+    if (inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, &addr.sin_addr) !=
+        1) {
         fprintf(stderr, "http_pub: %s: not an IPv4 address\n", host);
         return 2;
     }
@@ -179,10 +180,17 @@ int main(int argc, char **argv)
     pthread_t *th = calloc((size_t)nconns, sizeof *th);
     double t0 = ev_now();
     for (int i = 0; i < nconns; i++) {
-        cs[i] = (conn_t){.id = i, .addr = addr, .host = host, .path = path, .key = key,
-                         .batch = batch, .event_bytes = event_bytes, .seconds = seconds,
+        cs[i] = (conn_t){.id = i,
+                         .addr = addr,
+                         .host = host,
+                         .path = path,
+                         .key = key,
+                         .batch = batch,
+                         .event_bytes = event_bytes,
+                         .seconds = seconds,
                          .interval = rate > 0 ? (double)nconns * batch / rate : 0,
-                         .acks = acks, .acks_lock = &lock};
+                         .acks = acks,
+                         .acks_lock = &lock};
         pthread_create(&th[i], NULL, conn_main, &cs[i]);
     }
     long acked = 0, errors = 0, http_errors = 0, batches = 0;

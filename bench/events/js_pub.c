@@ -166,8 +166,12 @@ int main(int argc, char **argv)
     pthread_t *th = calloc((size_t)nclients, sizeof *th);
     double t0 = ev_now();
     for (int i = 0; i < nclients; i++) {
-        cs[i] = (client_t){.id = i, .url = url, .subject = subject, .batch = batch,
-                           .event_bytes = event_bytes, .seconds = seconds};
+        cs[i] = (client_t){.id = i,
+                           .url = url,
+                           .subject = subject,
+                           .batch = batch,
+                           .event_bytes = event_bytes,
+                           .seconds = seconds};
         pthread_create(&th[i], NULL, client_main, &cs[i]);
     }
     long acked = 0, errors = 0, batches = 0;
@@ -193,8 +197,8 @@ int main(int argc, char **argv)
     free(th);
     nats_Close();
     if (failed || after - before != acked) {
-        fprintf(stderr, "js_pub: stream grew by %" PRId64 ", acknowledged %ld%s\n",
-                after - before, acked, failed ? " (a client failed)" : "");
+        fprintf(stderr, "js_pub: stream grew by %" PRId64 ", acknowledged %ld%s\n", after - before,
+                acked, failed ? " (a client failed)" : "");
         return 1;
     }
     return 0;

@@ -156,10 +156,9 @@ int main(int argc, char **argv)
         return 1;
     }
     char req[2048];
-    int n = snprintf(req, sizeof req,
-                     "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s%s%s\r\n",
-                     argv[2], argv[1], key ? "Authorization: Bearer " : "", key ? key : "",
-                     key ? "\r\n" : "");
+    int n = snprintf(
+        req, sizeof req, "GET %s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n%s%s%s\r\n",
+        argv[2], argv[1], key ? "Authorization: Bearer " : "", key ? key : "", key ? "\r\n" : "");
     if (write(fd, req, (size_t)n) != n)
         return 1;
     char buf[65536];
@@ -202,7 +201,8 @@ int main(int argc, char **argv)
             return 1;
         }
         for (char *l = strstr(buf, "\r\n") + 2; l < e; l = strstr(l, "\r\n") + 2)
-            if (strncasecmp(l, "transfer-encoding:", 18) == 0 && strstr(l, "chunked") && strstr(l, "chunked") < e)
+            if (strncasecmp(l, "transfer-encoding:", 18) == 0 && strstr(l, "chunked") &&
+                strstr(l, "chunked") < e)
                 t.chunked = 1;
         headers_done = 1;
         if (argc > 7) {
