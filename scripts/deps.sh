@@ -25,7 +25,7 @@ postgresql redis-server nginx nats-server
 "
 BENCH_PACKAGES="
 wrk libxgboost-dev python3-fastapi uvicorn python3-uvloop python3-httptools
-python3-celery python3-redis
+python3-celery python3-redis strace
 "
 
 mode=--run list=""
