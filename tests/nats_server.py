@@ -107,7 +107,7 @@ class NatsServer:
                     "pid_file: \"%s\"\n"
                     "log_file: \"%s\"\n"
                     "jetstream {\n  store_dir: \"%s\"\n  max_memory_store: 64MB\n"
-                    "  max_file_store: 4GB\n}\n"
+                    "  max_file_store: 1TB\n}\n"
                     % (self.port, self.port, max_payload, self.pidfile, self.logfile,
                        self.store_dir))
         self.proc = None
