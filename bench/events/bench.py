@@ -530,14 +530,21 @@ def trigger_round(b, rate, batch, rnd, src_pattern):
             tail.kill()
             die("the tail did not start: %s" % (tail.communicate()[1][-500:],))
         time.sleep(0.01)
-    r = run_driver([HTTP_PUB, b.hostport, "/v1/topics/orders/events", b.key, str(TRIGGER_CONNS),
-                    str(batch), str(DURATION), str(rate), str(EVENT_BYTES), acks], DURATION + 120)
+    try:
+        r = run_driver([HTTP_PUB, b.hostport, "/v1/topics/orders/events", b.key,
+                        str(TRIGGER_CONNS), str(batch), str(DURATION), str(rate), str(EVENT_BYTES),
+                        acks], DURATION + 120)
+    except BaseException:
+        tail.kill()
+        raise
     in_end = b.next_offset("orders")
     if in_end - in_start != r["acked"]:
+        tail.kill()
         die("orders grew by %d, %d acknowledged" % (in_end - in_start, r["acked"]))
     deadline = time.monotonic() + 60
     while b.next_offset("scores") - out_start < r["acked"]:
         if time.monotonic() > deadline:
+            tail.kill()
             die("predictions: %d of %d after 60 s" % (b.next_offset("scores") - out_start, r["acked"]))
         time.sleep(0.1)
     out_end = b.next_offset("scores")
@@ -659,6 +666,9 @@ def basalt_jobs_round(b, seconds):
             die("basalt jobs: %d of %d completed after 120 s" % (done() - base, n))
         time.sleep(0.002)
     el = time.monotonic() - t0
+    time.sleep(0.2)
+    if done() - base != n:
+        die("basalt jobs: %d completions for %d jobs" % (done() - base, n))
     return n, el, n * JOBS_CONNS / st["enq_time"] if st["enq_time"] else float("nan")
 
 
@@ -730,7 +740,11 @@ def celery_round(capp, r, seconds, enqueue=True, preloaded=0):
             die("celery: %d of %d done after 300 s" % (completed, n))
         time.sleep(0.002)
         completed = int(r.get(key) or 0) - base
-    return n, time.monotonic() - t0, n / enq_time
+    el = time.monotonic() - t0
+    time.sleep(0.2)
+    if int(r.get(key) or 0) - base != n:
+        die("celery: %d completions for %d tasks" % (int(r.get(key) or 0) - base, n))
+    return n, el, n / enq_time
 
 
 def section_jobs(tmp):
