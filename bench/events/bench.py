@@ -13,7 +13,8 @@ its peer in the same run on this machine.
 2. trigger: event acknowledged -> prediction in the trigger's output topic, p50/p99 at
    each of TRIGGER_RATES (1000 10000) events/s (open loop), with an XGBoost model
    trained here and pushed to the registry. Latency = when bench/events/fetch_tail (a
-   consumer group long-poll on the output topic) received the prediction minus when the
+   consumer group long-poll on the output topic; TAIL=sse: sse_tail on its Server-Sent
+   Events stream) received the prediction minus when the
    publisher read the answer acknowledging its event (one host, CLOCK_REALTIME, us); also
    the output record's log time minus its source record's (basalt's clock, ms).
 3. jobs: no-op jobs enqueued -> completed per second: basalt (POST /v1/jobs batches of

@@ -24,7 +24,7 @@
 #include "events_common.h"
 
 typedef struct {
-    int id;
+    int id, nconns;
     struct sockaddr_in addr;
     const char *host, *path, *key;
     int batch, event_bytes;
@@ -73,7 +73,7 @@ static void *conn_main(void *arg)
     uint64_t seq = 0;
     double start = ev_now(), end = start + c->seconds;
     /* Open loop: spread the connections' first batches over one interval. */
-    double next = start + (c->interval > 0 ? c->interval * c->id / 64.0 : 0);
+    double next = start + (c->interval > 0 ? c->interval * c->id / c->nconns : 0);
     while (ev_now() < end) {
         if (c->interval > 0) {
             double now = ev_now();
@@ -181,6 +181,7 @@ int main(int argc, char **argv)
     double t0 = ev_now();
     for (int i = 0; i < nconns; i++) {
         cs[i] = (conn_t){.id = i,
+                         .nconns = nconns,
                          .addr = addr,
                          .host = host,
                          .path = path,
