@@ -269,6 +269,30 @@ class Basalt:
         return total if seen else None
 
 
+def histogram(b, name):
+    """{le: cumulative count} of a Prometheus histogram in /metrics (label sets summed)."""
+    out = {}
+    rx = re.compile(r'^%s_bucket\{(?:[^}]*,)?le="([^"]+)"[^}]*\} (\S+)$' % re.escape(name))
+    for line in b.call("GET", "/metrics", 200).text.splitlines():
+        m = rx.match(line)
+        if m:
+            le = float("inf") if m.group(1) == "+Inf" else float(m.group(1))
+            out[le] = out.get(le, 0) + float(m.group(2))
+    return out
+
+
+def hist_quantile(before, after, q):
+    """Upper bound (s) of the bucket holding quantile q of what was observed in between."""
+    les = sorted(after)
+    total = after.get(float("inf"), 0) - before.get(float("inf"), 0)
+    if not les or total <= 0:
+        return float("nan")
+    for le in les:
+        if after[le] - before.get(le, 0) >= q * total:
+            return le
+    return float("inf")
+
+
 class Nats:
     def __init__(self, tmp):
         self.dir = os.path.join(tmp, "nats")
@@ -490,9 +514,10 @@ def section_trigger(tmp):
                 row = trigger_round(b, rate, batch, rnd, src_pattern)
                 res[rate].append(row)
                 print("  round %d %6d/s: %6.0f events/s (batches of %d on %d connections)  "
-                      "tail p50 %6.2f p99 %6.2f max %7.2f ms | log times p50 %5.1f p99 %5.1f ms"
+                      "tail p50 %6.2f p99 %6.2f max %7.2f ms | log times p50 %5.1f p99 %5.1f ms | "
+                      "appends (both topics) queued->acked p99 <= %g ms"
                       % (rnd + 1, rate, row["rate"], batch, TRIGGER_CONNS, row["p50"], row["p99"],
-                         row["max"], row["log_p50"], row["log_p99"]), flush=True)
+                         row["max"], row["log_p50"], row["log_p99"], row["append_p99"]), flush=True)
         print("medians over rounds (ack -> prediction received by the tail):")
         for rate in TRIGGER_RATES:
             p50 = med([x["p50"] for x in res[rate]])
@@ -523,6 +548,7 @@ def trigger_round(b, rate, batch, rnd, src_pattern):
         b.call("PUT", "/v1/topics/scores/consumers/" + group, (200, 201),
                json={"deliver": "new", "max_ack_pending": 1000000, "ack_wait": "10m"})
         cmd = [FETCH_TAIL, b.hostport, "/v1/topics/scores/consumers/%s/fetch?max=1000&wait=1s" % group]
+    h0 = histogram(b, "basalt_log_append_seconds")
     tail = subprocess.Popen(cmd + [b.key, str(DURATION + 120), arrivals, src_pattern, ready],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 10
@@ -549,6 +575,7 @@ def trigger_round(b, rate, batch, rnd, src_pattern):
             die("predictions: %d of %d after 60 s" % (b.next_offset("scores") - out_start, r["acked"]))
         time.sleep(0.1)
     out_end = b.next_offset("scores")
+    h1 = histogram(b, "basalt_log_append_seconds")
     time.sleep(0.5)  # the tail's last records
     tail.send_signal(signal.SIGTERM)
     tail.communicate(timeout=30)
@@ -580,7 +607,8 @@ def trigger_round(b, rate, batch, rnd, src_pattern):
     if len(tail_seen) != len(ack_at):
         die("the tail saw %d of %d predictions" % (len(tail_seen), len(ack_at)))
     return {"rate": r["events_per_s"], "p50": pct(lat, 50), "p99": pct(lat, 99), "max": max(lat),
-            "log_p50": pct(log_lat, 50), "log_p99": pct(log_lat, 99), "n": len(lat)}
+            "log_p50": pct(log_lat, 50), "log_p99": pct(log_lat, 99), "n": len(lat),
+            "append_p99": hist_quantile(h0, h1, 0.99) * 1e3}
 
 
 def same_prediction(a, b, tol=1e-6):
