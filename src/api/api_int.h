@@ -104,10 +104,13 @@ typedef struct {
      * err->field naming the spec field). Runs on a store worker. Required. */
     int (*validate)(bs_app_t *app, const bs_principal_t *who, const char *name, const cJSON *spec,
                     cJSON **out, bs_err_t *err);
-    /* After this replica committed a put (outcome created/updated) or a delete: side effects
-     * that must happen before the response (e.g. the topic's log created). Optional. */
-    int (*applied)(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+    /* Before a put is stored (every put but a dry run, changed or not): what the resource
+     * needs to exist first, created idempotently (the topic in the log, a trigger's registry
+     * topic). A failure stores nothing and is the answer. Optional. */
+    int (*prepare)(bs_app_t *app, const char *tenant, const char *name, const char *spec,
                    bs_err_t *err);
+    /* After this replica committed a delete: side effects that must happen before the
+     * response (the topic's log dropped). Optional. */
     int (*deleted)(bs_app_t *app, const char *tenant, const char *name, bs_err_t *err);
     /* Adds live state to a GET's object under "status" (e.g. offsets, lag). Optional. */
     void (*status)(bs_app_t *app, const char *tenant, const char *name, const char *spec,
@@ -124,7 +127,6 @@ typedef struct {
 extern const bs__api_kind_t bs__api_kinds[];
 /* The kind whose plural is the first path segment after /v1/ of req's route, or NULL. */
 const bs__api_kind_t *bs__api_kind_of(const bs_req_t *req);
-const bs__api_kind_t *bs__api_kind_find(const char *kind_or_plural);
 /* Rebuilds every kind's snapshot (the "resources" scope subscriber). */
 int bs__api_resources_rebuild(bs_app_t *app, bs_err_t *err);
 
@@ -137,7 +139,7 @@ void bs__api_kinds_list(bs_req_t *req);
 /* triggers.c: the Trigger kind's hooks. */
 int bs__api_trigger_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
                              const cJSON *spec, cJSON **out, bs_err_t *err);
-int bs__api_trigger_applied(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+int bs__api_trigger_prepare(bs_app_t *app, const char *tenant, const char *name, const char *spec,
                             bs_err_t *err);
 int bs__api_trigger_deleted(bs_app_t *app, const char *tenant, const char *name, bs_err_t *err);
 void bs__api_trigger_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
@@ -187,7 +189,7 @@ void bs__api_webhooks_metrics(bs_app_t *app, bs_buf_t *b);
 /* topics.c: the Topic kind's hooks and the topic routes */
 int bs__api_topic_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
                            const cJSON *spec, cJSON **out, bs_err_t *err);
-int bs__api_topic_applied(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+int bs__api_topic_prepare(bs_app_t *app, const char *tenant, const char *name, const char *spec,
                           bs_err_t *err);
 int bs__api_topic_deleted(bs_app_t *app, const char *tenant, const char *name, bs_err_t *err);
 void bs__api_topic_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,

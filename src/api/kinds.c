@@ -8,13 +8,13 @@ const bs__api_kind_t bs__api_kinds[] = {
                             "events with retries",
      bs__api_webhook_validate, NULL, NULL, bs__api_webhook_status, bs__api_webhook_redact, NULL},
     {"Topic", "topics", "a durable topic of events (retention, sync, dedup window)",
-     bs__api_topic_validate, bs__api_topic_applied, bs__api_topic_deleted, bs__api_topic_status,
+     bs__api_topic_validate, bs__api_topic_prepare, bs__api_topic_deleted, bs__api_topic_status,
      NULL, bs__api_topic_rebuild},
     /* After Topic and Webhook: a rebuild runs the kinds in this order, and the triggers'
      * consumer groups are made on the topics the Topic rebuild ensures. */
     {"Trigger", "triggers", "a trigger: events of a topic (or registry events) that match a "
                             "filter are scored by a model, sent to a webhook or start a job",
-     bs__api_trigger_validate, bs__api_trigger_applied, bs__api_trigger_deleted, bs__api_trigger_status, NULL,
+     bs__api_trigger_validate, bs__api_trigger_prepare, bs__api_trigger_deleted, bs__api_trigger_status, NULL,
      bs__api_trigger_rebuild},
     {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };

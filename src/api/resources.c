@@ -2,7 +2,8 @@
  * The generic handlers of declarative resources: PUT/GET/DELETE /v1/<plural>/{name},
  * GET /v1/<plural> and GET /v1/kinds. They parse the body, let the kind validate and
  * normalise the spec (kinds.c), store it through store/resources (one transaction
- * with an audit row and a bump of scope "resources"), run the kind's side effects,
+ * with an audit row and a bump of scope "resources") once what it needs exists (the kind's
+ * prepare hook: the topic in the log),
  * and rebuild this replica's snapshots before answering (read your writes).
  */
 #include <stdio.h>
@@ -15,20 +16,6 @@
 #include "store/resources.h"
 
 #define MAX_PAGE 1000
-
-const bs__api_kind_t *bs__api_kind_find(const char *s)
-{
-    for (const bs__api_kind_t *k = bs__api_kinds; k->kind; k++)
-        if (strcmp(k->kind, s) == 0 || strcmp(k->plural, s) == 0 || strcasecmp(k->kind, s) == 0)
-            return k;
-    /* singular lower-case ("topic") as kubectl accepts */
-    for (const bs__api_kind_t *k = bs__api_kinds; k->kind; k++) {
-        size_t n = strlen(k->plural);
-        if (n > 1 && strlen(s) == n - 1 && strncmp(k->plural, s, n - 1) == 0)
-            return k;
-    }
-    return NULL;
-}
 
 const bs__api_kind_t *bs__api_kind_of(const bs_req_t *req)
 {
@@ -267,12 +254,14 @@ void bs__api_resource_put(bs_req_t *req)
         free(txt);
         return;
     }
+    /* What the resource needs exists before it is stored: a refusal (JetStream out of
+     * storage for the topic) stores nothing, rather than a resource its replica lacks. */
     bs_resource_outcome_t outcome;
     int64_t gen;
-    int rc = bs_resources_put(app->meta, req->who.tenant, k->kind, name, txt, req->who.key_id, 0,
+    int rc = k->prepare ? k->prepare(app, req->who.tenant, name, txt, &err) : 0;
+    if (rc == 0)
+        rc = bs_resources_put(app->meta, req->who.tenant, k->kind, name, txt, req->who.key_id, 0,
                               &outcome, &gen, &err);
-    if (rc == 0 && outcome != BS_RESOURCE_UNCHANGED && k->applied)
-        rc = k->applied(app, req->who.tenant, name, txt, &err);
     free(txt);
     if (rc)
         return bs_resp_error(req, &err);

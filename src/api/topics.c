@@ -77,7 +77,7 @@ int bs__api_topic_ensure(bs_app_t *app, const char *tenant, const char *dl, cons
     return app->changes ? bs_changes_refresh(app->changes, BS_RESOURCES_SCOPE, err) : 0;
 }
 
-int bs__api_topic_applied(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+int bs__api_topic_prepare(bs_app_t *app, const char *tenant, const char *name, const char *spec,
                           bs_err_t *err)
 {
     bs_topic_t t;

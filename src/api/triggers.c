@@ -15,7 +15,7 @@ int bs__api_trigger_validate(bs_app_t *app, const bs_principal_t *who, const cha
 
 /* A registry trigger's topic is an ordinary Topic (readable, tailable, deletable), made
  * with the default spec the first time one is applied. */
-int bs__api_trigger_applied(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+int bs__api_trigger_prepare(bs_app_t *app, const char *tenant, const char *name, const char *spec,
                             bs_err_t *err)
 {
     (void)name;

@@ -126,6 +126,22 @@ def test_bad_spec_is_400_with_the_field(shared_server, spec, field):
     error_of(shared_server.get("/v1/topics/" + t), 404, "not_found")
 
 
+def test_a_topic_the_log_refuses_is_not_stored(shared_server):
+    """The topic is made in the log before its resource is stored: JetStream refusing it (a
+    retention beyond the test server's 1 TB max_file_store) stores nothing; the segment log
+    has no such bound and takes it."""
+    t = name()
+    r = shared_server.put("/v1/topics/" + t, json={"retention": {"max_bytes": "2TiB"}})
+    if BACKEND == "postgres":
+        assert r.status_code // 100 == 4, r.text
+        error_of(shared_server.get("/v1/topics/" + t), 404, "not_found")
+        assert t not in [i["name"] for i in shared_server.get("/v1/topics").json()["items"]]
+    else:
+        assert r.status_code == 201, r.text
+        assert shared_server.get("/v1/topics/" + t).status_code == 200
+        assert shared_server.delete("/v1/topics/" + t).status_code == 204
+
+
 def test_own_dead_letter_and_bad_names(shared_server):
     s = shared_server
     error_of(s.put("/v1/topics/loop", json={"dead_letter": "loop"}), 400, "invalid_input",
