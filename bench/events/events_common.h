@@ -10,6 +10,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
@@ -96,6 +97,46 @@ static inline void ev_lat_free(ev_lat_t *l)
 {
     free(l->v);
     *l = (ev_lat_t){0};
+}
+
+/* ---- the drivers' command line and signals ---------------------------------------------- */
+
+/* "HOST:PORT" (an IPv4 address or localhost) into addr. 0, or -1 with a message. */
+static inline int ev_parse_addr(const char *hostport, struct sockaddr_in *addr)
+{
+    char host[256];
+    snprintf(host, sizeof host, "%s", hostport);
+    char *colon = strrchr(host, ':');
+    if (!colon) {
+        fprintf(stderr, "%s: not HOST:PORT\n", hostport);
+        return -1;
+    }
+    *colon = '\0';
+    *addr = (struct sockaddr_in){.sin_family = AF_INET,
+                                 .sin_port = htons((uint16_t)atoi(colon + 1))};
+    if (inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host,
+                  &addr->sin_addr) != 1) {
+        fprintf(stderr, "%s: not an IPv4 address\n", host);
+        return -1;
+    }
+    return 0;
+}
+
+/* Set by SIGTERM / SIGINT (ev_catch_stop): the drivers end their loop and print totals. */
+static volatile sig_atomic_t ev_stop;
+
+static void ev_on_stop(int sig)
+{
+    (void)sig;
+    ev_stop = 1;
+}
+
+/* Without SA_RESTART, so a blocked read or poll returns EINTR and the loop sees ev_stop. */
+static inline void ev_catch_stop(void)
+{
+    struct sigaction sa = {.sa_handler = ev_on_stop};
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
 }
 
 /* ---- a blocking HTTP/1.1 keep-alive client --------------------------------------------- */

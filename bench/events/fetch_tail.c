@@ -21,14 +21,6 @@
 
 #include "events_common.h"
 
-static volatile sig_atomic_t stop;
-
-static void on_term(int sig)
-{
-    (void)sig;
-    stop = 1;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 7) {
@@ -36,14 +28,8 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    char host[256];
-    snprintf(host, sizeof host, "%s", argv[1]);
-    char *colon = strrchr(host, ':');
-    if (!colon)
-        return 2;
-    *colon = '\0';
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
+    struct sockaddr_in addr;
+    if (ev_parse_addr(argv[1], &addr) != 0)
         return 2;
     const char *path = argv[2], *key = strcmp(argv[3], "-") == 0 ? NULL : argv[3];
     double seconds = atof(argv[4]);
@@ -54,9 +40,7 @@ int main(int argc, char **argv)
         perror(argv[5]);
         return 1;
     }
-    struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: a blocked read returns */
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
+    ev_catch_stop();
     int fd = ev_connect(&addr);
     if (fd < 0) {
         perror("fetch_tail: connect");
@@ -72,13 +56,13 @@ int main(int argc, char **argv)
     long events = 0, fetches = 0;
     double end = ev_now() + seconds;
     int rc = 0;
-    while (!stop && ev_now() < end) {
+    while (!ev_stop && ev_now() < end) {
         int status = 0;
         char *body;
         size_t blen;
         if (ev_write_all(fd, req, (size_t)n) != 0 ||
             ev_read_response(fd, &rb, &status, &body, &blen) != 0) {
-            if (!stop) {
+            if (!ev_stop) {
                 fprintf(stderr, "fetch_tail: connection dropped\n");
                 rc = 1;
             }

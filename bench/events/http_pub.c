@@ -151,19 +151,9 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    char host[256];
-    snprintf(host, sizeof host, "%s", argv[1]);
-    char *colon = strrchr(host, ':');
-    if (!colon)
+    struct sockaddr_in addr;
+    if (ev_parse_addr(argv[1], &addr) != 0)
         return 2;
-    *colon = '\0';
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    if (inet_pton(AF_INET, strcmp(host, "localhost") == 0 ? "127.0.0.1" : host, &addr.sin_addr) !=
-        1) {
-        fprintf(stderr, "http_pub: %s: not an IPv4 address\n", host);
-        return 2;
-    }
-    *colon = ':';
     const char *path = argv[2], *key = strcmp(argv[3], "-") == 0 ? NULL : argv[3];
     int nconns = atoi(argv[4]), batch = atoi(argv[5]);
     double seconds = atof(argv[6]), rate = atof(argv[7]);
@@ -183,7 +173,7 @@ int main(int argc, char **argv)
         cs[i] = (conn_t){.id = i,
                          .nconns = nconns,
                          .addr = addr,
-                         .host = host,
+                         .host = argv[1],
                          .path = path,
                          .key = key,
                          .batch = batch,

@@ -116,14 +116,6 @@ static void wire_bytes(tail_t *t, const char *p, size_t n)
     }
 }
 
-static volatile sig_atomic_t stop;
-
-static void on_term(int sig)
-{
-    (void)sig;
-    stop = 1;
-}
-
 int main(int argc, char **argv)
 {
     if (argc < 7) {
@@ -131,16 +123,9 @@ int main(int argc, char **argv)
                 argv[0]);
         return 2;
     }
-    char host[256];
-    snprintf(host, sizeof host, "%s", argv[1]);
-    char *colon = strrchr(host, ':');
-    if (!colon)
+    struct sockaddr_in addr;
+    if (ev_parse_addr(argv[1], &addr) != 0)
         return 2;
-    *colon = '\0';
-    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
-    if (inet_pton(AF_INET, host, &addr.sin_addr) != 1)
-        return 2;
-    *colon = ':';
     const char *key = strcmp(argv[3], "-") == 0 ? NULL : argv[3];
     double seconds = atof(argv[4]);
     tail_t t = {.pattern = argv[6], .plen = strlen(argv[6])};
@@ -148,10 +133,8 @@ int main(int argc, char **argv)
         perror(argv[5]);
         return 1;
     }
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof addr) != 0) {
+    int fd = ev_connect(&addr);
+    if (fd < 0) {
         perror("sse_tail: connect");
         return 1;
     }
@@ -165,10 +148,8 @@ int main(int argc, char **argv)
     size_t have = 0;
     int headers_done = 0;
     double end = ev_now() + seconds;
-    struct sigaction sa = {.sa_handler = on_term}; /* no SA_RESTART: poll returns EINTR */
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    while (!stop) {
+    ev_catch_stop();
+    while (!ev_stop) {
         double left = end - ev_now();
         if (left <= 0)
             break;
