@@ -89,14 +89,24 @@ int bs_time_parse_duration(const char *s, int64_t *out_ms)
     double total = 0;
     const char *p = s;
     while (*p) {
-        if (!((*p >= '0' && *p <= '9') || *p == '.'))
+        /* digits with an optional fraction, nothing else (strtod alone would take "1e3"
+         * and "0x10") */
+        const char *q = p;
+        int digits = 0, dots = 0;
+        for (; (*q >= '0' && *q <= '9') || *q == '.'; q++) {
+            digits += *q != '.';
+            dots += *q == '.';
+        }
+        if (!digits || dots > 1 || q - p > 32)
             return BS_EINVAL;
-        char *end;
+        char num[40];
+        memcpy(num, p, (size_t)(q - p));
+        num[q - p] = '\0';
         errno = 0;
-        double v = strtod(p, &end);
-        if (end == p || errno || !isfinite(v) || v < 0)
+        double v = strtod(num, NULL);
+        if (errno || !isfinite(v))
             return BS_EINVAL;
-        p = end;
+        p = q;
         double unit;
         if (strncmp(p, "ms", 2) == 0) {
             unit = 1;
