@@ -124,6 +124,11 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->log = bs_log_open(&lo, err);
     if (!app->log)
         return err->code;
+    if (bs_meta_dialect(app->meta) == BS_META_POSTGRES && !app->cfg.nats_url[0])
+        BS_LOG(BS_LOG_WARN, "serve",
+               "topics are in this replica's own log (%s): replicas sharing the PostgreSQL "
+               "store do not share them; set nats_url for topics all replicas see",
+               path);
     app->topics = bs_topics_new(app->log, app->meta, app->cfg.max_event_bytes, err);
     if (!app->topics)
         return err->code;

@@ -118,6 +118,9 @@ def test_password_never_printed(pg, tmp_path):
         out = srv.stdout() + srv.stderr() + json.dumps(info) + cp.stdout + cp.stderr
         assert "s3cr3t-pw" not in out
         assert "basalt:***@" in srv.stderr()  # the start-up line names the store
+        # PostgreSQL without nats_url: the topics stay in this replica's own log, and it says so
+        assert "do not share them; set nats_url" in srv.stderr()
+        assert info["backends"]["events"] == "segments"
     finally:
         _finish(srv)
 
