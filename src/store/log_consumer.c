@@ -218,6 +218,20 @@ static void pend_done(bs__group_t *g, int i)
     pend_compact(g);
 }
 
+/* Forgets the pending entries from offset on (records the log no longer has). They form
+ * the tail of the list, which is dropped in place: nothing moves under an iteration. */
+static void pend_truncate(bs__group_t *g, int64_t offset)
+{
+    while (g->np > g->p0 && g->p[g->np - 1].offset >= offset) {
+        if (g->p[g->np - 1].acked)
+            g->nacked--;
+        else
+            g->ack_pending--;
+        g->np--;
+    }
+    pend_compact(g);
+}
+
 static int64_t group_floor(const bs__group_t *g)
 {
     return g->p0 < g->np ? g->p[g->p0].offset : g->next;
@@ -424,6 +438,24 @@ static int64_t jreplay(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
     return (int64_t)pos;
 }
 
+/* After a replay: every pending record is redelivered once its ack_wait runs out from now,
+ * and what lies past the topic's end (tnext: records a machine crash took with
+ * sync_interval_ms > 0) is forgotten. */
+static void group_replayed(bs__group_t *g, int64_t tnext)
+{
+    /* Replay used the ack_wait of whatever config came first; redo due times properly. */
+    int64_t due = mono_ms() + cfg_norm(&g->cfg).ack_wait_ms;
+    g->min_due = INT64_MAX;
+    for (int i = g->p0; i < g->np; i++)
+        g->p[i].due_ms = due;
+    if (g->np > g->p0)
+        g->min_due = due;
+    if (g->next > tnext) {
+        pend_truncate(g, tnext);
+        g->next = tnext;
+    }
+}
+
 int bs__journal_check(const uint8_t *p, size_t n)
 {
     bs__topic_t t;
@@ -434,13 +466,18 @@ int bs__journal_check(const uint8_t *p, size_t n)
         return -1;
     int64_t ok = jreplay(g, p, n, 0);
     if (ok >= 0) {
+        /* As on open, against a topic that ends halfway through what the journal delivered. */
+        group_replayed(g, g->next / 2);
         /* The invariants the rest relies on. */
-        int64_t prev = -1;
+        int64_t prev = -1, unacked = 0;
         for (int i = g->p0; i < g->np; i++) {
             if (g->p[i].offset <= prev || g->p[i].offset >= g->next)
                 abort();
             prev = g->p[i].offset;
+            unacked += !g->p[i].acked;
         }
+        if (unacked != g->ack_pending)
+            abort();
         bs_buf_t b;
         bs_buf_init(&b);
         j_config(&b, g);
@@ -580,20 +617,7 @@ static int group_load(bs__topic_t *t, const char *name, bs_err_t *err)
                t->tenant, t->name, name);
         return 0;
     }
-    /* Replay used the ack_wait of whatever config came first; redo due times properly. */
-    int64_t due = mono_ms() + cfg_norm(&g->cfg).ack_wait_ms;
-    g->min_due = INT64_MAX;
-    for (int i = g->p0; i < g->np; i++)
-        g->p[i].due_ms = due;
-    if (g->np > g->p0)
-        g->min_due = due;
-    /* Records that the log no longer has (a machine crash with sync_interval_ms > 0). */
-    if (g->next > t->next_offset) {
-        for (int i = g->p0; i < g->np; i++)
-            if (!g->p[i].acked && g->p[i].offset >= t->next_offset)
-                pend_done(g, i);
-        g->next = t->next_offset;
-    }
+    group_replayed(g, t->next_offset);
     if (jrewrite(g, err) != 0) {
         group_unref(g);
         return err ? err->code : BS_EIO;

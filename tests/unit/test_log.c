@@ -1406,6 +1406,73 @@ static void test_consumer_positions(void **state)
     assert_int_equal(s.ack_pending, 0);
 }
 
+typedef struct {
+    int64_t want;
+    uint64_t pos;
+} pos_of_t;
+
+static int pos_of_visit(const bs__rec_view_t *v, uint64_t pos, void *ud)
+{
+    pos_of_t *p = ud;
+    if (v->offset != p->want)
+        return 0;
+    p->pos = pos;
+    return 1;
+}
+
+/* The log lost records a group was given (a machine crash with sync_interval_ms > 0): on
+ * open the group forgets those deliveries, every one of them, and hands out the offsets
+ * again once new records take them. */
+static void test_consumer_log_shorter(void **state)
+{
+    fx_t *f = *state;
+    bs_err_t err;
+    ensure(f->log, "q", NULL);
+    fill(f->log, "q", 100);
+    assert_int_equal(bs_log_consumer_ensure(f->log, T, "q", "g", NULL, &err), 0);
+    int n = 0;
+    while (n < 100) {
+        dl_t a = fetch(f->log, "q", "g", 100, 0);
+        assert_true(a.n > 0);
+        n += a.n;
+    }
+    assert_int_equal(cstats(f->log, "q", "g").ack_pending, 100);
+    bs_log_close(f->log);
+    f->log = NULL;
+    /* Cut the segment after offset 19. */
+    char p[256];
+    seg_path(f, "q", 0, "seg", p, sizeof p);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    static uint8_t img[1 << 16];
+    ssize_t len = pread(fd, img, sizeof img, 0);
+    assert_true(len > BS__SEG_HDR && len < (ssize_t)sizeof img);
+    pos_of_t at = {20, 0};
+    bs__seg_scan(img, (size_t)len, 0, pos_of_visit, &at, NULL);
+    assert_true(at.pos > BS__SEG_HDR);
+    assert_int_equal(ftruncate(fd, (off_t)at.pos), 0);
+    close(fd);
+    f->log = open_log(f->dir);
+    assert_non_null(f->log);
+    assert_int_equal(stats(f->log, "q").next_offset, 20);
+    bs_log_consumer_stats_t s = cstats(f->log, "q", "g");
+    assert_int_equal(s.next_offset, 20);
+    assert_int_equal(s.ack_pending, 20);
+    assert_int_equal(s.ack_floor, 0);
+    /* Offsets 20.. are new records now: first deliveries, acked like any. */
+    fill(f->log, "q", 5);
+    dl_t b = fetch(f->log, "q", "g", 100, 0);
+    assert_int_equal(b.n, 5);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(b.offset[i], 20 + i);
+        assert_int_equal(b.delivery[i], 1);
+        ack(f->log, "q", "g", b.did[i]);
+    }
+    s = cstats(f->log, "q", "g");
+    assert_int_equal(s.ack_pending, 20);
+    assert_int_equal(s.next_offset, 25);
+}
+
 static void test_journal_compaction(void **state)
 {
     fx_t *f = *state;
@@ -1561,6 +1628,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_consumer_max_ack_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_async_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_positions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_log_shorter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_interval, setup, teardown),
