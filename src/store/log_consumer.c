@@ -97,6 +97,8 @@ enum { J_CONFIG = 1, J_SNAP = 2, J_NEXT = 3, J_REDELIVER = 4, J_ACK = 5 };
 #define FETCH_BYTES ((size_t)64 << 20)
 #define PENDING_LIMIT 10000000
 #define DLQ_RETRY_MS 1000
+/* A journal's delivery counts stay far from INT32_MAX (a fetch adds one). */
+#define DELIVERIES_MAX 1000000000
 
 static int64_t mono_ms(void)
 {
@@ -237,6 +239,36 @@ static int64_t group_floor(const bs__group_t *g)
     return g->p0 < g->np ? g->p[g->p0].offset : g->next;
 }
 
+static int cfg_check(const char *topic, const bs_log_consumer_config_t *c, bs_err_t *err)
+{
+    if (c->ack_wait_ms < 0 || c->ack_wait_ms > 86400000LL * 7)
+        return bs_err_setf(err, BS_EINVAL, "ack_wait", "ack_wait must be 0 to 7 days, got %lld ms",
+                           (long long)c->ack_wait_ms);
+    if (c->max_deliver < -1)
+        return bs_err_setf(err, BS_EINVAL, "max_deliver", "max_deliver must be >= -1, got %d",
+                           c->max_deliver);
+    if (c->max_ack_pending < -1 || c->max_ack_pending > 1000000)
+        return bs_err_setf(err, BS_EINVAL, "max_ack_pending",
+                           "max_ack_pending must be -1 to 1000000, got %d", c->max_ack_pending);
+    if (c->dead_letter && c->dead_letter[0]) {
+        if (!bs__log_valid_name(c->dead_letter))
+            return bs_err_setf(err, BS_EINVAL, "dead_letter",
+                               "dead letter topic '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
+                               c->dead_letter);
+        if (strcmp(c->dead_letter, topic) == 0)
+            return bs_err_setf(err, BS_EINVAL, "dead_letter",
+                               "a topic cannot be its own dead letter topic ('%s')", topic);
+    }
+    return 0;
+}
+
+static void cfg_store(bs__group_t *g, const bs_log_consumer_config_t *c)
+{
+    g->cfg = *c;
+    snprintf(g->dl, sizeof g->dl, "%s", c->dead_letter ? c->dead_letter : "");
+    g->cfg.dead_letter = g->dl;
+}
+
 /* ---- the journal ------------------------------------------------------------------------ */
 
 static void jentry(bs_buf_t *b, const uint8_t *payload, size_t n)
@@ -342,7 +374,8 @@ static void jflush(bs__group_t *g, bs_buf_t *b)
         bs_buf_append(g->capture, b->data, b->len);
 }
 
-/* Applies one journal entry; 0, or -1 when it does not make sense (the replay stops). */
+/* Applies one journal entry; 0, or -1 when it does not make sense (the replay stops there,
+ * the entry not applied: the invariants hold at every stop). */
 static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
 {
     if (n < 1)
@@ -351,17 +384,20 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
     case J_CONFIG: {
         if (n < 19 || p[18] > 63 || n != 19u + p[18])
             return -1;
+        char dl[64];
+        memcpy(dl, p + 19, p[18]);
+        dl[p[18]] = '\0';
         bs_log_consumer_config_t c = {0};
         c.ack_wait_ms = (int64_t)bs__get64(p + 1);
         c.max_deliver = (int32_t)bs__get32(p + 9);
         c.max_ack_pending = (int32_t)bs__get32(p + 13);
         c.deliver_new = p[17] != 0;
-        if (c.ack_wait_ms < 0 || c.max_deliver < -1 || c.max_ack_pending < -1)
+        c.dead_letter = dl;
+        /* What consumer_ensure accepts, no more (an ack_wait near INT64_MAX would overflow
+         * every due time). */
+        if (strlen(dl) != p[18] || cfg_check(g->t->name, &c, NULL) != 0)
             return -1;
-        memcpy(g->dl, p + 19, p[18]);
-        g->dl[p[18]] = '\0';
-        c.dead_letter = g->dl;
-        g->cfg = c;
+        cfg_store(g, &c);
         return 0;
     }
     case J_SNAP: {
@@ -372,16 +408,23 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
         if (next < 0 || next >= ((int64_t)1 << 62) || cnt > PENDING_LIMIT ||
             n != 13 + (size_t)cnt * 12)
             return -1;
-        g->p0 = g->np = g->nacked = 0;
-        g->ack_pending = 0;
         int64_t prev = -1;
         for (uint32_t i = 0; i < cnt; i++) {
             int64_t o = (int64_t)bs__get64(p + 13 + (size_t)i * 12);
             int32_t d = (int32_t)bs__get32(p + 13 + (size_t)i * 12 + 8);
-            if (o <= prev || o >= next || d < 1 || pend_push(g, o, d, due) != 0)
+            if (o <= prev || o >= next || d < 1 || d > DELIVERIES_MAX)
                 return -1;
             prev = o;
         }
+        g->p0 = g->np = g->nacked = 0;
+        g->ack_pending = 0;
+        for (uint32_t i = 0; i < cnt; i++)
+            if (pend_push(g, (int64_t)bs__get64(p + 13 + (size_t)i * 12),
+                          (int32_t)bs__get32(p + 13 + (size_t)i * 12 + 8), due) != 0) {
+                g->np = 0; /* out of memory: an empty list, consistent with next */
+                g->ack_pending = 0;
+                return -1;
+            }
         g->next = next;
         return 0;
     }
@@ -393,8 +436,11 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
             to - from > BS_LOG_MAX_BATCH || g->np - g->p0 + (to - from) > PENDING_LIMIT)
             return -1;
         for (int64_t o = from; o < to; o++)
-            if (pend_push(g, o, 1, due) != 0)
+            if (pend_push(g, o, 1, due) != 0) {
+                g->np -= (int)(o - from); /* out of memory: the entry changes nothing */
+                g->ack_pending -= o - from;
                 return -1;
+            }
         g->next = to;
         return 0;
     }
@@ -403,7 +449,7 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
             return -1;
         int i = pend_find(g, (int64_t)bs__get64(p + 1));
         int32_t d = (int32_t)bs__get32(p + 9);
-        if (d < 1)
+        if (d < 1 || d > DELIVERIES_MAX)
             return -1;
         if (i >= 0 && !g->p[i].acked)
             g->p[i].deliveries = d;
@@ -476,8 +522,11 @@ int bs__journal_check(const uint8_t *p, size_t n)
             prev = g->p[i].offset;
             unacked += !g->p[i].acked;
         }
-        if (unacked != g->ack_pending)
+        if (unacked != g->ack_pending || cfg_check(t.name, &g->cfg, NULL) != 0)
             abort();
+        for (int i = g->p0; i < g->np; i++)
+            if (g->p[i].deliveries < 1 || g->p[i].deliveries > DELIVERIES_MAX)
+                abort();
         bs_buf_t b;
         bs_buf_init(&b);
         j_config(&b, g);
@@ -817,36 +866,6 @@ static void group_put(bs__group_t *g)
     bs__topic_t *t = g->t;
     group_unref(g);
     bs__topic_unref(t);
-}
-
-static int cfg_check(const char *topic, const bs_log_consumer_config_t *c, bs_err_t *err)
-{
-    if (c->ack_wait_ms < 0 || c->ack_wait_ms > 86400000LL * 7)
-        return bs_err_setf(err, BS_EINVAL, "ack_wait", "ack_wait must be 0 to 7 days, got %lld ms",
-                           (long long)c->ack_wait_ms);
-    if (c->max_deliver < -1)
-        return bs_err_setf(err, BS_EINVAL, "max_deliver", "max_deliver must be >= -1, got %d",
-                           c->max_deliver);
-    if (c->max_ack_pending < -1 || c->max_ack_pending > 1000000)
-        return bs_err_setf(err, BS_EINVAL, "max_ack_pending",
-                           "max_ack_pending must be -1 to 1000000, got %d", c->max_ack_pending);
-    if (c->dead_letter && c->dead_letter[0]) {
-        if (!bs__log_valid_name(c->dead_letter))
-            return bs_err_setf(err, BS_EINVAL, "dead_letter",
-                               "dead letter topic '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
-                               c->dead_letter);
-        if (strcmp(c->dead_letter, topic) == 0)
-            return bs_err_setf(err, BS_EINVAL, "dead_letter",
-                               "a topic cannot be its own dead letter topic ('%s')", topic);
-    }
-    return 0;
-}
-
-static void cfg_store(bs__group_t *g, const bs_log_consumer_config_t *c)
-{
-    g->cfg = *c;
-    snprintf(g->dl, sizeof g->dl, "%s", c->dead_letter ? c->dead_letter : "");
-    g->cfg.dead_letter = g->dl;
 }
 
 int bs__seglog_consumer_ensure(bs_log_t *lb, const char *tenant, const char *topic,
