@@ -1466,11 +1466,12 @@ static int fetch_attempt(bs__seglog_t *l, bs__fetch_t *f)
     bs_buf_t jb2 = BS_BUF_ON(jst2);
     pthread_mutex_lock(&g->mu);
     for (int i = 0; i < nredo; i++) {
-        if (!c[i].keep)
-            continue;
         int j = pend_find(g, c[i].offset);
         pend_t *e = j >= 0 ? &g->p[j] : NULL;
-        if (!e || e->acked || e->dlq || e->due_ms > now || e->deliveries + 1 != c[i].delivery) {
+        /* Not redelivered (past the fetch's byte budget, or changed meanwhile): it stays due,
+         * so min_due, which step 1 computed without it, must count it again. */
+        if (!c[i].keep || !e || e->acked || e->dlq || e->due_ms > now ||
+            e->deliveries + 1 != c[i].delivery) {
             c[i].keep = 0;
             if (e && !e->acked && e->due_ms < g->min_due)
                 g->min_due = e->due_ms;

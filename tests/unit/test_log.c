@@ -1280,6 +1280,47 @@ static void test_consumer_max_ack_pending(void **state)
     assert_int_equal(s.stalled, 0);
 }
 
+/* A fetch stops reading once it holds 64 MiB of records: a redelivery that did not fit
+ * stays due and comes with the next fetch, not one ack_wait later. */
+static void test_consumer_fetch_budget(void **state)
+{
+    fx_t *f = *state;
+    bs_err_t err;
+    bs_log_topic_config_t tc = {.max_record_bytes = 64 << 20, .segment_bytes = 1 << 30};
+    ensure(f->log, "big", &tc);
+    size_t big = (size_t)64 << 20;
+    char *data = malloc(big);
+    assert_non_null(data);
+    memset(data, ' ', big);
+    data[0] = '"';
+    data[big - 1] = '"';
+    bs_log_record_in_t in[2] = {{"big", NULL, data, big}, {"small", NULL, "{}", 2}};
+    bs_log_append_result_t r[2];
+    assert_int_equal(bs_log_append(f->log, T, "big", in, 2, r, &err), 0);
+    free(data);
+    bs_log_consumer_config_t c = {.ack_wait_ms = 600000};
+    assert_int_equal(bs_log_consumer_ensure(f->log, T, "big", "g", &c, &err), 0);
+    /* The big record fills a fetch on its own. */
+    dl_t a = fetch(f->log, "big", "g", 2, 0);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(a.offset[0], 0);
+    dl_t b = fetch(f->log, "big", "g", 2, 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.offset[0], 1);
+    assert_int_equal(bs_log_nack(f->log, T, "big", "g", a.did[0], 0, &err), 0);
+    assert_int_equal(bs_log_nack(f->log, T, "big", "g", b.did[0], 0, &err), 0);
+    /* Both are due; the first redelivery fetch holds only the big one... */
+    dl_t x = fetch(f->log, "big", "g", 2, 0);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(x.offset[0], 0);
+    assert_int_equal(x.delivery[0], 2);
+    /* ...and the small one, still due, comes with the next. */
+    dl_t y = fetch(f->log, "big", "g", 2, 0);
+    assert_int_equal(y.n, 1);
+    assert_int_equal(y.offset[0], 1);
+    assert_int_equal(y.delivery[0], 2);
+}
+
 typedef struct {
     atomic_int done;
     int code, n;
@@ -1626,6 +1667,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_consumer_nack_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_dead_letter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_max_ack_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_fetch_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_async_wait, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_log_shorter, setup, teardown),
