@@ -239,6 +239,15 @@ static int64_t group_floor(const bs__group_t *g)
     return g->p0 < g->np ? g->p[g->p0].offset : g->next;
 }
 
+/* What a parked fetch of g may be waiting for changed (an ack, a nack, a dead letter done or
+ * to retry, deletion): bumps gen, then wakes the fetch thread if a fetch waits on g. */
+static void group_changed(bs__group_t *g)
+{
+    atomic_fetch_add(&g->gen, 1);
+    if (atomic_load(&g->nwait) > 0)
+        bs__consumer_kick(g->t->log);
+}
+
 static int cfg_check(const char *topic, const bs_log_consumer_config_t *c, bs_err_t *err)
 {
     if (c->ack_wait_ms < 0 || c->ack_wait_ms > 86400000LL * 7)
@@ -372,6 +381,17 @@ static void jflush(bs__group_t *g, bs_buf_t *b)
     g->jdirty = 1;
     if (g->capture)
         bs_buf_append(g->capture, b->data, b->len);
+}
+
+/* pend_done, journaled. Under g->mu. */
+static void pend_ack(bs__group_t *g, int i)
+{
+    char st[32];
+    bs_buf_t b = BS_BUF_ON(st);
+    j_ack(&b, g->p[i].offset);
+    pend_done(g, i);
+    jflush(g, &b);
+    bs_buf_free(&b);
 }
 
 /* Applies one journal entry; 0, or -1 when it does not make sense (the replay stops there,
@@ -707,18 +727,14 @@ int bs__groups_load(bs__topic_t *t, bs_err_t *err)
 
 void bs__groups_drop(bs__topic_t *t)
 {
-    int kick = 0;
     pthread_mutex_lock(&t->gmu);
     for (bs__group_t *g = t->groups; g; g = g->lnext) {
         pthread_mutex_lock(&g->mu);
         g->deleted = 1;
         pthread_mutex_unlock(&g->mu);
-        atomic_fetch_add(&g->gen, 1);
-        kick |= atomic_load(&g->nwait) > 0;
+        group_changed(g);
     }
     pthread_mutex_unlock(&t->gmu);
-    if (kick)
-        bs__consumer_kick(t->log);
 }
 
 void bs__groups_free(bs__topic_t *t)
@@ -947,15 +963,13 @@ int bs__seglog_consumer_delete(bs_log_t *lb, const char *tenant, const char *top
         pthread_mutex_lock(&g->mu);
         g->deleted = 1;
         pthread_mutex_unlock(&g->mu);
-        atomic_fetch_add(&g->gen, 1);
         if (unlink(g->path) != 0 && errno != ENOENT)
             rc = bs_err_set(err, BS_EIO, "cannot remove %s: %s", g->path, strerror(errno));
         bs__fsync_dir(t->dir);
     }
     pthread_mutex_unlock(&t->gmu);
     if (g) {
-        if (atomic_load(&g->nwait) > 0)
-            bs__consumer_kick(t->log);
+        group_changed(g);
         group_unref(g);
     }
     bs__topic_unref(t);
@@ -1018,13 +1032,8 @@ static int delivery_op(bs__seglog_t *l, const char *tenant, const char *topic, c
                 rc = bs_err_setf(err, BS_EINVAL, "delivery_id",
                                  "'%.64s' is not a delivery id of group '%s'", delivery_id, group);
             } else if (op == OP_ACK && !e->dlq) {
-                char st[32];
-                bs_buf_t b = BS_BUF_ON(st);
-                j_ack(&b, off);
-                pend_done(g, i);
+                pend_ack(g, i);
                 g->acked++;
-                jflush(g, &b);
-                bs_buf_free(&b);
                 wake = 1;
             } else if (op != OP_ACK && d == e->deliveries && !e->dlq) {
                 int64_t due =
@@ -1038,9 +1047,7 @@ static int delivery_op(bs__seglog_t *l, const char *tenant, const char *topic, c
     }
     pthread_mutex_unlock(&g->mu);
     if (wake)
-        atomic_fetch_add(&g->gen, 1);
-    if (wake && atomic_load(&g->nwait) > 0)
-        bs__consumer_kick(l);
+        group_changed(g);
     group_put(g);
     return rc;
 }
@@ -1122,19 +1129,12 @@ static void group_term(bs__group_t *g, int64_t offset, int counted)
     pthread_mutex_lock(&g->mu);
     int i = pend_find(g, offset);
     if (i >= 0 && !g->p[i].acked) {
-        char st[32];
-        bs_buf_t b = BS_BUF_ON(st);
-        j_ack(&b, offset);
-        pend_done(g, i);
-        jflush(g, &b);
-        bs_buf_free(&b);
+        pend_ack(g, i);
         if (counted)
             g->dead_lettered++;
     }
     pthread_mutex_unlock(&g->mu);
-    atomic_fetch_add(&g->gen, 1);
-    if (atomic_load(&g->nwait) > 0)
-        bs__consumer_kick(g->t->log);
+    group_changed(g);
 }
 
 static void group_dlq_retry(bs__group_t *g, int64_t offset)
@@ -1148,6 +1148,8 @@ static void group_dlq_retry(bs__group_t *g, int64_t offset)
             g->min_due = g->p[i].due_ms;
     }
     pthread_mutex_unlock(&g->mu);
+    /* A parked fetch's due time was taken before this one existed. */
+    group_changed(g);
 }
 
 static void dlq_done(void *ud, int code, const bs_log_append_result_t *res, int n,

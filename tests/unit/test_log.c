@@ -1378,6 +1378,46 @@ static void test_consumer_async_wait(void **state)
     f->log = open_log(f->dir);
 }
 
+/* A dead letter that could not be written is retried a second later, and a fetch parked on
+ * the group wakes for that retry (not only at its own deadline). */
+static void test_consumer_dead_letter_retry(void **state)
+{
+    fx_t *f = *state;
+    bs_err_t err;
+    ensure(f->log, "src", NULL);
+    put(f->log, "src", "ev-1", NULL, "{}");
+    bs_log_consumer_config_t c = {.ack_wait_ms = 600000, .max_deliver = 1, .dead_letter = "dlq"};
+    assert_int_equal(bs_log_consumer_ensure(f->log, T, "src", "g", &c, &err), 0);
+    /* A file where the dead letter topic's directory would go: creating it fails. */
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s/dlq", f->dir, T);
+    int fd = open(p, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    dl_t a = fetch(f->log, "src", "g", 1, 0);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(bs_log_nack(f->log, T, "src", "g", a.did[0], 0, &err), 0);
+    static async_t w;
+    memset(&w, 0, sizeof w);
+    assert_int_equal(bs_log_fetch_async(f->log, T, "src", "g", 1, 60000, async_cb, &w, &err), 0);
+    sleep_ms(50);
+    assert_int_equal(bs_log_topic_stats(f->log, T, "dlq", &(bs_log_topic_stats_t){0}, &err),
+                     BS_ENOTFOUND);
+    assert_int_equal(unlink(p), 0);
+    next_is_t n = {f->log, "dlq", 1};
+    assert_true(wait_until(topic_next_is, &n));
+    assert_false(atomic_load(&w.done)); /* it was the retry, not the fetch's deadline */
+    bs_log_consumer_stats_t s;
+    for (int i = 0; i < 2000; i++) {
+        s = cstats(f->log, "src", "g");
+        if (s.dead_lettered == 1)
+            break;
+        sleep_ms(5);
+    }
+    assert_int_equal(s.dead_lettered, 1);
+    assert_int_equal(s.ack_floor, 1);
+}
+
 static void test_consumer_positions(void **state)
 {
     fx_t *f = *state;
@@ -1669,6 +1709,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_consumer_max_ack_pending, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_fetch_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_async_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_dead_letter_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_positions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_log_shorter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_compaction, setup, teardown),
