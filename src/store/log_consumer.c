@@ -97,6 +97,8 @@ enum { J_CONFIG = 1, J_SNAP = 2, J_NEXT = 3, J_REDELIVER = 4, J_ACK = 5 };
 #define FETCH_BYTES ((size_t)64 << 20)
 #define PENDING_LIMIT 10000000
 #define DLQ_RETRY_MS 1000
+/* A journal's delivery counts stay far from INT32_MAX (a fetch adds one). */
+#define DELIVERIES_MAX 1000000000
 
 static int64_t mono_ms(void)
 {
@@ -218,9 +220,62 @@ static void pend_done(bs__group_t *g, int i)
     pend_compact(g);
 }
 
+/* Forgets the pending entries from offset on (records the log no longer has). They form
+ * the tail of the list, which is dropped in place: nothing moves under an iteration. */
+static void pend_truncate(bs__group_t *g, int64_t offset)
+{
+    while (g->np > g->p0 && g->p[g->np - 1].offset >= offset) {
+        if (g->p[g->np - 1].acked)
+            g->nacked--;
+        else
+            g->ack_pending--;
+        g->np--;
+    }
+    pend_compact(g);
+}
+
 static int64_t group_floor(const bs__group_t *g)
 {
     return g->p0 < g->np ? g->p[g->p0].offset : g->next;
+}
+
+/* What a parked fetch of g may be waiting for changed (an ack, a nack, a dead letter done or
+ * to retry, deletion): bumps gen, then wakes the fetch thread if a fetch waits on g. */
+static void group_changed(bs__group_t *g)
+{
+    atomic_fetch_add(&g->gen, 1);
+    if (atomic_load(&g->nwait) > 0)
+        bs__consumer_kick(g->t->log);
+}
+
+static int cfg_check(const char *topic, const bs_log_consumer_config_t *c, bs_err_t *err)
+{
+    if (c->ack_wait_ms < 0 || c->ack_wait_ms > 86400000LL * 7)
+        return bs_err_setf(err, BS_EINVAL, "ack_wait", "ack_wait must be 0 to 7 days, got %lld ms",
+                           (long long)c->ack_wait_ms);
+    if (c->max_deliver < -1)
+        return bs_err_setf(err, BS_EINVAL, "max_deliver", "max_deliver must be >= -1, got %d",
+                           c->max_deliver);
+    if (c->max_ack_pending < -1 || c->max_ack_pending > 1000000)
+        return bs_err_setf(err, BS_EINVAL, "max_ack_pending",
+                           "max_ack_pending must be -1 to 1000000, got %d", c->max_ack_pending);
+    if (c->dead_letter && c->dead_letter[0]) {
+        if (!bs__log_valid_name(c->dead_letter))
+            return bs_err_setf(err, BS_EINVAL, "dead_letter",
+                               "dead letter topic '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
+                               c->dead_letter);
+        if (strcmp(c->dead_letter, topic) == 0)
+            return bs_err_setf(err, BS_EINVAL, "dead_letter",
+                               "a topic cannot be its own dead letter topic ('%s')", topic);
+    }
+    return 0;
+}
+
+static void cfg_store(bs__group_t *g, const bs_log_consumer_config_t *c)
+{
+    g->cfg = *c;
+    snprintf(g->dl, sizeof g->dl, "%s", c->dead_letter ? c->dead_letter : "");
+    g->cfg.dead_letter = g->dl;
 }
 
 /* ---- the journal ------------------------------------------------------------------------ */
@@ -328,7 +383,19 @@ static void jflush(bs__group_t *g, bs_buf_t *b)
         bs_buf_append(g->capture, b->data, b->len);
 }
 
-/* Applies one journal entry; 0, or -1 when it does not make sense (the replay stops). */
+/* pend_done, journaled. Under g->mu. */
+static void pend_ack(bs__group_t *g, int i)
+{
+    char st[32];
+    bs_buf_t b = BS_BUF_ON(st);
+    j_ack(&b, g->p[i].offset);
+    pend_done(g, i);
+    jflush(g, &b);
+    bs_buf_free(&b);
+}
+
+/* Applies one journal entry; 0, or -1 when it does not make sense (the replay stops there,
+ * the entry not applied: the invariants hold at every stop). */
 static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
 {
     if (n < 1)
@@ -337,17 +404,20 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
     case J_CONFIG: {
         if (n < 19 || p[18] > 63 || n != 19u + p[18])
             return -1;
+        char dl[64];
+        memcpy(dl, p + 19, p[18]);
+        dl[p[18]] = '\0';
         bs_log_consumer_config_t c = {0};
         c.ack_wait_ms = (int64_t)bs__get64(p + 1);
         c.max_deliver = (int32_t)bs__get32(p + 9);
         c.max_ack_pending = (int32_t)bs__get32(p + 13);
         c.deliver_new = p[17] != 0;
-        if (c.ack_wait_ms < 0 || c.max_deliver < -1 || c.max_ack_pending < -1)
+        c.dead_letter = dl;
+        /* What consumer_ensure accepts, no more (an ack_wait near INT64_MAX would overflow
+         * every due time). */
+        if (strlen(dl) != p[18] || cfg_check(g->t->name, &c, NULL) != 0)
             return -1;
-        memcpy(g->dl, p + 19, p[18]);
-        g->dl[p[18]] = '\0';
-        c.dead_letter = g->dl;
-        g->cfg = c;
+        cfg_store(g, &c);
         return 0;
     }
     case J_SNAP: {
@@ -358,16 +428,23 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
         if (next < 0 || next >= ((int64_t)1 << 62) || cnt > PENDING_LIMIT ||
             n != 13 + (size_t)cnt * 12)
             return -1;
-        g->p0 = g->np = g->nacked = 0;
-        g->ack_pending = 0;
         int64_t prev = -1;
         for (uint32_t i = 0; i < cnt; i++) {
             int64_t o = (int64_t)bs__get64(p + 13 + (size_t)i * 12);
             int32_t d = (int32_t)bs__get32(p + 13 + (size_t)i * 12 + 8);
-            if (o <= prev || o >= next || d < 1 || pend_push(g, o, d, due) != 0)
+            if (o <= prev || o >= next || d < 1 || d > DELIVERIES_MAX)
                 return -1;
             prev = o;
         }
+        g->p0 = g->np = g->nacked = 0;
+        g->ack_pending = 0;
+        for (uint32_t i = 0; i < cnt; i++)
+            if (pend_push(g, (int64_t)bs__get64(p + 13 + (size_t)i * 12),
+                          (int32_t)bs__get32(p + 13 + (size_t)i * 12 + 8), due) != 0) {
+                g->np = 0; /* out of memory: an empty list, consistent with next */
+                g->ack_pending = 0;
+                return -1;
+            }
         g->next = next;
         return 0;
     }
@@ -379,8 +456,11 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
             to - from > BS_LOG_MAX_BATCH || g->np - g->p0 + (to - from) > PENDING_LIMIT)
             return -1;
         for (int64_t o = from; o < to; o++)
-            if (pend_push(g, o, 1, due) != 0)
+            if (pend_push(g, o, 1, due) != 0) {
+                g->np -= (int)(o - from); /* out of memory: the entry changes nothing */
+                g->ack_pending -= o - from;
                 return -1;
+            }
         g->next = to;
         return 0;
     }
@@ -389,7 +469,7 @@ static int japply(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
             return -1;
         int i = pend_find(g, (int64_t)bs__get64(p + 1));
         int32_t d = (int32_t)bs__get32(p + 9);
-        if (d < 1)
+        if (d < 1 || d > DELIVERIES_MAX)
             return -1;
         if (i >= 0 && !g->p[i].acked)
             g->p[i].deliveries = d;
@@ -424,6 +504,24 @@ static int64_t jreplay(bs__group_t *g, const uint8_t *p, size_t n, int64_t due)
     return (int64_t)pos;
 }
 
+/* After a replay: every pending record is redelivered once its ack_wait runs out from now,
+ * and what lies past the topic's end (tnext: records a machine crash took with
+ * sync_interval_ms > 0) is forgotten. */
+static void group_replayed(bs__group_t *g, int64_t tnext)
+{
+    /* Replay used the ack_wait of whatever config came first; redo due times properly. */
+    int64_t due = mono_ms() + cfg_norm(&g->cfg).ack_wait_ms;
+    g->min_due = INT64_MAX;
+    for (int i = g->p0; i < g->np; i++)
+        g->p[i].due_ms = due;
+    if (g->np > g->p0)
+        g->min_due = due;
+    if (g->next > tnext) {
+        pend_truncate(g, tnext);
+        g->next = tnext;
+    }
+}
+
 int bs__journal_check(const uint8_t *p, size_t n)
 {
     bs__topic_t t;
@@ -434,13 +532,21 @@ int bs__journal_check(const uint8_t *p, size_t n)
         return -1;
     int64_t ok = jreplay(g, p, n, 0);
     if (ok >= 0) {
+        /* As on open, against a topic that ends halfway through what the journal delivered. */
+        group_replayed(g, g->next / 2);
         /* The invariants the rest relies on. */
-        int64_t prev = -1;
+        int64_t prev = -1, unacked = 0;
         for (int i = g->p0; i < g->np; i++) {
             if (g->p[i].offset <= prev || g->p[i].offset >= g->next)
                 abort();
             prev = g->p[i].offset;
+            unacked += !g->p[i].acked;
         }
+        if (unacked != g->ack_pending || cfg_check(t.name, &g->cfg, NULL) != 0)
+            abort();
+        for (int i = g->p0; i < g->np; i++)
+            if (g->p[i].deliveries < 1 || g->p[i].deliveries > DELIVERIES_MAX)
+                abort();
         bs_buf_t b;
         bs_buf_init(&b);
         j_config(&b, g);
@@ -580,20 +686,7 @@ static int group_load(bs__topic_t *t, const char *name, bs_err_t *err)
                t->tenant, t->name, name);
         return 0;
     }
-    /* Replay used the ack_wait of whatever config came first; redo due times properly. */
-    int64_t due = mono_ms() + cfg_norm(&g->cfg).ack_wait_ms;
-    g->min_due = INT64_MAX;
-    for (int i = g->p0; i < g->np; i++)
-        g->p[i].due_ms = due;
-    if (g->np > g->p0)
-        g->min_due = due;
-    /* Records that the log no longer has (a machine crash with sync_interval_ms > 0). */
-    if (g->next > t->next_offset) {
-        for (int i = g->p0; i < g->np; i++)
-            if (!g->p[i].acked && g->p[i].offset >= t->next_offset)
-                pend_done(g, i);
-        g->next = t->next_offset;
-    }
+    group_replayed(g, t->next_offset);
     if (jrewrite(g, err) != 0) {
         group_unref(g);
         return err ? err->code : BS_EIO;
@@ -634,18 +727,14 @@ int bs__groups_load(bs__topic_t *t, bs_err_t *err)
 
 void bs__groups_drop(bs__topic_t *t)
 {
-    int kick = 0;
     pthread_mutex_lock(&t->gmu);
     for (bs__group_t *g = t->groups; g; g = g->lnext) {
         pthread_mutex_lock(&g->mu);
         g->deleted = 1;
         pthread_mutex_unlock(&g->mu);
-        atomic_fetch_add(&g->gen, 1);
-        kick |= atomic_load(&g->nwait) > 0;
+        group_changed(g);
     }
     pthread_mutex_unlock(&t->gmu);
-    if (kick)
-        bs__consumer_kick(t->log);
 }
 
 void bs__groups_free(bs__topic_t *t)
@@ -795,36 +884,6 @@ static void group_put(bs__group_t *g)
     bs__topic_unref(t);
 }
 
-static int cfg_check(const char *topic, const bs_log_consumer_config_t *c, bs_err_t *err)
-{
-    if (c->ack_wait_ms < 0 || c->ack_wait_ms > 86400000LL * 7)
-        return bs_err_setf(err, BS_EINVAL, "ack_wait", "ack_wait must be 0 to 7 days, got %lld ms",
-                           (long long)c->ack_wait_ms);
-    if (c->max_deliver < -1)
-        return bs_err_setf(err, BS_EINVAL, "max_deliver", "max_deliver must be >= -1, got %d",
-                           c->max_deliver);
-    if (c->max_ack_pending < -1 || c->max_ack_pending > 1000000)
-        return bs_err_setf(err, BS_EINVAL, "max_ack_pending",
-                           "max_ack_pending must be -1 to 1000000, got %d", c->max_ack_pending);
-    if (c->dead_letter && c->dead_letter[0]) {
-        if (!bs__log_valid_name(c->dead_letter))
-            return bs_err_setf(err, BS_EINVAL, "dead_letter",
-                               "dead letter topic '%.64s' must match [a-z0-9][a-z0-9_-]{0,62}",
-                               c->dead_letter);
-        if (strcmp(c->dead_letter, topic) == 0)
-            return bs_err_setf(err, BS_EINVAL, "dead_letter",
-                               "a topic cannot be its own dead letter topic ('%s')", topic);
-    }
-    return 0;
-}
-
-static void cfg_store(bs__group_t *g, const bs_log_consumer_config_t *c)
-{
-    g->cfg = *c;
-    snprintf(g->dl, sizeof g->dl, "%s", c->dead_letter ? c->dead_letter : "");
-    g->cfg.dead_letter = g->dl;
-}
-
 int bs__seglog_consumer_ensure(bs_log_t *lb, const char *tenant, const char *topic,
                                const char *group, const bs_log_consumer_config_t *c, bs_err_t *err)
 {
@@ -904,15 +963,13 @@ int bs__seglog_consumer_delete(bs_log_t *lb, const char *tenant, const char *top
         pthread_mutex_lock(&g->mu);
         g->deleted = 1;
         pthread_mutex_unlock(&g->mu);
-        atomic_fetch_add(&g->gen, 1);
         if (unlink(g->path) != 0 && errno != ENOENT)
             rc = bs_err_set(err, BS_EIO, "cannot remove %s: %s", g->path, strerror(errno));
         bs__fsync_dir(t->dir);
     }
     pthread_mutex_unlock(&t->gmu);
     if (g) {
-        if (atomic_load(&g->nwait) > 0)
-            bs__consumer_kick(t->log);
+        group_changed(g);
         group_unref(g);
     }
     bs__topic_unref(t);
@@ -975,13 +1032,8 @@ static int delivery_op(bs__seglog_t *l, const char *tenant, const char *topic, c
                 rc = bs_err_setf(err, BS_EINVAL, "delivery_id",
                                  "'%.64s' is not a delivery id of group '%s'", delivery_id, group);
             } else if (op == OP_ACK && !e->dlq) {
-                char st[32];
-                bs_buf_t b = BS_BUF_ON(st);
-                j_ack(&b, off);
-                pend_done(g, i);
+                pend_ack(g, i);
                 g->acked++;
-                jflush(g, &b);
-                bs_buf_free(&b);
                 wake = 1;
             } else if (op != OP_ACK && d == e->deliveries && !e->dlq) {
                 int64_t due =
@@ -995,9 +1047,7 @@ static int delivery_op(bs__seglog_t *l, const char *tenant, const char *topic, c
     }
     pthread_mutex_unlock(&g->mu);
     if (wake)
-        atomic_fetch_add(&g->gen, 1);
-    if (wake && atomic_load(&g->nwait) > 0)
-        bs__consumer_kick(l);
+        group_changed(g);
     group_put(g);
     return rc;
 }
@@ -1079,19 +1129,12 @@ static void group_term(bs__group_t *g, int64_t offset, int counted)
     pthread_mutex_lock(&g->mu);
     int i = pend_find(g, offset);
     if (i >= 0 && !g->p[i].acked) {
-        char st[32];
-        bs_buf_t b = BS_BUF_ON(st);
-        j_ack(&b, offset);
-        pend_done(g, i);
-        jflush(g, &b);
-        bs_buf_free(&b);
+        pend_ack(g, i);
         if (counted)
             g->dead_lettered++;
     }
     pthread_mutex_unlock(&g->mu);
-    atomic_fetch_add(&g->gen, 1);
-    if (atomic_load(&g->nwait) > 0)
-        bs__consumer_kick(g->t->log);
+    group_changed(g);
 }
 
 static void group_dlq_retry(bs__group_t *g, int64_t offset)
@@ -1105,6 +1148,8 @@ static void group_dlq_retry(bs__group_t *g, int64_t offset)
             g->min_due = g->p[i].due_ms;
     }
     pthread_mutex_unlock(&g->mu);
+    /* A parked fetch's due time was taken before this one existed. */
+    group_changed(g);
 }
 
 static void dlq_done(void *ud, int code, const bs_log_append_result_t *res, int n,
@@ -1423,11 +1468,12 @@ static int fetch_attempt(bs__seglog_t *l, bs__fetch_t *f)
     bs_buf_t jb2 = BS_BUF_ON(jst2);
     pthread_mutex_lock(&g->mu);
     for (int i = 0; i < nredo; i++) {
-        if (!c[i].keep)
-            continue;
         int j = pend_find(g, c[i].offset);
         pend_t *e = j >= 0 ? &g->p[j] : NULL;
-        if (!e || e->acked || e->dlq || e->due_ms > now || e->deliveries + 1 != c[i].delivery) {
+        /* Not redelivered (past the fetch's byte budget, or changed meanwhile): it stays due,
+         * so min_due, which step 1 computed without it, must count it again. */
+        if (!c[i].keep || !e || e->acked || e->dlq || e->due_ms > now ||
+            e->deliveries + 1 != c[i].delivery) {
             c[i].keep = 0;
             if (e && !e->acked && e->due_ms < g->min_due)
                 g->min_due = e->due_ms;

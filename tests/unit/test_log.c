@@ -1280,6 +1280,47 @@ static void test_consumer_max_ack_pending(void **state)
     assert_int_equal(s.stalled, 0);
 }
 
+/* A fetch stops reading once it holds 64 MiB of records: a redelivery that did not fit
+ * stays due and comes with the next fetch, not one ack_wait later. */
+static void test_consumer_fetch_budget(void **state)
+{
+    fx_t *f = *state;
+    bs_err_t err;
+    bs_log_topic_config_t tc = {.max_record_bytes = 64 << 20, .segment_bytes = 1 << 30};
+    ensure(f->log, "big", &tc);
+    size_t big = (size_t)64 << 20;
+    char *data = malloc(big);
+    assert_non_null(data);
+    memset(data, ' ', big);
+    data[0] = '"';
+    data[big - 1] = '"';
+    bs_log_record_in_t in[2] = {{"big", NULL, data, big}, {"small", NULL, "{}", 2}};
+    bs_log_append_result_t r[2];
+    assert_int_equal(bs_log_append(f->log, T, "big", in, 2, r, &err), 0);
+    free(data);
+    bs_log_consumer_config_t c = {.ack_wait_ms = 600000};
+    assert_int_equal(bs_log_consumer_ensure(f->log, T, "big", "g", &c, &err), 0);
+    /* The big record fills a fetch on its own. */
+    dl_t a = fetch(f->log, "big", "g", 2, 0);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(a.offset[0], 0);
+    dl_t b = fetch(f->log, "big", "g", 2, 0);
+    assert_int_equal(b.n, 1);
+    assert_int_equal(b.offset[0], 1);
+    assert_int_equal(bs_log_nack(f->log, T, "big", "g", a.did[0], 0, &err), 0);
+    assert_int_equal(bs_log_nack(f->log, T, "big", "g", b.did[0], 0, &err), 0);
+    /* Both are due; the first redelivery fetch holds only the big one... */
+    dl_t x = fetch(f->log, "big", "g", 2, 0);
+    assert_int_equal(x.n, 1);
+    assert_int_equal(x.offset[0], 0);
+    assert_int_equal(x.delivery[0], 2);
+    /* ...and the small one, still due, comes with the next. */
+    dl_t y = fetch(f->log, "big", "g", 2, 0);
+    assert_int_equal(y.n, 1);
+    assert_int_equal(y.offset[0], 1);
+    assert_int_equal(y.delivery[0], 2);
+}
+
 typedef struct {
     atomic_int done;
     int code, n;
@@ -1335,6 +1376,46 @@ static void test_consumer_async_wait(void **state)
     assert_true(atomic_load(&a.done));
     assert_int_equal(a.code, BS_EUNAVAIL);
     f->log = open_log(f->dir);
+}
+
+/* A dead letter that could not be written is retried a second later, and a fetch parked on
+ * the group wakes for that retry (not only at its own deadline). */
+static void test_consumer_dead_letter_retry(void **state)
+{
+    fx_t *f = *state;
+    bs_err_t err;
+    ensure(f->log, "src", NULL);
+    put(f->log, "src", "ev-1", NULL, "{}");
+    bs_log_consumer_config_t c = {.ack_wait_ms = 600000, .max_deliver = 1, .dead_letter = "dlq"};
+    assert_int_equal(bs_log_consumer_ensure(f->log, T, "src", "g", &c, &err), 0);
+    /* A file where the dead letter topic's directory would go: creating it fails. */
+    char p[256];
+    snprintf(p, sizeof p, "%s/%s/dlq", f->dir, T);
+    int fd = open(p, O_WRONLY | O_CREAT, 0644);
+    assert_true(fd >= 0);
+    close(fd);
+    dl_t a = fetch(f->log, "src", "g", 1, 0);
+    assert_int_equal(a.n, 1);
+    assert_int_equal(bs_log_nack(f->log, T, "src", "g", a.did[0], 0, &err), 0);
+    static async_t w;
+    memset(&w, 0, sizeof w);
+    assert_int_equal(bs_log_fetch_async(f->log, T, "src", "g", 1, 60000, async_cb, &w, &err), 0);
+    sleep_ms(50);
+    assert_int_equal(bs_log_topic_stats(f->log, T, "dlq", &(bs_log_topic_stats_t){0}, &err),
+                     BS_ENOTFOUND);
+    assert_int_equal(unlink(p), 0);
+    next_is_t n = {f->log, "dlq", 1};
+    assert_true(wait_until(topic_next_is, &n));
+    assert_false(atomic_load(&w.done)); /* it was the retry, not the fetch's deadline */
+    bs_log_consumer_stats_t s;
+    for (int i = 0; i < 2000; i++) {
+        s = cstats(f->log, "src", "g");
+        if (s.dead_lettered == 1)
+            break;
+        sleep_ms(5);
+    }
+    assert_int_equal(s.dead_lettered, 1);
+    assert_int_equal(s.ack_floor, 1);
 }
 
 static void test_consumer_positions(void **state)
@@ -1404,6 +1485,73 @@ static void test_consumer_positions(void **state)
     s = cstats(f->log, "q", "g");
     assert_int_equal(s.ack_floor, 10);
     assert_int_equal(s.ack_pending, 0);
+}
+
+typedef struct {
+    int64_t want;
+    uint64_t pos;
+} pos_of_t;
+
+static int pos_of_visit(const bs__rec_view_t *v, uint64_t pos, void *ud)
+{
+    pos_of_t *p = ud;
+    if (v->offset != p->want)
+        return 0;
+    p->pos = pos;
+    return 1;
+}
+
+/* The log lost records a group was given (a machine crash with sync_interval_ms > 0): on
+ * open the group forgets those deliveries, every one of them, and hands out the offsets
+ * again once new records take them. */
+static void test_consumer_log_shorter(void **state)
+{
+    fx_t *f = *state;
+    bs_err_t err;
+    ensure(f->log, "q", NULL);
+    fill(f->log, "q", 100);
+    assert_int_equal(bs_log_consumer_ensure(f->log, T, "q", "g", NULL, &err), 0);
+    int n = 0;
+    while (n < 100) {
+        dl_t a = fetch(f->log, "q", "g", 100, 0);
+        assert_true(a.n > 0);
+        n += a.n;
+    }
+    assert_int_equal(cstats(f->log, "q", "g").ack_pending, 100);
+    bs_log_close(f->log);
+    f->log = NULL;
+    /* Cut the segment after offset 19. */
+    char p[256];
+    seg_path(f, "q", 0, "seg", p, sizeof p);
+    int fd = open(p, O_RDWR);
+    assert_true(fd >= 0);
+    static uint8_t img[1 << 16];
+    ssize_t len = pread(fd, img, sizeof img, 0);
+    assert_true(len > BS__SEG_HDR && len < (ssize_t)sizeof img);
+    pos_of_t at = {20, 0};
+    bs__seg_scan(img, (size_t)len, 0, pos_of_visit, &at, NULL);
+    assert_true(at.pos > BS__SEG_HDR);
+    assert_int_equal(ftruncate(fd, (off_t)at.pos), 0);
+    close(fd);
+    f->log = open_log(f->dir);
+    assert_non_null(f->log);
+    assert_int_equal(stats(f->log, "q").next_offset, 20);
+    bs_log_consumer_stats_t s = cstats(f->log, "q", "g");
+    assert_int_equal(s.next_offset, 20);
+    assert_int_equal(s.ack_pending, 20);
+    assert_int_equal(s.ack_floor, 0);
+    /* Offsets 20.. are new records now: first deliveries, acked like any. */
+    fill(f->log, "q", 5);
+    dl_t b = fetch(f->log, "q", "g", 100, 0);
+    assert_int_equal(b.n, 5);
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(b.offset[i], 20 + i);
+        assert_int_equal(b.delivery[i], 1);
+        ack(f->log, "q", "g", b.did[i]);
+    }
+    s = cstats(f->log, "q", "g");
+    assert_int_equal(s.ack_pending, 20);
+    assert_int_equal(s.next_offset, 25);
 }
 
 static void test_journal_compaction(void **state)
@@ -1559,8 +1707,11 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_consumer_nack_progress, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_dead_letter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_max_ack_pending, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_fetch_budget, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_async_wait, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_dead_letter_retry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_consumer_positions, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_consumer_log_shorter, setup, teardown),
         cmocka_unit_test_setup_teardown(test_journal_compaction, setup, teardown),
         cmocka_unit_test_setup_teardown(test_retention, setup, teardown),
         cmocka_unit_test_setup_teardown(test_sync_interval, setup, teardown),
