@@ -164,6 +164,23 @@ static int delivery_id(const char *stream, const char *group, const char *subjec
     return 0;
 }
 
+/* 1 if s can go on the wire as a subject just as it is: tokens of printable ASCII without
+ * wildcards, one dot apart. A delivery id comes from a client; one holding a space or CR/LF
+ * would otherwise be NATS protocol on basalt's connection. */
+static int plain_subject(const char *s)
+{
+    if (!*s || *s == '.')
+        return 0;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c >= 0x7f || c == '*' || c == '>')
+            return 0;
+        if (c == '.' && (p[1] == '.' || p[1] == '\0'))
+            return 0;
+    }
+    return 1;
+}
+
 /* The ack subject a delivery id stands for, checked against the group. 0 or BS_EINVAL. */
 static int ack_subject(const char *stream, const char *group, const char *id, char *out, size_t n,
                        bs_err_t *err)
@@ -174,7 +191,7 @@ static int ack_subject(const char *stream, const char *group, const char *id, ch
         /* the whole subject (a server whose ack subjects carry a domain): its stream and
          * consumer tokens must be exactly this group's */
         ack_meta_t m;
-        if (parse_ack_subject(id, &m) || m.v1)
+        if (!plain_subject(id) || parse_ack_subject(id, &m) || m.v1)
             return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
         const char *p = id + 8;
         for (int skip = 0; skip < 2; skip++) { /* domain, account hash */
@@ -191,21 +208,25 @@ static int ack_subject(const char *stream, const char *group, const char *id, ch
         snprintf(out, n, "%s", id);
         return 0;
     }
-    const char *dot = strrchr(id, '.');
-    int dots = 0;
-    for (const char *p = id; p < (dot ? dot : id); p++) {
-        if (*p == '.')
-            dots++;
-        else if (*p < '0' || *p > '9')
-            dots = -100;
+    /* "<delivered>.<stream seq>.<consumer seq>.<time>.<pending>.<checksum>": five runs of
+     * digits, then 8 lowercase hex digits */
+    const char *p = id;
+    for (int i = 0; i < 5; i++) {
+        const char *q = p;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        if (q == p || *q != '.')
+            return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
+        p = q + 1;
     }
-    char hex[9];
-    if (!dot || dots != 4 || strlen(dot + 1) != 8)
+    size_t tail_len = (size_t)(p - 1 - id);
+    if (strlen(p) != 8 || strspn(p, "0123456789abcdef") != 8)
         return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
-    snprintf(hex, sizeof hex, "%08x", id_hash(stream, group, id, (size_t)(dot - id)));
-    if (strcmp(hex, dot + 1) != 0)
+    char hex[9];
+    snprintf(hex, sizeof hex, "%08x", id_hash(stream, group, id, tail_len));
+    if (strcmp(hex, p) != 0)
         return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id of group '%s'", group);
-    snprintf(out, n, "$JS.ACK.%s.%s.%.*s", stream, group, (int)(dot - id), id);
+    snprintf(out, n, "$JS.ACK.%s.%s.%.*s", stream, group, (int)tail_len, id);
     return 0;
 }
 

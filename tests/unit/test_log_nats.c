@@ -800,6 +800,75 @@ static void test_ack_from_another_replica(void **state)
     bs_log_close(a);
 }
 
+/* The FNV-1a checksum log_nats_group.c puts on a delivery id (a checksum, not a secret: a
+ * client can compute it, so the id's shape must be checked on its own). */
+static uint32_t id_fnv(const char *stream, const char *group, const char *tail)
+{
+    uint32_t h = 2166136261u;
+    const char *parts[3] = {stream, group, tail};
+    size_t lens[3] = {strlen(stream) + 1, strlen(group) + 1, strlen(tail)};
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < lens[k]; i++)
+            h = (h ^ (unsigned char)parts[k][i]) * 16777619u;
+    return h;
+}
+
+/* Delivery ids come from clients: a forged or oversized one is BS_EINVAL, and nothing in
+ * it reaches the NATS connection as protocol (an id holding "\r\nPUB ..." must not publish
+ * a record, nor break the connection). */
+static void test_forged_delivery_ids(void **state)
+{
+    (void)state;
+    bs_log_t *l = open_log("a");
+    char topic[64], stream[160], subject[160];
+    tname(topic, "forged");
+    snprintf(stream, sizeof stream, "basalt_%zu_%s_%s", strlen(TENANT), TENANT, topic);
+    snprintf(subject, sizeof subject, "basalt.log.%s.%s", TENANT, topic);
+    ensure(l, topic, NULL);
+    assert_int_equal(append1(l, topic, NULL, NULL, "{\"n\":0}", NULL), 0);
+    consumer(l, topic, "g", &(bs_log_consumer_config_t){0});
+    dl_t c;
+    assert_int_equal(fetch(l, topic, "g", 1, 0, &c), 1);
+    bs_err_t err;
+    /* a NATS command smuggled in: "PUB <subject> 2\r\n{}" between two harmless ones */
+    char inject[200];
+    snprintf(inject, sizeof inject, "x 0\r\n\r\nPUB %s 2\r\n{}\r\nPUB y", subject);
+    /* 1. the short form "<5 numbers>.<checksum>": the checksum matches, the rest is not
+     *    five numbers */
+    char tail[256], forged[512];
+    int k = snprintf(tail, sizeof tail, "%s", inject);
+    for (int d = 0; d < 104; d++) /* a parser counting dots loosely could see "4 dots" here */
+        tail[k++] = '.';
+    tail[k] = '\0';
+    snprintf(forged, sizeof forged, "%s.%08x", tail, id_fnv(stream, "g", tail));
+    assert_true(strlen(forged) <= BS_LOG_DELIVERY_ID_MAX);
+    assert_int_equal(bs_log_ack(l, TENANT, topic, "g", forged, &err), BS_EINVAL);
+    assert_string_equal(err.field, "delivery_id");
+    /* 2. the whole-subject form (servers with a domain) */
+    snprintf(forged, sizeof forged, "$JS.ACK.d.h.%s.g.1.1.1.1.0.%s", stream, inject);
+    assert_true(strlen(forged) <= BS_LOG_DELIVERY_ID_MAX);
+    assert_int_equal(bs_log_ack(l, TENANT, topic, "g", forged, &err), BS_EINVAL);
+    assert_int_equal(bs_log_nack(l, TENANT, topic, "g", forged, 0, &err), BS_EINVAL);
+    assert_int_equal(bs_log_in_progress(l, TENANT, topic, "g", forged, &err), BS_EINVAL);
+    /* 3. wildcards, empty tokens, short forms off by one, oversized, empty */
+    static const char *bad[] = {"", ".", "1.2.3.4.5", "1.2.3.4.5.", "1..3.4.5.00000000",
+                                "1.2.3.4.5.6.00000000", "$JS.ACK.d.h.s.g.1.1.1.1.0.>",
+                                "$JS.ACK.*.h.s.g.1.1.1.1.0.x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(bs_log_ack(l, TENANT, topic, "g", bad[i], &err), BS_EINVAL);
+    char big[BS_LOG_DELIVERY_ID_MAX + 40];
+    memset(big, '1', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(bs_log_ack(l, TENANT, topic, "g", big, &err), BS_EINVAL);
+    assert_int_equal(bs_log_ack(l, TENANT, topic, "g", NULL, &err), BS_EINVAL);
+    /* nothing was published by the forged ids: the next record takes offset 1 (the
+     * connection is ordered, so an injected PUB would have come first), and the real id
+     * still acks */
+    assert_int_equal(append1(l, topic, NULL, NULL, "{\"n\":1}", NULL), 1);
+    ack(l, topic, "g", c.id[0]);
+    bs_log_close(l);
+}
+
 /* ---- watches, drop ----------------------------------------------------------------------- */
 
 typedef struct {
@@ -1087,6 +1156,7 @@ int main(void)
         cmocka_unit_test(test_max_ack_pending),
         cmocka_unit_test(test_dead_letter),
         cmocka_unit_test(test_ack_from_another_replica),
+        cmocka_unit_test(test_forged_delivery_ids),
         cmocka_unit_test(test_watch_and_drop),
         cmocka_unit_test(test_close_completes_pending),
         cmocka_unit_test(test_server_restart),
