@@ -78,7 +78,7 @@ struct nl_fetch {
     nlog_t *l;
     nl_topic_t *t;
     nl_group_t *g;
-    int max, wait_ms;
+    int max;
     bs_log_fetch_cb cb;
     void *ud;
     natsMsg **msgs;
@@ -236,7 +236,6 @@ static int ack_subject(const char *stream, const char *group, const char *id, ch
 static void group_from_info(nl_group_t *g, const jsConsumerInfo *ci)
 {
     g->present = 1;
-    g->info_ms = bs__nl_now_ms();
     g->ack_floor = (int64_t)ci->AckFloor.Stream;
     g->next_offset = (int64_t)ci->Delivered.Stream;
     g->pending = (int64_t)ci->NumPending;
@@ -258,7 +257,7 @@ static void group_from_info(nl_group_t *g, const jsConsumerInfo *ci)
         if (p && sscanf(p + 13, "%63[a-z0-9_-]", dl) == 1 && bs__log_valid_name(dl))
             snprintf(g->dead_letter, sizeof g->dead_letter, "%s", dl);
     }
-    g->config_ms = g->info_ms;
+    g->config_ms = bs_time_wall_ms();
 }
 
 /* Reads the consumer info of g. 0, BS_ENOTFOUND (g marked absent), or the error. Waits. */
@@ -469,17 +468,6 @@ int bs__nl_consumers(bs_log_t *base, const char *tenant, const char *topic,
 
 /* ---- fetch ------------------------------------------------------------------------------- */
 
-static const char *status_of(natsMsg *m, const char **desc)
-{
-    const char *v = NULL;
-    *desc = "";
-    if (natsMsg_GetDataLength(m) != 0 || natsMsgHeader_Get(m, "Status", &v) != NATS_OK || !v)
-        return NULL;
-    if (natsMsgHeader_Get(m, "Description", desc) != NATS_OK || !*desc)
-        *desc = "";
-    return v;
-}
-
 /* Drops a reference to f (the logic's, or a subscription's once its last callback ran);
  * frees it at 0. Under l->mu. */
 static void fetch_unref(nl_fetch_t *f)
@@ -543,6 +531,8 @@ static natsStatus send_pull(nlog_t *l, nl_fetch_t *f)
 }
 
 static void fetch_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure);
+/* Completes a fetch that is over: dead letters, the callback, freeing. Without l->mu. */
+static void fetch_finish(nlog_t *l, nl_fetch_t *f);
 
 /* Subscribes f to a reply subject of its own and sends its request; on the waiting list
  * then. Under l->mu: nothing can end f before the request is out (libnats calls none of
@@ -599,7 +589,7 @@ static void fetch_check_job(void *arg)
         f->err = err;
     }
     f->answered = 1;
-    bs__nl_fetch_finish(l, f);
+    fetch_finish(l, f);
 }
 
 int bs__nl_fetch_async(bs_log_t *base, const char *tenant, const char *topic, const char *group,
@@ -622,7 +612,6 @@ int bs__nl_fetch_async(bs_log_t *base, const char *tenant, const char *topic, co
     f->t = t;
     f->g = g;
     f->max = max;
-    f->wait_ms = wait_ms;
     f->cb = cb;
     f->ud = ud;
     f->refs = 1; /* the logic's; each subscription adds one */
@@ -659,7 +648,7 @@ static void fetch_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     nl_fetch_t *f = closure;
     nlog_t *l = f->l;
     const char *desc;
-    const char *st = status_of(m, &desc);
+    const char *st = bs__nl_status(m, &desc);
     pthread_mutex_lock(&l->mu);
     if (f->over) { /* late: the fetch ended (deadline, close) while this was on its way */
         pthread_mutex_unlock(&l->mu);
@@ -705,7 +694,7 @@ static void fetch_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         bs__nl_orphan(l, m); /* more than the batch: cannot happen */
     if (over) {
         unsubscribe(done);
-        bs__nl_fetch_finish(l, f);
+        fetch_finish(l, f);
     }
 }
 
@@ -713,7 +702,7 @@ void bs__nl_orphan(nlog_t *l, natsMsg *m)
 {
     const char *reply = natsMsg_GetReply(m);
     const char *desc;
-    if (reply && strncmp(reply, "$JS.ACK.", 8) == 0 && !status_of(m, &desc))
+    if (reply && strncmp(reply, "$JS.ACK.", 8) == 0 && !bs__nl_status(m, &desc))
         natsConnection_PublishString(l->nc, reply, "-NAK");
     natsMsg_Destroy(m);
 }
@@ -746,17 +735,7 @@ static void fetch_deliver(nlog_t *l, nl_fetch_t *f)
         if (!m || parse_ack_subject(natsMsg_GetReply(m), &am) ||
             delivery_id(f->t->stream, f->g->name, natsMsg_GetReply(m), &am, ids[n], sizeof ids[n]))
             continue;
-        const char *v = NULL;
-        if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v) {
-            snprintf(key[n], sizeof key[n], "%s", v);
-            bs__nl_hdr_decode(key[n]);
-        }
-        if (natsMsgHeader_Get(m, "Basalt-Id", &v) == NATS_OK && v) {
-            snprintf(rid[n], sizeof rid[n], "%s", v);
-            bs__nl_hdr_decode(rid[n]);
-        } else {
-            snprintf(rid[n], sizeof rid[n], "%s", key[n]);
-        }
+        bs__nl_msg_ids(m, rid[n], sizeof rid[n], key[n], sizeof key[n]);
         bs_log_delivery_t *x = &d[n];
         x->rec.offset = (int64_t)am.sseq - 1;
         x->rec.time_ms = am.ts_ns / 1000000;
@@ -824,18 +803,15 @@ static int dead_letter(nlog_t *l, nl_fetch_t *f, natsMsg *m, const ack_meta_t *a
             bs_jw_strn(&b, data, len); /* not JSON: kept as a string */
         cJSON_Delete(j);
         bs_buf_putc(&b, '}');
-        char id[129] = "", key[NL_NAME_MAX * 2 + 48]; /* the segments backend's key */
-        const char *v = NULL;
-        if (natsMsgHeader_Get(m, "Basalt-Id", &v) == NATS_OK && v) {
-            snprintf(id, sizeof id, "%s", v);
-            bs__nl_hdr_decode(id);
-        }
+        char id[129], key[300]; /* the original's id; its key is not the dead letter's */
+        bs__nl_msg_ids(m, id, sizeof id, key, sizeof key);
         pthread_mutex_lock(&l->mu);
         int dedup = dt->cfg.dedup_window_ms > 0;
         pthread_mutex_unlock(&l->mu);
-        snprintf(key, sizeof key, "dlq/%s/%s/%" PRIu64, f->t->name, f->g->name, am->sseq - 1);
+        char dlkey[NL_NAME_MAX * 2 + 48]; /* the segments backend's key */
+        snprintf(dlkey, sizeof dlkey, "dlq/%s/%s/%" PRIu64, f->t->name, f->g->name, am->sseq - 1);
         uint64_t seq = 0;
-        rc = bs__nl_publish_sync(l, dt, id, dedup ? key : NULL, b.data, b.len, &seq, err);
+        rc = bs__nl_publish_sync(l, dt, id, dedup ? dlkey : NULL, b.data, b.len, &seq, err);
         bs_buf_free(&b);
         if (rc)
             return rc;
@@ -859,7 +835,7 @@ static void fetch_dl_job(void *arg)
     nlog_t *l = f->l;
     bs_err_t err;
     pthread_mutex_lock(&l->mu);
-    int stale = bs__nl_now_ms() - f->g->config_ms > CONFIG_TTL_MS;
+    int stale = bs_time_wall_ms() - f->g->config_ms > CONFIG_TTL_MS;
     pthread_mutex_unlock(&l->mu);
     if (stale)
         group_refresh(l, f->t, f->g, &err);
@@ -901,7 +877,7 @@ static void fetch_dl_job(void *arg)
     fetch_deliver(l, f);
 }
 
-void bs__nl_fetch_finish(nlog_t *l, nl_fetch_t *f)
+static void fetch_finish(nlog_t *l, nl_fetch_t *f)
 {
     if (f->code && f->n == 0) {
         f->cb(f->ud, f->code, NULL, 0, &f->err);
@@ -920,7 +896,7 @@ void bs__nl_fetch_finish(nlog_t *l, nl_fetch_t *f)
     }
     if (most > 1) {
         pthread_mutex_lock(&l->mu);
-        int fresh = bs__nl_now_ms() - f->g->config_ms <= CONFIG_TTL_MS;
+        int fresh = bs_time_wall_ms() - f->g->config_ms <= CONFIG_TTL_MS;
         int over = f->g->max_deliver > 0 && most > (uint64_t)f->g->max_deliver;
         int queued = (!fresh || over) && bs__nl_job(l, fetch_dl_job, f) == 0;
         pthread_mutex_unlock(&l->mu);
@@ -968,7 +944,7 @@ void bs__nl_fetch_tick(nlog_t *l)
             if (queued)
                 continue;
         }
-        bs__nl_fetch_finish(l, f);
+        fetch_finish(l, f);
     }
 }
 
@@ -982,7 +958,7 @@ void bs__nl_fetch_close_all(nlog_t *l)
         if (!f)
             break;
         unsubscribe(sub);
-        bs__nl_fetch_finish(l, f);
+        fetch_finish(l, f);
     }
 }
 
