@@ -62,8 +62,8 @@
 #define GUARD_MS 5000
 /* The shortest expiry of a pull (a wait of 0 included). With no_wait JetStream answers at once
  * when it has nothing, and as soon as it delivered what it has otherwise, so this bounds only
- * how long a loaded server may take to deliver available records (20 ms lost deliveries on a
- * busy machine) and how long a request lingers when max_ack_pending is reached. */
+ * how long a loaded server may take to deliver available records (with 20 ms a busy machine
+ * lost deliveries) and how long a request lingers when max_ack_pending is reached. */
 #define MIN_EXPIRES_MS 500
 #define RETRY_MS 25
 #define CONFIG_TTL_MS 2000
