@@ -1509,26 +1509,6 @@ static void inbox_complete(void *closure)
 
 /* ---- topics ------------------------------------------------------------------------------ */
 
-static int check_topic_config(const bs_log_topic_config_t *c, bs_err_t *err)
-{
-    if (c->retention_ms < 0)
-        return bs_err_setf(err, BS_EINVAL, "retention", "retention must be >= 0, got %lld ms",
-                           (long long)c->retention_ms);
-    if (c->retention_bytes < 0)
-        return bs_err_setf(err, BS_EINVAL, "retention_bytes", "retention_bytes must be >= 0");
-    if (c->sync_interval_ms < 0)
-        return bs_err_setf(err, BS_EINVAL, "sync", "sync interval must be >= 0");
-    if (c->dedup_window_ms < 0)
-        return bs_err_setf(err, BS_EINVAL, "dedup_window", "dedup window must be >= 0");
-    if (c->max_record_bytes < 0 || c->max_record_bytes > (int64_t)INT32_MAX - HDR_ALLOWANCE)
-        return bs_err_setf(err, BS_EINVAL, "max_record_bytes",
-                           "max_record_bytes must be 0 to %d, got %lld", INT32_MAX - HDR_ALLOWANCE,
-                           (long long)c->max_record_bytes);
-    if (c->segment_bytes < 0)
-        return bs_err_setf(err, BS_EINVAL, "segment_bytes", "segment_bytes must be >= 0");
-    return 0;
-}
-
 static int topic_ensure(bs_log_t *base, const char *tenant, const char *topic,
                         const bs_log_topic_config_t *cin, bs_err_t *err)
 {
@@ -1537,8 +1517,12 @@ static int topic_ensure(bs_log_t *base, const char *tenant, const char *topic,
     if (rc)
         return rc;
     bs_log_topic_config_t c = cin ? *cin : (bs_log_topic_config_t){0};
-    if ((rc = check_topic_config(&c, err)))
+    if ((rc = bs__topic_config_check(&c, err)))
         return rc;
+    if (c.retention_ms > INT64_MAX / 1000000) /* MaxAge is in nanoseconds */
+        return bs_err_setf(err, BS_EINVAL, "retention_ms",
+                           "retention must be at most %lld ms on JetStream, got %lld",
+                           (long long)(INT64_MAX / 1000000), (long long)c.retention_ms);
     if (c.max_record_bytes == 0)
         c.max_record_bytes = 1 << 20;
     pthread_mutex_lock(&l->mu);

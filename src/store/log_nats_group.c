@@ -67,6 +67,9 @@
 #define MIN_EXPIRES_MS 500
 #define RETRY_MS 25
 #define CONFIG_TTL_MS 2000
+/* max_ack_pending -1 (no limit): libnats sends no MaxAckPending below 1 (JetStream then
+ * takes its default, 1000), so "no limit" is this many, and reads back as -1 */
+#define NO_ACK_LIMIT (1 << 30)
 
 struct nl_fetch {
     nl_fetch_t *next; /* l->fetches while waiting */
@@ -242,7 +245,8 @@ static void group_from_info(nl_group_t *g, const jsConsumerInfo *ci)
     g->ack_pending = ci->NumAckPending;
     if (!ci->Config)
         return;
-    g->max_ack_pending = (int)ci->Config->MaxAckPending;
+    g->max_ack_pending =
+        ci->Config->MaxAckPending >= NO_ACK_LIMIT ? -1 : (int)ci->Config->MaxAckPending;
     g->max_deliver = 0;
     g->dead_letter[0] = '\0';
     /* "basalt group: max_deliver=N dead_letter=NAME" (no quotes: libnats does not escape) */
@@ -330,13 +334,16 @@ int bs__nl_consumer_ensure(bs_log_t *base, const char *tenant, const char *topic
     int rc = entries(l, tenant, topic, group, &t, &g, err);
     if (rc)
         return rc;
-    if (c.ack_wait_ms < 0)
-        return bs_err_setf(err, BS_EINVAL, "ack_wait", "ack_wait must be >= 0");
+    /* the segments backend's bounds (log_consumer.c), so both take the same configs */
+    if (c.ack_wait_ms < 0 || c.ack_wait_ms > 86400000LL * 7)
+        return bs_err_setf(err, BS_EINVAL, "ack_wait", "ack_wait must be 0 to 7 days, got %lld ms",
+                           (long long)c.ack_wait_ms);
     if (c.max_deliver < -1)
         return bs_err_setf(err, BS_EINVAL, "max_deliver", "max_deliver must be -1 or more, got %d",
                            c.max_deliver);
-    if (c.max_ack_pending < 0)
-        return bs_err_setf(err, BS_EINVAL, "max_ack_pending", "max_ack_pending must be >= 0");
+    if (c.max_ack_pending < -1 || c.max_ack_pending > 1000000)
+        return bs_err_setf(err, BS_EINVAL, "max_ack_pending",
+                           "max_ack_pending must be -1 to 1000000, got %d", c.max_ack_pending);
     const char *dl = c.dead_letter && c.dead_letter[0] ? c.dead_letter : "";
     if (*dl && !bs__log_valid_name(dl))
         return bs_err_setf(err, BS_EINVAL, "dead_letter",
@@ -345,7 +352,9 @@ int bs__nl_consumer_ensure(bs_log_t *base, const char *tenant, const char *topic
         return bs_err_setf(err, BS_EINVAL, "dead_letter",
                            "a topic cannot be its own dead letter topic");
     int64_t ack_wait = c.ack_wait_ms > 0 ? c.ack_wait_ms : 30000;
-    int max_ack_pending = c.max_ack_pending > 0 ? c.max_ack_pending : 1000;
+    int max_ack_pending = c.max_ack_pending == -1 ? NO_ACK_LIMIT
+                          : c.max_ack_pending > 0 ? c.max_ack_pending
+                                                  : 1000;
     int max_deliver = c.max_deliver > 0 ? c.max_deliver : 0;
     char desc[256];
     snprintf(desc, sizeof desc, "basalt group: max_deliver=%d dead_letter=%s", max_deliver, dl);
@@ -1002,6 +1011,8 @@ int bs__nl_nack(bs_log_t *base, const char *tenant, const char *topic, const cha
                 const char *delivery_id, int64_t delay_ms, bs_err_t *err)
 {
     char body[64];
+    if (delay_ms > INT64_MAX / 1000000) /* JetStream takes nanoseconds */
+        delay_ms = INT64_MAX / 1000000;
     if (delay_ms > 0)
         snprintf(body, sizeof body, "-NAK {\"delay\": %lld}", (long long)delay_ms * 1000000);
     else

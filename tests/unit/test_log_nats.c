@@ -689,6 +689,56 @@ static void test_max_ack_pending(void **state)
     bs_log_close(l);
 }
 
+/* Configs are held to the same bounds as on the segments backend (no duration that would
+ * overflow JetStream's nanoseconds), and what log.h allows is taken: max_ack_pending -1 (no
+ * limit), a nack delay of any length. */
+static void test_config_bounds(void **state)
+{
+    (void)state;
+    bs_log_t *l = open_log("a");
+    char topic[64];
+    tname(topic, "bounds");
+    bs_err_t err;
+    assert_int_equal(
+        bs_log_topic_ensure(l, TENANT, topic,
+                            &(bs_log_topic_config_t){.retention_ms = INT64_MAX}, &err),
+        BS_EINVAL);
+    assert_string_equal(err.field, "retention_ms");
+    assert_int_equal(bs_log_topic_ensure(l, TENANT, topic,
+                                         &(bs_log_topic_config_t){.dedup_window_ms = INT64_MAX},
+                                         &err),
+                     BS_EINVAL);
+    assert_int_equal(bs_log_topic_ensure(l, TENANT, topic,
+                                         &(bs_log_topic_config_t){.max_record_bytes = INT32_MAX},
+                                         &err),
+                     BS_EINVAL);
+    ensure(l, topic, NULL);
+    assert_int_equal(bs_log_consumer_ensure(l, TENANT, topic, "g",
+                                            &(bs_log_consumer_config_t){.ack_wait_ms = INT64_MAX},
+                                            &err),
+                     BS_EINVAL);
+    assert_string_equal(err.field, "ack_wait");
+    assert_int_equal(bs_log_consumer_ensure(l, TENANT, topic, "g",
+                                            &(bs_log_consumer_config_t){.max_ack_pending = -2},
+                                            &err),
+                     BS_EINVAL);
+    for (int i = 0; i < 5; i++)
+        append1(l, topic, NULL, NULL, "{}", NULL);
+    consumer(l, topic, "g", &(bs_log_consumer_config_t){.max_ack_pending = -1});
+    dl_t c;
+    assert_int_equal(fetch(l, topic, "g", 5, 0, &c), 5);
+    bs_log_consumer_stats_t st;
+    assert_int_equal(bs_log_consumer_stats(l, TENANT, topic, "g", &st, &err), 0);
+    assert_int_equal(st.max_ack_pending, -1);
+    assert_int_equal(st.ack_pending, 5);
+    assert_int_equal(st.stalled, 0);
+    /* a delay past what nanoseconds hold: taken, and the record waits */
+    assert_int_equal(bs_log_nack(l, TENANT, topic, "g", c.id[0], INT64_MAX, &err), 0);
+    dl_t none;
+    assert_int_equal(fetch(l, topic, "g", 5, 300, &none), 0);
+    bs_log_close(l);
+}
+
 /* Fetches from the group until a record is past max_deliver and dealt with: dead-lettered
  * into dlq (r gets what it holds), or, with dlq NULL, dropped (the group counts it). No
  * fetch hands anything to the caller: what comes back is past max_deliver. Bounded. */
@@ -1180,6 +1230,7 @@ int main(void)
         cmocka_unit_test(test_consumer_basics),
         cmocka_unit_test(test_redelivery_and_progress),
         cmocka_unit_test(test_max_ack_pending),
+        cmocka_unit_test(test_config_bounds),
         cmocka_unit_test(test_dead_letter),
         cmocka_unit_test(test_ack_from_another_replica),
         cmocka_unit_test(test_forged_delivery_ids),
