@@ -699,10 +699,9 @@ static void test_config_bounds(void **state)
     char topic[64];
     tname(topic, "bounds");
     bs_err_t err;
-    assert_int_equal(
-        bs_log_topic_ensure(l, TENANT, topic,
-                            &(bs_log_topic_config_t){.retention_ms = INT64_MAX}, &err),
-        BS_EINVAL);
+    assert_int_equal(bs_log_topic_ensure(l, TENANT, topic,
+                                         &(bs_log_topic_config_t){.retention_ms = INT64_MAX}, &err),
+                     BS_EINVAL);
     assert_string_equal(err.field, "retention_ms");
     assert_int_equal(bs_log_topic_ensure(l, TENANT, topic,
                                          &(bs_log_topic_config_t){.dedup_window_ms = INT64_MAX},
@@ -927,8 +926,13 @@ static void test_forged_delivery_ids(void **state)
     assert_int_equal(bs_log_nack(l, TENANT, topic, "g", forged, 0, &err), BS_EINVAL);
     assert_int_equal(bs_log_in_progress(l, TENANT, topic, "g", forged, &err), BS_EINVAL);
     /* 3. wildcards, empty tokens, short forms off by one, oversized, empty */
-    static const char *bad[] = {"", ".", "1.2.3.4.5", "1.2.3.4.5.", "1..3.4.5.00000000",
-                                "1.2.3.4.5.6.00000000", "$JS.ACK.d.h.s.g.1.1.1.1.0.>",
+    static const char *bad[] = {"",
+                                ".",
+                                "1.2.3.4.5",
+                                "1.2.3.4.5.",
+                                "1..3.4.5.00000000",
+                                "1.2.3.4.5.6.00000000",
+                                "$JS.ACK.d.h.s.g.1.1.1.1.0.>",
                                 "$JS.ACK.*.h.s.g.1.1.1.1.0.x"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(bs_log_ack(l, TENANT, topic, "g", bad[i], &err), BS_EINVAL);
