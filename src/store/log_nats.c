@@ -1942,11 +1942,13 @@ bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
         nl_free(l);
         return NULL;
     }
+    /* threads_started counts in this order (publisher, maintenance, workers): close joins
+     * exactly those */
     int ok = pthread_create(&l->publisher, NULL, publisher_main, l) == 0;
-    if (ok && pthread_create(&l->maint, NULL, maint_main, l) == 0)
+    if (ok)
+        l->threads_started = 1;
+    if (ok && (ok = pthread_create(&l->maint, NULL, maint_main, l) == 0))
         l->threads_started = 2;
-    else
-        ok = 0;
     for (int i = 0; ok && i < NL_WORKERS; i++)
         if (pthread_create(&l->workers[i], NULL, worker_main, l) == 0)
             l->threads_started++;
