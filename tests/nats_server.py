@@ -29,22 +29,13 @@ JetStream's fsync (2.10 added `sync_interval`); see docs/scaleout.md.
 import json
 import os
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
-import time
+
+from server_harness import ServerProcess, run_command
 
 NATS_SERVER = shutil.which("nats-server") or "/usr/sbin/nats-server"
-START_TIMEOUT = float(os.environ.get("BASALT_TEST_START_TIMEOUT", "30"))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def jetstream_ready(port, timeout=1.0):
@@ -80,20 +71,13 @@ def jetstream_ready(port, timeout=1.0):
         return False
 
 
-def port_open(port, timeout=0.2):
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
-class NatsServer:
+class NatsServer(ServerProcess):
     """One nats-server process; see the module docstring."""
 
+    name = "nats-server"
+
     def __init__(self, port=None, max_payload="8MB"):
-        self.dir = tempfile.mkdtemp(prefix="basalt-nats-")
-        self.port = port or _free_port()
+        super().__init__("basalt-nats-", port)
         self.url = "nats://127.0.0.1:%d" % self.port
         self.store_dir = os.path.join(self.dir, "jetstream")
         self.conf = os.path.join(self.dir, "nats.conf")
@@ -110,65 +94,15 @@ class NatsServer:
                     "  max_file_store: 1TB\n}\n"
                     % (self.port, self.port, max_payload, self.pidfile, self.logfile,
                        self.store_dir))
-        self.proc = None
         self._lock = threading.Lock()
         self._ctl = None
 
-    def __enter__(self):
-        return self.start()
+    def argv(self):
+        return [NATS_SERVER, "-c", self.conf]
 
-    def __exit__(self, *exc):
-        self.close()
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self):
-        """Starts nats-server on self.port and waits until JetStream answers."""
-        assert not self.running(), "already running"
-        self.proc = subprocess.Popen([NATS_SERVER, "-c", self.conf], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("nats-server exited with %d:\n%s"
-                                   % (self.proc.returncode, self.log()))
-            if jetstream_ready(self.port, 0.5):
-                return self
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError("nats-server did not answer on port %d:\n%s"
-                           % (self.port, self.log()))
-
-    def stop(self, timeout=START_TIMEOUT):
-        """SIGTERM and wait for the exit (JetStream flushes and closes its store)."""
-        if self.running():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._wait_port_free()
-
-    def kill(self):
-        """SIGKILL: the server dies without closing its store or its connections."""
-        if self.running():
-            self.proc.kill()
-            self.proc.wait()
-        self._wait_port_free()
-
-    def _wait_port_free(self):
-        deadline = time.monotonic() + START_TIMEOUT
-        while port_open(self.port) and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-    def log(self):
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
+    def ready(self):
+        """JetStream answers (the server is up and has recovered its store)."""
+        return jetstream_ready(self.port, 0.5)
 
     # ---- the restart hook ----------------------------------------------------------------
 
@@ -215,25 +149,15 @@ class NatsServer:
             self._ctl.close()
             self._ctl = None
         with self._lock:
-            self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
+            super().close()
+
+
+def _env(n):
+    return {"BASALT_TEST_NATS_URL": n.url, "BASALT_TEST_NATS_CTL": n.serve_control()}
 
 
 def main(argv):
-    if "--" in argv:
-        argv = argv[argv.index("--") + 1:]
-    if not argv:
-        sys.stderr.write("usage: nats_server.py -- CMD ARGS...\n")
-        return 2
-    with NatsServer() as n:
-        ctl = n.serve_control()
-        env = dict(os.environ, BASALT_TEST_NATS_URL=n.url, BASALT_TEST_NATS_CTL=ctl)
-        try:
-            rc = subprocess.call(argv, env=env)
-            return 128 - rc if rc < 0 else rc  # killed by a signal: 128 + its number
-        except OSError as e:
-            sys.stderr.write("nats_server.py: cannot run %s: %s\n" % (argv[0], e))
-            return 127
+    return run_command(argv, "nats_server.py", NatsServer, _env)
 
 
 if __name__ == "__main__":

@@ -19,20 +19,15 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
+from server_harness import free_port as _free_port, run_command
+
 PG_BIN = os.environ.get("BASALT_PG_BIN", "/usr/lib/postgresql/15/bin")
 RUN_USER = "basalt-test"
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _children(pid):
@@ -173,6 +168,16 @@ def attach(root, port):
     return pg
 
 
+def _env(pg):
+    # a fresh database, a second empty one (migration races) and shell commands that stop
+    # and start the server (outage tests)
+    me = [sys.executable, os.path.abspath(__file__)]
+    return {"BASALT_TEST_PG_URL": pg.create_database(),
+            "BASALT_TEST_PG_URL2": pg.create_database(),
+            "BASALT_TEST_PG_STOP": " ".join(me + ["--stop", pg.root, str(pg.port)]),
+            "BASALT_TEST_PG_START": " ".join(me + ["--start", pg.root, str(pg.port)])}
+
+
 def main(argv):
     if argv[:1] in (["--stop"], ["--start"]) and len(argv) == 3:
         pg = attach(argv[1], argv[2])
@@ -181,20 +186,7 @@ def main(argv):
     if "--" not in argv:
         print("usage: pg_server.py -- CMD ARGS...", file=sys.stderr)
         return 2
-    cmd = argv[argv.index("--") + 1:]
-    if not cmd:
-        print("usage: pg_server.py -- CMD ARGS...", file=sys.stderr)
-        return 2
-    with PgServer() as pg:
-        env = dict(os.environ)
-        env["BASALT_TEST_PG_URL"] = pg.create_database()
-        # a second empty database (migration races) and shell commands that stop and
-        # start the server (outage tests)
-        env["BASALT_TEST_PG_URL2"] = pg.create_database()
-        me = [sys.executable, os.path.abspath(__file__)]
-        env["BASALT_TEST_PG_STOP"] = " ".join(me + ["--stop", pg.root, str(pg.port)])
-        env["BASALT_TEST_PG_START"] = " ".join(me + ["--start", pg.root, str(pg.port)])
-        return subprocess.run(cmd, env=env).returncode
+    return run_command(argv, "pg_server.py", PgServer, _env)
 
 
 if __name__ == "__main__":

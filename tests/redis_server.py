@@ -23,19 +23,12 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import time
 
+from server_harness import START_TIMEOUT, ServerProcess, run_command
+
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
-START_TIMEOUT = float(os.environ.get("BASALT_TEST_START_TIMEOUT", "30"))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def ping(port, timeout=1.0):
@@ -48,12 +41,14 @@ def ping(port, timeout=1.0):
         return False
 
 
-class RedisServer:
+class RedisServer(ServerProcess):
     """One redis-server process; see the module docstring."""
 
+    name = "redis-server"
+    ready_what = "answer PING"
+
     def __init__(self, port=None):
-        self.dir = tempfile.mkdtemp(prefix="basalt-redis-")
-        self.port = port or _free_port()
+        super().__init__("basalt-redis-", port)
         self.url = "redis://127.0.0.1:%d" % self.port
         self.conf = os.path.join(self.dir, "redis.conf")
         self.pidfile = os.path.join(self.dir, "redis.pid")
@@ -64,56 +59,15 @@ class RedisServer:
                     "pidfile %s\nlogfile %s\ndaemonize no\nprotected-mode yes\n"
                     "unixsocket %s\nunixsocketperm 700\n"
                     % (self.port, self.dir, self.pidfile, self.logfile, self.socket))
-        self.proc = None
 
-    def __enter__(self):
-        return self.start()
+    def argv(self):
+        return [REDIS_SERVER, self.conf]
 
-    def __exit__(self, *exc):
-        self.close()
+    def ready(self):
+        return ping(self.port, 0.2)
 
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self):
-        """Starts redis-server on self.port and waits until it answers PING."""
-        assert not self.running(), "already running"
-        self.proc = subprocess.Popen([REDIS_SERVER, self.conf], stdin=subprocess.DEVNULL,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("redis-server exited with %d:\n%s"
-                                   % (self.proc.returncode, self.log()))
-            if ping(self.port, 0.2):
-                return self
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError("redis-server did not answer PING on port %d:\n%s"
-                           % (self.port, self.log()))
-
-    def stop(self, timeout=START_TIMEOUT):
-        """SIGTERM and wait for the exit (nothing is saved)."""
-        if self.running():
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._wait_port_free()
-
-    def kill(self):
-        """SIGKILL: the server dies without closing its connections cleanly."""
-        if self.running():
-            self.proc.kill()
-            self.proc.wait()
-        self._wait_port_free()
-
-    def _wait_port_free(self):
-        deadline = time.monotonic() + START_TIMEOUT
-        while ping(self.port, 0.2) and time.monotonic() < deadline:
-            time.sleep(0.02)
+    def answering(self):
+        return ping(self.port, 0.2)
 
     def kill_external(self):
         """Stops a redis-server started from self.conf by someone else (its pid file)."""
@@ -139,33 +93,18 @@ class RedisServer:
             except OSError:
                 pass
 
-    def log(self):
-        try:
-            with open(self.logfile, errors="replace") as f:
-                return f.read()[-4000:]
-        except OSError:
-            return ""
-
     def close(self):
         self.stop()
         self.kill_external()
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def _env(r):
+    return {"BASALT_TEST_REDIS_URL": r.url, "BASALT_TEST_REDIS_CONF": r.conf}
+
+
 def main(argv):
-    if "--" in argv:
-        argv = argv[argv.index("--") + 1:]
-    if not argv:
-        sys.stderr.write("usage: redis_server.py -- CMD ARGS...\n")
-        return 2
-    with RedisServer() as r:
-        env = dict(os.environ, BASALT_TEST_REDIS_URL=r.url, BASALT_TEST_REDIS_CONF=r.conf)
-        try:
-            rc = subprocess.call(argv, env=env)
-            return 128 - rc if rc < 0 else rc  # killed by a signal: 128 + its number
-        except OSError as e:
-            sys.stderr.write("redis_server.py: cannot run %s: %s\n" % (argv[0], e))
-            return 127
+    return run_command(argv, "redis_server.py", RedisServer, _env)
 
 
 if __name__ == "__main__":

@@ -56,5 +56,8 @@ bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err);
 
 /* 1 if s is a valid tenant, topic or group name: [a-z0-9][a-z0-9_-]{0,62}. */
 int bs__log_valid_name(const char *s);
+/* The bounds of a topic's config, the same for every backend: 0, or BS_EINVAL with
+ * err->field. Defined in log_segment.c (which also checks a topic.json it loads). */
+int bs__topic_config_check(const bs_log_topic_config_t *c, bs_err_t *err);
 
 #endif

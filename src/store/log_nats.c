@@ -150,12 +150,8 @@ static void fire_ready(nlog_t *l, nl_topic_t *t, int all);
 
 /* ---- small helpers ----------------------------------------------------------------------- */
 
-int64_t bs__nl_now_ms(void)
-{
-    return bs_time_wall_ms();
-}
-
-void bs__nl_hdr_encode(const char *s, char *out, size_t n)
+/* Percent-encodes what a NATS header value cannot hold (controls, space, '%'). */
+static void hdr_encode(const char *s, char *out, size_t n)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
@@ -182,7 +178,8 @@ static int hexval(char c)
     return -1;
 }
 
-void bs__nl_hdr_decode(char *s)
+/* Reverses hdr_encode in place. */
+static void hdr_decode(char *s)
 {
     char *w = s;
     for (char *r = s; *r; r++) {
@@ -247,7 +244,8 @@ static nl_pend_t **pend_slot(nlog_t *l, uint64_t token)
     return &l->pend[(token * 0x9E3779B97F4A7C15ull) >> 52 & (NL_HBUCKETS - 1)];
 }
 
-void bs__nl_pend_add(nlog_t *l, nl_pend_t *p, int kind, void *obj, int index)
+/* Registers p under a fresh token. Under l->mu. */
+static void pend_add(nlog_t *l, nl_pend_t *p, int kind, void *obj, int index)
 {
     p->token = ++l->next_token;
     p->kind = kind;
@@ -285,7 +283,8 @@ static void fifo_unlink(nlog_t *l, nl_pend_t *p)
     l->pub_inflight--;
 }
 
-int bs__nl_pend_del(nlog_t *l, nl_pend_t *p)
+/* Removes p if registered; 1 if it was. Under l->mu. */
+static int pend_del(nlog_t *l, nl_pend_t *p)
 {
     if (p->token == 0)
         return 0;
@@ -300,7 +299,8 @@ int bs__nl_pend_del(nlog_t *l, nl_pend_t *p)
     return 0;
 }
 
-void bs__nl_reply_subject(const nlog_t *l, const nl_pend_t *p, char *out, size_t n)
+/* "<inbox>.<token>" into out. */
+static void reply_subject(const nlog_t *l, const nl_pend_t *p, char *out, size_t n)
 {
     snprintf(out, n, "%s.%" PRIu64, l->inbox, p->token);
 }
@@ -449,7 +449,7 @@ static void config_from_stream(const jsStreamConfig *sc, bs_log_topic_config_t *
 static void topic_from_info(nl_topic_t *t, const jsStreamInfo *si)
 {
     t->state = NL_PRESENT;
-    t->checked_ms = bs__nl_now_ms();
+    t->checked_ms = bs_time_wall_ms();
     if (si->Config)
         config_from_stream(si->Config, &t->cfg);
     const jsStreamState *st = &si->State;
@@ -480,7 +480,7 @@ int bs__nl_stream_refresh(nlog_t *l, nl_topic_t *t, bs_err_t *err)
     if (s == NATS_NOT_FOUND || jerr == JSStreamNotFoundErr) {
         pthread_mutex_lock(&l->mu);
         t->state = NL_ABSENT;
-        t->checked_ms = bs__nl_now_ms();
+        t->checked_ms = bs_time_wall_ms();
         for (nl_group_t *g = t->groups; g; g = g->next)
             g->present = 0;
         pthread_mutex_unlock(&l->mu);
@@ -639,7 +639,7 @@ static void on_pub_reply(nlog_t *l, nl_pend_t *p, natsMsg *m)
         append_fail(a, whole, &err);
         if (whole == BS_ENOTFOUND) {
             t->state = NL_ABSENT;
-            t->checked_ms = bs__nl_now_ms();
+            t->checked_ms = bs_time_wall_ms();
         }
     } else if (code) {
         a->res[i].code = code;
@@ -731,7 +731,7 @@ static int append_async(bs_log_t *base, const char *tenant, const char *topic,
     /* Tokens first (under the lock), then the messages (copies of the data) outside it. */
     pthread_mutex_lock(&l->mu);
     for (int i = 0; i < n; i++)
-        bs__nl_pend_add(l, &a->recs[i].pend, NL_PEND_PUB, a, i);
+        pend_add(l, &a->recs[i].pend, NL_PEND_PUB, a, i);
     pthread_mutex_unlock(&l->mu);
     char reply[96], hdr[800];
     natsStatus s = NATS_OK;
@@ -744,14 +744,14 @@ static int append_async(bs_log_t *base, const char *tenant, const char *topic,
         snprintf(a->res[i].id, sizeof a->res[i].id, "%s", r->id);
         a->res[i].offset = -1;
         r->len = recs[i].len;
-        bs__nl_reply_subject(l, &r->pend, reply, sizeof reply);
+        reply_subject(l, &r->pend, reply, sizeof reply);
         s = natsMsg_Create(&r->msg, t->subject, reply, recs[i].data, (int)recs[i].len);
         if (s == NATS_OK) {
-            bs__nl_hdr_encode(r->id, hdr, sizeof hdr);
+            hdr_encode(r->id, hdr, sizeof hdr);
             s = natsMsgHeader_Set(r->msg, "Basalt-Id", hdr);
         }
         if (s == NATS_OK && recs[i].dedup_key && recs[i].dedup_key[0]) {
-            bs__nl_hdr_encode(recs[i].dedup_key, hdr, sizeof hdr);
+            hdr_encode(recs[i].dedup_key, hdr, sizeof hdr);
             r->dedup = strdup(hdr);
             if (!r->dedup)
                 s = NATS_NO_MEMORY;
@@ -760,7 +760,7 @@ static int append_async(bs_log_t *base, const char *tenant, const char *topic,
     pthread_mutex_lock(&l->mu);
     if (s != NATS_OK || l->closing) {
         for (int i = 0; i < n; i++)
-            bs__nl_pend_del(l, &a->recs[i].pend);
+            pend_del(l, &a->recs[i].pend);
         int closing = l->closing;
         pthread_mutex_unlock(&l->mu);
         append_free(a);
@@ -785,14 +785,14 @@ static void publish_append(nlog_t *l, nl_append_t *a)
     bs_err_t err;
     pthread_mutex_lock(&l->mu);
     int state = t->state;
-    int64_t age = bs__nl_now_ms() - t->checked_ms;
+    int64_t age = bs_time_wall_ms() - t->checked_ms;
     pthread_mutex_unlock(&l->mu);
     if (state != NL_PRESENT || age > 60000) {
         int rc = bs__nl_stream_refresh(l, t, &err);
         if (rc && (rc == BS_ENOTFOUND || state != NL_PRESENT)) {
             pthread_mutex_lock(&l->mu);
             for (int i = 0; i < a->n; i++)
-                bs__nl_pend_del(l, &a->recs[i].pend);
+                pend_del(l, &a->recs[i].pend);
             append_fail(a, rc, &err);
             a->outstanding = 0;
             pthread_mutex_unlock(&l->mu);
@@ -825,7 +825,7 @@ static void publish_append(nlog_t *l, nl_append_t *a)
         if (skip || a->failed || s != NATS_OK) {
             if (s != NATS_OK)
                 append_fail(a, BS_ENOMEM, NULL);
-            bs__nl_pend_del(l, &r->pend);
+            pend_del(l, &r->pend);
             int done = record_done(a);
             pthread_mutex_unlock(&l->mu);
             if (done)
@@ -850,7 +850,7 @@ static void publish_append(nlog_t *l, nl_append_t *a)
             bs__nl_err(&e, s, 0, "publish");
             pthread_mutex_lock(&l->mu);
             int done = 0;
-            if (bs__nl_pend_del(l, &r->pend)) {
+            if (pend_del(l, &r->pend)) {
                 append_fail(a, e.code ? e.code : BS_EUNAVAIL, &e);
                 done = record_done(a);
             }
@@ -899,7 +899,7 @@ static void pub_timeouts(nlog_t *l)
     while (l->pub_head && l->pub_head->deadline_ns <= now && nd < 64) {
         nl_pend_t *p = l->pub_head;
         nl_append_t *a = p->obj;
-        bs__nl_pend_del(l, p);
+        pend_del(l, p);
         bs_err_t e;
         bs_err_set(&e, BS_EUNAVAIL, "jetstream did not acknowledge the append within %d ms",
                    NL_PUB_TIMEOUT_MS);
@@ -921,11 +921,11 @@ int bs__nl_publish_sync(nlog_t *l, nl_topic_t *t, const char *id, const char *de
     char hdr[800];
     natsStatus s = natsMsg_Create(&m, t->subject, NULL, data, (int)len);
     if (s == NATS_OK) {
-        bs__nl_hdr_encode(id, hdr, sizeof hdr);
+        hdr_encode(id, hdr, sizeof hdr);
         s = natsMsgHeader_Set(m, "Basalt-Id", hdr);
     }
     if (s == NATS_OK && dedup_key && *dedup_key) {
-        bs__nl_hdr_encode(dedup_key, hdr, sizeof hdr);
+        hdr_encode(dedup_key, hdr, sizeof hdr);
         s = natsMsgHeader_Set(m, "Nats-Msg-Id", hdr);
     }
     if (s == NATS_OK)
@@ -978,11 +978,11 @@ static int direct_get(nlog_t *l, nl_topic_t *t, const uint64_t *seqs, int n, nat
     snprintf(subj, sizeof subj, "$JS.API.DIRECT.GET.%s", t->stream);
     pthread_mutex_lock(&l->mu);
     for (int i = 0; i < n; i++)
-        bs__nl_pend_add(l, &rd.pends[i], NL_PEND_READ, &rd, i);
+        pend_add(l, &rd.pends[i], NL_PEND_READ, &rd, i);
     pthread_mutex_unlock(&l->mu);
     natsStatus s = NATS_OK;
     for (int i = 0; i < n && s == NATS_OK; i++) {
-        bs__nl_reply_subject(l, &rd.pends[i], reply, sizeof reply);
+        reply_subject(l, &rd.pends[i], reply, sizeof reply);
         int bl = snprintf(body, sizeof body, "{\"seq\":%" PRIu64 "}", seqs[i]);
         s = natsConnection_PublishRequest(l->nc, subj, reply, body, bl);
     }
@@ -995,7 +995,7 @@ static int direct_get(nlog_t *l, nl_topic_t *t, const uint64_t *seqs, int n, nat
             break;
     int complete = rd.got == n;
     for (int i = 0; i < n; i++)
-        bs__nl_pend_del(l, &rd.pends[i]);
+        pend_del(l, &rd.pends[i]);
     pthread_mutex_unlock(&l->mu);
     pthread_cond_destroy(&rd.cv);
     free(rd.pends);
@@ -1013,13 +1013,22 @@ static int direct_get(nlog_t *l, nl_topic_t *t, const uint64_t *seqs, int n, nat
     return 0;
 }
 
-/* The status of a reply ("404"), or NULL for a message. */
-static const char *msg_status(natsMsg *m)
+const char *bs__nl_status(natsMsg *m, const char **desc)
 {
     const char *v = NULL;
-    if (natsMsg_GetDataLength(m) == 0 && natsMsgHeader_Get(m, "Status", &v) == NATS_OK)
-        return v;
-    return NULL;
+    *desc = "";
+    if (natsMsg_GetDataLength(m) != 0 || natsMsgHeader_Get(m, "Status", &v) != NATS_OK || !v)
+        return NULL;
+    if (natsMsgHeader_Get(m, "Description", desc) != NATS_OK || !*desc)
+        *desc = "";
+    return v;
+}
+
+/* 1 if m is a status reply (a direct get's 404: no such record). */
+static int msg_status(natsMsg *m)
+{
+    const char *desc;
+    return bs__nl_status(m, &desc) != NULL;
 }
 
 static int64_t hdr_i64(natsMsg *m, const char *key)
@@ -1031,6 +1040,22 @@ static int64_t hdr_i64(natsMsg *m, const char *key)
     errno = 0;
     long long x = strtoll(v, &end, 10);
     return (errno || end == v) ? -1 : (int64_t)x;
+}
+
+void bs__nl_msg_ids(natsMsg *m, char *id, size_t idn, char *key, size_t keyn)
+{
+    const char *v = NULL;
+    id[0] = key[0] = '\0';
+    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v) {
+        snprintf(key, keyn, "%s", v);
+        hdr_decode(key);
+    }
+    if (natsMsgHeader_Get(m, "Basalt-Id", &v) == NATS_OK && v) {
+        snprintf(id, idn, "%s", v);
+        hdr_decode(id);
+    } else {
+        snprintf(id, idn, "%s", key);
+    }
 }
 
 /* Fills r from a stored message (a direct get reply); id and key point into the buffers. */
@@ -1045,17 +1070,7 @@ static int rec_from_msg(natsMsg *m, bs_log_record_t *r, char *id, size_t idn, ch
     r->time_ms = 0;
     if (natsMsgHeader_Get(m, "Nats-Time-Stamp", &v) == NATS_OK && v)
         bs_time_parse_rfc3339(v, &r->time_ms);
-    id[0] = key[0] = '\0';
-    if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v) {
-        snprintf(key, keyn, "%s", v);
-        bs__nl_hdr_decode(key);
-    }
-    if (natsMsgHeader_Get(m, "Basalt-Id", &v) == NATS_OK && v) {
-        snprintf(id, idn, "%s", v);
-        bs__nl_hdr_decode(id);
-    } else {
-        snprintf(id, idn, "%s", key);
-    }
+    bs__nl_msg_ids(m, id, idn, key, keyn);
     r->id = id;
     r->dedup_key = key;
     r->data = natsMsg_GetData(m);
@@ -1211,7 +1226,7 @@ static void fire_ready(nlog_t *l, nl_topic_t *t, int all)
             l->firing = x;
             moved++;
             if (--x->t->nwatch == 0)
-                x->t->tail_idle_ms = bs__nl_now_ms();
+                x->t->tail_idle_ms = bs_time_wall_ms();
         } else {
             w = &x->next;
         }
@@ -1355,7 +1370,7 @@ static void nl_unwatch(bs_log_t *base, int64_t id)
             nl_watch_t *x = *w;
             *w = x->next;
             if (--x->t->nwatch == 0)
-                x->t->tail_idle_ms = bs__nl_now_ms();
+                x->t->tail_idle_ms = bs_time_wall_ms();
             free(x);
             pthread_mutex_unlock(&l->mu);
             return;
@@ -1376,7 +1391,7 @@ static void nl_unwatch(bs_log_t *base, int64_t id)
 
 static void maint_topics(nlog_t *l, int64_t *last_refresh)
 {
-    int64_t now = bs__nl_now_ms();
+    int64_t now = bs_time_wall_ms();
     int gauges = now - *last_refresh >= NL_REFRESH_MS;
     if (gauges)
         *last_refresh = now;
@@ -1420,7 +1435,7 @@ static void maint_topics(nlog_t *l, int64_t *last_refresh)
 static void *maint_main(void *arg)
 {
     nlog_t *l = arg;
-    int64_t last_refresh = bs__nl_now_ms();
+    int64_t last_refresh = bs_time_wall_ms();
     pthread_mutex_lock(&l->mu);
     while (!l->stop_threads) {
         struct timespec dl;
@@ -1463,14 +1478,14 @@ static void inbox_on_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, 
     }
     switch (p->kind) {
     case NL_PEND_PUB:
-        bs__nl_pend_del(l, p);
+        pend_del(l, p);
         pthread_mutex_unlock(&l->mu);
         on_pub_reply(l, p, m);
         natsMsg_Destroy(m);
         return;
     case NL_PEND_READ: {
         nl_read_t *rd = p->obj;
-        bs__nl_pend_del(l, p);
+        pend_del(l, p);
         rd->msgs[p->index] = m;
         if (++rd->got == rd->n)
             pthread_cond_signal(&rd->cv);
@@ -1494,26 +1509,6 @@ static void inbox_complete(void *closure)
 
 /* ---- topics ------------------------------------------------------------------------------ */
 
-static int check_topic_config(const bs_log_topic_config_t *c, bs_err_t *err)
-{
-    if (c->retention_ms < 0)
-        return bs_err_setf(err, BS_EINVAL, "retention", "retention must be >= 0, got %lld ms",
-                           (long long)c->retention_ms);
-    if (c->retention_bytes < 0)
-        return bs_err_setf(err, BS_EINVAL, "retention_bytes", "retention_bytes must be >= 0");
-    if (c->sync_interval_ms < 0)
-        return bs_err_setf(err, BS_EINVAL, "sync", "sync interval must be >= 0");
-    if (c->dedup_window_ms < 0)
-        return bs_err_setf(err, BS_EINVAL, "dedup_window", "dedup window must be >= 0");
-    if (c->max_record_bytes < 0 || c->max_record_bytes > (int64_t)INT32_MAX - HDR_ALLOWANCE)
-        return bs_err_setf(err, BS_EINVAL, "max_record_bytes",
-                           "max_record_bytes must be 0 to %d, got %lld", INT32_MAX - HDR_ALLOWANCE,
-                           (long long)c->max_record_bytes);
-    if (c->segment_bytes < 0)
-        return bs_err_setf(err, BS_EINVAL, "segment_bytes", "segment_bytes must be >= 0");
-    return 0;
-}
-
 static int topic_ensure(bs_log_t *base, const char *tenant, const char *topic,
                         const bs_log_topic_config_t *cin, bs_err_t *err)
 {
@@ -1522,8 +1517,12 @@ static int topic_ensure(bs_log_t *base, const char *tenant, const char *topic,
     if (rc)
         return rc;
     bs_log_topic_config_t c = cin ? *cin : (bs_log_topic_config_t){0};
-    if ((rc = check_topic_config(&c, err)))
+    if ((rc = bs__topic_config_check(&c, err)))
         return rc;
+    if (c.retention_ms > INT64_MAX / 1000000) /* MaxAge is in nanoseconds */
+        return bs_err_setf(err, BS_EINVAL, "retention_ms",
+                           "retention must be at most %lld ms on JetStream, got %lld",
+                           (long long)(INT64_MAX / 1000000), (long long)c.retention_ms);
     if (c.max_record_bytes == 0)
         c.max_record_bytes = 1 << 20;
     pthread_mutex_lock(&l->mu);
@@ -1604,7 +1603,7 @@ static int topic_drop(bs_log_t *base, const char *tenant, const char *topic, bs_
         return bs__nl_err(err, s, jerr, "topic drop");
     pthread_mutex_lock(&l->mu);
     t->state = NL_ABSENT;
-    t->checked_ms = bs__nl_now_ms();
+    t->checked_ms = bs_time_wall_ms();
     t->next_offset = -1;
     for (nl_group_t *g = t->groups; g; g = g->next)
         g->present = 0;
@@ -1943,11 +1942,13 @@ bs_log_t *bs__log_nats_open(const bs_log_opts_t *o, bs_err_t *err)
         nl_free(l);
         return NULL;
     }
+    /* threads_started counts in this order (publisher, maintenance, workers): close joins
+     * exactly those */
     int ok = pthread_create(&l->publisher, NULL, publisher_main, l) == 0;
-    if (ok && pthread_create(&l->maint, NULL, maint_main, l) == 0)
+    if (ok)
+        l->threads_started = 1;
+    if (ok && (ok = pthread_create(&l->maint, NULL, maint_main, l) == 0))
         l->threads_started = 2;
-    else
-        ok = 0;
     for (int i = 0; ok && i < NL_WORKERS; i++)
         if (pthread_create(&l->workers[i], NULL, worker_main, l) == 0)
             l->threads_started++;
@@ -1998,7 +1999,7 @@ static void nl_close(bs_log_t *base)
     for (nl_append_t *a = l->q_head, *na; a; a = na) { /* never published */
         na = a->next;
         for (int i = 0; i < a->n; i++)
-            bs__nl_pend_del(l, &a->recs[i].pend);
+            pend_del(l, &a->recs[i].pend);
         a->outstanding = 0;
         a->next = left;
         left = a;
@@ -2007,7 +2008,7 @@ static void nl_close(bs_log_t *base)
     while (l->pub_head) {
         nl_pend_t *p = l->pub_head;
         nl_append_t *a = p->obj;
-        bs__nl_pend_del(l, p);
+        pend_del(l, p);
         if (record_done(a)) {
             a->next = left;
             left = a;

@@ -62,11 +62,14 @@
 #define GUARD_MS 5000
 /* The shortest expiry of a pull (a wait of 0 included). With no_wait JetStream answers at once
  * when it has nothing, and as soon as it delivered what it has otherwise, so this bounds only
- * how long a loaded server may take to deliver available records (20 ms lost deliveries on a
- * busy machine) and how long a request lingers when max_ack_pending is reached. */
+ * how long a loaded server may take to deliver available records (with 20 ms a busy machine
+ * lost deliveries) and how long a request lingers when max_ack_pending is reached. */
 #define MIN_EXPIRES_MS 500
 #define RETRY_MS 25
 #define CONFIG_TTL_MS 2000
+/* max_ack_pending -1 (no limit): libnats sends no MaxAckPending below 1 (JetStream then
+ * takes its default, 1000), so "no limit" is this many, and reads back as -1 */
+#define NO_ACK_LIMIT (1 << 30)
 
 struct nl_fetch {
     nl_fetch_t *next; /* l->fetches while waiting */
@@ -78,7 +81,7 @@ struct nl_fetch {
     nlog_t *l;
     nl_topic_t *t;
     nl_group_t *g;
-    int max, wait_ms;
+    int max;
     bs_log_fetch_cb cb;
     void *ud;
     natsMsg **msgs;
@@ -164,6 +167,23 @@ static int delivery_id(const char *stream, const char *group, const char *subjec
     return 0;
 }
 
+/* 1 if s can go on the wire as a subject just as it is: tokens of printable ASCII without
+ * wildcards, one dot apart. A delivery id comes from a client; one holding a space or CR/LF
+ * would otherwise be NATS protocol on basalt's connection. */
+static int plain_subject(const char *s)
+{
+    if (!*s || *s == '.')
+        return 0;
+    for (const char *p = s; *p; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c >= 0x7f || c == '*' || c == '>')
+            return 0;
+        if (c == '.' && (p[1] == '.' || p[1] == '\0'))
+            return 0;
+    }
+    return 1;
+}
+
 /* The ack subject a delivery id stands for, checked against the group. 0 or BS_EINVAL. */
 static int ack_subject(const char *stream, const char *group, const char *id, char *out, size_t n,
                        bs_err_t *err)
@@ -174,7 +194,7 @@ static int ack_subject(const char *stream, const char *group, const char *id, ch
         /* the whole subject (a server whose ack subjects carry a domain): its stream and
          * consumer tokens must be exactly this group's */
         ack_meta_t m;
-        if (parse_ack_subject(id, &m) || m.v1)
+        if (!plain_subject(id) || parse_ack_subject(id, &m) || m.v1)
             return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
         const char *p = id + 8;
         for (int skip = 0; skip < 2; skip++) { /* domain, account hash */
@@ -191,21 +211,25 @@ static int ack_subject(const char *stream, const char *group, const char *id, ch
         snprintf(out, n, "%s", id);
         return 0;
     }
-    const char *dot = strrchr(id, '.');
-    int dots = 0;
-    for (const char *p = id; p < (dot ? dot : id); p++) {
-        if (*p == '.')
-            dots++;
-        else if (*p < '0' || *p > '9')
-            dots = -100;
+    /* "<delivered>.<stream seq>.<consumer seq>.<time>.<pending>.<checksum>": five runs of
+     * digits, then 8 lowercase hex digits */
+    const char *p = id;
+    for (int i = 0; i < 5; i++) {
+        const char *q = p;
+        while (*q >= '0' && *q <= '9')
+            q++;
+        if (q == p || *q != '.')
+            return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
+        p = q + 1;
     }
-    char hex[9];
-    if (!dot || dots != 4 || strlen(dot + 1) != 8)
+    size_t tail_len = (size_t)(p - 1 - id);
+    if (strlen(p) != 8 || strspn(p, "0123456789abcdef") != 8)
         return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id");
-    snprintf(hex, sizeof hex, "%08x", id_hash(stream, group, id, (size_t)(dot - id)));
-    if (strcmp(hex, dot + 1) != 0)
+    char hex[9];
+    snprintf(hex, sizeof hex, "%08x", id_hash(stream, group, id, tail_len));
+    if (strcmp(hex, p) != 0)
         return bs_err_setf(err, BS_EINVAL, "delivery_id", "not a delivery id of group '%s'", group);
-    snprintf(out, n, "$JS.ACK.%s.%s.%.*s", stream, group, (int)(dot - id), id);
+    snprintf(out, n, "$JS.ACK.%s.%s.%.*s", stream, group, (int)tail_len, id);
     return 0;
 }
 
@@ -215,14 +239,14 @@ static int ack_subject(const char *stream, const char *group, const char *id, ch
 static void group_from_info(nl_group_t *g, const jsConsumerInfo *ci)
 {
     g->present = 1;
-    g->info_ms = bs__nl_now_ms();
     g->ack_floor = (int64_t)ci->AckFloor.Stream;
     g->next_offset = (int64_t)ci->Delivered.Stream;
     g->pending = (int64_t)ci->NumPending;
     g->ack_pending = ci->NumAckPending;
     if (!ci->Config)
         return;
-    g->max_ack_pending = (int)ci->Config->MaxAckPending;
+    g->max_ack_pending =
+        ci->Config->MaxAckPending >= NO_ACK_LIMIT ? -1 : (int)ci->Config->MaxAckPending;
     g->max_deliver = 0;
     g->dead_letter[0] = '\0';
     /* "basalt group: max_deliver=N dead_letter=NAME" (no quotes: libnats does not escape) */
@@ -237,7 +261,7 @@ static void group_from_info(nl_group_t *g, const jsConsumerInfo *ci)
         if (p && sscanf(p + 13, "%63[a-z0-9_-]", dl) == 1 && bs__log_valid_name(dl))
             snprintf(g->dead_letter, sizeof g->dead_letter, "%s", dl);
     }
-    g->config_ms = g->info_ms;
+    g->config_ms = bs_time_wall_ms();
 }
 
 /* Reads the consumer info of g. 0, BS_ENOTFOUND (g marked absent), or the error. Waits. */
@@ -310,13 +334,16 @@ int bs__nl_consumer_ensure(bs_log_t *base, const char *tenant, const char *topic
     int rc = entries(l, tenant, topic, group, &t, &g, err);
     if (rc)
         return rc;
-    if (c.ack_wait_ms < 0)
-        return bs_err_setf(err, BS_EINVAL, "ack_wait", "ack_wait must be >= 0");
+    /* the segments backend's bounds (log_consumer.c), so both take the same configs */
+    if (c.ack_wait_ms < 0 || c.ack_wait_ms > 86400000LL * 7)
+        return bs_err_setf(err, BS_EINVAL, "ack_wait", "ack_wait must be 0 to 7 days, got %lld ms",
+                           (long long)c.ack_wait_ms);
     if (c.max_deliver < -1)
         return bs_err_setf(err, BS_EINVAL, "max_deliver", "max_deliver must be -1 or more, got %d",
                            c.max_deliver);
-    if (c.max_ack_pending < 0)
-        return bs_err_setf(err, BS_EINVAL, "max_ack_pending", "max_ack_pending must be >= 0");
+    if (c.max_ack_pending < -1 || c.max_ack_pending > 1000000)
+        return bs_err_setf(err, BS_EINVAL, "max_ack_pending",
+                           "max_ack_pending must be -1 to 1000000, got %d", c.max_ack_pending);
     const char *dl = c.dead_letter && c.dead_letter[0] ? c.dead_letter : "";
     if (*dl && !bs__log_valid_name(dl))
         return bs_err_setf(err, BS_EINVAL, "dead_letter",
@@ -325,7 +352,9 @@ int bs__nl_consumer_ensure(bs_log_t *base, const char *tenant, const char *topic
         return bs_err_setf(err, BS_EINVAL, "dead_letter",
                            "a topic cannot be its own dead letter topic");
     int64_t ack_wait = c.ack_wait_ms > 0 ? c.ack_wait_ms : 30000;
-    int max_ack_pending = c.max_ack_pending > 0 ? c.max_ack_pending : 1000;
+    int max_ack_pending = c.max_ack_pending == -1 ? NO_ACK_LIMIT
+                          : c.max_ack_pending > 0 ? c.max_ack_pending
+                                                  : 1000;
     int max_deliver = c.max_deliver > 0 ? c.max_deliver : 0;
     char desc[256];
     snprintf(desc, sizeof desc, "basalt group: max_deliver=%d dead_letter=%s", max_deliver, dl);
@@ -448,17 +477,6 @@ int bs__nl_consumers(bs_log_t *base, const char *tenant, const char *topic,
 
 /* ---- fetch ------------------------------------------------------------------------------- */
 
-static const char *status_of(natsMsg *m, const char **desc)
-{
-    const char *v = NULL;
-    *desc = "";
-    if (natsMsg_GetDataLength(m) != 0 || natsMsgHeader_Get(m, "Status", &v) != NATS_OK || !v)
-        return NULL;
-    if (natsMsgHeader_Get(m, "Description", desc) != NATS_OK || !*desc)
-        *desc = "";
-    return v;
-}
-
 /* Drops a reference to f (the logic's, or a subscription's once its last callback ran);
  * frees it at 0. Under l->mu. */
 static void fetch_unref(nl_fetch_t *f)
@@ -522,6 +540,8 @@ static natsStatus send_pull(nlog_t *l, nl_fetch_t *f)
 }
 
 static void fetch_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, void *closure);
+/* Completes a fetch that is over: dead letters, the callback, freeing. Without l->mu. */
+static void fetch_finish(nlog_t *l, nl_fetch_t *f);
 
 /* Subscribes f to a reply subject of its own and sends its request; on the waiting list
  * then. Under l->mu: nothing can end f before the request is out (libnats calls none of
@@ -578,7 +598,7 @@ static void fetch_check_job(void *arg)
         f->err = err;
     }
     f->answered = 1;
-    bs__nl_fetch_finish(l, f);
+    fetch_finish(l, f);
 }
 
 int bs__nl_fetch_async(bs_log_t *base, const char *tenant, const char *topic, const char *group,
@@ -601,7 +621,6 @@ int bs__nl_fetch_async(bs_log_t *base, const char *tenant, const char *topic, co
     f->t = t;
     f->g = g;
     f->max = max;
-    f->wait_ms = wait_ms;
     f->cb = cb;
     f->ud = ud;
     f->refs = 1; /* the logic's; each subscription adds one */
@@ -638,7 +657,7 @@ static void fetch_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
     nl_fetch_t *f = closure;
     nlog_t *l = f->l;
     const char *desc;
-    const char *st = status_of(m, &desc);
+    const char *st = bs__nl_status(m, &desc);
     pthread_mutex_lock(&l->mu);
     if (f->over) { /* late: the fetch ended (deadline, close) while this was on its way */
         pthread_mutex_unlock(&l->mu);
@@ -684,7 +703,7 @@ static void fetch_msg(natsConnection *nc, natsSubscription *sub, natsMsg *m, voi
         bs__nl_orphan(l, m); /* more than the batch: cannot happen */
     if (over) {
         unsubscribe(done);
-        bs__nl_fetch_finish(l, f);
+        fetch_finish(l, f);
     }
 }
 
@@ -692,7 +711,7 @@ void bs__nl_orphan(nlog_t *l, natsMsg *m)
 {
     const char *reply = natsMsg_GetReply(m);
     const char *desc;
-    if (reply && strncmp(reply, "$JS.ACK.", 8) == 0 && !status_of(m, &desc))
+    if (reply && strncmp(reply, "$JS.ACK.", 8) == 0 && !bs__nl_status(m, &desc))
         natsConnection_PublishString(l->nc, reply, "-NAK");
     natsMsg_Destroy(m);
 }
@@ -725,17 +744,7 @@ static void fetch_deliver(nlog_t *l, nl_fetch_t *f)
         if (!m || parse_ack_subject(natsMsg_GetReply(m), &am) ||
             delivery_id(f->t->stream, f->g->name, natsMsg_GetReply(m), &am, ids[n], sizeof ids[n]))
             continue;
-        const char *v = NULL;
-        if (natsMsgHeader_Get(m, "Nats-Msg-Id", &v) == NATS_OK && v) {
-            snprintf(key[n], sizeof key[n], "%s", v);
-            bs__nl_hdr_decode(key[n]);
-        }
-        if (natsMsgHeader_Get(m, "Basalt-Id", &v) == NATS_OK && v) {
-            snprintf(rid[n], sizeof rid[n], "%s", v);
-            bs__nl_hdr_decode(rid[n]);
-        } else {
-            snprintf(rid[n], sizeof rid[n], "%s", key[n]);
-        }
+        bs__nl_msg_ids(m, rid[n], sizeof rid[n], key[n], sizeof key[n]);
         bs_log_delivery_t *x = &d[n];
         x->rec.offset = (int64_t)am.sseq - 1;
         x->rec.time_ms = am.ts_ns / 1000000;
@@ -803,18 +812,15 @@ static int dead_letter(nlog_t *l, nl_fetch_t *f, natsMsg *m, const ack_meta_t *a
             bs_jw_strn(&b, data, len); /* not JSON: kept as a string */
         cJSON_Delete(j);
         bs_buf_putc(&b, '}');
-        char id[129] = "", key[NL_NAME_MAX * 2 + 48]; /* the segments backend's key */
-        const char *v = NULL;
-        if (natsMsgHeader_Get(m, "Basalt-Id", &v) == NATS_OK && v) {
-            snprintf(id, sizeof id, "%s", v);
-            bs__nl_hdr_decode(id);
-        }
+        char id[129], key[300]; /* the original's id; its key is not the dead letter's */
+        bs__nl_msg_ids(m, id, sizeof id, key, sizeof key);
         pthread_mutex_lock(&l->mu);
         int dedup = dt->cfg.dedup_window_ms > 0;
         pthread_mutex_unlock(&l->mu);
-        snprintf(key, sizeof key, "dlq/%s/%s/%" PRIu64, f->t->name, f->g->name, am->sseq - 1);
+        char dlkey[NL_NAME_MAX * 2 + 48]; /* the segments backend's key */
+        snprintf(dlkey, sizeof dlkey, "dlq/%s/%s/%" PRIu64, f->t->name, f->g->name, am->sseq - 1);
         uint64_t seq = 0;
-        rc = bs__nl_publish_sync(l, dt, id, dedup ? key : NULL, b.data, b.len, &seq, err);
+        rc = bs__nl_publish_sync(l, dt, id, dedup ? dlkey : NULL, b.data, b.len, &seq, err);
         bs_buf_free(&b);
         if (rc)
             return rc;
@@ -838,7 +844,7 @@ static void fetch_dl_job(void *arg)
     nlog_t *l = f->l;
     bs_err_t err;
     pthread_mutex_lock(&l->mu);
-    int stale = bs__nl_now_ms() - f->g->config_ms > CONFIG_TTL_MS;
+    int stale = bs_time_wall_ms() - f->g->config_ms > CONFIG_TTL_MS;
     pthread_mutex_unlock(&l->mu);
     if (stale)
         group_refresh(l, f->t, f->g, &err);
@@ -880,7 +886,7 @@ static void fetch_dl_job(void *arg)
     fetch_deliver(l, f);
 }
 
-void bs__nl_fetch_finish(nlog_t *l, nl_fetch_t *f)
+static void fetch_finish(nlog_t *l, nl_fetch_t *f)
 {
     if (f->code && f->n == 0) {
         f->cb(f->ud, f->code, NULL, 0, &f->err);
@@ -899,7 +905,7 @@ void bs__nl_fetch_finish(nlog_t *l, nl_fetch_t *f)
     }
     if (most > 1) {
         pthread_mutex_lock(&l->mu);
-        int fresh = bs__nl_now_ms() - f->g->config_ms <= CONFIG_TTL_MS;
+        int fresh = bs_time_wall_ms() - f->g->config_ms <= CONFIG_TTL_MS;
         int over = f->g->max_deliver > 0 && most > (uint64_t)f->g->max_deliver;
         int queued = (!fresh || over) && bs__nl_job(l, fetch_dl_job, f) == 0;
         pthread_mutex_unlock(&l->mu);
@@ -947,7 +953,7 @@ void bs__nl_fetch_tick(nlog_t *l)
             if (queued)
                 continue;
         }
-        bs__nl_fetch_finish(l, f);
+        fetch_finish(l, f);
     }
 }
 
@@ -961,7 +967,7 @@ void bs__nl_fetch_close_all(nlog_t *l)
         if (!f)
             break;
         unsubscribe(sub);
-        bs__nl_fetch_finish(l, f);
+        fetch_finish(l, f);
     }
 }
 
@@ -1005,6 +1011,8 @@ int bs__nl_nack(bs_log_t *base, const char *tenant, const char *topic, const cha
                 const char *delivery_id, int64_t delay_ms, bs_err_t *err)
 {
     char body[64];
+    if (delay_ms > INT64_MAX / 1000000) /* JetStream takes nanoseconds */
+        delay_ms = INT64_MAX / 1000000;
     if (delay_ms > 0)
         snprintf(body, sizeof body, "-NAK {\"delay\": %lld}", (long long)delay_ms * 1000000);
     else

@@ -31,7 +31,7 @@
 enum { NL_PEND_PUB = 1, NL_PEND_READ };
 
 /* One outstanding request whose reply comes to <inbox>.<token>. Embedded in its owner
- * (an append's record, a read, a fetch). */
+ * (an append's record, a read). Private to log_nats.c, which also owns the map. */
 typedef struct nl_pend {
     uint64_t token;
     struct nl_pend *hnext;       /* hash chain */
@@ -57,7 +57,6 @@ typedef struct nl_group {
     /* gauges from the last consumer info */
     int64_t ack_floor, next_offset, pending, ack_pending;
     int max_ack_pending;
-    int64_t info_ms; /* when the gauges were read; 0: never */
 } nl_group_t;
 
 enum { NL_UNKNOWN = 0, NL_PRESENT, NL_ABSENT };
@@ -153,12 +152,6 @@ typedef struct {
 nl_topic_t *bs__nl_topic(nlog_t *l, const char *tenant, const char *topic);
 /* The group's entry in t, created when absent. Under l->mu. */
 nl_group_t *bs__nl_group(nl_topic_t *t, const char *group);
-/* Registers p under a fresh token. Under l->mu. */
-void bs__nl_pend_add(nlog_t *l, nl_pend_t *p, int kind, void *obj, int index);
-/* Removes p if registered; 1 if it was. Under l->mu. */
-int bs__nl_pend_del(nlog_t *l, nl_pend_t *p);
-/* "<inbox>.<token>" into out. */
-void bs__nl_reply_subject(const nlog_t *l, const nl_pend_t *p, char *out, size_t n);
 /* Queues fn(arg) for a worker thread. 0, or BS_EUNAVAIL when closing. Under l->mu. */
 int bs__nl_job(nlog_t *l, void (*fn)(void *), void *arg);
 /* Maps a libnats status (and JetStream error code) to err; returns the BS_E* code. */
@@ -171,16 +164,14 @@ int bs__nl_stream_refresh(nlog_t *l, nl_topic_t *t, bs_err_t *err);
 /* Appends one record synchronously (dead letters): 0 with *seq, or the error. Waits. */
 int bs__nl_publish_sync(nlog_t *l, nl_topic_t *t, const char *id, const char *dedup_key,
                         const void *data, size_t len, uint64_t *seq, bs_err_t *err);
-/* Percent-encodes what a NATS header value cannot hold (controls, space, '%'). */
-void bs__nl_hdr_encode(const char *s, char *out, size_t n);
-/* Reverses bs__nl_hdr_encode in place. */
-void bs__nl_hdr_decode(char *s);
-/* Milliseconds from the wall clock. */
-int64_t bs__nl_now_ms(void);
+/* A stored message's record id (header Basalt-Id, else its dedup key) and dedup key
+ * (Nats-Msg-Id), decoded, into id and key ("" when absent). */
+void bs__nl_msg_ids(natsMsg *m, char *id, size_t idn, char *key, size_t keyn);
+/* The status of a reply without data ("404", "408"...; desc its Description or ""), or
+ * NULL for a message. */
+const char *bs__nl_status(natsMsg *m, const char **desc);
 
 /* Consumer-group side (log_nats_group.c). */
-/* Completes a fetch that is over: dead letters, the callback, freeing. Without l->mu. */
-void bs__nl_fetch_finish(nlog_t *l, nl_fetch_t *f);
 /* A message nobody waits for: a late delivery of a fetch that already ended is handed
  * back at once (-NAK); anything else is dropped. Takes m. */
 void bs__nl_orphan(nlog_t *l, natsMsg *m);

@@ -317,7 +317,6 @@ int bs__topic_read(bs__topic_t *t, int64_t from, int max, size_t max_bytes, bs_l
 int bs__topic_offset_at(bs__topic_t *t, int64_t time_ms, int64_t *offset, bs_err_t *err);
 int bs__topic_config_save(const char *dir, const bs_log_topic_config_t *c, bs_err_t *err);
 int bs__topic_config_load(const char *dir, bs_log_topic_config_t *c, bs_err_t *err);
-int bs__topic_config_check(const bs_log_topic_config_t *c, bs_err_t *err);
 /* The configuration with defaults filled in. */
 bs_log_topic_config_t bs__topic_config_norm(const bs_log_topic_config_t *c);
 

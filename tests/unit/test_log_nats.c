@@ -228,7 +228,8 @@ static void test_dedup(void **state)
     bs_log_t *l = open_log("a");
     char topic[64];
     tname(topic, "dedup");
-    ensure(l, topic, &(bs_log_topic_config_t){.dedup_window_ms = 1000});
+    /* a window no slow machine runs past between two appends */
+    ensure(l, topic, &(bs_log_topic_config_t){.dedup_window_ms = 60000});
     bs_log_append_result_t r;
     assert_int_equal(append1(l, topic, "first", "key-1", "{\"v\":1}", &r), 0);
     assert_int_equal(r.duplicate, 0);
@@ -258,19 +259,25 @@ static void test_dedup(void **state)
     assert_int_equal(st.next_offset, 3);
     assert_int_equal(st.duplicates, 2);
 
-    /* after the window the key is new again (the server forgets it on its own timer:
-     * wait well past the window, then append until it is taken, bounded) */
-    sleep_ms(1500);
+    /* after the window the key is new again: the server forgets it on its own timer, so
+     * append until it is taken (bounded); until then each is the original's duplicate */
+    char brief[64];
+    tname(brief, "dedup-brief");
+    ensure(l, brief, &(bs_log_topic_config_t){.dedup_window_ms = 1000});
+    assert_int_equal(append1(l, brief, "first", "key-1", "{\"v\":1}", &r), 0);
     int64_t off = -1;
-    for (int i = 0; i < 40; i++) {
-        append1(l, topic, "fourth", "key-1", "{\"v\":4}", &r);
+    uint64_t until = bs_time_mono_ns() + 30000000000ull;
+    while (bs_time_mono_ns() < until) {
+        append1(l, brief, "fourth", "key-1", "{\"v\":4}", &r);
         if (!r.duplicate) {
             off = r.offset;
             break;
         }
-        sleep_ms(250);
+        assert_int_equal(r.offset, 0);
+        assert_string_equal(r.id, "first");
+        sleep_ms(100);
     }
-    assert_int_equal(off, 3);
+    assert_int_equal(off, 1);
 
     /* without a dedup window, keys do not deduplicate */
     char plain[64];
@@ -549,7 +556,10 @@ static void test_consumer_basics(void **state)
     fetch_wait_init(&fw);
     assert_int_equal(
         bs_log_fetch_async(l, TENANT, topic, "workers", 10, 60000, on_fetch_wait, &fw, &err), 0);
-    sleep_ms(200);
+    sleep_ms(200); /* the pull is on the server before the record comes */
+    pthread_mutex_lock(&fw.mu);
+    assert_int_equal(fw.calls, 0); /* nothing to deliver: it waits */
+    pthread_mutex_unlock(&fw.mu);
     append1(l2, topic, NULL, NULL, "{\"i\":6}", NULL);
     assert_int_equal(fetch_wait_for(&fw, 30000), 1);
     assert_int_equal(fw.code, 0);
@@ -679,6 +689,81 @@ static void test_max_ack_pending(void **state)
     bs_log_close(l);
 }
 
+/* Configs are held to the same bounds as on the segments backend (no duration that would
+ * overflow JetStream's nanoseconds), and what log.h allows is taken: max_ack_pending -1 (no
+ * limit), a nack delay of any length. */
+static void test_config_bounds(void **state)
+{
+    (void)state;
+    bs_log_t *l = open_log("a");
+    char topic[64];
+    tname(topic, "bounds");
+    bs_err_t err;
+    assert_int_equal(bs_log_topic_ensure(l, TENANT, topic,
+                                         &(bs_log_topic_config_t){.retention_ms = INT64_MAX}, &err),
+                     BS_EINVAL);
+    assert_string_equal(err.field, "retention_ms");
+    assert_int_equal(bs_log_topic_ensure(l, TENANT, topic,
+                                         &(bs_log_topic_config_t){.dedup_window_ms = INT64_MAX},
+                                         &err),
+                     BS_EINVAL);
+    assert_int_equal(bs_log_topic_ensure(l, TENANT, topic,
+                                         &(bs_log_topic_config_t){.max_record_bytes = INT32_MAX},
+                                         &err),
+                     BS_EINVAL);
+    ensure(l, topic, NULL);
+    assert_int_equal(bs_log_consumer_ensure(l, TENANT, topic, "g",
+                                            &(bs_log_consumer_config_t){.ack_wait_ms = INT64_MAX},
+                                            &err),
+                     BS_EINVAL);
+    assert_string_equal(err.field, "ack_wait");
+    assert_int_equal(bs_log_consumer_ensure(l, TENANT, topic, "g",
+                                            &(bs_log_consumer_config_t){.max_ack_pending = -2},
+                                            &err),
+                     BS_EINVAL);
+    for (int i = 0; i < 5; i++)
+        append1(l, topic, NULL, NULL, "{}", NULL);
+    consumer(l, topic, "g", &(bs_log_consumer_config_t){.max_ack_pending = -1});
+    dl_t c;
+    assert_int_equal(fetch(l, topic, "g", 5, 0, &c), 5);
+    bs_log_consumer_stats_t st;
+    assert_int_equal(bs_log_consumer_stats(l, TENANT, topic, "g", &st, &err), 0);
+    assert_int_equal(st.max_ack_pending, -1);
+    assert_int_equal(st.ack_pending, 5);
+    assert_int_equal(st.stalled, 0);
+    /* a delay past what nanoseconds hold: taken, and the record waits */
+    assert_int_equal(bs_log_nack(l, TENANT, topic, "g", c.id[0], INT64_MAX, &err), 0);
+    dl_t none;
+    assert_int_equal(fetch(l, topic, "g", 5, 300, &none), 0);
+    bs_log_close(l);
+}
+
+/* Fetches from the group until a record is past max_deliver and dealt with: dead-lettered
+ * into dlq (r gets what it holds), or, with dlq NULL, dropped (the group counts it). No
+ * fetch hands anything to the caller: what comes back is past max_deliver. Bounded. */
+static void fetch_until_dead_lettered(bs_log_t *l, const char *topic, const char *group,
+                                      const char *dlq, recs_t *r)
+{
+    bs_err_t err;
+    uint64_t until = bs_time_mono_ns() + 30000000000ull;
+    while (bs_time_mono_ns() < until) {
+        dl_t none;
+        assert_int_equal(fetch(l, topic, group, 5, 500, &none), 0);
+        memset(r, 0, sizeof *r);
+        if (dlq) {
+            bs_log_read(l, TENANT, dlq, 0, 10, 0, collect, r, NULL, &err); /* may not exist */
+            if (r->n > 0)
+                return;
+        } else {
+            bs_log_consumer_stats_t st;
+            assert_int_equal(bs_log_consumer_stats(l, TENANT, topic, group, &st, &err), 0);
+            if (st.dead_lettered > 0)
+                return;
+        }
+    }
+    fail_msg("group %s: nothing past max_deliver was dealt with", group);
+}
+
 static void test_dead_letter(void **state)
 {
     (void)state;
@@ -701,16 +786,11 @@ static void test_dead_letter(void **state)
     assert_int_equal(fetch(l, topic, "g", 5, 10000, &c), 1); /* poison, delivery 2 */
     assert_int_equal(c.offset[0], 0);
     assert_int_equal(c.delivery[0], 2);
-    /* the third delivery goes to the dead letter topic instead, then it is acked */
-    dl_t none;
-    assert_int_equal(fetch(l, topic, "g", 5, 3000, &none), 0);
+    /* the third delivery goes to the dead letter topic instead, then it is acked (before
+     * the fetch that met it ends) */
     bs_err_t err;
     recs_t r = {0};
-    for (int i = 0; i < 100 && r.n == 0; i++) {
-        bs_log_read(l, TENANT, dlq, 0, 10, 0, collect, &r, NULL, &err);
-        if (r.n == 0)
-            sleep_ms(100);
-    }
+    fetch_until_dead_lettered(l, topic, "g", dlq, &r);
     assert_int_equal(r.n, 1);
     assert_string_equal(r.id[0], "poison");
     cJSON *j = cJSON_Parse(r.data[0]);
@@ -738,13 +818,7 @@ static void test_dead_letter(void **state)
     assert_int_equal(fetch(l, topic, "g2", 1, 0, &c), 1); /* poison, delivery 1 */
     assert_int_equal(fetch(l, topic, "g2", 1, 0, &c), 1); /* fine */
     ack(l, topic, "g2", c.id[0]);
-    assert_int_equal(fetch(l, topic, "g2", 5, 2000, &none), 0);
-    memset(&r, 0, sizeof r);
-    for (int i = 0; i < 100 && r.n == 0; i++) {
-        bs_log_read(l, TENANT, made, 0, 10, 0, collect, &r, NULL, &err);
-        if (r.n == 0)
-            sleep_ms(100);
-    }
+    fetch_until_dead_lettered(l, topic, "g2", made, &r);
     assert_int_equal(r.n, 1);
     assert_string_equal(r.id[0], "poison");
     /* without a dead letter topic, records past max_deliver are dropped (and counted) */
@@ -753,7 +827,7 @@ static void test_dead_letter(void **state)
     assert_int_equal(c.offset[0], 0);
     assert_int_equal(fetch(l, topic, "drop", 1, 0, &c), 1);
     ack(l, topic, "drop", c.id[0]);
-    assert_int_equal(fetch(l, topic, "drop", 5, 2000, &none), 0);
+    fetch_until_dead_lettered(l, topic, "drop", NULL, &r);
     assert_int_equal(bs_log_consumer_stats(l, TENANT, topic, "drop", &st, &err), 0);
     assert_int_equal(st.dead_lettered, 1);
     assert_int_equal(st.ack_pending, 0);
@@ -791,13 +865,88 @@ static void test_ack_from_another_replica(void **state)
     assert_int_equal(fetch(a, topic, "g", 5, 5000, &e), 1);
     assert_int_equal(e.offset[0], 1);
     ack(a, topic, "g", e.id[0]);
-    sleep_ms(800);
-    assert_int_equal(fetch(a, topic, "g", 5, 0, &e), 0);
+    /* past ack_wait (500 ms) nothing comes back: a fetch that would end at the first
+     * redelivery */
+    assert_int_equal(fetch(a, topic, "g", 5, 1500, &e), 0);
     /* a deleted group: acks report it */
     assert_int_equal(bs_log_consumer_delete(a, TENANT, topic, "g", &err), 0);
     assert_int_equal(bs_log_ack(b, TENANT, topic, "g", c.id[0], &err), BS_ENOTFOUND);
     bs_log_close(b);
     bs_log_close(a);
+}
+
+/* The FNV-1a checksum log_nats_group.c puts on a delivery id (a checksum, not a secret: a
+ * client can compute it, so the id's shape must be checked on its own). */
+static uint32_t id_fnv(const char *stream, const char *group, const char *tail)
+{
+    uint32_t h = 2166136261u;
+    const char *parts[3] = {stream, group, tail};
+    size_t lens[3] = {strlen(stream) + 1, strlen(group) + 1, strlen(tail)};
+    for (int k = 0; k < 3; k++)
+        for (size_t i = 0; i < lens[k]; i++)
+            h = (h ^ (unsigned char)parts[k][i]) * 16777619u;
+    return h;
+}
+
+/* Delivery ids come from clients: a forged or oversized one is BS_EINVAL, and nothing in
+ * it reaches the NATS connection as protocol (an id holding "\r\nPUB ..." must not publish
+ * a record, nor break the connection). */
+static void test_forged_delivery_ids(void **state)
+{
+    (void)state;
+    bs_log_t *l = open_log("a");
+    char topic[64], stream[160], subject[160];
+    tname(topic, "forged");
+    snprintf(stream, sizeof stream, "basalt_%zu_%s_%s", strlen(TENANT), TENANT, topic);
+    snprintf(subject, sizeof subject, "basalt.log.%s.%s", TENANT, topic);
+    ensure(l, topic, NULL);
+    assert_int_equal(append1(l, topic, NULL, NULL, "{\"n\":0}", NULL), 0);
+    consumer(l, topic, "g", &(bs_log_consumer_config_t){0});
+    dl_t c;
+    assert_int_equal(fetch(l, topic, "g", 1, 0, &c), 1);
+    bs_err_t err;
+    /* a NATS command smuggled in: "PUB <subject> 2\r\n{}" between two harmless ones */
+    char inject[200];
+    snprintf(inject, sizeof inject, "x 0\r\n\r\nPUB %s 2\r\n{}\r\nPUB y", subject);
+    /* 1. the short form "<5 numbers>.<checksum>": the checksum matches, the rest is not
+     *    five numbers */
+    char tail[256], forged[512];
+    int k = snprintf(tail, sizeof tail, "%s", inject);
+    for (int d = 0; d < 104; d++) /* a parser counting dots loosely could see "4 dots" here */
+        tail[k++] = '.';
+    tail[k] = '\0';
+    snprintf(forged, sizeof forged, "%s.%08x", tail, id_fnv(stream, "g", tail));
+    assert_true(strlen(forged) <= BS_LOG_DELIVERY_ID_MAX);
+    assert_int_equal(bs_log_ack(l, TENANT, topic, "g", forged, &err), BS_EINVAL);
+    assert_string_equal(err.field, "delivery_id");
+    /* 2. the whole-subject form (servers with a domain) */
+    snprintf(forged, sizeof forged, "$JS.ACK.d.h.%s.g.1.1.1.1.0.%s", stream, inject);
+    assert_true(strlen(forged) <= BS_LOG_DELIVERY_ID_MAX);
+    assert_int_equal(bs_log_ack(l, TENANT, topic, "g", forged, &err), BS_EINVAL);
+    assert_int_equal(bs_log_nack(l, TENANT, topic, "g", forged, 0, &err), BS_EINVAL);
+    assert_int_equal(bs_log_in_progress(l, TENANT, topic, "g", forged, &err), BS_EINVAL);
+    /* 3. wildcards, empty tokens, short forms off by one, oversized, empty */
+    static const char *bad[] = {"",
+                                ".",
+                                "1.2.3.4.5",
+                                "1.2.3.4.5.",
+                                "1..3.4.5.00000000",
+                                "1.2.3.4.5.6.00000000",
+                                "$JS.ACK.d.h.s.g.1.1.1.1.0.>",
+                                "$JS.ACK.*.h.s.g.1.1.1.1.0.x"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(bs_log_ack(l, TENANT, topic, "g", bad[i], &err), BS_EINVAL);
+    char big[BS_LOG_DELIVERY_ID_MAX + 40];
+    memset(big, '1', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    assert_int_equal(bs_log_ack(l, TENANT, topic, "g", big, &err), BS_EINVAL);
+    assert_int_equal(bs_log_ack(l, TENANT, topic, "g", NULL, &err), BS_EINVAL);
+    /* nothing was published by the forged ids: the next record takes offset 1 (the
+     * connection is ordered, so an injected PUB would have come first), and the real id
+     * still acks */
+    assert_int_equal(append1(l, topic, NULL, NULL, "{\"n\":1}", NULL), 1);
+    ack(l, topic, "g", c.id[0]);
+    bs_log_close(l);
 }
 
 /* ---- watches, drop ----------------------------------------------------------------------- */
@@ -1085,8 +1234,10 @@ int main(void)
         cmocka_unit_test(test_consumer_basics),
         cmocka_unit_test(test_redelivery_and_progress),
         cmocka_unit_test(test_max_ack_pending),
+        cmocka_unit_test(test_config_bounds),
         cmocka_unit_test(test_dead_letter),
         cmocka_unit_test(test_ack_from_another_replica),
+        cmocka_unit_test(test_forged_delivery_ids),
         cmocka_unit_test(test_watch_and_drop),
         cmocka_unit_test(test_close_completes_pending),
         cmocka_unit_test(test_server_restart),
