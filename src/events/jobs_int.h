@@ -50,7 +50,7 @@ typedef struct {
     /* hub->mu */
     int inflight;   /* claimed attempts not ended yet */
     int maybe_more; /* a claim of this kind may find more (a full batch, an enqueue) */
-    uint64_t claimed, completed, failed, discarded, cancelled, stale;
+    uint64_t claimed, completed, failed, discarded, cancelled;
 } bs__job_kind_t;
 
 typedef struct {

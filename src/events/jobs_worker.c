@@ -677,20 +677,20 @@ static void *worker_main(void *arg)
 #define FINAL_OK(now)                                                                              \
     "UPDATE jobs SET state = 'completed', finalized_at = " now ", result = ?,"                     \
     " result_location = ?, progress_done = ?, progress_total = ?, progress_rate = ?,"              \
-    " progress_at = " now ", lease_expires_at = 0 WHERE id = ? AND lease_owner = ? AND"            \
-    " lease_token = ? AND state = 'running' RETURNING state"
+    " lease_expires_at = 0 WHERE id = ? AND lease_owner = ? AND lease_token = ? AND"               \
+    " state = 'running' RETURNING state"
 /* Binds: retry, retry, delay ms, errors, done, total, rate, id, owner, token. */
 #define FINAL_FAIL(now)                                                                            \
     "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN ? = 1 THEN"      \
     " 'retryable' ELSE 'discarded' END, finalized_at = CASE WHEN cancel_requested = 1 OR ? = 0"    \
     " THEN " now " ELSE NULL END, scheduled_at = " now " + ?, errors = ?, progress_done = ?,"      \
-    " progress_total = ?, progress_rate = ?, progress_at = " now ", lease_expires_at = 0"          \
+    " progress_total = ?, progress_rate = ?, lease_expires_at = 0"                                 \
     " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running' RETURNING state"
 #define HEARTBEAT(now)                                                                             \
     "UPDATE jobs SET lease_expires_at = " now " + ? WHERE id = ? AND lease_owner = ? AND"          \
     " lease_token = ? AND state = 'running' RETURNING cancel_requested"
-#define PROGRESS(now)                                                                              \
-    "UPDATE jobs SET progress_done = ?, progress_total = ?, progress_rate = ?, progress_at = " now \
+#define PROGRESS                                                                                   \
+    "UPDATE jobs SET progress_done = ?, progress_total = ?, progress_rate = ?"                     \
     " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running'"
 /* Binds: attempt decrement (1: never started), errors, id, owner, token. */
 #define RELEASE(now)                                                                               \
@@ -701,7 +701,6 @@ static void *worker_main(void *arg)
 static const char *const final_ok_sql[] = {FINAL_OK(NOW_S), FINAL_OK(NOW_P)};
 static const char *const final_fail_sql[] = {FINAL_FAIL(NOW_S), FINAL_FAIL(NOW_P)};
 static const char *const heartbeat_sql[] = {HEARTBEAT(NOW_S), HEARTBEAT(NOW_P)};
-static const char *const progress_sql[] = {PROGRESS(NOW_S), PROGRESS(NOW_P)};
 static const char *const release_sql[] = {RELEASE(NOW_S), RELEASE(NOW_P)};
 
 static bs_val_t rate_val(const bs_job_run_t *r)
@@ -821,7 +820,6 @@ static int flush_ends(bs_jobs_t *j, int drop)
         else if (!strcmp(st, "cancelled"))
             k->cancelled++;
         else if (!rc) {
-            k->stale++;
             j->stale_ends++;
             BS_LOG(BS_LOG_INFO, "jobs",
                    "job %s (%s) attempt %d ended after its claim was lost (token %lld): "
@@ -934,7 +932,7 @@ static void tick(bs_jobs_t *j, int beat)
         if (t->progress) {
             bs_val_t a[] = {BS_INT(t->done), BS_INT(t->total), t->rate,
                             BS_TXT(t->id),   BS_TXT(j->owner), BS_INT(t->token)};
-            rc = bs_meta_exec(j->meta, progress_sql[pg(j)], a, 6, NULL, &err);
+            rc = bs_meta_exec(j->meta, PROGRESS, a, 6, NULL, &err);
         }
         if (!rc && t->beat) {
             bs_val_t a[] = {BS_INT(j->lease_ms), BS_TXT(t->id), BS_TXT(j->owner), BS_INT(t->token)};
