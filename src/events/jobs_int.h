@@ -11,7 +11,7 @@
  *            that frees runs: it writes the attempts that ended (every one that ended since
  *            its last pass in one transaction: group commit), flushes progress (at most once
  *            a second an attempt), renews the leases of every attempt in flight (every
- *            lease_ms/3, one transaction) and polls for cancellations made on other
+ *            lease_ms/3, one statement for all) and polls for cancellations made on other
  *            replicas; it also releases claims at shutdown;
  *   retention a lease singleton ("job-retention") deleting finalized jobs past retention.
  *

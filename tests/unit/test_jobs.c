@@ -1061,6 +1061,69 @@ static void test_heartbeat_notices_a_lost_claim(void **state)
     seen_free(s);
 }
 
+/* Several attempts in flight: one statement renews them all, one writes their progress and
+ * one polls for their cancellation; each row gets its own values, and a claim lost or a
+ * cancel made on another replica reaches only its own attempt. */
+static void test_attempts_in_flight_are_renewed_and_polled_together(void **state)
+{
+    fx_t *f = *state;
+    seen_t *s = seen_new();
+    bs_jobs_t *j = runtime(f->a, "a", 600, 0, 2); /* renewals every 200 ms */
+    bs_jobs_t *other = runtime(f->b, "b", 600, 0, 1);
+    char kind[64], id[3][37];
+    reg(j, f, "stash", h_stash, s, 0, 3, kind);
+    start(j);
+    for (int i = 0; i < 3; i++)
+        enqueue(j, f, kind, NULL, id[i]);
+    bs_job_run_t *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = wait_stash(s, i);
+        bs_job_progress(r[i], 10 * (i + 1), 100 + i);
+    }
+    for (int i = 0; i < 3; i++) {
+        uint64_t until = bs_time_mono_ns() + 20000000000ull;
+        cJSON *o;
+        for (;;) {
+            o = job(j, f, bs_job_id(r[i]));
+            if (num(cJSON_GetObjectItem(o, "progress"), "done") == 10 * (i + 1) ||
+                bs_time_mono_ns() > until)
+                break;
+            cJSON_Delete(o);
+            usleep(20000);
+        }
+        const cJSON *p = cJSON_GetObjectItem(o, "progress");
+        assert_int_equal((int)num(p, "done"), 10 * (i + 1));
+        assert_int_equal((int)num(p, "total"), 100 + i);
+        cJSON_Delete(o);
+    }
+    /* a few lease lengths pass: every claim is kept */
+    usleep(1500000);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(bs_job_cancelled(r[i]), 0);
+    exec_sql(f->b, "UPDATE jobs SET lease_token = lease_token + 100 WHERE id = ?", bs_job_id(r[0]));
+    bs_err_t err;
+    assert_int_equal(bs_jobs_cancel(other, f->tenant, bs_job_id(r[1]), &err), 0);
+    uint64_t until = bs_time_mono_ns() + 20000000000ull;
+    while ((!bs_job_cancelled(r[0]) || !bs_job_cancelled(r[1])) && bs_time_mono_ns() < until)
+        usleep(5000);
+    assert_int_equal(bs_job_cancelled(r[0]), 1);
+    assert_int_equal(bs_job_cancelled(r[1]), 1);
+    assert_int_equal(bs_job_cancelled(r[2]), 0);
+    bs_jobs_stats_t st;
+    bs_jobs_stats(j, &st);
+    assert_int_equal((int)st.lost_leases, 1);
+    bs_job_complete(r[0], NULL, NULL);
+    bs_job_fail(r[1], 1, 0, "stopped: cancelled");
+    bs_job_complete(r[2], NULL, NULL);
+    cJSON_Delete(wait_state(j, f, bs_job_id(r[1]), "cancelled"));
+    cJSON_Delete(wait_state(j, f, bs_job_id(r[2]), "completed"));
+    STATS_WHEN(j, st, st.stale_ends == 1);
+    assert_int_equal((int)st.stale_ends, 1);
+    bs_jobs_free(j);
+    bs_jobs_free(other);
+    seen_free(s);
+}
+
 /* Shutdown: an async attempt still open after lease/3 is released (available again, its
  * attempt recorded); ending it later only frees it. A blocking attempt that stops when told
  * is retried at once. */
@@ -1195,6 +1258,7 @@ static const struct CMUnitTest store_tests[] = {
     T(test_two_runtimes_never_run_a_job_twice),
     T(test_expired_lease_is_claimed_again_and_the_stale_end_ignored),
     T(test_heartbeat_notices_a_lost_claim),
+    T(test_attempts_in_flight_are_renewed_and_polled_together),
     T(test_shutdown_releases_claims),
     T(test_retention_deletes_old_finalized_jobs),
     T(test_register_and_enqueue_checks),
