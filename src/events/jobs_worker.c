@@ -172,9 +172,9 @@ char *bs__jobs_errors_append(const char *errors, int attempt, const char *error,
 
 /* ---- runs ------------------------------------------------------------------------------ */
 
-static void run_free(bs_job_run_t *r)
+/* Frees r and what it owns; its reference to the hub is the caller's to drop. */
+static void run_release(bs_job_run_t *r)
 {
-    bs__jobs_hub_t *h = r->hub;
     free(r->tenant);
     free(r->args);
     free(r->errors);
@@ -182,6 +182,12 @@ static void run_free(bs_job_run_t *r)
     free(r->location);
     free(r->error);
     free(r);
+}
+
+static void run_free(bs_job_run_t *r)
+{
+    bs__jobs_hub_t *h = r->hub;
+    run_release(r);
     bs__jobs_hub_unref(h);
 }
 
@@ -503,12 +509,8 @@ static int claimed_row(const bs_meta_row_t *row, void *ud)
     }
     if (!r || !r->tenant || !r->args || !r->errors) {
         /* the row stays claimed; its lease expires and it is rescued */
-        if (r) {
-            free(r->tenant);
-            free(r->args);
-            free(r->errors);
-            free(r);
-        }
+        if (r)
+            run_release(r);
         c->failed++;
         return 0;
     }
@@ -853,13 +855,7 @@ static int flush_ends(bs_jobs_t *j, int drop)
         }
         registry_remove(j, r);
         h->refs--; /* run_free's unref, inlined: mu is held */
-        free(r->tenant);
-        free(r->args);
-        free(r->errors);
-        free(r->result);
-        free(r->location);
-        free(r->error);
-        free(r);
+        run_release(r);
     }
     free(states);
     pthread_cond_broadcast(&j->idle_cv);
@@ -1081,11 +1077,8 @@ static void release_claims(bs_jobs_t *j, int detach)
         }
         r->kind->inflight--;
         registry_remove(j, r);
-        h->refs--;
-        free(r->tenant);
-        free(r->args);
-        free(r->errors);
-        free(r);
+        h->refs--; /* as in flush_ends */
+        run_release(r);
     }
     if (detach)
         for (bs_job_run_t *r = j->registry, *next; r; r = next) {
