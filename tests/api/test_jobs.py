@@ -254,6 +254,12 @@ def test_list_pages_newest_first(shared_server):
     ({"kind": "sleep", "max_attempts": 0}, "max_attempts"),
     ({"kind": "sleep", "priority": 5000}, "priority"),
     ({"kind": "sleep", "unique_key": 7}, "unique_key"),
+    ({"kind": "sleep", "unique_key": ""}, "unique_key"),
+    ({"kind": "sleep", "unique_key": "k" * 257}, "unique_key"),
+    ({"kind": "sleep", "run_at": "1969-12-31T23:59:59Z"}, "run_at"),
+    ({"kind": "sleep", "run_at": "1970-01-01T00:30:00+01:00"}, "run_at"),  # 1969 in UTC
+    ({"kind": "sleep", "max_attempts": 1000001}, "max_attempts"),
+    ({"kind": "sleep", "priority": -1001}, "priority"),
     ({"jobs": []}, "jobs"),
     ({"jobs": {"kind": "sleep"}}, "jobs"),
     ({"jobs": [{"kind": "sleep"}] * 1001}, "jobs"),
@@ -261,6 +267,9 @@ def test_list_pages_newest_first(shared_server):
     ({"jobs": [{"kind": "sleep"}, {"kind": "sleep", "args": {"seconds": 1e9}}]},
      "jobs[1].args.seconds"),
     ({"jobs": [{"kind": "sleep"}], "kind": "sleep"}, "jobs"),
+    ({"jobs": [{"kind": "sleep"}, {"kind": "sleep", "unique_key": "k" * 257}]},
+     "jobs[1].unique_key"),
+    ({"jobs": [{"kind": "sleep"}, 7]}, "jobs"),
 ])
 def test_bad_job_bodies_are_400_and_enqueue_nothing(shared_server, body, field):
     srv = shared_server

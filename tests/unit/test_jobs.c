@@ -1231,6 +1231,42 @@ static void test_register_and_enqueue_checks(void **state)
     nj.kind = kind;
     nj.tenant = NULL;
     assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    nj.tenant = f->tenant;
+    /* the limits: args of BS__JOBS_ARGS_MAX bytes, a unique_key of BS__JOBS_UNIQUE_MAX */
+    char *big = malloc(BS__JOBS_ARGS_MAX + 2);
+    memset(big, 'x', BS__JOBS_ARGS_MAX + 1);
+    memcpy(big, "{\"a\":\"", 6);
+    memcpy(big + BS__JOBS_ARGS_MAX - 2, "\"}", 3); /* BS__JOBS_ARGS_MAX bytes */
+    nj.args = big;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
+    memcpy(big + BS__JOBS_ARGS_MAX - 2, "x\"}", 4); /* one more */
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    assert_string_equal(err.field, "args");
+    bs_job_new_t batch[2] = {{.kind = kind, .tenant = f->tenant}, nj};
+    char ids[2][37];
+    assert_int_equal(bs_jobs_enqueue_many(j, batch, 2, ids, NULL, &err), BS_EINVAL);
+    assert_string_equal(err.field, "jobs[1].args");
+    free(big);
+    nj.args = NULL;
+    char key[BS__JOBS_UNIQUE_MAX + 2];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = 0;
+    nj.unique_key = key;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    assert_string_equal(err.field, "unique_key");
+    key[BS__JOBS_UNIQUE_MAX] = 0;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
+    nj.unique_key = "";
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    nj.unique_key = NULL;
+    nj.max_attempts = -1;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    assert_string_equal(err.field, "max_attempts");
+    nj.max_attempts = 0;
+    nj.run_at_ms = -1;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    assert_string_equal(err.field, "run_at");
+    assert_int_equal(jobs_of(f->a, f->tenant), 2); /* the two at their limits */
     start(j);
     assert_int_equal(bs_jobs_register(j, &dup, &err), BS_EINVAL); /* after start */
     bs_jobs_free(j);
