@@ -315,6 +315,15 @@ void bs__api_job_kinds(bs_req_t *req)
     bs_buf_free(&b);
 }
 
+/* Puts pre (a batch's "jobs[3].") before err's field and message; BS_EINVAL. */
+static int prefixed(bs_err_t *err, const char *pre)
+{
+    char f[80], msg[256];
+    snprintf(f, sizeof f, "%s%.50s", pre, err->field);
+    snprintf(msg, sizeof msg, "%s", err->msg);
+    return bs_err_setf(err, BS_EINVAL, f, "%s%s", pre, msg);
+}
+
 /* One job of a POST body into nj (strings borrowed from the tree or malloc'd into *args).
  * pre prefixes field names ("" or "jobs[3]."). */
 static int parse_job(bs_app_t *app, const bs_req_t *req, const cJSON *o, const char *pre,
@@ -342,12 +351,8 @@ static int parse_job(bs_app_t *app, const bs_req_t *req, const cJSON *o, const c
         bs_json_get_str(o, "unique_key", 0, &unique, err) < 0 ||
         bs_json_get_str(o, "run_at", 0, &run_at, err) < 0 ||
         bs_json_get_int(o, "max_attempts", 0, 1, 1000000, &max_attempts, err) < 0 ||
-        bs_json_get_int(o, "priority", 0, -1000, 1000, &priority, err) < 0) {
-        snprintf(f, sizeof f, "%s%.40s", pre, err->field);
-        char msg[256];
-        snprintf(msg, sizeof msg, "%s", err->msg);
-        return bs_err_setf(err, BS_EINVAL, f, "%s%s", pre, msg);
-    }
+        bs_json_get_int(o, "priority", 0, -1000, 1000, &priority, err) < 0)
+        return prefixed(err, pre);
     bs_job_kind_t k;
     if (bs_jobs_kind(app->jobs, kind, &k) != 0) {
         snprintf(f, sizeof f, "%skind", pre);
@@ -370,12 +375,8 @@ static int parse_job(bs_app_t *app, const bs_req_t *req, const cJSON *o, const c
         a = NULL;
     if (!strcmp(kind, "sleep")) {
         sleep_args_t sa;
-        if (sleep_parse(a, &sa, err)) {
-            snprintf(f, sizeof f, "%s%.50s", pre, err->field);
-            char msg[256];
-            snprintf(msg, sizeof msg, "%s", err->msg);
-            return bs_err_setf(err, BS_EINVAL, f, "%s%s", pre, msg);
-        }
+        if (sleep_parse(a, &sa, err))
+            return prefixed(err, pre);
     }
     int64_t at = 0;
     if (run_at && bs_time_parse_rfc3339(run_at, &at) != 0) {

@@ -21,10 +21,34 @@ static const char *str_of(const cJSON *o, const char *key)
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
+/* The string, or "-" when the server left it out (or sent another type). */
+static const char *text_of(const cJSON *o, const char *key)
+{
+    const char *s = str_of(o, key);
+    return s ? s : "-";
+}
+
 static double num_of(const cJSON *o, const char *key)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     return cJSON_IsNumber(v) ? v->valuedouble : NAN;
+}
+
+/* A count, rate or duration as the server sent it: a number from 0 to 1e15, else NAN
+ * (unknown). Whatever the server sends, what is printed stays a number or "-". */
+static double count_of(const cJSON *o, const char *key)
+{
+    double v = num_of(o, key);
+    return v >= 0 && v <= 1e15 ? v : NAN;
+}
+
+/* "%.0f" of a count, "-" when unknown. */
+static const char *fmt_count(char out[32], double v)
+{
+    if (isnan(v))
+        return "-";
+    snprintf(out, 32, "%.0f", v);
+    return out;
 }
 
 static void put_encoded(bs_buf_t *b, const char *s)
@@ -47,7 +71,7 @@ static int usage(const char *name)
 /* "4s", "1m05s", "2h03m"; "-" for an unknown duration. */
 static void fmt_duration(char *out, size_t n, double s)
 {
-    if (!isfinite(s) || s < 0) {
+    if (!(s >= 0 && s <= 1e15)) {
         snprintf(out, n, "-");
         return;
     }
@@ -64,15 +88,17 @@ static void fmt_duration(char *out, size_t n, double s)
 static void fmt_progress(bs_buf_t *b, const cJSON *job)
 {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(job, "progress");
-    double done = num_of(p, "done"), total = num_of(p, "total"), rate = num_of(p, "rate_per_s"),
-           eta = num_of(p, "eta_s");
-    if (total > 0)
+    double done = count_of(p, "done"), total = count_of(p, "total"),
+           rate = count_of(p, "rate_per_s"), eta = count_of(p, "eta_s");
+    if (isnan(done))
+        done = 0;
+    if (total >= 1)
         bs_buf_printf(b, "%.0f/%.0f (%.0f%%)", done, total, 100.0 * done / total);
     else
-        bs_buf_printf(b, "%.0f done", isfinite(done) ? done : 0);
-    if (isfinite(rate))
+        bs_buf_printf(b, "%.0f done", done);
+    if (!isnan(rate))
         bs_buf_printf(b, rate >= 1000 ? " %.0f/s" : " %.3g/s", rate);
-    if (isfinite(eta)) {
+    if (!isnan(eta)) {
         char d[32];
         fmt_duration(d, sizeof d, eta);
         bs_buf_printf(b, " eta %s", d);
@@ -117,10 +143,12 @@ static void print_job(const cJSON *j)
     bs_buf_t b;
     bs_buf_init(&b);
     fmt_progress(&b, j);
-    printf("id               %s\n", str_of(j, "id"));
-    printf("kind             %s\n", str_of(j, "kind"));
-    printf("state            %s\n", str_of(j, "state"));
-    printf("attempt          %.0f of %.0f\n", num_of(j, "attempt"), num_of(j, "max_attempts"));
+    char n1[32], n2[32];
+    printf("id               %s\n", text_of(j, "id"));
+    printf("kind             %s\n", text_of(j, "kind"));
+    printf("state            %s\n", text_of(j, "state"));
+    printf("attempt          %s of %s\n", fmt_count(n1, count_of(j, "attempt")),
+           fmt_count(n2, count_of(j, "max_attempts")));
     printf("progress         %s\n", b.data ? b.data : "-");
     static const char *const fields[] = {"unique_key",   "created_at",     "created_by",
                                          "scheduled_at", "attempted_at",   "finalized_at",
@@ -129,7 +157,7 @@ static void print_job(const cJSON *j)
         const char *v = str_of(j, fields[i]);
         printf("%-16s %s\n", fields[i], v && *v ? v : "-");
     }
-    printf("lease_token      %.0f\n", num_of(j, "lease_token"));
+    printf("lease_token      %s\n", fmt_count(n1, count_of(j, "lease_token")));
     const cJSON *res = cJSON_GetObjectItemCaseSensitive(j, "result");
     char *rt = res && !cJSON_IsNull(res) ? cJSON_PrintUnformatted(res) : NULL;
     printf("result           %s\n", rt ? rt : "-");
@@ -139,10 +167,8 @@ static void print_job(const cJSON *j)
         printf("errors\n");
         cJSON_ArrayForEach(e, errors)
         {
-            printf("  attempt %.0f at %s on %s: %s\n", num_of(e, "attempt"),
-                   str_of(e, "at") ? str_of(e, "at") : "-",
-                   str_of(e, "attempted_by") ? str_of(e, "attempted_by") : "-",
-                   str_of(e, "error") ? str_of(e, "error") : "");
+            printf("  attempt %s at %s on %s: %s\n", fmt_count(n1, count_of(e, "attempt")),
+                   text_of(e, "at"), text_of(e, "attempted_by"), text_of(e, "error"));
         }
     }
     bs_buf_free(&b);
@@ -193,15 +219,19 @@ int bs_cli_job_ls(int argc, char **argv)
     }
     cJSON *page = cJSON_Parse(out.data ? out.data : "");
     bs_buf_free(&out);
+    if (!page) {
+        fprintf(stderr, "basalt: the server's answer is not JSON\n");
+        return 1;
+    }
     bs_cli_table_t t;
     bs_cli_table_init(&t, 6);
     bs_cli_table_row(&t, "ID", "KIND", "STATE", "ATTEMPT", "PROGRESS", "CREATED");
     const cJSON *j;
     cJSON_ArrayForEach(j, cJSON_GetObjectItemCaseSensitive(page, "items"))
     {
-        char attempt[48];
-        snprintf(attempt, sizeof attempt, "%.0f/%.0f", num_of(j, "attempt"),
-                 num_of(j, "max_attempts"));
+        char attempt[80], n1[32], n2[32];
+        snprintf(attempt, sizeof attempt, "%s/%s", fmt_count(n1, count_of(j, "attempt")),
+                 fmt_count(n2, count_of(j, "max_attempts")));
         bs_buf_t p;
         bs_buf_init(&p);
         fmt_progress(&p, j);
@@ -243,18 +273,18 @@ int bs_cli_job_get(int argc, char **argv)
 static void draw_bar(const cJSON *j)
 {
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "progress");
-    double done = num_of(p, "done"), total = num_of(p, "total");
+    double done = count_of(p, "done"), total = count_of(p, "total");
     enum { W = 30 };
-    char bar[W + 1];
-    int fill = total > 0 ? (int)(W * (done > total ? 1.0 : done / total)) : 0;
+    char bar[W + 1], n[32];
+    int fill = total >= 1 && done >= 0 ? (int)(W * (done > total ? 1.0 : done / total)) : 0;
     for (int i = 0; i < W; i++)
         bar[i] = i < fill ? '#' : '.';
     bar[W] = 0;
     bs_buf_t b;
     bs_buf_init(&b);
     fmt_progress(&b, j);
-    printf("\r\033[K[%s] %s  %s (attempt %.0f)", bar, b.data ? b.data : "", str_of(j, "state"),
-           num_of(j, "attempt"));
+    printf("\r\033[K[%s] %s  %s (attempt %s)", bar, b.data ? b.data : "", text_of(j, "state"),
+           fmt_count(n, count_of(j, "attempt")));
     fflush(stdout);
     bs_buf_free(&b);
 }
@@ -272,25 +302,30 @@ static int watch(const bs_cli_remote_t *r, const char *id, long interval_ms)
         if (!j)
             break;
         const char *state = str_of(j, "state");
+        if (!state) { /* it would never end */
+            fprintf(stderr, "basalt: the server's answer has no job state\n");
+            rc = 1;
+            cJSON_Delete(j);
+            break;
+        }
         if (tty && !r->json) {
             draw_bar(j);
         } else if (!r->json) {
-            bs_buf_reset(&line);
-            bs_buf_printf(&line, "%s attempt %.0f: ", state ? state : "?", num_of(j, "attempt"));
             /* the rate and ETA move every time: a line per change of state or progress */
             const cJSON *p = cJSON_GetObjectItemCaseSensitive(j, "progress");
-            bs_buf_printf(&line, "%.0f/%.0f", num_of(p, "done"), num_of(p, "total"));
+            char n1[32], n2[32], n3[32];
+            bs_buf_reset(&line);
+            bs_buf_printf(&line, "%s attempt %s: ", state, fmt_count(n1, count_of(j, "attempt")));
+            size_t prefix = line.len;
+            bs_buf_printf(&line, "%s/%s", fmt_count(n2, count_of(p, "done")),
+                          fmt_count(n3, count_of(p, "total")));
             if (!last.data || strcmp(last.data, line.data)) {
-                bs_buf_t full;
-                bs_buf_init(&full);
-                bs_buf_printf(&full, "%s attempt %.0f: ", state ? state : "?",
-                              num_of(j, "attempt"));
-                fmt_progress(&full, j);
-                printf("%s\n", full.data);
-                fflush(stdout);
-                bs_buf_free(&full);
                 bs_buf_reset(&last);
                 bs_buf_puts(&last, line.data);
+                line.len = prefix;
+                fmt_progress(&line, j);
+                printf("%.*s\n", (int)line.len, line.data);
+                fflush(stdout);
             }
         }
         if (finalized(state)) {
@@ -305,8 +340,9 @@ static int watch(const bs_cli_remote_t *r, const char *id, long interval_ms)
                 free(rt);
             } else {
                 const char *e = last_error(j);
-                printf("job %s %s after %.0f attempt(s)%s%s\n", id, state, num_of(j, "attempt"),
-                       e ? ": " : "", e ? e : "");
+                char n[32];
+                printf("job %s %s after %s attempt(s)%s%s\n", id, state,
+                       fmt_count(n, count_of(j, "attempt")), e ? ": " : "", e ? e : "");
             }
             rc = strcmp(state, "completed") ? 1 : 0;
             cJSON_Delete(j);
@@ -469,7 +505,7 @@ int bs_cli_job_run(int argc, char **argv)
     char id[64];
     snprintf(id, sizeof id, "%s", str_of(j, "id") ? str_of(j, "id") : "");
     if (r.json && !do_watch)
-        printf("%.*s\n", (int)out.len, out.data);
+        printf("%.*s\n", (int)out.len, out.data ? out.data : "");
     else if (!r.json && unique) /* 200 and 201 look alike here: say both */
         printf("job %s (%s): enqueued, or the live job of unique key '%s'\n", id, kind, unique);
     else if (!r.json)

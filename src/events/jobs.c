@@ -253,14 +253,20 @@ void bs_jobs_free(bs_jobs_t *j)
     bs__jobs_hub_unref(h);
 }
 
-void bs_jobs_kick(bs_jobs_t *j)
+/* Wakes the claimer for n kinds (NULL: the first n registered): a claim may find jobs. */
+static void wake(bs_jobs_t *j, bs__job_kind_t *const *kinds, int n)
 {
     pthread_mutex_lock(&j->hub->mu);
-    for (int i = 0; i < j->nkinds; i++)
-        j->kinds[i].maybe_more = 1;
+    for (int i = 0; i < n; i++)
+        (kinds ? kinds[i] : &j->kinds[i])->maybe_more = 1;
     j->kicked = 1;
     pthread_cond_signal(&j->claim_cv);
     pthread_mutex_unlock(&j->hub->mu);
+}
+
+void bs_jobs_kick(bs_jobs_t *j)
+{
+    wake(j, NULL, j->nkinds);
 }
 
 /* ---- enqueue --------------------------------------------------------------------------- */
@@ -374,15 +380,6 @@ static int insert_one(bs_jobs_t *j, const bs_job_new_t *nj, const bs__job_kind_t
                       nj->unique_key ? nj->unique_key : "");
 }
 
-static void wake_kind(bs_jobs_t *j, bs__job_kind_t *k)
-{
-    pthread_mutex_lock(&j->hub->mu);
-    k->maybe_more = 1;
-    j->kicked = 1;
-    pthread_cond_signal(&j->claim_cv);
-    pthread_mutex_unlock(&j->hub->mu);
-}
-
 int bs_jobs_enqueue(bs_jobs_t *j, const bs_job_new_t *nj, char id[37], int *existed, bs_err_t *err)
 {
     bs__job_kind_t *k;
@@ -395,7 +392,7 @@ int bs_jobs_enqueue(bs_jobs_t *j, const bs_job_new_t *nj, char id[37], int *exis
     if (existed)
         *existed = ex;
     if (!ex)
-        wake_kind(j, k);
+        wake(j, &k, 1);
     return 0;
 }
 
@@ -435,12 +432,7 @@ int bs_jobs_enqueue_many(bs_jobs_t *j, const bs_job_new_t *nj, int n, char (*ids
         free(kinds);
         return rc;
     }
-    pthread_mutex_lock(&j->hub->mu);
-    for (int i = 0; i < n; i++)
-        kinds[i]->maybe_more = 1;
-    j->kicked = 1;
-    pthread_cond_signal(&j->claim_cv);
-    pthread_mutex_unlock(&j->hub->mu);
+    wake(j, kinds, n);
     free(kinds);
     return 0;
 }
@@ -704,8 +696,14 @@ int bs_jobs_cancel(bs_jobs_t *j, const char *tenant, const char *id, bs_err_t *e
 
 #define RETRY(now)                                                                                 \
     "UPDATE jobs SET state = 'available', scheduled_at = " now ", finalized_at = NULL,"            \
-    " cancel_requested = 0 WHERE id = ? AND state = ?"
+    " cancel_requested = 0 WHERE id = ? AND state = ? RETURNING kind"
 static const char *const retry_sql[] = {RETRY(NOW_S), RETRY(NOW_P)};
+
+static int kind_row(const bs_meta_row_t *row, void *ud)
+{
+    snprintf(ud, 64, "%s", bs_meta_row_text(row, 0));
+    return 0;
+}
 
 int bs_jobs_retry(bs_jobs_t *j, const char *tenant, const char *id, bs_err_t *err)
 {
@@ -720,9 +718,9 @@ int bs_jobs_retry(bs_jobs_t *j, const char *tenant, const char *id, bs_err_t *er
                               "job '%.40s' is %s: only discarded, cancelled or retryable jobs "
                               "can be retried",
                               id, s.state);
-        int changes = 0;
+        char kind[64] = "";
         bs_val_t a[] = {BS_TXT(id), BS_TXT(s.state)};
-        rc = bs_meta_exec(j->meta, retry_sql[pg(j)], a, 2, &changes, err);
+        rc = bs_meta_query(j->meta, retry_sql[pg(j)], a, 2, kind_row, kind, err);
         if (rc == BS_ECONFLICT)
             return bs_err_set(err, BS_ECONFLICT,
                               "job '%.40s' cannot run again: a live job of its kind holds its "
@@ -730,15 +728,10 @@ int bs_jobs_retry(bs_jobs_t *j, const char *tenant, const char *id, bs_err_t *er
                               id);
         if (rc)
             return rc;
-        if (changes) {
-            char kind[64] = "";
-            bs_val_t q[] = {BS_TXT(id)};
-            if (bs_meta_query(j->meta, "SELECT kind FROM jobs WHERE id = ?", q, 1, id_row, kind,
-                              NULL) == 0) {
-                bs__job_kind_t *k = bs__jobs_kind_find(j, kind);
-                if (k)
-                    wake_kind(j, k);
-            }
+        if (kind[0]) { /* the row changed */
+            bs__job_kind_t *k = bs__jobs_kind_find(j, kind);
+            if (k)
+                wake(j, &k, 1);
             return 0;
         }
     }

@@ -11,7 +11,7 @@
  *            that frees runs: it writes the attempts that ended (every one that ended since
  *            its last pass in one transaction: group commit), flushes progress (at most once
  *            a second an attempt), renews the leases of every attempt in flight (every
- *            lease_ms/3, one transaction) and polls for cancellations made on other
+ *            lease_ms/3, one statement for all) and polls for cancellations made on other
  *            replicas; it also releases claims at shutdown;
  *   retention a lease singleton ("job-retention") deleting finalized jobs past retention.
  *
@@ -50,7 +50,7 @@ typedef struct {
     /* hub->mu */
     int inflight;   /* claimed attempts not ended yet */
     int maybe_more; /* a claim of this kind may find more (a full batch, an enqueue) */
-    uint64_t claimed, completed, failed, discarded, cancelled, stale;
+    uint64_t claimed, completed, failed, discarded, cancelled;
 } bs__job_kind_t;
 
 typedef struct {

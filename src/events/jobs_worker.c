@@ -19,7 +19,7 @@
  * is found at the next poll.
  *
  * Leases: a claim lasts lease_ms from the database's clock; the writer renews every attempt
- * in flight each lease_ms/3 (one transaction), and keeps a local deadline started before
+ * in flight each lease_ms/3 (one statement for all), and keeps a local deadline started before
  * each renewal was sent, so this process stops believing in a claim no later than the
  * database expires it. A renewal that finds its row changed, or a deadline that passes,
  * marks the attempt lost: bs_job_cancelled turns 1.
@@ -172,9 +172,9 @@ char *bs__jobs_errors_append(const char *errors, int attempt, const char *error,
 
 /* ---- runs ------------------------------------------------------------------------------ */
 
-static void run_free(bs_job_run_t *r)
+/* Frees r and what it owns; its reference to the hub is the caller's to drop. */
+static void run_release(bs_job_run_t *r)
 {
-    bs__jobs_hub_t *h = r->hub;
     free(r->tenant);
     free(r->args);
     free(r->errors);
@@ -182,6 +182,12 @@ static void run_free(bs_job_run_t *r)
     free(r->location);
     free(r->error);
     free(r);
+}
+
+static void run_free(bs_job_run_t *r)
+{
+    bs__jobs_hub_t *h = r->hub;
+    run_release(r);
     bs__jobs_hub_unref(h);
 }
 
@@ -503,12 +509,8 @@ static int claimed_row(const bs_meta_row_t *row, void *ud)
     }
     if (!r || !r->tenant || !r->args || !r->errors) {
         /* the row stays claimed; its lease expires and it is rescued */
-        if (r) {
-            free(r->tenant);
-            free(r->args);
-            free(r->errors);
-            free(r);
-        }
+        if (r)
+            run_release(r);
         c->failed++;
         return 0;
     }
@@ -677,21 +679,41 @@ static void *worker_main(void *arg)
 #define FINAL_OK(now)                                                                              \
     "UPDATE jobs SET state = 'completed', finalized_at = " now ", result = ?,"                     \
     " result_location = ?, progress_done = ?, progress_total = ?, progress_rate = ?,"              \
-    " progress_at = " now ", lease_expires_at = 0 WHERE id = ? AND lease_owner = ? AND"            \
-    " lease_token = ? AND state = 'running' RETURNING state"
+    " lease_expires_at = 0 WHERE id = ? AND lease_owner = ? AND lease_token = ? AND"               \
+    " state = 'running' RETURNING state"
 /* Binds: retry, retry, delay ms, errors, done, total, rate, id, owner, token. */
 #define FINAL_FAIL(now)                                                                            \
     "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' WHEN ? = 1 THEN"      \
     " 'retryable' ELSE 'discarded' END, finalized_at = CASE WHEN cancel_requested = 1 OR ? = 0"    \
     " THEN " now " ELSE NULL END, scheduled_at = " now " + ?, errors = ?, progress_done = ?,"      \
-    " progress_total = ?, progress_rate = ?, progress_at = " now ", lease_expires_at = 0"          \
+    " progress_total = ?, progress_rate = ?, lease_expires_at = 0"                                 \
     " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running' RETURNING state"
-#define HEARTBEAT(now)                                                                             \
-    "UPDATE jobs SET lease_expires_at = " now " + ? WHERE id = ? AND lease_owner = ? AND"          \
-    " lease_token = ? AND state = 'running' RETURNING cancel_requested"
-#define PROGRESS(now)                                                                              \
-    "UPDATE jobs SET progress_done = ?, progress_total = ?, progress_rate = ?, progress_at = " now \
-    " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running'"
+/* The attempts in flight as a table v(jid, tok, pdone, ptotal, prate) made from one bound
+ * JSON array [[id, token, done, total, rate], …] (fields left out are NULL), so that one
+ * statement renews, writes the progress of, or polls for the cancellation of all of them: a
+ * statement per attempt would cost a round trip each, on PostgreSQL inside the cluster-wide
+ * write lock. Each row is guarded as every write after the claim is (HELD). On SQLite
+ * `+state` keeps the planner off jobs_due (a scan of every running job of every replica)
+ * and on the primary key: one lookup per entry. */
+#define INFLIGHT_S                                                                                 \
+    "(SELECT json_extract(value, '$[0]') AS jid, json_extract(value, '$[1]') AS tok,"              \
+    " json_extract(value, '$[2]') AS pdone, json_extract(value, '$[3]') AS ptotal,"                \
+    " json_extract(value, '$[4]') AS prate FROM json_each(?)) AS v"
+#define INFLIGHT_P                                                                                 \
+    "(SELECT x->>0 AS jid, CAST(x->>1 AS BIGINT) AS tok, CAST(x->>2 AS BIGINT) AS pdone,"          \
+    " CAST(x->>3 AS BIGINT) AS ptotal, CAST(x->>4 AS DOUBLE PRECISION) AS prate"                   \
+    " FROM jsonb_array_elements(CAST(? AS jsonb)) AS x) AS v"
+#define HELD(state) " id = v.jid AND lease_token = v.tok AND lease_owner = ? AND " state " = 'running'"
+/* Binds: ttl, the array, owner. */
+#define HEARTBEAT(now, inflight, state)                                                            \
+    "UPDATE jobs SET lease_expires_at = " now " + ? FROM " inflight " WHERE" HELD(state)            \
+    " RETURNING id, lease_token, cancel_requested"
+/* Binds: the array, owner. */
+#define PROGRESS(inflight, state)                                                                  \
+    "UPDATE jobs SET progress_done = v.pdone, progress_total = v.ptotal, progress_rate = v.prate"  \
+    " FROM " inflight " WHERE" HELD(state)
+#define CANCEL_POLL(inflight, state)                                                               \
+    "SELECT id, lease_token FROM jobs JOIN " inflight " ON" HELD(state) " WHERE cancel_requested = 1"
 /* Binds: attempt decrement (1: never started), errors, id, owner, token. */
 #define RELEASE(now)                                                                               \
     "UPDATE jobs SET state = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'available'"     \
@@ -700,8 +722,12 @@ static void *worker_main(void *arg)
     " WHERE id = ? AND lease_owner = ? AND lease_token = ? AND state = 'running'"
 static const char *const final_ok_sql[] = {FINAL_OK(NOW_S), FINAL_OK(NOW_P)};
 static const char *const final_fail_sql[] = {FINAL_FAIL(NOW_S), FINAL_FAIL(NOW_P)};
-static const char *const heartbeat_sql[] = {HEARTBEAT(NOW_S), HEARTBEAT(NOW_P)};
-static const char *const progress_sql[] = {PROGRESS(NOW_S), PROGRESS(NOW_P)};
+static const char *const heartbeat_sql[] = {HEARTBEAT(NOW_S, INFLIGHT_S, "+state"),
+                                            HEARTBEAT(NOW_P, INFLIGHT_P, "state")};
+static const char *const progress_sql[] = {PROGRESS(INFLIGHT_S, "+state"),
+                                           PROGRESS(INFLIGHT_P, "state")};
+static const char *const cancel_poll_sql[] = {CANCEL_POLL(INFLIGHT_S, "+state"),
+                                              CANCEL_POLL(INFLIGHT_P, "state")};
 static const char *const release_sql[] = {RELEASE(NOW_S), RELEASE(NOW_P)};
 
 static bs_val_t rate_val(const bs_job_run_t *r)
@@ -821,7 +847,6 @@ static int flush_ends(bs_jobs_t *j, int drop)
         else if (!strcmp(st, "cancelled"))
             k->cancelled++;
         else if (!rc) {
-            k->stale++;
             j->stale_ends++;
             BS_LOG(BS_LOG_INFO, "jobs",
                    "job %s (%s) attempt %d ended after its claim was lost (token %lld): "
@@ -830,13 +855,7 @@ static int flush_ends(bs_jobs_t *j, int drop)
         }
         registry_remove(j, r);
         h->refs--; /* run_free's unref, inlined: mu is held */
-        free(r->tenant);
-        free(r->args);
-        free(r->errors);
-        free(r->result);
-        free(r->location);
-        free(r->error);
-        free(r);
+        run_release(r);
     }
     free(states);
     pthread_cond_broadcast(&j->idle_cv);
@@ -846,41 +865,78 @@ static int flush_ends(bs_jobs_t *j, int drop)
 typedef struct {
     bs_job_run_t *r;
     char id[37];
-    int64_t token, done, total;
-    bs_val_t rate;
-    int progress; /* write progress */
-    int beat;     /* renew */
-    int outcome;  /* renewal: 0 not tried, 1 renewed, 2 gone; 3: cancel seen */
+    int64_t token;
+    int progress; /* its progress is in the progress array */
+    int renewed;  /* the renewal returned its row */
     int cancel;
 } tick_t;
 
 typedef struct {
-    tick_t *v;
+    tick_t *v; /* sorted by (id, token) */
     int n;
 } tick_list_t;
 
+static int tick_cmp(const void *a, const void *b)
+{
+    const tick_t *x = a, *y = b;
+    int c = strcmp(x->id, y->id);
+    return c ? c : (x->token > y->token) - (x->token < y->token);
+}
+
+/* The attempt of a returned row (id, lease_token, …), or NULL. */
+static tick_t *tick_find(const tick_list_t *l, const bs_meta_row_t *row)
+{
+    tick_t key;
+    snprintf(key.id, sizeof key.id, "%s", bs_meta_row_text(row, 0));
+    key.token = bs_meta_row_int(row, 1);
+    return bsearch(&key, l->v, (size_t)l->n, sizeof *l->v, tick_cmp);
+}
+
 static int heartbeat_row(const bs_meta_row_t *row, void *ud)
 {
-    tick_t *t = ud;
-    t->outcome = 1;
-    if (bs_meta_row_int(row, 0))
-        t->cancel = 1;
-    return 1;
+    tick_t *t = tick_find(ud, row);
+    if (t) {
+        t->renewed = 1;
+        t->cancel |= bs_meta_row_int(row, 2) != 0;
+    }
+    return 0;
 }
 
 static int cancel_row(const bs_meta_row_t *row, void *ud)
 {
-    tick_list_t *l = ud;
-    const char *id = bs_meta_row_text(row, 0);
-    int64_t token = bs_meta_row_int(row, 1);
-    for (int i = 0; i < l->n; i++)
-        if (l->v[i].token == token && !strcmp(l->v[i].id, id))
-            l->v[i].cancel = 1;
+    tick_t *t = tick_find(ud, row);
+    if (t)
+        t->cancel = 1;
     return 0;
 }
 
+/* [[id, token], …] of every attempt in v; with progress, [[id, token, done, total, rate], …]
+ * of those whose progress is to be written. Must hold mu (reads the runs). */
+static void inflight_json(bs_buf_t *b, const tick_t *v, int n, int progress)
+{
+    bs_jw_arr_begin(b);
+    for (int i = 0; i < n; i++) {
+        if (progress && !v[i].progress)
+            continue;
+        bs_jw_arr_begin(b);
+        bs_jw_str(b, v[i].id);
+        bs_jw_int(b, v[i].token);
+        if (progress) {
+            const bs_job_run_t *r = v[i].r;
+            bs_jw_int(b, r->done);
+            bs_jw_int(b, r->total);
+            if (r->nsamples >= 2)
+                bs_jw_double(b, bs__jobs_rate(r->samples, r->nsamples));
+            else
+                bs_jw_null(b);
+        }
+        bs_jw_arr_end(b);
+    }
+    bs_jw_arr_end(b);
+}
+
 /* Must hold mu (released around the SQL): progress writes, lease renewals (beat), the
- * cancel poll, lost claims. */
+ * cancel poll, lost claims. One statement for each, whatever the number of attempts. */
 static void tick(bs_jobs_t *j, int beat)
 {
     bs__jobs_hub_t *h = j->hub;
@@ -910,52 +966,49 @@ static void tick(bs_jobs_t *j, int beat)
         t->r = r;
         snprintf(t->id, sizeof t->id, "%s", r->id);
         t->token = r->token;
-        t->done = r->done;
-        t->total = r->total;
-        t->rate = rate_val(r);
         t->progress = r->dirty && r->state == BS__RUN_LIVE;
         if (t->progress) {
             r->dirty = 0;
             nprog++;
         }
-        t->beat = beat;
     }
     if (!m) {
         free(v);
         return;
     }
+    qsort(v, (size_t)m, sizeof *v, tick_cmp);
+    bs_buf_t all, prog;
+    bs_buf_init(&all);
+    bs_buf_init(&prog);
+    inflight_json(&all, v, m, 0);
+    if (nprog)
+        inflight_json(&prog, v, m, 1);
     pthread_mutex_unlock(&h->mu);
     bs_err_t err;
     uint64_t t0 = bs_time_mono_ns();
-    int writes = beat || nprog; /* else only the cancel poll: a read, no transaction */
-    int rc = writes ? bs_meta_tx_begin(j->meta, &err) : 0;
-    for (int i = 0; i < m && !rc && writes; i++) {
-        tick_t *t = &v[i];
-        if (t->progress) {
-            bs_val_t a[] = {BS_INT(t->done), BS_INT(t->total), t->rate,
-                            BS_TXT(t->id),   BS_TXT(j->owner), BS_INT(t->token)};
-            rc = bs_meta_exec(j->meta, progress_sql[pg(j)], a, 6, NULL, &err);
-        }
-        if (!rc && t->beat) {
-            bs_val_t a[] = {BS_INT(j->lease_ms), BS_TXT(t->id), BS_TXT(j->owner), BS_INT(t->token)};
-            t->outcome = 2;
-            rc = bs_meta_query(j->meta, heartbeat_sql[pg(j)], a, 4, heartbeat_row, t, &err);
-        }
-    }
-    if (writes) {
-        if (!rc)
-            rc = bs_meta_tx_commit(j->meta, &err);
-        else
-            bs_meta_tx_rollback(j->meta);
-    }
     tick_list_t l = {v, m};
-    if (!rc && !beat) { /* a renewal returns cancel_requested itself */
-        bs_val_t a[] = {BS_TXT(j->owner)};
-        rc = bs_meta_query(j->meta,
-                           "SELECT id, lease_token FROM jobs WHERE lease_owner = ? AND"
-                           " state = 'running' AND cancel_requested = 1",
-                           a, 1, cancel_row, &l, &err);
+    int rc = all.oom || prog.oom ? bs_err_set(&err, BS_ENOMEM, "out of memory") : 0;
+    if (!rc && nprog && beat) /* both or neither */
+        rc = bs_meta_tx_begin(j->meta, &err);
+    int in_tx = !rc && nprog && beat;
+    if (!rc && nprog) {
+        bs_val_t a[] = {BS_TXT(prog.data), BS_TXT(j->owner)};
+        rc = bs_meta_exec(j->meta, progress_sql[pg(j)], a, 2, NULL, &err);
     }
+    if (!rc && beat) { /* a renewal returns cancel_requested itself */
+        bs_val_t a[] = {BS_INT(j->lease_ms), BS_TXT(all.data), BS_TXT(j->owner)};
+        rc = bs_meta_query(j->meta, heartbeat_sql[pg(j)], a, 3, heartbeat_row, &l, &err);
+    }
+    if (in_tx && !rc)
+        rc = bs_meta_tx_commit(j->meta, &err);
+    else if (in_tx)
+        bs_meta_tx_rollback(j->meta);
+    if (!rc && !beat) {
+        bs_val_t a[] = {BS_TXT(all.data), BS_TXT(j->owner)};
+        rc = bs_meta_query(j->meta, cancel_poll_sql[pg(j)], a, 2, cancel_row, &l, &err);
+    }
+    bs_buf_free(&all);
+    bs_buf_free(&prog);
     pthread_mutex_lock(&h->mu);
     if (rc)
         BS_LOG(BS_LOG_WARN, "jobs", "cannot %s running jobs: %s",
@@ -971,9 +1024,11 @@ static void tick(bs_jobs_t *j, int beat)
         }
         if (t->cancel)
             atomic_store(&r->cancelled, 1);
-        if (t->outcome == 1) {
+        if (!beat)
+            continue;
+        if (t->renewed) {
             r->valid_until_ns = t0 + (uint64_t)j->lease_ms * MS;
-        } else if (t->outcome == 2 && !r->lost) {
+        } else if (!r->lost) {
             r->lost = 1;
             atomic_store(&r->cancelled, 1);
             j->lost_leases++;
@@ -1022,11 +1077,8 @@ static void release_claims(bs_jobs_t *j, int detach)
         }
         r->kind->inflight--;
         registry_remove(j, r);
-        h->refs--;
-        free(r->tenant);
-        free(r->args);
-        free(r->errors);
-        free(r);
+        h->refs--; /* as in flush_ends */
+        run_release(r);
     }
     if (detach)
         for (bs_job_run_t *r = j->registry, *next; r; r = next) {

@@ -111,10 +111,12 @@ void bs_lease_metrics(bs_buf_t *b);
  * RETURNING column list. */
 #define BS__LEASE_NOW_SQLITE "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)"
 #define BS__LEASE_NOW_PG "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)"
-#define BS__LEASE_CLAIM(table, key, cond, returning, now, lock)                                    \
-    "UPDATE " table " SET lease_owner = ?, lease_expires_at = " now " + ?,"                        \
+#define BS__LEASE_CLAIM_TEXT(table, key, set, cond, order, returning, now, lock)                   \
+    "UPDATE " table " SET " set "lease_owner = ?, lease_expires_at = " now " + ?,"                 \
     " lease_token = lease_token + 1 WHERE " key " IN (SELECT " key " FROM " table " WHERE (" cond  \
-    ") AND lease_expires_at <= " now " ORDER BY " key " LIMIT ?" lock ") RETURNING " returning
+    ") AND lease_expires_at <= " now " ORDER BY " order " LIMIT ?" lock ") RETURNING " returning
+#define BS__LEASE_CLAIM(table, key, cond, returning, now, lock)                                    \
+    BS__LEASE_CLAIM_TEXT(table, key, "", cond, key, returning, now, lock)
 #define BS_LEASE_CLAIM_SQL(table, key, cond, returning)                                            \
     {                                                                                              \
         BS__LEASE_CLAIM(table, key, cond, returning, BS__LEASE_NOW_SQLITE, ""),                    \
@@ -129,10 +131,7 @@ void bs_lease_metrics(bs_buf_t *b);
  * serve it with COND's equalities). The jobs table claims this way: state, attempt and
  * attempted_at change with the claim, in priority order. */
 #define BS__LEASE_CLAIM_EX(table, key, set, cond, order, returning, now, lock)                     \
-    "UPDATE " table " SET " set(now) "lease_owner = ?, lease_expires_at = " now " + ?,"            \
-    " lease_token = lease_token + 1 WHERE " key " IN (SELECT " key " FROM " table " WHERE ("      \
-    cond(now) ") AND lease_expires_at <= " now " ORDER BY " order " LIMIT ?" lock                  \
-    ") RETURNING " returning
+    BS__LEASE_CLAIM_TEXT(table, key, set(now), cond(now), order, returning, now, lock)
 #define BS_LEASE_CLAIM_SQL_EX(table, key, set, cond, order, returning)                             \
     {                                                                                              \
         BS__LEASE_CLAIM_EX(table, key, set, cond, order, returning, BS__LEASE_NOW_SQLITE, ""),     \

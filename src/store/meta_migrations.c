@@ -107,7 +107,7 @@ const bs_meta_migration_t bs__meta_migrations[] = {
     "  scheduled_at INTEGER NOT NULL, created_at INTEGER NOT NULL, attempted_at INTEGER,"
     "  finalized_at INTEGER, created_by TEXT NOT NULL DEFAULT '',"
     "  errors TEXT NOT NULL DEFAULT '[]', progress_done INTEGER NOT NULL DEFAULT 0,"
-    "  progress_total INTEGER NOT NULL DEFAULT 0, progress_rate REAL, progress_at INTEGER,"
+    "  progress_total INTEGER NOT NULL DEFAULT 0, progress_rate REAL,"
     "  result TEXT, result_location TEXT, cancel_requested INTEGER NOT NULL DEFAULT 0,"
     "  lease_owner TEXT, lease_expires_at INTEGER NOT NULL DEFAULT 0,"
     "  lease_token INTEGER NOT NULL DEFAULT 0);"

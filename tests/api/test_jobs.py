@@ -9,12 +9,14 @@ at once (checked through the attempts, their holders and lease tokens recorded i
 
 Waits are bounded by generous timeouts; nothing asserts on how fast anything was.
 """
+import http.server
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -252,6 +254,12 @@ def test_list_pages_newest_first(shared_server):
     ({"kind": "sleep", "max_attempts": 0}, "max_attempts"),
     ({"kind": "sleep", "priority": 5000}, "priority"),
     ({"kind": "sleep", "unique_key": 7}, "unique_key"),
+    ({"kind": "sleep", "unique_key": ""}, "unique_key"),
+    ({"kind": "sleep", "unique_key": "k" * 257}, "unique_key"),
+    ({"kind": "sleep", "run_at": "1969-12-31T23:59:59Z"}, "run_at"),
+    ({"kind": "sleep", "run_at": "1970-01-01T00:30:00+01:00"}, "run_at"),  # 1969 in UTC
+    ({"kind": "sleep", "max_attempts": 1000001}, "max_attempts"),
+    ({"kind": "sleep", "priority": -1001}, "priority"),
     ({"jobs": []}, "jobs"),
     ({"jobs": {"kind": "sleep"}}, "jobs"),
     ({"jobs": [{"kind": "sleep"}] * 1001}, "jobs"),
@@ -259,6 +267,9 @@ def test_list_pages_newest_first(shared_server):
     ({"jobs": [{"kind": "sleep"}, {"kind": "sleep", "args": {"seconds": 1e9}}]},
      "jobs[1].args.seconds"),
     ({"jobs": [{"kind": "sleep"}], "kind": "sleep"}, "jobs"),
+    ({"jobs": [{"kind": "sleep"}, {"kind": "sleep", "unique_key": "k" * 257}]},
+     "jobs[1].unique_key"),
+    ({"jobs": [{"kind": "sleep"}, 7]}, "jobs"),
 ])
 def test_bad_job_bodies_are_400_and_enqueue_nothing(shared_server, body, field):
     srv = shared_server
@@ -401,6 +412,100 @@ def test_cli_ls_get_cancel_retry(shared_server):
     cp = cli(srv, "job", "cancel", long["id"])
     assert cp.returncode == 0 and "asked to stop" in cp.stdout, cp
     wait_state(srv, long["id"], "cancelled")
+
+
+class FakeJobsApi:
+    """An HTTP server on a thread standing in for basalt: GET answers the next of answers
+    (the last one repeats), as the CLI's bad-data tests need."""
+
+    def __init__(self, answers):
+        self.answers, self.n = list(answers), 0
+        api = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                body = api.answers[min(api.n, len(api.answers) - 1)]
+                api.n += 1
+                body = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = "http://127.0.0.1:%d" % self.httpd.server_address[1]
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+# Progress and counts a server should never send: strings, negatives, huge and tiny numbers.
+BAD_PROGRESS = [
+    {"id": "j1", "state": "running", "attempt": "two",
+     "progress": {"done": "x", "total": 10, "rate_per_s": -1, "eta_s": 1e300}},
+    {"id": "j1", "state": "running", "attempt": -3,
+     "progress": {"done": 1e300, "total": 1e-300, "rate_per_s": 1e308, "eta_s": -5}},
+    {"id": "j1", "state": "running", "attempt": 1,
+     "progress": {"done": 7, "total": 3, "rate_per_s": 2.5, "eta_s": 1e16}},
+    {"state": "completed", "attempt": 1e300, "progress": [], "errors": [{"attempt": None}]},
+]
+
+
+def assert_sane(text):
+    for bad in ("nan", "inf", "(null)", "e+"):
+        assert bad not in text.lower(), (bad, text)
+
+
+@pytest.mark.embedded  # no basalt server: once is enough
+def test_cli_renders_bad_progress_data_as_unknown():
+    api = FakeJobsApi(BAD_PROGRESS)
+    env = clean_env({"BASALT_URL": api.url, "BASALT_API_KEY": "k"})
+    run = lambda *a: subprocess.run([BASALT_BIN, *a], env=env, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, timeout=BOUND)
+    try:
+        for answer in BAD_PROGRESS:
+            api.answers, api.n = [answer], 0
+            cp = run("job", "get", "j1")
+            assert cp.returncode == 0, cp
+            assert_sane(cp.stdout)
+        assert re.search(r"^attempt\s+- of -$", run("job", "get", "j1").stdout, re.M)
+        api.answers, api.n = [BAD_PROGRESS[0]], 0
+        assert re.search(r"^progress\s+0/10 \(0%\)$", run("job", "get", "j1").stdout, re.M)
+        # a pipe: a line per change, the numbers it cannot trust as "-"
+        api.answers, api.n = BAD_PROGRESS, 0
+        cp = run("job", "watch", "j1", "--interval", "50")
+        assert cp.returncode == 0, cp
+        assert_sane(cp.stdout)
+        assert cp.stdout.splitlines()[0] == "running attempt -: 0/10 (0%)", cp.stdout
+        # a terminal: the bar
+        api.answers, api.n = BAD_PROGRESS, 0
+        cmd = "%s job watch j1 --interval 50" % BASALT_BIN
+        tty = subprocess.run(["script", "-qec", cmd, "/dev/null"], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=BOUND,
+                             stdin=subprocess.DEVNULL)
+        assert tty.returncode == 0, tty
+        out = tty.stdout.decode()
+        assert_sane(out)
+        assert "[" + "#" * 30 + "] 7/3 (233%) 2.5/s  running (attempt 1)" in out, out
+        # an answer without a state never ends: watch says so and fails
+        api.answers, api.n = [{"id": "j1", "progress": {}}], 0
+        cp = run("job", "watch", "j1", "--interval", "50")
+        assert cp.returncode == 1 and "no job state" in cp.stderr, cp
+        # a list that is not JSON, or whose items are not jobs
+        api.answers, api.n = [b"<html>"], 0
+        cp = run("job", "ls")
+        assert cp.returncode == 1 and "not JSON" in cp.stderr, cp
+        api.answers, api.n = [{"items": BAD_PROGRESS + [7, None], "next_cursor": None}], 0
+        cp = run("job", "ls")
+        assert cp.returncode == 0, cp
+        assert_sane(cp.stdout)
+    finally:
+        api.close()
 
 
 # ---- restart and replicas -------------------------------------------------------------------

@@ -224,13 +224,37 @@ static void start(bs_jobs_t *j)
     assert_int_equal(bs_jobs_start(j, &err), 0);
 }
 
+/* The set-up most tests share: a runtime on store a (owner "a", 2 workers, the default
+ * lease) with one kind, started; the kind's full name in kind. */
+static bs_jobs_t *started(const fx_t *f, const char *name, bs_job_fn fn, seen_t *s,
+                          int max_attempts, char kind[64])
+{
+    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
+    reg(j, f, name, fn, s, max_attempts, 0, kind);
+    start(j);
+    return j;
+}
+
+/* Enqueues nj (which must succeed); returns existed. */
+static int enqueue_nj(bs_jobs_t *j, const bs_job_new_t *nj, char id[37])
+{
+    bs_err_t err;
+    int existed = -1;
+    assert_int_equal(bs_jobs_enqueue(j, nj, id, &existed, &err), 0);
+    return existed;
+}
+
 static void enqueue(bs_jobs_t *j, const fx_t *f, const char *kind, const char *args, char id[37])
 {
     bs_job_new_t nj = {.kind = kind, .tenant = f->tenant, .args = args, .created_by = "test"};
-    bs_err_t err;
-    int existed = -1;
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
-    assert_int_equal(existed, 0);
+    assert_int_equal(enqueue_nj(j, &nj, id), 0);
+}
+
+/* A job due in an hour: it waits (scheduled) while the test looks. */
+static void enqueue_later(bs_jobs_t *j, const fx_t *f, const char *kind, char id[37])
+{
+    bs_job_new_t nj = {.kind = kind, .tenant = f->tenant, .run_at_ms = bs_time_wall_ms() + 3600000};
+    assert_int_equal(enqueue_nj(j, &nj, id), 0);
 }
 
 /* The job as GET shows it (caller frees), or NULL when not found. */
@@ -304,10 +328,11 @@ static bs_job_run_t *wait_stash(seen_t *s, int i)
     return r;
 }
 
-/* The runtime's counters once cond holds: they are counted after the write a test sees. */
+/* The runtime's counters once cond holds (up to 30 s): they are counted after the write a
+ * test sees. */
 #define STATS_WHEN(j, st, cond)                                                                    \
     do {                                                                                           \
-        uint64_t until_ = bs_time_mono_ns() + 20000000000ull;                                      \
+        uint64_t until_ = bs_time_mono_ns() + 30000000000ull;                                      \
         for (;;) {                                                                                 \
             bs_jobs_stats((j), &(st));                                                             \
             if ((cond) || bs_time_mono_ns() > until_)                                              \
@@ -319,6 +344,63 @@ static bs_job_run_t *wait_stash(seen_t *s, int i)
 static int count_errors(const cJSON *o)
 {
     return cJSON_GetArraySize(cJSON_GetObjectItem(o, "errors"));
+}
+
+/* The job's errors[i]. */
+static const cJSON *error_at(const cJSON *o, int i)
+{
+    return cJSON_GetArrayItem(cJSON_GetObjectItem(o, "errors"), i);
+}
+
+/* The job is in state now. */
+static void assert_state(bs_jobs_t *j, const fx_t *f, const char *id, const char *state)
+{
+    cJSON *o = job(j, f, id);
+    assert_non_null(o);
+    assert_string_equal(str(o, "state"), state);
+    cJSON_Delete(o);
+}
+
+/* Waits (up to 20 s) for the job's progress.done to be done; returns the job. */
+static cJSON *wait_progress(bs_jobs_t *j, const fx_t *f, const char *id, int64_t done)
+{
+    uint64_t until = bs_time_mono_ns() + 20000000000ull;
+    for (;;) {
+        cJSON *o = job(j, f, id);
+        if (num(cJSON_GetObjectItem(o, "progress"), "done") == (double)done ||
+            bs_time_mono_ns() > until)
+            return o;
+        cJSON_Delete(o);
+        usleep(20000);
+    }
+}
+
+/* Waits (up to 20 s) for bs_job_cancelled(r). */
+static void wait_cancelled(const bs_job_run_t *r)
+{
+    uint64_t until = bs_time_mono_ns() + 20000000000ull;
+    while (!bs_job_cancelled(r) && bs_time_mono_ns() < until)
+        usleep(5000);
+    assert_int_equal(bs_job_cancelled(r), 1);
+}
+
+/* A page of bs_jobs_list (which must succeed), parsed (caller frees). */
+static cJSON *list(bs_jobs_t *j, const fx_t *f, const char *state, const char *kind, int limit,
+                   const char *cursor)
+{
+    bs_buf_t b;
+    bs_buf_init(&b);
+    bs_err_t err;
+    assert_int_equal(bs_jobs_list(j, f->tenant, state, kind, limit, cursor, &b, &err), 0);
+    cJSON *o = cJSON_Parse(b.data);
+    assert_non_null(o);
+    bs_buf_free(&b);
+    return o;
+}
+
+static int items(const cJSON *page)
+{
+    return cJSON_GetArraySize(cJSON_GetObjectItem(page, "items"));
 }
 
 /* ---- pure parts -------------------------------------------------------------------------- */
@@ -411,7 +493,7 @@ static void test_complete_with_result(void **state)
     fx_t *f = *state;
     seen_t *s = seen_new();
     s->tag = "a";
-    bs_jobs_t *j = runtime(f->a, "owner-a", 0, 0, 2);
+    bs_jobs_t *j = runtime(f->a, "owner-a", 0, 0, 2); /* an owner of its own: attempted_by */
     char kind[64], id[37];
     reg(j, f, "noop", h_noop, s, 0, 0, kind);
     start(j);
@@ -451,15 +533,13 @@ static void test_non_retryable_error_discards(void **state)
 {
     fx_t *f = *state;
     seen_t *s = seen_new();
-    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
     char kind[64], id[37];
-    reg(j, f, "fatal", h_fatal, s, 0, 0, kind);
-    start(j);
+    bs_jobs_t *j = started(f, "fatal", h_fatal, s, 0, kind);
     enqueue(j, f, kind, NULL, id);
     cJSON *o = wait_state(j, f, id, "discarded");
     assert_int_equal((int)num(o, "attempt"), 1);
     assert_int_equal(count_errors(o), 1);
-    const cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "errors"), 0);
+    const cJSON *e = error_at(o, 0);
     assert_string_equal(str(e, "error"), "boom: not retryable");
     assert_int_equal((int)num(e, "attempt"), 1);
     assert_string_equal(str(e, "attempted_by"), "a");
@@ -474,18 +554,15 @@ static void test_retries_then_completes(void **state)
 {
     fx_t *f = *state;
     seen_t *s = seen_new();
-    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
     char kind[64], id[37];
-    reg(j, f, "flaky", h_flaky, s, 0, 0, kind);
-    start(j);
+    bs_jobs_t *j = started(f, "flaky", h_flaky, s, 0, kind);
     enqueue(j, f, kind, "{\"fail\":2}", id);
     cJSON *o = wait_state(j, f, id, "completed");
     assert_int_equal((int)num(o, "attempt"), 3);
     assert_int_equal(count_errors(o), 2);
     for (int i = 0; i < 2; i++) {
-        const cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "errors"), i);
-        assert_int_equal((int)num(e, "attempt"), i + 1);
-        assert_int_equal((int)num(e, "lease_token"), i + 1);
+        assert_int_equal((int)num(error_at(o, i), "attempt"), i + 1);
+        assert_int_equal((int)num(error_at(o, i), "lease_token"), i + 1);
     }
     assert_int_equal((int)num(o, "lease_token"), 3);
     cJSON_Delete(o);
@@ -502,16 +579,12 @@ static void test_attempts_exhausted_discards(void **state)
 {
     fx_t *f = *state;
     seen_t *s = seen_new();
-    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
     char kind[64], id[37];
-    reg(j, f, "flaky", h_flaky, s, 5, 0, kind);
-    start(j);
+    bs_jobs_t *j = started(f, "flaky", h_flaky, s, 5, kind);
     /* the job's own max_attempts overrides the kind's */
     bs_job_new_t nj = {
         .kind = kind, .tenant = f->tenant, .args = "{\"fail\":100}", .max_attempts = 3};
-    bs_err_t err;
-    int existed;
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
+    assert_int_equal(enqueue_nj(j, &nj, id), 0);
     cJSON *o = wait_state(j, f, id, "discarded");
     assert_int_equal((int)num(o, "attempt"), 3);
     assert_int_equal((int)num(o, "max_attempts"), 3);
@@ -526,28 +599,19 @@ static void test_scheduled_job_waits_for_its_time(void **state)
 {
     fx_t *f = *state;
     seen_t *s = seen_new();
-    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
     char kind[64], id[37], far[37];
-    reg(j, f, "noop", h_noop, s, 0, 0, kind);
-    start(j);
+    bs_jobs_t *j = started(f, "noop", h_noop, s, 0, kind);
     int64_t at = bs_time_wall_ms() + 400;
     bs_job_new_t nj = {.kind = kind, .tenant = f->tenant, .run_at_ms = at};
-    bs_err_t err;
-    int existed;
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
-    nj.run_at_ms = bs_time_wall_ms() + 3600 * 1000;
-    assert_int_equal(bs_jobs_enqueue(j, &nj, far, &existed, &err), 0);
-    cJSON *o = job(j, f, far);
-    assert_string_equal(str(o, "state"), "scheduled");
-    cJSON_Delete(o);
-    o = wait_state(j, f, id, "completed");
+    assert_int_equal(enqueue_nj(j, &nj, id), 0);
+    enqueue_later(j, f, kind, far);
+    assert_state(j, f, far, "scheduled");
+    cJSON *o = wait_state(j, f, id, "completed");
     int64_t attempted;
     assert_int_equal(bs_time_parse_rfc3339(str(o, "attempted_at"), &attempted), 0);
     assert_true(attempted >= at);
     cJSON_Delete(o);
-    o = job(j, f, far);
-    assert_string_equal(str(o, "state"), "scheduled"); /* an hour away: still waiting */
-    cJSON_Delete(o);
+    assert_state(j, f, far, "scheduled"); /* an hour away: still waiting */
     bs_jobs_free(j);
     seen_free(s);
 }
@@ -560,29 +624,22 @@ static void test_unique_keys(void **state)
     char kind[64], other[64], id1[37], id2[37], id3[37], id4[37];
     reg(j, f, "noop", h_noop, s, 0, 0, kind);
     reg(j, f, "other", h_noop, s, 0, 0, other);
-    bs_err_t err;
-    int existed;
     /* not started: the jobs stay available while we look */
     bs_job_new_t nj = {.kind = kind, .tenant = f->tenant, .unique_key = "k1"};
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id1, &existed, &err), 0);
-    assert_int_equal(existed, 0);
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id2, &existed, &err), 0);
-    assert_int_equal(existed, 1);
+    assert_int_equal(enqueue_nj(j, &nj, id1), 0);
+    assert_int_equal(enqueue_nj(j, &nj, id2), 1);
     assert_string_equal(id1, id2);
     nj.kind = other; /* per kind */
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id3, &existed, &err), 0);
-    assert_int_equal(existed, 0);
+    assert_int_equal(enqueue_nj(j, &nj, id3), 0);
     assert_string_not_equal(id1, id3);
     nj.kind = kind;
     nj.tenant = "another-tenant"; /* per tenant */
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id4, &existed, &err), 0);
-    assert_int_equal(existed, 0);
+    assert_int_equal(enqueue_nj(j, &nj, id4), 0);
     nj.tenant = f->tenant;
     start(j);
     cJSON_Delete(wait_state(j, f, id1, "completed"));
     /* finalized: the key is free again */
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id4, &existed, &err), 0);
-    assert_int_equal(existed, 0);
+    assert_int_equal(enqueue_nj(j, &nj, id4), 0);
     assert_string_not_equal(id1, id4);
     cJSON_Delete(wait_state(j, f, id4, "completed"));
     bs_jobs_free(j);
@@ -635,16 +692,10 @@ static void test_enqueue_many_is_all_or_nothing(void **state)
     for (int i = 1; i < N; i++)
         assert_string_not_equal(ids[i], ids[i - 1]);
     start(j);
-    uint64_t until = bs_time_mono_ns() + 30000000000ull;
     bs_jobs_stats_t st;
-    do {
-        usleep(10000);
-        bs_jobs_stats(j, &st);
-    } while (st.completed < N && bs_time_mono_ns() < until);
+    STATS_WHEN(j, st, st.completed >= N);
     assert_int_equal((int)st.completed, N);
-    cJSON *o = job(j, f, ids[N - 1]);
-    assert_string_equal(str(o, "state"), "completed");
-    cJSON_Delete(o);
+    assert_state(j, f, ids[N - 1], "completed");
     bs_jobs_free(j);
     assert_int_equal(s->calls, N);
     free(nj);
@@ -668,13 +719,7 @@ static void test_list_pages_and_filters(void **state)
     int n = 0;
     char cursor[64] = "";
     for (int page = 0; page < 10; page++) {
-        bs_buf_t b;
-        bs_buf_init(&b);
-        bs_err_t err;
-        assert_int_equal(
-            bs_jobs_list(j, f->tenant, NULL, NULL, 2, cursor[0] ? cursor : NULL, &b, &err), 0);
-        cJSON *o = cJSON_Parse(b.data);
-        assert_non_null(o);
+        cJSON *o = list(j, f, NULL, NULL, 2, cursor[0] ? cursor : NULL);
         const cJSON *it;
         cJSON_ArrayForEach(it, cJSON_GetObjectItem(o, "items"))
         {
@@ -684,7 +729,6 @@ static void test_list_pages_and_filters(void **state)
         const char *next = str(o, "next_cursor");
         snprintf(cursor, sizeof cursor, "%s", next ? next : "");
         cJSON_Delete(o);
-        bs_buf_free(&b);
         if (!cursor[0])
             break;
     }
@@ -692,20 +736,16 @@ static void test_list_pages_and_filters(void **state)
     for (int i = 0; i < 5; i++)
         assert_string_equal(got[i], ids[4 - i]);
     /* filters */
+    cJSON *o = list(j, f, "available", k2, 100, NULL);
+    assert_int_equal(items(o), 2);
+    assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "next_cursor")));
+    cJSON_Delete(o);
+    o = list(j, f, "completed", NULL, 100, NULL);
+    assert_int_equal(items(o), 0);
+    cJSON_Delete(o);
     bs_buf_t b;
     bs_buf_init(&b);
     bs_err_t err;
-    assert_int_equal(bs_jobs_list(j, f->tenant, "available", k2, 100, NULL, &b, &err), 0);
-    cJSON *o = cJSON_Parse(b.data);
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(o, "items")), 2);
-    assert_true(cJSON_IsNull(cJSON_GetObjectItem(o, "next_cursor")));
-    cJSON_Delete(o);
-    bs_buf_reset(&b);
-    assert_int_equal(bs_jobs_list(j, f->tenant, "completed", NULL, 100, NULL, &b, &err), 0);
-    o = cJSON_Parse(b.data);
-    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(o, "items")), 0);
-    cJSON_Delete(o);
-    bs_buf_reset(&b);
     assert_int_equal(bs_jobs_list(j, f->tenant, "bogus", NULL, 100, NULL, &b, &err), BS_EINVAL);
     assert_string_equal(err.field, "state");
     bs_buf_free(&b);
@@ -720,14 +760,12 @@ static void test_priority_first(void **state)
     bs_jobs_t *j = runtime(f->a, "a", 0, 0, 1);
     char kind[64], low[37], high[37], mid[37];
     reg(j, f, "noop", h_noop, s, 0, 1, kind);
-    bs_err_t err;
-    int existed;
     bs_job_new_t nj = {.kind = kind, .tenant = f->tenant, .priority = -5};
-    assert_int_equal(bs_jobs_enqueue(j, &nj, low, &existed, &err), 0);
+    assert_int_equal(enqueue_nj(j, &nj, low), 0);
     nj.priority = 0;
-    assert_int_equal(bs_jobs_enqueue(j, &nj, mid, &existed, &err), 0);
+    assert_int_equal(enqueue_nj(j, &nj, mid), 0);
     nj.priority = 10;
-    assert_int_equal(bs_jobs_enqueue(j, &nj, high, &existed, &err), 0);
+    assert_int_equal(enqueue_nj(j, &nj, high), 0);
     start(j);
     wait_calls(s, 3);
     assert_string_equal(s->order[0], high);
@@ -743,14 +781,10 @@ static void test_cancel_waiting_job(void **state)
 {
     fx_t *f = *state;
     seen_t *s = seen_new();
-    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
     char kind[64], id[37];
-    reg(j, f, "noop", h_noop, s, 0, 0, kind);
-    start(j);
-    bs_job_new_t nj = {.kind = kind, .tenant = f->tenant, .run_at_ms = bs_time_wall_ms() + 3600000};
+    bs_jobs_t *j = started(f, "noop", h_noop, s, 0, kind);
+    enqueue_later(j, f, kind, id);
     bs_err_t err;
-    int existed;
-    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
     assert_int_equal(bs_jobs_cancel(j, "someone-else", id, &err), BS_ENOTFOUND);
     assert_int_equal(bs_jobs_cancel(j, f->tenant, "0190-none", &err), BS_ENOTFOUND);
     assert_int_equal(bs_jobs_cancel(j, f->tenant, id, &err), 0);
@@ -775,10 +809,8 @@ static void test_cancel_running_job(void **state)
 {
     fx_t *f = *state;
     seen_t *s = seen_new();
-    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
     char kind[64], id[37];
-    reg(j, f, "block", h_block, s, 0, 0, kind);
-    start(j);
+    bs_jobs_t *j = started(f, "block", h_block, s, 0, kind);
     enqueue(j, f, kind, NULL, id);
     wait_calls(s, 1);
     cJSON_Delete(wait_state(j, f, id, "running"));
@@ -822,11 +854,9 @@ static void test_retry_discarded_job(void **state)
 {
     fx_t *f = *state;
     seen_t *s = seen_new();
-    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
     char kind[64], id[37];
     /* max_attempts 1: discarded after its first failure */
-    reg(j, f, "flaky", h_flaky, s, 1, 0, kind);
-    start(j);
+    bs_jobs_t *j = started(f, "flaky", h_flaky, s, 1, kind);
     enqueue(j, f, kind, "{\"fail\":1}", id);
     cJSON_Delete(wait_state(j, f, id, "discarded"));
     bs_err_t err;
@@ -847,10 +877,8 @@ static void test_progress_rate_and_eta(void **state)
 {
     fx_t *f = *state;
     seen_t *s = seen_new();
-    bs_jobs_t *j = runtime(f->a, "a", 0, 0, 2);
     char kind[64], id[37];
-    reg(j, f, "stash", h_stash, s, 0, 0, kind);
-    start(j);
+    bs_jobs_t *j = started(f, "stash", h_stash, s, 0, kind);
     enqueue(j, f, kind, NULL, id);
     bs_job_run_t *r = wait_stash(s, 0);
     assert_string_equal(bs_job_id(r), id);
@@ -860,16 +888,7 @@ static void test_progress_rate_and_eta(void **state)
     bs_job_progress(r, 10, 100);
     usleep(300000);
     bs_job_progress(r, 50, 100);
-    /* written within about a second */
-    uint64_t until = bs_time_mono_ns() + 20000000000ull;
-    cJSON *o = NULL;
-    for (;;) {
-        o = job(j, f, id);
-        if (num(cJSON_GetObjectItem(o, "progress"), "done") == 50 || bs_time_mono_ns() > until)
-            break;
-        cJSON_Delete(o);
-        usleep(20000);
-    }
+    cJSON *o = wait_progress(j, f, id, 50); /* written within about a second */
     const cJSON *p = cJSON_GetObjectItem(o, "progress");
     assert_int_equal((int)num(p, "done"), 50);
     assert_int_equal((int)num(p, "total"), 100);
@@ -989,7 +1008,7 @@ static void test_expired_lease_is_claimed_again_and_the_stale_end_ignored(void *
     assert_int_equal((int)num(o, "attempt"), 2);
     assert_string_equal(str(cJSON_GetObjectItem(o, "result"), "by"), "b");
     assert_int_equal(count_errors(o), 1);
-    const cJSON *e = cJSON_GetArrayItem(cJSON_GetObjectItem(o, "errors"), 0);
+    const cJSON *e = error_at(o, 0);
     assert_string_equal(str(e, "attempted_by"), "a");
     assert_int_equal((int)num(e, "lease_token"), token_a);
     assert_non_null(str(e, "lease_expired_at"));
@@ -1000,11 +1019,7 @@ static void test_expired_lease_is_claimed_again_and_the_stale_end_ignored(void *
     assert_int_equal((int)st.rescued, 1);
     /* the stale holder ends late: ignored */
     bs_job_complete(ra, "{\"by\":\"a\"}", NULL);
-    uint64_t until = bs_time_mono_ns() + 20000000000ull;
-    do {
-        usleep(5000);
-        bs_jobs_stats(a, &st);
-    } while (!st.stale_ends && bs_time_mono_ns() < until);
+    STATS_WHEN(a, st, st.stale_ends >= 1);
     assert_int_equal((int)st.stale_ends, 1);
     assert_int_equal((int)st.completed, 0);
     o = job(a, f, id);
@@ -1033,31 +1048,73 @@ static void test_heartbeat_notices_a_lost_claim(void **state)
     /* renewals keep it: a few lease lengths pass without losing it */
     usleep(1500000);
     assert_int_equal(bs_job_cancelled(r), 0);
-    cJSON *o = job(j, f, id);
-    assert_string_equal(str(o, "state"), "running");
-    cJSON_Delete(o);
+    assert_state(j, f, id, "running");
     exec_sql(f->b,
              "UPDATE jobs SET lease_token = lease_token + 100, lease_owner = 'thief' WHERE id = ?",
              id);
-    uint64_t until = bs_time_mono_ns() + 20000000000ull;
-    while (!bs_job_cancelled(r) && bs_time_mono_ns() < until)
-        usleep(5000);
-    assert_int_equal(bs_job_cancelled(r), 1);
+    wait_cancelled(r);
     bs_jobs_stats_t st;
     bs_jobs_stats(j, &st);
     assert_int_equal((int)st.lost_leases, 1);
     bs_job_complete(r, "{}", NULL);
-    until = bs_time_mono_ns() + 20000000000ull;
-    do {
-        usleep(5000);
-        bs_jobs_stats(j, &st);
-    } while (!st.stale_ends && bs_time_mono_ns() < until);
+    STATS_WHEN(j, st, st.stale_ends >= 1);
     assert_int_equal((int)st.stale_ends, 1);
-    o = job(j, f, id);
+    cJSON *o = job(j, f, id);
     assert_string_equal(str(o, "state"), "running"); /* the thief's */
     assert_string_equal(str(o, "attempted_by"), "thief");
     cJSON_Delete(o);
     bs_jobs_free(j);
+    seen_free(s);
+}
+
+/* Several attempts in flight: one statement renews them all, one writes their progress and
+ * one polls for their cancellation; each row gets its own values, and a claim lost or a
+ * cancel made on another replica reaches only its own attempt. */
+static void test_attempts_in_flight_are_renewed_and_polled_together(void **state)
+{
+    fx_t *f = *state;
+    seen_t *s = seen_new();
+    bs_jobs_t *j = runtime(f->a, "a", 600, 0, 2); /* renewals every 200 ms */
+    bs_jobs_t *other = runtime(f->b, "b", 600, 0, 1);
+    char kind[64], id[3][37];
+    reg(j, f, "stash", h_stash, s, 0, 3, kind);
+    start(j);
+    for (int i = 0; i < 3; i++)
+        enqueue(j, f, kind, NULL, id[i]);
+    bs_job_run_t *r[3];
+    for (int i = 0; i < 3; i++) {
+        r[i] = wait_stash(s, i);
+        bs_job_progress(r[i], 10 * (i + 1), 100 + i);
+    }
+    for (int i = 0; i < 3; i++) {
+        cJSON *o = wait_progress(j, f, bs_job_id(r[i]), 10 * (i + 1));
+        const cJSON *p = cJSON_GetObjectItem(o, "progress");
+        assert_int_equal((int)num(p, "done"), 10 * (i + 1));
+        assert_int_equal((int)num(p, "total"), 100 + i);
+        cJSON_Delete(o);
+    }
+    /* a few lease lengths pass: every claim is kept */
+    usleep(1500000);
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(bs_job_cancelled(r[i]), 0);
+    exec_sql(f->b, "UPDATE jobs SET lease_token = lease_token + 100 WHERE id = ?", bs_job_id(r[0]));
+    bs_err_t err;
+    assert_int_equal(bs_jobs_cancel(other, f->tenant, bs_job_id(r[1]), &err), 0);
+    wait_cancelled(r[0]);
+    wait_cancelled(r[1]);
+    assert_int_equal(bs_job_cancelled(r[2]), 0);
+    bs_jobs_stats_t st;
+    bs_jobs_stats(j, &st);
+    assert_int_equal((int)st.lost_leases, 1);
+    bs_job_complete(r[0], NULL, NULL);
+    bs_job_fail(r[1], 1, 0, "stopped: cancelled");
+    bs_job_complete(r[2], NULL, NULL);
+    cJSON_Delete(wait_state(j, f, bs_job_id(r[1]), "cancelled"));
+    cJSON_Delete(wait_state(j, f, bs_job_id(r[2]), "completed"));
+    STATS_WHEN(j, st, st.stale_ends == 1);
+    assert_int_equal((int)st.stale_ends, 1);
+    bs_jobs_free(j);
+    bs_jobs_free(other);
     seen_free(s);
 }
 
@@ -1084,8 +1141,7 @@ static void test_shutdown_releases_claims(void **state)
     cJSON *o = job(k, f, id);
     assert_string_equal(str(o, "state"), "available");
     assert_int_equal(count_errors(o), 1);
-    assert_non_null(strstr(str(cJSON_GetArrayItem(cJSON_GetObjectItem(o, "errors"), 0), "error"),
-                           "interrupted"));
+    assert_non_null(strstr(str(error_at(o, 0), "error"), "interrupted"));
     cJSON_Delete(o);
     o = job(k, f, idb);
     const char *st = str(o, "state");
@@ -1107,10 +1163,7 @@ static void test_retention_deletes_old_finalized_jobs(void **state)
     char kind[64], id[37], waiting[37];
     reg(j, f, "noop", h_noop, s, 0, 0, kind);
     start(j);
-    bs_job_new_t nj = {.kind = kind, .tenant = f->tenant, .run_at_ms = bs_time_wall_ms() + 3600000};
-    bs_err_t err;
-    int existed;
-    assert_int_equal(bs_jobs_enqueue(j, &nj, waiting, &existed, &err), 0);
+    enqueue_later(j, f, kind, waiting);
     enqueue(j, f, kind, NULL, id);
     cJSON_Delete(wait_state(j, f, id, "completed"));
     uint64_t until = bs_time_mono_ns() + 20000000000ull;
@@ -1168,6 +1221,42 @@ static void test_register_and_enqueue_checks(void **state)
     nj.kind = kind;
     nj.tenant = NULL;
     assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    nj.tenant = f->tenant;
+    /* the limits: args of BS__JOBS_ARGS_MAX bytes, a unique_key of BS__JOBS_UNIQUE_MAX */
+    char *big = malloc(BS__JOBS_ARGS_MAX + 2);
+    memset(big, 'x', BS__JOBS_ARGS_MAX + 1);
+    memcpy(big, "{\"a\":\"", 6);
+    memcpy(big + BS__JOBS_ARGS_MAX - 2, "\"}", 3); /* BS__JOBS_ARGS_MAX bytes */
+    nj.args = big;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
+    memcpy(big + BS__JOBS_ARGS_MAX - 2, "x\"}", 4); /* one more */
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    assert_string_equal(err.field, "args");
+    bs_job_new_t batch[2] = {{.kind = kind, .tenant = f->tenant}, nj};
+    char ids[2][37];
+    assert_int_equal(bs_jobs_enqueue_many(j, batch, 2, ids, NULL, &err), BS_EINVAL);
+    assert_string_equal(err.field, "jobs[1].args");
+    free(big);
+    nj.args = NULL;
+    char key[BS__JOBS_UNIQUE_MAX + 2];
+    memset(key, 'k', sizeof key - 1);
+    key[sizeof key - 1] = 0;
+    nj.unique_key = key;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    assert_string_equal(err.field, "unique_key");
+    key[BS__JOBS_UNIQUE_MAX] = 0;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), 0);
+    nj.unique_key = "";
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    nj.unique_key = NULL;
+    nj.max_attempts = -1;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    assert_string_equal(err.field, "max_attempts");
+    nj.max_attempts = 0;
+    nj.run_at_ms = -1;
+    assert_int_equal(bs_jobs_enqueue(j, &nj, id, &existed, &err), BS_EINVAL);
+    assert_string_equal(err.field, "run_at");
+    assert_int_equal(jobs_of(f->a, f->tenant), 2); /* the two at their limits */
     start(j);
     assert_int_equal(bs_jobs_register(j, &dup, &err), BS_EINVAL); /* after start */
     bs_jobs_free(j);
@@ -1195,6 +1284,7 @@ static const struct CMUnitTest store_tests[] = {
     T(test_two_runtimes_never_run_a_job_twice),
     T(test_expired_lease_is_claimed_again_and_the_stale_end_ignored),
     T(test_heartbeat_notices_a_lost_claim),
+    T(test_attempts_in_flight_are_renewed_and_polled_together),
     T(test_shutdown_releases_claims),
     T(test_retention_deletes_old_finalized_jobs),
     T(test_register_and_enqueue_checks),
