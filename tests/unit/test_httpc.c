@@ -7,7 +7,8 @@
  * Covers: many requests in flight at once, timeouts (a peer that never answers times out;
  * others are unaffected), the queue bound, connection reuse, the response bound,
  * Retry-After capture and parsing, streaming and its abort, shutdown failing what is in
- * flight, and the blocking bs_http_request (also its connect-error message). */
+ * flight, header and URL injection refused (CR/LF), and the blocking bs_http_request
+ * (also its connect-error message). */
 #include "test_common.h"
 
 #include <arpa/inet.h>
@@ -375,10 +376,41 @@ static void test_post_echo_and_headers(void **state)
     bad.url = u;
     bad.method = "po st";
     assert_int_equal(bs_httpc_submit(c, &bad, on_done, &x, &err), BS_EINVAL);
+    /* No header injection: a header line with a CR or LF (curl would send it as given,
+     * starting another header) or another control character is refused, as is a URL
+     * with one (curl's URL parser). A tab is fine (RFC 9110 §5.5). */
+    bad.method = "POST";
+    result_t never = {0};
+    static const char *const injected[][2] = {{"X-Test: a\r\nX-Evil: 1", NULL},
+                                              {"X-Test: a\nX-Evil: 1", NULL},
+                                              {"X-Test: a\rb", NULL},
+                                              {"X-Test: a\001b", NULL},
+                                              {"X-Test: a\177b", NULL}};
+    for (size_t i = 0; i < sizeof injected / sizeof injected[0]; i++) {
+        bad.headers = injected[i];
+        assert_int_equal(bs_httpc_submit(c, &bad, on_done, &never, &err), BS_EINVAL);
+        assert_non_null(strstr(err.msg, "control character"));
+    }
+    bad.headers = NULL;
+    static const char *const bad_paths[] = {"/echo\r\nX-Evil: 1", "/echo\nX: 1", "/ec ho"};
+    for (size_t i = 0; i < sizeof bad_paths / sizeof bad_paths[0]; i++) {
+        char bu[160];
+        url(bu, sizeof bu, bad_paths[i]);
+        bad.url = bu;
+        assert_int_equal(bs_httpc_submit(c, &bad, on_done, &never, &err), BS_EINVAL);
+        assert_int_equal(bs_http_url_check(bu, &err), BS_EINVAL);
+    }
+    assert_false(never.done);
+    result_t tab = {0};
+    const char *tabbed[] = {"X-Test: a\tb", NULL};
+    bs_httpc_req_t ok_tab = {.method = "POST", .url = u, .headers = tabbed};
+    assert_int_equal(bs_httpc_submit(c, &ok_tab, on_done, &tab, &err), 0);
+    wait_done(&tab);
+    assert_int_equal(tab.status, 200);
     bs_httpc_stats_t s;
     bs_httpc_stats(c, &s);
-    assert_int_equal(s.submitted, 3);
-    assert_int_equal(s.completed, 3);
+    assert_int_equal(s.submitted, 4);
+    assert_int_equal(s.completed, 4);
     assert_int_equal(s.failed, 0);
     bs_httpc_free(c);
 }
@@ -627,6 +659,13 @@ static void test_blocking_request(void **state)
     bs_buf_free(&resp.body);
     assert_int_equal(bs_http_request("GET", "gopher://x/", NULL, NULL, 0, 5000, &resp, &err),
                      BS_EINVAL);
+    /* A header that would inject another one never leaves (see test_post_echo_and_headers). */
+    url(u, sizeof u, "/echo");
+    const char *injected[] = {"X-Test: a\r\nX-Evil: 1", NULL};
+    assert_int_equal(bs_http_request("POST", u, injected, "x", 1, 5000, &resp, &err), BS_EINVAL);
+    assert_non_null(strstr(err.msg, "control character"));
+    url(u, sizeof u, "/echo\r\nX-Evil: 1");
+    assert_int_equal(bs_http_request("GET", u, NULL, NULL, 0, 5000, &resp, &err), BS_EINVAL);
     url(u, sizeof u, "/never");
     assert_int_equal(bs_http_request("GET", u, NULL, NULL, 0, 1000, &resp, &err), BS_EIO);
     assert_non_null(strstr(err.msg, "timed out waiting for 127.0.0.1:"));
