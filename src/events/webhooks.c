@@ -1047,7 +1047,7 @@ static int list_cb(const bs_meta_row_t *row, void *ud)
 int bs_webhooks_list(bs_webhooks_t *w, const char *tenant, const char *destination, int limit,
                      const char *cursor, bs_buf_t *out, bs_err_t *err)
 {
-    /* One literal per variant: the store caches statements by the SQL text's address. */
+    /* One literal per variant (meta.h: a fixed set of texts, each one cached statement). */
     static const char *const sql[4] = {
         LIST_FROM LIST_ORDER,
         LIST_FROM " AND d.destination = ?" LIST_ORDER,
