@@ -453,6 +453,50 @@ def test_rotated_secret_signs_next_attempts(shared_server, receiver):
     assert verify(new, r2["headers"], r2["body"])  # each attempt reads the current spec
 
 
+def test_deleted_destination_ends_its_deliveries(shared_server, receiver):
+    """A destination deleted while a delivery to it waits for its next attempt: that attempt
+    sends nothing and ends the delivery (failed, no more attempts); a replay of it is a
+    404 (the destination is gone), and so is a new test event."""
+    srv = shared_server
+    receiver.script("/deleted", [500])
+    put_webhook(srv, "deleted", {"url": receiver.url("/deleted"),
+                                 "retry_schedule": ["0s", "1s", "1s", "1s", "1s"]})
+    q = send_test(srv, "deleted")
+    wait_state(srv, q["delivery_id"], {"pending"}, attempts=1)
+    r = srv.delete("/v1/webhooks/deleted")
+    assert r.status_code in (200, 204), r.text
+    d = wait_state(srv, q["delivery_id"], {"failed"})
+    *sent, last = d["attempt_log"]
+    assert sent and all(a["status"] == 500 and a["outcome"] == "failed" for a in sent), sent
+    assert last["outcome"] == "error" and last["status"] is None, last
+    assert "no webhook 'deleted'" in last["error"] and last["retry_in_ms"] is None, last
+    assert d["last_error"] == last["error"] and d["next_attempt_at"] is None
+    assert len(receiver.got("/deleted")) == len(sent)  # the last attempt sent nothing
+    assert_error(srv.post("/v1/webhooks/deliveries/%s/replay" % q["delivery_id"]), 404)
+    assert_error(srv.post("/v1/webhooks/deleted/test", json={}), 404)
+
+
+def test_cancelled_delivery(shared_server, receiver):
+    """A delivery whose job is cancelled before its first attempt (an hour away) reads
+    cancelled in the log and counts as neither pending, delivered nor failed."""
+    srv = shared_server
+    put_webhook(srv, "cancelled", {"url": receiver.url("/cancelled"), "retry_schedule": ["1h"]})
+    q = send_test(srv, "cancelled")
+    d = delivery(srv, q["delivery_id"])
+    assert d["state"] == "pending" and d["next_attempt_at"] is not None, d
+    status = srv.get("/v1/webhooks/cancelled").json()["status"]
+    assert status == {"deliveries": {"pending": 1, "delivered": 0, "failed": 0}}
+    r = srv.post("/v1/jobs/%s/cancel" % q["delivery_id"])
+    assert r.status_code == 200, r.text
+    d = delivery(srv, q["delivery_id"])
+    assert d["state"] == "cancelled" and d["attempt_log"] == [] and d["next_attempt_at"] is None
+    [item] = srv.get("/v1/webhooks/deliveries", params={"destination": "cancelled"}).json()["items"]
+    assert item["state"] == "cancelled"
+    status = srv.get("/v1/webhooks/cancelled").json()["status"]
+    assert status == {"deliveries": {"pending": 0, "delivered": 0, "failed": 0}}
+    assert receiver.got("/cancelled") == []
+
+
 @pytest.mark.parametrize("spec,field", [
     ({}, "url"),
     ({"url": 5}, "url"),
