@@ -147,6 +147,11 @@ static void setup_easy(CURL *e, const char *method, const char *url, struct curl
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* A transfer that ends (its timeout) while its name is still being resolved leaves the
+     * resolver thread behind, detached (it frees its own state when getaddrinfo returns):
+     * without this, curl joins it, and the client thread waits as long as the system
+     * resolver takes with every other transfer stalled. */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
     if (strcmp(method, "HEAD") == 0) {
