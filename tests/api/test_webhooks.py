@@ -551,6 +551,14 @@ def test_reserved_name_and_not_found(shared_server):
     put_webhook(srv, "tested", {"url": "https://x.example/"})
     assert_error(srv.post("/v1/webhooks/tested/test", json={"type": ""}), 400, field="type")
     assert_error(srv.post("/v1/webhooks/tested/test", json={"kind": "x"}), 400, field="kind")
+    assert_error(srv.post("/v1/webhooks/tested/test", json=[1]), 400)
+    assert_error(srv.post("/v1/webhooks/tested/test", data=b"{not json",
+                          headers={"Content-Type": "application/json"}), 400)
+    assert_error(srv.post("/v1/webhooks/tested/test", json={"type": "t" * 257}), 400, field="type")
+    assert_error(srv.get("/v1/webhooks/deliveries", params={"cursor": "c" * 65}), 400,
+                 field="cursor")
+    assert srv.get("/v1/webhooks/deliveries", params={"destination": "tested"}).json()[
+        "items"] == []  # none of the refused test events was queued
 
 
 def test_roles_and_tenants(shared_server, receiver):

@@ -53,7 +53,7 @@ static void test_sign_bad_secrets(void **state)
     assert_int_equal(
         bs_webhooks_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "id", 1, "b", 1, sig, 10, &err),
         BS_EINVAL);
-    /* Padded or not, the same key (25 bytes: base64 with one '='). */
+    /* Padded or not, the same key (25 bytes: base64 ending "=="). */
     char a[64], b[64];
     unsigned char k25[25];
     memset(k25, 7, sizeof k25);
@@ -62,6 +62,12 @@ static void test_sign_bad_secrets(void **state)
     assert_int_equal(enc[strlen(enc) - 1], '=');
     assert_int_equal(bs_webhooks_sign(enc, "id", 1, "b", 1, a, sizeof a, &err), 0);
     enc[strlen(enc) - 1] = '\0';
+    assert_int_equal(bs_webhooks_sign(enc, "id", 1, "b", 1, b, sizeof b, &err), 0);
+    assert_string_equal(a, b);
+    /* 25 bytes pad with "==": without either '=' it is the same key too. */
+    assert_int_equal(enc[strlen(enc) - 1], '=');
+    enc[strlen(enc) - 1] = '\0';
+    memset(b, 0, sizeof b);
     assert_int_equal(bs_webhooks_sign(enc, "id", 1, "b", 1, b, sizeof b, &err), 0);
     assert_string_equal(a, b);
 }
@@ -201,6 +207,30 @@ static void test_webhook_id_of(void **state)
     longid[129] = '\0';
     webhook_id_of(longid, id);
     assert_memory_equal(id, "msg_", 4);
+}
+
+/* What bs_webhooks_deliver refuses before it touches the store (no store here). */
+static void test_deliver_refuses(void **state)
+{
+    (void)state;
+    bs_webhooks_t w = {0};
+    char id[37], longid[258];
+    bs_err_t err;
+    memset(longid, 'e', 257);
+    longid[257] = '\0';
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", "", "{}", NULL, id, &err), BS_EINVAL);
+    assert_string_equal(err.field, "id");
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", NULL, "{}", NULL, id, &err), BS_EINVAL);
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", longid, "{}", NULL, id, &err), BS_EINVAL);
+    assert_string_equal(err.field, "id");
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", "e1", NULL, NULL, id, &err), BS_EINVAL);
+    char *big = malloc(MAX_PAYLOAD + 2);
+    assert_non_null(big);
+    memset(big, ' ', MAX_PAYLOAD + 1);
+    big[MAX_PAYLOAD + 1] = '\0';
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", "e1", big, NULL, id, &err), BS_EINVAL);
+    assert_non_null(strstr(err.msg, "at most"));
+    free(big);
 }
 
 static void test_jitter_and_excerpt(void **state)
@@ -367,7 +397,7 @@ int main(void)
         cmocka_unit_test(test_sign_known_vector), cmocka_unit_test(test_sign_bad_secrets),
         cmocka_unit_test(test_validate_defaults), cmocka_unit_test(test_validate_errors),
         cmocka_unit_test(test_webhook_id_of),     cmocka_unit_test(test_jitter_and_excerpt),
-        cmocka_unit_test(test_cleanup),
+        cmocka_unit_test(test_cleanup),          cmocka_unit_test(test_deliver_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
