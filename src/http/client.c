@@ -418,9 +418,13 @@ static void finish(bs_httpc_t *c, job_t *j, int code, int timed_out, const char 
     r.timed_out = timed_out;
     r.status = (int)status;
     bs_buf_putc(&j->resp, '\0'); /* NUL-terminated, not counted */
-    j->resp.len--;
-    r.body = j->resp.data;
-    r.body_len = j->resp.len;
+    if (j->resp.oom) { /* the body (or its terminator) did not fit in memory: none */
+        r.body = "";
+    } else {
+        j->resp.len--;
+        r.body = j->resp.data;
+        r.body_len = j->resp.len;
+    }
     r.body_total = j->total;
     r.retry_after = j->retry_after[0] ? j->retry_after : NULL;
     r.content_type = j->content_type[0] ? j->content_type : NULL;
