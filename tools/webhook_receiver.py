@@ -2,12 +2,15 @@
 """A webhook receiver for trying basalt's webhooks: verifies each delivery's Standard
 Webhooks signature (webhook-id, webhook-timestamp, webhook-signature: v1,<base64 HMAC-SHA256
 of "id.timestamp.body"> under the destination's whsec_ secret) and prints one JSON line per
-delivery: {"id", "verified", "event"}.
+delivery: {"id", "verified", "event"} (+ "error" when not verified).
 
     /usr/bin/python3 tools/webhook_receiver.py --port 9000 --secret whsec_... [--out FILE]
 
 Answers 204 to a verified delivery and 401 to one whose signature does not match (or is
 older than five minutes), as a receiver should. Standard library only.
+
+verify() is the one Python verifier of the project: docs/webhooks.md prints it and
+tests/api/test_webhooks.py checks every delivery with it.
 """
 import argparse
 import base64
@@ -18,24 +21,29 @@ import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-TOLERANCE_S = 300
 
-
-def verify(secret, msg_id, timestamp, body, signatures):
-    """True if one of the space-separated "v1,<base64>" signatures signs id.timestamp.body."""
-    key = base64.b64decode(secret.removeprefix("whsec_") + "==")  # padded or not
-    signed = b"%s.%s.%s" % (msg_id.encode(), timestamp.encode(), body)
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
-    try:
-        if abs(time.time() - int(timestamp)) > TOLERANCE_S:
-            return False
-    except ValueError:
-        return False
-    for sig in signatures.split():
+def verify(secret, headers, body, now=None, tolerance_s=300):
+    """True if body carries a valid Standard Webhooks signature under secret, with a
+    timestamp within tolerance_s of now; raises ValueError otherwise. headers: lower-case
+    names (or a case-insensitive mapping). body: the raw bytes, before any JSON parsing."""
+    msg_id = headers.get("webhook-id") or ""
+    ts = headers.get("webhook-timestamp") or ""
+    if not msg_id or not (ts.isascii() and ts.isdigit()):
+        raise ValueError("missing webhook-id, or webhook-timestamp is not a number")
+    now = time.time() if now is None else now
+    if abs(now - int(ts)) > tolerance_s:
+        raise ValueError("timestamp %s is more than %d s from now (a replay?)" % (ts, tolerance_s))
+    if not secret.startswith("whsec_"):
+        raise ValueError("the secret must start with whsec_")
+    key = secret[len("whsec_"):]
+    key = base64.b64decode(key + "=" * (-len(key) % 4), validate=True)  # padded or not
+    signed = msg_id.encode() + b"." + ts.encode() + b"." + body
+    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
+    for sig in (headers.get("webhook-signature") or "").split(" "):
         version, _, value = sig.partition(",")
-        if version == "v1" and hmac.compare_digest(value, expected):
+        if version == "v1" and hmac.compare_digest(value.encode(), expected):
             return True
-    return False
+    raise ValueError("no valid v1 signature in %r" % headers.get("webhook-signature"))
 
 
 def main():
@@ -49,18 +57,26 @@ def main():
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("content-length", 0)))
-            ok = verify(args.secret, self.headers.get("webhook-id", ""),
-                        self.headers.get("webhook-timestamp", ""), body,
-                        self.headers.get("webhook-signature", ""))
             try:
-                event = json.loads(body)
+                n = int(self.headers.get("content-length", "0"))
             except ValueError:
-                event = None
-            out.write(json.dumps({"id": self.headers.get("webhook-id"), "verified": ok,
-                                  "event": event}) + "\n")
+                n = -1
+            if n < 0:
+                self.send_error(400, "bad Content-Length")
+                return
+            body = self.rfile.read(n)
+            line = {"id": self.headers.get("webhook-id"), "verified": True}
+            try:
+                verify(args.secret, self.headers, body)
+            except ValueError as e:
+                line.update(verified=False, error=str(e))
+            try:
+                line["event"] = json.loads(body)
+            except ValueError:
+                line["event"] = None
+            out.write(json.dumps(line) + "\n")
             out.flush()
-            self.send_response(204 if ok else 401)
+            self.send_response(204 if line["verified"] else 401)
             self.end_headers()
 
         def log_message(self, *a):

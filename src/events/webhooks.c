@@ -578,7 +578,9 @@ static void attempt_free(attempt_t *a)
 /* Deletes up to 1000 finished deliveries (and their attempts) last updated before the
  * retention, at most every CLEANUP_EVERY_MS per process (pool thread, after an attempt:
  * a log that does not grow needs no cleaning). Every replica may run it: deletes are
- * idempotent. */
+ * idempotent. First it settles pending rows whose job ended without an attempt recording
+ * it (the job runtime finalized it: cancelled, or discarded; or its job is gone), so they
+ * neither read "pending" once the job's retention deleted it nor stay forever. */
 #define CLEANUP_EVERY_MS (10 * 60 * 1000)
 static void maybe_cleanup(bs_webhooks_t *w, int64_t now)
 {
@@ -593,15 +595,28 @@ static void maybe_cleanup(bs_webhooks_t *w, int64_t now)
     bs_err_t err;
     bs_err_clear(&err);
     const bs_val_t v[] = {BS_INT(now - retention)};
+    const bs_val_t at[] = {BS_INT(now)};
+    static const char *const settle[] = {
+        "UPDATE webhook_deliveries SET state = 'cancelled', next_attempt_at = NULL, "
+        "updated_at = ? WHERE state = 'pending' AND id IN (SELECT id FROM jobs WHERE kind = "
+        "'" BS_WEBHOOK_JOB "' AND state = 'cancelled')",
+        "UPDATE webhook_deliveries SET state = 'failed', next_attempt_at = NULL, updated_at = ? "
+        "WHERE state = 'pending' AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.id = "
+        "webhook_deliveries.id AND j.state <> 'discarded')"};
     static const char *const sql[] = {
         "DELETE FROM webhook_attempts WHERE delivery_id IN (SELECT id FROM webhook_deliveries "
-        "WHERE state IN ('delivered', 'failed') AND updated_at < ? ORDER BY updated_at LIMIT "
-        "1000)",
+        "WHERE state IN ('delivered', 'failed', 'cancelled') AND updated_at < ? ORDER BY "
+        "updated_at LIMIT 1000)",
         "DELETE FROM webhook_deliveries WHERE id IN (SELECT id FROM webhook_deliveries WHERE "
-        "state IN ('delivered', 'failed') AND updated_at < ? ORDER BY updated_at LIMIT 1000)"};
+        "state IN ('delivered', 'failed', 'cancelled') AND updated_at < ? ORDER BY updated_at "
+        "LIMIT 1000)"};
     int changes = 0;
     if (bs_meta_tx_begin(w->meta, &err) == 0) {
-        int rc = bs_meta_exec(w->meta, sql[0], v, 1, NULL, &err);
+        int rc = bs_meta_exec(w->meta, settle[0], at, 1, NULL, &err);
+        if (rc == 0)
+            rc = bs_meta_exec(w->meta, settle[1], at, 1, NULL, &err);
+        if (rc == 0)
+            rc = bs_meta_exec(w->meta, sql[0], v, 1, NULL, &err);
         if (rc == 0)
             rc = bs_meta_exec(w->meta, sql[1], v, 1, &changes, &err);
         if (rc == 0)
@@ -966,15 +981,20 @@ typedef struct {
     char last[64];
 } list_ctx_t;
 
+/* A delivery's state from its row's and its job's ("" when the job is gone): the job is
+ * the truth while it exists: cancelled there, or an attempt running now. */
+static const char *delivery_state(const char *state, const char *job_state)
+{
+    if (strcmp(job_state, "cancelled") == 0)
+        return "cancelled";
+    if (strcmp(job_state, "running") == 0 && strcmp(state, "pending") == 0)
+        return "delivering";
+    return state;
+}
+
 static void render_delivery(const bs_meta_row_t *row, bs_buf_t *b, int full)
 {
-    const char *state = bs_meta_row_text(row, 4);
-    const char *job_state = bs_meta_row_text(row, 14);
-    /* The job is the truth while it exists: cancelled there, or an attempt running now. */
-    if (strcmp(job_state, "cancelled") == 0)
-        state = "cancelled";
-    else if (strcmp(job_state, "running") == 0 && strcmp(state, "pending") == 0)
-        state = "delivering";
+    const char *state = delivery_state(bs_meta_row_text(row, 4), bs_meta_row_text(row, 14));
     bs_jw_key(b, "id");
     bs_jw_str(b, bs_meta_row_text(row, 0));
     bs_jw_key(b, "destination");
@@ -1047,7 +1067,7 @@ static int list_cb(const bs_meta_row_t *row, void *ud)
 int bs_webhooks_list(bs_webhooks_t *w, const char *tenant, const char *destination, int limit,
                      const char *cursor, bs_buf_t *out, bs_err_t *err)
 {
-    /* One literal per variant: the store caches statements by the SQL text's address. */
+    /* One literal per variant (meta.h: a fixed set of texts, each one cached statement). */
     static const char *const sql[4] = {
         LIST_FROM LIST_ORDER,
         LIST_FROM " AND d.destination = ?" LIST_ORDER,
@@ -1158,13 +1178,13 @@ int bs_webhooks_get(bs_webhooks_t *w, const char *tenant, const char *id, bs_buf
 static int counts_cb(const bs_meta_row_t *row, void *ud)
 {
     bs_webhook_counts_t *c = ud;
-    const char *state = bs_meta_row_text(row, 0);
-    int64_t n = bs_meta_row_int(row, 1);
+    const char *state = delivery_state(bs_meta_row_text(row, 0), bs_meta_row_text(row, 1));
+    int64_t n = bs_meta_row_int(row, 2);
     if (strcmp(state, "delivered") == 0)
         c->delivered += n;
     else if (strcmp(state, "failed") == 0)
         c->failed += n;
-    else
+    else if (strcmp(state, "pending") == 0 || strcmp(state, "delivering") == 0)
         c->pending += n;
     return 0;
 }
@@ -1175,8 +1195,9 @@ int bs_webhooks_counts(bs_webhooks_t *w, const char *tenant, const char *destina
     memset(out, 0, sizeof *out);
     const bs_val_t k[] = {BS_TXT(tenant), BS_TXT(destination)};
     return bs_meta_query(w->meta,
-                         "SELECT state, COUNT(*) FROM webhook_deliveries WHERE tenant = ? AND "
-                         "destination = ? GROUP BY state",
+                         "SELECT d.state, j.state, COUNT(*) FROM webhook_deliveries d LEFT JOIN "
+                         "jobs j ON j.id = d.id WHERE d.tenant = ? AND d.destination = ? GROUP "
+                         "BY d.state, j.state",
                          k, 2, counts_cb, out, err);
 }
 

@@ -46,9 +46,9 @@ typedef struct bs_webhooks bs_webhooks_t;
 /* Registers the webhook.deliver kind on jobs (before bs_jobs_start). All borrowed; they
  * must outlive w (see the shutdown order above). */
 bs_webhooks_t *bs_webhooks_new(bs_meta_t *m, bs_jobs_t *jobs, bs_httpc_t *http, bs_err_t *err);
-/* Finished deliveries (delivered, failed) last updated more than ms ago are deleted with
- * their attempts (a pass at most every 10 minutes, after an attempt; 0: kept). Default 7
- * days; app.c passes job_retention_ms, the jobs' own. */
+/* Finished deliveries (delivered, failed, cancelled) last updated more than ms ago are
+ * deleted with their attempts (a pass at most every 10 minutes, after an attempt; 0: kept).
+ * Default 7 days; app.c passes job_retention_ms, the jobs' own. */
 void bs_webhooks_set_retention(bs_webhooks_t *w, int64_t ms);
 /* No more requests are submitted to the client: an attempt that starts now ends at once,
  * retryable ("not sent: shutting down"). Call before bs_httpc_free. Idempotent. */
@@ -101,7 +101,8 @@ int bs_webhooks_secret(bs_webhooks_t *w, const char *tenant, const char *destina
                        size_t out_len, bs_err_t *err);
 
 /* Deliveries to one destination still in the log, by state (GET /v1/webhooks/{name}'s
- * status). 0 or the store's error. */
+ * status; pending includes delivering, cancelled ones are in none). 0 or the store's
+ * error. */
 typedef struct {
     int64_t pending, delivered, failed;
 } bs_webhook_counts_t;

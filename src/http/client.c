@@ -94,6 +94,21 @@ static int check_method(const char *m, bs_err_t *err)
     return 0;
 }
 
+/* 0 if every header line is one line: curl sends a line as given, so a CR or LF in it
+ * would start another header (or end the head and smuggle a request: header injection). Any
+ * other control character but HTAB is refused too (RFC 9110 §5.5). */
+static int check_headers(const char *const *headers, bs_err_t *err)
+{
+    int i = 0;
+    for (const char *const *h = headers; h && *h; h++, i++)
+        for (const unsigned char *p = (const unsigned char *)*h; *p; p++)
+            if ((*p < 0x20 && *p != '\t') || *p == 0x7f)
+                return bs_err_set(err, BS_EINVAL,
+                                  "request header %d has a control character at byte %d", i,
+                                  (int)(p - (const unsigned char *)*h));
+    return 0;
+}
+
 /* The request's headers as curl takes them: the caller's, plus "Expect:" (no 100-continue
  * round trip) and "Content-Type:" (curl would add a form type to a body) unless given. */
 static struct curl_slist *make_headers(const char *const *headers, int *ok)
@@ -132,6 +147,11 @@ static void setup_easy(CURL *e, const char *method, const char *url, struct curl
     curl_easy_setopt(e, CURLOPT_URL, url);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* A transfer that ends (its timeout) while its name is still being resolved leaves the
+     * resolver thread behind, detached (it frees its own state when getaddrinfo returns):
+     * without this, curl joins it, and the client thread waits as long as the system
+     * resolver takes with every other transfer stalled. */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
     if (strcmp(method, "HEAD") == 0) {
@@ -173,7 +193,7 @@ int bs_http_request(const char *method, const char *url, const char *const *head
     memset(resp, 0, sizeof *resp);
     char host[256], port[16];
     if (curl_ready(err) || check_method(method, err) ||
-        check_url(url, host, sizeof host, port, sizeof port, err))
+        check_url(url, host, sizeof host, port, sizeof port, err) || check_headers(headers, err))
         return err->code;
     int ok;
     struct curl_slist *hdrs = make_headers(headers, &ok);
@@ -398,9 +418,13 @@ static void finish(bs_httpc_t *c, job_t *j, int code, int timed_out, const char 
     r.timed_out = timed_out;
     r.status = (int)status;
     bs_buf_putc(&j->resp, '\0'); /* NUL-terminated, not counted */
-    j->resp.len--;
-    r.body = j->resp.data;
-    r.body_len = j->resp.len;
+    if (j->resp.oom) { /* the body (or its terminator) did not fit in memory: none */
+        r.body = "";
+    } else {
+        j->resp.len--;
+        r.body = j->resp.data;
+        r.body_len = j->resp.len;
+    }
     r.body_total = j->total;
     r.retry_after = j->retry_after[0] ? j->retry_after : NULL;
     r.content_type = j->content_type[0] ? j->content_type : NULL;
@@ -587,7 +611,8 @@ int bs_httpc_submit(bs_httpc_t *c, const bs_httpc_req_t *r, bs_httpc_done_cb don
     const char *method = r->method ? r->method : "GET";
     if (!done)
         return bs_err_set(err, BS_EINVAL, "a request needs a done callback");
-    if (check_method(method, err) || check_url(r->url, host, sizeof host, port, sizeof port, err))
+    if (check_method(method, err) || check_url(r->url, host, sizeof host, port, sizeof port, err) ||
+        check_headers(r->headers, err))
         return err->code;
     job_t *j = calloc(1, sizeof *j);
     if (!j)

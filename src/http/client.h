@@ -33,7 +33,8 @@ typedef struct {
  * not followed; proxies come from the environment (http_proxy, https_proxy, no_proxy).
  * Returns 0 and fills resp (free resp->body with bs_buf_free), or BS_EIO ("cannot connect
  * to HOST:PORT: <strerror>", "cannot resolve HOST: …", "timed out waiting for HOST:PORT")
- * / BS_EINVAL (URL, method) with err set. Thread-safe.
+ * / BS_EINVAL (URL, method, a header with a CR, LF or other control character) with err
+ * set. Thread-safe.
  */
 int bs_http_request(const char *method, const char *url, const char *const *headers,
                     const void *body, size_t body_len, int timeout_ms, bs_http_response_t *resp,
@@ -65,7 +66,8 @@ void bs_httpc_free(bs_httpc_t *c);
 typedef struct {
     const char *method;          /* "POST" … */
     const char *url;             /* http:// or https:// */
-    const char *const *headers;  /* NULL-terminated "Name: value" list, or NULL */
+    const char *const *headers;  /* NULL-terminated "Name: value" list, or NULL; each one
+                                    line (a CR, LF or other control character: BS_EINVAL) */
     const void *body;            /* may be NULL */
     size_t body_len;
     int64_t timeout_ms;          /* the whole exchange; 0: 15000 */
@@ -97,7 +99,7 @@ typedef void (*bs_httpc_done_cb)(void *ud, const bs_httpc_resp_t *resp);
 
 /* Queues a request; copies it. 0 (done will be called exactly once, on the client thread:
  * keep it short, every transfer waits meanwhile; it may submit again), BS_EINVAL (URL
- * scheme, method), BS_EOVERLOAD (queue full) or BS_EUNAVAIL (shutting down): done never
+ * scheme, method, a header line with a control character), BS_EOVERLOAD (queue full) or BS_EUNAVAIL (shutting down): done never
  * called. Thread-safe. */
 int bs_httpc_submit(bs_httpc_t *c, const bs_httpc_req_t *r, bs_httpc_done_cb done, void *ud,
                     bs_err_t *err);

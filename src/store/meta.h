@@ -100,7 +100,14 @@ void bs_meta_close(bs_meta_t *m);
 
 /* Runs one statement. Returns 0, BS_ECONFLICT on a constraint (uniqueness) violation,
  * BS_EUNAVAIL when PostgreSQL is unreachable, BS_EIO on other failures. changes
- * (optional) receives the rows affected. */
+ * (optional) receives the rows affected.
+ *
+ * sql is borrowed for the call. Both backends keep the statement prepared, keyed by its
+ * text (a copy, so a buffer that holds other SQL on the next call is fine): SQLite up to
+ * 192 statements per store, PostgreSQL 96 per connection; past that a statement is prepared
+ * at every call. So the SQL text is a fixed set per call site: one literal per variant,
+ * values always as `?` args, never formatted into the text (which would also be an
+ * injection). The same rules hold for bs_meta_query. */
 int bs_meta_exec(bs_meta_t *m, const char *sql, const bs_val_t *args, int nargs, int *changes,
                  bs_err_t *err);
 /* Runs a query, calling cb per row. Returns 0 or an error as bs_meta_exec. A callback

@@ -65,7 +65,8 @@ static const char *const CONN_KEYS[] = {"connect_timeout",     "keepalives",    
 #define OID_FLOAT8 701
 
 typedef struct {
-    const char *sql; /* pointer identity: callers pass string literals */
+    char *sql;       /* the statement's text (owned copy: the key with sig) */
+    size_t len;
     uint64_t sig;    /* parameter types */
     char name[12];
 } pg_stmt_t;
@@ -332,6 +333,8 @@ static void conn_drop(pg_conn_t *c)
     if (c->c)
         PQfinish(c->c);
     c->c = NULL;
+    for (int i = 0; i < c->n_cache; i++)
+        free(c->cache[i].sql);
     c->n_cache = 0;
 }
 
@@ -552,13 +555,17 @@ static PGresult *run(pg_t *s, pg_conn_t *c, const char *sql, const bs_val_t *arg
     }
     uint64_t sig = signature(args, nargs);
     pg_stmt_t *ps = NULL;
-    for (int i = 0; sig && i < c->n_cache; i++)
-        if (c->cache[i].sql == sql && c->cache[i].sig == sig)
+    size_t len = strlen(sql);
+    for (int i = 0; sig && i < c->n_cache && !ps; i++)
+        if (c->cache[i].sig == sig && c->cache[i].len == len &&
+            memcmp(c->cache[i].sql, sql, len) == 0)
             ps = &c->cache[i];
     PGresult *res;
-    if (!ps && sig && c->n_cache < STMT_CACHE) {
+    char *key = !ps && sig && c->n_cache < STMT_CACHE ? malloc(len + 1) : NULL;
+    if (key) {
         char *text = rewrite_params(sql);
         if (!text) {
+            free(key);
             *rc = bs_err_set(err, BS_ENOMEM, "out of memory");
             return NULL;
         }
@@ -569,10 +576,13 @@ static PGresult *run(pg_t *s, pg_conn_t *c, const char *sql, const bs_val_t *arg
         if (!res || PQresultStatus(res) != PGRES_COMMAND_OK) {
             *rc = result_err(s, c, res, "prepare", err);
             PQclear(res);
+            free(key);
             return NULL;
         }
         PQclear(res);
-        n->sql = sql;
+        memcpy(key, sql, len + 1);
+        n->sql = key;
+        n->len = len;
         n->sig = sig;
         c->n_cache++;
         ps = n;

@@ -13,9 +13,10 @@
 #include "store/meta.h"
 #include "store/meta_int.h"
 
-/* Statements are cached by SQL text address, first come first served; one that finds the
- * cache full is prepared at every call. The whole program has ~120 distinct statements
- * (the job runtime ~25, some hot: insert, claim, final update). */
+/* Statements are cached by their SQL text (a copy is the key: a caller's buffer may hold
+ * another statement on the next call), first come first served; one that finds the cache
+ * full is prepared at every call. The whole program has ~120 distinct statements (the job
+ * runtime ~25, some hot: insert, claim, final update). */
 #define STMT_CACHE 192
 
 typedef struct sq_store {
@@ -23,7 +24,8 @@ typedef struct sq_store {
     pthread_mutex_t lock;
     int version;
     struct {
-        const char *sql; /* pointer identity: callers pass string literals */
+        char *sql; /* the statement's text (owned copy) */
+        size_t len;
         sqlite3_stmt *stmt;
     } cache[STMT_CACHE];
     int n_cache;
@@ -144,8 +146,10 @@ static void sq_close(void *impl)
     sq_t *m = impl;
     if (!m)
         return;
-    for (int i = 0; i < m->n_cache; i++)
+    for (int i = 0; i < m->n_cache; i++) {
         sqlite3_finalize(m->cache[i].stmt);
+        free(m->cache[i].sql);
+    }
     if (m->db)
         sqlite3_close(m->db);
     pthread_mutex_destroy(&m->lock);
@@ -158,22 +162,27 @@ static sqlite3_stmt *prepare(sq_t *m, const char *sql, const bs_val_t *args, int
 {
     sqlite3_stmt *st = NULL;
     *cached = 0;
-    for (int i = 0; i < m->n_cache; i++)
-        if (m->cache[i].sql == sql && !sqlite3_stmt_busy(m->cache[i].stmt)) {
+    size_t len = strlen(sql);
+    int known = 0; /* cached, but busy (a query running it calls back here) */
+    for (int i = 0; i < m->n_cache && !st; i++) {
+        if (m->cache[i].len != len || memcmp(m->cache[i].sql, sql, len) != 0)
+            continue;
+        known = 1;
+        if (!sqlite3_stmt_busy(m->cache[i].stmt)) {
             st = m->cache[i].stmt;
             *cached = 1;
-            break;
         }
+    }
     if (!st) {
         if (sqlite3_prepare_v3(m->db, sql, -1, SQLITE_PREPARE_PERSISTENT, &st, NULL) != SQLITE_OK) {
             db_err(m, err, "prepare");
             return NULL;
         }
-        int known = 0;
-        for (int i = 0; i < m->n_cache; i++)
-            known |= m->cache[i].sql == sql;
-        if (!known && m->n_cache < STMT_CACHE) {
-            m->cache[m->n_cache].sql = sql;
+        char *copy = !known && m->n_cache < STMT_CACHE ? malloc(len + 1) : NULL;
+        if (copy) {
+            memcpy(copy, sql, len + 1);
+            m->cache[m->n_cache].sql = copy;
+            m->cache[m->n_cache].len = len;
             m->cache[m->n_cache].stmt = st;
             m->n_cache++;
             *cached = 1;

@@ -2,9 +2,11 @@
 payloads, retries on a shortened schedule, Retry-After, timeouts, replay, the delivery log.
 
 The receiver is a real HTTP server on a thread of this test (http.server on a free port).
-Every request it gets is verified by an implementation of the Standard Webhooks scheme
-written here (hmac + base64 over "{webhook-id}.{webhook-timestamp}.{body}", constant-time
-compare, timestamp tolerance), independent of the server's. Each path of the receiver
+Every request it gets is verified by the project's one Python implementation of the
+Standard Webhooks scheme, tools/webhook_receiver.py's verify() (hmac + base64 over
+"{webhook-id}.{webhook-timestamp}.{body}", constant-time compare, timestamp tolerance),
+independent of the server's C one; docs/webhooks.md prints that function (checked here) and
+test_verifier_can_fail shows it rejects what it must. Each path of the receiver
 follows a script of responses (a status with headers, or "hang": never answer), so a test
 says e.g. "500, then 200" and reads back the attempt log.
 """
@@ -12,7 +14,10 @@ import base64
 import hashlib
 import hmac
 import http.server
+import importlib.util
+import inspect
 import json
+import os
 import threading
 import time
 from datetime import datetime
@@ -110,29 +115,27 @@ def receiver():
     r.close()
 
 
-# ---- an independent Standard Webhooks verifier ----------------------------------------------
+# ---- the Standard Webhooks verifier -------------------------------------------------------
 
-def verify(secret, headers, body, now=None):
-    """Raises AssertionError unless the request carries a valid Standard Webhooks signature
-    of body under secret, with a timestamp within TOLERANCE_S of now."""
-    msg_id = headers["webhook-id"]
-    ts = headers["webhook-timestamp"]
-    assert ts.isdigit(), ts
-    now = time.time() if now is None else now
-    assert abs(now - int(ts)) <= TOLERANCE_S, "timestamp %s too far from %d" % (ts, now)
-    assert secret.startswith("whsec_")
-    key = base64.b64decode(secret[len("whsec_"):], validate=True)
-    signed = msg_id.encode() + b"." + ts.encode() + b"." + body
-    expected = base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest())
-    for sig in headers["webhook-signature"].split(" "):
-        version, _, value = sig.partition(",")
-        if version == "v1" and hmac.compare_digest(value.encode(), expected):
-            return True
-    raise AssertionError("no valid v1 signature in %r" % headers["webhook-signature"])
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+
+
+def _receiver_tool():
+    """tools/webhook_receiver.py imported as a module."""
+    path = os.path.join(ROOT, "tools", "webhook_receiver.py")
+    spec = importlib.util.spec_from_file_location("webhook_receiver", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+# verify(secret, headers, body, now=None) -> True, or raises ValueError
+verify = _receiver_tool().verify
 
 
 def test_verifier_can_fail():
-    """The oracle rejects a tampered body, another secret and an old timestamp."""
+    """The oracle rejects a tampered body, another secret, an old timestamp, a missing
+    header, a signature of another scheme; it takes a secret padded or not."""
     key = base64.b64encode(b"k" * 24).decode()
     secret = "whsec_" + key
     body = b'{"a":1}'
@@ -141,12 +144,28 @@ def test_verifier_can_fail():
                                     hashlib.sha256).digest()).decode()
     h = {"webhook-id": "msg_1", "webhook-timestamp": ts, "webhook-signature": "v1," + sig}
     assert verify(secret, h, body)
-    with pytest.raises(AssertionError):
+    assert verify(secret, dict(h, **{"webhook-signature": "v1,bad v1," + sig}), body)
+    with pytest.raises(ValueError):
         verify(secret, h, b'{"a":2}')
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError):
         verify("whsec_" + base64.b64encode(b"x" * 24).decode(), h, body)
-    with pytest.raises(AssertionError):
+    with pytest.raises(ValueError):
         verify(secret, h, body, now=int(ts) + TOLERANCE_S + 60)
+    with pytest.raises(ValueError):
+        verify(secret, {k: v for k, v in h.items() if k != "webhook-timestamp"}, body)
+    with pytest.raises(ValueError):
+        verify(secret, dict(h, **{"webhook-signature": "v2," + sig}), body)
+    with pytest.raises(ValueError):
+        verify(key, h, body)  # no whsec_ prefix
+    # 25- and 26-byte keys: their base64 ends "==" and "=", which the verifier accepts
+    # left off (as the server does).
+    for n in (25, 26):
+        k = base64.b64encode(b"q" * n).decode()
+        assert k.endswith("=" * (3 - n % 3))
+        s = base64.b64encode(hmac.new(b"q" * n, b"msg_1." + ts.encode() + b"." + body,
+                                      hashlib.sha256).digest()).decode()
+        hn = dict(h, **{"webhook-signature": "v1," + s})
+        assert verify("whsec_" + k, hn, body) and verify("whsec_" + k.rstrip("="), hn, body)
 
 
 # ---- helpers --------------------------------------------------------------------------------
@@ -434,6 +453,50 @@ def test_rotated_secret_signs_next_attempts(shared_server, receiver):
     assert verify(new, r2["headers"], r2["body"])  # each attempt reads the current spec
 
 
+def test_deleted_destination_ends_its_deliveries(shared_server, receiver):
+    """A destination deleted while a delivery to it waits for its next attempt: that attempt
+    sends nothing and ends the delivery (failed, no more attempts); a replay of it is a
+    404 (the destination is gone), and so is a new test event."""
+    srv = shared_server
+    receiver.script("/deleted", [500])
+    put_webhook(srv, "deleted", {"url": receiver.url("/deleted"),
+                                 "retry_schedule": ["0s", "1s", "1s", "1s", "1s"]})
+    q = send_test(srv, "deleted")
+    wait_state(srv, q["delivery_id"], {"pending"}, attempts=1)
+    r = srv.delete("/v1/webhooks/deleted")
+    assert r.status_code in (200, 204), r.text
+    d = wait_state(srv, q["delivery_id"], {"failed"})
+    *sent, last = d["attempt_log"]
+    assert sent and all(a["status"] == 500 and a["outcome"] == "failed" for a in sent), sent
+    assert last["outcome"] == "error" and last["status"] is None, last
+    assert "no webhook 'deleted'" in last["error"] and last["retry_in_ms"] is None, last
+    assert d["last_error"] == last["error"] and d["next_attempt_at"] is None
+    assert len(receiver.got("/deleted")) == len(sent)  # the last attempt sent nothing
+    assert_error(srv.post("/v1/webhooks/deliveries/%s/replay" % q["delivery_id"]), 404)
+    assert_error(srv.post("/v1/webhooks/deleted/test", json={}), 404)
+
+
+def test_cancelled_delivery(shared_server, receiver):
+    """A delivery whose job is cancelled before its first attempt (an hour away) reads
+    cancelled in the log and counts as neither pending, delivered nor failed."""
+    srv = shared_server
+    put_webhook(srv, "cancelled", {"url": receiver.url("/cancelled"), "retry_schedule": ["1h"]})
+    q = send_test(srv, "cancelled")
+    d = delivery(srv, q["delivery_id"])
+    assert d["state"] == "pending" and d["next_attempt_at"] is not None, d
+    status = srv.get("/v1/webhooks/cancelled").json()["status"]
+    assert status == {"deliveries": {"pending": 1, "delivered": 0, "failed": 0}}
+    r = srv.post("/v1/jobs/%s/cancel" % q["delivery_id"])
+    assert r.status_code == 200, r.text
+    d = delivery(srv, q["delivery_id"])
+    assert d["state"] == "cancelled" and d["attempt_log"] == [] and d["next_attempt_at"] is None
+    [item] = srv.get("/v1/webhooks/deliveries", params={"destination": "cancelled"}).json()["items"]
+    assert item["state"] == "cancelled"
+    status = srv.get("/v1/webhooks/cancelled").json()["status"]
+    assert status == {"deliveries": {"pending": 0, "delivered": 0, "failed": 0}}
+    assert receiver.got("/cancelled") == []
+
+
 @pytest.mark.parametrize("spec,field", [
     ({}, "url"),
     ({"url": 5}, "url"),
@@ -488,6 +551,14 @@ def test_reserved_name_and_not_found(shared_server):
     put_webhook(srv, "tested", {"url": "https://x.example/"})
     assert_error(srv.post("/v1/webhooks/tested/test", json={"type": ""}), 400, field="type")
     assert_error(srv.post("/v1/webhooks/tested/test", json={"kind": "x"}), 400, field="kind")
+    assert_error(srv.post("/v1/webhooks/tested/test", json=[1]), 400)
+    assert_error(srv.post("/v1/webhooks/tested/test", data=b"{not json",
+                          headers={"Content-Type": "application/json"}), 400)
+    assert_error(srv.post("/v1/webhooks/tested/test", json={"type": "t" * 257}), 400, field="type")
+    assert_error(srv.get("/v1/webhooks/deliveries", params={"cursor": "c" * 65}), 400,
+                 field="cursor")
+    assert srv.get("/v1/webhooks/deliveries", params={"destination": "tested"}).json()[
+        "items"] == []  # none of the refused test events was queued
 
 
 def test_roles_and_tenants(shared_server, receiver):
@@ -531,12 +602,13 @@ def test_metrics(shared_server, receiver):
 
 
 def test_docs_verification_snippet_verifies_a_delivery(shared_server, receiver):
-    """The hand-written verifier of docs/webhooks.md, run as printed, on a real delivery."""
-    import os
+    """The hand-written verifier of docs/webhooks.md is tools/webhook_receiver.py's verify,
+    printed as it is there (one source), and runs as printed on a real delivery."""
     import re
-    here = os.path.dirname(os.path.abspath(__file__))
-    with open(os.path.join(here, "..", "..", "docs", "webhooks.md")) as f:
+    with open(os.path.join(ROOT, "docs", "webhooks.md")) as f:
         code = re.search(r"Or by hand.*?```python\n(.*?)```", f.read(), re.S).group(1)
+    assert code.endswith("\n" + inspect.getsource(verify)), "docs/webhooks.md's verify differs " \
+        "from tools/webhook_receiver.py's: paste the tool's function into the docs"
     ns = {}
     exec(code, ns)
     srv = shared_server

@@ -7,12 +7,16 @@
  * Covers: many requests in flight at once, timeouts (a peer that never answers times out;
  * others are unaffected), the queue bound, connection reuse, the response bound,
  * Retry-After capture and parsing, streaming and its abort, shutdown failing what is in
- * flight, and the blocking bs_http_request (also its connect-error message). */
+ * flight, header and URL injection refused (CR/LF), a timeout during a slow name
+ * resolution that does not hold the client thread (getaddrinfo is interposed here), and
+ * the blocking bs_http_request (also its connect-error message). */
 #include "test_common.h"
 
 #include <arpa/inet.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -254,6 +258,39 @@ static void url(char *out, size_t n, const char *path)
     snprintf(out, n, "http://127.0.0.1:%d%s", srv.port, path);
 }
 
+/* ---- a name that takes long to resolve -------------------------------------------------------- */
+
+/* getaddrinfo as curl's resolver thread calls it (this definition interposes on libc's for
+ * the whole process): SLOW_HOST blocks until the test releases it (or 30 s pass); other
+ * names go to libc's. */
+#define SLOW_HOST "slow-dns.example"
+static pthread_mutex_t dns_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t dns_cv = PTHREAD_COND_INITIALIZER;
+static int dns_waiting, dns_released, dns_returned;
+
+int getaddrinfo(const char *node, const char *service, const struct addrinfo *hints,
+                struct addrinfo **res)
+{
+    if (node && strcmp(node, SLOW_HOST) == 0) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += 30;
+        pthread_mutex_lock(&dns_mu);
+        dns_waiting++;
+        pthread_cond_broadcast(&dns_cv);
+        while (!dns_released && pthread_cond_timedwait(&dns_cv, &dns_mu, &ts) != ETIMEDOUT)
+            ;
+        dns_returned++;
+        pthread_cond_broadcast(&dns_cv);
+        pthread_mutex_unlock(&dns_mu);
+        return EAI_NONAME;
+    }
+    int (*libc)(const char *, const char *, const struct addrinfo *, struct addrinfo **) =
+        (int (*)(const char *, const char *, const struct addrinfo *, struct addrinfo **))dlsym(
+            RTLD_NEXT, "getaddrinfo");
+    return libc(node, service, hints, res);
+}
+
 /* ---- completions ---------------------------------------------------------------------------- */
 
 typedef struct {
@@ -375,10 +412,41 @@ static void test_post_echo_and_headers(void **state)
     bad.url = u;
     bad.method = "po st";
     assert_int_equal(bs_httpc_submit(c, &bad, on_done, &x, &err), BS_EINVAL);
+    /* No header injection: a header line with a CR or LF (curl would send it as given,
+     * starting another header) or another control character is refused, as is a URL
+     * with one (curl's URL parser). A tab is fine (RFC 9110 §5.5). */
+    bad.method = "POST";
+    result_t never = {0};
+    static const char *const injected[][2] = {{"X-Test: a\r\nX-Evil: 1", NULL},
+                                              {"X-Test: a\nX-Evil: 1", NULL},
+                                              {"X-Test: a\rb", NULL},
+                                              {"X-Test: a\001b", NULL},
+                                              {"X-Test: a\177b", NULL}};
+    for (size_t i = 0; i < sizeof injected / sizeof injected[0]; i++) {
+        bad.headers = injected[i];
+        assert_int_equal(bs_httpc_submit(c, &bad, on_done, &never, &err), BS_EINVAL);
+        assert_non_null(strstr(err.msg, "control character"));
+    }
+    bad.headers = NULL;
+    static const char *const bad_paths[] = {"/echo\r\nX-Evil: 1", "/echo\nX: 1", "/ec ho"};
+    for (size_t i = 0; i < sizeof bad_paths / sizeof bad_paths[0]; i++) {
+        char bu[160];
+        url(bu, sizeof bu, bad_paths[i]);
+        bad.url = bu;
+        assert_int_equal(bs_httpc_submit(c, &bad, on_done, &never, &err), BS_EINVAL);
+        assert_int_equal(bs_http_url_check(bu, &err), BS_EINVAL);
+    }
+    assert_false(never.done);
+    result_t tab = {0};
+    const char *tabbed[] = {"X-Test: a\tb", NULL};
+    bs_httpc_req_t ok_tab = {.method = "POST", .url = u, .headers = tabbed};
+    assert_int_equal(bs_httpc_submit(c, &ok_tab, on_done, &tab, &err), 0);
+    wait_done(&tab);
+    assert_int_equal(tab.status, 200);
     bs_httpc_stats_t s;
     bs_httpc_stats(c, &s);
-    assert_int_equal(s.submitted, 3);
-    assert_int_equal(s.completed, 3);
+    assert_int_equal(s.submitted, 4);
+    assert_int_equal(s.completed, 4);
     assert_int_equal(s.failed, 0);
     bs_httpc_free(c);
 }
@@ -569,6 +637,39 @@ static void test_streaming(void **state)
     bs_httpc_free(c);
 }
 
+/* A request that times out while its name is still being resolved ends at its timeout:
+ * the client thread does not wait for the resolver (curl's threaded resolver would join
+ * it), so other requests keep moving. Ordering, not time: the callback must come while
+ * the resolver is still held. */
+static void test_slow_dns_times_out_without_blocking(void **state)
+{
+    (void)state;
+    bs_err_t err;
+    bs_httpc_t *c = bs_httpc_new(NULL, &err);
+    assert_non_null(c);
+    result_t slow = {0}, ok = {0};
+    bs_httpc_req_t r = {.method = "GET", .url = "http://" SLOW_HOST "/x", .timeout_ms = 200};
+    assert_int_equal(bs_httpc_submit(c, &r, on_done, &slow, &err), 0);
+    wait_done(&slow);
+    pthread_mutex_lock(&dns_mu);
+    int waiting = dns_waiting, returned = dns_returned;
+    pthread_mutex_unlock(&dns_mu);
+    submit(c, "/ok", 20000, &ok); /* the client thread is free */
+    wait_done(&ok);
+    pthread_mutex_lock(&dns_mu); /* let the resolver thread go; it cleans up after itself */
+    dns_released = 1;
+    pthread_cond_broadcast(&dns_cv);
+    while (dns_returned < dns_waiting)
+        pthread_cond_wait(&dns_cv, &dns_mu);
+    pthread_mutex_unlock(&dns_mu);
+    bs_httpc_free(c);
+    assert_int_equal(waiting, 1);
+    assert_int_equal(returned, 0);
+    assert_int_equal(slow.code, BS_EIO);
+    assert_int_equal(slow.timed_out, 1);
+    assert_int_equal(ok.status, 200);
+}
+
 static void test_connect_refused_async(void **state)
 {
     (void)state;
@@ -627,6 +728,13 @@ static void test_blocking_request(void **state)
     bs_buf_free(&resp.body);
     assert_int_equal(bs_http_request("GET", "gopher://x/", NULL, NULL, 0, 5000, &resp, &err),
                      BS_EINVAL);
+    /* A header that would inject another one never leaves (see test_post_echo_and_headers). */
+    url(u, sizeof u, "/echo");
+    const char *injected[] = {"X-Test: a\r\nX-Evil: 1", NULL};
+    assert_int_equal(bs_http_request("POST", u, injected, "x", 1, 5000, &resp, &err), BS_EINVAL);
+    assert_non_null(strstr(err.msg, "control character"));
+    url(u, sizeof u, "/echo\r\nX-Evil: 1");
+    assert_int_equal(bs_http_request("GET", u, NULL, NULL, 0, 5000, &resp, &err), BS_EINVAL);
     url(u, sizeof u, "/never");
     assert_int_equal(bs_http_request("GET", u, NULL, NULL, 0, 1000, &resp, &err), BS_EIO);
     assert_non_null(strstr(err.msg, "timed out waiting for 127.0.0.1:"));
@@ -729,6 +837,7 @@ int main(void)
         cmocka_unit_test(test_connection_reuse),
         cmocka_unit_test(test_response_bound_and_retry_after),
         cmocka_unit_test(test_streaming),
+        cmocka_unit_test(test_slow_dns_times_out_without_blocking),
         cmocka_unit_test(test_connect_refused_async),
         cmocka_unit_test(test_blocking_request),
         cmocka_unit_test(test_https_verifies_the_peer),

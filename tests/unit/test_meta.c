@@ -3,7 +3,8 @@
  * under tests/pg_server.py, which starts a server). Without that variable the PostgreSQL
  * group fails: a backend that is not tested is not skipped silently.
  *
- * Cases: types, NULL and binary blobs round trip; `?` inside string literals; constraint
+ * Cases: types, NULL and binary blobs round trip; `?` inside string literals; SQL in a
+ * reused buffer (the statement cache is keyed by text); constraint
  * violations are conflicts; transactions commit and roll back; a row callback runs a
  * query (in and outside a transaction); read-modify-write transactions from threads
  * serialise (no lost update); notifications; URL redaction. PostgreSQL only: racing
@@ -192,6 +193,36 @@ static void test_placeholders_in_literals(void **state)
                      0);
     assert_int_equal(o.n, 1);
     assert_string_equal(o.s, "x?y");
+}
+
+/* Prepared statements are cached by their text, not by where it lives: one buffer holding
+ * other SQL (of the same length, too) on each call runs what it holds each time, first
+ * prepared and then from the cache. */
+static void test_sql_in_a_reused_buffer(void **state)
+{
+    fx_t *f = *state;
+    bs_err_t err = {0};
+    char sql[64];
+    bs_val_t a[] = {BS_INT(100)};
+    for (int round = 0; round < 2; round++)
+        for (int k = 1; k <= 3; k++) {
+            snprintf(sql, sizeof sql, "SELECT ? + %d, 0.5, 'x', NULL", k);
+            row_t o = {0};
+            assert_int_equal(bs_meta_query(f->m, sql, a, 1, grab, &o, &err), 0);
+            assert_int_equal(o.n, 1);
+            assert_int_equal(o.i, 100 + k);
+        }
+    /* An exec through a reused buffer writes what the buffer holds now. */
+    static const char *const keys[] = {"r1", "r2"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(sql, sizeof sql, "INSERT INTO t (k, i) VALUES ('%s', ?)", keys[k]);
+        bs_val_t v[] = {BS_INT(k)};
+        assert_int_equal(bs_meta_exec(f->m, sql, v, 1, NULL, &err), 0);
+    }
+    row_t o;
+    get_row(f, "r2", &o);
+    assert_int_equal(o.n, 1);
+    assert_int_equal(o.i, 1);
 }
 
 static void test_conflict(void **state)
@@ -605,6 +636,7 @@ static void test_pg_pool_wait(void **state)
 #define CASES(setup)                                                                               \
     cmocka_unit_test_setup_teardown(test_types, setup, teardown),                                  \
         cmocka_unit_test_setup_teardown(test_placeholders_in_literals, setup, teardown),           \
+        cmocka_unit_test_setup_teardown(test_sql_in_a_reused_buffer, setup, teardown),             \
         cmocka_unit_test_setup_teardown(test_conflict, setup, teardown),                           \
         cmocka_unit_test_setup_teardown(test_transactions, setup, teardown),                       \
         cmocka_unit_test_setup_teardown(test_nested_query, setup, teardown),                       \

@@ -53,7 +53,7 @@ static void test_sign_bad_secrets(void **state)
     assert_int_equal(
         bs_webhooks_sign("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "id", 1, "b", 1, sig, 10, &err),
         BS_EINVAL);
-    /* Padded or not, the same key (25 bytes: base64 with one '='). */
+    /* Padded or not, the same key (25 bytes: base64 ending "=="). */
     char a[64], b[64];
     unsigned char k25[25];
     memset(k25, 7, sizeof k25);
@@ -62,6 +62,12 @@ static void test_sign_bad_secrets(void **state)
     assert_int_equal(enc[strlen(enc) - 1], '=');
     assert_int_equal(bs_webhooks_sign(enc, "id", 1, "b", 1, a, sizeof a, &err), 0);
     enc[strlen(enc) - 1] = '\0';
+    assert_int_equal(bs_webhooks_sign(enc, "id", 1, "b", 1, b, sizeof b, &err), 0);
+    assert_string_equal(a, b);
+    /* 25 bytes pad with "==": without either '=' it is the same key too. */
+    assert_int_equal(enc[strlen(enc) - 1], '=');
+    enc[strlen(enc) - 1] = '\0';
+    memset(b, 0, sizeof b);
     assert_int_equal(bs_webhooks_sign(enc, "id", 1, "b", 1, b, sizeof b, &err), 0);
     assert_string_equal(a, b);
 }
@@ -203,6 +209,30 @@ static void test_webhook_id_of(void **state)
     assert_memory_equal(id, "msg_", 4);
 }
 
+/* What bs_webhooks_deliver refuses before it touches the store (no store here). */
+static void test_deliver_refuses(void **state)
+{
+    (void)state;
+    bs_webhooks_t w = {0};
+    char id[37], longid[258];
+    bs_err_t err;
+    memset(longid, 'e', 257);
+    longid[257] = '\0';
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", "", "{}", NULL, id, &err), BS_EINVAL);
+    assert_string_equal(err.field, "id");
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", NULL, "{}", NULL, id, &err), BS_EINVAL);
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", longid, "{}", NULL, id, &err), BS_EINVAL);
+    assert_string_equal(err.field, "id");
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", "e1", NULL, NULL, id, &err), BS_EINVAL);
+    char *big = malloc(MAX_PAYLOAD + 2);
+    assert_non_null(big);
+    memset(big, ' ', MAX_PAYLOAD + 1);
+    big[MAX_PAYLOAD + 1] = '\0';
+    assert_int_equal(bs_webhooks_deliver(&w, "t", "d", "e1", big, NULL, id, &err), BS_EINVAL);
+    assert_non_null(strstr(err.msg, "at most"));
+    free(big);
+}
+
 static void test_jitter_and_excerpt(void **state)
 {
     (void)state;
@@ -231,7 +261,9 @@ static void test_jitter_and_excerpt(void **state)
 }
 
 /* The delivery log's retention on a real SQLite store: finished deliveries past it go with
- * their attempts; pending ones and recent ones stay; a pass runs at most every 10 minutes. */
+ * their attempts; pending ones and recent ones stay; a pass runs at most every 10 minutes.
+ * A pending row whose job the runtime finalized (cancelled, discarded) or that has no job
+ * is settled first (cancelled / failed, as of now: kept for the retention from then). */
 static void test_cleanup(void **state)
 {
     (void)state;
@@ -247,12 +279,19 @@ static void test_cleanup(void **state)
     static const struct {
         const char *id, *state;
         int64_t updated_at;
+        const char *job_state; /* its job's, NULL: none */
         int kept;
-    } rows[] = {{"d-old-delivered", "delivered", 1000, 0},
-                {"d-old-failed", "failed", 2000, 0},
-                {"d-old-pending", "pending", 1000, 1},
-                {"d-new-delivered", "delivered", 10LL * 86400 * 1000 - 10, 1}};
-    for (size_t i = 0; i < 4; i++) {
+        const char *after; /* the state after the pass */
+    } rows[] = {{"d-old-delivered", "delivered", 1000, "completed", 0, NULL},
+                {"d-old-failed", "failed", 2000, NULL, 0, NULL},
+                {"d-old-cancelled", "cancelled", 2000, NULL, 0, NULL},
+                {"d-old-pending", "pending", 1000, "scheduled", 1, "pending"},
+                {"d-new-delivered", "delivered", 10LL * 86400 * 1000 - 10, NULL, 1, "delivered"},
+                {"d-settle-cancelled", "pending", 1000, "cancelled", 1, "cancelled"},
+                {"d-settle-discarded", "pending", 1000, "discarded", 1, "failed"},
+                {"d-settle-gone", "pending", 1000, NULL, 1, "failed"}};
+    enum { N_ROWS = sizeof rows / sizeof rows[0] };
+    for (size_t i = 0; i < N_ROWS; i++) {
         const bs_val_t v[] = {BS_TXT(rows[i].id), BS_TXT(rows[i].state),
                               BS_INT(rows[i].updated_at)};
         assert_int_equal(bs_meta_exec(m,
@@ -268,18 +307,39 @@ static void test_cleanup(void **state)
                                       "outcome, status) VALUES (?, 1, 0, 'failed', 500)",
                                       a, 1, NULL, &err),
                          0);
+        if (!rows[i].job_state)
+            continue;
+        const bs_val_t j[] = {BS_TXT(rows[i].id), BS_TXT(rows[i].job_state)};
+        assert_int_equal(bs_meta_exec(m,
+                                      "INSERT INTO jobs (id, tenant, kind, state, max_attempts, "
+                                      "scheduled_at, created_at) VALUES (?, 'default', "
+                                      "'webhook.deliver', ?, 1, 0, 0)",
+                                      j, 2, NULL, &err),
+                         0);
     }
     maybe_cleanup(&w, now);
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < N_ROWS; i++) {
         int n = 0, na = 0;
         bs_buf_t b;
         bs_buf_init(&b);
         n = bs_webhooks_get(&w, "default", rows[i].id, &b, &err) == 0;
         na = n && strstr(b.data, "\"attempt\":1") != NULL;
+        if (n) {
+            char want[64];
+            snprintf(want, sizeof want, "\"state\":\"%s\"", rows[i].after);
+            if (!strstr(b.data, want))
+                fail_msg("%s: want %s in %s", rows[i].id, want, b.data);
+        }
         bs_buf_free(&b);
         assert_int_equal(n, rows[i].kept);
         assert_int_equal(na, rows[i].kept);
     }
+    /* The settled rows count as of now: the next pass after the retention deletes them. */
+    bs_webhook_counts_t counts;
+    assert_int_equal(bs_webhooks_counts(&w, "default", "d", &counts, &err), 0);
+    assert_int_equal(counts.pending, 1);   /* d-old-pending; the cancelled one in none */
+    assert_int_equal(counts.failed, 2);    /* d-settle-discarded, d-settle-gone */
+    assert_int_equal(counts.delivered, 1); /* d-new-delivered */
     int left = 0;
     const bs_val_t none[] = {BS_TXT("d-old-failed")};
     assert_int_equal(
@@ -307,7 +367,7 @@ static void test_cleanup(void **state)
     assert_int_equal(bs_webhooks_list(&w, "other", NULL, 10, NULL, &b, &err), 0);
     assert_string_equal(b.data, "{\"items\":[],\"next_cursor\":null}");
     /* Every variant of the list, one after the other (each its own statement: the store
-     * caches them by their SQL's address). */
+     * caches them by their SQL text). */
     bs_buf_reset(&b);
     assert_int_equal(bs_webhooks_list(&w, "default", "d", 10, NULL, &b, &err), 0);
     assert_non_null(strstr(b.data, "d-new-delivered"));
@@ -337,7 +397,7 @@ int main(void)
         cmocka_unit_test(test_sign_known_vector), cmocka_unit_test(test_sign_bad_secrets),
         cmocka_unit_test(test_validate_defaults), cmocka_unit_test(test_validate_errors),
         cmocka_unit_test(test_webhook_id_of),     cmocka_unit_test(test_jitter_and_excerpt),
-        cmocka_unit_test(test_cleanup),
+        cmocka_unit_test(test_cleanup),          cmocka_unit_test(test_deliver_refuses),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
