@@ -637,7 +637,45 @@ static int is_lines_media(const char *m)
            strcmp(m, "application/x-jsonlines") == 0;
 }
 
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+/* What cJSON skips between tokens: any byte up to 0x20. Only space, tab, CR and LF are JSON
+ * whitespace (RFC 8259 section 2); the others are trimmed off an event's ends and refused
+ * between its tokens (stray_control), so that a stored text is JSON any reader takes: it is
+ * sent back verbatim inside read, fetch and stream responses. */
+static int is_space(char c) { return (unsigned char)c <= 0x20; }
+
+/* The offset of the first byte of s[0..len) below 0x20 outside strings that is not JSON
+ * whitespace, or -1. (Inside strings bs_json_parse refuses them.) */
+static long stray_control(const char *s, size_t len)
+{
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+/* Refuses s[0..len) (of a body, from its byte off) when stray_control finds a byte:
+ * BS_EPARSE naming the byte and its offset in the body. 0 when there is none. */
+static int stray_check(const char *s, size_t len, size_t off, bs_err_t *err)
+{
+    long at = stray_control(s, len);
+    if (at < 0)
+        return 0;
+    return bs_err_set(err, BS_EPARSE,
+                      "malformed JSON: control character 0x%02x at byte %zu (only space, tab, CR "
+                      "and LF may separate JSON tokens, RFC 8259 section 2)",
+                      (unsigned char)s[at], off + (size_t)at);
+}
 
 typedef struct {
     bs_arena_t *a;
@@ -835,6 +873,8 @@ static int json_lines(pctx_t *p, const char *s, size_t len, bs_err_t *err)
             continue;
         bs_err_t pe;
         cJSON *j = bs_json_parse_arena(p->a, s + a, b - a, p->o->max_depth, &pe);
+        if (j && stray_check(s + a, b - a, 0, &pe))
+            j = NULL;
         if (!j) {
             bs_err_t e2;
             bs_err_setf(&e2, BS_EINVAL, pe.field[0] ? pe.field : NULL, "line %d: %s", line, pe.msg);
@@ -945,6 +985,10 @@ static int binary_event(pctx_t *p, const char *body, size_t len, const char *med
             if (!bs_json_parse_arena(p->a, body + a, z - a, o->max_depth, &pe)) {
                 bs_buf_free(&b);
                 *err = pe;
+                return err->code;
+            }
+            if (stray_check(body + a, z - a, a, err)) {
+                bs_buf_free(&b);
                 return err->code;
             }
             bs_jw_key(&b, "data");
@@ -1077,6 +1121,11 @@ int bs_topic_events_parse(bs_arena_t *a, const char *body, size_t len,
         *err = pe;
         return err->code;
     }
+    size_t z = len;
+    while (z > i && is_space(body[z - 1]))
+        z--;
+    if (stray_check(body + i, z - i, i, err))
+        return err->code;
     if (mode == M_BATCH || (mode == M_DETECT && cJSON_IsArray(j))) {
         if (!cJSON_IsArray(j))
             return bs_err_set(err, BS_EINVAL,
@@ -1092,12 +1141,7 @@ int bs_topic_events_parse(bs_arena_t *a, const char *body, size_t len,
     out->mode = mode == M_STRUCTURED ? "cloudevent" : "json";
     if (alloc_events(&p, 1, err))
         return err->code;
-    {
-        size_t z = len;
-        while (z > i && is_space(body[z - 1]))
-            z--;
-        take_event(&p, 0, body + i, z - i, j, mode == M_STRUCTURED, &out->events[0]);
-    }
+    take_event(&p, 0, body + i, z - i, j, mode == M_STRUCTURED, &out->events[0]);
 single:
     out->single = 1;
     if (out->events[0].code) {
