@@ -420,6 +420,10 @@ static void test_cloudevents_binary(void **state)
     j = event_json(&p->b.events[0]);
     assert_string_equal(cJSON_GetObjectItem(j, "data")->valuestring, "hello");
     cJSON_Delete(j);
+    static const char nul[] = "a\0b";
+    p->o.content_type = "text/plain";
+    assert_int_equal(bs_topic_events_parse(&p->a, nul, 3, &p->o, &p->b, &p->err), BS_EINVAL);
+    assert_string_equal(p->err.field, "data");
     assert_int_equal(parse(p, "application/octet-stream", "\x01\x02\xff"), 0);
     j = event_json(&p->b.events[0]);
     assert_string_equal(cJSON_GetObjectItem(j, "data_base64")->valuestring, "AQL/");
