@@ -227,6 +227,32 @@ static const char *path_group(bs_req_t *req)
     return g;
 }
 
+/* The topic (copied) and the group of a consumer route's path. 1, or 0 after responding
+ * (404 for the topic, 400 for the group's name). */
+static int path_topic_group(bs_req_t *req, bs_topic_t *t, const char **group)
+{
+    return path_topic_copy(req, t) && (*group = path_group(req)) != NULL;
+}
+
+/* The group's stats. 1, or 0 after responding with the log's error (404: no such group). */
+static int group_stats(bs_req_t *req, const bs_topic_t *t, const char *group,
+                       bs_log_consumer_stats_t *s)
+{
+    bs_err_t err;
+    if (bs_log_consumer_stats(APP(req)->log, t->tenant, t->name, group, s, &err) == 0)
+        return 1;
+    bs_resp_error(req, &err);
+    return 0;
+}
+
+/* Starts {"items": [ in b (the caller ends the array and whatever follows). */
+static void items_begin(bs_buf_t *b)
+{
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "items");
+    bs_jw_arr_begin(b);
+}
+
 /* A log error about the topic or group: the log lost track of a topic the snapshot has
  * (its ensure failed) is the server's state, not the client's mistake. */
 static void log_error(bs_deferred_t *d, bs_req_t *req, const bs_err_t *err)
@@ -306,9 +332,7 @@ static void publish_free(publish_t *p)
 /* The 200 body: one item per event of the body, in order. */
 static void render_published(publish_t *p, const bs_log_append_result_t *res, int n, bs_buf_t *b)
 {
-    bs_jw_obj_begin(b);
-    bs_jw_key(b, "items");
-    bs_jw_arr_begin(b);
+    items_begin(b);
     int accepted = 0, rejected = 0, dups = 0;
     for (int i = 0; i < p->n; i++) {
         int r = p->rec_of[i];
@@ -548,9 +572,7 @@ void bs__api_topic_read(bs_req_t *req)
     }
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
+    items_begin(&b);
     read_ctx_t c = {&b};
     int64_t next = from;
     int n = bs_log_read(app->log, t.tenant, t.name, from, limit, MAX_READ_BYTES, read_cb, &c, &next,
@@ -686,14 +708,23 @@ static int group_ensure(bs_app_t *app, const bs_topic_t *t, const char *group,
     return bs_log_consumer_ensure(app->log, t->tenant, t->name, group, &g->c, err);
 }
 
+/* Answers with the group's object (render_group). */
+static void respond_group(bs_req_t *req, int status, const bs_topic_t *t, const char *group,
+                          const bs_log_consumer_stats_t *s, const group_config_t *g)
+{
+    bs_buf_t b;
+    bs_buf_init(&b);
+    render_group(&b, t->name, group, s, g);
+    bs_resp_json(req, status, &b);
+    bs_buf_free(&b);
+}
+
 void bs__api_consumer_put(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
     bs_topic_t t;
-    if (!path_topic_copy(req, &t))
-        return;
-    const char *group = path_group(req);
-    if (!group)
+    const char *group;
+    if (!path_topic_group(req, &t, &group))
         return;
     bs_err_t err;
     cJSON *j = NULL;
@@ -706,33 +737,17 @@ void bs__api_consumer_put(bs_req_t *req)
     int existed = bs_log_consumer_stats(app->log, t.tenant, t.name, group, &s, &err) == 0;
     if (group_ensure(app, &t, group, &g, &err) != 0)
         return bs_resp_error(req, &err);
-    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &s, &err) != 0)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    render_group(&b, t.name, group, &s, &g);
-    bs_resp_json(req, existed ? 200 : 201, &b);
-    bs_buf_free(&b);
+    if (group_stats(req, &t, group, &s))
+        respond_group(req, existed ? 200 : 201, &t, group, &s, &g);
 }
 
 void bs__api_consumer_get(bs_req_t *req)
 {
-    bs_app_t *app = APP(req);
     bs_topic_t t;
-    if (!path_topic_copy(req, &t))
-        return;
-    const char *group = path_group(req);
-    if (!group)
-        return;
-    bs_err_t err;
+    const char *group;
     bs_log_consumer_stats_t s;
-    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &s, &err) != 0)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    render_group(&b, t.name, group, &s, NULL);
-    bs_resp_json(req, 200, &b);
-    bs_buf_free(&b);
+    if (path_topic_group(req, &t, &group) && group_stats(req, &t, group, &s))
+        respond_group(req, 200, &t, group, &s, NULL);
 }
 
 void bs__api_consumer_list(bs_req_t *req)
@@ -743,9 +758,7 @@ void bs__api_consumer_list(bs_req_t *req)
         return;
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
+    items_begin(&b);
     names_t g;
     bs_err_t err;
     if (group_names(app, t.tenant, t.name, &g, &err) != 0) {
@@ -766,17 +779,13 @@ void bs__api_consumer_list(bs_req_t *req)
 
 void bs__api_consumer_delete(bs_req_t *req)
 {
-    bs_app_t *app = APP(req);
     bs_topic_t t;
-    if (!path_topic_copy(req, &t))
-        return;
-    const char *group = path_group(req);
-    if (!group)
+    const char *group;
+    bs_log_consumer_stats_t s;
+    if (!path_topic_group(req, &t, &group) || !group_stats(req, &t, group, &s))
         return;
     bs_err_t err;
-    bs_log_consumer_stats_t s;
-    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &s, &err) != 0 ||
-        bs_log_consumer_delete(app->log, t.tenant, t.name, group, &err) != 0)
+    if (bs_log_consumer_delete(APP(req)->log, t.tenant, t.name, group, &err) != 0)
         return bs_resp_error(req, &err);
     bs_resp_empty(req, 204);
 }
@@ -854,9 +863,7 @@ static void fetched(void *ud, int code, const bs_log_delivery_t *d, int n, const
     }
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
+    items_begin(&b);
     for (int i = 0; i < n; i++) {
         bs_jw_obj_begin(&b);
         bs_jw_key(&b, "delivery_id");
@@ -970,10 +977,8 @@ static void settle(bs_req_t *req, int op)
 {
     bs_app_t *app = APP(req);
     bs_topic_t t;
-    if (!path_topic_copy(req, &t))
-        return;
-    const char *group = path_group(req);
-    if (!group)
+    const char *group;
+    if (!path_topic_group(req, &t, &group))
         return;
     bs_err_t err;
     cJSON *j = bs_req_json(req, &err);
@@ -1011,13 +1016,11 @@ static void settle(bs_req_t *req, int op)
     /* An unknown group is the request's 404 whatever its ids look like (backends check the
      * ids' shape and the group in different orders). */
     bs_log_consumer_stats_t gs;
-    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &gs, &err) != 0)
-        return bs_resp_error(req, &err);
+    if (!group_stats(req, &t, group, &gs))
+        return;
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
+    items_begin(&b);
     int ok = 0, failed = 0;
     for (const cJSON *e = ids ? ids->child : one; e; e = ids ? e->next : NULL) {
         const char *id = e->valuestring;
