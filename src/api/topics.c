@@ -465,16 +465,13 @@ void bs__api_topic_publish(bs_req_t *req)
         }
         p->rec_of[i] = -1;
         p->err_off[i] = p->errs.len;
-        bs_buf_t one;
-        bs_buf_init(&one);
-        bs_jw_obj_begin(&one);
-        bs_jw_key(&one, "index");
-        bs_jw_int(&one, i);
-        render_error_obj(&one, ev->code, ev->field, ev->message);
-        bs_jw_obj_end(&one);
-        bs_buf_append(&p->errs, one.data, one.len);
-        bs_buf_putc(&p->errs, '\0');
-        bs_buf_free(&one);
+        bs_jw_obj_begin(&p->errs);
+        bs_jw_key(&p->errs, "index");
+        bs_jw_int(&p->errs, i);
+        render_error_obj(&p->errs, ev->code, ev->field, ev->message);
+        bs_jw_obj_end(&p->errs);
+        bs_buf_putc(&p->errs, '\0'); /* each one a string of its own, rendered in place later */
+        p->errs.need_comma = 0;
         p->rejected++;
     }
     if (p->errs.oom) {
