@@ -263,8 +263,7 @@ static void log_error(bs_deferred_t *d, bs_req_t *req, const bs_err_t *err)
         bs_resp_error(req, err);
 }
 
-/* A canonical non-negative decimal (no sign, no spaces), at most 18 digits. */
-static int parse_offset(const char *s, int64_t *out)
+int bs__api_parse_offset(const char *s, int64_t *out)
 {
     if (!s || !*s || strlen(s) > 18)
         return -1;
@@ -292,7 +291,7 @@ static int parse_wait(const char *s, int64_t *ms)
     return bs_time_parse_duration(s, ms) == 0 ? 0 : -1;
 }
 
-static void render_error_obj(bs_buf_t *b, int code, const char *field, const char *msg)
+void bs__api_render_error_obj(bs_buf_t *b, int code, const char *field, const char *msg)
 {
     bs_jw_key(b, "error");
     bs_jw_obj_begin(b);
@@ -346,7 +345,7 @@ static void render_published(publish_t *p, const bs_log_append_result_t *res, in
         bs_jw_int(b, i);
         if (r >= n || res[r].code) {
             int c = r >= n ? BS_EINTERNAL : res[r].code;
-            render_error_obj(b, c, NULL, bs_err_desc(c));
+            bs__api_render_error_obj(b, c, NULL, bs_err_desc(c));
             rejected++;
         } else {
             bs_jw_key(b, "offset");
@@ -468,7 +467,7 @@ void bs__api_topic_publish(bs_req_t *req)
         bs_jw_obj_begin(&p->errs);
         bs_jw_key(&p->errs, "index");
         bs_jw_int(&p->errs, i);
-        render_error_obj(&p->errs, ev->code, ev->field, ev->message);
+        bs__api_render_error_obj(&p->errs, ev->code, ev->field, ev->message);
         bs_jw_obj_end(&p->errs);
         bs_buf_putc(&p->errs, '\0'); /* each one a string of its own, rendered in place later */
         p->errs.need_comma = 0;
@@ -554,7 +553,7 @@ void bs__api_topic_read(bs_req_t *req)
         return;
     bs_err_t err;
     int64_t from = 0;
-    if (fo && parse_offset(fo, &from) != 0)
+    if (fo && bs__api_parse_offset(fo, &from) != 0)
         return bs_resp_errorf(req, BS_EINVAL, "from_offset",
                               "from_offset must be a non-negative integer, got '%.32s'", fo);
     if (ft) {
@@ -1040,7 +1039,7 @@ static void settle(bs_req_t *req, int op)
         bs_jw_key(&b, "ok");
         bs_jw_bool(&b, rc == 0);
         if (rc) {
-            render_error_obj(&b, rc, err.field, err.msg);
+            bs__api_render_error_obj(&b, rc, err.field, err.msg);
             failed++;
         } else {
             ok++;
