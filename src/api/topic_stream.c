@@ -14,7 +14,9 @@
  *
  * How: the handler (inline, on the I/O thread) checks the topic in the topics snapshot,
  * fixes the start, opens a streaming response (http.h bs_req_stream) and schedules a pump
- * on the application's workers. A pump run reads a batch of records (bs_log_read may wait
+ * on the stream workers (app->stream_workers: a pool of their own, as a publish wakes every
+ * stream of its topic at once, and those runs must not queue ahead of the uploads and
+ * registry writes on app->workers). A pump run reads a batch of records (bs_log_read may wait
  * on the disk, so never on the I/O thread), formats each and writes it to the stream:
  *   - a write refused with BS_EOVERLOAD (the client reads slowly) ends the run; the
  *     stream's on_drain schedules the next one, which resumes at that record;
@@ -254,7 +256,7 @@ static void pump_run(void *arg)
             return;
         }
         if (n >= PUMP_BATCH) {
-            /* More to read: behind whatever else the workers have to do. */
+            /* More to read: behind the other streams' runs. */
             if (bs_pool_submit(p->pool, pump_run, p) == 0)
                 return;
             continue;
@@ -283,7 +285,7 @@ void bs__api_topic_stream(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
     const char *name = bs_req_param(req, "name");
-    if (!app->log || !app->topics || !app->workers)
+    if (!app->log || !app->topics || !app->stream_workers)
         return bs_resp_errorf(req, BS_EUNAVAIL, NULL, "topics are not available on this server");
     if (!bs_topics_find(app->topics, req->who.tenant, name))
         return bs_resp_errorf(req, BS_ENOTFOUND, "name", "no topic '%s'", name);
@@ -337,7 +339,7 @@ void bs__api_topic_stream(bs_req_t *req)
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory opening a stream");
     p->app = app;
     p->log = app->log;
-    p->pool = app->workers;
+    p->pool = app->stream_workers;
     snprintf(p->tenant, sizeof p->tenant, "%s", req->who.tenant);
     snprintf(p->topic, sizeof p->topic, "%s", name);
     p->next = from;
