@@ -402,15 +402,18 @@ int bs_topics_rebuild(bs_topics_t *t, bs_err_t *err)
         listed_t *e = &c.v[i];
         bs_topic_t *tp = &s->v[s->n];
         bs_err_t e2;
-        if (bs_topic_spec_parse(e->tenant, e->name, e->spec, t->def_meb, tp, &e2) != 0) {
+        int oi = snap_index(old, e->tenant, e->name);
+        int same = oi >= 0 && strcmp(old->specs[oi], e->spec) == 0;
+        if (same) {
+            *tp = old->v[oi]; /* the same text: the same topic, not parsed again */
+        } else if (bs_topic_spec_parse(e->tenant, e->name, e->spec, t->def_meb, tp, &e2) != 0) {
             BS_LOG(BS_LOG_ERROR, "topics", "topic %s/%s: stored spec refused: %s", e->tenant,
                    e->name, e2.msg);
             free(e->spec);
             continue;
         }
         s->specs[s->n] = e->spec;
-        int oi = snap_index(old, e->tenant, e->name);
-        if (oi >= 0 && old->ensured[oi] && strcmp(old->specs[oi], e->spec) == 0) {
+        if (same && old->ensured[oi]) {
             s->ensured[s->n] = 1;
         } else if (bs_log_topic_ensure(t->log, e->tenant, e->name, &tp->log, &e2) == 0) {
             s->ensured[s->n] = 1;

@@ -621,6 +621,18 @@ static void test_snapshot_rebuild(void **state)
     /* the records of a topic that stays are kept */
     assert_int_equal(bs_log_topic_stats(s->log, "acme", "orders", &st, &err), 0);
     assert_int_equal(st.next_offset, 1);
+    /* an unchanged topic costs the log nothing: dropped behind the snapshot's back, it
+     * stays dropped; once its spec changes it is ensured again */
+    assert_int_equal(bs_log_topic_drop(s->log, "zeta", "orders", &err), 0);
+    bs_rcu_quiescent();
+    assert_int_equal(bs_topics_rebuild(s->t, &err), 0);
+    assert_string_equal(bs_topics_find(s->t, "zeta", "orders")->dead_letter, "dlq");
+    assert_int_equal(bs_log_topic_stats(s->log, "zeta", "orders", &st, &err), BS_ENOTFOUND);
+    put(s, "zeta", "orders", "{\"dedup_window\":\"0\"}");
+    bs_rcu_quiescent();
+    assert_int_equal(bs_topics_rebuild(s->t, &err), 0);
+    assert_string_equal(bs_topics_find(s->t, "zeta", "orders")->dead_letter, "");
+    assert_int_equal(bs_log_topic_stats(s->log, "zeta", "orders", &st, &err), 0);
     bs_rcu_quiescent();
 }
 
