@@ -77,8 +77,9 @@ static void render(bs_app_t *app, const bs__api_kind_t *k, const bs_resource_t *
     bs_jw_key(b, "tenant");
     bs_jw_str(b, r->tenant);
     bs_jw_key(b, "spec");
-    cJSON *spec = cJSON_Parse(r->spec);
-    if (spec && k->redact)
+    /* Stored normalised (cJSON's own print): parsed again only to be redacted. */
+    cJSON *spec = k->redact ? cJSON_Parse(r->spec) : NULL;
+    if (spec)
         k->redact(spec);
     char *txt = spec ? cJSON_PrintUnformatted(spec) : NULL;
     if (txt)
