@@ -42,6 +42,7 @@ typedef struct bs_app {
     struct bs_triggers *triggers; /* triggers and their consumers (events/triggers.h) */
     char replica_id[128];       /* cfg.replica_id, or hostname-pid */
     struct bs_pool *workers; /* uploads and every registry write: off the I/O threads */
+    struct bs_pool *stream_workers; /* topic streams' pumps (topic_stream.c), apart from those */
     _Atomic int64_t upload_bytes; /* artifacts of uploads queued or parsing (upload_memory_bytes) */
     _Atomic uint64_t upload_rejections; /* uploads answered 503 over that budget */
     int64_t started_ms;

@@ -206,6 +206,12 @@ int bs__api_topic_ensure(bs_app_t *app, const char *tenant, const char *name, co
                          bs_err_t *err);
 void bs__api_topic_publish(bs_req_t *req);
 void bs__api_topic_read(bs_req_t *req);
+/* An offset as a query or header gives it: a canonical non-negative decimal (no sign or
+ * spaces, at most 18 digits). 0 and *out, or -1. */
+int bs__api_parse_offset(const char *s, int64_t *out);
+/* Writes the member "error": {"code", "message", "field" (when field is neither NULL nor
+ * "")} into the object being written to b (a per-item error, an SSE error event). */
+void bs__api_render_error_obj(bs_buf_t *b, int code, const char *field, const char *msg);
 /* topic_stream.c: GET /v1/topics/{name}/stream (Server-Sent Events) */
 void bs__api_topic_stream(bs_req_t *req);
 void bs__api_topic_replay(bs_req_t *req);

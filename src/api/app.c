@@ -163,6 +163,11 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->workers = bs_pool_new(4, err);
     if (!app->workers)
         return err->code;
+    /* Topic streams (SSE) read the log on a small pool of their own: a publish wakes every
+     * stream of its topic at once, and those runs must not queue ahead of the above. */
+    app->stream_workers = bs_pool_new(2, err);
+    if (!app->stream_workers)
+        return err->code;
     int n;
     const bs_route_t *routes = bs_api_routes(&n);
     app->routes = malloc((size_t)n * sizeof *app->routes);
@@ -239,6 +244,8 @@ void bs_api_app_close(bs_app_t *app)
     bs__api_jobs_unregister(app);
     bs_webhooks_free(app->webhooks); /* after the runtime: ends what it still records */
     app->webhooks = NULL;
+    bs_pool_free(app->stream_workers); /* the streams' teardown runs, queued at the stop */
+    app->stream_workers = NULL;
     bs_pool_free(app->workers); /* finishes queued jobs first */
     app->workers = NULL;
     bs_changes_free(app->changes); /* no rebuild runs past here */

@@ -64,8 +64,9 @@ static void render(bs_app_t *app, const bs__api_kind_t *k, const bs_resource_t *
     bs_jw_key(b, "tenant");
     bs_jw_str(b, r->tenant);
     bs_jw_key(b, "spec");
-    cJSON *spec = cJSON_Parse(r->spec);
-    if (spec && k->redact)
+    /* Stored normalised (cJSON's own print): parsed again only to be redacted. */
+    cJSON *spec = k->redact ? cJSON_Parse(r->spec) : NULL;
+    if (spec)
         k->redact(spec);
     char *txt = spec ? cJSON_PrintUnformatted(spec) : NULL;
     if (txt)
@@ -192,6 +193,44 @@ static int stored_cb(const bs_resource_t *r, void *ud)
     return 1;
 }
 
+/* ?dry_run=true: the object as the write of spec would leave it (its outcome, generation
+ * and times included); nothing is written. Without the kind's status: that is the live
+ * state of what is stored. */
+static void respond_dry_run(bs_req_t *req, const bs__api_kind_t *k, const char *name,
+                            const char *spec)
+{
+    bs_app_t *app = APP(req);
+    bs_err_t err;
+    stored_t cur = {0};
+    int rc = bs_resources_get(app->meta, req->who.tenant, k->kind, name, stored_cb, &cur, &err);
+    if (rc == 0 && !cur.spec)
+        rc = bs_err_set(&err, BS_ENOMEM, "out of memory");
+    if (rc && rc != BS_ENOTFOUND) {
+        free(cur.spec);
+        return bs_resp_error(req, &err);
+    }
+    int same = cur.found && strcmp(cur.spec, spec) == 0;
+    int64_t now = bs_time_wall_ms();
+    bs_resource_t r = {.tenant = req->who.tenant,
+                       .kind = k->kind,
+                       .name = name,
+                       .spec = spec,
+                       .generation = !cur.found ? 1 : same ? cur.generation : cur.generation + 1,
+                       .created_at = cur.found ? cur.created_at : now,
+                       .updated_at = same ? cur.updated_at : now,
+                       .created_by = cur.found ? cur.created_by : req->who.key_id,
+                       .updated_by = req->who.key_id};
+    bs__api_kind_t plain = *k;
+    plain.status = NULL;
+    bs_buf_t b;
+    bs_buf_init(&b);
+    render(app, &plain, &r, !cur.found ? "created" : same ? "unchanged" : "updated", &b);
+    bs_resp_header(req, "X-Dry-Run", "true");
+    bs_resp_json(req, 200, &b);
+    bs_buf_free(&b);
+    free(cur.spec);
+}
+
 void bs__api_resource_put(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
@@ -222,35 +261,7 @@ void bs__api_resource_put(bs_req_t *req)
     if (!txt)
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
     if (dry_run) {
-        stored_t cur = {0};
-        int rc = bs_resources_get(app->meta, req->who.tenant, k->kind, name, stored_cb, &cur, &err);
-        if (rc && rc != BS_ENOTFOUND) {
-            free(txt);
-            return bs_resp_error(req, &err);
-        }
-        const char *outcome = !cur.found ? "created"
-                              : strcmp(cur.spec, txt) == 0 ? "unchanged"
-                                                           : "updated";
-        /* The object as the write would leave it: generation and times included. */
-        int64_t now = bs_time_wall_ms();
-        int same = cur.found && strcmp(cur.spec, txt) == 0;
-        bs_resource_t r = {.tenant = req->who.tenant, .kind = k->kind, .name = name, .spec = txt,
-                           .generation = !cur.found ? 1 : same ? cur.generation
-                                                               : cur.generation + 1,
-                           .created_at = cur.found ? cur.created_at : now,
-                           .updated_at = same ? cur.updated_at : now,
-                           .created_by = cur.found ? cur.created_by : req->who.key_id,
-                           .updated_by = req->who.key_id};
-        bs_buf_t b;
-        bs_buf_init(&b);
-        /* No status for a resource that is not stored: render without the kind's hook. */
-        bs__api_kind_t plain = *k;
-        plain.status = NULL;
-        render(app, &plain, &r, outcome, &b);
-        bs_resp_header(req, "X-Dry-Run", "true");
-        bs_resp_json(req, 200, &b);
-        bs_buf_free(&b);
-        free(cur.spec);
+        respond_dry_run(req, k, name, txt);
         free(txt);
         return;
     }

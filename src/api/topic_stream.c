@@ -14,7 +14,9 @@
  *
  * How: the handler (inline, on the I/O thread) checks the topic in the topics snapshot,
  * fixes the start, opens a streaming response (http.h bs_req_stream) and schedules a pump
- * on the application's workers. A pump run reads a batch of records (bs_log_read may wait
+ * on the stream workers (app->stream_workers: a pool of their own, as a publish wakes every
+ * stream of its topic at once, and those runs must not queue ahead of the uploads and
+ * registry writes on app->workers). A pump run reads a batch of records (bs_log_read may wait
  * on the disk, so never on the I/O thread), formats each and writes it to the stream:
  *   - a write refused with BS_EOVERLOAD (the client reads slowly) ends the run; the
  *     stream's on_drain schedules the next one, which resumes at that record;
@@ -194,13 +196,7 @@ static void send_error(pump_t *p, const bs_err_t *err)
     bs_buf_init(&b);
     bs_buf_init(&e);
     bs_jw_obj_begin(&e);
-    bs_jw_key(&e, "error");
-    bs_jw_obj_begin(&e);
-    bs_jw_key(&e, "code");
-    bs_jw_str(&e, bs_err_name(err->code));
-    bs_jw_key(&e, "message");
-    bs_jw_str(&e, err->msg);
-    bs_jw_obj_end(&e);
+    bs__api_render_error_obj(&e, err->code, NULL, err->msg);
     bs_jw_obj_end(&e);
     bs_buf_puts(&b, "event: error\n");
     put_data(&b, e.data ? e.data : "", e.len);
@@ -260,7 +256,7 @@ static void pump_run(void *arg)
             return;
         }
         if (n >= PUMP_BATCH) {
-            /* More to read: behind whatever else the workers have to do. */
+            /* More to read: behind the other streams' runs. */
             if (bs_pool_submit(p->pool, pump_run, p) == 0)
                 return;
             continue;
@@ -285,26 +281,11 @@ static void pump_run(void *arg)
     }
 }
 
-/* A non-negative decimal integer (an offset): 0 and *out, or -1. */
-static int parse_offset(const char *s, int64_t *out)
-{
-    if (!s || !*s || strlen(s) > 18)
-        return -1;
-    int64_t v = 0;
-    for (const char *c = s; *c; c++) {
-        if (*c < '0' || *c > '9')
-            return -1;
-        v = v * 10 + (*c - '0');
-    }
-    *out = v;
-    return 0;
-}
-
 void bs__api_topic_stream(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
     const char *name = bs_req_param(req, "name");
-    if (!app->log || !app->topics || !app->workers)
+    if (!app->log || !app->topics || !app->stream_workers)
         return bs_resp_errorf(req, BS_EUNAVAIL, NULL, "topics are not available on this server");
     if (!bs_topics_find(app->topics, req->who.tenant, name))
         return bs_resp_errorf(req, BS_ENOTFOUND, "name", "no topic '%s'", name);
@@ -319,18 +300,19 @@ void bs__api_topic_stream(bs_req_t *req)
                               "both");
     if (last && *last) {
         int64_t id;
-        if (parse_offset(last, &id) || id == INT64_MAX)
+        if (bs__api_parse_offset(last, &id) || id == INT64_MAX)
             return bs_resp_errorf(req, BS_EINVAL, "Last-Event-ID",
                                   "Last-Event-ID must be an event id of this stream (an offset), "
                                   "got '%.64s'", last);
         from = id + 1; /* the client has that one */
     } else if (q_off) {
-        if (parse_offset(q_off, &from))
+        if (bs__api_parse_offset(q_off, &from))
             return bs_resp_errorf(req, BS_EINVAL, "from_offset",
                                   "from_offset must be a non-negative integer, got '%.64s'",
                                   q_off);
     } else if (q_time) {
-        if (bs_time_parse_rfc3339(q_time, &from_time) && parse_offset(q_time, &from_time))
+        if (bs_time_parse_rfc3339(q_time, &from_time) &&
+            bs__api_parse_offset(q_time, &from_time))
             return bs_resp_errorf(req, BS_EINVAL, "from_time",
                                   "from_time must be an RFC 3339 time or ms since the epoch, got "
                                   "'%.64s'", q_time);
@@ -357,7 +339,7 @@ void bs__api_topic_stream(bs_req_t *req)
         return bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory opening a stream");
     p->app = app;
     p->log = app->log;
-    p->pool = app->workers;
+    p->pool = app->stream_workers;
     snprintf(p->tenant, sizeof p->tenant, "%s", req->who.tenant);
     snprintf(p->topic, sizeof p->topic, "%s", name);
     p->next = from;

@@ -227,6 +227,32 @@ static const char *path_group(bs_req_t *req)
     return g;
 }
 
+/* The topic (copied) and the group of a consumer route's path. 1, or 0 after responding
+ * (404 for the topic, 400 for the group's name). */
+static int path_topic_group(bs_req_t *req, bs_topic_t *t, const char **group)
+{
+    return path_topic_copy(req, t) && (*group = path_group(req)) != NULL;
+}
+
+/* The group's stats. 1, or 0 after responding with the log's error (404: no such group). */
+static int group_stats(bs_req_t *req, const bs_topic_t *t, const char *group,
+                       bs_log_consumer_stats_t *s)
+{
+    bs_err_t err;
+    if (bs_log_consumer_stats(APP(req)->log, t->tenant, t->name, group, s, &err) == 0)
+        return 1;
+    bs_resp_error(req, &err);
+    return 0;
+}
+
+/* Starts {"items": [ in b (the caller ends the array and whatever follows). */
+static void items_begin(bs_buf_t *b)
+{
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "items");
+    bs_jw_arr_begin(b);
+}
+
 /* A log error about the topic or group: the log lost track of a topic the snapshot has
  * (its ensure failed) is the server's state, not the client's mistake. */
 static void log_error(bs_deferred_t *d, bs_req_t *req, const bs_err_t *err)
@@ -237,8 +263,7 @@ static void log_error(bs_deferred_t *d, bs_req_t *req, const bs_err_t *err)
         bs_resp_error(req, err);
 }
 
-/* A canonical non-negative decimal (no sign, no spaces), at most 18 digits. */
-static int parse_offset(const char *s, int64_t *out)
+int bs__api_parse_offset(const char *s, int64_t *out)
 {
     if (!s || !*s || strlen(s) > 18)
         return -1;
@@ -266,7 +291,7 @@ static int parse_wait(const char *s, int64_t *ms)
     return bs_time_parse_duration(s, ms) == 0 ? 0 : -1;
 }
 
-static void render_error_obj(bs_buf_t *b, int code, const char *field, const char *msg)
+void bs__api_render_error_obj(bs_buf_t *b, int code, const char *field, const char *msg)
 {
     bs_jw_key(b, "error");
     bs_jw_obj_begin(b);
@@ -306,9 +331,7 @@ static void publish_free(publish_t *p)
 /* The 200 body: one item per event of the body, in order. */
 static void render_published(publish_t *p, const bs_log_append_result_t *res, int n, bs_buf_t *b)
 {
-    bs_jw_obj_begin(b);
-    bs_jw_key(b, "items");
-    bs_jw_arr_begin(b);
+    items_begin(b);
     int accepted = 0, rejected = 0, dups = 0;
     for (int i = 0; i < p->n; i++) {
         int r = p->rec_of[i];
@@ -322,7 +345,7 @@ static void render_published(publish_t *p, const bs_log_append_result_t *res, in
         bs_jw_int(b, i);
         if (r >= n || res[r].code) {
             int c = r >= n ? BS_EINTERNAL : res[r].code;
-            render_error_obj(b, c, NULL, bs_err_desc(c));
+            bs__api_render_error_obj(b, c, NULL, bs_err_desc(c));
             rejected++;
         } else {
             bs_jw_key(b, "offset");
@@ -441,16 +464,13 @@ void bs__api_topic_publish(bs_req_t *req)
         }
         p->rec_of[i] = -1;
         p->err_off[i] = p->errs.len;
-        bs_buf_t one;
-        bs_buf_init(&one);
-        bs_jw_obj_begin(&one);
-        bs_jw_key(&one, "index");
-        bs_jw_int(&one, i);
-        render_error_obj(&one, ev->code, ev->field, ev->message);
-        bs_jw_obj_end(&one);
-        bs_buf_append(&p->errs, one.data, one.len);
-        bs_buf_putc(&p->errs, '\0');
-        bs_buf_free(&one);
+        bs_jw_obj_begin(&p->errs);
+        bs_jw_key(&p->errs, "index");
+        bs_jw_int(&p->errs, i);
+        bs__api_render_error_obj(&p->errs, ev->code, ev->field, ev->message);
+        bs_jw_obj_end(&p->errs);
+        bs_buf_putc(&p->errs, '\0'); /* each one a string of its own, rendered in place later */
+        p->errs.need_comma = 0;
         p->rejected++;
     }
     if (p->errs.oom) {
@@ -533,7 +553,7 @@ void bs__api_topic_read(bs_req_t *req)
         return;
     bs_err_t err;
     int64_t from = 0;
-    if (fo && parse_offset(fo, &from) != 0)
+    if (fo && bs__api_parse_offset(fo, &from) != 0)
         return bs_resp_errorf(req, BS_EINVAL, "from_offset",
                               "from_offset must be a non-negative integer, got '%.32s'", fo);
     if (ft) {
@@ -548,9 +568,7 @@ void bs__api_topic_read(bs_req_t *req)
     }
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
+    items_begin(&b);
     read_ctx_t c = {&b};
     int64_t next = from;
     int n = bs_log_read(app->log, t.tenant, t.name, from, limit, MAX_READ_BYTES, read_cb, &c, &next,
@@ -686,14 +704,23 @@ static int group_ensure(bs_app_t *app, const bs_topic_t *t, const char *group,
     return bs_log_consumer_ensure(app->log, t->tenant, t->name, group, &g->c, err);
 }
 
+/* Answers with the group's object (render_group). */
+static void respond_group(bs_req_t *req, int status, const bs_topic_t *t, const char *group,
+                          const bs_log_consumer_stats_t *s, const group_config_t *g)
+{
+    bs_buf_t b;
+    bs_buf_init(&b);
+    render_group(&b, t->name, group, s, g);
+    bs_resp_json(req, status, &b);
+    bs_buf_free(&b);
+}
+
 void bs__api_consumer_put(bs_req_t *req)
 {
     bs_app_t *app = APP(req);
     bs_topic_t t;
-    if (!path_topic_copy(req, &t))
-        return;
-    const char *group = path_group(req);
-    if (!group)
+    const char *group;
+    if (!path_topic_group(req, &t, &group))
         return;
     bs_err_t err;
     cJSON *j = NULL;
@@ -706,33 +733,17 @@ void bs__api_consumer_put(bs_req_t *req)
     int existed = bs_log_consumer_stats(app->log, t.tenant, t.name, group, &s, &err) == 0;
     if (group_ensure(app, &t, group, &g, &err) != 0)
         return bs_resp_error(req, &err);
-    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &s, &err) != 0)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    render_group(&b, t.name, group, &s, &g);
-    bs_resp_json(req, existed ? 200 : 201, &b);
-    bs_buf_free(&b);
+    if (group_stats(req, &t, group, &s))
+        respond_group(req, existed ? 200 : 201, &t, group, &s, &g);
 }
 
 void bs__api_consumer_get(bs_req_t *req)
 {
-    bs_app_t *app = APP(req);
     bs_topic_t t;
-    if (!path_topic_copy(req, &t))
-        return;
-    const char *group = path_group(req);
-    if (!group)
-        return;
-    bs_err_t err;
+    const char *group;
     bs_log_consumer_stats_t s;
-    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &s, &err) != 0)
-        return bs_resp_error(req, &err);
-    bs_buf_t b;
-    bs_buf_init(&b);
-    render_group(&b, t.name, group, &s, NULL);
-    bs_resp_json(req, 200, &b);
-    bs_buf_free(&b);
+    if (path_topic_group(req, &t, &group) && group_stats(req, &t, group, &s))
+        respond_group(req, 200, &t, group, &s, NULL);
 }
 
 void bs__api_consumer_list(bs_req_t *req)
@@ -743,9 +754,7 @@ void bs__api_consumer_list(bs_req_t *req)
         return;
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
+    items_begin(&b);
     names_t g;
     bs_err_t err;
     if (group_names(app, t.tenant, t.name, &g, &err) != 0) {
@@ -766,17 +775,13 @@ void bs__api_consumer_list(bs_req_t *req)
 
 void bs__api_consumer_delete(bs_req_t *req)
 {
-    bs_app_t *app = APP(req);
     bs_topic_t t;
-    if (!path_topic_copy(req, &t))
-        return;
-    const char *group = path_group(req);
-    if (!group)
+    const char *group;
+    bs_log_consumer_stats_t s;
+    if (!path_topic_group(req, &t, &group) || !group_stats(req, &t, group, &s))
         return;
     bs_err_t err;
-    bs_log_consumer_stats_t s;
-    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &s, &err) != 0 ||
-        bs_log_consumer_delete(app->log, t.tenant, t.name, group, &err) != 0)
+    if (bs_log_consumer_delete(APP(req)->log, t.tenant, t.name, group, &err) != 0)
         return bs_resp_error(req, &err);
     bs_resp_empty(req, 204);
 }
@@ -854,9 +859,7 @@ static void fetched(void *ud, int code, const bs_log_delivery_t *d, int n, const
     }
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
+    items_begin(&b);
     for (int i = 0; i < n; i++) {
         bs_jw_obj_begin(&b);
         bs_jw_key(&b, "delivery_id");
@@ -970,10 +973,8 @@ static void settle(bs_req_t *req, int op)
 {
     bs_app_t *app = APP(req);
     bs_topic_t t;
-    if (!path_topic_copy(req, &t))
-        return;
-    const char *group = path_group(req);
-    if (!group)
+    const char *group;
+    if (!path_topic_group(req, &t, &group))
         return;
     bs_err_t err;
     cJSON *j = bs_req_json(req, &err);
@@ -1011,13 +1012,11 @@ static void settle(bs_req_t *req, int op)
     /* An unknown group is the request's 404 whatever its ids look like (backends check the
      * ids' shape and the group in different orders). */
     bs_log_consumer_stats_t gs;
-    if (bs_log_consumer_stats(app->log, t.tenant, t.name, group, &gs, &err) != 0)
-        return bs_resp_error(req, &err);
+    if (!group_stats(req, &t, group, &gs))
+        return;
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "items");
-    bs_jw_arr_begin(&b);
+    items_begin(&b);
     int ok = 0, failed = 0;
     for (const cJSON *e = ids ? ids->child : one; e; e = ids ? e->next : NULL) {
         const char *id = e->valuestring;
@@ -1040,7 +1039,7 @@ static void settle(bs_req_t *req, int op)
         bs_jw_key(&b, "ok");
         bs_jw_bool(&b, rc == 0);
         if (rc) {
-            render_error_obj(&b, rc, err.field, err.msg);
+            bs__api_render_error_obj(&b, rc, err.field, err.msg);
             failed++;
         } else {
             ok++;

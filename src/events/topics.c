@@ -402,15 +402,18 @@ int bs_topics_rebuild(bs_topics_t *t, bs_err_t *err)
         listed_t *e = &c.v[i];
         bs_topic_t *tp = &s->v[s->n];
         bs_err_t e2;
-        if (bs_topic_spec_parse(e->tenant, e->name, e->spec, t->def_meb, tp, &e2) != 0) {
+        int oi = snap_index(old, e->tenant, e->name);
+        int same = oi >= 0 && strcmp(old->specs[oi], e->spec) == 0;
+        if (same) {
+            *tp = old->v[oi]; /* the same text: the same topic, not parsed again */
+        } else if (bs_topic_spec_parse(e->tenant, e->name, e->spec, t->def_meb, tp, &e2) != 0) {
             BS_LOG(BS_LOG_ERROR, "topics", "topic %s/%s: stored spec refused: %s", e->tenant,
                    e->name, e2.msg);
             free(e->spec);
             continue;
         }
         s->specs[s->n] = e->spec;
-        int oi = snap_index(old, e->tenant, e->name);
-        if (oi >= 0 && old->ensured[oi] && strcmp(old->specs[oi], e->spec) == 0) {
+        if (same && old->ensured[oi]) {
             s->ensured[s->n] = 1;
         } else if (bs_log_topic_ensure(t->log, e->tenant, e->name, &tp->log, &e2) == 0) {
             s->ensured[s->n] = 1;
@@ -637,7 +640,45 @@ static int is_lines_media(const char *m)
            strcmp(m, "application/x-jsonlines") == 0;
 }
 
-static int is_space(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
+/* What cJSON skips between tokens: any byte up to 0x20. Only space, tab, CR and LF are JSON
+ * whitespace (RFC 8259 section 2); the others are trimmed off an event's ends and refused
+ * between its tokens (stray_control), so that a stored text is JSON any reader takes: it is
+ * sent back verbatim inside read, fetch and stream responses. */
+static int is_space(char c) { return (unsigned char)c <= 0x20; }
+
+/* The offset of the first byte of s[0..len) below 0x20 outside strings that is not JSON
+ * whitespace, or -1. (Inside strings bs_json_parse refuses them.) */
+static long stray_control(const char *s, size_t len)
+{
+    int in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
+            return (long)i;
+        }
+    }
+    return -1;
+}
+
+/* Refuses s[0..len) (of a body, from its byte off) when stray_control finds a byte:
+ * BS_EPARSE naming the byte and its offset in the body. 0 when there is none. */
+static int stray_check(const char *s, size_t len, size_t off, bs_err_t *err)
+{
+    long at = stray_control(s, len);
+    if (at < 0)
+        return 0;
+    return bs_err_set(err, BS_EPARSE,
+                      "malformed JSON: control character 0x%02x at byte %zu (only space, tab, CR "
+                      "and LF may separate JSON tokens, RFC 8259 section 2)",
+                      (unsigned char)s[at], off + (size_t)at);
+}
 
 typedef struct {
     bs_arena_t *a;
@@ -655,7 +696,8 @@ static void event_error(pctx_t *p, bs_topic_event_t *ev, int code, const bs_err_
         ev->message = "out of memory";
 }
 
-/* Fills ev from one event (text s[0..len), parsed j). force_ce: it must be a CloudEvent. */
+/* Fills ev from one event (text s[0..len), parsed j: borrowed for the call only). force_ce:
+ * it must be a CloudEvent. */
 static void take_event(pctx_t *p, int index, const char *s, size_t len, const cJSON *j,
                        int force_ce, bs_topic_event_t *ev)
 {
@@ -684,8 +726,10 @@ static void take_event(pctx_t *p, int index, const char *s, size_t len, const cJ
                       : id                                             ? NULL
                       : p->o->nats_msg_id && *p->o->nats_msg_id        ? p->o->nats_msg_id
                                                                        : NULL;
-    const char *key = hdr ? (p->batch ? bs_arena_sprintf(p->a, "%s:%d", hdr, index) : hdr) : id;
+    /* The arena's copy of the id (j may be freed before the record is appended). */
     ev->rec.id = id ? bs_arena_strdup(p->a, id) : NULL;
+    const char *key =
+        hdr ? (p->batch ? bs_arena_sprintf(p->a, "%s:%d", hdr, index) : hdr) : ev->rec.id;
     ev->rec.dedup_key = key;
     ev->rec.data = s;
     ev->rec.len = len;
@@ -835,6 +879,8 @@ static int json_lines(pctx_t *p, const char *s, size_t len, bs_err_t *err)
             continue;
         bs_err_t pe;
         cJSON *j = bs_json_parse_arena(p->a, s + a, b - a, p->o->max_depth, &pe);
+        if (j && stray_check(s + a, b - a, 0, &pe))
+            j = NULL;
         if (!j) {
             bs_err_t e2;
             bs_err_setf(&e2, BS_EINVAL, pe.field[0] ? pe.field : NULL, "line %d: %s", line, pe.msg);
@@ -874,35 +920,36 @@ static char *percent_decode(bs_arena_t *a, const char *v)
     return o;
 }
 
-/* Binary mode (HTTP binding §3.1): the attributes from ce-* headers, the body as data. */
+/* Binary mode (HTTP binding §3.1): the attributes from ce-* headers, the body as data.
+ * The structured text is written once; the CloudEvents check runs on an object of the
+ * attributes alone (the data is parsed once, on its own), so the event is not parsed
+ * again as a whole. */
 static int binary_event(pctx_t *p, const char *body, size_t len, const char *media, bs_err_t *err)
 {
     const bs_topic_parse_opts_t *o = p->o;
-    bs_buf_t b;
-    bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    static const char *const first[] = {"specversion", "id", "source", "type"};
-    const char *vals[4] = {0};
     for (int i = 0; i < o->n_ce; i++) {
         const char *k = o->ce[i].name;
-        if (!ce_attr_name_ok(k) || strcmp(k, "datacontenttype") == 0 || strcmp(k, "data") == 0) {
-            bs_buf_free(&b);
-            if (strcmp(k, "datacontenttype") == 0)
-                return bs_err_setf(err, BS_EINVAL, "ce-datacontenttype",
-                                   "in binary mode the Content-Type header is the "
-                                   "datacontenttype (CloudEvents HTTP binding section 3.1.1)");
+        if (strcmp(k, "datacontenttype") == 0)
+            return bs_err_setf(err, BS_EINVAL, "ce-datacontenttype",
+                               "in binary mode the Content-Type header is the "
+                               "datacontenttype (CloudEvents HTTP binding section 3.1.1)");
+        if (!ce_attr_name_ok(k) || strcmp(k, "data") == 0)
             return bs_err_setf(err, BS_EINVAL, "ce-", "header 'ce-%.40s' does not name a "
                                "CloudEvents attribute (lower-case letters and digits)", k);
-        }
         for (int j = 0; j < i; j++)
-            if (strcmp(o->ce[j].name, k) == 0) {
-                bs_buf_free(&b);
+            if (strcmp(o->ce[j].name, k) == 0)
                 return bs_err_setf(err, BS_EINVAL, k, "header ce-%.40s is given twice", k);
-            }
     }
+    bs_buf_t b;
+    bs_buf_init(&b);
+    cJSON *attrs = cJSON_CreateObject();
+    int rc = attrs ? 0 : bs_err_set(err, BS_ENOMEM, "out of memory");
+    bs_jw_obj_begin(&b);
     /* required attributes first, then the others in header order */
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < o->n_ce; i++) {
+    static const char *const first[] = {"specversion", "id", "source", "type"};
+    const char *vals[4] = {0};
+    for (int pass = 0; pass < 2 && !rc; pass++)
+        for (int i = 0; i < o->n_ce && !rc; i++) {
             const char *k = o->ce[i].name;
             int req = -1;
             for (int r = 0; r < 4; r++)
@@ -912,85 +959,92 @@ static int binary_event(pctx_t *p, const char *body, size_t len, const char *med
                 continue;
             char *v = percent_decode(p->a, o->ce[i].value);
             if (!v) {
-                bs_buf_free(&b);
-                return bs_err_setf(err, BS_EINVAL, k,
-                                   "header ce-%.40s is not valid percent-encoded UTF-8", k);
+                rc = bs_err_setf(err, BS_EINVAL, k,
+                                 "header ce-%.40s is not valid percent-encoded UTF-8", k);
+                break;
             }
             if (req >= 0)
                 vals[req] = v;
             bs_jw_key(&b, k);
             bs_jw_str(&b, v);
+            if (!cJSON_AddStringToObject(attrs, k, v))
+                rc = bs_err_set(err, BS_ENOMEM, "out of memory");
         }
-    for (int r = 0; r < 4; r++)
-        if (!vals[r]) {
-            bs_buf_free(&b);
-            return bs_err_setf(err, BS_EINVAL, first[r],
-                               "a CloudEvent in binary mode needs the ce-%s header (specversion, "
-                               "id, source and type are required)",
-                               first[r]);
-        }
+    for (int r = 0; r < 4 && !rc; r++)
+        if (!vals[r])
+            rc = bs_err_setf(err, BS_EINVAL, first[r],
+                             "a CloudEvent in binary mode needs the ce-%s header (specversion, "
+                             "id, source and type are required)",
+                             first[r]);
+    if (rc)
+        goto done;
     if (o->content_type && *o->content_type) {
         bs_jw_key(&b, "datacontenttype");
         bs_jw_str(&b, o->content_type);
+        if (!cJSON_AddStringToObject(attrs, "datacontenttype", o->content_type)) {
+            rc = bs_err_set(err, BS_ENOMEM, "out of memory");
+            goto done;
+        }
     }
     size_t a = 0, z = len;
     while (a < z && is_space(body[a]))
         a++;
     while (z > a && is_space(body[z - 1]))
         z--;
-    if (len > 0) {
-        int json = is_json_media(media);
-        if (json && a < z) {
-            bs_err_t pe;
-            if (!bs_json_parse_arena(p->a, body + a, z - a, o->max_depth, &pe)) {
-                bs_buf_free(&b);
-                *err = pe;
-                return err->code;
-            }
-            bs_jw_key(&b, "data");
-            bs_jw_raw(&b, body + a, z - a);
-        } else if (!json && strncmp(media, "text/", 5) == 0 && bs_utf8_valid(body, len)) {
-            bs_jw_key(&b, "data");
-            bs_jw_strn(&b, body, len);
-        } else if (!json) {
-            if (len > (size_t)BS_TOPIC_MAX_EVENT_BYTES) {
-                bs_buf_free(&b);
-                return bs_err_set(err, BS_ETOOBIG,
-                                  "event data is %zu bytes, the topic's max_event_bytes is %lld",
-                                  len, (long long)o->max_event_bytes);
-            }
-            size_t n64 = 4 * ((len + 2) / 3) + 1;
-            unsigned char *t = bs_arena_alloc(p->a, n64);
-            if (!t) {
-                bs_buf_free(&b);
-                return bs_err_set(err, BS_ENOMEM, "out of memory");
-            }
-            int w = EVP_EncodeBlock(t, (const unsigned char *)body, (int)len);
-            bs_jw_key(&b, "data_base64");
-            bs_jw_strn(&b, (const char *)t, (size_t)w);
+    int json = is_json_media(media);
+    if (len > 0 && json && a < z) {
+        bs_err_t pe;
+        if (!bs_json_parse_arena(p->a, body + a, z - a, o->max_depth, &pe)) {
+            *err = pe;
+            rc = err->code;
+            goto done;
         }
+        if ((rc = stray_check(body + a, z - a, a, err)) != 0)
+            goto done;
+        bs_jw_key(&b, "data");
+        bs_jw_raw(&b, body + a, z - a);
+    } else if (len > 0 && !json && strncmp(media, "text/", 5) == 0 && bs_utf8_valid(body, len)) {
+        const char *nul = memchr(body, 0, len);
+        if (nul) { /* what bs_json_parse refuses in a string, so no reader of the topic chokes */
+            rc = bs_err_setf(err, BS_EINVAL, "data",
+                             "'data' contains a NUL byte (at byte %zu of the body), which is not "
+                             "accepted in strings",
+                             (size_t)(nul - body));
+            goto done;
+        }
+        bs_jw_key(&b, "data");
+        bs_jw_strn(&b, body, len);
+    } else if (len > 0 && !json) {
+        if (len > (size_t)BS_TOPIC_MAX_EVENT_BYTES) {
+            rc = bs_err_set(err, BS_ETOOBIG,
+                            "event data is %zu bytes, the topic's max_event_bytes is %lld", len,
+                            (long long)o->max_event_bytes);
+            goto done;
+        }
+        size_t n64 = 4 * ((len + 2) / 3) + 1;
+        unsigned char *t = bs_arena_alloc(p->a, n64);
+        if (!t) {
+            rc = bs_err_set(err, BS_ENOMEM, "out of memory");
+            goto done;
+        }
+        int w = EVP_EncodeBlock(t, (const unsigned char *)body, (int)len);
+        bs_jw_key(&b, "data_base64");
+        bs_jw_strn(&b, (const char *)t, (size_t)w);
     }
     bs_jw_obj_end(&b);
-    if (b.oom) {
-        bs_buf_free(&b);
-        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    char *text = b.oom ? NULL : bs_arena_strndup(p->a, b.data, b.len);
+    if (!text) {
+        rc = bs_err_set(err, BS_ENOMEM, "out of memory");
+        goto done;
     }
-    char *text = bs_arena_strndup(p->a, b.data, b.len);
-    size_t tlen = b.len;
-    bs_buf_free(&b);
-    if (!text)
-        return bs_err_set(err, BS_ENOMEM, "out of memory");
-    bs_err_t pe;
-    cJSON *j = bs_json_parse_arena(p->a, text, tlen, o->max_depth + 1, &pe);
-    if (!j) {
-        *err = pe;
-        return err->code;
-    }
-    if (alloc_events(p, 1, err))
-        return err->code;
+    if ((rc = alloc_events(p, 1, err)) != 0)
+        goto done;
     p->out->single = 1;
-    take_event(p, 0, text, tlen, j, 1, &p->out->events[0]);
-    return 0;
+    take_event(p, 0, text, b.len, attrs, 1, &p->out->events[0]);
+done:
+    cJSON_Delete(attrs);
+    bs_buf_free(&b);
+    return rc;
 }
 
 int bs_topic_events_parse(bs_arena_t *a, const char *body, size_t len,
@@ -1077,6 +1131,11 @@ int bs_topic_events_parse(bs_arena_t *a, const char *body, size_t len,
         *err = pe;
         return err->code;
     }
+    size_t z = len;
+    while (z > i && is_space(body[z - 1]))
+        z--;
+    if (stray_check(body + i, z - i, i, err))
+        return err->code;
     if (mode == M_BATCH || (mode == M_DETECT && cJSON_IsArray(j))) {
         if (!cJSON_IsArray(j))
             return bs_err_set(err, BS_EINVAL,
@@ -1092,12 +1151,7 @@ int bs_topic_events_parse(bs_arena_t *a, const char *body, size_t len,
     out->mode = mode == M_STRUCTURED ? "cloudevent" : "json";
     if (alloc_events(&p, 1, err))
         return err->code;
-    {
-        size_t z = len;
-        while (z > i && is_space(body[z - 1]))
-            z--;
-        take_event(&p, 0, body + i, z - i, j, mode == M_STRUCTURED, &out->events[0]);
-    }
+    take_event(&p, 0, body + i, z - i, j, mode == M_STRUCTURED, &out->events[0]);
 single:
     out->single = 1;
     if (out->events[0].code) {

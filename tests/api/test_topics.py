@@ -237,6 +237,28 @@ def test_event_text_is_kept_as_sent(shared_server):
     assert '"event":{"z": 1, "amount": 1.50, "big": 12345678901234567890}' in raw
 
 
+def test_control_bytes_never_reach_the_log(shared_server):
+    """cJSON skips any byte up to 0x20 between tokens, but a record's text is sent back
+    verbatim inside every read: such bytes are trimmed off an event's ends and refused
+    between its tokens, so reads stay JSON (requests' .json() in read_all is strict)."""
+    s = shared_server
+    t = make_topic(s)
+    e = error_of(publish(s, t, b'{"a":\x01 1}', headers=JSON), 400, "malformed_json")
+    assert "0x01" in e["message"]
+    error_of(publish(s, t, b'[{"d":4}\x0c,{"e":5}]', headers=JSON), 400, "malformed_json")
+    assert publish(s, t, b'\x0b{"b":2}\x00\x00', headers=JSON).status_code == 200
+    r = publish(s, t, b'{"c":3}\n{"c":\x1f4}\n', headers={"Content-Type": "application/x-ndjson"})
+    items = r.json()["items"]
+    assert "offset" in items[0] and "0x1f" in items[1]["error"]["message"], r.text
+    r = publish(s, t, b'\x0b{"n":5}\x0b', headers={
+        "Content-Type": "application/json", "ce-specversion": "1.0", "ce-id": "c-1",
+        "ce-source": "/s", "ce-type": "t"})
+    assert r.status_code == 200, r.text
+    events = [i["event"] for i in read_all(s, t)]
+    assert events[:2] == [{"b": 2}, {"c": 3}]
+    assert events[2]["data"] == {"n": 5} and len(events) == 3
+
+
 def test_per_item_errors_by_index(shared_server):
     s = shared_server
     t = make_topic(s, {"max_event_bytes": 100})

@@ -406,7 +406,7 @@ static void test_cloudevents_binary(void **state)
     assert_string_equal(p->b.mode, "binary");
     assert_true(p->b.single);
     assert_string_equal(p->b.events[0].rec.id, "b-1");
-    assert_string_equal(p->b.events[0].rec.dedup_key, "b-1");
+    assert_int_equal(parse(p, "application/json", "{\"amount\": 5}"), 0);
     cJSON *j = event_json(&p->b.events[0]);
     assert_string_equal(cJSON_GetObjectItem(j, "specversion")->valuestring, "1.0");
     assert_string_equal(cJSON_GetObjectItem(j, "subject")->valuestring, "caf\xc3\xa9 au lait");
@@ -420,6 +420,10 @@ static void test_cloudevents_binary(void **state)
     j = event_json(&p->b.events[0]);
     assert_string_equal(cJSON_GetObjectItem(j, "data")->valuestring, "hello");
     cJSON_Delete(j);
+    static const char nul[] = "a\0b";
+    p->o.content_type = "text/plain";
+    assert_int_equal(bs_topic_events_parse(&p->a, nul, 3, &p->o, &p->b, &p->err), BS_EINVAL);
+    assert_string_equal(p->err.field, "data");
     assert_int_equal(parse(p, "application/octet-stream", "\x01\x02\xff"), 0);
     j = event_json(&p->b.events[0]);
     assert_string_equal(cJSON_GetObjectItem(j, "data_base64")->valuestring, "AQL/");
@@ -458,6 +462,45 @@ static void test_cloudevents_binary(void **state)
     /* oversized after building the structured form */
     p->o.max_event_bytes = 64;
     assert_int_equal(parse(p, "application/json", "{\"pad\":\"0123456789\"}"), BS_ETOOBIG);
+}
+
+/* cJSON skips any byte up to 0x20 between tokens; a stored text must be JSON a strict
+ * reader takes (it is sent back verbatim): such bytes are trimmed off an event's ends and
+ * refused between its tokens. */
+static void test_control_bytes(void **state)
+{
+    px_t *p = *state;
+    static const char around[] = "\v{\"b\":2} \0\0";
+    p->o.content_type = "application/json";
+    assert_int_equal(bs_topic_events_parse(&p->a, around, sizeof around - 1, &p->o, &p->b,
+                                           &p->err),
+                     0);
+    assert_data(&p->b.events[0], "{\"b\":2}");
+    assert_int_equal(parse(p, "application/json", "{\"a\":\x01 1}"), BS_EPARSE);
+    assert_non_null(strstr(p->err.msg, "control character 0x01 at byte 5"));
+    assert_int_equal(parse(p, "application/json", " [{\"d\":4}\x0c,{\"e\":5}]"), BS_EPARSE);
+    assert_non_null(strstr(p->err.msg, "0x0c at byte 9"));
+    assert_int_equal(parse(p, "application/cloudevents+json",
+                           "{\"specversion\":\"1.0\",\x1b\"id\":\"1\",\"source\":\"s\",\"type\":\"t\"}"),
+                     BS_EPARSE);
+    /* JSON lines: that line's error, the others stand */
+    assert_int_equal(parse(p, "application/x-ndjson", "{\"a\":1}\n{\"b\":\x1f" "2}\n\v{\"c\":3}\n"),
+                     0);
+    assert_int_equal(p->b.n, 3);
+    assert_int_equal(p->b.accepted, 2);
+    assert_int_equal(p->b.events[1].code, BS_EINVAL);
+    assert_non_null(strstr(p->b.events[1].message, "line 2"));
+    assert_non_null(strstr(p->b.events[1].message, "0x1f"));
+    assert_data(&p->b.events[2], "{\"c\":3}");
+    /* binary mode: the JSON data likewise */
+    const char *kv[] = {"specversion", "1.0", "id", "c-1", "source", "/s", "type", "t"};
+    binary(p, 4, kv);
+    assert_int_equal(parse(p, "application/json", "{\"a\":\x02 1}"), BS_EPARSE);
+    assert_int_equal(parse(p, "application/json", "\v[1, 2]\v"), 0);
+    cJSON *j = event_json(&p->b.events[0]);
+    assert_int_equal(cJSON_GetArraySize(cJSON_GetObjectItem(j, "data")), 2);
+    assert_null(memchr(p->b.events[0].rec.data, '\v', p->b.events[0].rec.len));
+    cJSON_Delete(j);
 }
 
 static void test_json_member(void **state)
@@ -578,6 +621,18 @@ static void test_snapshot_rebuild(void **state)
     /* the records of a topic that stays are kept */
     assert_int_equal(bs_log_topic_stats(s->log, "acme", "orders", &st, &err), 0);
     assert_int_equal(st.next_offset, 1);
+    /* an unchanged topic costs the log nothing: dropped behind the snapshot's back, it
+     * stays dropped; once its spec changes it is ensured again */
+    assert_int_equal(bs_log_topic_drop(s->log, "zeta", "orders", &err), 0);
+    bs_rcu_quiescent();
+    assert_int_equal(bs_topics_rebuild(s->t, &err), 0);
+    assert_string_equal(bs_topics_find(s->t, "zeta", "orders")->dead_letter, "dlq");
+    assert_int_equal(bs_log_topic_stats(s->log, "zeta", "orders", &st, &err), BS_ENOTFOUND);
+    put(s, "zeta", "orders", "{\"dedup_window\":\"0\"}");
+    bs_rcu_quiescent();
+    assert_int_equal(bs_topics_rebuild(s->t, &err), 0);
+    assert_string_equal(bs_topics_find(s->t, "zeta", "orders")->dead_letter, "");
+    assert_int_equal(bs_log_topic_stats(s->log, "zeta", "orders", &st, &err), 0);
     bs_rcu_quiescent();
 }
 
@@ -597,6 +652,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_cloudevents_structured, px_setup, px_teardown),
         cmocka_unit_test_setup_teardown(test_cloudevents_batch, px_setup, px_teardown),
         cmocka_unit_test_setup_teardown(test_cloudevents_binary, px_setup, px_teardown),
+        cmocka_unit_test_setup_teardown(test_control_bytes, px_setup, px_teardown),
         cmocka_unit_test(test_json_member),
         cmocka_unit_test_setup_teardown(test_snapshot_rebuild, sx_setup, sx_teardown),
     };
