@@ -27,23 +27,41 @@ static bs_expr_t *compile_opts(const char *src, const bs_expr_opts_t *o)
     return e;
 }
 
-/* Evaluates src on the JSON text json ("{}" when NULL); fails the test on an error. */
-static bs_expr_value_t ev(bs_arena_t *a, const char *src, const char *json)
+/* Compiles src (it must compile) and evaluates it on the JSON text json ("{}" when NULL):
+ * the evaluation's return code, *v and *err as bs_expr_eval_json left them. Strings of *v
+ * are copied into a (they may borrow from the program or the input, freed here). */
+static int eval_on(bs_arena_t *a, const char *src, const char *json, bs_expr_value_t *v,
+                   bs_err_t *err)
 {
     bs_expr_t *e = compile_opts(src, NULL);
     cJSON *j = cJSON_Parse(json ? json : "{}");
     assert_non_null(j);
-    bs_err_t err;
-    bs_expr_value_t v;
-    int rc = bs_expr_eval_json(e, j, a, &v, &err);
-    if (rc)
-        fail_msg("eval '%s': %s", src, err.msg);
-    /* Strings may borrow from the program or the input: copy them into the arena. */
-    if (v.type == BS_EXPR_STR)
-        v.s = bs_arena_strndup(a, v.s, v.len);
+    bs_err_clear(err);
+    int rc = bs_expr_eval_json(e, j, a, v, err);
+    if (!rc && v->type == BS_EXPR_STR)
+        v->s = bs_arena_strndup(a, v->s, v->len);
     cJSON_Delete(j);
     bs_expr_free(e);
+    return rc;
+}
+
+/* Evaluates src on the JSON text json ("{}" when NULL); fails the test on an error. */
+static bs_expr_value_t ev(bs_arena_t *a, const char *src, const char *json)
+{
+    bs_err_t err;
+    bs_expr_value_t v;
+    if (eval_on(a, src, json, &v, &err))
+        fail_msg("eval '%s': %s", src, err.msg);
     return v;
+}
+
+/* Compiles src (it must compile) with opts o: its static result type is want. */
+static void type_is(const char *src, const bs_expr_opts_t *o, bs_expr_type_t want)
+{
+    bs_expr_t *e = compile_opts(src, o);
+    if (bs_expr_result_type(e) != want)
+        fail_msg("'%s': want result type %d, got %d", src, want, bs_expr_result_type(e));
+    bs_expr_free(e);
 }
 
 static void num_is(const char *src, const char *json, double want)
@@ -112,23 +130,18 @@ static void compile_err(const char *src, const char *want, int want_pos)
 /* The evaluation error of src on json: message exactly want. */
 static void eval_err(const char *src, const char *json, const char *want)
 {
-    bs_expr_t *e = compile_opts(src, NULL);
-    cJSON *j = cJSON_Parse(json);
-    assert_non_null(j);
     bs_arena_t a;
     bs_arena_init(&a, 0);
     bs_err_t err;
-    bs_err_clear(&err);
     bs_expr_value_t v;
-    int rc = bs_expr_eval_json(e, j, &a, &v, &err);
+    int rc = eval_on(&a, src, json, &v, &err);
     if (rc == 0)
         fail_msg("'%s' evaluated; want error '%s'", src, want);
     assert_int_equal(rc, BS_EINVAL);
+    assert_string_equal(err.field, "expr");
     if (strcmp(err.msg, want) != 0)
         fail_msg("'%s': want error\n  '%s'\ngot\n  '%s'", src, want, err.msg);
     bs_arena_deinit(&a);
-    cJSON_Delete(j);
-    bs_expr_free(e);
 }
 
 /* ---- arithmetic ------------------------------------------------------------------------ */
@@ -612,15 +625,9 @@ static void test_coalesce_and_if(void **state)
                 "the end of the expression",
                 13);
     /* Static result types. */
-    bs_expr_t *e = compile_opts("coalesce(x, 1)", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_ANY);
-    bs_expr_free(e);
-    e = compile_opts("coalesce(1, 2)", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_NUM);
-    bs_expr_free(e);
-    e = compile_opts("if(x, \"a\", \"b\")", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_STR);
-    bs_expr_free(e);
+    type_is("coalesce(x, 1)", NULL, BS_EXPR_ANY);
+    type_is("coalesce(1, 2)", NULL, BS_EXPR_NUM);
+    type_is("if(x, \"a\", \"b\")", NULL, BS_EXPR_STR);
 }
 
 static void test_bucketize(void **state)
@@ -900,24 +907,13 @@ static void test_eval_by_index_and_declared_types(void **state)
                      "null",
                      2);
     /* Dynamic (ANY) fields pass the checker and are checked at evaluation. */
-    e = compile_opts("extra > 1", &o);
-    bs_expr_free(e);
-    e = compile_opts("extra", &o);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_ANY);
-    bs_expr_free(e);
+    type_is("extra > 1", &o, BS_EXPR_BOOL);
+    type_is("extra", &o, BS_EXPR_ANY);
     /* No opts: undeclared fields are dynamic, any result. */
-    e = compile_opts("x + 1", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_NUM);
-    bs_expr_free(e);
-    e = compile_opts("x", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_ANY);
-    bs_expr_free(e);
-    e = compile_opts("null", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_NULL);
-    bs_expr_free(e);
-    e = compile_opts("a < b", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_BOOL);
-    bs_expr_free(e);
+    type_is("x + 1", NULL, BS_EXPR_NUM);
+    type_is("x", NULL, BS_EXPR_ANY);
+    type_is("null", NULL, BS_EXPR_NULL);
+    type_is("a < b", NULL, BS_EXPR_BOOL);
 }
 
 /* ---- syntax errors, positions, source -------------------------------------------------- */
@@ -994,6 +990,21 @@ static char *repeat(const char *a, int n, const char *mid, const char *b, int m)
     return s;
 }
 
+/* open, then n ones separated by commas, then close: "x in [1,1,1]". */
+static char *ones(const char *open, int n, const char *close)
+{
+    char *inner = repeat("1,", n - 1, "1", "", 0);
+    char *s = malloc(strlen(open) + strlen(inner) + strlen(close) + 1);
+    sprintf(s, "%s%s%s", open, inner, close);
+    free(inner);
+    return s;
+}
+
+static void compiles(const char *src)
+{
+    bs_expr_free(compile_opts(src, NULL));
+}
+
 static void test_limits(void **state)
 {
     (void)state;
@@ -1001,8 +1012,7 @@ static void test_limits(void **state)
     int pos;
     /* Parentheses: 63 levels inside the top-level expression compile, deeper ones fail. */
     char *s = repeat("(", 63, "1", ")", 63);
-    bs_expr_t *e = compile_opts(s, NULL);
-    bs_expr_free(e);
+    compiles(s);
     free(s);
     s = repeat("(", 64, "1", ")", 64);
     compile_err(s, "at 1:64: the expression nests deeper than 64 levels", 63);
@@ -1028,36 +1038,25 @@ static void test_limits(void **state)
     assert_string_equal(err.msg, "at 1:1: the expression is 4097 bytes, at most 4096");
     free(s);
     s = repeat(" ", BS_EXPR_MAX_SOURCE - 1, "1", "", 0);
-    e = compile_opts(s, NULL);
-    bs_expr_free(e);
+    compiles(s);
     free(s);
     /* A long left-associative chain is no deeper than two slots. */
     s = repeat("1+", 2000, "1", "", 0);
-    e = compile_opts(s, NULL);
+    bs_expr_t *e = compile_opts(s, NULL);
     assert_int_equal(e->max_stack, 2);
     bs_expr_free(e);
     free(s);
     num_is("1+1+1+1+1+1+1+1+1+1", NULL, 10);
     /* List length. */
-    s = repeat("1,", 1024, "1", "", 0);
-    char *src = malloc(strlen(s) + 16);
-    sprintf(src, "x in [%s]", s);
-    compile_err(src, "at 1:2055: a list has more than 1024 elements", 2054);
-    free(src);
+    s = ones("x in [", 1025, "]");
+    compile_err(s, "at 1:2055: a list has more than 1024 elements", 2054);
     free(s);
-    s = repeat("1,", 1023, "1", "", 0);
-    src = malloc(strlen(s) + 16);
-    sprintf(src, "x in [%s]", s);
-    e = compile_opts(src, NULL);
-    bs_expr_free(e);
-    free(src);
+    s = ones("x in [", 1024, "]");
+    compiles(s);
     free(s);
     /* Arguments of one call. */
-    s = repeat("1,", 64, "1", "", 0);
-    src = malloc(strlen(s) + 16);
-    sprintf(src, "min(%s)", s);
-    compile_err(src, "at 1:1: min() takes at most 64 arguments", 0);
-    free(src);
+    s = ones("min(", 65, ")");
+    compile_err(s, "at 1:1: min() takes at most 64 arguments", 0);
     free(s);
     /* Evaluation slots: calls of 60 arguments nested, each level keeps 59 values. */
     bs_buf_t b;
