@@ -371,7 +371,7 @@ static const cJSON *event_payload(const cJSON *ev)
 /* The output record: {"event", "prediction", "model", "version", "prediction_id",
  * "trigger", "source": {"topic", "offset"}} as JSON text (malloc'd). */
 static char *render_output(const trig_t *r, const bs__trig_spec_t *s, const item_t *it,
-                           const item_state_t *st, const char *prediction_id)
+                           const item_state_t *st)
 {
     bs_buf_t b;
     bs_buf_init(&b);
@@ -385,7 +385,7 @@ static char *render_output(const trig_t *r, const bs__trig_spec_t *s, const item
     bs_jw_key(&b, "version");
     bs_jw_int(&b, st->version);
     bs_jw_key(&b, "prediction_id");
-    bs_jw_str(&b, prediction_id);
+    bs_jw_str(&b, st->prediction_id);
     bs_jw_key(&b, "trigger");
     bs_jw_str(&b, r->name);
     bs_jw_key(&b, "source");
@@ -460,6 +460,51 @@ static double score_of(const bs_ml_schema_t *sc, const double *out, int *has)
     return 0;
 }
 
+/* Evaluates the `when` of a prediction (pred_text as rendered, out its values) into *holds.
+ * Its context: prediction, score, label, probabilities, event, model and version. 0 or the
+ * evaluation's error (field "when"). */
+static int when_holds(const bs_expr_t *when, const bs_ml_schema_t *sc, const double *out,
+                      const char *pred_text, const cJSON *ev, const item_state_t *st, int *holds,
+                      bs_err_t *err)
+{
+    int has;
+    double score = score_of(sc, out, &has);
+    cJSON *ctx = cJSON_CreateObject(), *pred = cJSON_Parse(pred_text);
+    if (!ctx || !pred) {
+        cJSON_Delete(ctx);
+        cJSON_Delete(pred);
+        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    }
+    /* A classifier's prediction is an object: `prediction.score` reads the score there
+     * too (a regression's prediction is its number). */
+    if (cJSON_IsObject(pred) && has)
+        cJSON_AddNumberToObject(pred, "score", score);
+    cJSON_AddItemToObject(ctx, "prediction", pred); /* ctx owns it */
+    if (has)
+        cJSON_AddNumberToObject(ctx, "score", score);
+    cJSON *label = cJSON_GetObjectItemCaseSensitive(pred, "label");
+    cJSON *probs = cJSON_GetObjectItemCaseSensitive(pred, "probabilities");
+    if (label)
+        cJSON_AddItemReferenceToObject(ctx, "label", label);
+    if (probs)
+        cJSON_AddItemReferenceToObject(ctx, "probabilities", probs);
+    cJSON_AddItemReferenceToObject(ctx, "event", (cJSON *)ev);
+    cJSON_AddStringToObject(ctx, "model", st->model);
+    cJSON_AddNumberToObject(ctx, "version", st->version);
+    bs_expr_value_t v;
+    bs_err_t e;
+    bs_err_clear(&e);
+    bs_arena_t a;
+    bs_arena_init(&a, 1024);
+    int rc = bs_expr_eval_json(when, ctx, &a, &v, &e);
+    bs_arena_deinit(&a);
+    cJSON_Delete(ctx);
+    if (rc)
+        return bs_err_setf(err, rc, "when", "when: %s", e.msg);
+    *holds = bs_expr_truthy(&v);
+    return 0;
+}
+
 typedef struct {
     bs_model_handle_t *h; /* borrowed for the batch (the worker is a QSBR reader) */
     int resolved;
@@ -492,15 +537,16 @@ static int predict_one(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, mo
     bs_model_handle_t *h = mc->h;
     uint64_t t0 = bs_time_mono_ns();
     const bs_ml_schema_t *sc = bs_model_handle_schema(h);
-    cJSON *body = cJSON_CreateObject(), *row = cJSON_CreateObject();
-    if (!body || !row) {
-        cJSON_Delete(body);
-        cJSON_Delete(row);
-        return bs_err_set(err, BS_ENOMEM, "out of memory");
-    }
-    cJSON_AddItemToObject(body, "inputs", row);
-    int rc = 0;
-    if (s->inputs) {
+    /* The row, parsed as a predict call's {"inputs": {...}} is: the features the inputs
+     * compute, or the event's own fields the model has features for (an event carries
+     * more than a model takes: ids, types). */
+    double *row = calloc((size_t)sc->n_features + 1, sizeof *row);
+    double *out = calloc((size_t)sc->n_outputs + 1, sizeof *out);
+    int rc = row && out ? 0 : bs_err_set(err, BS_ENOMEM, "out of memory");
+    if (!rc && s->inputs) {
+        cJSON *in = cJSON_CreateObject();
+        if (!in)
+            rc = bs_err_set(err, BS_ENOMEM, "out of memory");
         for (int i = 0; i < s->n_inputs && !rc; i++) {
             bs_err_t e;
             bs_err_clear(&e);
@@ -509,34 +555,24 @@ static int predict_one(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, mo
                 rc = bs_err_setf(err, e.code ? e.code : BS_EINVAL, "inputs", "inputs.%.64s: %s",
                                  s->inputs[i].name, e.msg);
             else
-                cJSON_AddItemToObject(row, s->inputs[i].name, v);
+                cJSON_AddItemToObject(in, s->inputs[i].name, v);
         }
-    } else {
+        if (!rc)
+            rc = bs_serving_parse_row(t->o.serving, h, in, 0, row, err);
+        cJSON_Delete(in);
+    } else if (!rc) {
         const cJSON *src = event_payload(ev);
-        if (!cJSON_IsObject(src))
-            rc = bs_err_set(err, BS_EINVAL,
-                            "the event is not a JSON object; give action.predict.inputs to map it");
-        /* The model's features only: an event carries more than a model takes (ids,
-         * types), which a predict body with unknown_features: reject would refuse. */
-        for (const cJSON *c = src->child; c && !rc; c = c->next)
-            if (c->string && bs_model_handle_feature(h, c->string, strlen(c->string)) >= 0)
-                cJSON_AddItemReferenceToObject(row, c->string, (cJSON *)c);
+        rc = cJSON_IsObject(src)
+                 ? bs_serving_parse_row(t->o.serving, h, src, 1, row, err)
+                 : bs_err_set(err, BS_EINVAL,
+                              "the event is not a JSON object; give action.predict.inputs to map it");
     }
-    bs_arena_t a;
-    bs_arena_init(&a, 4096);
-    double *rows = NULL, *out = NULL;
-    size_t n = 0;
     if (!rc)
-        rc = bs_serving_parse_inputs(t->o.serving, h, body, &a, &rows, &n, err);
-    if (!rc) {
-        out = bs_arena_calloc(&a, (size_t)sc->n_outputs + 1, sizeof(double));
-        rc = out ? bs_serving_predict(h, rows, 1, out, err)
-                 : bs_err_set(err, BS_ENOMEM, "out of memory");
-    }
-    cJSON_Delete(body);
+        rc = bs_serving_predict(h, row, 1, out, err);
+    free(row);
     if (rc) {
         bs_serving_record(h, 0, 0, rc);
-        bs_arena_deinit(&a);
+        free(out);
         return rc;
     }
     /* The predict API's own rendering of the value, so the output equals a direct predict
@@ -547,59 +583,22 @@ static int predict_one(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, mo
     bs_serving_record(h, 1, bs_time_mono_ns() - t0, 0);
     char *pred_text = bs_buf_take(&b);
     if (!pred_text) {
-        bs_arena_deinit(&a);
+        free(out);
         return bs_err_set(err, BS_ENOMEM, "out of memory rendering the prediction");
     }
     bs_uuid7(st->prediction_id);
     snprintf(st->model, sizeof st->model, "%s", bs_model_handle_name(h));
     st->version = bs_model_handle_version(h);
     if (s->when) {
-        cJSON *pred = cJSON_Parse(pred_text), *ctx = cJSON_CreateObject();
-        int has;
-        double score = score_of(sc, out, &has);
-        if (ctx && pred) {
-            /* A classifier's prediction is an object: `prediction.score` reads the score
-             * there too (a regression's prediction is its number). */
-            if (cJSON_IsObject(pred)) {
-                cJSON *pc = cJSON_Duplicate(pred, 1);
-                if (pc && has)
-                    cJSON_AddNumberToObject(pc, "score", score);
-                if (pc)
-                    cJSON_AddItemToObject(ctx, "prediction", pc);
-            } else {
-                cJSON_AddItemReferenceToObject(ctx, "prediction", pred);
-            }
-            if (has)
-                cJSON_AddNumberToObject(ctx, "score", score);
-            cJSON *label = cJSON_GetObjectItemCaseSensitive(pred, "label");
-            cJSON *probs = cJSON_GetObjectItemCaseSensitive(pred, "probabilities");
-            if (label)
-                cJSON_AddItemReferenceToObject(ctx, "label", label);
-            if (probs)
-                cJSON_AddItemReferenceToObject(ctx, "probabilities", probs);
-            cJSON_AddItemReferenceToObject(ctx, "event", (cJSON *)ev);
-            cJSON_AddStringToObject(ctx, "model", st->model);
-            cJSON_AddNumberToObject(ctx, "version", st->version);
-        }
-        bs_expr_value_t v;
-        bs_err_t e;
-        bs_err_clear(&e);
-        bs_arena_t ea;
-        bs_arena_init(&ea, 1024);
-        rc = ctx && pred ? bs_expr_eval_json(s->when, ctx, &ea, &v, &e)
-                         : bs_err_set(&e, BS_ENOMEM, "out of memory");
-        bs_arena_deinit(&ea);
-        cJSON_Delete(ctx);
-        cJSON_Delete(pred);
-        if (rc || !bs_expr_truthy(&v)) {
+        int holds = 0;
+        rc = when_holds(s->when, sc, out, pred_text, ev, st, &holds, err);
+        if (rc || !holds) {
             free(pred_text);
-            bs_arena_deinit(&a);
-            if (rc)
-                return bs_err_setf(err, rc, "when", "when: %s", e.msg);
-            return 0; /* the condition does not hold: no output */
+            free(out);
+            return rc; /* 0: the condition does not hold, no output */
         }
     }
-    bs_arena_deinit(&a);
+    free(out);
     st->pred_text = pred_text;
     return 0;
 }
@@ -740,7 +739,7 @@ static void run_batch(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, ite
         case BS__TRIG_PREDICT:
             rc = predict_one(t, r, s, &mc, ev, &st[i], &err);
             if (!rc && st[i].pred_text) {
-                st[i].out_text = render_output(r, s, &items[i], &st[i], st[i].prediction_id);
+                st[i].out_text = render_output(r, s, &items[i], &st[i]);
                 if (!st[i].out_text)
                     rc = bs_err_set(&err, BS_ENOMEM, "out of memory");
                 else
@@ -811,8 +810,17 @@ static void run_batch(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, ite
                     x->done_action = 1;
                     if (res[j].duplicate && strcmp(res[j].id, x->prediction_id) != 0) {
                         /* A redelivery: the first delivery's record stands; the webhook
-                         * below names it. */
+                         * below names it (its data re-rendered with that id). */
                         snprintf(x->prediction_id, sizeof x->prediction_id, "%s", res[j].id);
+                        if (s->webhook[0]) {
+                            free(x->out_text);
+                            x->out_text = render_output(r, s, &items[idx[j]], x);
+                            if (!x->out_text) {
+                                bs_err_t e;
+                                bs_err_set(&e, BS_ENOMEM, "out of memory");
+                                fail(r, &items[idx[j]], x, &e);
+                            }
+                        }
                     } else {
                         pthread_mutex_lock(&r->stat_mu);
                         r->outputs++;
@@ -846,19 +854,17 @@ static void run_batch(bs_triggers_t *t, trig_t *r, const bs__trig_spec_t *s, ite
         if (!t->o.webhooks) {
             rc = bs_err_set(&err, BS_EUNAVAIL, "webhooks are not available in this process");
         } else {
-            char *data = render_output(r, s, &items[i], x, x->prediction_id);
+            /* The output record is the CloudEvent's data. */
             char source[96], created_by[80], delivery[37];
             snprintf(source, sizeof source, "/v1/triggers/%s", r->name);
             snprintf(created_by, sizeof created_by, "trigger:%s", r->name);
-            char *payload = data
-                                ? render_cloudevent(x->prediction_id, source, "basalt.prediction",
-                                                    x->model, bs_time_wall_ms(), data, strlen(data))
-                                : NULL;
+            char *payload =
+                render_cloudevent(x->prediction_id, source, "basalt.prediction", x->model,
+                                  bs_time_wall_ms(), x->out_text, strlen(x->out_text));
             rc = payload
                      ? bs_webhooks_deliver(t->o.webhooks, r->tenant, s->webhook, x->prediction_id,
                                            payload, created_by, delivery, &err)
                      : bs_err_set(&err, BS_ENOMEM, "out of memory");
-            free(data);
             free(payload);
         }
         if (rc) {

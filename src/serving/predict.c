@@ -112,7 +112,7 @@ int bs_serving_encode_value(const bs_model_handle_t *h, int i, const cJSON *v, d
     }
 }
 
-static int named_row(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *obj, double *row,
+static int named_row(const bs_model_handle_t *h, const cJSON *obj, int reject_unknown, double *row,
                      const char *where, bs_err_t *err)
 {
     int nf = h->sig.n_features;
@@ -127,7 +127,7 @@ static int named_row(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *o
     for (const cJSON *c = obj->child; c && !rc; c = c->next) {
         int i = c->string ? bs_model_handle_feature(h, c->string, strlen(c->string)) : -1;
         if (i < 0) {
-            if (s->o.reject_unknown)
+            if (reject_unknown)
                 rc = bs_err_setf(err, BS_EINVAL, c->string ? c->string : "",
                                  "%s: unknown feature '%.64s' (this model takes %d features)", where,
                                  c->string ? c->string : "", nf);
@@ -201,7 +201,7 @@ int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const c
         return bs_err_set(err, BS_ENOMEM, "out of memory for %zu rows", n);
     char where[48] = "inputs";
     if (single) {
-        int rc = named_row(s, h, src, rows, where, err);
+        int rc = named_row(h, src, s->o.reject_unknown, rows, where, err);
         if (rc)
             return rc;
     } else {
@@ -210,7 +210,7 @@ int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const c
             snprintf(where, sizeof where, "%s[%zu]", inputs ? "inputs" : "instances", r);
             int rc;
             if (cJSON_IsObject(row))
-                rc = named_row(s, h, row, rows + r * nf, where, err);
+                rc = named_row(h, row, s->o.reject_unknown, rows + r * nf, where, err);
             else if (cJSON_IsArray(row) && instances)
                 rc = positional_row(h, row, rows + r * nf, where, err);
             else
@@ -224,6 +224,14 @@ int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const c
     *rows_out = rows;
     *n_rows = n;
     return 0;
+}
+
+int bs_serving_parse_row(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *obj,
+                         int skip_unknown, double *row, bs_err_t *err)
+{
+    if (!cJSON_IsObject(obj))
+        return bs_err_setf(err, BS_EINVAL, "inputs", "\"inputs\" must be an object of feature values");
+    return named_row(h, obj, s->o.reject_unknown && !skip_unknown, row, "inputs", err);
 }
 
 int bs_serving_predict(bs_model_handle_t *h, const double *rows, size_t n, double *out, bs_err_t *err)

@@ -113,6 +113,12 @@ int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, i
  */
 int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *body,
                             bs_arena_t *a, double **rows, size_t *n_rows, bs_err_t *err);
+/* One row by feature name from obj (borrowed) into row (n_features doubles), exactly as
+ * {"inputs": obj} would be (errors name "inputs"); skip_unknown: fields the model has no
+ * feature for are left out whatever reject_unknown says (a caller passing a whole record,
+ * of which the features are a part). 0 or BS_EINVAL. */
+int bs_serving_parse_row(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *obj,
+                         int skip_unknown, double *row, bs_err_t *err);
 /*
  * The one-row fast path: scans `{"inputs": {name: number, …}}` straight into row
  * (n_features doubles). Returns 1 when it handled the body, 0 when the body needs

@@ -238,6 +238,32 @@ def test_inputs_mapping_with_expressions(srv, lin_model):
         assert outs[off]["prediction"] == pytest.approx(2 * row["a"] - row["b"] + 1)
 
 
+def test_inputs_are_checked_as_a_predict_call_checks_them(srv, lin_model):
+    """`inputs` are a predict body's "inputs": a feature the model lacks is refused (the
+    server's unknown_features is reject) with the message a direct call gets, while the event
+    as the row contributes only the fields the model has features for."""
+    for t in ("chk-in", "chk-a", "chk-b"):
+        put_topic(srv, t)
+    put_trigger(srv, "chk-inputs", {"topic": "chk-in", "consumer": {"max_deliver": 1},
+                                    "action": {"predict": {"model": lin_model,
+                                                           "output_topic": "chk-a",
+                                                           "inputs": {"a": "a", "b": "b",
+                                                                      "zz": "a + 1"}}}})
+    put_trigger(srv, "chk-row", {"topic": "chk-in", "action": {"predict": {
+        "model": lin_model, "output_topic": "chk-b"}}})
+    ev = {"a": 2.0, "b": 1.0, "zz": 3.0}
+    off = publish(srv, "chk-in", [ev])[0]
+    r = srv.post("/v1/models/%s/predict" % lin_model, json={"inputs": ev})
+    assert r.status_code == 400, r.text
+    refused = r.json()["error"]["message"]
+    st = eventually(lambda: (lambda s: s if s["errors"] >= 1 else None)(status(srv, "chk-inputs")),
+                    "chk-inputs refused its row")
+    assert st["last_error"] == "offset %d: %s" % (off, refused), (st, refused)
+    out = wait_records(srv, "chk-b", 1)[0]["event"]
+    assert out["prediction"] == direct(srv, lin_model, {"a": 2.0, "b": 1.0})["predictions"][0]
+    assert read(srv, "chk-a") == []
+
+
 def test_filter_and_when(srv, lin_model):
     put_topic(srv, "fw-in")
     put_topic(srv, "fw-out")

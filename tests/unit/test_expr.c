@@ -27,23 +27,41 @@ static bs_expr_t *compile_opts(const char *src, const bs_expr_opts_t *o)
     return e;
 }
 
-/* Evaluates src on the JSON text json ("{}" when NULL); fails the test on an error. */
-static bs_expr_value_t ev(bs_arena_t *a, const char *src, const char *json)
+/* Compiles src (it must compile) and evaluates it on the JSON text json ("{}" when NULL):
+ * the evaluation's return code, *v and *err as bs_expr_eval_json left them. Strings of *v
+ * are copied into a (they may borrow from the program or the input, freed here). */
+static int eval_on(bs_arena_t *a, const char *src, const char *json, bs_expr_value_t *v,
+                   bs_err_t *err)
 {
     bs_expr_t *e = compile_opts(src, NULL);
     cJSON *j = cJSON_Parse(json ? json : "{}");
     assert_non_null(j);
-    bs_err_t err;
-    bs_expr_value_t v;
-    int rc = bs_expr_eval_json(e, j, a, &v, &err);
-    if (rc)
-        fail_msg("eval '%s': %s", src, err.msg);
-    /* Strings may borrow from the program or the input: copy them into the arena. */
-    if (v.type == BS_EXPR_STR)
-        v.s = bs_arena_strndup(a, v.s, v.len);
+    bs_err_clear(err);
+    int rc = bs_expr_eval_json(e, j, a, v, err);
+    if (!rc && v->type == BS_EXPR_STR)
+        v->s = bs_arena_strndup(a, v->s, v->len);
     cJSON_Delete(j);
     bs_expr_free(e);
+    return rc;
+}
+
+/* Evaluates src on the JSON text json ("{}" when NULL); fails the test on an error. */
+static bs_expr_value_t ev(bs_arena_t *a, const char *src, const char *json)
+{
+    bs_err_t err;
+    bs_expr_value_t v;
+    if (eval_on(a, src, json, &v, &err))
+        fail_msg("eval '%s': %s", src, err.msg);
     return v;
+}
+
+/* Compiles src (it must compile) with opts o: its static result type is want. */
+static void type_is(const char *src, const bs_expr_opts_t *o, bs_expr_type_t want)
+{
+    bs_expr_t *e = compile_opts(src, o);
+    if (bs_expr_result_type(e) != want)
+        fail_msg("'%s': want result type %d, got %d", src, want, bs_expr_result_type(e));
+    bs_expr_free(e);
 }
 
 static void num_is(const char *src, const char *json, double want)
@@ -112,23 +130,18 @@ static void compile_err(const char *src, const char *want, int want_pos)
 /* The evaluation error of src on json: message exactly want. */
 static void eval_err(const char *src, const char *json, const char *want)
 {
-    bs_expr_t *e = compile_opts(src, NULL);
-    cJSON *j = cJSON_Parse(json);
-    assert_non_null(j);
     bs_arena_t a;
     bs_arena_init(&a, 0);
     bs_err_t err;
-    bs_err_clear(&err);
     bs_expr_value_t v;
-    int rc = bs_expr_eval_json(e, j, &a, &v, &err);
+    int rc = eval_on(&a, src, json, &v, &err);
     if (rc == 0)
         fail_msg("'%s' evaluated; want error '%s'", src, want);
     assert_int_equal(rc, BS_EINVAL);
+    assert_string_equal(err.field, "expr");
     if (strcmp(err.msg, want) != 0)
         fail_msg("'%s': want error\n  '%s'\ngot\n  '%s'", src, want, err.msg);
     bs_arena_deinit(&a);
-    cJSON_Delete(j);
-    bs_expr_free(e);
 }
 
 /* ---- arithmetic ------------------------------------------------------------------------ */
@@ -546,6 +559,8 @@ static void test_strings(void **state)
     compile_err("\"a\\x\"", "at 1:3: unknown escape in a string", 2);
     compile_err("\"\\u12\"", "at 1:2: \\u needs 4 hexadecimal digits", 1);
     compile_err("\"\\uD800\"", "at 1:2: a high surrogate \\uD800 needs a low one", 1);
+    compile_err("\"\\uD800\\u0041\"", "at 1:2: a high surrogate \\uD800 needs a low one", 1);
+    compile_err("\"\\uD800\\u00\"", "at 1:8: \\u needs 4 hexadecimal digits", 7);
     compile_err("\"\\uDC00\"", "at 1:2: a lone low surrogate \\uDC00", 1);
     compile_err("\"\\u0000\"", "at 1:2: a string cannot contain \\u0000", 1);
     compile_err("\"a\nb\"", "at 1:3: a control character in a string must be escaped", 2);
@@ -612,15 +627,9 @@ static void test_coalesce_and_if(void **state)
                 "the end of the expression",
                 13);
     /* Static result types. */
-    bs_expr_t *e = compile_opts("coalesce(x, 1)", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_ANY);
-    bs_expr_free(e);
-    e = compile_opts("coalesce(1, 2)", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_NUM);
-    bs_expr_free(e);
-    e = compile_opts("if(x, \"a\", \"b\")", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_STR);
-    bs_expr_free(e);
+    type_is("coalesce(x, 1)", NULL, BS_EXPR_ANY);
+    type_is("coalesce(1, 2)", NULL, BS_EXPR_NUM);
+    type_is("if(x, \"a\", \"b\")", NULL, BS_EXPR_STR);
 }
 
 static void test_bucketize(void **state)
@@ -836,6 +845,8 @@ static void test_json_paths(void **state)
     compile_err("a..b", "at 1:3: expected a field name after '.'", 2);
     compile_err("`abc", "at 1:1: unterminated quoted field name", 0);
     compile_err("``", "at 1:1: an empty quoted field name", 0);
+    compile_err("`a\tb`", "at 1:3: a control character in a quoted field name", 2);
+    compile_err("`a\xff`", "at 1:3: a field name must be valid UTF-8", 2);
     compile_err("a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q",
                 "at 1:33: a field path has more than 16 segments", 32);
 }
@@ -895,29 +906,133 @@ static void test_eval_by_index_and_declared_types(void **state)
                      "at 1:1: the expression must yield a boolean, this one "
                      "yields a number",
                      0);
+    bs_expr_opts_t want_num = {.allow_undeclared = 1, .want = BS_EXPR_NUM};
+    bs_expr_opts_t want_str = {.allow_undeclared = 1, .want = BS_EXPR_STR};
+    compile_err_opts("lower(s)", &want_num,
+                     "at 1:1: the expression must yield a number, this one yields a string", 0);
+    compile_err_opts("1 < 2", &want_str,
+                     "at 1:1: the expression must yield a string, this one yields a boolean", 0);
+    type_is("x", &want_num, BS_EXPR_ANY); /* a dynamic field may be one */
+    type_is("s + \"\"", &want_str, BS_EXPR_STR);
     compile_err_opts("  null", &o,
                      "at 1:3: the expression must yield a boolean, this one yields "
                      "null",
                      2);
     /* Dynamic (ANY) fields pass the checker and are checked at evaluation. */
-    e = compile_opts("extra > 1", &o);
-    bs_expr_free(e);
-    e = compile_opts("extra", &o);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_ANY);
-    bs_expr_free(e);
+    type_is("extra > 1", &o, BS_EXPR_BOOL);
+    type_is("extra", &o, BS_EXPR_ANY);
     /* No opts: undeclared fields are dynamic, any result. */
-    e = compile_opts("x + 1", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_NUM);
+    type_is("x + 1", NULL, BS_EXPR_NUM);
+    type_is("x", NULL, BS_EXPR_ANY);
+    type_is("null", NULL, BS_EXPR_NULL);
+    type_is("a < b", NULL, BS_EXPR_BOOL);
+}
+
+/* Every check the evaluator makes on a dynamic value, each with its message: the operand
+ * named when it is a field, its type when it is computed; and the API's own misuse. */
+static void test_eval_error_paths(void **state)
+{
+    (void)state;
+    const char *j = "{\"s\": \"x\", \"S\": \"AB\", \"n\": 1, \"b\": true, \"o\": {}}";
+    /* Operators. */
+    eval_err("-s", j, "at 1:1: '-' needs a number, field 's' is a string");
+    eval_err("-b", j, "at 1:1: '-' needs a number, field 'b' is a boolean");
+    eval_err("!n", j, "at 1:1: '!' needs a boolean, field 'n' is a number");
+    eval_err("n + s", j, "at 1:3: '+' needs two numbers or two strings, field 's' is a string");
+    eval_err("b + 1", j, "at 1:3: '+' needs two numbers or two strings, field 'b' is a boolean");
+    eval_err("s * 2", j, "at 1:3: '*' needs a number, field 's' is a string");
+    eval_err("2 / s", j, "at 1:3: '/' needs a number, field 's' is a string");
+    eval_err("2 % b", j, "at 1:3: '%' needs a number, field 'b' is a boolean");
+    eval_err("b < 1", j, "at 1:3: '<' needs a number or a string, field 'b' is a boolean");
+    eval_err("1 >= b", j, "at 1:3: '>=' needs a number or a string, field 'b' is a boolean");
+    eval_err("n <= s", j, "at 1:3: '<=' needs a number (like its left side), field 's' is a string");
+    eval_err("s > n", j, "at 1:3: '>' needs a string (like its left side), field 'n' is a number");
+    eval_err("true && n", j, "at 1:6: '&&' needs a boolean, field 'n' is a number");
+    eval_err("n || true", j, "at 1:3: '||' needs a boolean, field 'n' is a number");
+    eval_err("if(n, 1, 2)", j, "at 1:4: if() needs a boolean condition, field 'n' is a number");
+    /* A computed operand (not a field) is described by its type. */
+    eval_err("-coalesce(lower(S), 1)", j, "at 1:1: '-' needs a number, got a string");
+    eval_err("if(coalesce(lower(s), true), 1, 2)", j,
+             "at 1:4: if() needs a boolean condition, got a string");
+    /* Functions. */
+    eval_err("log(s)", j, "at 1:1: log() needs a number, field 's' is a string");
+    eval_err("exp(b)", j, "at 1:1: exp() needs a number, field 'b' is a boolean");
+    eval_err("sqrt(s)", j, "at 1:1: sqrt() needs a number, field 's' is a string");
+    eval_err("max(n, b)", j, "at 1:1: max() needs numbers, field 'b' is a boolean");
+    eval_err("clamp(1, s, 2)", j, "at 1:1: clamp() needs numbers, field 's' is a string");
+    eval_err("bucketize(s, [1])", j, "at 1:1: bucketize() needs a number, field 's' is a string");
+    eval_err("len(n)", j, "at 1:1: len() needs a string, field 'n' is a number");
+    eval_err("lower(b)", j, "at 1:1: lower() needs a string, field 'b' is a boolean");
+    eval_err("hash_bucket(b, 2)", j,
+             "at 1:1: hash_bucket() needs a string or a number, field 'b' is a boolean");
+    eval_err("hash_bucket(s, s)", j,
+             "at 1:1: hash_bucket() needs a number of buckets, field 's' is a string");
+    eval_err("hour_of_day(b)", j,
+             "at 1:1: hour_of_day() needs a time (ms since the epoch or an RFC 3339 string), "
+             "field 'b' is a boolean");
+    eval_err("day_of_week(o)", j,
+             "at 1:13: field 'o' is an object, not a number, string, boolean or null");
+    /* The position is the operator's, on its own line. */
+    eval_err("n +\n  -s", j, "at 2:3: '-' needs a number, field 's' is a string");
+    /* The first error stops the evaluation: the operand on the left fails first. */
+    eval_err("-s + -b", j, "at 1:1: '-' needs a number, field 's' is a string");
+
+    /* Strings made by + and lower() need an arena. */
+    bs_expr_t *e = compile_opts("a + b", NULL);
+    bs_expr_value_t f[2] = {{.type = BS_EXPR_STR, .s = "x", .len = 1},
+                            {.type = BS_EXPR_STR, .s = "y", .len = 1}},
+                    v;
+    bs_err_t err;
+    assert_int_equal(bs_expr_eval(e, f, NULL, &v, &err), BS_ENOMEM);
+    assert_string_equal(err.msg, "no arena memory for a 2-byte string");
+    f[1].len = 0; /* "x" + "": the left side itself, nothing to allocate */
+    assert_int_equal(bs_expr_eval(e, f, NULL, &v, &err), 0);
+    assert_true(v.type == BS_EXPR_STR && v.len == 1 && v.s == f[0].s);
     bs_expr_free(e);
-    e = compile_opts("x", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_ANY);
+    /* A string field without text is the empty string. */
+    e = compile_opts("len(s)", NULL);
+    bs_expr_value_t g[1] = {{.type = BS_EXPR_STR, .s = NULL, .len = 5}};
+    assert_int_equal(bs_expr_eval(e, g, NULL, &v, &err), 0);
+    assert_true(v.type == BS_EXPR_NUM && v.num == 0);
+    /* No program, or nowhere to put the value. */
+    bs_err_clear(&err);
+    assert_int_equal(bs_expr_eval(NULL, g, NULL, &v, &err), BS_EINVAL);
+    assert_string_equal(err.msg, "no expression to evaluate");
+    bs_err_clear(&err);
+    assert_int_equal(bs_expr_eval_json(NULL, NULL, NULL, &v, &err), BS_EINVAL);
+    assert_string_equal(err.msg, "no expression to evaluate");
+    bs_err_clear(&err);
+    assert_int_equal(bs_expr_eval(e, g, NULL, NULL, &err), BS_EINVAL);
+    assert_int_equal(bs_expr_eval_json(e, NULL, NULL, NULL, &err), BS_EINVAL);
+    /* No document: every field is null. */
+    assert_int_equal(bs_expr_eval_json(e, NULL, NULL, &v, &err), 0);
+    assert_int_equal(v.type, BS_EXPR_NULL);
     bs_expr_free(e);
-    e = compile_opts("null", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_NULL);
-    bs_expr_free(e);
-    e = compile_opts("a < b", NULL);
-    assert_int_equal(bs_expr_result_type(e), BS_EXPR_BOOL);
-    bs_expr_free(e);
+
+    /* The time parser's refusals (each a null in hour_of_day / day_of_week). */
+    double ms = -1;
+    assert_int_equal(bs__expr_parse_time("1970-01-01T00:00:00.5Z", 22, &ms), 0);
+    assert_true(ms == 500);
+    assert_int_equal(bs__expr_parse_time("1970-01-01T00:00:00.05Z", 23, &ms), 0);
+    assert_true(ms == 50);
+    assert_int_equal(bs__expr_parse_time("1970-01-01T00:00:01.2349Z", 25, &ms), 0);
+    assert_true(ms == 1234); /* floored to whole ms */
+    assert_int_equal(bs__expr_parse_time("1970-01-01T00:00:00+01:30", 25, &ms), 0);
+    assert_true(ms == -90 * 60000.0);
+    static const char *const bad[] = {
+        "1970-01-01T00:00:00.Z",     "1970-01-01T00:00:00+0100", "1970-01-01T00:00:00+01:3",
+        "1970-01-01T00:00:00+24:00", "1970-01-01T00:00:00+01:60", "1970-01-01T00:00:00+01-00",
+        "1970-13-01T00:00:00Z",      "1970-01-00T00:00:00Z",      "1970-01-01T00:60:00Z",
+        "1970-01-01T00:00:61Z",      "1970-01-01X00:00:00Z",      "197-01-01T00:00:00Z",
+        "",
+    };
+    for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+        if (bs__expr_parse_time(bad[k], strlen(bad[k]), &ms) != -1)
+            fail_msg("'%s' parsed as a time", bad[k]);
+        char src[96];
+        snprintf(src, sizeof src, "hour_of_day(\"%s\")", bad[k]);
+        null_is(src, NULL);
+    }
 }
 
 /* ---- syntax errors, positions, source -------------------------------------------------- */
@@ -994,6 +1109,21 @@ static char *repeat(const char *a, int n, const char *mid, const char *b, int m)
     return s;
 }
 
+/* open, then n ones separated by commas, then close: "x in [1,1,1]". */
+static char *ones(const char *open, int n, const char *close)
+{
+    char *inner = repeat("1,", n - 1, "1", "", 0);
+    char *s = malloc(strlen(open) + strlen(inner) + strlen(close) + 1);
+    sprintf(s, "%s%s%s", open, inner, close);
+    free(inner);
+    return s;
+}
+
+static void compiles(const char *src)
+{
+    bs_expr_free(compile_opts(src, NULL));
+}
+
 static void test_limits(void **state)
 {
     (void)state;
@@ -1001,8 +1131,7 @@ static void test_limits(void **state)
     int pos;
     /* Parentheses: 63 levels inside the top-level expression compile, deeper ones fail. */
     char *s = repeat("(", 63, "1", ")", 63);
-    bs_expr_t *e = compile_opts(s, NULL);
-    bs_expr_free(e);
+    compiles(s);
     free(s);
     s = repeat("(", 64, "1", ")", 64);
     compile_err(s, "at 1:64: the expression nests deeper than 64 levels", 63);
@@ -1028,36 +1157,25 @@ static void test_limits(void **state)
     assert_string_equal(err.msg, "at 1:1: the expression is 4097 bytes, at most 4096");
     free(s);
     s = repeat(" ", BS_EXPR_MAX_SOURCE - 1, "1", "", 0);
-    e = compile_opts(s, NULL);
-    bs_expr_free(e);
+    compiles(s);
     free(s);
     /* A long left-associative chain is no deeper than two slots. */
     s = repeat("1+", 2000, "1", "", 0);
-    e = compile_opts(s, NULL);
+    bs_expr_t *e = compile_opts(s, NULL);
     assert_int_equal(e->max_stack, 2);
     bs_expr_free(e);
     free(s);
     num_is("1+1+1+1+1+1+1+1+1+1", NULL, 10);
     /* List length. */
-    s = repeat("1,", 1024, "1", "", 0);
-    char *src = malloc(strlen(s) + 16);
-    sprintf(src, "x in [%s]", s);
-    compile_err(src, "at 1:2055: a list has more than 1024 elements", 2054);
-    free(src);
+    s = ones("x in [", 1025, "]");
+    compile_err(s, "at 1:2055: a list has more than 1024 elements", 2054);
     free(s);
-    s = repeat("1,", 1023, "1", "", 0);
-    src = malloc(strlen(s) + 16);
-    sprintf(src, "x in [%s]", s);
-    e = compile_opts(src, NULL);
-    bs_expr_free(e);
-    free(src);
+    s = ones("x in [", 1024, "]");
+    compiles(s);
     free(s);
     /* Arguments of one call. */
-    s = repeat("1,", 64, "1", "", 0);
-    src = malloc(strlen(s) + 16);
-    sprintf(src, "min(%s)", s);
-    compile_err(src, "at 1:1: min() takes at most 64 arguments", 0);
-    free(src);
+    s = ones("min(", 65, ")");
+    compile_err(s, "at 1:1: min() takes at most 64 arguments", 0);
     free(s);
     /* Evaluation slots: calls of 60 arguments nested, each level keeps 59 values. */
     bs_buf_t b;
@@ -1158,6 +1276,7 @@ int main(void)
         cmocka_unit_test(test_time_functions),
         cmocka_unit_test(test_json_paths),
         cmocka_unit_test(test_eval_by_index_and_declared_types),
+        cmocka_unit_test(test_eval_error_paths),
         cmocka_unit_test(test_syntax_errors_and_positions),
         cmocka_unit_test(test_limits),
         cmocka_unit_test(test_threads_share_one_program),

@@ -14,6 +14,19 @@ static cJSON *parse(const char *s)
     return j;
 }
 
+/* Compiles spec text, which must compile (the compiled spec; caller unrefs). */
+static bs__trig_spec_t *compile(const char *spec)
+{
+    cJSON *j = parse(spec);
+    bs_err_t err;
+    bs_err_clear(&err);
+    bs__trig_spec_t *s = bs__trig_spec_compile(j, NULL, &err);
+    cJSON_Delete(j);
+    if (!s)
+        fail_msg("'%s' does not compile: %s: %s", spec, err.field, err.msg);
+    return s;
+}
+
 /* Validates spec text; returns the normalised spec (caller frees) or NULL with err. */
 static cJSON *validate(const char *name, const char *spec, bs_err_t *err)
 {
@@ -81,7 +94,6 @@ static void test_defaults_are_written_out(void **state)
 static void test_everything_given(void **state)
 {
     (void)state;
-    bs_err_t err;
     const char *spec =
         "{\"topic\":\"tx\",\"filter\":\"amount > 1000 && country == \\\"FR\\\"\","
         "\"action\":{\"predict\":{\"model\":\"fraud\",\"alias\":\"champion\","
@@ -89,10 +101,7 @@ static void test_everything_given(void **state)
         "\"webhook\":\"risk\",\"when\":\"score > 0.9\"}},"
         "\"consumer\":{\"ack_wait\":\"2m\",\"max_deliver\":-1,\"dead_letter\":\"tx-dlq\","
         "\"max_ack_pending\":50},\"start\":\"earliest\",\"paused\":true,\"description\":\"d\"}";
-    cJSON *j = parse(spec);
-    bs__trig_spec_t *s = bs__trig_spec_compile(j, NULL, &err);
-    cJSON_Delete(j);
-    assert_non_null(s);
+    bs__trig_spec_t *s = compile(spec);
     assert_string_equal(s->topic, "tx");
     assert_int_equal(s->registry, 0);
     assert_non_null(s->filter);
@@ -120,12 +129,10 @@ static void test_registry_and_other_actions(void **state)
 {
     (void)state;
     bs_err_t err;
-    cJSON *j = parse("{\"on\":\"registry\",\"filter\":\"type == \\\"version.approved\\\"\","
-                     "\"action\":{\"job\":{\"kind\":\"batch.score\",\"args\":{"
-                     "\"model\":\"data.model\",\"n\":2}}}}");
-    bs__trig_spec_t *s = bs__trig_spec_compile(j, NULL, &err);
-    cJSON_Delete(j);
-    assert_non_null(s);
+    bs__trig_spec_t *s =
+        compile("{\"on\":\"registry\",\"filter\":\"type == \\\"version.approved\\\"\","
+                "\"action\":{\"job\":{\"kind\":\"batch.score\",\"args\":{"
+                "\"model\":\"data.model\",\"n\":2}}}}");
     assert_int_equal(s->registry, 1);
     assert_string_equal(s->topic, BS_TRIGGERS_REGISTRY_TOPIC);
     assert_int_equal(s->action, BS__TRIG_JOB);
@@ -144,10 +151,7 @@ static void test_registry_and_other_actions(void **state)
     cJSON_Delete(ev);
     bs__trig_spec_unref(s);
 
-    j = parse("{\"topic\":\"signups\",\"action\":{\"webhook\":{\"destination\":\"crm\"}}}");
-    s = bs__trig_spec_compile(j, NULL, &err);
-    cJSON_Delete(j);
-    assert_non_null(s);
+    s = compile("{\"topic\":\"signups\",\"action\":{\"webhook\":{\"destination\":\"crm\"}}}");
     assert_int_equal(s->action, BS__TRIG_WEBHOOK);
     assert_string_equal(s->webhook, "crm");
     assert_null(s->filter);
@@ -158,22 +162,35 @@ static void test_input_expressions(void **state)
 {
     (void)state;
     bs_err_t err;
-    cJSON *j = parse("{\"topic\":\"a\",\"action\":{\"predict\":{\"model\":\"m\","
-                     "\"output_topic\":\"b\",\"inputs\":{\"x\":\"order.total / 100\","
-                     "\"y\":\"if(user.country == \\\"FR\\\", 1, 0)\",\"z\":\"missing + 1\"}}}}");
-    bs__trig_spec_t *s = bs__trig_spec_compile(j, NULL, &err);
-    cJSON_Delete(j);
-    assert_non_null(s);
+    bs__trig_spec_t *s =
+        compile("{\"topic\":\"a\",\"action\":{\"predict\":{\"model\":\"m\","
+                "\"output_topic\":\"b\",\"inputs\":{\"x\":\"order.total / 100\","
+                "\"y\":\"if(user.country == \\\"FR\\\", 1, 0)\",\"z\":\"missing + 1\","
+                "\"c\":\"lower(user.country)\",\"w\":\"-user.country\",\"k\":[1,2]}}}}");
+    assert_int_equal(s->n_inputs, 6);
     cJSON *ev = parse("{\"order\":{\"total\":1250},\"user\":{\"country\":\"FR\"}}");
     cJSON *x = bs__trig_param_eval(&s->inputs[0], ev, &err);
     cJSON *y = bs__trig_param_eval(&s->inputs[1], ev, &err);
     cJSON *z = bs__trig_param_eval(&s->inputs[2], ev, &err);
+    cJSON *c = bs__trig_param_eval(&s->inputs[3], ev, &err);
+    cJSON *k = bs__trig_param_eval(&s->inputs[5], ev, &err);
     assert_true(cJSON_IsNumber(x) && x->valuedouble == 12.5);
     assert_true(cJSON_IsNumber(y) && y->valuedouble == 1);
     assert_true(cJSON_IsNull(z)); /* arithmetic on a missing field is null */
+    assert_true(cJSON_IsString(c));
+    assert_string_equal(c->valuestring, "fr"); /* a string the evaluation made (its arena) */
+    assert_true(cJSON_IsArray(k) && cJSON_GetArraySize(k) == 2); /* a constant, copied */
+    assert_ptr_not_equal(k, s->inputs[5].constant);
+    /* An evaluation error is the caller's to report: NULL with the expression's message. */
+    bs_err_clear(&err);
+    assert_null(bs__trig_param_eval(&s->inputs[4], ev, &err));
+    assert_int_equal(err.code, BS_EINVAL);
+    assert_string_equal(err.msg, "at 1:1: '-' needs a number, field 'user.country' is a string");
     cJSON_Delete(x);
     cJSON_Delete(y);
     cJSON_Delete(z);
+    cJSON_Delete(c);
+    cJSON_Delete(k);
     cJSON_Delete(ev);
     bs__trig_spec_unref(s);
 }
