@@ -23,6 +23,10 @@ struct bs_httpc;
 struct bs_webhooks;
 struct bs_topics;
 struct bs_triggers;
+struct bs_endpoints;
+struct bs_predlog;
+struct bs_monitor;
+struct bs_rollouts;
 
 typedef struct bs_app {
     bs_config_t cfg;
@@ -40,6 +44,10 @@ typedef struct bs_app {
     struct bs_webhooks *webhooks; /* webhook destinations and deliveries (events/webhooks.h) */
     struct bs_topics *topics;     /* topic specs snapshot (events/topics.h) */
     struct bs_triggers *triggers; /* triggers and their consumers (events/triggers.h) */
+    struct bs_endpoints *endpoints; /* endpoints' routing snapshot (serving/endpoints.h) */
+    struct bs_predlog *predlog;     /* the prediction log's buffer and drain (serving/predlog.h) */
+    struct bs_monitor *monitor;     /* feedback, performance, reports (monitor/monitor.h) */
+    struct bs_rollouts *rollouts;   /* the rollout controller (serving/rollouts.h) */
     char replica_id[128];       /* cfg.replica_id, or hostname-pid */
     struct bs_pool *workers; /* uploads and every registry write: off the I/O threads */
     struct bs_pool *stream_workers; /* topic streams' pumps (topic_stream.c), apart from those */

@@ -224,6 +224,16 @@ void bs__api_consumer_ack(bs_req_t *req);
 void bs__api_consumer_nack(bs_req_t *req);
 void bs__api_consumer_in_progress(bs_req_t *req);
 
+/* ---- endpoints.c: the Endpoint kind's hooks, revisions and rollback ---------------------- */
+
+/* ---- endpoint_predict.c: POST /v1/endpoints/{name}/predict, OIP infer on an endpoint ---- */
+
+/* ---- predictions.c: the prediction log's read routes ------------------------------------- */
+
+/* ---- monitor.c: feedback, performance, experiment and shadow reports --------------------- */
+
+/* ---- rollouts.c: the rollout routes ------------------------------------------------------ */
+
 /* Reads ?limit= (default def, 1..max). Returns 0 or responds with 400 and returns -1. */
 int bs__api_limit(bs_req_t *req, int def, int max, int *out);
 /* 1 if the caller may act on tenant t (its own, or any for default-tenant admins). */

@@ -218,6 +218,13 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
         if (bs_triggers_rebuild(app->triggers, err) != 0)
             return err->code;
     }
+
+    /* ---- issue 10: the prediction log (serving/predlog.h) ---- */
+
+    /* ---- issue 10: the monitor (monitor/monitor.h) ---- */
+
+    /* ---- issue 10: the rollout controller (serving/rollouts.h) ---- */
+
     return 0;
 }
 
@@ -228,6 +235,9 @@ void bs_api_app_close(bs_app_t *app)
     if (app->registry)
         bs_registry_on_event(app->registry, NULL, NULL);
     bs_triggers_stop(app->triggers);
+
+    /* ---- issue 10: stop the rollout controller, the monitor, the prediction log ---- */
+
     /* Completions still arriving from the log (a fetch whose request outlived the drain)
      * see this and answer at once instead of queueing more work on the pool. */
     app->shutting_down = 1;

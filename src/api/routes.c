@@ -113,6 +113,11 @@
 #include "api/routes_models.inc"
 #include "api/routes_topics.inc"
 #include "api/routes_webhooks.inc"
+#include "api/routes_endpoints.inc"
+#include "api/routes_endpoint_predict.inc"
+#include "api/routes_predictions.inc"
+#include "api/routes_monitor.inc"
+#include "api/routes_rollouts.inc"
 
 /* The Trigger kind's spec (events/triggers.h, docs/triggers.md). */
 #define TRIGGER_SPEC_SCHEMA \
@@ -210,6 +215,11 @@ static const bs_route_t routes[] = {
      "\"properties\":{\"kind\":{\"type\":\"string\"},\"plural\":{\"type\":\"string\"},\"path"
      "\":{\"type\":\"string\"},\"summary\":{\"type\":\"string\"}}}}}}",
      0, BS_ROUTE_INLINE},
+    ENDPOINT_ROUTES
+    ENDPOINT_PREDICT_ROUTES
+    PREDICTION_ROUTES
+    MONITOR_ROUTES
+    ROLLOUT_ROUTES
     WEBHOOK_ROUTES
 };
 

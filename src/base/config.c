@@ -90,6 +90,14 @@ static const setting_t settings[] = {
       "a running job's lease: renewed every third of it; a dead replica's jobs run again after it"),
     S(trigger_workers, T_INT, 1, 64, "2",
       "threads running triggers (filter, predict, webhook, job) on this replica"),
+    S(prediction_log_buffer_bytes, T_SIZE, 65536, 1e12, "64MiB",
+      "prediction log records held in memory before drops (counted; predictions never wait)"),
+    S(monitor_window_ms, T_I64, 60000, 31536000000, "86400000",
+      "how long the monitor keeps predictions for feedback joins and reports (replayed at start)"),
+    S(monitor_max_predictions, T_I64, 1000, 1000000000, "2000000",
+      "predictions the monitor keeps in memory across every endpoint (oldest evicted first)"),
+    S(rollout_tick_ms, T_INT, 50, 600000, "1000",
+      "how often the rollout controller evaluates running rollouts' guards"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

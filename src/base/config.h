@@ -53,6 +53,10 @@ typedef struct {
     int max_event_bytes;
     int64_t job_lease_ms; /* a job attempt's lease; heartbeats every third of it */
     int trigger_workers;
+    int64_t prediction_log_buffer_bytes; /* the prediction log's in-memory buffer (drops beyond) */
+    int64_t monitor_window_ms;           /* how long the monitor keeps predictions */
+    int64_t monitor_max_predictions;     /* predictions the monitor keeps, every endpoint */
+    int rollout_tick_ms;                 /* how often the controller evaluates rollouts */
 } bs_config_t;
 
 void bs_config_defaults(bs_config_t *c);

@@ -137,5 +137,27 @@ const bs_meta_migration_t bs__meta_migrations[] = {
     "  outcome TEXT NOT NULL, status INTEGER NOT NULL DEFAULT 0,"
     "  duration_ms REAL NOT NULL DEFAULT 0, error TEXT, response TEXT,"
     "  retry_in_ms INTEGER, PRIMARY KEY (delivery_id, attempt));", NULL},
+    /* 12: every generation's spec of a declarative resource (store/resources.c): the
+     * revisions of an endpoint, what a rollback restores; written in the put's transaction,
+     * deleted with the resource */
+    {"CREATE TABLE resource_revisions ("
+    "  tenant TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,"
+    "  generation INTEGER NOT NULL, spec TEXT NOT NULL, created_at INTEGER NOT NULL,"
+    "  created_by TEXT NOT NULL, PRIMARY KEY (tenant, kind, name, generation));", NULL},
+    /* 13: progressive rollouts (serving/rollouts.c): one row per rollout of an endpoint;
+     * state running|paused|promoted|rolled_back|aborted; spec the request as normalised;
+     * base_spec the endpoint's spec before the rollout (what a rollback restores);
+     * last_check the guards' values at the last evaluation; history a JSON array of steps
+     * and decisions. At most one running or paused rollout per endpoint. */
+    {"CREATE TABLE rollouts ("
+    "  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, endpoint TEXT NOT NULL,"
+    "  state TEXT NOT NULL, spec TEXT NOT NULL, base_spec TEXT NOT NULL,"
+    "  base_generation INTEGER NOT NULL, step INTEGER NOT NULL DEFAULT 0,"
+    "  step_started_at INTEGER NOT NULL, last_check TEXT, reason TEXT,"
+    "  history TEXT NOT NULL DEFAULT '[]', created_at INTEGER NOT NULL,"
+    "  updated_at INTEGER NOT NULL, created_by TEXT NOT NULL DEFAULT '');"
+    "CREATE INDEX rollouts_endpoint ON rollouts(tenant, endpoint, id);"
+    "CREATE UNIQUE INDEX rollouts_active ON rollouts(tenant, endpoint)"
+    "  WHERE state IN ('running', 'paused');", NULL},
     {NULL, NULL},
 };
