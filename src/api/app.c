@@ -116,6 +116,9 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->serving = bs_serving_new(app->meta, app->registry, &so, err);
     if (!app->serving)
         return err->code;
+    /* ---- issue 10: endpoints' shadow runs (serving/shadow.h; api/endpoint_predict.c) ---- */
+    if (bs__api_shadow_open(app, err) != 0)
+        return err->code;
     /* The topics' log (segments under <data>/log, or JetStream with nats_url), then the
      * topics snapshot over it. Opened after the metadata store; the subsystems that use it
      * (topics, jobs, webhooks, triggers) open after it and close before it. */
@@ -230,6 +233,8 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 
 void bs_api_app_close(bs_app_t *app)
 {
+    /* ---- issue 10: the shadow runs first (they use serving, endpoints and the log) ---- */
+    bs__api_shadow_close(app);
     /* Triggers first: they call the jobs runtime, webhooks, serving and the log. Freed
      * once the change watcher (which rebuilds them) is gone. */
     if (app->registry)

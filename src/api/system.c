@@ -205,6 +205,7 @@ void bs__api_metrics(bs_req_t *req)
                   (unsigned long long)(ms.errors - ms.unavailable));
     bs__api_model_metrics(app, &b);
     bs__api_webhooks_metrics(app, &b);
+    bs__api_shadow_metrics(app, &b); /* issue 10: endpoints' shadow runner */
     if (app->log)
         bs_log_metrics(app->log, &b);
     if (app->topics)

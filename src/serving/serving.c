@@ -925,6 +925,12 @@ int bs_serving_load(bs_serving_t *s, bs_serving_slot_t *slot, bs_err_t *err)
     return slot_load(s, slot, err) ? 0 : err->code;
 }
 
+int bs_serving_has_model(bs_serving_t *s, const char *tenant, const char *name)
+{
+    bs__snapshot_t *sn = atomic_load_explicit(&s->snap, memory_order_acquire);
+    return find_model(sn, tenant, name) != NULL;
+}
+
 int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, int *out, int max)
 {
     bs__snapshot_t *sn = atomic_load_explicit(&s->snap, memory_order_acquire);
