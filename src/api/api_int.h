@@ -155,6 +155,15 @@ const bs__api_kind_t *bs__api_kind_of(const bs_req_t *req);
 /* Rebuilds every kind's snapshot (the "resources" scope subscriber). */
 int bs__api_resources_rebuild(bs_app_t *app, bs_err_t *err);
 
+/* The write path of a PUT, also a rollback's: validates spec (borrowed) as kind k's resource
+ * name, then — unless dry_run (the object the write would leave, nothing written) — runs
+ * the kind's prepare hook, stores it (expect_generation > 0: 409 unless the stored
+ * generation is that), rebuilds this replica's snapshots and answers with the resource's
+ * object: 201 created, 200 updated or unchanged. */
+void bs__api_resource_write(bs_req_t *req, const bs__api_kind_t *k, const char *name,
+                            const cJSON *spec, int dry_run, int64_t expect_generation);
+/* ?name=true|false|1|0 (empty: true) into *out (absent: 0). 0, or -1 after a 400. */
+int bs__api_query_bool(bs_req_t *req, const char *name, int *out);
 void bs__api_resource_put(bs_req_t *req);
 void bs__api_resource_get(bs_req_t *req);
 void bs__api_resource_list(bs_req_t *req);
@@ -229,6 +238,10 @@ int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const ch
  * is actor ("system:dead-letter", "system:registry-events"). */
 int bs__api_topic_ensure(bs_app_t *app, const char *tenant, const char *name, const char *actor,
                          bs_err_t *err);
+/* The same with a spec (JSON text; NULL: the defaults) for a topic that does not exist yet
+ * (an existing topic keeps its own): the endpoints' `predictions` and `feedback`. */
+int bs__api_topic_ensure_spec(bs_app_t *app, const char *tenant, const char *name,
+                              const char *spec, const char *actor, bs_err_t *err);
 void bs__api_topic_publish(bs_req_t *req);
 void bs__api_topic_read(bs_req_t *req);
 /* An offset as a query or header gives it: a canonical non-negative decimal (no sign or
@@ -250,6 +263,18 @@ void bs__api_consumer_nack(bs_req_t *req);
 void bs__api_consumer_in_progress(bs_req_t *req);
 
 /* ---- endpoints.c: the Endpoint kind's hooks, revisions and rollback ---------------------- */
+int bs__api_endpoint_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
+                              const cJSON *spec, cJSON **out, bs_err_t *err);
+/* Ensures the tenant's system topics `predictions` and `feedback`. */
+int bs__api_endpoint_prepare(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                             bs_err_t *err);
+void bs__api_endpoint_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                             cJSON *status);
+int bs__api_endpoint_rebuild(bs_app_t *app, bs_err_t *err);
+void bs__api_endpoint_revisions(bs_req_t *req);
+void bs__api_endpoint_rollback(bs_req_t *req);
+/* basalt_endpoint_* families (serving/endpoints.h) for /metrics. */
+void bs__api_endpoints_metrics(bs_app_t *app, bs_buf_t *b);
 
 /* ---- endpoint_predict.c: POST /v1/endpoints/{name}/predict, OIP infer on an endpoint ---- */
 /* POST /v1/endpoints/{name}/predict (inline): routes the request through the endpoint's

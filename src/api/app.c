@@ -9,6 +9,7 @@
 #include "http/client.h"
 #include "events/triggers.h"
 #include "registry/registry.h"
+#include "serving/endpoints.h"
 #include "serving/serving.h"
 #include "base/log.h"
 #include "base/parallel.h"
@@ -118,6 +119,12 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
         return err->code;
     /* ---- issue 10: endpoints' shadow runs (serving/shadow.h; api/endpoint_predict.c) ---- */
     if (bs__api_shadow_open(app, err) != 0)
+        return err->code;
+
+    /* ---- issue 10: endpoints (serving/endpoints.h) ----
+     * Before the resource kinds' first rebuild (below), which fills its snapshot. */
+    app->endpoints = bs_endpoints_new(app->meta, app->serving, err);
+    if (!app->endpoints)
         return err->code;
     /* The topics' log (segments under <data>/log, or JetStream with nats_url), then the
      * topics snapshot over it. Opened after the metadata store; the subsystems that use it
@@ -267,6 +274,10 @@ void bs_api_app_close(bs_app_t *app)
     app->changes = NULL;
     bs_triggers_free(app->triggers);
     app->triggers = NULL;
+    /* ---- issue 10: endpoints: after the change watcher (its rebuilds) and the modules that
+     * route through it; before serving, whose snapshot it reads. */
+    bs_endpoints_free(app->endpoints);
+    app->endpoints = NULL;
     /* The log's users close before it (the job runtime above; webhooks and triggers here),
      * then the log: it completes or fails every pending append and fetch, whose deferred
      * responses are dropped once the server's loops are gone. The topics snapshot goes

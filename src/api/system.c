@@ -212,6 +212,7 @@ void bs__api_metrics(bs_req_t *req)
         bs_topics_metrics(app->topics, &b);
     if (app->triggers)
         bs_triggers_metrics(app->triggers, &b);
+    bs__api_endpoints_metrics(app, &b);
     bs_ratelimit_stats_t rs;
     if (bs_auth_limits_stats(app->auth, &rs))
         bs_buf_printf(

@@ -77,6 +77,15 @@ typedef struct bs__slot bs_serving_slot_t;
  */
 bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
                                    int version, bs_serving_slot_t **unloaded, bs_err_t *err);
+/*
+ * Looks up a version of tenant's model in the routing snapshot without loading anything
+ * (endpoint specs are checked with it): version > 0 names that version, else alias names an
+ * alias. *resolved_version gets the version (the alias's target), *approved 1 if its status
+ * is "approved" (0: pending, rejected or archived). Errors: BS_ENOTFOUND with field "model",
+ * "version" or "alias". Reads the snapshot only: from a QSBR-registered thread.
+ */
+int bs_serving_resolve(bs_serving_t *s, const char *tenant, const char *model, int version,
+                       const char *alias, int *resolved_version, int *approved, bs_err_t *err);
 /* Loads slot's version unless it is loaded (blocking: a worker's job). */
 int bs_serving_load(bs_serving_t *s, bs_serving_slot_t *slot, bs_err_t *err);
 /* Called on a loader thread when the load asked for finished: err NULL when the version
