@@ -10,6 +10,7 @@
 #include "events/triggers.h"
 #include "registry/registry.h"
 #include "serving/endpoints.h"
+#include "serving/predlog.h"
 #include "serving/serving.h"
 #include "base/log.h"
 #include "base/parallel.h"
@@ -229,7 +230,17 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
             return err->code;
     }
 
-    /* ---- issue 10: the prediction log (serving/predlog.h) ---- */
+    /* ---- issue 10: the prediction log (serving/predlog.h) ----
+     * On the topics' log, with the outbound client for the payload logger. */
+    if (app->log) {
+        bs_predlog_opts_t po = {.log = app->log,
+                                .http = app->http,
+                                .buffer_bytes = (size_t)app->cfg.prediction_log_buffer_bytes,
+                                .source = app->replica_id};
+        app->predlog = bs_predlog_new(&po, err);
+        if (!app->predlog)
+            return err->code;
+    }
 
     /* ---- issue 10: the monitor (monitor/monitor.h) ---- */
 
@@ -249,6 +260,8 @@ void bs_api_app_close(bs_app_t *app)
     bs_triggers_stop(app->triggers);
 
     /* ---- issue 10: stop the rollout controller, the monitor, the prediction log ---- */
+    bs_predlog_free(app->predlog); /* drains what it holds (bounded), before the log closes */
+    app->predlog = NULL;
 
     /* Completions still arriving from the log (a fetch whose request outlived the drain)
      * see this and answer at once instead of queueing more work on the pool. */

@@ -83,20 +83,6 @@ typedef struct {
     const bs_err_t *err;        /* NULL on success */
 } outcome_t;
 
-static void render_error_body(const call_t *c, const bs_err_t *err, bs_buf_t *b)
-{
-    bs_jw_obj_begin(b);
-    if (c->kind == BODY_OIP) {
-        bs_jw_key(b, "error");
-        bs_jw_str(b, err->msg);
-    } else {
-        bs__api_render_error_obj(b, err->code, err->field, err->msg);
-        bs_jw_key(b, "request_id");
-        bs_jw_str(b, c->request_id);
-    }
-    bs_jw_obj_end(b);
-}
-
 /* ---- the prediction log ------------------------------------------------------------------ */
 
 /* One record of serving/predlog.h. row/out NULL: not written; err non-NULL: "error". */
@@ -327,9 +313,11 @@ static void after_answer(const call_t *c, const bs_endpoint_t *ep, const outcome
         bs_rcu_unregister();
     }
     log_outcome(c, 0, c->variant, c->version, o);
+    /* A failed request posts its request event only (KServe's agent logs 200s only). */
     if (c->logger_url[0] && app->predlog)
         bs_predlog_payload(app->predlog, c->logger_url, c->logger_mode, c->tenant, c->endpoint,
-                           c->variant, c->request_id, body, body_len, resp, resp_len);
+                           c->variant, c->request_id, body, body_len, o->err ? NULL : resp,
+                           o->err ? 0 : resp_len);
     if (!o->err && c->n_shadows)
         run_shadows(c, body, body_len, o->n, o->ids);
 }
@@ -520,7 +508,6 @@ static void batched_done(void *ud, bs_model_handle_t *h, const double *out, size
     version_headers(&bt->c, NULL, bt->d);
     if (!out) {
         bs_serving_record(h, 0, 0, err->code);
-        render_error_body(&bt->c, err, &b);
         bs_deferred_respond_error(bt->d, err);
     } else {
         render_answer(&bt->c, h, out, n, (const char (*)[37])bt->ids, &b);
@@ -575,7 +562,6 @@ static int submit_batched(bs_req_t *req, const bs_endpoint_t *ep, const call_t *
     bs_buf_t b = BS_BUF_ON(small);
     version_headers(c, NULL, d);
     bs_serving_record(h, 0, 0, err->code);
-    render_error_body(c, err, &b);
     bs_deferred_respond_error(d, err);
     outcome_t o = {.h = h, .n = n, .ids = ids, .duration_ns = bs_time_mono_ns() - req->start_ns,
                    .err = err};
@@ -670,8 +656,6 @@ static void serve(bs_req_t *req, body_kind_t kind)
     if (rc) {
         if (h)
             bs_serving_record(h, 0, 0, rc);
-        if (c.log || c.logger_url[0])
-            render_error_body(&c, &err, &b);
         bs_resp_error(req, &err);
         o.err = &err;
         o.rows = NULL;

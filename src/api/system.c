@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "api/api_int.h"
+#include "serving/predlog.h"
 #include "events/triggers.h"
 #include "base/log.h"
 #include "base/version.h"
@@ -206,6 +207,8 @@ void bs__api_metrics(bs_req_t *req)
     bs__api_model_metrics(app, &b);
     bs__api_webhooks_metrics(app, &b);
     bs__api_shadow_metrics(app, &b); /* issue 10: endpoints' shadow runner */
+    if (app->predlog)
+        bs_predlog_metrics(app->predlog, &b); /* issue 10: the prediction log */
     if (app->log)
         bs_log_metrics(app->log, &b);
     if (app->topics)
