@@ -63,6 +63,7 @@ typedef struct {
     char sticky_key[STICKY_MAX + 1];
     char request_id[72];
     char oip_id[128]; /* OIP: the request's "id", echoed ("" when none) */
+    char sticky_field[129]; /* the spec's sticky field: never an unknown feature */
     char logger_url[512];
     char logger_mode[16];
     int n_shadows;
@@ -205,9 +206,10 @@ static int shadow_parse(void *ud, bs_serving_t *sv, const bs_model_handle_t *h, 
         cJSON *j = bs_json_parse_arena(a, s->body, s->body_len, s->c.max_json_depth, err);
         if (!j)
             return err->code;
+        const char *skip = s->c.sticky_field[0] ? s->c.sticky_field : NULL;
         rc = s->c.kind == BODY_OIP
-                 ? bs__api_oip_rows(a, h, j, (size_t)s->c.max_rows, &r, &got, err)
-                 : bs_serving_parse_inputs(sv, h, j, a, &r, &got, err);
+                 ? bs__api_oip_rows(a, h, j, (size_t)s->c.max_rows, skip, &r, &got, err)
+                 : bs_serving_parse_inputs_ex(sv, h, j, skip, a, &r, &got, err);
     }
     if (!rc && got != s->n)
         rc = bs_err_set(err, BS_EINTERNAL, "the shadow version read %zu rows of a request of %zu",
@@ -429,6 +431,7 @@ static void call_init(call_t *c, bs_req_t *req, const bs_endpoint_t *ep, body_ki
     c->version = r->version;
     c->log = app->predlog && bs_endpoint_log_draw(ep);
     c->sticky = ep->sticky_field[0] || ep->sticky_header[0];
+    snprintf(c->sticky_field, sizeof c->sticky_field, "%s", ep->sticky_field);
     if (key) {
         size_t l = key_len < STICKY_MAX ? key_len : STICKY_MAX;
         memcpy(c->sticky_key, key, l);
@@ -616,20 +619,21 @@ static void serve(bs_req_t *req, body_kind_t kind)
     if (h)
         c.version = bs_model_handle_version(h);
     int rc = got < 0 ? err.code : 0;
+    const char *skip = ep->sticky_field[0] ? ep->sticky_field : NULL;
     double *rows = NULL, *out = NULL;
     size_t n = 0;
     if (!rc && kind == BODY_OIP) {
         if (!j && !(j = bs_req_json(req, &err)))
             rc = err.code;
         else
-            rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, &rows, &n,
-                                  &err);
+            rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, skip,
+                                  &rows, &n, &err);
         const char *id = NULL;
         bs_err_t ignore;
         if (j && bs_json_get_str(j, "id", 0, &id, &ignore) == 0 && id)
             snprintf(c.oip_id, sizeof c.oip_id, "%s", id);
     } else if (!rc) {
-        rc = bs__api_predict_rows(req, h, &j, &rows, &n, &err);
+        rc = bs__api_predict_rows(req, h, skip, &j, &rows, &n, &err);
     }
     char (*ids)[37] = NULL;
     if (!rc && !(ids = bs_arena_alloc(&req->arena, n * sizeof *ids + 1)))
