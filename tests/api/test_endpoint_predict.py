@@ -550,7 +550,9 @@ def test_policy_updates_under_load_on_three_replicas(tmp_path):
             for t in ts:
                 t.join()
         starts = [t0 for t0, _, _, _ in tl.changes]
-        alias_gen = {alias: j for j, (_, _, _, alias) in enumerate(tl.changes)}
+        alias_gen = {}  # alias version -> the change that moved the alias there
+        for j, (_, _, _, alias) in enumerate(tl.changes):
+            alias_gen.setdefault(alias, j)
         n = 0
         for res in results:
             prev_k, prev_alias = -1, -1
