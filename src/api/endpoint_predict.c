@@ -62,7 +62,8 @@ typedef struct {
     int has_key;    /* … and the request carried a key */
     char sticky_key[STICKY_MAX + 1];
     char request_id[72];
-    char oip_id[128]; /* OIP: the request's "id", echoed ("" when none) */
+    const char *oip_id; /* OIP: the request's "id", echoed (NULL: none); borrowed from the
+                         * request's body, so only while the handler runs (OIP is inline) */
     char sticky_field[129]; /* the spec's sticky field: never an unknown feature */
     char logger_url[512];
     char logger_mode[16];
@@ -259,6 +260,7 @@ static void run_shadows(const call_t *c, const char *body, size_t body_len, size
         if (!s)
             return;
         s->c = *c;
+        s->c.oip_id = NULL; /* borrowed from the request: not past it */
         s->sh = c->shadows[i];
         s->n = n;
         s->body_len = body_len;
@@ -473,7 +475,7 @@ static void render_answer(const call_t *c, const bs_model_handle_t *h, const dou
     if (c->kind == BODY_OIP) {
         const char *params[] = {"endpoint", c->endpoint, "model", c->model,
                                 "variant", c->variant, NULL};
-        bs__api_oip_render(h, c->endpoint, c->oip_id[0] ? c->oip_id : NULL, out, n, ids, params, b);
+        bs__api_oip_render(h, c->endpoint, c->oip_id, out, n, ids, params, b);
     } else {
         bs_serving_render_ex(h, out, n, ids, members, b);
     }
@@ -534,6 +536,7 @@ static int submit_batched(bs_req_t *req, const bs_endpoint_t *ep, const call_t *
     if (!bt)
         return 0;
     bt->c = *c;
+    bt->c.oip_id = NULL;
     bt->start_ns = req->start_ns;
     bt->n = n;
     size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
@@ -630,8 +633,8 @@ static void serve(bs_req_t *req, body_kind_t kind)
                                   &rows, &n, &err);
         const char *id = NULL;
         bs_err_t ignore;
-        if (j && bs_json_get_str(j, "id", 0, &id, &ignore) == 0 && id)
-            snprintf(c.oip_id, sizeof c.oip_id, "%s", id);
+        if (j && bs_json_get_str(j, "id", 0, &id, &ignore) == 0)
+            c.oip_id = id;
     } else if (!rc) {
         rc = bs__api_predict_rows(req, h, skip, &j, &rows, &n, &err);
     }
