@@ -1365,6 +1365,12 @@ void bs_endpoints_metrics(bs_endpoints_t *e, bs_buf_t *b)
                   "# TYPE basalt_endpoints gauge\nbasalt_endpoints %d\n",
                   n_endpoints);
     for (int k = 0; k < N_F; k++) {
+        /* A histogram family without a series is left out (the exposition parsers want a
+         * histogram's block to hold one); empty counters and gauges are announced. */
+        if (k == F_DUR && !f[k].len && !f[k].oom) {
+            bs_buf_free(&f[k]);
+            continue;
+        }
         bs_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fams[k].name, fams[k].help, fams[k].name,
                       fams[k].type);
         if (f[k].oom)
