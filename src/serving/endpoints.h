@@ -17,9 +17,11 @@
  *    "logging": {"sample_rate": 1.0},
  *    "logger": {"url": "http://…", "mode": "all|request|response"}}
  * A route's (and a shadow's) variant name is its "name", else "v<version>", else the
- * alias; names are unique within an endpoint. Only approved versions may be routed
- * (an alias can only point at approved ones). The normalised spec written back has every
- * default filled in (names, policy, logging).
+ * alias; names are unique within an endpoint (routes and shadows together). Only approved
+ * versions may be routed (an alias can only point at approved ones); a shadow may run a
+ * pending version (not a rejected one). A single route's weight defaults to 100. The
+ * normalised spec written back has every default filled in (names, "shadow": [], policy,
+ * logging; "sticky" and "logger" only when set). docs/endpoints-spec.md is the reference.
  *
  * Routing state is an immutable snapshot per replica (every tenant's endpoints), rebuilt
  * when scope "resources" changes and published by an atomic pointer swap; a request reads
@@ -111,7 +113,8 @@ const bs_endpoint_t *bs_endpoints_get(bs_endpoints_t *e, const char *tenant, con
 
 /* The route index for one request: sticky (key non-NULL: its bytes as described above),
  * else Thompson sampling over the routes' reward posteriors Beta(1 + successes,
- * 1 + failures) (policy thompson), else weighted at random. Never fails (weights sum to
+ * 1 + failures) (policy thompson; a route of weight 0 is no arm, other weights do not
+ * matter), else weighted at random. Never fails (weights sum to
  * 100; a route of weight 0 is never picked unless every route is 0 — then the first). */
 int bs_endpoint_pick(const bs_endpoint_t *ep, const char *key, size_t key_len);
 /* The sticky point of a key, in [0, 10000): SipHash-2-4 keyed by the endpoint's name
