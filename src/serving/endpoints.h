@@ -143,8 +143,9 @@ void bs_endpoint_arm(const bs_endpoint_t *ep, int route, int64_t *successes, int
 
 /* Called after every rebuild, once per tenant that has an endpoint, on the rebuilding
  * thread (the monitor starts tailing the tenant's predictions and feedback topics from it).
- * Registering calls fn at once for the tenants of the current snapshot. fn must not call
- * bs_endpoints_rebuild or bs_endpoints_on_rebuild. */
+ * Registering calls fn at once for the tenants of the current snapshot; fn NULL unregisters.
+ * Returns once no call to the previous fn runs (its owner may be freed after). fn must not
+ * call bs_endpoints_rebuild or bs_endpoints_on_rebuild. */
 typedef void (*bs_endpoints_tenant_fn)(void *ud, const char *tenant);
 void bs_endpoints_on_rebuild(bs_endpoints_t *e, bs_endpoints_tenant_fn fn, void *ud);
 
