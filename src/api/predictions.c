@@ -13,7 +13,8 @@
  * endpoints' records — then the page may hold fewer than limit items and next_cursor goes
  * on from there. next_cursor is null when nothing more matches right now.
  *
- * Blocking route (the store for the endpoint, the disk for the log): runs on a worker.
+ * Blocking route (the disk for the log; the store when the endpoint is not in the routing
+ * snapshot): runs on a worker.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -145,9 +146,13 @@ void bs__api_predictions_list(bs_req_t *req)
         return bs_resp_errorf(req, BS_EINVAL, "cursor",
                               "cursor must be the next_cursor of a previous page, got '%.32s'",
                               cur);
-    /* The endpoint exists (the store is the authority: a blocking route, any replica). */
+    /* The endpoint exists: in this replica's routing snapshot (a worker runs as a QSBR
+     * reader), else in the store, the authority (one just stored through another replica
+     * may not be in the snapshot yet). */
     bs_err_t err;
-    int rc = bs_resources_get(app->meta, req->who.tenant, BS_ENDPOINT_KIND, name, NULL, NULL, &err);
+    int rc = 0;
+    if (!app->endpoints || !bs_endpoints_get(app->endpoints, req->who.tenant, name))
+        rc = bs_resources_get(app->meta, req->who.tenant, BS_ENDPOINT_KIND, name, NULL, NULL, &err);
     if (rc == BS_ENOTFOUND)
         return bs_resp_errorf(req, BS_ENOTFOUND, "name", "no endpoint named '%s'", name);
     if (rc)
