@@ -383,6 +383,8 @@ def test_logger_down_is_retried_and_counted(srv):
     linear_endpoint(srv, "kdown", logger={"url": "http://127.0.0.1:%d/x" % port,
                                           "mode": "request"})
     n = 40
+    failed_before = metric_value(srv.metrics(), "basalt_http_client_requests_total",
+                                 outcome="failed")
     for i in range(n):
         r = predict(srv, "kdown", {"inputs": {"a": float(i), "b": 0.0}})
         assert r.status_code == 200, r.text
@@ -392,6 +394,9 @@ def test_logger_down_is_retried_and_counted(srv):
     m = srv.metrics()
     assert metric_value(m, "basalt_payload_logger_failed_total", endpoint="kdown") == n
     assert metric_value(m, "basalt_payload_logger_sent_total", endpoint="kdown") == 0
+    # ... each after three attempts by the outbound client.
+    assert metric_value(m, "basalt_http_client_requests_total",
+                        outcome="failed") - failed_before == 3 * n
     # The prediction log itself is unaffected.
     wait_until(lambda: len(read_all(srv, "kdown")) == n, what="records")
 
