@@ -173,6 +173,18 @@ static const extra_t extras[] = {
                    "next_cursor of the previous page (a revision number)"),
      NULL, BODY_JSON, RESP_JSON},
     {"POST", "/v1/endpoints/{name}/rollback", Q_DRY_RUN, "{\"revision\":1}", BODY_JSON, RESP_JSON},
+    {"GET", "/v1/endpoints/{name}/predictions",
+     Q("since", "{\"type\":\"string\"}",
+       "predictions made at or after this time: RFC 3339, or a duration before now (1h)") ","
+     Q("until", "{\"type\":\"string\"}",
+       "predictions made before this time: RFC 3339, or a duration before now") ","
+     Q("version", "{\"type\":\"integer\",\"minimum\":1}", "only this model version") ","
+     Q("variant", "{\"type\":\"string\"}", "only this variant (route or shadow name)") ","
+     Q("shadow", "{\"type\":\"boolean\"}",
+       "true: shadow runs only; false: routed predictions only (default: both)") ","
+     Q("limit", "{\"type\":\"integer\",\"minimum\":1,\"maximum\":10000,\"default\":100}",
+       "page size") "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
     {"POST", "/v2/models/{name}/infer", NULL,
      "{\"inputs\":[{\"name\":\"amount\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":[12.5]},"
      "{\"name\":\"country\",\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"FR\"]}]}",
