@@ -306,8 +306,7 @@ static void after_answer(const call_t *c, const bs_endpoint_t *ep, const outcome
     int code = o->err ? o->err->code : 0;
     if (ep) {
         bs_endpoint_record(ep, 0, c->route, c->version, o->duration_ns, code);
-    } else if (app->endpoints) {
-        bs_rcu_register();
+    } else if (app->endpoints && bs_rcu_register() == 0) {
         const bs_endpoint_t *now = bs_endpoints_get(app->endpoints, c->tenant, c->endpoint);
         for (int i = 0; now && i < now->n_routes; i++)
             if (!strcmp(now->routes[i].name, c->variant)) {
