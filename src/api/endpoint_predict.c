@@ -88,8 +88,8 @@ typedef struct {
 /* ---- the prediction log ------------------------------------------------------------------ */
 
 /* One record of serving/predlog.h. row/out NULL: not written; err non-NULL: "error". */
-static void render_record(bs_buf_t *b, const call_t *c, const char *prediction_id, int shadow,
-                          const char *variant, int version, double latency_ms,
+static void render_record(bs_buf_t *b, const call_t *c, const char *time, const char *prediction_id,
+                          int shadow, const char *variant, int version, double latency_ms,
                           const bs_model_handle_t *h, const double *row, const double *out,
                           const bs_err_t *err)
 {
@@ -99,7 +99,7 @@ static void render_record(bs_buf_t *b, const call_t *c, const char *prediction_i
     bs_jw_key(b, "request_id");
     bs_jw_str(b, c->request_id);
     bs_jw_key(b, "time");
-    bs_jw_time(b, c->wall_ms);
+    bs_jw_str(b, time);
     bs_jw_key(b, "endpoint");
     bs_jw_str(b, c->endpoint);
     bs_jw_key(b, "model");
@@ -152,17 +152,19 @@ static void log_outcome(const call_t *c, int shadow, const char *variant, int ve
     char small[4096];
     bs_buf_t b = BS_BUF_ON(small);
     double ms = (double)o->duration_ns / 1e6;
+    char time[40];
+    bs_time_rfc3339(c->wall_ms, time, sizeof time);
     if (!shadow && o->err) {
         char id[37];
         bs_uuid7(id);
-        render_record(&b, c, id, 0, variant, version, ms, o->h, NULL, NULL, o->err);
+        render_record(&b, c, time, id, 0, variant, version, ms, o->h, NULL, NULL, o->err);
         submit_record(app, c, &b);
     } else {
         size_t nf = o->h ? (size_t)bs_model_handle_schema(o->h)->n_features : 0;
         size_t k = o->h ? (size_t)bs_model_handle_schema(o->h)->n_outputs : 0;
         for (size_t r = 0; r < o->n; r++) {
             bs_buf_reset(&b);
-            render_record(&b, c, o->ids[r], shadow, variant, version, ms, o->h,
+            render_record(&b, c, time, o->ids[r], shadow, variant, version, ms, o->h,
                           o->rows ? o->rows + r * nf : NULL, o->out ? o->out + r * k : NULL,
                           o->err);
             submit_record(app, c, &b);
@@ -416,6 +418,15 @@ static void preload_routes(bs_req_t *req, const bs_endpoint_t *ep, int skip)
     }
 }
 
+/* Copies the string src into dst (cap bytes), truncating: snprintf's result without its
+ * format parsing (this runs several times per request). */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void call_init(call_t *c, bs_req_t *req, const bs_endpoint_t *ep, body_kind_t kind,
                       int route, const char *key, size_t key_len)
 {
@@ -424,24 +435,24 @@ static void call_init(call_t *c, bs_req_t *req, const bs_endpoint_t *ep, body_ki
     memset(c, 0, sizeof *c);
     c->app = app;
     c->kind = kind;
-    snprintf(c->tenant, sizeof c->tenant, "%s", req->who.tenant);
-    snprintf(c->endpoint, sizeof c->endpoint, "%s", ep->name);
-    snprintf(c->model, sizeof c->model, "%s", ep->model);
-    snprintf(c->variant, sizeof c->variant, "%s", r->name);
+    copy_str(c->tenant, sizeof c->tenant, req->who.tenant);
+    copy_str(c->endpoint, sizeof c->endpoint, ep->name);
+    copy_str(c->model, sizeof c->model, ep->model);
+    copy_str(c->variant, sizeof c->variant, r->name);
     c->route = route;
     c->version = r->version;
     c->log = app->predlog && bs_endpoint_log_draw(ep);
     c->sticky = ep->sticky_field[0] || ep->sticky_header[0];
-    snprintf(c->sticky_field, sizeof c->sticky_field, "%s", ep->sticky_field);
+    copy_str(c->sticky_field, sizeof c->sticky_field, ep->sticky_field);
     if (key) {
         size_t l = key_len < STICKY_MAX ? key_len : STICKY_MAX;
         memcpy(c->sticky_key, key, l);
         c->sticky_key[l] = '\0';
         c->has_key = 1;
     }
-    snprintf(c->request_id, sizeof c->request_id, "%s", req->request_id);
-    snprintf(c->logger_url, sizeof c->logger_url, "%s", ep->logger_url);
-    snprintf(c->logger_mode, sizeof c->logger_mode, "%s", ep->logger_mode);
+    copy_str(c->request_id, sizeof c->request_id, req->request_id);
+    copy_str(c->logger_url, sizeof c->logger_url, ep->logger_url);
+    copy_str(c->logger_mode, sizeof c->logger_mode, ep->logger_mode);
     c->n_shadows = 0;
     for (int i = 0; app->shadow && i < ep->n_shadows; i++)
         if (bs_endpoint_shadow_draw(ep, i))
