@@ -185,20 +185,21 @@ void bs_shadow_metrics(bs_shadow_t *s, bs_buf_t *b)
     pthread_mutex_lock(&s->mu);
     size_t jobs = s->n_jobs, bytes = s->n_bytes;
     pthread_mutex_unlock(&s->mu);
-    bs_buf_printf(b,
-                  "# HELP basalt_shadow_queue_jobs Shadow runs waiting for a shadow thread.\n"
-                  "# TYPE basalt_shadow_queue_jobs gauge\n"
-                  "basalt_shadow_queue_jobs %zu\n"
-                  "# HELP basalt_shadow_queue_bytes Request bytes held by the waiting shadow runs.\n"
-                  "# TYPE basalt_shadow_queue_bytes gauge\n"
-                  "basalt_shadow_queue_bytes %zu\n"
-                  "# HELP basalt_shadow_runs_total Shadow runs finished (successful or not).\n"
-                  "# TYPE basalt_shadow_runs_total counter\n"
-                  "basalt_shadow_runs_total %llu\n"
-                  "# HELP basalt_shadow_dropped_total Shadow runs dropped because the queue was "
-                  "full (the shadow versions are slower than the traffic they mirror).\n"
-                  "# TYPE basalt_shadow_dropped_total counter\n"
-                  "basalt_shadow_dropped_total %llu\n",
-                  jobs, bytes, (unsigned long long)atomic_load(&s->runs),
-                  (unsigned long long)atomic_load(&s->dropped));
+    bs_buf_printf(
+        b,
+        "# HELP basalt_shadow_queue_jobs Shadow runs waiting for a shadow thread.\n"
+        "# TYPE basalt_shadow_queue_jobs gauge\n"
+        "basalt_shadow_queue_jobs %zu\n"
+        "# HELP basalt_shadow_queue_bytes Request bytes held by the waiting shadow runs.\n"
+        "# TYPE basalt_shadow_queue_bytes gauge\n"
+        "basalt_shadow_queue_bytes %zu\n"
+        "# HELP basalt_shadow_runs_total Shadow runs finished (successful or not).\n"
+        "# TYPE basalt_shadow_runs_total counter\n"
+        "basalt_shadow_runs_total %llu\n"
+        "# HELP basalt_shadow_dropped_total Shadow runs dropped because the queue was "
+        "full (the shadow versions are slower than the traffic they mirror).\n"
+        "# TYPE basalt_shadow_dropped_total counter\n"
+        "basalt_shadow_dropped_total %llu\n",
+        jobs, bytes, (unsigned long long)atomic_load(&s->runs),
+        (unsigned long long)atomic_load(&s->dropped));
 }
