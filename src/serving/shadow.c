@@ -5,6 +5,8 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +75,11 @@ static void run(bs_shadow_t *s, job_t *jb)
 static void *worker(void *arg)
 {
     bs_shadow_t *s = arg;
+    /* Below the I/O threads: when the cores are busy, a shadow (mirrored work nobody waits
+     * for) gets a small share of them (nice 10 weighs about a tenth of nice 0 in Linux's
+     * scheduler) and its queue fills and drops, rather than slow the callers. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), BS_SHADOW_NICE) != 0)
+        BS_LOG(BS_LOG_DEBUG, "shadow", "could not lower the shadow thread's priority");
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->head && !s->stop)

@@ -691,6 +691,12 @@ def test_failing_and_slow_shadows_never_affect_the_caller(server):
         timeout=120)
     assert server.metrics().get("basalt_endpoint_shadow_errors_total", 0, tenant="default",
                                 endpoint="sh", variant="v3", version="3") == 0
+    # the shadow threads run below the callers' (nice 10): on busy cores they yield
+    nices = []
+    for tid in os.listdir("/proc/%d/task" % server.proc.pid):
+        with open("/proc/%d/task/%s/stat" % (server.proc.pid, tid)) as f:
+            nices.append(int(f.read().rsplit(")", 1)[1].split()[16]))
+    assert nices.count(10) == 2 and nices.count(0) >= 2, nices
 
 
 def test_batched_model_through_an_endpoint(server):
