@@ -45,9 +45,8 @@ static double lgam(double x)
 static double stirling_corr(double x)
 {
     /* B_{2k} / (2k (2k-1) x^{2k-1}) for k = 1..8 */
-    static const double c[] = {1.0 / 12,       -1.0 / 360,      1.0 / 1260,
-                               -1.0 / 1680,     1.0 / 1188,      -691.0 / 360360,
-                               1.0 / 156,       -3617.0 / 122400};
+    static const double c[] = {1.0 / 12,   -1.0 / 360,      1.0 / 1260, -1.0 / 1680,
+                               1.0 / 1188, -691.0 / 360360, 1.0 / 156,  -3617.0 / 122400};
     double r = 1.0 / x, r2 = r * r, s = 0;
     for (int k = 7; k >= 0; k--)
         s = s * r2 + c[k];
@@ -192,8 +191,8 @@ static double beta_inc_large_a(double a, double b, double lnx)
  * their logarithms, which the caller may know more precisely than log(x) of a rounded x).
  * Both results keep relative accuracy: the one computed directly by the fraction is
  * accurate, and the other is 1 minus it only where it is >= ~1/2 anyway. */
-static void beta_inc_pair(double a, double b, double x, double y, double lnx, double lny,
-                          double *I, double *Ic)
+static void beta_inc_pair(double a, double b, double x, double y, double lnx, double lny, double *I,
+                          double *Ic)
 {
     if (x <= 0) {
         *I = 0, *Ic = 1;
@@ -260,8 +259,8 @@ static double acklam_lower(double p)
     static const double c[] = {-7.784894002430293e-03, -3.223964580411365e-01,
                                -2.400758277161838e+00, -2.549732539343734e+00,
                                4.374664141464968e+00,  2.938163982698783e+00};
-    static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01,
-                               2.445134137142996e+00, 3.754408661907416e+00};
+    static const double d[] = {7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e+00,
+                               3.754408661907416e+00};
     if (p < 0.02425) {
         double q = sqrt(-2.0 * log(p));
         return (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5]) /
@@ -427,8 +426,8 @@ static void test_nan(bs_stats_test_t *out)
     out->diff = out->ci_low = out->ci_high = out->statistic = out->df = out->p_value = NAN;
 }
 
-void bs_stats_two_proportion_ztest(int64_t x_a, int64_t n_a, int64_t x_b, int64_t n_b,
-                                   double alpha, bs_stats_test_t *out)
+void bs_stats_two_proportion_ztest(int64_t x_a, int64_t n_a, int64_t x_b, int64_t n_b, double alpha,
+                                   bs_stats_test_t *out)
 {
     test_nan(out);
     if (n_a <= 0 || n_b <= 0 || x_a < 0 || x_b < 0 || x_a > n_a || x_b > n_b ||
@@ -488,8 +487,8 @@ int64_t bs_stats_samples_proportion(double p, double mde, double alpha, double p
 
 int64_t bs_stats_samples_mean(double sd, double mde, double alpha, double power)
 {
-    if (!(sd > 0) || !isfinite(sd) || !(mde != 0) || !isfinite(mde) ||
-        !(alpha > 0 && alpha < 1) || !(power > 0 && power < 1))
+    if (!(sd > 0) || !isfinite(sd) || !(mde != 0) || !isfinite(mde) || !(alpha > 0 && alpha < 1) ||
+        !(power > 0 && power < 1))
         return -1;
     double za = -bs_stats_norm_ppf(alpha / 2), zb = bs_stats_norm_ppf(power);
     double k = (za + zb) * sd / mde;
@@ -623,8 +622,7 @@ static void classification_nan(bs_stats_classification_t *out)
 
 /* sklearn's per-class scores: precision tp/predicted, recall tp/true (0 on 0/0:
  * zero_division=0), F1 2PR/(P+R) (0 when P + R = 0). */
-static void class_scores(double tp, double predicted, double truth, double *P, double *R,
-                         double *F)
+static void class_scores(double tp, double predicted, double truth, double *P, double *R, double *F)
 {
     *P = predicted > 0 ? tp / predicted : 0.0;
     *R = truth > 0 ? tp / truth : 0.0;
@@ -780,7 +778,10 @@ double bs_stats_psi(const double *ref, size_t n_ref, const double *cur, size_t n
 
 /* ---- sampling ----------------------------------------------------------------------- */
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+static uint64_t rotl(uint64_t x, int k)
+{
+    return (x << k) | (x >> (64 - k));
+}
 
 static uint64_t splitmix64(uint64_t *x)
 {
@@ -810,7 +811,10 @@ static uint64_t next_u64(bs_stats_rng_t *r)
     return result;
 }
 
-double bs_stats_uniform(bs_stats_rng_t *r) { return (double)(next_u64(r) >> 11) * 0x1p-53; }
+double bs_stats_uniform(bs_stats_rng_t *r)
+{
+    return (double)(next_u64(r) >> 11) * 0x1p-53;
+}
 
 /* (0, 1): never 0, for logarithms. */
 static double uniform_open(bs_stats_rng_t *r)

@@ -16,7 +16,7 @@
 /* ---- distributions ------------------------------------------------------------------ */
 /* Accuracy (checked against scipy and, where scipy's cephes is the weaker, mpmath): about
  * 1e-13 relative for norm_cdf, norm_ppf, t_cdf (df up to 1e10, both tails down to 1e-300)
- * and beta_inc; t_ppf to ~1e-14 (scipy's stdtrit is good to ~1e-11). NaN in, NaN out. */
+ * and beta_inc; t_ppf about the same (scipy's stdtrit is good to ~1e-11). NaN in, NaN out. */
 double bs_stats_norm_cdf(double x);
 /* Inverse of norm_cdf for p in (0,1); -inf / +inf at 0 / 1 (as scipy); NaN outside [0,1]. */
 double bs_stats_norm_ppf(double p);
@@ -30,11 +30,11 @@ double bs_stats_beta_inc(double a, double b, double x);
 
 /* ---- tests -------------------------------------------------------------------------- */
 typedef struct {
-    double diff;          /* b - a (of the proportions or the means) */
+    double diff;            /* b - a (of the proportions or the means) */
     double ci_low, ci_high; /* 1 - alpha confidence interval of diff */
-    double statistic;     /* z or t */
-    double df;            /* Welch: Welch–Satterthwaite degrees of freedom; z-test: NaN */
-    double p_value;       /* two-sided */
+    double statistic;       /* z or t */
+    double df;              /* Welch: Welch–Satterthwaite degrees of freedom; z-test: NaN */
+    double p_value;         /* two-sided */
 } bs_stats_test_t;
 
 /* Two-proportion z-test of x_b/n_b against x_a/n_a with the pooled variance (statsmodels
@@ -44,8 +44,8 @@ typedef struct {
  * diff ± z_{1-α/2} sqrt(p_a(1-p_a)/n_a + p_b(1-p_b)/n_b). All fields NaN when a side is
  * empty, a count is out of range or alpha is not in (0,1); statistic and p_value NaN (the
  * interval kept) when the pooled variance is 0 (all or none succeeded on both sides). */
-void bs_stats_two_proportion_ztest(int64_t x_a, int64_t n_a, int64_t x_b, int64_t n_b,
-                                   double alpha, bs_stats_test_t *out);
+void bs_stats_two_proportion_ztest(int64_t x_a, int64_t n_a, int64_t x_b, int64_t n_b, double alpha,
+                                   bs_stats_test_t *out);
 /* Welch's t-test of mean b against mean a (scipy.stats.ttest_ind(equal_var=False)), from
  * each side's mean, sample variance (ddof 1) and count: t = diff / se,
  * se² = var_a/n_a + var_b/n_b, df = se⁴ / ((var_a/n_a)²/(n_a-1) + (var_b/n_b)²/(n_b-1)),

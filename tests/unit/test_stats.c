@@ -9,12 +9,12 @@
 
 #include "monitor/stats.h"
 
-#define assert_close(got, want, rel)                                                           \
-    do {                                                                                       \
-        double g_ = (got), w_ = (want);                                                        \
-        if (!(fabs(g_ - w_) <= (rel) * fabs(w_) + 1e-300))                                      \
-            fail_msg("%s = %.17g, want %.17g (rel %.3g)", #got, g_, w_,                        \
-                     w_ ? fabs(g_ - w_) / fabs(w_) : fabs(g_));                                \
+#define assert_close(got, want, rel)                                                               \
+    do {                                                                                           \
+        double g_ = (got), w_ = (want);                                                            \
+        if (!(fabs(g_ - w_) <= (rel)*fabs(w_) + 1e-300))                                           \
+            fail_msg("%s = %.17g, want %.17g (rel %.3g)", #got, g_, w_,                            \
+                     w_ ? fabs(g_ - w_) / fabs(w_) : fabs(g_));                                    \
     } while (0)
 
 static void test_norm(void **state)
@@ -196,8 +196,8 @@ static void test_log_loss(void **state)
     const double unnorm[] = {0.1, 0.3, 0.2, 0.2, 0.4, 0.2, 0.4};
     const int y3[] = {1, 2};
     /* k = 3: rows {0.1, 0.3, 0.2} and {0.2, 0.4, 0.2} */
-    assert_close(bs_stats_log_loss(unnorm, y3, 2, 3, 1e-15),
-                 -(log(0.3 / 0.6) + log(0.2 / 0.8)) / 2, 1e-14);
+    assert_close(bs_stats_log_loss(unnorm, y3, 2, 3, 1e-15), -(log(0.3 / 0.6) + log(0.2 / 0.8)) / 2,
+                 1e-14);
     const int bad[] = {2};
     assert_true(isnan(bs_stats_log_loss(p, bad, 1, 2, 1e-15)));
 }
@@ -307,8 +307,7 @@ static void test_rng_and_beta(void **state)
         m /= n;
         double mean = a / (a + b), sd = sqrt(a * b / ((a + b) * (a + b) * (a + b + 1)));
         if (fabs(m - mean) > 4 * sd / sqrt(n))
-            fail_msg("Beta(%g, %g): mean %.6f, want %.6f ± %.2g", a, b, m, mean,
-                     4 * sd / sqrt(n));
+            fail_msg("Beta(%g, %g): mean %.6f, want %.6f ± %.2g", a, b, m, mean, 4 * sd / sqrt(n));
     }
     assert_true(isnan(bs_stats_beta_sample(&r, 0, 1)));
 }
@@ -316,12 +315,12 @@ static void test_rng_and_beta(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_norm),        cmocka_unit_test(test_t_closed_forms),
-        cmocka_unit_test(test_beta_inc),    cmocka_unit_test(test_ztest),
-        cmocka_unit_test(test_welch),       cmocka_unit_test(test_sample_sizes),
-        cmocka_unit_test(test_quantile),    cmocka_unit_test(test_roc_auc),
-        cmocka_unit_test(test_log_loss),    cmocka_unit_test(test_classification),
-        cmocka_unit_test(test_regression),  cmocka_unit_test(test_psi),
+        cmocka_unit_test(test_norm),         cmocka_unit_test(test_t_closed_forms),
+        cmocka_unit_test(test_beta_inc),     cmocka_unit_test(test_ztest),
+        cmocka_unit_test(test_welch),        cmocka_unit_test(test_sample_sizes),
+        cmocka_unit_test(test_quantile),     cmocka_unit_test(test_roc_auc),
+        cmocka_unit_test(test_log_loss),     cmocka_unit_test(test_classification),
+        cmocka_unit_test(test_regression),   cmocka_unit_test(test_psi),
         cmocka_unit_test(test_rng_and_beta),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
