@@ -51,9 +51,9 @@ typedef struct {
     int64_t time_ms;
     double out;       /* E_VALUE: the regression output */
     double label_num; /* joined label as a number (NaN: not numeric) */
-    float latency_ms; /* NaN when not logged */
-    float p2[2];      /* the probabilities when k <= 2 */
-    float *pk;        /* k > 2 (malloc) */
+    double latency_ms; /* NaN when not logged */
+    double p2[2];      /* the probabilities when k <= 2 */
+    double *pk;        /* k > 2 (malloc) */
     int32_t version;
     int32_t label_sid; /* joined label as an interned string (-1: none, numeric) */
     uint16_t variant;
