@@ -164,7 +164,7 @@ int bs__monitor_label(table_t *tb, const char *s, int is_bool, int bool_value); 
 void bs__monitor_entry_free(entry_t *e);
 
 /* ---- monitor_tail.c ---- */
-int bs__monitor_tail_start(bs_monitor_t *m, tenant_t *t, bs_err_t *err); /* not under mu */
+int bs__monitor_tail_start(bs_monitor_t *m, tenant_t *t, bs_err_t *err); /* under mu */
 void bs__monitor_tail_stop(bs_monitor_t *m, tenant_t *t);                /* not under mu */
 /* Joins one feedback item (label: the member's cJSON) to its entry. 1 joined, 0 unknown. */
 int bs__monitor_join(bs_monitor_t *m, tenant_t *t, const char *id, const cJSON *label,
