@@ -815,8 +815,20 @@ int bs_monitor_performance(bs_monitor_t *m, const char *tenant, const char *endp
         }
         g[ng++] = x;
     }
-    if (!by_variant && ng > 1)
+    if (!by_variant && ng > 1) {
         qsort(g, (size_t)ng, sizeof *g, group_cmp);
+    } else if (ng > 1) { /* variants: routed first, each part in order of first appearance */
+        group_t *tmp = malloc((size_t)ng * sizeof *tmp);
+        if (tmp) {
+            int k = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (int i = 0; i < ng; i++)
+                    if (g[i].shadow == pass)
+                        tmp[k++] = g[i];
+            memcpy(g, tmp, (size_t)ng * sizeof *g);
+            free(tmp);
+        }
+    }
     report_head(out, endpoint, window_ms, now);
     bs_jw_key(out, "by");
     bs_jw_str(out, by_variant ? "variant" : "version");
