@@ -119,9 +119,12 @@ static int collect(bs_monitor_t *m, const char *tenant, const char *endpoint, in
         rc = bs_err_set(err, BS_ENOMEM, "out of memory");
         goto out;
     }
-    memcpy(r->csets, tb->csets, (size_t)tb->n_csets * sizeof *r->csets);
-    memcpy(r->labels, tb->labels, (size_t)tb->n_labels * sizeof *r->labels);
-    memcpy(r->variants, tb->variants, (size_t)tb->n_variants * sizeof *r->variants);
+    if (tb->n_csets)
+        memcpy(r->csets, tb->csets, (size_t)tb->n_csets * sizeof *r->csets);
+    if (tb->n_labels)
+        memcpy(r->labels, tb->labels, (size_t)tb->n_labels * sizeof *r->labels);
+    if (tb->n_variants)
+        memcpy(r->variants, tb->variants, (size_t)tb->n_variants * sizeof *r->variants);
     for (size_t i = 0; i < tb->count; i++) {
         const entry_t *e = &tb->ring[(tb->head + i) & (tb->cap - 1)];
         if (e->time_ms < since || (until && e->time_ms >= until))
