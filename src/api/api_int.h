@@ -292,6 +292,7 @@ void bs__api_shadow_close(bs_app_t *app);
 void bs__api_shadow_metrics(bs_app_t *app, bs_buf_t *b);
 
 /* ---- predictions.c: the prediction log's read routes ------------------------------------- */
+void bs__api_predictions_list(bs_req_t *req);
 
 /* ---- monitor.c: feedback, performance, experiment and shadow reports --------------------- */
 void bs__api_feedback(bs_req_t *req);

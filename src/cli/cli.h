@@ -84,6 +84,10 @@ int bs_cli_job_watch(int argc, char **argv);
 int bs_cli_job_act(int argc, char **argv);
 int bs_cli_job_run(int argc, char **argv);
 
+/* `basalt predictions export` (src/cli/predictions.c): an endpoint's prediction log as
+ * JSON lines. */
+int bs_cli_predictions_export(int argc, char **argv);
+
 /* --- shared by the client commands (remote.c) --- */
 
 typedef struct {
