@@ -62,7 +62,9 @@ typedef struct {
     int has_key;    /* … and the request carried a key */
     char sticky_key[STICKY_MAX + 1];
     char request_id[72];
-    char oip_id[128]; /* OIP: the request's "id", echoed ("" when none) */
+    const char *oip_id; /* OIP: the request's "id", echoed (NULL: none); borrowed from the
+                         * request's body, so only while the handler runs (OIP is inline) */
+    char sticky_field[129]; /* the spec's sticky field: never an unknown feature */
     char logger_url[512];
     char logger_mode[16];
     int n_shadows;
@@ -205,9 +207,10 @@ static int shadow_parse(void *ud, bs_serving_t *sv, const bs_model_handle_t *h, 
         cJSON *j = bs_json_parse_arena(a, s->body, s->body_len, s->c.max_json_depth, err);
         if (!j)
             return err->code;
+        const char *skip = s->c.sticky_field[0] ? s->c.sticky_field : NULL;
         rc = s->c.kind == BODY_OIP
-                 ? bs__api_oip_rows(a, h, j, (size_t)s->c.max_rows, &r, &got, err)
-                 : bs_serving_parse_inputs(sv, h, j, a, &r, &got, err);
+                 ? bs__api_oip_rows(a, h, j, (size_t)s->c.max_rows, skip, &r, &got, err)
+                 : bs_serving_parse_inputs_ex(sv, h, j, skip, a, &r, &got, err);
     }
     if (!rc && got != s->n)
         rc = bs_err_set(err, BS_EINTERNAL, "the shadow version read %zu rows of a request of %zu",
@@ -257,6 +260,7 @@ static void run_shadows(const call_t *c, const char *body, size_t body_len, size
         if (!s)
             return;
         s->c = *c;
+        s->c.oip_id = NULL; /* borrowed from the request: not past it */
         s->sh = c->shadows[i];
         s->n = n;
         s->body_len = body_len;
@@ -302,8 +306,7 @@ static void after_answer(const call_t *c, const bs_endpoint_t *ep, const outcome
     int code = o->err ? o->err->code : 0;
     if (ep) {
         bs_endpoint_record(ep, 0, c->route, c->version, o->duration_ns, code);
-    } else if (app->endpoints) {
-        bs_rcu_register();
+    } else if (app->endpoints && bs_rcu_register() == 0) {
         const bs_endpoint_t *now = bs_endpoints_get(app->endpoints, c->tenant, c->endpoint);
         for (int i = 0; now && i < now->n_routes; i++)
             if (!strcmp(now->routes[i].name, c->variant)) {
@@ -429,6 +432,7 @@ static void call_init(call_t *c, bs_req_t *req, const bs_endpoint_t *ep, body_ki
     c->version = r->version;
     c->log = app->predlog && bs_endpoint_log_draw(ep);
     c->sticky = ep->sticky_field[0] || ep->sticky_header[0];
+    snprintf(c->sticky_field, sizeof c->sticky_field, "%s", ep->sticky_field);
     if (key) {
         size_t l = key_len < STICKY_MAX ? key_len : STICKY_MAX;
         memcpy(c->sticky_key, key, l);
@@ -470,7 +474,7 @@ static void render_answer(const call_t *c, const bs_model_handle_t *h, const dou
     if (c->kind == BODY_OIP) {
         const char *params[] = {"endpoint", c->endpoint, "model", c->model,
                                 "variant", c->variant, NULL};
-        bs__api_oip_render(h, c->endpoint, c->oip_id[0] ? c->oip_id : NULL, out, n, ids, params, b);
+        bs__api_oip_render(h, c->endpoint, c->oip_id, out, n, ids, params, b);
     } else {
         bs_serving_render_ex(h, out, n, ids, members, b);
     }
@@ -531,6 +535,7 @@ static int submit_batched(bs_req_t *req, const bs_endpoint_t *ep, const call_t *
     if (!bt)
         return 0;
     bt->c = *c;
+    bt->c.oip_id = NULL;
     bt->start_ns = req->start_ns;
     bt->n = n;
     size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
@@ -616,20 +621,21 @@ static void serve(bs_req_t *req, body_kind_t kind)
     if (h)
         c.version = bs_model_handle_version(h);
     int rc = got < 0 ? err.code : 0;
+    const char *skip = ep->sticky_field[0] ? ep->sticky_field : NULL;
     double *rows = NULL, *out = NULL;
     size_t n = 0;
     if (!rc && kind == BODY_OIP) {
         if (!j && !(j = bs_req_json(req, &err)))
             rc = err.code;
         else
-            rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, &rows, &n,
-                                  &err);
+            rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, skip,
+                                  &rows, &n, &err);
         const char *id = NULL;
         bs_err_t ignore;
-        if (j && bs_json_get_str(j, "id", 0, &id, &ignore) == 0 && id)
-            snprintf(c.oip_id, sizeof c.oip_id, "%s", id);
+        if (j && bs_json_get_str(j, "id", 0, &id, &ignore) == 0)
+            c.oip_id = id;
     } else if (!rc) {
-        rc = bs__api_predict_rows(req, h, &j, &rows, &n, &err);
+        rc = bs__api_predict_rows(req, h, skip, &j, &rows, &n, &err);
     }
     char (*ids)[37] = NULL;
     if (!rc && !(ids = bs_arena_alloc(&req->arena, n * sizeof *ids + 1)))

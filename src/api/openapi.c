@@ -82,6 +82,8 @@ static const extra_t extras[] = {
     {"PUT", "/v1/models/{name}/aliases/{alias}", NULL, "{\"version\":1}", BODY_JSON, RESP_JSON},
     {"POST", "/v1/models/{name}/predict", NULL, "{\"inputs\":{\"amount\":12.5,\"country\":\"FR\"}}",
      BODY_JSON, RESP_JSON},
+    {"POST", "/v1/endpoints/{name}/predict", NULL,
+     "{\"inputs\":{\"amount\":12.5,\"country\":\"FR\"}}", BODY_JSON, RESP_JSON},
     {"POST", "/v1/models/{name}/versions/{version}/predict", NULL,
      "{\"inputs\":[{\"amount\":12.5,\"country\":\"FR\"},{\"amount\":3,\"country\":null}]}",
      BODY_JSON, RESP_JSON},

@@ -39,7 +39,12 @@ static void run(bs_shadow_t *s, job_t *jb)
     bs_err_t err;
     bs_err_clear(&err);
     /* Registered for the run only: an idle thread must not hold back reclamation. */
-    bs_rcu_register();
+    if (bs_rcu_register() != 0) {
+        bs_err_set(&err, BS_EUNAVAIL, "no snapshot reader slot is free for a shadow run");
+        j->done(j->ud, NULL, NULL, NULL, 0, 0, &err);
+        atomic_fetch_add_explicit(&s->runs, 1, memory_order_relaxed);
+        return;
+    }
     uint64_t t0 = bs_time_mono_ns();
     bs_model_handle_t *h = bs_serving_peek(s->serving, jb->tenant, jb->ref, j->version, NULL, &err);
     if (!h) {

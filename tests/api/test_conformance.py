@@ -581,6 +581,13 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
         call("GET", pattern, 200)
     call("POST", "/v2/models/{name}/infer", 200)
     call("POST", "/v2/models/{name}/versions/{version}/infer", 200)
+    # predict through an endpoint routing the model (the endpoint is set up here, not
+    # checked: its own routes are called with the endpoint kind's)
+    assert server.put("/v1/endpoints/churn", json={
+        "model": "churn", "routes": [{"version": 1, "weight": 100}]}).status_code in (200, 201)
+    r = call("POST", "/v1/endpoints/{name}/predict", 200)
+    assert r.json()["endpoint"] == "churn" and r.headers["X-Basalt-Variant"] == "v1"
+    assert server.delete("/v1/endpoints/churn").status_code == 204
     run = call("POST", "/v1/runs", 201).json()
     call("GET", "/v1/runs", 200, path="/v1/runs?experiment=churn")
     call("PATCH", "/v1/runs/{id}", 200, path="/v1/runs/" + run["id"])
