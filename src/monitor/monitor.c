@@ -350,7 +350,8 @@ int bs__monitor_label(table_t *tb, const char *s, int is_bool, int bool_value)
 {
     for (int i = tb->n_labels - 1; i >= 0; i--) {
         const label_t *l = tb->labels[i];
-        if (l->is_bool == is_bool && (is_bool ? l->bool_value == bool_value : strcmp(l->str, s) == 0))
+        if (l->is_bool == is_bool &&
+            (is_bool ? l->bool_value == bool_value : strcmp(l->str, s) == 0))
             return i;
     }
     if (tb->n_labels >= MAX_LABELS)
@@ -557,7 +558,8 @@ void bs__monitor_evict(bs_monitor_t *m, int64_t now_ms)
         for (tenant_t *t = m->tenants; t; t = t->next)
             for (int i = 0; i < t->n_tables; i++) {
                 table_t *tb = t->tables[i];
-                if (tb->count && (!best || tb->ring[tb->head].time_ms < best->ring[best->head].time_ms)) {
+                if (tb->count &&
+                    (!best || tb->ring[tb->head].time_ms < best->ring[best->head].time_ms)) {
                     best = tb;
                     bt = t;
                 }
@@ -679,7 +681,8 @@ void bs_monitor_metrics(bs_monitor_t *m, bs_buf_t *b)
     bs_buf_puts(b, "# HELP basalt_feedback_rejected_total Feedback items refused, by reason\n"
                    "# TYPE basalt_feedback_rejected_total counter\n");
     for (tenant_t *t = m->tenants; t; t = t->next) {
-        bs_buf_printf(b, "basalt_feedback_rejected_total{tenant=\"%s\",reason=\"unknown_id\"} %llu\n",
+        bs_buf_printf(b,
+                      "basalt_feedback_rejected_total{tenant=\"%s\",reason=\"unknown_id\"} %llu\n",
                       t->name, (unsigned long long)t->rejected_unknown);
         bs_buf_printf(b, "basalt_feedback_rejected_total{tenant=\"%s\",reason=\"invalid\"} %llu\n",
                       t->name, (unsigned long long)t->rejected_invalid);
@@ -696,8 +699,9 @@ void bs_monitor_metrics(bs_monitor_t *m, bs_buf_t *b)
                   "basalt_monitor_feedback_joined_total %llu\n",
                   (long long)m->entries, (unsigned long long)m->evicted,
                   (unsigned long long)m->feedback_joined);
-    bs_buf_puts(b, "# HELP basalt_monitor_bad_records_total Records of the predictions or feedback "
-                   "topics the tail could not read\n# TYPE basalt_monitor_bad_records_total counter\n");
+    bs_buf_puts(
+        b, "# HELP basalt_monitor_bad_records_total Records of the predictions or feedback "
+           "topics the tail could not read\n# TYPE basalt_monitor_bad_records_total counter\n");
     for (tenant_t *t = m->tenants; t; t = t->next)
         bs_buf_printf(b, "basalt_monitor_bad_records_total{tenant=\"%s\"} %llu\n", t->name,
                       (unsigned long long)t->bad_records);

@@ -8,9 +8,9 @@
  * The second chance: an id the table does not know may be a prediction still in this
  * replica's prediction-log buffer, or in the log and not yet read by the tail. The
  * buffer is flushed (bs_predlog_flush, at most FLUSH_WAIT_MS), then the call waits, at most
- * UNKNOWN_WAIT_MS in all, for the tail to reach the topic's next_offset as of now. On JetStream that offset is this replica's
- * view of the stream (kept current by a subscription and a 1 s poll), so the wait there
- * also lasts at least JETSTREAM_MIN_WAIT_MS before an id is refused.
+ * UNKNOWN_WAIT_MS in all, for the tail to reach the topic's next_offset as of now. On JetStream
+ * that offset is this replica's view of the stream (kept current by a subscription and a 1 s poll),
+ * so the wait there also lasts at least JETSTREAM_MIN_WAIT_MS before an id is refused.
  */
 #include <math.h>
 #include <stdio.h>
@@ -32,16 +32,16 @@
 
 typedef struct {
     const cJSON *item;
-    const char *id;      /* NULL when the item has none (a string) */
-    const cJSON *label;  /* "label" or "value" */
+    const char *id;     /* NULL when the item has none (a string) */
+    const cJSON *label; /* "label" or "value" */
     int is_value;
-    int64_t time_ms;     /* the item's, or 0 */
-    int code;            /* 0, or the item's error */
+    int64_t time_ms; /* the item's, or 0 */
+    int code;        /* 0, or the item's error */
     char field[32];
     char msg[200];
     int known;
     table_t *table;
-    int64_t offset;      /* in the feedback topic, once appended */
+    int64_t offset; /* in the feedback topic, once appended */
 } item_t;
 
 static void item_error(item_t *it, int code, const char *field, const char *msg)
@@ -101,7 +101,8 @@ static void validate(item_t *it)
                          MAX_LABEL_BYTES);
                 return item_error(it, BS_EINVAL, "label", msg);
             }
-        } else if (!(cJSON_IsNumber(label) && isfinite(label->valuedouble)) && !cJSON_IsBool(label)) {
+        } else if (!(cJSON_IsNumber(label) && isfinite(label->valuedouble)) &&
+                   !cJSON_IsBool(label)) {
             return item_error(it, BS_EINVAL, "label",
                               "label must be a string, a finite number or a boolean");
         }

@@ -38,19 +38,19 @@
 #define E_LABELLED 0x10 /* feedback joined: label_sid / label_num */
 #define E_VALUE 0x20    /* a regression output in out */
 
-#define MAX_CLASSES 1024      /* a class list longer than this is not kept */
-#define MAX_CSETS 1024        /* distinct class lists per endpoint */
-#define MAX_VARIANTS 65535    /* distinct variant names per endpoint */
-#define MAX_LABELS 100000     /* distinct string labels per endpoint */
-#define MAX_PENDING 10000     /* feedback waiting for its prediction, per tenant */
-#define PENDING_TTL_MS 10000  /* how long it waits */
+#define MAX_CLASSES 1024     /* a class list longer than this is not kept */
+#define MAX_CSETS 1024       /* distinct class lists per endpoint */
+#define MAX_VARIANTS 65535   /* distinct variant names per endpoint */
+#define MAX_LABELS 100000    /* distinct string labels per endpoint */
+#define MAX_PENDING 10000    /* feedback waiting for its prediction, per tenant */
+#define PENDING_TTL_MS 10000 /* how long it waits */
 
 typedef struct {
     uint8_t uid[16]; /* the UUID's bytes when sid is NULL */
     char *sid;       /* an id that is no canonical UUID (malloc) */
     int64_t time_ms;
-    double out;       /* E_VALUE: the regression output */
-    double label_num; /* joined label as a number (NaN: not numeric) */
+    double out;        /* E_VALUE: the regression output */
+    double label_num;  /* joined label as a number (NaN: not numeric) */
     double latency_ms; /* NaN when not logged */
     double p2[2];      /* the probabilities when k <= 2 */
     double *pk;        /* k > 2 (malloc) */
@@ -158,7 +158,7 @@ entry_t *bs__monitor_lookup_entry(tenant_t *t, const entry_t *e, table_t **tb);
 int bs__monitor_insert(bs_monitor_t *m, tenant_t *t, table_t *tb, entry_t *e);
 /* Evicts entries older than the window and over max_predictions. */
 void bs__monitor_evict(bs_monitor_t *m, int64_t now_ms);
-int bs__monitor_variant(table_t *tb, const char *name); /* index, or -1 */
+int bs__monitor_variant(table_t *tb, const char *name);  /* index, or -1 */
 int bs__monitor_cset(table_t *tb, char **labels, int k); /* index, or -1; copies */
 int bs__monitor_label(table_t *tb, const char *s, int is_bool, int bool_value); /* or -1 */
 void bs__monitor_entry_free(entry_t *e);

@@ -142,9 +142,8 @@ static int collect(bs_monitor_t *m, const char *tenant, const char *endpoint, in
                    .pred = e->pred,
                    .p_pred = -1,
                    .flags = e->flags};
-        if ((e->flags & E_PROBS) &&
-            probs_push(r, tb->csets[e->cset]->k > 2 ? e->pk : e->p2, tb->csets[e->cset]->k,
-                       &x.poff) != 0) {
+        if ((e->flags & E_PROBS) && probs_push(r, tb->csets[e->cset]->k > 2 ? e->pk : e->p2,
+                                               tb->csets[e->cset]->k, &x.poff) != 0) {
             rc = bs_err_set(err, BS_ENOMEM, "out of memory");
             goto out;
         }
@@ -191,9 +190,9 @@ static int variant_index(const rows_t *r, const char *name)
 /* Which rows a computation covers. */
 typedef struct {
     int64_t since, until;
-    int version; /* -1: any; else only this one */
+    int version;         /* -1: any; else only this one */
     int exclude_version; /* > 0: every version but this one */
-    int variant; /* -1: any; -2: none can match (an unknown name) */
+    int variant;         /* -1: any; -2: none can match (an unknown name) */
     int shadow;
 } sel_t;
 
@@ -332,10 +331,10 @@ static double row_prob(const rows_t *r, const union_t *u, const row_t *x, int cl
 
 typedef struct {
     bs_monitor_summary_t s;
-    int64_t correct, class_n;  /* labelled classification rows, of them right */
-    double *abs_err, *values;  /* per labelled row: |prediction - value|; the value */
+    int64_t correct, class_n; /* labelled classification rows, of them right */
+    double *abs_err, *values; /* per labelled row: |prediction - value|; the value */
     size_t n_abs, n_values;
-    double *scores;            /* per row: mean_prediction's value (NaN-free) */
+    double *scores; /* per row: mean_prediction's value (NaN-free) */
     size_t n_scores;
 } calc_t;
 
@@ -556,8 +555,9 @@ static int reward_parse(const char *json, bs__scalar_t *s, cJSON **hold, bs_err_
     if (bs__monitor_scalar_parse(json, s, hold) != 0) {
         cJSON_Delete(*hold);
         *hold = NULL;
-        return bs_err_set(err, BS_EINVAL, "the reward label must be a JSON string, number or "
-                                          "boolean, got '%.64s'",
+        return bs_err_set(err, BS_EINVAL,
+                          "the reward label must be a JSON string, number or "
+                          "boolean, got '%.64s'",
                           json);
     }
     return 0;
@@ -659,8 +659,8 @@ int bs_monitor_psi(bs_monitor_t *m, const char *tenant, const char *endpoint,
         return bs_err_set(err, BS_EINVAL, "PSI needs a tenant, an endpoint and two filters");
     int64_t since = ref->since_ms < cur->since_ms ? ref->since_ms : cur->since_ms;
     int64_t until = !ref->until_ms || !cur->until_ms ? 0
-                    : ref->until_ms > cur->until_ms ? ref->until_ms
-                                                    : cur->until_ms;
+                    : ref->until_ms > cur->until_ms  ? ref->until_ms
+                                                     : cur->until_ms;
     rows_t r;
     int rc = collect(m, tenant, endpoint, since, until, &r, err);
     if (rc)
@@ -894,8 +894,8 @@ int bs_monitor_experiment(bs_monitor_t *m, const char *tenant, const char *endpo
                            "alpha and power are in (0, 1)");
     if (o->metric && strcmp(o->metric, "accuracy") && strcmp(o->metric, "mae") &&
         strcmp(o->metric, "value"))
-        return bs_err_setf(err, BS_EINVAL, "metric", "metric is accuracy, mae or value, got '%.32s'",
-                           o->metric);
+        return bs_err_setf(err, BS_EINVAL, "metric",
+                           "metric is accuracy, mae or value, got '%.32s'", o->metric);
     if (!isfinite(o->mde) || o->mde < 0)
         return bs_err_setf(err, BS_EINVAL, "mde", "mde must be a non-negative number");
     bs__scalar_t reward;
@@ -955,8 +955,9 @@ int bs_monitor_experiment(bs_monitor_t *m, const char *tenant, const char *endpo
             a->n = (int64_t)n;
             a->metric = mean;
             a->sd = sqrt(var);
-            double h = n >= 2 ? bs_stats_t_ppf(1 - alpha / 2, (double)(n - 1)) * sqrt(var / (double)n)
-                              : NAN;
+            double h = n >= 2
+                           ? bs_stats_t_ppf(1 - alpha / 2, (double)(n - 1)) * sqrt(var / (double)n)
+                           : NAN;
             a->ci_low = mean - h;
             a->ci_high = mean + h;
         }
@@ -1070,8 +1071,8 @@ static double quantile_copy(const double *v, size_t n, double q, double *tmp)
     return n ? bs_stats_quantile(tmp, n, q) : NAN;
 }
 
-int bs_monitor_shadow(bs_monitor_t *m, const char *tenant, const char *endpoint,
-                      int64_t window_ms, bs_buf_t *out, bs_err_t *err)
+int bs_monitor_shadow(bs_monitor_t *m, const char *tenant, const char *endpoint, int64_t window_ms,
+                      bs_buf_t *out, bs_err_t *err)
 {
     if (window_ms <= 0)
         return bs_err_setf(err, BS_EINVAL, "window", "the window must be positive");

@@ -120,7 +120,8 @@ static int class_output(table_t *tb, const cJSON *out, entry_t *e)
             char *end;
             if (strcmp(names[i], ltext) == 0)
                 pred = i;
-            else if (cJSON_IsNumber(label) && (a = strtod(names[i], &end), *end == 0 && *names[i]) &&
+            else if (cJSON_IsNumber(label) &&
+                     (a = strtod(names[i], &end), *end == 0 && *names[i]) &&
                      (b = label->valuedouble, a == b))
                 pred = i;
         }
@@ -143,55 +144,265 @@ static int class_output(table_t *tb, const cJSON *out, entry_t *e)
     return 0;
 }
 
-/* One prediction record into its table (under m->mu). */
-static void add_prediction(bs_monitor_t *m, tenant_t *t, const cJSON *r, int64_t log_time,
-                           int64_t floor)
+/* ---- prediction records ----------------------------------------------------------------
+ * Parsed in the read callback (outside the lock) into a view; the fast path scans the
+ * record's top level (bs_predlog_fields, and one pass of our own for latency_ms and
+ * output) and parses only the output object, so the inputs are never parsed. Records it
+ * cannot take (escapes in the names, no prediction_id) go through a full parse. */
+
+typedef struct {
+    char id[129], endpoint[64], variant[64];
+    int64_t time_ms; /* the record's "time", else the log's */
+    int version, shadow, error;
+    double latency; /* NaN when absent */
+    int out_kind;   /* 0 none, 1 number, 2 object, 3 anything else */
+    double out_num;
+    const cJSON *out; /* out_kind 2 */
+    cJSON *tree;      /* owned: the output's or the whole record's */
+} pview_t;
+
+typedef struct {
+    pview_t *v;
+    int n, cap;
+    uint64_t bad;
+} pbatch_t;
+
+static const char *skip_ws(const char *s, const char *e)
 {
-    const char *id = str_member(r, "prediction_id"), *ep = str_member(r, "endpoint");
-    if (!id || !*id || strlen(id) > 128 || !ep || !*ep || strlen(ep) >= 64) {
+    while (s < e && (*s == ' ' || *s == '\t' || *s == '\n' || *s == '\r'))
+        s++;
+    return s;
+}
+
+/* The end of the JSON value at s (bounded by e), or NULL. */
+static const char *value_end(const char *s, const char *e)
+{
+    if (s >= e)
+        return NULL;
+    if (*s == '"') {
+        for (s++; s < e; s++) {
+            if (*s == '\\')
+                s++;
+            else if (*s == '"')
+                return s + 1;
+        }
+        return NULL;
+    }
+    if (*s == '{' || *s == '[') {
+        int depth = 0;
+        for (; s < e; s++) {
+            if (*s == '"') {
+                const char *q = value_end(s, e);
+                if (!q)
+                    return NULL;
+                s = q - 1;
+            } else if (*s == '{' || *s == '[') {
+                depth++;
+            } else if (*s == '}' || *s == ']') {
+                if (--depth == 0)
+                    return s + 1;
+            }
+        }
+        return NULL;
+    }
+    while (s < e && *s != ',' && *s != '}' && *s != ']' && *s != ' ' && *s != '\n' && *s != '\t' &&
+           *s != '\r')
+        s++;
+    return s;
+}
+
+/* The raw values of the top-level members latency_ms and output. 0, or -1 (malformed). */
+static int scan_members(const char *s, size_t len, const char **lat, size_t *lat_len,
+                        const char **out, size_t *out_len)
+{
+    const char *e = s + len;
+    *lat = *out = NULL;
+    s = skip_ws(s, e);
+    if (s >= e || *s != '{')
+        return -1;
+    s = skip_ws(s + 1, e);
+    while (s < e && *s != '}') {
+        const char *k = s, *ke = value_end(s, e);
+        if (*s != '"' || !ke)
+            return -1;
+        s = skip_ws(ke, e);
+        if (s >= e || *s != ':')
+            return -1;
+        const char *v = skip_ws(s + 1, e), *ve = value_end(v, e);
+        if (!ve || ve == v)
+            return -1;
+        size_t kl = (size_t)(ke - k);
+        if (kl == 12 && memcmp(k, "\"latency_ms\"", 12) == 0) {
+            *lat = v;
+            *lat_len = (size_t)(ve - v);
+        } else if (kl == 8 && memcmp(k, "\"output\"", 8) == 0) {
+            *out = v;
+            *out_len = (size_t)(ve - v);
+        }
+        s = skip_ws(ve, e);
+        if (s < e && *s == ',')
+            s = skip_ws(s + 1, e);
+    }
+    return s < e ? 0 : -1;
+}
+
+static int copy_name(char *dst, size_t cap, const char *s, size_t n)
+{
+    if (!s || n >= cap || memchr(s, '\\', n))
+        return -1;
+    memcpy(dst, s, n);
+    dst[n] = 0;
+    return 0;
+}
+
+static int number_of(const char *s, size_t n, double *v)
+{
+    char buf[64];
+    if (n == 0 || n >= sizeof buf)
+        return -1;
+    memcpy(buf, s, n);
+    buf[n] = 0;
+    char *end;
+    double d = strtod(buf, &end);
+    if (*end || !isfinite(d))
+        return -1;
+    *v = d;
+    return 0;
+}
+
+static int view_fast(const bs_log_record_t *r, pview_t *pv)
+{
+    bs_predlog_fields_t f;
+    const char *lat, *out;
+    size_t lat_len = 0, out_len = 0;
+    if (bs_predlog_fields(r->data, r->len, &f) != 0 ||
+        copy_name(pv->id, sizeof pv->id, f.prediction_id, f.prediction_id_len) ||
+        copy_name(pv->endpoint, sizeof pv->endpoint, f.endpoint, f.endpoint_len) ||
+        (f.variant && copy_name(pv->variant, sizeof pv->variant, f.variant, f.variant_len)) ||
+        scan_members(r->data, r->len, &lat, &lat_len, &out, &out_len) != 0)
+        return -1;
+    pv->time_ms = f.time_ms ? f.time_ms : r->time_ms;
+    pv->version = f.version > 0 && f.version < 2000000000 ? (int)f.version : 0;
+    pv->shadow = f.shadow;
+    pv->error = f.error;
+    if (!lat || number_of(lat, lat_len, &pv->latency) != 0)
+        pv->latency = NAN;
+    if (!out) {
+        pv->out_kind = 0;
+    } else if (*out == '{') {
+        pv->tree = cJSON_ParseWithLength(out, out_len);
+        if (!cJSON_IsObject(pv->tree))
+            return -1;
+        pv->out = pv->tree;
+        pv->out_kind = 2;
+    } else if (number_of(out, out_len, &pv->out_num) == 0) {
+        pv->out_kind = 1;
+    } else {
+        pv->out_kind = 3;
+    }
+    return 0;
+}
+
+static int view_slow(const bs_log_record_t *r, pview_t *pv)
+{
+    cJSON *j = r->len ? cJSON_ParseWithLength(r->data, r->len) : NULL;
+    pv->tree = j;
+    const char *id = str_member(j, "prediction_id"), *ep = str_member(j, "endpoint");
+    const char *variant = str_member(j, "variant"), *ts = str_member(j, "time");
+    if (!cJSON_IsObject(j) || !id || !*id || !ep ||
+        copy_name(pv->id, sizeof pv->id, id, strlen(id)) ||
+        copy_name(pv->endpoint, sizeof pv->endpoint, ep, strlen(ep)) ||
+        (variant && copy_name(pv->variant, sizeof pv->variant, variant, strlen(variant))))
+        return -1;
+    if (!ts || bs_time_parse_rfc3339(ts, &pv->time_ms) != 0)
+        pv->time_ms = r->time_ms;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, "version");
+    pv->version =
+        cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 2e9 ? (int)v->valuedouble : 0;
+    pv->shadow = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j, "shadow"));
+    pv->error = cJSON_GetObjectItemCaseSensitive(j, "error") != NULL;
+    v = cJSON_GetObjectItemCaseSensitive(j, "latency_ms");
+    pv->latency = cJSON_IsNumber(v) && isfinite(v->valuedouble) ? v->valuedouble : NAN;
+    const cJSON *out = cJSON_GetObjectItemCaseSensitive(j, "output");
+    if (!out) {
+        pv->out_kind = 0;
+    } else if (cJSON_IsObject(out)) {
+        pv->out = out;
+        pv->out_kind = 2;
+    } else if (cJSON_IsNumber(out) && isfinite(out->valuedouble)) {
+        pv->out_num = out->valuedouble;
+        pv->out_kind = 1;
+    } else {
+        pv->out_kind = 3;
+    }
+    return 0;
+}
+
+static int pred_cb(const bs_log_record_t *r, void *ud)
+{
+    pbatch_t *b = ud;
+    if (b->n == b->cap)
+        return 1; /* cannot happen: cap is the read's max */
+    pview_t *pv = &b->v[b->n];
+    memset(pv, 0, sizeof *pv);
+    if (view_fast(r, pv) != 0) {
+        cJSON_Delete(pv->tree);
+        memset(pv, 0, sizeof *pv);
+        if (view_slow(r, pv) != 0) {
+            cJSON_Delete(pv->tree);
+            b->bad++;
+            return 0;
+        }
+    }
+    b->n++;
+    return 0;
+}
+
+static void pbatch_clear(pbatch_t *b)
+{
+    for (int i = 0; i < b->n; i++)
+        cJSON_Delete(b->v[i].tree);
+    b->n = 0;
+    b->bad = 0;
+}
+
+/* One prediction record into its table (under m->mu). */
+static void add_prediction(bs_monitor_t *m, tenant_t *t, const pview_t *pv, int64_t floor)
+{
+    if (pv->time_ms < floor)
+        return; /* already out of the window */
+    table_t *tb = pv->endpoint[0] ? bs__monitor_table(t, pv->endpoint, 1) : NULL;
+    if (!tb || !pv->id[0]) {
         t->bad_records++;
         return;
     }
-    int64_t tm = log_time;
-    const char *ts = str_member(r, "time");
-    if (ts && bs_time_parse_rfc3339(ts, &tm) != 0)
-        tm = log_time;
-    if (tm < floor)
-        return; /* already out of the window */
-    table_t *tb = bs__monitor_table(t, ep, 1);
-    if (!tb)
-        return;
     entry_t e;
     memset(&e, 0, sizeof e);
-    e.time_ms = tm;
+    e.time_ms = pv->time_ms;
     e.out = NAN;
     e.label_num = NAN;
     e.label_sid = -1;
     e.pred = -1;
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, "version");
-    e.version = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 2e9 ? (int32_t)v->valuedouble : 0;
-    const char *variant = str_member(r, "variant");
-    int vi = bs__monitor_variant(tb, variant ? variant : "");
+    e.version = pv->version;
+    int vi = bs__monitor_variant(tb, pv->variant);
     if (vi < 0) {
         t->bad_records++;
         return;
     }
     e.variant = (uint16_t)vi;
-    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "shadow")))
+    if (pv->shadow)
         e.flags |= E_SHADOW;
-    v = cJSON_GetObjectItemCaseSensitive(r, "latency_ms");
-    e.latency_ms = cJSON_IsNumber(v) && isfinite(v->valuedouble) ? v->valuedouble : NAN;
-    const cJSON *out = cJSON_GetObjectItemCaseSensitive(r, "output");
-    if (cJSON_GetObjectItemCaseSensitive(r, "error") && !out) {
+    e.latency_ms = pv->latency;
+    if (pv->error && !pv->out_kind) {
         e.flags |= E_ERROR;
-    } else if (cJSON_IsNumber(out) && isfinite(out->valuedouble)) {
-        e.out = out->valuedouble;
+    } else if (pv->out_kind == 1) {
+        e.out = pv->out_num;
         e.flags |= E_VALUE;
-    } else if (cJSON_IsObject(out)) {
-        if (class_output(tb, out, &e) != 0)
+    } else if (pv->out_kind == 2) {
+        if (class_output(tb, pv->out, &e) != 0)
             t->bad_records++;
     }
-    if (bs__monitor_id_set(&e, id) != 0) {
+    if (bs__monitor_id_set(&e, pv->id) != 0) {
         bs__monitor_entry_free(&e);
         return;
     }
@@ -354,13 +565,13 @@ static void *tail_main(void *arg)
 {
     tenant_t *t = arg;
     bs_monitor_t *m = t->m;
-    batch_t fb = {0}, pr = {0};
+    batch_t fb = {0};
+    pbatch_t pr = {0};
     fb.cap = pr.cap = BATCH;
     fb.v = calloc(BATCH, sizeof *fb.v);
     fb.time_ms = calloc(BATCH, sizeof *fb.time_ms);
     pr.v = calloc(BATCH, sizeof *pr.v);
-    pr.time_ms = calloc(BATCH, sizeof *pr.time_ms);
-    if (!fb.v || !fb.time_ms || !pr.v || !pr.time_ms) {
+    if (!fb.v || !fb.time_ms || !pr.v) {
         BS_LOG(BS_LOG_ERROR, "monitor", "tail of tenant %s: out of memory", t->name);
         goto done;
     }
@@ -385,8 +596,8 @@ static void *tail_main(void *arg)
         int failed = nf < 0;
         /* 2: predictions until a read returns nothing */
         for (;;) {
-            int np = bs_log_read(m->log, t->name, BS_PREDLOG_TOPIC, p, BATCH, BATCH_BYTES,
-                                 batch_cb, &pr, &pnext, &err);
+            int np = bs_log_read(m->log, t->name, BS_PREDLOG_TOPIC, p, BATCH, BATCH_BYTES, pred_cb,
+                                 &pr, &pnext, &err);
             if (np < 0) {
                 failed = 1;
                 break;
@@ -395,14 +606,14 @@ static void *tail_main(void *arg)
             pthread_mutex_lock(&m->mu);
             t->bad_records += pr.bad;
             for (int i = 0; i < pr.n; i++)
-                add_prediction(m, t, pr.v[i], pr.time_ms[i], now - m->window_ms);
+                add_prediction(m, t, &pr.v[i], now - m->window_ms);
             t->pred_next = pnext > p ? pnext : p;
             if (t->n_pending)
                 pending_retry(m, t, now);
             bs__monitor_evict(m, now);
             pthread_cond_broadcast(&m->progress);
             pthread_mutex_unlock(&m->mu);
-            batch_clear(&pr);
+            pbatch_clear(&pr);
             if (np == 0 || pnext <= p)
                 break;
             p = pnext;
@@ -460,11 +671,10 @@ static void *tail_main(void *arg)
     }
 done:
     batch_clear(&fb);
-    batch_clear(&pr);
+    pbatch_clear(&pr);
     free(fb.v);
     free(fb.time_ms);
     free(pr.v);
-    free(pr.time_ms);
     return NULL;
 }
 

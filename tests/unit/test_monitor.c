@@ -158,11 +158,11 @@ static void test_scalar_match_rule(void **state)
         const char *a, *b;
         int want;
     } cases[] = {
-        {"1", "1", 1},          {"1", "\"1\"", 1},        {"1.0", "\"1\"", 1},
-        {"1", "\"1.0\"", 1},    {"\"yes\"", "\"yes\"", 1}, {"\"yes\"", "\"Yes\"", 0},
-        {"true", "true", 1},    {"true", "\"TRUE\"", 1},  {"false", "\"true\"", 0},
-        {"true", "1", 0},       {"2", "\"1\"", 0},        {"\"1 \"", "1", 0},
-        {"\"\"", "0", 0},       {"0", "false", 0},        {"\"a\"", "\"b\"", 0},
+        {"1", "1", 1},       {"1", "\"1\"", 1},         {"1.0", "\"1\"", 1},
+        {"1", "\"1.0\"", 1}, {"\"yes\"", "\"yes\"", 1}, {"\"yes\"", "\"Yes\"", 0},
+        {"true", "true", 1}, {"true", "\"TRUE\"", 1},   {"false", "\"true\"", 0},
+        {"true", "1", 0},    {"2", "\"1\"", 0},         {"\"1 \"", "1", 0},
+        {"\"\"", "0", 0},    {"0", "false", 0},         {"\"a\"", "\"b\"", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         bs__scalar_t a, b;
@@ -189,8 +189,8 @@ static void append(bs_log_t *l, const char *topic, const char *json)
 }
 
 /* A binary classification record: class "1" with probability p1, at time t. */
-static void log_prediction(bs_log_t *l, const char *id, const char *variant, int version,
-                           double p1, int64_t t, double latency)
+static void log_prediction(bs_log_t *l, const char *id, const char *variant, int version, double p1,
+                           int64_t t, double latency)
 {
     char ts[40], buf[800];
     bs_time_rfc3339(t, ts, sizeof ts);
@@ -357,6 +357,64 @@ static void test_feedback_items_and_durable_append(void **state)
     bs_monitor_free(m);
 }
 
+static int bad_is(void *ud)
+{
+    bs_monitor_t *m = ud;
+    pthread_mutex_lock(&m->mu);
+    tenant_t *t = bs__monitor_tenant(m, T);
+    int done = t && t->bad_records == 3;
+    pthread_mutex_unlock(&m->mu);
+    return done;
+}
+
+/* Records the fast path cannot take go through a full parse; what neither can is counted. */
+static void test_record_forms(void **state)
+{
+    fx_t *f = *state;
+    char ts[40], buf[600], id[4][37];
+    bs_time_rfc3339(bs_time_wall_ms(), ts, sizeof ts);
+    for (int i = 0; i < 4; i++)
+        bs_uuid7(id[i]);
+    /* an escaped variant name ("v\u0032" is "v2"), a regression output, a string latency */
+    snprintf(buf, sizeof buf,
+             "{\"prediction_id\":\"%s\",\"time\":\"%s\",\"endpoint\":\"ep\",\"version\":2,"
+             "\"variant\":\"v\\u0032\",\"latency_ms\":\"fast\",\"output\":3.5}",
+             id[0], ts);
+    append(f->log, BS_PREDLOG_TOPIC, buf);
+    /* an error record: no output */
+    snprintf(buf, sizeof buf,
+             "{\"prediction_id\":\"%s\",\"time\":\"%s\",\"endpoint\":\"ep\",\"version\":2,"
+             "\"variant\":\"v2\",\"latency_ms\":0.5,\"error\":{\"code\":\"invalid_input\"}}",
+             id[1], ts);
+    append(f->log, BS_PREDLOG_TOPIC, buf);
+    /* whitespace everywhere, members in another order */
+    snprintf(buf, sizeof buf,
+             " { \"output\" : 1.5 , \"version\" : 2 , \"latency_ms\" : 2 , \"variant\" : \"v2\" , "
+             "\"endpoint\" : "
+             "\"ep\" , \"prediction_id\" : \"%s\" , \"time\" : \"%s\" } ",
+             id[2], ts);
+    append(f->log, BS_PREDLOG_TOPIC, buf);
+    append(f->log, BS_PREDLOG_TOPIC, "[1,2]");                                  /* bad */
+    append(f->log, BS_PREDLOG_TOPIC, "{\"prediction_id\":\"x\",\"output\":1}"); /* no endpoint */
+    snprintf(buf, sizeof buf, "{\"endpoint\":\"ep\",\"output\":1,\"time\":\"%s\"}", ts);
+    append(f->log, BS_PREDLOG_TOPIC, buf); /* no id */
+    bs_monitor_t *m = new_monitor(f->log, 3600 * 1000, 1000);
+    bs_err_t err;
+    assert_int_equal(bs_monitor_track(m, T, &err), 0);
+    want_t w = {.m = m, .requests = 3, .labelled = 0};
+    wait_until(summary_is, &w, "3 predictions");
+    wait_until(bad_is, m, "3 bad records counted");
+    bs_monitor_filter_t v2 = {.variant = "v2", .version = 2};
+    bs_monitor_summary_t s;
+    assert_int_equal(bs_monitor_summary(m, T, "ep", &v2, &s, &err), 0);
+    assert_int_equal(s.requests, 3);
+    assert_int_equal(s.errors, 1);
+    assert_false(s.classification);
+    assert_true(fabs(s.mean_prediction - 2.5) < 1e-12);
+    assert_true(fabs(s.latency_p50_ms - 1.25) < 1e-12); /* of 0.5 and 2 */
+    bs_monitor_free(m);
+}
+
 /* ---- PSI ------------------------------------------------------------------------------ */
 
 static void test_psi_of_versions(void **state)
@@ -401,6 +459,7 @@ int main(void)
         cmocka_unit_test(test_scalar_match_rule),
         cmocka_unit_test_setup_teardown(test_tails_join_and_rebuild_after_restart, setup, teardown),
         cmocka_unit_test_setup_teardown(test_feedback_items_and_durable_append, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_record_forms, setup, teardown),
         cmocka_unit_test_setup_teardown(test_psi_of_versions, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
