@@ -55,6 +55,10 @@ static int path_endpoint(bs_req_t *req, ep_info_t *out)
     }
     out->thompson = ep->policy == BS_ENDPOINT_THOMPSON;
     snprintf(out->reward_label, sizeof out->reward_label, "%s", ep->reward_label);
+    /* Normally the endpoints' rebuild hook has started the tenant's tail; if that failed
+     * (the log was unreachable then), the first report starts it. */
+    bs_err_t err;
+    bs_monitor_track(app->monitor, req->who.tenant, &err);
     return 1;
 }
 
