@@ -17,7 +17,8 @@
  * The feedback record (JSON, one per item, in topic `feedback`, appended with sync
  * "always": acknowledged feedback survives kill -9):
  *   {"prediction_id": "…", "label": <any JSON scalar> | "value": <number>,
- *    "time": "<RFC 3339>" (the item's, else received), "received": "<RFC 3339>"}
+ *    "time": "<RFC 3339>" (the item's, else received), "received": "<RFC 3339>",
+ *    "endpoint": "<the endpoint that logged the prediction>"}
  * The last feedback for an id wins.
  *
  * Metrics (docs/endpoints.md): classification — accuracy, precision, recall, F1 (binary:
@@ -65,7 +66,7 @@ int bs_monitor_track(bs_monitor_t *m, const char *tenant, bs_err_t *err);
  * table does not know (after flushing the prediction log and catching the tail up, at
  * most 2 s) or that are malformed are reported per item; the others are appended to the
  * feedback topic and acknowledged durably before this returns. Renders
- * {"items": [{"index", "prediction_id", "accepted": true} | {"index", "prediction_id",
+ * {"items": [{"index", "prediction_id", "accepted": true, "endpoint"} | {"index", "prediction_id",
  *   "error": {code, message, field}}], "accepted": n, "rejected": n} into out.
  * 0 (even when items were rejected); BS_EINVAL for a malformed body, BS_ETOOBIG for too
  * many items. Waits (log fsync): a worker's call.
