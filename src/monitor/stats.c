@@ -797,7 +797,7 @@ void bs_stats_rng_seed(bs_stats_rng_t *r, uint64_t seed)
         r->s[i] = splitmix64(&seed);
 }
 
-static uint64_t next_u64(bs_stats_rng_t *r)
+uint64_t bs_stats_rng_next(bs_stats_rng_t *r)
 {
     uint64_t *s = r->s;
     uint64_t result = rotl(s[1] * 5, 7) * 9;
@@ -813,13 +813,13 @@ static uint64_t next_u64(bs_stats_rng_t *r)
 
 double bs_stats_uniform(bs_stats_rng_t *r)
 {
-    return (double)(next_u64(r) >> 11) * 0x1p-53;
+    return (double)(bs_stats_rng_next(r) >> 11) * 0x1p-53;
 }
 
 /* (0, 1): never 0, for logarithms. */
 static double uniform_open(bs_stats_rng_t *r)
 {
-    return ((double)(next_u64(r) >> 11) + 0.5) * 0x1p-53;
+    return ((double)(bs_stats_rng_next(r) >> 11) + 0.5) * 0x1p-53;
 }
 
 /* A standard normal by the polar method (the second variate is dropped: no state). */

@@ -121,6 +121,7 @@ typedef struct {
 } bs_stats_rng_t;
 /* The state from splitmix64 of seed (any seed, 0 included). */
 void bs_stats_rng_seed(bs_stats_rng_t *r, uint64_t seed);
+uint64_t bs_stats_rng_next(bs_stats_rng_t *r); /* 64 random bits */
 double bs_stats_uniform(bs_stats_rng_t *r); /* [0, 1), 53 random bits */
 /* A draw from Beta(a, b), a, b > 0 finite (two Gamma draws, Marsaglia–Tsang, with
  * Gamma(a) = Gamma(a+1) U^{1/a} for a < 1, combined in logarithms so tiny shapes never give
