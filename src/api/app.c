@@ -242,7 +242,11 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
             return err->code;
     }
 
-    /* ---- issue 10: the monitor (monitor/monitor.h) ---- */
+    /* ---- issue 10: the monitor (monitor/monitor.h) ----
+     * Tails every tenant with an endpoint (the endpoints' rebuild hook calls it for each one
+     * now and after every rebuild) and feeds the bandits' rewards. */
+    if (bs__api_monitor_open(app, err) != 0)
+        return err->code;
 
     /* ---- issue 10: the rollout controller (serving/rollouts.h) ---- */
 
@@ -260,6 +264,7 @@ void bs_api_app_close(bs_app_t *app)
     bs_triggers_stop(app->triggers);
 
     /* ---- issue 10: stop the rollout controller, the monitor, the prediction log ---- */
+    bs__api_monitor_close(app); /* its tails read the log; it flushes the prediction log */
     bs_predlog_free(app->predlog); /* drains what it holds (bounded), before the log closes */
     app->predlog = NULL;
 

@@ -17,7 +17,8 @@
  * The feedback record (JSON, one per item, in topic `feedback`, appended with sync
  * "always": acknowledged feedback survives kill -9):
  *   {"prediction_id": "…", "label": <any JSON scalar> | "value": <number>,
- *    "time": "<RFC 3339>" (the item's, else received), "received": "<RFC 3339>"}
+ *    "time": "<RFC 3339>" (the item's, else received), "received": "<RFC 3339>",
+ *    "endpoint": "<the endpoint that logged the prediction>"}
  * The last feedback for an id wins.
  *
  * Metrics (docs/endpoints.md): classification — accuracy, precision, recall, F1 (binary:
@@ -65,7 +66,7 @@ int bs_monitor_track(bs_monitor_t *m, const char *tenant, bs_err_t *err);
  * table does not know (after flushing the prediction log and catching the tail up, at
  * most 2 s) or that are malformed are reported per item; the others are appended to the
  * feedback topic and acknowledged durably before this returns. Renders
- * {"items": [{"index", "prediction_id", "accepted": true} | {"index", "prediction_id",
+ * {"items": [{"index", "prediction_id", "accepted": true, "endpoint"} | {"index", "prediction_id",
  *   "error": {code, message, field}}], "accepted": n, "rejected": n} into out.
  * 0 (even when items were rejected); BS_EINVAL for a malformed body, BS_ETOOBIG for too
  * many items. Waits (log fsync): a worker's call.
@@ -100,6 +101,15 @@ typedef struct {
  * with nothing in it gives requests 0 and NaN metrics); BS_EINVAL for a bad filter. */
 int bs_monitor_summary(bs_monitor_t *m, const char *tenant, const char *endpoint,
                        const bs_monitor_filter_t *f, bs_monitor_summary_t *out, bs_err_t *err);
+
+/* The reward counts of one variant (NULL: every variant) of tenant's endpoint: routed
+ * entries since since_ms with feedback equal to reward_label (JSON text; the comparison of
+ * docs/endpoints-monitoring.md) are successes, the other labelled ones failures. No
+ * allocation: the endpoints module's rewards source calls it about every second per route.
+ * 0, or BS_EINVAL (reward_label is no JSON scalar). */
+int bs_monitor_rewards(bs_monitor_t *m, const char *tenant, const char *endpoint,
+                       const char *variant, int64_t since_ms, const char *reward_label,
+                       int64_t *successes, int64_t *failures);
 
 /* Population stability index of cur's predictions (mean_prediction's value per row)
  * against ref's: 10 bins at ref's deciles, shares of empty bins raised to 1e-4
