@@ -10,6 +10,7 @@
 #include "events/triggers.h"
 #include "registry/registry.h"
 #include "serving/serving.h"
+#include "serving/rollouts.h"
 #include "base/log.h"
 #include "base/parallel.h"
 #include "base/pool.h"
@@ -224,6 +225,19 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     /* ---- issue 10: the monitor (monitor/monitor.h) ---- */
 
     /* ---- issue 10: the rollout controller (serving/rollouts.h) ---- */
+    /* After the monitor and endpoints it reads; its lease runner evaluates running
+     * rollouts on whichever replica holds "rollout-controller". */
+    bs_rollouts_opts_t ro = {.meta = app->meta,
+                             .monitor = app->monitor,
+                             .endpoints = app->endpoints,
+                             .changes = app->changes,
+                             .registry = app->registry,
+                             .owner = app->replica_id,
+                             .tick_ms = app->cfg.rollout_tick_ms,
+                             .lease_ms = app->cfg.rollout_lease_ms};
+    app->rollouts = bs_rollouts_new(&ro, err);
+    if (!app->rollouts || bs_rollouts_start(app->rollouts, err) != 0)
+        return err->code;
 
     return 0;
 }
@@ -237,6 +251,8 @@ void bs_api_app_close(bs_app_t *app)
     bs_triggers_stop(app->triggers);
 
     /* ---- issue 10: stop the rollout controller, the monitor, the prediction log ---- */
+    bs_rollouts_free(app->rollouts); /* first: its ticks read the monitor and endpoints */
+    app->rollouts = NULL;
 
     /* Completions still arriving from the log (a fetch whose request outlived the drain)
      * see this and answer at once instead of queueing more work on the pool. */

@@ -9,6 +9,7 @@
 
 #include "api/api_int.h"
 #include "events/triggers.h"
+#include "serving/rollouts.h"
 #include "base/log.h"
 #include "base/version.h"
 #include "events/topics.h"
@@ -211,6 +212,8 @@ void bs__api_metrics(bs_req_t *req)
         bs_topics_metrics(app->topics, &b);
     if (app->triggers)
         bs_triggers_metrics(app->triggers, &b);
+    if (app->rollouts)
+        bs_rollouts_metrics(app->rollouts, &b);
     bs_ratelimit_stats_t rs;
     if (bs_auth_limits_stats(app->auth, &rs))
         bs_buf_printf(

@@ -41,6 +41,7 @@
 struct bs_monitor;
 struct bs_endpoints;
 struct bs_changes;
+struct bs_registry;
 
 typedef struct bs_rollouts bs_rollouts_t;
 
@@ -49,6 +50,8 @@ typedef struct {
     struct bs_monitor *monitor;      /* borrowed: guard windows */
     struct bs_endpoints *endpoints;  /* borrowed: spec validation */
     struct bs_changes *changes;      /* borrowed: refresh after a spec write (may be NULL) */
+    struct bs_registry *registry;    /* borrowed: moves `champion` on promotion (may be NULL:
+                                        then the alias is not moved) */
     const char *owner;               /* the replica id (lease owner); copied */
     int tick_ms;                     /* how often running rollouts are evaluated; 0: 1000 */
     int64_t lease_ms;                /* the controller's lease; 0: 15000 */
