@@ -35,6 +35,9 @@ LIB_SRCS := $(filter-out $(MAIN_SRC),$(SRCS))
 LIB_OBJS := $(LIB_SRCS:%.c=$(BUILD)/obj/%.o)
 UNIT_SRCS:= $(wildcard tests/unit/test_*.c)
 UNIT_BINS:= $(UNIT_SRCS:tests/unit/%.c=$(BUILD)/tests/%)
+# Test drivers that are not cmocka suites: programs the API tests run (tests/api/test_stats_oracle.py
+# runs stats_oracle on stdin/stdout against scipy / scikit-learn / statsmodels).
+DRIVER_BINS := $(BUILD)/tests/stats_oracle
 
 .PHONY: all deps run test unit api api-asan asan fuzz fuzz-replay bench clean format check-rebuild
 
@@ -64,6 +67,10 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbasalt.a
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -Itests/unit -o $@ $< $(BUILD)/libbasalt.a $(LDLIBS) -lcmocka
 
+$(DRIVER_BINS): $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libbasalt.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(BUILD)/libbasalt.a $(LDLIBS)
+
 # Stays in the foreground; Ctrl-C (SIGINT) stops the server. Builds on every core unless
 # -j was given.
 run:
@@ -74,7 +81,7 @@ run:
 # Under tests/pg_server.py (a PostgreSQL server for the store tests: BASALT_TEST_PG_URL);
 # test_kv also against a redis-server of its own (tests/redis_server.py), test_log_nats
 # against a nats-server with JetStream of its own (tests/nats_server.py).
-unit: $(UNIT_BINS)
+unit: $(UNIT_BINS) $(DRIVER_BINS)
 	@$(PY) tests/pg_server.py -- sh -c 'set -e; for t in $(UNIT_BINS); do echo "== $$t"; case $$t in \
 	  */test_kv) $(PY) tests/redis_server.py -- $$t;; \
 	  */test_log_nats) $(PY) tests/nats_server.py -- $$t;; *) $$t;; esac; done'
@@ -86,7 +93,7 @@ unit: $(UNIT_BINS)
 OWN_BACKENDS := tests/api/test_postgres.py tests/api/test_replicas.py tests/api/test_readme_replicas.py
 PG_API_ARGS  := -m "not embedded" $(addprefix --ignore=,$(OWN_BACKENDS))
 
-api: $(BUILD)/basalt
+api: $(BUILD)/basalt $(DRIVER_BINS)
 	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api
 	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(abspath $(BUILD)/basalt) \
 	    $(PY) -m pytest -q -x $(PG_API_ARGS) tests/api
@@ -142,7 +149,7 @@ check-rebuild: $(BUILD)/basalt
 	@echo "== check-rebuild: an unchanged tree builds nothing"
 
 test: deps
-	$(MAKE) $(J) all $(UNIT_BINS)
+	$(MAKE) $(J) all $(UNIT_BINS) $(DRIVER_BINS)
 	$(MAKE) check-rebuild
 	$(MAKE) unit
 	$(MAKE) api

@@ -27,6 +27,7 @@ struct bs_endpoints;
 struct bs_predlog;
 struct bs_monitor;
 struct bs_rollouts;
+struct bs_shadow;
 
 typedef struct bs_app {
     bs_config_t cfg;
@@ -48,6 +49,7 @@ typedef struct bs_app {
     struct bs_predlog *predlog;     /* the prediction log's buffer and drain (serving/predlog.h) */
     struct bs_monitor *monitor;     /* feedback, performance, reports (monitor/monitor.h) */
     struct bs_rollouts *rollouts;   /* the rollout controller (serving/rollouts.h) */
+    struct bs_shadow *shadow;       /* endpoints' shadow runs (serving/shadow.h) */
     char replica_id[128];       /* cfg.replica_id, or hostname-pid */
     struct bs_pool *workers; /* uploads and every registry write: off the I/O threads */
     struct bs_pool *stream_workers; /* topic streams' pumps (topic_stream.c), apart from those */

@@ -59,6 +59,19 @@ void bs__api_audit_list(bs_req_t *req);
  * handler (bs_serving_peek). NULL when the handler must return at once: it responded with
  * an error, or the version is loading on a worker and the handler will run again. */
 bs_model_handle_t *bs__api_model(bs_req_t *req, int version);
+/* The same for any reference (bs_serving_peek's ref and version) without responding: 1 and
+ * *h (borrowed for this run of the handler); 0 when the version is loading on the serving
+ * module's loader threads and the handler will run again (req->resumed counts the runs;
+ * the request is deferred: return at once); -1 with err set (a Retry-After header is
+ * already added for BS_EOVERLOAD), for the caller to answer. */
+int bs__api_model_resolve(bs_req_t *req, const char *ref, int version, bs_model_handle_t **h,
+                          bs_err_t *err);
+/* A predict body's rows for h (arena-allocated): when *json is NULL the one-row fast path is
+ * tried on the raw body first, and the body is parsed (*json set) only if it declines; a
+ * body already parsed (*json given) goes to bs_serving_parse_inputs directly. 0 or the
+ * error (err set: BS_EINVAL naming the field, BS_ETOOBIG, BS_EPARSE, BS_EMEDIA). */
+int bs__api_predict_rows(bs_req_t *req, const bs_model_handle_t *h, cJSON **json, double **rows,
+                         size_t *n, bs_err_t *err);
 
 /* A version number as written in a path or query: the canonical decimal 1..1000000000
  * only (no sign, space, leading zero, fraction or percent-encoding, so that one version has
@@ -91,6 +104,18 @@ void bs__api_v2_server(bs_req_t *req);
 void bs__api_v2_model(bs_req_t *req);
 void bs__api_v2_model_ready(bs_req_t *req);
 void bs__api_v2_infer(bs_req_t *req);
+/* An Open Inference Protocol body {"inputs": [tensors]} (j, borrowed) as rows for h
+ * (arena-allocated in a), at most max_rows: one tensor per feature ([N] or [N, 1]) or one
+ * [N, n_features] tensor in signature order. 0 or BS_EINVAL naming the tensor, BS_ETOOBIG,
+ * BS_ENOMEM. (The endpoint path and its shadow runs read bodies with it too.) */
+int bs__api_oip_rows(bs_arena_t *a, const bs_model_handle_t *h, const cJSON *j, size_t max_rows,
+                     double **rows, size_t *n, bs_err_t *err);
+/* The infer response for n rows of out: model_name, model_version (h's), id (NULL: none),
+ * parameters (string members {key, value, …, NULL}; NULL or empty: none), the output
+ * tensors and prediction_id (ids[r], or fresh UUIDv7s when ids is NULL). */
+void bs__api_oip_render(const bs_model_handle_t *h, const char *model_name, const char *id,
+                        const double *out, size_t n, const char (*ids)[37],
+                        const char *const *parameters, bs_buf_t *b);
 
 /* ---- declarative resources (resources.c, kinds.c) ----------------------------------------
  * One kind of resource: its PUT/GET/DELETE /v1/<plural>/{name} routes and `basalt apply`
@@ -130,6 +155,15 @@ const bs__api_kind_t *bs__api_kind_of(const bs_req_t *req);
 /* Rebuilds every kind's snapshot (the "resources" scope subscriber). */
 int bs__api_resources_rebuild(bs_app_t *app, bs_err_t *err);
 
+/* The write path of a PUT, also a rollback's: validates spec (borrowed) as kind k's resource
+ * name, then — unless dry_run (the object the write would leave, nothing written) — runs
+ * the kind's prepare hook, stores it (expect_generation > 0: 409 unless the stored
+ * generation is that), rebuilds this replica's snapshots and answers with the resource's
+ * object: 201 created, 200 updated or unchanged. */
+void bs__api_resource_write(bs_req_t *req, const bs__api_kind_t *k, const char *name,
+                            const cJSON *spec, int dry_run, int64_t expect_generation);
+/* ?name=true|false|1|0 (empty: true) into *out (absent: 0). 0, or -1 after a 400. */
+int bs__api_query_bool(bs_req_t *req, const char *name, int *out);
 void bs__api_resource_put(bs_req_t *req);
 void bs__api_resource_get(bs_req_t *req);
 void bs__api_resource_list(bs_req_t *req);
@@ -204,6 +238,10 @@ int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const ch
  * is actor ("system:dead-letter", "system:registry-events"). */
 int bs__api_topic_ensure(bs_app_t *app, const char *tenant, const char *name, const char *actor,
                          bs_err_t *err);
+/* The same with a spec (JSON text; NULL: the defaults) for a topic that does not exist yet
+ * (an existing topic keeps its own): the endpoints' `predictions` and `feedback`. */
+int bs__api_topic_ensure_spec(bs_app_t *app, const char *tenant, const char *name,
+                              const char *spec, const char *actor, bs_err_t *err);
 void bs__api_topic_publish(bs_req_t *req);
 void bs__api_topic_read(bs_req_t *req);
 /* An offset as a query or header gives it: a canonical non-negative decimal (no sign or
@@ -225,8 +263,33 @@ void bs__api_consumer_nack(bs_req_t *req);
 void bs__api_consumer_in_progress(bs_req_t *req);
 
 /* ---- endpoints.c: the Endpoint kind's hooks, revisions and rollback ---------------------- */
+int bs__api_endpoint_validate(bs_app_t *app, const bs_principal_t *who, const char *name,
+                              const cJSON *spec, cJSON **out, bs_err_t *err);
+/* Ensures the tenant's system topics `predictions` and `feedback`. */
+int bs__api_endpoint_prepare(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                             bs_err_t *err);
+void bs__api_endpoint_status(bs_app_t *app, const char *tenant, const char *name, const char *spec,
+                             cJSON *status);
+int bs__api_endpoint_rebuild(bs_app_t *app, bs_err_t *err);
+void bs__api_endpoint_revisions(bs_req_t *req);
+void bs__api_endpoint_rollback(bs_req_t *req);
+/* basalt_endpoint_* families (serving/endpoints.h) for /metrics. */
+void bs__api_endpoints_metrics(bs_app_t *app, bs_buf_t *b);
 
 /* ---- endpoint_predict.c: POST /v1/endpoints/{name}/predict, OIP infer on an endpoint ---- */
+/* POST /v1/endpoints/{name}/predict (inline): routes the request through the endpoint's
+ * policy (serving/endpoints.h), predicts on the chosen version, runs the shadows off the
+ * request path and logs the prediction (serving/predlog.h). */
+void bs__api_endpoint_predict(bs_req_t *req);
+/* POST /v2/models/{name}/infer where name is an endpoint (kserve.c decides): the same routing
+ * with an Open Inference Protocol body and answer. */
+void bs__api_endpoint_infer(bs_req_t *req);
+/* 1 if the caller's tenant has an endpoint called name (the snapshot; I/O thread). */
+int bs__api_endpoint_exists(bs_req_t *req, const char *name);
+/* The shadow runner (serving/shadow.h) on app->shadow: opened after serving, closed first. */
+int bs__api_shadow_open(bs_app_t *app, bs_err_t *err);
+void bs__api_shadow_close(bs_app_t *app);
+void bs__api_shadow_metrics(bs_app_t *app, bs_buf_t *b);
 
 /* ---- predictions.c: the prediction log's read routes ------------------------------------- */
 

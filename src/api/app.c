@@ -9,6 +9,8 @@
 #include "http/client.h"
 #include "events/triggers.h"
 #include "registry/registry.h"
+#include "serving/endpoints.h"
+#include "serving/predlog.h"
 #include "serving/serving.h"
 #include "serving/rollouts.h"
 #include "base/log.h"
@@ -117,6 +119,15 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
     app->serving = bs_serving_new(app->meta, app->registry, &so, err);
     if (!app->serving)
         return err->code;
+    /* ---- issue 10: endpoints' shadow runs (serving/shadow.h; api/endpoint_predict.c) ---- */
+    if (bs__api_shadow_open(app, err) != 0)
+        return err->code;
+
+    /* ---- issue 10: endpoints (serving/endpoints.h) ----
+     * Before the resource kinds' first rebuild (below), which fills its snapshot. */
+    app->endpoints = bs_endpoints_new(app->meta, app->serving, err);
+    if (!app->endpoints)
+        return err->code;
     /* The topics' log (segments under <data>/log, or JetStream with nats_url), then the
      * topics snapshot over it. Opened after the metadata store; the subsystems that use it
      * (topics, jobs, webhooks, triggers) open after it and close before it. */
@@ -220,7 +231,17 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
             return err->code;
     }
 
-    /* ---- issue 10: the prediction log (serving/predlog.h) ---- */
+    /* ---- issue 10: the prediction log (serving/predlog.h) ----
+     * On the topics' log, with the outbound client for the payload logger. */
+    if (app->log) {
+        bs_predlog_opts_t po = {.log = app->log,
+                                .http = app->http,
+                                .buffer_bytes = (size_t)app->cfg.prediction_log_buffer_bytes,
+                                .source = app->replica_id};
+        app->predlog = bs_predlog_new(&po, err);
+        if (!app->predlog)
+            return err->code;
+    }
 
     /* ---- issue 10: the monitor (monitor/monitor.h) ---- */
 
@@ -244,6 +265,8 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
 
 void bs_api_app_close(bs_app_t *app)
 {
+    /* ---- issue 10: the shadow runs first (they use serving, endpoints and the log) ---- */
+    bs__api_shadow_close(app);
     /* Triggers first: they call the jobs runtime, webhooks, serving and the log. Freed
      * once the change watcher (which rebuilds them) is gone. */
     if (app->registry)
@@ -253,6 +276,8 @@ void bs_api_app_close(bs_app_t *app)
     /* ---- issue 10: stop the rollout controller, the monitor, the prediction log ---- */
     bs_rollouts_free(app->rollouts); /* first: its ticks read the monitor and endpoints */
     app->rollouts = NULL;
+    bs_predlog_free(app->predlog); /* drains what it holds (bounded), before the log closes */
+    app->predlog = NULL;
 
     /* Completions still arriving from the log (a fetch whose request outlived the drain)
      * see this and answer at once instead of queueing more work on the pool. */
@@ -278,6 +303,10 @@ void bs_api_app_close(bs_app_t *app)
     app->changes = NULL;
     bs_triggers_free(app->triggers);
     app->triggers = NULL;
+    /* ---- issue 10: endpoints: after the change watcher (its rebuilds) and the modules that
+     * route through it; before serving, whose snapshot it reads. */
+    bs_endpoints_free(app->endpoints);
+    app->endpoints = NULL;
     /* The log's users close before it (the job runtime above; webhooks and triggers here),
      * then the log: it completes or fails every pending append and fetch, whose deferred
      * responses are dropped once the server's loops are gone. The topics snapshot goes

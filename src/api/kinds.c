@@ -16,5 +16,10 @@ const bs__api_kind_t bs__api_kinds[] = {
                             "filter are scored by a model, sent to a webhook or start a job",
      bs__api_trigger_validate, bs__api_trigger_prepare, bs__api_trigger_deleted, bs__api_trigger_status, NULL,
      bs__api_trigger_rebuild},
+    /* After Topic: an endpoint's prepare hook ensures the tenant's system topics. */
+    {"Endpoint", "endpoints", "an endpoint: a stable name over a model's versions and its "
+                              "traffic policy (canary, A/B, shadow, blue-green, bandit)",
+     bs__api_endpoint_validate, bs__api_endpoint_prepare, NULL, bs__api_endpoint_status, NULL,
+     bs__api_endpoint_rebuild},
     {NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };

@@ -273,7 +273,7 @@ static int check_feature(const tensor_t *t, const bs_ml_feature_t *f, bs_err_t *
     return 0;
 }
 
-static int read_tensor(bs_req_t *req, const cJSON *t, int i, size_t max_vals, tensor_t *out, bs_err_t *err)
+static int read_tensor(bs_arena_t *a, const cJSON *t, int i, size_t max_vals, tensor_t *out, bs_err_t *err)
 {
     char field[32];
     snprintf(field, sizeof field, "inputs[%d]", i);
@@ -307,7 +307,7 @@ static int read_tensor(bs_req_t *req, const cJSON *t, int i, size_t max_vals, te
     const cJSON *data = cJSON_GetObjectItemCaseSensitive(t, "data");
     if (!cJSON_IsArray(data))
         return bs_err_setf(err, BS_EINVAL, field, "%s.data must be an array", field);
-    out->vals = bs_arena_calloc(&req->arena, total + 1, sizeof *out->vals);
+    out->vals = bs_arena_calloc(a, total + 1, sizeof *out->vals);
     out->n = 0;
     if (!out->vals)
         return bs_err_set(err, BS_ENOMEM, "out of memory");
@@ -343,6 +343,131 @@ static void tensor_end(bs_buf_t *b)
     bs_jw_obj_end(b);
 }
 
+int bs__api_oip_rows(bs_arena_t *a, const bs_model_handle_t *h, const cJSON *j, size_t max_rows,
+                     double **rows_out, size_t *n_out, bs_err_t *err)
+{
+    const bs_ml_schema_t *s = bs_model_handle_schema(h);
+    size_t nf = (size_t)s->n_features;
+    int rc = 0;
+    const cJSON *inputs = j ? cJSON_GetObjectItemCaseSensitive(j, "inputs") : NULL;
+    if (!cJSON_IsObject(j) || !cJSON_IsArray(inputs) || !cJSON_GetArraySize(inputs))
+        return bs_err_setf(err, BS_EINVAL, "inputs", "body must be {\"inputs\": [tensors]}");
+    int nt = cJSON_GetArraySize(inputs);
+    tensor_t *ts = bs_arena_calloc(a, (size_t)nt, sizeof *ts);
+    if (!ts)
+        return bs_err_set(err, BS_ENOMEM, "out of memory");
+    int i = 0;
+    for (const cJSON *t = inputs->child; t && !rc; t = t->next, i++)
+        rc = read_tensor(a, t, i, max_rows * (nf > 0 ? nf : 1), &ts[i], err);
+    if (rc)
+        return rc;
+    size_t n = 0;
+    double *rows = NULL;
+    int positional = nt == 1 && ts[0].ndim == 2 && (size_t)ts[0].dims[1] == nf &&
+                     (nf > 1 || bs_model_handle_feature(h, ts[0].name, strlen(ts[0].name)) < 0);
+    n = (size_t)ts[0].dims[0];
+    if (n > max_rows)
+        rc = bs_err_setf(err, BS_ETOOBIG, "inputs", "%zu rows in one request, the limit is %zu", n, max_rows);
+    else if (!(rows = bs_arena_calloc(a, n * nf + 1, sizeof(double))))
+        rc = bs_err_set(err, BS_ENOMEM, "out of memory");
+    char where[96];
+    for (size_t c = 0; !rc && positional && c < nf; c++)
+        rc = check_feature(&ts[0], &s->features[c], err);
+    if (!rc && positional) {
+        for (size_t r = 0; r < n && !rc; r++)
+            for (size_t c = 0; c < nf && !rc; c++) {
+                snprintf(where, sizeof where, "inputs[0] row %zu", r);
+                rc = bs_serving_encode_value(h, (int)c, ts[0].vals[r * nf + c], &rows[r * nf + c], where, err);
+            }
+    } else if (!rc) {
+        unsigned char *seen = bs_arena_calloc(a, nf + 1, 1);
+        if (!seen)
+            rc = bs_err_set(err, BS_ENOMEM, "out of memory");
+        for (int k = 0; k < nt && !rc; k++) {
+            int f = bs_model_handle_feature(h, ts[k].name, strlen(ts[k].name));
+            if (f < 0) {
+                rc = bs_err_setf(err, BS_EINVAL, ts[k].name,
+                                 "input tensor '%.64s' is not a feature of this model", ts[k].name);
+            } else if (seen[f]) {
+                rc = bs_err_setf(err, BS_EINVAL, ts[k].name, "input tensor '%.64s' is given twice", ts[k].name);
+            } else if ((size_t)ts[k].dims[0] != n || (ts[k].ndim == 2 && ts[k].dims[1] != 1)) {
+                rc = bs_err_setf(err, BS_EINVAL, ts[k].name,
+                                 "input tensor '%.64s' must have shape [%zu] or [%zu, 1]", ts[k].name, n, n);
+            } else if (!(rc = check_feature(&ts[k], &s->features[f], err))) {
+                seen[f] = 1;
+                for (size_t r = 0; r < n && !rc; r++) {
+                    snprintf(where, sizeof where, "%.40s row %zu", ts[k].name, r);
+                    rc = bs_serving_encode_value(h, f, ts[k].vals[r], &rows[r * nf + (size_t)f], where, err);
+                }
+            }
+        }
+        for (size_t f = 0; f < nf && !rc; f++)
+            for (size_t r = 0; !seen[f] && r < n && !rc; r++)
+                rc = bs_serving_encode_missing(h, (int)f, &rows[r * nf + f], "inputs", err);
+    }
+    if (rc)
+        return rc;
+    *rows_out = rows;
+    *n_out = n;
+    return 0;
+}
+
+void bs__api_oip_render(const bs_model_handle_t *h, const char *model_name, const char *id,
+                        const double *out, size_t n, const char (*ids)[37],
+                        const char *const *parameters, bs_buf_t *b)
+{
+    const bs_ml_schema_t *s = bs_model_handle_schema(h);
+    size_t k = (size_t)s->n_outputs;
+    bs_jw_obj_begin(b);
+    bs_jw_key(b, "model_name");
+    bs_jw_str(b, model_name);
+    bs_jw_key(b, "model_version");
+    char vs[16];
+    snprintf(vs, sizeof vs, "%d", bs_model_handle_version(h));
+    bs_jw_str(b, vs);
+    if (id) {
+        bs_jw_key(b, "id");
+        bs_jw_str(b, id);
+    }
+    if (parameters && parameters[0]) {
+        bs_jw_key(b, "parameters");
+        bs_jw_obj_begin(b);
+        for (int m = 0; parameters[m]; m += 2) {
+            bs_jw_key(b, parameters[m]);
+            bs_jw_str(b, parameters[m + 1] ? parameters[m + 1] : "");
+        }
+        bs_jw_obj_end(b);
+    }
+    bs_jw_key(b, "outputs");
+    bs_jw_arr_begin(b);
+    int cls = s->task == BS_ML_CLASSIFICATION;
+    tensor_begin(b, cls ? "probabilities" : "predictions", "FP64", n, cls || k > 1 ? k : 0);
+    for (size_t q = 0; q < n * k; q++)
+        bs_jw_double(b, out[q]);
+    tensor_end(b);
+    if (cls) {
+        tensor_begin(b, "label", "BYTES", n, 0);
+        for (size_t r = 0; r < n; r++) {
+            size_t best = 0;
+            for (size_t c = 1; c < k; c++)
+                if (out[r * k + c] > out[r * k + best])
+                    best = c;
+            bs_jw_str(b, s->labels ? s->labels[best] : "");
+        }
+        tensor_end(b);
+    }
+    tensor_begin(b, "prediction_id", "BYTES", n, 0);
+    for (size_t r = 0; r < n; r++) {
+        char pid[37];
+        if (!ids)
+            bs_uuid7(pid);
+        bs_jw_str(b, ids ? ids[r] : pid);
+    }
+    tensor_end(b);
+    bs_jw_arr_end(b);
+    bs_jw_obj_end(b);
+}
+
 static void infer(bs_req_t *req, int version)
 {
     if (!bs__api_predict_media_ok(req))
@@ -353,63 +478,12 @@ static void infer(bs_req_t *req, int version)
     bs_err_t err;
     bs_err_clear(&err);
     const bs_ml_schema_t *s = bs_model_handle_schema(h);
-    size_t nf = (size_t)s->n_features, max_rows = (size_t)req->cfg->max_batch_rows;
     cJSON *j = bs_req_json(req, &err);
     int rc = j ? 0 : err.code;
-    const cJSON *inputs = j ? cJSON_GetObjectItemCaseSensitive(j, "inputs") : NULL;
-    if (!rc && (!cJSON_IsObject(j) || !cJSON_IsArray(inputs) || !cJSON_GetArraySize(inputs)))
-        rc = bs_err_setf(&err, BS_EINVAL, "inputs", "body must be {\"inputs\": [tensors]}");
-    int nt = rc ? 0 : cJSON_GetArraySize(inputs);
-    tensor_t *ts = nt ? bs_arena_calloc(&req->arena, (size_t)nt, sizeof *ts) : NULL;
-    if (!rc && !ts)
-        rc = bs_err_set(&err, BS_ENOMEM, "out of memory");
-    int i = 0;
-    for (const cJSON *t = rc ? NULL : inputs->child; t && !rc; t = t->next, i++)
-        rc = read_tensor(req, t, i, max_rows * (nf > 0 ? nf : 1), &ts[i], &err);
     size_t n = 0;
     double *rows = NULL;
-    if (!rc) {
-        int positional = nt == 1 && ts[0].ndim == 2 && (size_t)ts[0].dims[1] == nf &&
-                         (nf > 1 || bs_model_handle_feature(h, ts[0].name, strlen(ts[0].name)) < 0);
-        n = (size_t)ts[0].dims[0];
-        if (n > max_rows)
-            rc = bs_err_setf(&err, BS_ETOOBIG, "inputs", "%zu rows in one request, the limit is %zu", n, max_rows);
-        else if (!(rows = bs_arena_calloc(&req->arena, n * nf + 1, sizeof(double))))
-            rc = bs_err_set(&err, BS_ENOMEM, "out of memory");
-        char where[96];
-        for (size_t c = 0; !rc && positional && c < nf; c++)
-            rc = check_feature(&ts[0], &s->features[c], &err);
-        if (!rc && positional) {
-            for (size_t r = 0; r < n && !rc; r++)
-                for (size_t c = 0; c < nf && !rc; c++) {
-                    snprintf(where, sizeof where, "inputs[0] row %zu", r);
-                    rc = bs_serving_encode_value(h, (int)c, ts[0].vals[r * nf + c], &rows[r * nf + c], where, &err);
-                }
-        } else if (!rc) {
-            unsigned char *seen = bs_arena_calloc(&req->arena, nf + 1, 1);
-            for (int k = 0; k < nt && !rc; k++) {
-                int f = bs_model_handle_feature(h, ts[k].name, strlen(ts[k].name));
-                if (f < 0) {
-                    rc = bs_err_setf(&err, BS_EINVAL, ts[k].name,
-                                     "input tensor '%.64s' is not a feature of this model", ts[k].name);
-                } else if (seen[f]) {
-                    rc = bs_err_setf(&err, BS_EINVAL, ts[k].name, "input tensor '%.64s' is given twice", ts[k].name);
-                } else if ((size_t)ts[k].dims[0] != n || (ts[k].ndim == 2 && ts[k].dims[1] != 1)) {
-                    rc = bs_err_setf(&err, BS_EINVAL, ts[k].name,
-                                     "input tensor '%.64s' must have shape [%zu] or [%zu, 1]", ts[k].name, n, n);
-                } else if (!(rc = check_feature(&ts[k], &s->features[f], &err))) {
-                    seen[f] = 1;
-                    for (size_t r = 0; r < n && !rc; r++) {
-                        snprintf(where, sizeof where, "%.40s row %zu", ts[k].name, r);
-                        rc = bs_serving_encode_value(h, f, ts[k].vals[r], &rows[r * nf + (size_t)f], where, &err);
-                    }
-                }
-            }
-            for (size_t f = 0; f < nf && !rc; f++)
-                for (size_t r = 0; !seen[f] && r < n && !rc; r++)
-                    rc = bs_serving_encode_missing(h, (int)f, &rows[r * nf + f], "inputs", &err);
-        }
-    }
+    if (!rc)
+        rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, &rows, &n, &err);
     size_t k = (size_t)s->n_outputs;
     double *out = NULL;
     if (!rc) {
@@ -424,44 +498,7 @@ static void infer(bs_req_t *req, int version)
     bs_json_get_str(j, "id", 0, &id, &err);
     bs_buf_t b;
     bs_buf_init(&b);
-    bs_jw_obj_begin(&b);
-    bs_jw_key(&b, "model_name");
-    bs_jw_str(&b, bs_model_handle_name(h));
-    bs_jw_key(&b, "model_version");
-    char vs[16];
-    snprintf(vs, sizeof vs, "%d", bs_model_handle_version(h));
-    bs_jw_str(&b, vs);
-    if (id) {
-        bs_jw_key(&b, "id");
-        bs_jw_str(&b, id);
-    }
-    bs_jw_key(&b, "outputs");
-    bs_jw_arr_begin(&b);
-    int cls = s->task == BS_ML_CLASSIFICATION;
-    tensor_begin(&b, cls ? "probabilities" : "predictions", "FP64", n, cls || k > 1 ? k : 0);
-    for (size_t q = 0; q < n * k; q++)
-        bs_jw_double(&b, out[q]);
-    tensor_end(&b);
-    if (cls) {
-        tensor_begin(&b, "label", "BYTES", n, 0);
-        for (size_t r = 0; r < n; r++) {
-            size_t best = 0;
-            for (size_t c = 1; c < k; c++)
-                if (out[r * k + c] > out[r * k + best])
-                    best = c;
-            bs_jw_str(&b, s->labels ? s->labels[best] : "");
-        }
-        tensor_end(&b);
-    }
-    tensor_begin(&b, "prediction_id", "BYTES", n, 0);
-    for (size_t r = 0; r < n; r++) {
-        char pid[37];
-        bs_uuid7(pid);
-        bs_jw_str(&b, pid);
-    }
-    tensor_end(&b);
-    bs_jw_arr_end(&b);
-    bs_jw_obj_end(&b);
+    bs__api_oip_render(h, bs_model_handle_name(h), id, out, n, NULL, NULL, &b);
     bs_resp_json(req, 200, &b);
     bs_buf_free(&b);
     bs_serving_record(h, n, bs_time_mono_ns() - req->start_ns, 0);
@@ -470,6 +507,15 @@ static void infer(bs_req_t *req, int version)
 void bs__api_v2_infer(bs_req_t *req)
 {
     int v = version_of(req);
-    if (v >= 0)
-        infer(req, v);
+    if (v < 0)
+        return;
+    /* /v2/models/{endpoint}/infer: a name that is no model of the tenant but one of its
+     * endpoints is routed through the endpoint. A model of that name wins (clients that
+     * call it today keep getting it); "name@alias" and a version always mean a model. */
+    const char *name = bs_req_param(req, "name");
+    if (!v && name && !strchr(name, '@') &&
+        !bs_serving_has_model(APP(req)->serving, req->who.tenant, name) &&
+        bs__api_endpoint_exists(req, name))
+        return bs__api_endpoint_infer(req);
+    infer(req, v);
 }

@@ -494,36 +494,60 @@ static void loaded(void *ud, const bs_err_t *err)
  * models in use can evict a version between its load and the request's next run. */
 #define MAX_LOAD_WAITS 2
 
-bs_model_handle_t *bs__api_model(bs_req_t *req, int version)
+int bs__api_model_resolve(bs_req_t *req, const char *ref, int version, bs_model_handle_t **h,
+                          bs_err_t *err)
 {
     bs_app_t *app = APP(req);
-    bs_err_t err;
-    bs_err_clear(&err);
     bs_serving_slot_t *unloaded = NULL;
-    bs_model_handle_t *h = bs_serving_peek(app->serving, req->who.tenant, bs_req_param(req, "name"),
-                                           version, &unloaded, &err);
-    if (h)
-        return h;
-    if (!unloaded) {
-        bs_resp_error(req, &err);
-        return NULL;
-    }
+    *h = bs_serving_peek(app->serving, req->who.tenant, ref, version, &unloaded, err);
+    if (*h)
+        return 1;
+    if (!unloaded)
+        return -1;
     /* Evicted again before this run (the loaded models thrash the budget): answer 503 and
      * let the client retry, rather than load on this thread or bounce for ever. */
     if (req->resumed >= MAX_LOAD_WAITS) {
-        bs_serving_overloaded(unloaded, &err);
+        bs_serving_overloaded(unloaded, err);
         bs_resp_header(req, "retry-after", "1");
-        bs_resp_error(req, &err);
-        return NULL;
+        return -1;
     }
     bs_deferred_t *d = bs_req_defer(req);
     if (!d) {
-        bs_resp_errorf(req, BS_ENOMEM, NULL, "out of memory");
-        return NULL;
+        bs_err_set(err, BS_ENOMEM, "out of memory");
+        return -1;
     }
-    if (bs_serving_load_async(app->serving, unloaded, loaded, d, &err) != 0)
-        bs_deferred_respond_error(d, &err);
-    return NULL;
+    bs_err_t lerr;
+    if (bs_serving_load_async(app->serving, unloaded, loaded, d, &lerr) != 0)
+        bs_deferred_respond_error(d, &lerr);
+    return 0;
+}
+
+bs_model_handle_t *bs__api_model(bs_req_t *req, int version)
+{
+    bs_err_t err;
+    bs_err_clear(&err);
+    bs_model_handle_t *h = NULL;
+    if (bs__api_model_resolve(req, bs_req_param(req, "name"), version, &h, &err) < 0)
+        bs_resp_error(req, &err);
+    return h;
+}
+
+int bs__api_predict_rows(bs_req_t *req, const bs_model_handle_t *h, cJSON **json, double **rows,
+                         size_t *n, bs_err_t *err)
+{
+    bs_app_t *app = APP(req);
+    size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
+    if (!*json) {
+        double *row = bs_arena_alloc(&req->arena, (nf + 1) * sizeof(double));
+        if (row && bs_serving_parse_fast(app->serving, h, req->body, req->body_len, row)) {
+            *rows = row;
+            *n = 1;
+            return 0;
+        }
+        if (!(*json = bs_req_json(req, err)))
+            return err->code;
+    }
+    return bs_serving_parse_inputs(app->serving, h, *json, &req->arena, rows, n, err);
 }
 
 typedef struct {
@@ -563,17 +587,8 @@ static void predict(bs_req_t *req, int version)
         return;
     double *rows = NULL, *out = NULL;
     size_t n = 0;
-    int rc = 0;
-    size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
-    if ((rows = bs_arena_alloc(&req->arena, (nf + 1) * sizeof(double))) &&
-        bs_serving_parse_fast(app->serving, h, req->body, req->body_len, rows)) {
-        n = 1;
-    } else {
-        cJSON *j = bs_req_json(req, &err);
-        rc = j ? 0 : err.code;
-        if (!rc)
-            rc = bs_serving_parse_inputs(app->serving, h, j, &req->arena, &rows, &n, &err);
-    }
+    cJSON *j = NULL;
+    int rc = bs__api_predict_rows(req, h, &j, &rows, &n, &err);
     if (!rc && bs_serving_batched(app->serving, h)) {
         batched_t *bt = malloc(sizeof *bt);
         bs_deferred_t *d = bt ? bs_req_defer(req) : NULL;

@@ -159,7 +159,7 @@ static const cJSON *body_spec(bs_req_t *req, const bs__api_kind_t *k, const char
     return spec;
 }
 
-static int query_bool(bs_req_t *req, const char *name, int *out)
+int bs__api_query_bool(bs_req_t *req, const char *name, int *out)
 {
     const char *v = bs_req_query(req, name);
     *out = 0;
@@ -231,28 +231,12 @@ static void respond_dry_run(bs_req_t *req, const bs__api_kind_t *k, const char *
     free(cur.spec);
 }
 
-void bs__api_resource_put(bs_req_t *req)
+void bs__api_resource_write(bs_req_t *req, const bs__api_kind_t *k, const char *name,
+                            const cJSON *spec, int dry_run, int64_t expect_generation)
 {
     bs_app_t *app = APP(req);
-    const bs__api_kind_t *k = bs__api_kind_of(req);
-    if (!k)
-        return bs_resp_errorf(req, BS_EINTERNAL, NULL, "route without a kind");
-    const char *name = bs_req_param(req, "name");
-    if (!bs_resources_valid_name(name))
-        return bs_resp_errorf(req, BS_EINVAL, "name",
-                              "%s name must match [a-z0-9][a-z0-9_-]{0,62}, got '%.64s'", k->kind,
-                              name);
-    int dry_run;
-    if (query_bool(req, "dry_run", &dry_run) < 0)
-        return;
     bs_err_t err;
     bs_err_clear(&err);
-    cJSON *j = bs_req_json(req, &err);
-    if (!j)
-        return bs_resp_error(req, &err);
-    const cJSON *spec = body_spec(req, k, name, j, &err);
-    if (!spec)
-        return bs_resp_error(req, &err);
     cJSON *norm = NULL;
     if (k->validate(app, &req->who, name, spec, &norm, &err) != 0)
         return bs_resp_error(req, &err);
@@ -271,8 +255,8 @@ void bs__api_resource_put(bs_req_t *req)
     int64_t gen;
     int rc = k->prepare ? k->prepare(app, req->who.tenant, name, txt, &err) : 0;
     if (rc == 0)
-        rc = bs_resources_put(app->meta, req->who.tenant, k->kind, name, txt, req->who.key_id, 0,
-                              &outcome, &gen, &err);
+        rc = bs_resources_put(app->meta, req->who.tenant, k->kind, name, txt, req->who.key_id,
+                              expect_generation, &outcome, &gen, &err);
     free(txt);
     if (rc)
         return bs_resp_error(req, &err);
@@ -288,6 +272,30 @@ void bs__api_resource_put(bs_req_t *req)
     }
     bs_resp_json(req, outcome == BS_RESOURCE_CREATED ? 201 : 200, &b);
     bs_buf_free(&b);
+}
+
+void bs__api_resource_put(bs_req_t *req)
+{
+    const bs__api_kind_t *k = bs__api_kind_of(req);
+    if (!k)
+        return bs_resp_errorf(req, BS_EINTERNAL, NULL, "route without a kind");
+    const char *name = bs_req_param(req, "name");
+    if (!bs_resources_valid_name(name))
+        return bs_resp_errorf(req, BS_EINVAL, "name",
+                              "%s name must match [a-z0-9][a-z0-9_-]{0,62}, got '%.64s'", k->kind,
+                              name);
+    int dry_run;
+    if (bs__api_query_bool(req, "dry_run", &dry_run) < 0)
+        return;
+    bs_err_t err;
+    bs_err_clear(&err);
+    cJSON *j = bs_req_json(req, &err);
+    if (!j)
+        return bs_resp_error(req, &err);
+    const cJSON *spec = body_spec(req, k, name, j, &err);
+    if (!spec)
+        return bs_resp_error(req, &err);
+    bs__api_resource_write(req, k, name, spec, dry_run, 0);
 }
 
 void bs__api_resource_get(bs_req_t *req)

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "api/api_int.h"
+#include "serving/predlog.h"
 #include "events/triggers.h"
 #include "serving/rollouts.h"
 #include "base/log.h"
@@ -206,6 +207,9 @@ void bs__api_metrics(bs_req_t *req)
                   (unsigned long long)(ms.errors - ms.unavailable));
     bs__api_model_metrics(app, &b);
     bs__api_webhooks_metrics(app, &b);
+    bs__api_shadow_metrics(app, &b); /* issue 10: endpoints' shadow runner */
+    if (app->predlog)
+        bs_predlog_metrics(app->predlog, &b); /* issue 10: the prediction log */
     if (app->log)
         bs_log_metrics(app->log, &b);
     if (app->topics)
@@ -214,6 +218,7 @@ void bs__api_metrics(bs_req_t *req)
         bs_triggers_metrics(app->triggers, &b);
     if (app->rollouts)
         bs_rollouts_metrics(app->rollouts, &b);
+    bs__api_endpoints_metrics(app, &b);
     bs_ratelimit_stats_t rs;
     if (bs_auth_limits_stats(app->auth, &rs))
         bs_buf_printf(

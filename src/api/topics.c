@@ -49,12 +49,21 @@ int bs__api_topic_ensure_dead_letter(bs_app_t *app, const char *tenant, const ch
 int bs__api_topic_ensure(bs_app_t *app, const char *tenant, const char *dl, const char *actor,
                          bs_err_t *err)
 {
+    return bs__api_topic_ensure_spec(app, tenant, dl, NULL, actor, err);
+}
+
+int bs__api_topic_ensure_spec(bs_app_t *app, const char *tenant, const char *dl,
+                              const char *spec, const char *actor, bs_err_t *err)
+{
     bs_topic_t t;
     if (app->topics && bs_topics_get(app->topics, tenant, dl, &t))
         return 0;
-    cJSON *empty = cJSON_CreateObject(), *norm = NULL;
-    int rc = bs_topic_spec_normalise(dl, empty, app->cfg.max_event_bytes, &norm, &t, err);
-    cJSON_Delete(empty);
+    cJSON *given = spec ? cJSON_Parse(spec) : cJSON_CreateObject(), *norm = NULL;
+    if (!given)
+        return bs_err_set(err, spec ? BS_EINTERNAL : BS_ENOMEM, "topic spec for '%s' is not JSON",
+                          dl);
+    int rc = bs_topic_spec_normalise(dl, given, app->cfg.max_event_bytes, &norm, &t, err);
+    cJSON_Delete(given);
     if (rc)
         return rc;
     char *txt = cJSON_PrintUnformatted(norm);

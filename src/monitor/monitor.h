@@ -101,6 +101,15 @@ typedef struct {
 int bs_monitor_summary(bs_monitor_t *m, const char *tenant, const char *endpoint,
                        const bs_monitor_filter_t *f, bs_monitor_summary_t *out, bs_err_t *err);
 
+/* The reward counts of one variant (NULL: every variant) of tenant's endpoint: routed
+ * entries since since_ms with feedback equal to reward_label (JSON text; the comparison of
+ * docs/endpoints-monitoring.md) are successes, the other labelled ones failures. No
+ * allocation: the endpoints module's rewards source calls it about every second per route.
+ * 0, or BS_EINVAL (reward_label is no JSON scalar). */
+int bs_monitor_rewards(bs_monitor_t *m, const char *tenant, const char *endpoint,
+                       const char *variant, int64_t since_ms, const char *reward_label,
+                       int64_t *successes, int64_t *failures);
+
 /* Population stability index of cur's predictions (mean_prediction's value per row)
  * against ref's: 10 bins at ref's deciles, shares of empty bins raised to 1e-4
  * (docs/endpoints.md). *psi NaN when either side has fewer than 10 rows. */

@@ -97,6 +97,15 @@ int bs_endpoints_rebuild(bs_endpoints_t *e, bs_err_t *err);
 int bs_endpoint_spec_normalise(bs_endpoints_t *e, const char *tenant, const char *name,
                                const cJSON *spec, cJSON **out, bs_err_t *err);
 
+/* The structural part of normalise, without the registry: parses spec (borrowed) into *ep
+ * (defaults filled in; generation 0, state NULL). 0 or BS_EINVAL with err->field set. The
+ * rebuild reads stored specs with it; the rollout controller edits weights with it. */
+int bs_endpoint_spec_parse(const char *tenant, const char *name, const cJSON *spec,
+                           bs_endpoint_t *ep, bs_err_t *err);
+/* The normalised spec of ep as JSON (caller frees; NULL out of memory): every default
+ * filled in, "shadow" always present, "sticky" and "logger" only when set. */
+cJSON *bs_endpoint_spec_render(const bs_endpoint_t *ep);
+
 /* The endpoint, borrowed until the calling thread's QSBR section ends; NULL if none. */
 const bs_endpoint_t *bs_endpoints_get(bs_endpoints_t *e, const char *tenant, const char *name);
 
@@ -105,6 +114,9 @@ const bs_endpoint_t *bs_endpoints_get(bs_endpoints_t *e, const char *tenant, con
  * 1 + failures) (policy thompson), else weighted at random. Never fails (weights sum to
  * 100; a route of weight 0 is never picked unless every route is 0 — then the first). */
 int bs_endpoint_pick(const bs_endpoint_t *ep, const char *key, size_t key_len);
+/* The sticky point of a key, in [0, 10000): SipHash-2-4 keyed by the endpoint's name
+ * (docs/endpoints-spec.md), reduced by a 128-bit multiply. */
+int bs_endpoint_sticky_point(const bs_endpoint_t *ep, const char *key, size_t key_len);
 /* 1 if shadow i runs for this request (a fresh random draw below its fraction). */
 int bs_endpoint_shadow_draw(const bs_endpoint_t *ep, int i);
 /* 1 if this request's records go to the prediction log (a draw below sample_rate). */
@@ -114,9 +126,24 @@ int bs_endpoint_log_draw(const bs_endpoint_t *ep);
  * second by the endpoints module's own timer through bs_endpoints_set_rewards_source). */
 typedef int (*bs_endpoint_rewards_fn)(void *ud, const bs_endpoint_t *ep, int route,
                                       int64_t *successes, int64_t *failures);
+/* fn NULL: no source. Returns once no call to the previous fn runs (so its owner may be
+ * freed after); never call it while holding a lock fn takes. The timer calls fn on its own
+ * thread (a QSBR reader during the call), once per route of every Thompson endpoint; a
+ * return other than 0 leaves that arm's counts as they were. */
 void bs_endpoints_set_rewards_source(bs_endpoints_t *e, bs_endpoint_rewards_fn fn, void *ud);
+/* One pass of the rewards timer now (tests; from a QSBR-registered thread). */
+void bs_endpoints_refresh_rewards(bs_endpoints_t *e);
+/* Sets route i's arm counts directly (what the timer does with the source's answer). */
+void bs_endpoint_set_arm(const bs_endpoint_t *ep, int route, int64_t successes, int64_t failures);
 /* Route i's current arm counts (what pick samples from). */
 void bs_endpoint_arm(const bs_endpoint_t *ep, int route, int64_t *successes, int64_t *failures);
+
+/* Called after every rebuild, once per tenant that has an endpoint, on the rebuilding
+ * thread (the monitor starts tailing the tenant's predictions and feedback topics from it).
+ * Registering calls fn at once for the tenants of the current snapshot. fn must not call
+ * bs_endpoints_rebuild or bs_endpoints_on_rebuild. */
+typedef void (*bs_endpoints_tenant_fn)(void *ud, const char *tenant);
+void bs_endpoints_on_rebuild(bs_endpoints_t *e, bs_endpoints_tenant_fn fn, void *ud);
 
 /* Calls cb for every endpoint of the snapshot (tenant NULL: all tenants). From a
  * QSBR-registered thread; the endpoint is borrowed for the call. */

@@ -281,7 +281,8 @@ void bs_serving_render_value(const bs_model_handle_t *h, const double *o, bs_buf
     }
 }
 
-void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b)
+void bs_serving_render_ex(const bs_model_handle_t *h, const double *out, size_t n,
+                          const char (*ids)[37], const char *const *members, bs_buf_t *b)
 {
     int k = h->sig.n_outputs;
     bs_jw_obj_begin(b);
@@ -289,6 +290,10 @@ void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, 
     bs_jw_str(b, h->slot->name);
     bs_jw_key(b, "version");
     bs_jw_int(b, h->slot->version);
+    for (int m = 0; members && members[m]; m += 2) {
+        bs_jw_key(b, members[m]);
+        bs_jw_str(b, members[m + 1] ? members[m + 1] : "");
+    }
     bs_jw_key(b, "predictions");
     bs_jw_arr_begin(b);
     for (size_t r = 0; r < n; r++)
@@ -297,11 +302,39 @@ void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, 
     bs_jw_key(b, "prediction_ids");
     bs_jw_arr_begin(b);
     for (size_t r = 0; r < n; r++) {
-        char id[37];
-        bs_uuid7(id);
-        bs_jw_strn(b, id, 36);
+        char fresh[37];
+        if (!ids)
+            bs_uuid7(fresh);
+        bs_jw_strn(b, ids ? ids[r] : fresh, 36);
     }
     bs_jw_arr_end(b);
+    bs_jw_obj_end(b);
+}
+
+void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b)
+{
+    bs_serving_render_ex(h, out, n, NULL, NULL, b);
+}
+
+void bs_serving_render_row(const bs_model_handle_t *h, const double *row, bs_buf_t *b)
+{
+    const bs_ml_schema_t *s = &h->sig;
+    bs_jw_obj_begin(b);
+    for (int i = 0; i < s->n_features; i++) {
+        const bs_ml_feature_t *f = &s->features[i];
+        double x = row[i];
+        bs_jw_key(b, f->name);
+        if (f->type == BS_ML_CATEGORY) {
+            /* The encoded index; -1 (an unseen category the model takes) and NaN (missing)
+             * have no string: null. */
+            if (isfinite(x) && x >= 0 && x < f->n_categories && x == floor(x))
+                bs_jw_str(b, f->categories[(int)x]);
+            else
+                bs_jw_null(b);
+        } else {
+            bs_jw_double(b, x); /* NaN (a missing value) is written as null */
+        }
+    }
     bs_jw_obj_end(b);
 }
 

@@ -12,7 +12,10 @@
  * period (20 ms) plus the topic's sync interval (1 s) — the documented bound. When
  * the buffer is full (the log or the disk is slower than the predict rate) the
  * record is dropped and counted (basalt_prediction_log_dropped_total{tenant,
- * endpoint, reason="buffer_full"|"log_error"}); a prediction is never delayed.
+ * endpoint, reason="buffer_full"|"log_overload"|"no_topic"|"log_error"}: the buffer was
+ * full; the log's append queue was full; the tenant has no topic `predictions`; the log
+ * failed the append or refused the record); a prediction is never delayed, and a failed
+ * append is never retried.
  *
  * ---- The record (the contract with src/monitor, the export and the API) ----------------
  * One JSON object per predicted row, the log record's id = prediction_id (a shadow
@@ -64,7 +67,10 @@ void bs_predlog_free(bs_predlog_t *p);
 /*
  * Queues one record (json: the object above, len bytes; copied) for tenant's topic
  * `predictions`; endpoint names it for the drop counters. Never blocks: 0, or
- * BS_EOVERLOAD when the buffer is full (dropped and counted; the caller goes on).
+ * BS_EOVERLOAD when the buffer is full (dropped and counted; the caller goes on), or
+ * BS_EUNAVAIL once bs_predlog_free has begun (or p is NULL). The log record's id is read
+ * from the record by the drain thread (its prediction_id, shadow and variant), so the
+ * caller passes the rendered record only. Cost: one mutex and the copy.
  */
 int bs_predlog_submit(bs_predlog_t *p, const char *tenant, const char *endpoint,
                       const char *json, size_t len);
@@ -79,16 +85,48 @@ int bs_predlog_submit(bs_predlog_t *p, const char *tenant, const char *endpoint,
  * Posted through the outbound client off the request path, with bounded retries
  * (3 attempts, 1 s apart) and a bounded queue (drops counted:
  * basalt_payload_logger_dropped_total); never slows a prediction.
- * mode: "all", "request" or "response". Everything borrowed (copied). 0 or BS_EOVERLOAD.
+ * mode: "all", "request" or "response". Everything borrowed (copied). A NULL
+ * response_json (the request failed) sends no response event, as KServe's agent logs only
+ * 200 responses; ce-metadata is "{}" (KServe sends its metadata headers, none here).
+ * 0, BS_EOVERLOAD (queue full, or no outbound client: counted as dropped) or BS_EINVAL
+ * (no url, unknown mode).
  */
 int bs_predlog_payload(bs_predlog_t *p, const char *url, const char *mode, const char *tenant,
                        const char *endpoint, const char *variant, const char *request_id,
                        const char *request_json, size_t request_len, const char *response_json,
                        size_t response_len);
 
+/*
+ * Waits until every record submitted before the call is acknowledged by the log (per the
+ * topic's sync: written, for sync "1s") or dropped — what a reader of the topic (the
+ * monitor, before it refuses an unknown prediction id) needs to see them. Kicks the drain
+ * so it takes about one append's time, not the drain period. 0, or BS_EUNAVAIL when
+ * timeout_ms (0: do not wait) ran out first. p NULL: 0. Any thread but an I/O thread.
+ */
+int bs_predlog_flush(bs_predlog_t *p, int timeout_ms);
+
+/*
+ * The top-level members of a record that its readers filter on, found by a scan of the
+ * record's top level (nested values are skipped, not parsed: about 10x cheaper than a JSON
+ * parse). Strings point into json (borrowed), without their quotes and undecoded (the
+ * names, ids and variants basalt writes have no escapes); absent members are NULL / 0.
+ * 0, or BS_EINVAL when json is not a JSON object.
+ */
+typedef struct {
+    const char *prediction_id, *endpoint, *variant, *model;
+    size_t prediction_id_len, endpoint_len, variant_len, model_len;
+    int64_t version; /* 0 when absent */
+    int shadow;      /* 1: "shadow": true */
+    int error;       /* 1: the record has "error" */
+    int64_t time_ms; /* "time" parsed; 0 when absent or not RFC 3339 */
+} bs_predlog_fields_t;
+int bs_predlog_fields(const char *json, size_t len, bs_predlog_fields_t *out);
+
 /* Prometheus text: basalt_prediction_log_records_total{tenant,endpoint},
  * basalt_prediction_log_dropped_total{tenant,endpoint,reason},
- * basalt_prediction_log_buffer_bytes, basalt_payload_logger_{sent,failed,dropped}_total. */
+ * basalt_prediction_log_buffer_bytes, basalt_prediction_log_buffer_limit_bytes,
+ * basalt_payload_logger_{sent,failed,dropped}_total{tenant,endpoint},
+ * basalt_payload_logger_queued, basalt_payload_logger_in_flight. */
 void bs_predlog_metrics(bs_predlog_t *p, bs_buf_t *b);
 
 #endif

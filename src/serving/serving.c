@@ -920,9 +920,42 @@ bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const ch
     return h;
 }
 
+int bs_serving_resolve(bs_serving_t *s, const char *tenant, const char *model, int version,
+                       const char *alias, int *resolved_version, int *approved, bs_err_t *err)
+{
+    bs__snapshot_t *sn = atomic_load_explicit(&s->snap, memory_order_acquire);
+    bs__snap_model_t *m = find_model(sn, tenant, model);
+    if (!m)
+        return bs_err_setf(err, BS_ENOTFOUND, "model", "no model '%.128s'", model);
+    int v = version;
+    if (v <= 0) {
+        v = 0;
+        for (int i = 0; alias && i < m->n_aliases; i++)
+            if (strcmp(m->aliases[i].alias, alias) == 0)
+                v = m->aliases[i].version;
+        if (!v)
+            return bs_err_setf(err, BS_ENOTFOUND, "alias", "model '%s' has no alias '%.64s'",
+                               model, alias ? alias : "");
+    }
+    bs__snap_version_t *sv = find_version(m, v);
+    if (!sv)
+        return bs_err_setf(err, BS_ENOTFOUND, "version", "model '%s' has no version %d", model, v);
+    if (resolved_version)
+        *resolved_version = v;
+    if (approved)
+        *approved = sv->approved;
+    return 0;
+}
+
 int bs_serving_load(bs_serving_t *s, bs_serving_slot_t *slot, bs_err_t *err)
 {
     return slot_load(s, slot, err) ? 0 : err->code;
+}
+
+int bs_serving_has_model(bs_serving_t *s, const char *tenant, const char *name)
+{
+    bs__snapshot_t *sn = atomic_load_explicit(&s->snap, memory_order_acquire);
+    return find_model(sn, tenant, name) != NULL;
 }
 
 int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, int *out, int max)

@@ -77,6 +77,15 @@ typedef struct bs__slot bs_serving_slot_t;
  */
 bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const char *ref,
                                    int version, bs_serving_slot_t **unloaded, bs_err_t *err);
+/*
+ * Looks up a version of tenant's model in the routing snapshot without loading anything
+ * (endpoint specs are checked with it): version > 0 names that version, else alias names an
+ * alias. *resolved_version gets the version (the alias's target), *approved 1 if its status
+ * is "approved" (0: pending, rejected or archived). Errors: BS_ENOTFOUND with field "model",
+ * "version" or "alias". Reads the snapshot only: from a QSBR-registered thread.
+ */
+int bs_serving_resolve(bs_serving_t *s, const char *tenant, const char *model, int version,
+                       const char *alias, int *resolved_version, int *approved, bs_err_t *err);
 /* Loads slot's version unless it is loaded (blocking: a worker's job). */
 int bs_serving_load(bs_serving_t *s, bs_serving_slot_t *slot, bs_err_t *err);
 /* Called on a loader thread when the load asked for finished: err NULL when the version
@@ -100,6 +109,9 @@ const char *bs_model_handle_name(const bs_model_handle_t *h);
 int bs_model_handle_version(const bs_model_handle_t *h);
 const bs_ml_schema_t *bs_model_handle_schema(const bs_model_handle_t *h);
 const bs_ml_model_t *bs_model_handle_model(const bs_model_handle_t *h);
+/* 1 if tenant has a model called name (a bare name, no "@alias") in the routing snapshot,
+ * whatever its versions' states. From a QSBR-registered thread. */
+int bs_serving_has_model(bs_serving_t *s, const char *tenant, const char *name);
 /* The list of version numbers of the model behind h (for KServe metadata); returns count. */
 int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, int *out, int max);
 
@@ -154,6 +166,16 @@ int bs_serving_submit(bs_serving_t *s, bs_model_handle_t *h, const double *rows,
 void bs_serving_render_value(const bs_model_handle_t *h, const double *o, bs_buf_t *b);
 /* Renders {"model", "version", "predictions", "prediction_ids"} into b. */
 void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, bs_buf_t *b);
+/* The same object with the row's prediction ids given — ids[r] is row r's UUID (36
+ * characters and a NUL); NULL: fresh ones — and string members after "version": members is
+ * {key, value, key, value, …, NULL} (borrowed; NULL: none). The endpoint predict path
+ * renders {"model", "version", "endpoint", "variant", …} with it and logs the same ids. */
+void bs_serving_render_ex(const bs_model_handle_t *h, const double *out, size_t n,
+                          const char (*ids)[37], const char *const *members, bs_buf_t *b);
+/* Renders one encoded row (n_features values, as parse produced it) as the object
+ * {feature name: value}: numbers, a category as its string, null for a missing value
+ * (NaN) or an unseen category the model takes. The prediction log's "inputs". */
+void bs_serving_render_row(const bs_model_handle_t *h, const double *row, bs_buf_t *b);
 
 /* Per-version metrics: one call per request. code 0 = success. */
 void bs_serving_record(bs_model_handle_t *h, size_t rows, uint64_t duration_ns, int code);

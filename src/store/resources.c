@@ -3,6 +3,7 @@
  * runs in one transaction: read the stored row, compare, write, audit, bump scope
  * "resources" — so every replica's watcher rebuilds the snapshots built from it.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,17 @@ int bs_resources_put(bs_meta_t *m, const char *tenant, const char *kind, const c
     }
     if (rc)
         goto fail;
+    /* The revision: what GET …/revisions lists and a rollback restores. */
+    {
+        bs_val_t a[] = {BS_TXT(tenant), BS_TXT(kind), BS_TXT(name), BS_INT(gen),
+                        BS_TXT(spec),   BS_INT(now),  BS_TXT(actor)};
+        rc = bs_meta_exec(m,
+                          "INSERT INTO resource_revisions (tenant, kind, name, generation, spec, "
+                          "created_at, created_by) VALUES (?,?,?,?,?,?,?)",
+                          a, 7, NULL, err);
+        if (rc)
+            goto fail;
+    }
     char action[96], path[160];
     snprintf(action, sizeof action, "%s.%s", kind, out == BS_RESOURCE_CREATED ? "created" : "updated");
     resource_path(path, sizeof path, kind, name);
@@ -220,6 +232,10 @@ int bs_resources_delete(bs_meta_t *m, const char *tenant, const char *kind, cons
     if (rc == 0)
         rc = bs_meta_exec(m, "DELETE FROM resources WHERE tenant = ? AND kind = ? AND name = ?", key,
                           3, NULL, err);
+    if (rc == 0)
+        rc = bs_meta_exec(m,
+                          "DELETE FROM resource_revisions WHERE tenant = ? AND kind = ? AND name = ?",
+                          key, 3, NULL, err);
     if (rc == 0) {
         char action[96], path[160];
         snprintf(action, sizeof action, "%s.deleted", kind);
@@ -234,4 +250,87 @@ int bs_resources_delete(bs_meta_t *m, const char *tenant, const char *kind, cons
     if (rc)
         bs_meta_tx_rollback(m);
     return rc;
+}
+
+/* ---- revisions ------------------------------------------------------------------------- */
+
+typedef struct {
+    bs_resource_revision_cb cb;
+    void *ud;
+    int n;
+} rev_each_t;
+
+static int rev_row(const bs_meta_row_t *row, void *ud)
+{
+    rev_each_t *e = ud;
+    bs_resource_revision_t r = {.tenant = bs_meta_row_text(row, 0),
+                                .kind = bs_meta_row_text(row, 1),
+                                .name = bs_meta_row_text(row, 2),
+                                .generation = bs_meta_row_int(row, 3),
+                                .spec = bs_meta_row_text(row, 4),
+                                .created_at = bs_meta_row_int(row, 5),
+                                .created_by = bs_meta_row_text(row, 6)};
+    e->n++;
+    return e->cb ? e->cb(&r, e->ud) : 0;
+}
+
+#define REV_COLS "tenant, kind, name, generation, spec, created_at, created_by"
+
+static int found_row(const bs_meta_row_t *row, void *ud)
+{
+    (void)row;
+    *(int *)ud = 1;
+    return 1;
+}
+
+/* 0 if the resource exists, BS_ENOTFOUND, or the store's error. */
+static int exists(bs_meta_t *m, const char *tenant, const char *kind, const char *name,
+                  bs_err_t *err)
+{
+    int found = 0;
+    bs_val_t key[] = {BS_TXT(tenant), BS_TXT(kind), BS_TXT(name)};
+    int rc = bs_meta_query(m, "SELECT 1 FROM resources WHERE tenant = ? AND kind = ? AND name = ?",
+                           key, 3, found_row, &found, err);
+    if (rc)
+        return rc;
+    return found ? 0 : bs_err_set(err, BS_ENOTFOUND, "%s '%.64s' not found", kind, name);
+}
+
+int bs_resources_revisions(bs_meta_t *m, const char *tenant, const char *kind, const char *name,
+                           int64_t cursor_generation, int limit, bs_resource_revision_cb cb,
+                           void *ud, bs_err_t *err)
+{
+    int rc = exists(m, tenant, kind, name, err);
+    if (rc)
+        return rc;
+    rev_each_t e = {cb, ud, 0};
+    bs_val_t a[] = {BS_TXT(tenant), BS_TXT(kind), BS_TXT(name),
+                    BS_INT(cursor_generation > 0 ? cursor_generation : INT64_MAX),
+                    BS_INT(limit > 0 ? limit : 1000000000)};
+    rc = bs_meta_query(m,
+                       "SELECT " REV_COLS " FROM resource_revisions WHERE tenant = ? AND kind = ?"
+                       " AND name = ? AND generation < ? ORDER BY generation DESC LIMIT ?",
+                       a, 5, rev_row, &e, err);
+    return rc ? rc : e.n;
+}
+
+int bs_resources_revision_get(bs_meta_t *m, const char *tenant, const char *kind,
+                              const char *name, int64_t generation, bs_resource_revision_cb cb,
+                              void *ud, bs_err_t *err)
+{
+    int rc = exists(m, tenant, kind, name, err);
+    if (rc)
+        return rc;
+    rev_each_t e = {cb, ud, 0};
+    bs_val_t a[] = {BS_TXT(tenant), BS_TXT(kind), BS_TXT(name), BS_INT(generation)};
+    rc = bs_meta_query(m,
+                       "SELECT " REV_COLS " FROM resource_revisions WHERE tenant = ? AND kind = ?"
+                       " AND name = ? AND generation = ?",
+                       a, 4, rev_row, &e, err);
+    if (rc)
+        return rc;
+    if (!e.n)
+        return bs_err_setf(err, BS_ENOTFOUND, "revision", "%s '%.64s' has no revision %lld", kind,
+                           name, (long long)generation);
+    return 0;
 }

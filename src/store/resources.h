@@ -54,6 +54,32 @@ int bs_resources_list(bs_meta_t *m, const char *tenant, const char *kind, const 
 /* Deletes, with an audit row and a bump. 0, BS_ENOTFOUND. */
 int bs_resources_delete(bs_meta_t *m, const char *tenant, const char *kind, const char *name,
                         const char *actor, bs_err_t *err);
+/* One stored generation of a resource's spec (a revision): every put that changes the spec
+ * writes one in its transaction, the first included; a delete removes them with the
+ * resource. Borrowed: valid during the callback only. */
+typedef struct {
+    const char *tenant;
+    const char *kind;
+    const char *name;
+    int64_t generation;
+    const char *spec;
+    int64_t created_at; /* ms since the epoch */
+    const char *created_by;
+} bs_resource_revision_t;
+
+typedef int (*bs_resource_revision_cb)(const bs_resource_revision_t *r, void *ud);
+
+/* Calls cb per revision of (tenant, kind, name), newest first, those below
+ * cursor_generation (0: from the newest), at most limit (0: all). Returns the count, or
+ * BS_ENOTFOUND when the resource does not exist, or the store's error. */
+int bs_resources_revisions(bs_meta_t *m, const char *tenant, const char *kind, const char *name,
+                           int64_t cursor_generation, int limit, bs_resource_revision_cb cb,
+                           void *ud, bs_err_t *err);
+/* Calls cb once with that revision. 0, or BS_ENOTFOUND (no such resource or revision). */
+int bs_resources_revision_get(bs_meta_t *m, const char *tenant, const char *kind,
+                              const char *name, int64_t generation, bs_resource_revision_cb cb,
+                              void *ud, bs_err_t *err);
+
 /* 1 if s is a valid resource name. */
 int bs_resources_valid_name(const char *s);
 

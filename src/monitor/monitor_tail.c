@@ -1,0 +1,487 @@
+/*
+ * The monitor's tails: one thread per tracked tenant reads its topics `predictions` and
+ * `feedback` from the shared log (bs_log_read, then bs_log_watch to sleep until either
+ * grows) into the tenant's tables.
+ *
+ * Order of a pass: read a batch of feedback (not applied yet), then read predictions
+ * until a read returns nothing, then apply the feedback batch. A feedback record is
+ * appended only after its prediction was in some replica's table, so the prediction was
+ * readable before the feedback batch was read, and the pass has it by the time the batch
+ * is applied. Where the backends' streams can still interleave (JetStream tails learn of
+ * new records through a subscription per stream), feedback whose id is unknown waits in
+ * a small per-tenant list and is retried after each batch of predictions, for
+ * PENDING_TTL_MS. On start both tails begin at bs_log_offset_at(now - window): the table
+ * and its joins rebuild from the log after a restart.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "base/log.h"
+#include "base/numfmt.h"
+#include "base/time.h"
+#include "monitor/monitor_int.h"
+#include "serving/predlog.h"
+#include "store/log.h"
+
+#define BATCH 1000
+#define BATCH_BYTES (8u << 20)
+#define IDLE_MS 1000
+
+typedef struct {
+    cJSON **v;
+    int64_t *time_ms;
+    int n, cap;
+    uint64_t bad;
+} batch_t;
+
+static int batch_cb(const bs_log_record_t *r, void *ud)
+{
+    batch_t *b = ud;
+    if (b->n == b->cap)
+        return 1; /* cannot happen: cap is the read's max */
+    cJSON *j = r->len ? cJSON_ParseWithLength(r->data, r->len) : NULL;
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        b->bad++;
+        return 0;
+    }
+    b->v[b->n] = j;
+    b->time_ms[b->n] = r->time_ms;
+    b->n++;
+    return 0;
+}
+
+static void batch_clear(batch_t *b)
+{
+    for (int i = 0; i < b->n; i++)
+        cJSON_Delete(b->v[i]);
+    b->n = 0;
+    b->bad = 0;
+}
+
+static const char *str_member(const cJSON *o, const char *k)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, k);
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* The class list and probabilities of a classification output {label, probabilities}. */
+static int class_output(table_t *tb, const cJSON *out, entry_t *e)
+{
+    const cJSON *label = cJSON_GetObjectItemCaseSensitive(out, "label");
+    const cJSON *probs = cJSON_GetObjectItemCaseSensitive(out, "probabilities");
+    char num[40];
+    const char *ltext = NULL;
+    if (cJSON_IsString(label)) {
+        ltext = label->valuestring;
+    } else if (cJSON_IsNumber(label)) {
+        if (!bs_fmt_json_double(label->valuedouble, num))
+            snprintf(num, sizeof num, "%.17g", label->valuedouble);
+        ltext = num;
+    } else if (cJSON_IsBool(label)) {
+        ltext = cJSON_IsTrue(label) ? "true" : "false";
+    }
+    int k = cJSON_IsObject(probs) ? cJSON_GetArraySize(probs) : 0;
+    if (k > MAX_CLASSES)
+        return -1;
+    if (k == 0) { /* a label without probabilities: a class list of its own */
+        if (!ltext)
+            return -1;
+        char *one[1] = {(char *)ltext};
+        int c = bs__monitor_cset(tb, one, 1);
+        if (c < 0)
+            return -1;
+        e->cset = (uint16_t)c;
+        e->pred = 0;
+        e->flags |= E_CLASS;
+        return 0;
+    }
+    char **names = malloc((size_t)k * sizeof *names);
+    float *p = k > 2 ? malloc((size_t)k * sizeof *p) : NULL;
+    if (!names || (k > 2 && !p)) {
+        free(names);
+        free(p);
+        return -1;
+    }
+    float *dst = k > 2 ? p : e->p2;
+    int i = 0, ok = 1, best = 0, pred = -1;
+    for (const cJSON *c = probs->child; c; c = c->next, i++) {
+        names[i] = c->string ? c->string : "";
+        if (!cJSON_IsNumber(c) || !isfinite(c->valuedouble))
+            ok = 0;
+        dst[i] = ok ? (float)c->valuedouble : 0;
+        if (dst[i] > dst[best])
+            best = i;
+        if (pred < 0 && ltext) {
+            double a, b;
+            char *end;
+            if (strcmp(names[i], ltext) == 0)
+                pred = i;
+            else if (cJSON_IsNumber(label) && (a = strtod(names[i], &end), *end == 0 && *names[i]) &&
+                     (b = label->valuedouble, a == b))
+                pred = i;
+        }
+    }
+    int cs = bs__monitor_cset(tb, names, k);
+    free(names);
+    if (cs < 0) {
+        free(p);
+        return -1;
+    }
+    e->cset = (uint16_t)cs;
+    e->pred = (int16_t)(pred >= 0 ? pred : best);
+    e->flags |= E_CLASS;
+    if (ok) {
+        e->flags |= E_PROBS;
+        e->pk = p;
+    } else {
+        free(p);
+    }
+    return 0;
+}
+
+/* One prediction record into its table (under m->mu). */
+static void add_prediction(bs_monitor_t *m, tenant_t *t, const cJSON *r, int64_t log_time,
+                           int64_t floor)
+{
+    const char *id = str_member(r, "prediction_id"), *ep = str_member(r, "endpoint");
+    if (!id || !*id || strlen(id) > 128 || !ep || !*ep || strlen(ep) >= 64) {
+        t->bad_records++;
+        return;
+    }
+    int64_t tm = log_time;
+    const char *ts = str_member(r, "time");
+    if (ts && bs_time_parse_rfc3339(ts, &tm) != 0)
+        tm = log_time;
+    if (tm < floor)
+        return; /* already out of the window */
+    table_t *tb = bs__monitor_table(t, ep, 1);
+    if (!tb)
+        return;
+    entry_t e;
+    memset(&e, 0, sizeof e);
+    e.time_ms = tm;
+    e.out = NAN;
+    e.label_num = NAN;
+    e.label_sid = -1;
+    e.pred = -1;
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(r, "version");
+    e.version = cJSON_IsNumber(v) && v->valuedouble >= 0 && v->valuedouble < 2e9 ? (int32_t)v->valuedouble : 0;
+    const char *variant = str_member(r, "variant");
+    int vi = bs__monitor_variant(tb, variant ? variant : "");
+    if (vi < 0) {
+        t->bad_records++;
+        return;
+    }
+    e.variant = (uint16_t)vi;
+    if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "shadow")))
+        e.flags |= E_SHADOW;
+    v = cJSON_GetObjectItemCaseSensitive(r, "latency_ms");
+    e.latency_ms = cJSON_IsNumber(v) && isfinite(v->valuedouble) ? (float)v->valuedouble : NAN;
+    const cJSON *out = cJSON_GetObjectItemCaseSensitive(r, "output");
+    if (cJSON_GetObjectItemCaseSensitive(r, "error") && !out) {
+        e.flags |= E_ERROR;
+    } else if (cJSON_IsNumber(out) && isfinite(out->valuedouble)) {
+        e.out = out->valuedouble;
+        e.flags |= E_VALUE;
+    } else if (cJSON_IsObject(out)) {
+        if (class_output(tb, out, &e) != 0)
+            t->bad_records++;
+    }
+    if (bs__monitor_id_set(&e, id) != 0) {
+        bs__monitor_entry_free(&e);
+        return;
+    }
+    bs__monitor_insert(m, t, tb, &e);
+}
+
+int bs__monitor_join(bs_monitor_t *m, tenant_t *t, const char *id, const cJSON *label, int is_value)
+{
+    table_t *tb;
+    entry_t *e = bs__monitor_lookup(t, id, &tb);
+    if (!e)
+        return 0;
+    e->label_num = NAN;
+    e->label_sid = -1;
+    if (cJSON_IsNumber(label)) {
+        e->label_num = label->valuedouble;
+    } else if (!is_value && cJSON_IsString(label)) {
+        e->label_sid = bs__monitor_label(tb, label->valuestring, 0, 0);
+        char *end;
+        double d = strtod(label->valuestring, &end);
+        if (*label->valuestring && !*end && isfinite(d))
+            e->label_num = d;
+    } else if (!is_value && cJSON_IsBool(label)) {
+        e->label_sid = bs__monitor_label(tb, NULL, 1, cJSON_IsTrue(label));
+    } else {
+        return 1; /* not a label the record can carry: known, not joined */
+    }
+    e->flags |= E_LABELLED;
+    m->feedback_joined++;
+    return 1;
+}
+
+/* The label member of a feedback record: "label", else "value". */
+static const cJSON *label_of(const cJSON *r, int *is_value)
+{
+    const cJSON *l = cJSON_GetObjectItemCaseSensitive(r, "label");
+    *is_value = 0;
+    if (!l) {
+        l = cJSON_GetObjectItemCaseSensitive(r, "value");
+        *is_value = 1;
+    }
+    return l;
+}
+
+static void pending_add(tenant_t *t, const char *id, const cJSON *label, int is_value, int64_t now)
+{
+    if (t->n_pending >= MAX_PENDING)
+        return;
+    if (!t->pending && !(t->pending = calloc(MAX_PENDING, sizeof *t->pending)))
+        return;
+    pending_t *p = &t->pending[t->n_pending];
+    p->id = strdup(id);
+    p->label_json = cJSON_PrintUnformatted(label);
+    p->is_value = is_value;
+    p->seen_ms = now;
+    if (!p->id || !p->label_json) {
+        free(p->id);
+        free(p->label_json);
+        return;
+    }
+    t->n_pending++;
+}
+
+/* Retries the waiting feedback (under m->mu), in the order it was read. */
+static void pending_retry(bs_monitor_t *m, tenant_t *t, int64_t now)
+{
+    int w = 0;
+    for (int i = 0; i < t->n_pending; i++) {
+        pending_t *p = &t->pending[i];
+        cJSON *l = cJSON_Parse(p->label_json);
+        int done = now - p->seen_ms > PENDING_TTL_MS || !l ||
+                   bs__monitor_join(m, t, p->id, l, p->is_value);
+        cJSON_Delete(l);
+        if (done) {
+            free(p->id);
+            free(p->label_json);
+        } else {
+            t->pending[w++] = *p;
+        }
+    }
+    t->n_pending = w;
+}
+
+static int stopping(bs_monitor_t *m)
+{
+    pthread_mutex_lock(&m->mu);
+    int s = m->stopping;
+    pthread_mutex_unlock(&m->mu);
+    return s;
+}
+
+static void on_wake(void *ud)
+{
+    tenant_t *t = ud;
+    pthread_mutex_lock(&t->wmu);
+    t->woken = 1;
+    pthread_cond_signal(&t->wcv);
+    pthread_mutex_unlock(&t->wmu);
+}
+
+/* Sleeps until a watch fires, the monitor stops or ms pass. */
+static void nap(tenant_t *t, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&t->wmu);
+    while (!t->woken)
+        if (pthread_cond_timedwait(&t->wcv, &t->wmu, &ts) != 0)
+            break;
+    t->woken = 0;
+    pthread_mutex_unlock(&t->wmu);
+}
+
+/* The start positions: the first records of the window. 0 or an error. */
+static int start_positions(bs_monitor_t *m, tenant_t *t, bs_err_t *err)
+{
+    int64_t from = bs_time_wall_ms() - m->window_ms, p, f;
+    int rc = bs_log_offset_at(m->log, t->name, BS_PREDLOG_TOPIC, from, &p, err);
+    if (rc == 0)
+        rc = bs_log_offset_at(m->log, t->name, BS_MONITOR_FEEDBACK_TOPIC, from, &f, err);
+    if (rc)
+        return rc;
+    pthread_mutex_lock(&m->mu);
+    t->pred_next = p;
+    t->fb_next = f;
+    t->started = 1;
+    pthread_cond_broadcast(&m->progress);
+    pthread_mutex_unlock(&m->mu);
+    return 0;
+}
+
+/* A topic that was dropped and made again restarts its offsets: follow it. */
+static void check_rewind(bs_monitor_t *m, tenant_t *t)
+{
+    bs_log_topic_stats_t s;
+    bs_err_t err;
+    int64_t p, f;
+    pthread_mutex_lock(&m->mu);
+    p = t->pred_next;
+    f = t->fb_next;
+    pthread_mutex_unlock(&m->mu);
+    if (bs_log_topic_stats(m->log, t->name, BS_PREDLOG_TOPIC, &s, &err) == 0 && s.next_offset < p)
+        p = s.first_offset;
+    if (bs_log_topic_stats(m->log, t->name, BS_MONITOR_FEEDBACK_TOPIC, &s, &err) == 0 &&
+        s.next_offset < f)
+        f = s.first_offset;
+    pthread_mutex_lock(&m->mu);
+    t->pred_next = p;
+    t->fb_next = f;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void *tail_main(void *arg)
+{
+    tenant_t *t = arg;
+    bs_monitor_t *m = t->m;
+    batch_t fb = {0}, pr = {0};
+    fb.cap = pr.cap = BATCH;
+    fb.v = calloc(BATCH, sizeof *fb.v);
+    fb.time_ms = calloc(BATCH, sizeof *fb.time_ms);
+    pr.v = calloc(BATCH, sizeof *pr.v);
+    pr.time_ms = calloc(BATCH, sizeof *pr.time_ms);
+    if (!fb.v || !fb.time_ms || !pr.v || !pr.time_ms) {
+        BS_LOG(BS_LOG_ERROR, "monitor", "tail of tenant %s: out of memory", t->name);
+        goto done;
+    }
+    bs_err_t err;
+    int logged = 0;
+    while (!stopping(m) && start_positions(m, t, &err) != 0) {
+        if (!logged++)
+            BS_LOG(BS_LOG_WARN, "monitor", "tail of tenant %s cannot start yet: %s (retrying)",
+                   t->name, err.msg);
+        nap(t, IDLE_MS);
+    }
+    int64_t last_check = bs_time_wall_ms();
+    while (!stopping(m)) {
+        int64_t p, f, fnext, pnext;
+        pthread_mutex_lock(&m->mu);
+        p = t->pred_next;
+        f = t->fb_next;
+        pthread_mutex_unlock(&m->mu);
+        /* 1: a batch of feedback, held */
+        int nf = bs_log_read(m->log, t->name, BS_MONITOR_FEEDBACK_TOPIC, f, BATCH, BATCH_BYTES,
+                             batch_cb, &fb, &fnext, &err);
+        int failed = nf < 0;
+        /* 2: predictions until a read returns nothing */
+        for (;;) {
+            int np = bs_log_read(m->log, t->name, BS_PREDLOG_TOPIC, p, BATCH, BATCH_BYTES,
+                                 batch_cb, &pr, &pnext, &err);
+            if (np < 0) {
+                failed = 1;
+                break;
+            }
+            int64_t now = bs_time_wall_ms();
+            pthread_mutex_lock(&m->mu);
+            t->bad_records += pr.bad;
+            for (int i = 0; i < pr.n; i++)
+                add_prediction(m, t, pr.v[i], pr.time_ms[i], now - m->window_ms);
+            t->pred_next = pnext > p ? pnext : p;
+            if (t->n_pending)
+                pending_retry(m, t, now);
+            bs__monitor_evict(m, now);
+            pthread_cond_broadcast(&m->progress);
+            pthread_mutex_unlock(&m->mu);
+            batch_clear(&pr);
+            if (np == 0 || pnext <= p)
+                break;
+            p = pnext;
+        }
+        /* 3: the feedback batch */
+        if (nf > 0) {
+            int64_t now = bs_time_wall_ms();
+            pthread_mutex_lock(&m->mu);
+            t->bad_records += fb.bad;
+            for (int i = 0; i < fb.n; i++) {
+                const char *id = str_member(fb.v[i], "prediction_id");
+                int is_value;
+                const cJSON *l = label_of(fb.v[i], &is_value);
+                if (!id || !l) {
+                    t->bad_records++;
+                    continue;
+                }
+                if (!bs__monitor_join(m, t, id, l, is_value))
+                    pending_add(t, id, l, is_value, now);
+            }
+            t->fb_next = fnext > f ? fnext : f;
+            pthread_cond_broadcast(&m->progress);
+            pthread_mutex_unlock(&m->mu);
+            batch_clear(&fb);
+            continue;
+        }
+        if (failed) { /* the topic is gone (dropped) or the disk failed: retry later */
+            nap(t, IDLE_MS);
+            check_rewind(m, t);
+            continue;
+        }
+        /* 4: caught up on both: sleep until either grows */
+        pthread_mutex_lock(&m->mu);
+        p = t->pred_next;
+        f = t->fb_next;
+        pthread_mutex_unlock(&m->mu);
+        int64_t wp = bs_log_watch(m->log, t->name, BS_PREDLOG_TOPIC, p, on_wake, t, &err);
+        int64_t wf = bs_log_watch(m->log, t->name, BS_MONITOR_FEEDBACK_TOPIC, f, on_wake, t, &err);
+        if (!stopping(m))
+            nap(t, IDLE_MS);
+        if (wp > 0)
+            bs_log_unwatch(m->log, wp);
+        if (wf > 0)
+            bs_log_unwatch(m->log, wf);
+        int64_t now = bs_time_wall_ms();
+        pthread_mutex_lock(&m->mu);
+        bs__monitor_evict(m, now);
+        if (t->n_pending)
+            pending_retry(m, t, now);
+        pthread_mutex_unlock(&m->mu);
+        if (now - last_check >= IDLE_MS) {
+            check_rewind(m, t);
+            last_check = now;
+        }
+    }
+done:
+    batch_clear(&fb);
+    batch_clear(&pr);
+    free(fb.v);
+    free(fb.time_ms);
+    free(pr.v);
+    free(pr.time_ms);
+    return NULL;
+}
+
+int bs__monitor_tail_start(bs_monitor_t *m, tenant_t *t, bs_err_t *err)
+{
+    (void)m;
+    if (pthread_create(&t->thread, NULL, tail_main, t) != 0)
+        return bs_err_set(err, BS_ENOMEM, "cannot start the monitor's tail thread");
+    return 0;
+}
+
+void bs__monitor_tail_stop(bs_monitor_t *m, tenant_t *t)
+{
+    (void)m;
+    if (!t->thread_started)
+        return;
+    on_wake(t);
+    pthread_join(t->thread, NULL);
+    t->thread_started = 0;
+}
