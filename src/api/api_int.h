@@ -294,6 +294,17 @@ void bs__api_shadow_metrics(bs_app_t *app, bs_buf_t *b);
 /* ---- predictions.c: the prediction log's read routes ------------------------------------- */
 
 /* ---- monitor.c: feedback, performance, experiment and shadow reports --------------------- */
+void bs__api_feedback(bs_req_t *req);
+void bs__api_endpoint_performance(bs_req_t *req);
+void bs__api_endpoint_experiment(bs_req_t *req);
+void bs__api_endpoint_shadow(bs_req_t *req);
+/* Opens app->monitor on the log (none without one) and wires it to the endpoints module:
+ * its rebuild hook tracks each tenant with an endpoint, its rewards source reads the
+ * monitor. After the prediction log is open. */
+int bs__api_monitor_open(bs_app_t *app, bs_err_t *err);
+/* Unwires and frees the monitor; before the prediction log and the log close. */
+void bs__api_monitor_close(bs_app_t *app);
+void bs__api_monitor_metrics(bs_app_t *app, bs_buf_t *b);
 
 /* ---- rollouts.c: the rollout routes ------------------------------------------------------ */
 void bs__api_rollouts_create(bs_req_t *req);

@@ -243,7 +243,11 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
             return err->code;
     }
 
-    /* ---- issue 10: the monitor (monitor/monitor.h) ---- */
+    /* ---- issue 10: the monitor (monitor/monitor.h) ----
+     * Tails every tenant with an endpoint (the endpoints' rebuild hook calls it for each one
+     * now and after every rebuild) and feeds the bandits' rewards. */
+    if (bs__api_monitor_open(app, err) != 0)
+        return err->code;
 
     /* ---- issue 10: the rollout controller (serving/rollouts.h) ---- */
     /* After the monitor and endpoints it reads; its lease runner evaluates running
@@ -276,6 +280,7 @@ void bs_api_app_close(bs_app_t *app)
     /* ---- issue 10: stop the rollout controller, the monitor, the prediction log ---- */
     bs_rollouts_free(app->rollouts); /* first: its ticks read the monitor and endpoints */
     app->rollouts = NULL;
+    bs__api_monitor_close(app); /* its tails read the log; it flushes the prediction log */
     bs_predlog_free(app->predlog); /* drains what it holds (bounded), before the log closes */
     app->predlog = NULL;
 

@@ -210,6 +210,7 @@ void bs__api_metrics(bs_req_t *req)
     bs__api_shadow_metrics(app, &b); /* issue 10: endpoints' shadow runner */
     if (app->predlog)
         bs_predlog_metrics(app->predlog, &b); /* issue 10: the prediction log */
+    bs__api_monitor_metrics(app, &b);         /* issue 10: feedback and the monitor */
     if (app->log)
         bs_log_metrics(app->log, &b);
     if (app->topics)

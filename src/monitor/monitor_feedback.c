@@ -7,9 +7,8 @@
  *
  * The second chance: an id the table does not know may be a prediction still in this
  * replica's prediction-log buffer, or in the log and not yet read by the tail. The
- * buffer is flushed (bs_predlog_flush — TODO: branch `predlog` adds it; until it lands
- * nothing is flushed here), then the call waits, at most UNKNOWN_WAIT_MS, for the tail to
- * reach the topic's next_offset as of now. On JetStream that offset is this replica's
+ * buffer is flushed (bs_predlog_flush, at most FLUSH_WAIT_MS), then the call waits, at most
+ * UNKNOWN_WAIT_MS in all, for the tail to reach the topic's next_offset as of now. On JetStream that offset is this replica's
  * view of the stream (kept current by a subscription and a 1 s poll), so the wait there
  * also lasts at least JETSTREAM_MIN_WAIT_MS before an id is refused.
  */
@@ -27,6 +26,7 @@
 #define UNKNOWN_WAIT_MS 2000
 #define JETSTREAM_MIN_WAIT_MS 1200
 #define JOIN_WAIT_MS 2000
+#define FLUSH_WAIT_MS 1000
 #define MAX_ID 128
 #define MAX_LABEL_BYTES 1024
 
@@ -149,9 +149,11 @@ static void deadline_in(struct timespec *ts, int64_t ms)
 /* The second chance for unknown ids (not under m->mu). */
 static void second_chance(bs_monitor_t *m, const char *tenant, item_t *items, int n)
 {
-    /* TODO(predlog): bs_predlog_flush(m->predlog) once branch `predlog` adds it, so records
-     * still in this replica's buffer reach the log before the wait below. */
+    /* Records still in this replica's buffer reach the log first (bounded: part of the
+     * same budget). */
     uint64_t start = bs_time_mono_ns();
+    if (m->predlog)
+        bs_predlog_flush(m->predlog, FLUSH_WAIT_MS);
     for (;;) {
         bs_log_topic_stats_t s;
         bs_err_t err;
