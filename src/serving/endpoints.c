@@ -38,6 +38,7 @@
 #include "base/time.h"
 #include "http/client.h"
 #include "serving/endpoints.h"
+#include "serving/endpoints_int.h"
 #include "serving/serving_int.h"
 #include "store/resources.h"
 
@@ -80,7 +81,7 @@ static uint64_t load64_le(const unsigned char *p)
     return v;
 }
 
-static uint64_t siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len)
+uint64_t bs__endpoints_siphash(uint64_t k0, uint64_t k1, const void *data, size_t len)
 {
     const unsigned char *in = data;
     uint64_t v0 = 0x736f6d6570736575ULL ^ k0, v1 = 0x646f72616e646f6dULL ^ k1;
@@ -113,8 +114,8 @@ static uint64_t siphash24(uint64_t k0, uint64_t k1, const void *data, size_t len
 static void sticky_key(const char *name, uint64_t *k0, uint64_t *k1)
 {
     size_t n = strlen(name);
-    *k0 = siphash24(0x62617361746c2d30ULL, 0x656e64706f696e74ULL, name, n);
-    *k1 = siphash24(0x656e64706f696e74ULL, 0x62617361746c2d31ULL, name, n);
+    *k0 = bs__endpoints_siphash(0x62617361746c2d30ULL, 0x656e64706f696e74ULL, name, n);
+    *k1 = bs__endpoints_siphash(0x656e64706f696e74ULL, 0x62617361746c2d31ULL, name, n);
 }
 
 /* A 64-bit value onto [0, n): the high half of the 128-bit product (Lemire's reduction). */
@@ -1042,7 +1043,7 @@ int bs_endpoint_sticky_point(const bs_endpoint_t *ep, const char *key, size_t ke
     } else {
         sticky_key(ep->name, &k0, &k1);
     }
-    return reduce(siphash24(k0, k1, key, key_len), POINTS);
+    return reduce(bs__endpoints_siphash(k0, k1, key, key_len), POINTS);
 }
 
 int bs_endpoint_pick(const bs_endpoint_t *ep, const char *key, size_t key_len)

@@ -943,7 +943,7 @@ int bs_serving_resolve(bs_serving_t *s, const char *tenant, const char *model, i
     if (resolved_version)
         *resolved_version = v;
     if (approved)
-        *approved = sv->approved;
+        *approved = sv->approved ? 1 : sv->rejected ? -1 : 0;
     return 0;
 }
 

@@ -81,7 +81,7 @@ bs_model_handle_t *bs_serving_peek(bs_serving_t *s, const char *tenant, const ch
  * Looks up a version of tenant's model in the routing snapshot without loading anything
  * (endpoint specs are checked with it): version > 0 names that version, else alias names an
  * alias. *resolved_version gets the version (the alias's target), *approved 1 if its status
- * is "approved" (0: pending, rejected or archived). Errors: BS_ENOTFOUND with field "model",
+ * is "approved", -1 if "rejected", 0 otherwise (pending, archived). Errors: BS_ENOTFOUND with field "model",
  * "version" or "alias". Reads the snapshot only: from a QSBR-registered thread.
  */
 int bs_serving_resolve(bs_serving_t *s, const char *tenant, const char *model, int version,

@@ -186,6 +186,95 @@ static void test_list_and_delete(void **state)
     assert_true(count(f->m, "SELECT COUNT(*) FROM audit WHERE resource = ? AND after IS NULL", res) >= 1);
 }
 
+typedef struct {
+    int64_t gens[16];
+    char specs[16][128];
+    char by[16][64];
+    int n;
+} revs_t;
+
+static int revs_cb(const bs_resource_revision_t *r, void *ud)
+{
+    revs_t *s = ud;
+    if (s->n < 16) {
+        s->gens[s->n] = r->generation;
+        snprintf(s->specs[s->n], 128, "%s", r->spec);
+        snprintf(s->by[s->n], 64, "%s", r->created_by);
+    }
+    s->n++;
+    return 0;
+}
+
+/* Every generation's spec is a revision (the first too; an unchanged put adds none), newest
+ * first with a cursor; one revision by number; a delete removes them, so a resource created
+ * again under the name starts over at revision 1. */
+static void test_revisions(void **state)
+{
+    fx_t *f = *state;
+    bs_err_t err;
+    const char *specs[] = {"{\"w\":1}", "{\"w\":2}", "{\"w\":2}", "{\"w\":3}"};
+    const char *actors[] = {"k1", "k2", "k2", "k3"};
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(bs_resources_put(f->m, f->tenant, "Endpoint", "fraud", specs[i],
+                                          actors[i], 0, NULL, NULL, &err),
+                         0);
+    /* another tenant's resource of the same name has its own */
+    assert_int_equal(bs_resources_put(f->m, f->other, "Endpoint", "fraud", "{\"w\":9}", "o", 0,
+                                      NULL, NULL, &err),
+                     0);
+    revs_t r = {0};
+    assert_int_equal(bs_resources_revisions(f->m, f->tenant, "Endpoint", "fraud", 0, 0, revs_cb, &r,
+                                            &err),
+                     3);
+    assert_int_equal(r.gens[0], 3);
+    assert_int_equal(r.gens[1], 2);
+    assert_int_equal(r.gens[2], 1);
+    assert_string_equal(r.specs[0], "{\"w\":3}");
+    assert_string_equal(r.specs[2], "{\"w\":1}");
+    assert_string_equal(r.by[0], "k3");
+    assert_string_equal(r.by[2], "k1");
+    memset(&r, 0, sizeof r);
+    assert_int_equal(bs_resources_revisions(f->m, f->tenant, "Endpoint", "fraud", 3, 1, revs_cb, &r,
+                                            &err),
+                     1);
+    assert_int_equal(r.gens[0], 2);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(bs_resources_revision_get(f->m, f->tenant, "Endpoint", "fraud", 1, revs_cb, &r,
+                                               &err),
+                     0);
+    assert_int_equal(r.n, 1);
+    assert_string_equal(r.specs[0], "{\"w\":1}");
+    assert_int_equal(bs_resources_revision_get(f->m, f->tenant, "Endpoint", "fraud", 4, revs_cb, &r,
+                                               &err),
+                     BS_ENOTFOUND);
+    assert_string_equal(err.field, "revision");
+    assert_int_equal(bs_resources_revisions(f->m, f->tenant, "Endpoint", "nope", 0, 0, revs_cb, &r,
+                                            &err),
+                     BS_ENOTFOUND);
+    assert_int_equal(bs_resources_delete(f->m, f->tenant, "Endpoint", "fraud", "k", &err), 0);
+    assert_int_equal(bs_resources_revisions(f->m, f->tenant, "Endpoint", "fraud", 0, 0, revs_cb, &r,
+                                            &err),
+                     BS_ENOTFOUND);
+    char t[64];
+    snprintf(t, sizeof t, "%s", f->tenant);
+    assert_int_equal(count(f->m, "SELECT COUNT(*) FROM resource_revisions WHERE tenant = ?", t), 0);
+    /* the other tenant's are untouched */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(bs_resources_revisions(f->m, f->other, "Endpoint", "fraud", 0, 0, revs_cb, &r,
+                                            &err),
+                     1);
+    /* created again: revision 1 again, alone */
+    assert_int_equal(bs_resources_put(f->m, f->tenant, "Endpoint", "fraud", "{\"w\":5}", "k", 0,
+                                      NULL, NULL, &err),
+                     0);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(bs_resources_revisions(f->m, f->tenant, "Endpoint", "fraud", 0, 0, revs_cb, &r,
+                                            &err),
+                     1);
+    assert_int_equal(r.gens[0], 1);
+    assert_string_equal(r.specs[0], "{\"w\":5}");
+}
+
 static void test_bad_names(void **state)
 {
     fx_t *f = *state;
@@ -211,6 +300,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_put_get_update, setup, teardown),
         cmocka_unit_test_setup_teardown(test_expect_generation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_and_delete, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_revisions, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_names, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
