@@ -613,6 +613,15 @@ char *bs__rollout_step_spec(bs_rollouts_t *r, const bs__rollout_row_t *row,
         }
     }
     cJSON_ReplaceItemInObjectCaseSensitive(base, "routes", out);
+    /* a shadow of the candidate version would shadow what is routed (and its variant name
+     * may be the candidate route's): left out while the candidate is routed */
+    cJSON *shadows = cJSON_GetObjectItemCaseSensitive(base, "shadow");
+    for (cJSON *sh = shadows ? shadows->child : NULL, *next; sh; sh = next) {
+        next = sh->next;
+        const char *name = str_item(sh, "name");
+        if (int_item(sh, "version") == p->version || (name && !strcmp(name, p->route)))
+            cJSON_Delete(cJSON_DetachItemViaPointer(shadows, sh));
+    }
     cJSON *norm = NULL;
     char *text = NULL;
     if (bs_endpoint_spec_normalise(r->endpoints, row->tenant, row->endpoint, base, &norm, err) ==
