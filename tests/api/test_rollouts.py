@@ -181,6 +181,12 @@ class Traffic:
             return list(self.answers)
 
 
+def lease_held(srv):
+    """basalt_lease_held{name="rollout-controller"} of srv (its label is called name)."""
+    m = srv.metrics()
+    return m.samples.get(("basalt_lease_held", frozenset({"name": "rollout-controller"}.items())))
+
+
 def send_feedback(srv, items):
     for i in range(0, len(items), 1000):
         r = srv.post("/v1/feedback", json={"items": items[i:i + 1000]})
@@ -404,7 +410,7 @@ def test_healthy_candidate_promoted_through_every_step(srv):
     assert mt.get("basalt_rollout_state", state="running", **labels) == 0
     assert mt.get("basalt_rollout_weight_percent", **labels) == 100
     assert mt.get("basalt_rollouts_total", outcome="promoted") >= 1
-    assert mt.get("basalt_lease_held", name="rollout-controller") == 1
+    assert lease_held(srv) == 1
 
 
 def run_to_rollback(srv, ep, candidate, guards, rows, steps=(50, 100), extra=None,
@@ -656,7 +662,7 @@ def test_kill9_controller_replica_another_resumes():
     try:
         a.start()
         deadline = time.monotonic() + BOUND
-        while a.metrics().get("basalt_lease_held", name="rollout-controller") != 1:
+        while lease_held(a) != 1:
             assert time.monotonic() < deadline, "replica a never took the controller lease"
             time.sleep(0.05)
         b.start()
@@ -664,7 +670,7 @@ def test_kill9_controller_replica_another_resumes():
         m, ep = uniq("m"), uniq("ep")
         publish(b, m, linear_models(2))
         put_endpoint(b, ep, {"model": m, "routes": [{"version": 1, "weight": 100}]})
-        assert b.metrics().get("basalt_lease_held", name="rollout-controller") == 0
+        assert lease_held(b) == 0
         with Traffic(b, ep, rng_rows(300, 13)):
             j = start(b, ep, {"candidate": {"version": 2}, "steps": [10, 30, 60, 100],
                               "step_interval": "1s", "min_requests_per_step": 30,
@@ -678,7 +684,7 @@ def test_kill9_controller_replica_another_resumes():
         assert by[-1] == ("promoted", "rb"), by
         assert by[0] == ("advanced", "ra"), by
         assert [e["weight"] for e in done["history"]] == [10, 30, 60, 100]
-        assert b.metrics().get("basalt_lease_held", name="rollout-controller") == 1
+        assert lease_held(b) == 1
     finally:
         for s in (a, b):
             s.kill9()
