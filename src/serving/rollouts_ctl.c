@@ -5,9 +5,10 @@
  *
  * One tick, per running rollout (state read from its row; nothing kept in memory):
  * 1. The endpoint's spec must be the step's (candidate at steps[step], the stable routes
- *    scaled to the rest). If it is not — an edit of the endpoint during the rollout, or a
- *    write that did not happen — the step's spec is put again (a "spec_restored" event) and
- *    the rollout is evaluated at the next tick. An endpoint deleted meanwhile aborts it.
+ *    scaled to the rest). The rollout writes it in the same transaction as its state, so a
+ *    different spec means someone else changed the endpoint (a PUT, an endpoint rollback):
+ *    that change wins — the rollout is aborted, keeping it, with a reason naming the
+ *    revision and who wrote it. An endpoint deleted meanwhile aborts it too.
  * 2. The guards compare the candidate (its version's routed predictions) with the stable
  *    (every other version's) over the step's window [step_started_at, now), from the
  *    monitor: error rate, p99 latency, PSI of the candidate's predictions against the
@@ -113,7 +114,7 @@ static void guard_json(cJSON *check, const guard_t *g)
 }
 
 typedef struct {
-    char *spec;
+    char *spec, *updated_by;
     int64_t generation;
 } res_t;
 
@@ -121,6 +122,7 @@ static int res_cb(const bs_resource_t *res, void *ud)
 {
     res_t *c = ud;
     c->spec = strdup(res->spec);
+    c->updated_by = strdup(res->updated_by ? res->updated_by : "");
     c->generation = res->generation;
     return 0;
 }
@@ -203,12 +205,14 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
         BS_LOG(BS_LOG_WARN, "rollouts", "rollout %s: reading endpoint %s failed: %s", row->id,
                row->endpoint, err.msg);
         free(res.spec);
+        free(res.updated_by);
         return;
     }
     /* 1. the step's spec in place */
     char *desired = bs__rollout_step_spec(r, row, &p, step, NULL, &err);
     if (!desired) {
         free(res.spec);
+        free(res.updated_by);
         if (err.code == BS_EINVAL || err.code == BS_ENOTFOUND) {
             char reason[400];
             snprintf(reason, sizeof reason, "the spec of step %d (%d%%) is no longer valid: %s",
@@ -221,22 +225,31 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
         return;
     }
     if (strcmp(desired, res.spec)) {
-        cJSON *ev = bs__rollout_event("spec_restored", step, p.steps[step], r->owner);
-        bs__rollout_tr_t t = {.state = row->state,
+        char reason[400];
+        snprintf(reason, sizeof reason,
+                 "endpoint '%s' was changed outside the rollout (revision %lld by %s) at step %d "
+                 "(%d%%); the rollout is aborted and that change kept",
+                 row->endpoint, (long long)res.generation, res.updated_by ? res.updated_by : "?",
+                 step, p.steps[step]);
+        cJSON *ev = bs__rollout_event("aborted", step, 0, r->owner);
+        cJSON_AddStringToObject(ev, "reason", reason);
+        bs__rollout_tr_t t = {.state = "aborted",
                               .step = row->step,
                               .step_started_at = row->step_started_at,
+                              .reason = reason,
                               .event = ev,
-                              .spec = desired,
                               .actor = BS__ROLLOUT_ACTOR,
                               .token = token};
-        apply(r, row, &p, &t, "step spec restored");
+        apply(r, row, &p, &t, "aborted");
         cJSON_Delete(ev);
         free(desired);
         free(res.spec);
+        free(res.updated_by);
         return;
     }
     free(desired);
     free(res.spec);
+    free(res.updated_by);
     /* 2. the guards over the step's window */
     int64_t now = bs_time_wall_ms();
     bs_monitor_filter_t fc = {.since_ms = row->step_started_at, .version = p.version};

@@ -610,22 +610,30 @@ def test_pause_resume_promote(srv):
     assert "advanced" in events
 
 
-def test_edit_during_rollout_is_restored(srv):
-    """A PUT of the endpoint while the rollout runs is overwritten with the step's spec."""
+def test_edit_during_rollout_aborts_it_and_keeps_the_edit(srv):
+    """Someone else's change of the endpoint while the rollout runs (a PUT, an endpoint
+    rollback) wins: the rollout is aborted, naming the revision, and the change stays."""
     m, ep = uniq("m"), uniq("ep")
     publish(srv, m, linear_models(2))
     put_endpoint(srv, ep, {"model": m, "routes": [{"version": 1, "weight": 100}]})
     j = start(srv, ep, {"candidate": {"version": 2}, "steps": [20, 100], "step_interval": "1h"})
-    put_endpoint(srv, ep, {"model": m, "routes": [{"version": 1, "weight": 100}]})
-    done = wait_rollout(srv, ep, j["id"],
-                        lambda x: "spec_restored" in [e["event"] for e in x["history"]],
-                        "the step's spec restored")
     assert route_weights(endpoint_spec(srv, ep)) == [("v1", 1, None, 80), ("v2", 2, None, 20)]
-    act(srv, ep, done["id"], "abort")
+    r = srv.post("/v1/endpoints/%s/rollback" % ep, json={})
+    assert r.status_code == 200, r.text
+    done = wait_state(srv, ep, j["id"], ("aborted", "rolled_back", "promoted"))
+    assert done["state"] == "aborted", done
+    assert "changed outside the rollout" in done["reason"] and "revision 3" in done["reason"]
+    assert route_weights(endpoint_spec(srv, ep)) == [("v1", 1, None, 100)]
+    assert len(revisions(srv, ep)) == 3  # the rollout wrote nothing after the rollback
+    # deleting the endpoint ends its rollout as well
+    j = start(srv, ep, {"candidate": {"version": 2}, "steps": [20, 100], "step_interval": "1h"})
+    assert srv.delete("/v1/endpoints/" + ep).status_code == 204
+    done = wait_state(srv, ep, j["id"], ("aborted", "rolled_back", "promoted"))
+    assert done["state"] == "aborted" and done["reason"] == "the endpoint was deleted", done
 
 
 def test_state_survives_restart(start_server):
-    s = start_server("--threads", "2", *TICK)
+    s = start_server("--threads", "2", "--rollout-lease-ms", "1500", *TICK)
     m, ep = uniq("m"), uniq("ep")
     publish(s, m, linear_models(2))
     put_endpoint(s, ep, {"model": m, "routes": [{"version": 1, "weight": 100}]})
