@@ -580,7 +580,7 @@ char *bs__rollout_step_spec(bs_rollouts_t *r, const bs__rollout_row_t *row,
         cJSON_AddItemToArray(out, c);
     } else {
         int weight = p->steps[step];
-        int w[BS_ENDPOINT_MAX_ROUTES], scaled[BS_ENDPOINT_MAX_ROUTES], n = 0;
+        int w[BS_ENDPOINT_MAX_ROUTES] = {0}, scaled[BS_ENDPOINT_MAX_ROUTES] = {0}, n = 0;
         cJSON_ArrayForEach(it, routes)
         {
             if (is_stable(p, str_item(it, "name")) && n < BS_ENDPOINT_MAX_ROUTES)
