@@ -161,6 +161,16 @@ static const extra_t extras[] = {
      Q("destination", "{\"type\":\"string\"}", "only deliveries to this webhook") "," Q_LIMIT
                                                                                     "," Q_CURSOR,
      NULL, BODY_JSON, RESP_JSON},
+    {"PUT", "/v1/endpoints/{name}", Q_DRY_RUN,
+     "{\"model\":\"churn\",\"routes\":[{\"alias\":\"champion\",\"weight\":95},{\"version\":1,"
+     "\"weight\":5,\"name\":\"canary\"}],\"sticky\":{\"key\":\"user_id\"},\"logging\":{"
+     "\"sample_rate\":1}}",
+     BODY_JSON, RESP_JSON},
+    {"GET", "/v1/endpoints/{name}/revisions",
+     Q_LIMIT "," Q("cursor", "{\"type\":\"string\",\"pattern\":\"^[0-9]+$\"}",
+                   "next_cursor of the previous page (a revision number)"),
+     NULL, BODY_JSON, RESP_JSON},
+    {"POST", "/v1/endpoints/{name}/rollback", Q_DRY_RUN, "{\"revision\":1}", BODY_JSON, RESP_JSON},
     {"POST", "/v2/models/{name}/infer", NULL,
      "{\"inputs\":[{\"name\":\"amount\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":[12.5]},"
      "{\"name\":\"country\",\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"FR\"]}]}",

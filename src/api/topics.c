@@ -81,7 +81,10 @@ int bs__api_topic_ensure_spec(bs_app_t *app, const char *tenant, const char *dl,
         return rc;
     if (outcome == BS_RESOURCE_CREATED)
         BS_LOG(BS_LOG_INFO, "topics", "topic %s/%s created by %s", tenant, dl, actor);
-    if ((rc = bs_log_topic_ensure(app->log, tenant, dl, &t.log, err)) != 0)
+    /* A topic stored already with a spec of its own (a user's edit of a system topic) is
+     * not reconfigured with the one given here: the rebuild below ensures its stored spec. */
+    if ((spec == NULL || outcome == BS_RESOURCE_CREATED) &&
+        (rc = bs_log_topic_ensure(app->log, tenant, dl, &t.log, err)) != 0)
         return rc;
     return app->changes ? bs_changes_refresh(app->changes, BS_RESOURCES_SCOPE, err) : 0;
 }

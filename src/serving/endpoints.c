@@ -37,6 +37,7 @@
 #include "base/rcu.h"
 #include "base/time.h"
 #include "http/client.h"
+#include "monitor/stats.h"
 #include "serving/endpoints.h"
 #include "serving/endpoints_int.h"
 #include "serving/serving_int.h"
@@ -121,86 +122,23 @@ static void sticky_key(const char *name, uint64_t *k0, uint64_t *k1)
 /* A 64-bit value onto [0, n): the high half of the 128-bit product (Lemire's reduction). */
 static int reduce(uint64_t h, uint32_t n) { return (int)(((unsigned __int128)h * n) >> 64); }
 
-/* ---- thread-local randomness: xoshiro256** (Blackman & Vigna) seeded by splitmix64 ----- */
+/* ---- thread-local randomness: one generator per thread (monitor/stats.h's xoshiro256**),
+ * seeded at its first use from the clock, its address and a counter ---------------------- */
 
-typedef struct {
-    uint64_t s[4];
-    int seeded;
-} rng_t;
-
-static _Thread_local rng_t tls_rng;
-
-static uint64_t splitmix64(uint64_t *x)
+static bs_stats_rng_t *tls_rng(void)
 {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rng_next(void)
-{
-    rng_t *r = &tls_rng;
-    if (!r->seeded) {
+    static _Thread_local bs_stats_rng_t rng;
+    static _Thread_local int seeded;
+    if (!seeded) {
         static _Atomic uint64_t counter;
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        uint64_t x = ((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) ^
-                     (uint64_t)(uintptr_t)r ^ (atomic_fetch_add(&counter, 1) << 48);
-        for (int i = 0; i < 4; i++)
-            r->s[i] = splitmix64(&x);
-        r->seeded = 1;
+        bs_stats_rng_seed(&rng, ((uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec) ^
+                                    (uint64_t)(uintptr_t)&rng ^
+                                    (atomic_fetch_add(&counter, 1) << 48));
+        seeded = 1;
     }
-    uint64_t *s = r->s;
-    uint64_t result = ROTL(s[1] * 5, 7) * 9;
-    uint64_t t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = ROTL(s[3], 45);
-    return result;
-}
-
-/* [0, 1) with 53 random bits. */
-static double rng_uniform(void) { return (double)(rng_next() >> 11) * 0x1.0p-53; }
-
-/* A standard normal draw (Marsaglia's polar method). */
-static double rng_normal(void)
-{
-    for (;;) {
-        double u = 2 * rng_uniform() - 1, v = 2 * rng_uniform() - 1, s = u * u + v * v;
-        if (s > 0 && s < 1)
-            return u * sqrt(-2 * log(s) / s);
-    }
-}
-
-/* Gamma(a, 1) for a >= 1 (Marsaglia & Tsang, "A simple method for generating gamma
- * variables", ACM TOMS 26(3), 2000). Private until src/monitor/stats.c provides
- * bs_stats_beta_sample on main; then the Beta draw below switches to it. */
-static double gamma_sample(double a)
-{
-    if (a < 1) /* boost: Gamma(a) = Gamma(a + 1) * U^(1/a) */
-        return gamma_sample(a + 1) * pow(rng_uniform() + 0x1.0p-60, 1 / a);
-    double d = a - 1.0 / 3, c = 1 / sqrt(9 * d);
-    for (;;) {
-        double x = rng_normal(), v = 1 + c * x;
-        if (v <= 0)
-            continue;
-        v = v * v * v;
-        double u = rng_uniform();
-        if (u < 1 - 0.0331 * x * x * x * x)
-            return d * v;
-        if (u > 0 && log(u) < 0.5 * x * x + d * (1 - v + log(v)))
-            return d * v;
-    }
-}
-
-static double beta_sample(double a, double b)
-{
-    double x = gamma_sample(a), y = gamma_sample(b);
-    return x + y > 0 ? x / (x + y) : 0.5;
+    return &rng;
 }
 
 /* ---- long-lived state ------------------------------------------------------------------ */
@@ -1063,7 +1001,7 @@ int bs_endpoint_pick(const bs_endpoint_t *ep, const char *key, size_t key_len)
                 continue;
             int64_t s = 0, f = 0;
             bs_endpoint_arm(ep, i, &s, &f);
-            double x = beta_sample(1.0 + (double)s, 1.0 + (double)f);
+            double x = bs_stats_beta_sample(tls_rng(), 1.0 + (double)s, 1.0 + (double)f);
             if (x > best_x) {
                 best_x = x;
                 best = i;
@@ -1071,7 +1009,7 @@ int bs_endpoint_pick(const bs_endpoint_t *ep, const char *key, size_t key_len)
         }
         return best >= 0 ? best : 0;
     }
-    return route_at(ep, reduce(rng_next(), POINTS));
+    return route_at(ep, reduce(bs_stats_rng_next(tls_rng()), POINTS));
 }
 
 int bs_endpoint_shadow_draw(const bs_endpoint_t *ep, int i)
@@ -1079,13 +1017,13 @@ int bs_endpoint_shadow_draw(const bs_endpoint_t *ep, int i)
     if (i < 0 || i >= ep->n_shadows)
         return 0;
     double f = ep->shadows[i].fraction;
-    return f >= 1 || (f > 0 && rng_uniform() < f);
+    return f >= 1 || (f > 0 && bs_stats_uniform(tls_rng()) < f);
 }
 
 int bs_endpoint_log_draw(const bs_endpoint_t *ep)
 {
     double r = ep->sample_rate;
-    return r >= 1 || (r > 0 && rng_uniform() < r);
+    return r >= 1 || (r > 0 && bs_stats_uniform(tls_rng()) < r);
 }
 
 /* ---- the bandit's arms ----------------------------------------------------------------- */
@@ -1365,6 +1303,12 @@ void bs_endpoints_metrics(bs_endpoints_t *e, bs_buf_t *b)
                   "# TYPE basalt_endpoints gauge\nbasalt_endpoints %d\n",
                   n_endpoints);
     for (int k = 0; k < N_F; k++) {
+        /* A histogram family without a series is left out (the exposition parsers want a
+         * histogram's block to hold one); empty counters and gauges are announced. */
+        if (k == F_DUR && !f[k].len && !f[k].oom) {
+            bs_buf_free(&f[k]);
+            continue;
+        }
         bs_buf_printf(b, "# HELP %s %s\n# TYPE %s %s\n", fams[k].name, fams[k].help, fams[k].name,
                       fams[k].type);
         if (f[k].oom)

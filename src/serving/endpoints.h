@@ -17,9 +17,11 @@
  *    "logging": {"sample_rate": 1.0},
  *    "logger": {"url": "http://…", "mode": "all|request|response"}}
  * A route's (and a shadow's) variant name is its "name", else "v<version>", else the
- * alias; names are unique within an endpoint. Only approved versions may be routed
- * (an alias can only point at approved ones). The normalised spec written back has every
- * default filled in (names, policy, logging).
+ * alias; names are unique within an endpoint (routes and shadows together). Only approved
+ * versions may be routed (an alias can only point at approved ones); a shadow may run a
+ * pending version (not a rejected one). A single route's weight defaults to 100. The
+ * normalised spec written back has every default filled in (names, "shadow": [], policy,
+ * logging; "sticky" and "logger" only when set). docs/endpoints-spec.md is the reference.
  *
  * Routing state is an immutable snapshot per replica (every tenant's endpoints), rebuilt
  * when scope "resources" changes and published by an atomic pointer swap; a request reads
@@ -111,7 +113,8 @@ const bs_endpoint_t *bs_endpoints_get(bs_endpoints_t *e, const char *tenant, con
 
 /* The route index for one request: sticky (key non-NULL: its bytes as described above),
  * else Thompson sampling over the routes' reward posteriors Beta(1 + successes,
- * 1 + failures) (policy thompson), else weighted at random. Never fails (weights sum to
+ * 1 + failures) (policy thompson; a route of weight 0 is no arm, other weights do not
+ * matter), else weighted at random. Never fails (weights sum to
  * 100; a route of weight 0 is never picked unless every route is 0 — then the first). */
 int bs_endpoint_pick(const bs_endpoint_t *ep, const char *key, size_t key_len);
 /* The sticky point of a key, in [0, 10000): SipHash-2-4 keyed by the endpoint's name
@@ -140,8 +143,9 @@ void bs_endpoint_arm(const bs_endpoint_t *ep, int route, int64_t *successes, int
 
 /* Called after every rebuild, once per tenant that has an endpoint, on the rebuilding
  * thread (the monitor starts tailing the tenant's predictions and feedback topics from it).
- * Registering calls fn at once for the tenants of the current snapshot. fn must not call
- * bs_endpoints_rebuild or bs_endpoints_on_rebuild. */
+ * Registering calls fn at once for the tenants of the current snapshot; fn NULL unregisters.
+ * Returns once no call to the previous fn runs (its owner may be freed after). fn must not
+ * call bs_endpoints_rebuild or bs_endpoints_on_rebuild. */
 typedef void (*bs_endpoints_tenant_fn)(void *ud, const char *tenant);
 void bs_endpoints_on_rebuild(bs_endpoints_t *e, bs_endpoints_tenant_fn fn, void *ud);
 

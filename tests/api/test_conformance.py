@@ -591,6 +591,18 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     call("POST", "/v1/webhooks/deliveries/{id}/replay", 202,
          path="/v1/webhooks/deliveries/%s/replay" % hook["delivery_id"])
     call("DELETE", "/v1/webhooks/{name}", 204)
+    # endpoints (the example routes by alias champion, set above): two revisions, a rollback
+    call("PUT", "/v1/endpoints/{name}", 201)
+    call("PUT", "/v1/endpoints/{name}", 200, path="/v1/endpoints/churn?dry_run=true",
+         json={"model": "churn", "routes": [{"version": 1}]})
+    assert server.put("/v1/endpoints/churn", json={"model": "churn", "routes": [{"version": 1}]}
+                      ).status_code == 200
+    call("GET", "/v1/endpoints", 200, path="/v1/endpoints?limit=10")
+    call("GET", "/v1/endpoints/{name}", 200)
+    call("GET", "/v1/endpoints/{name}/revisions", 200,
+         path="/v1/endpoints/churn/revisions?limit=1&cursor=3")
+    call("POST", "/v1/endpoints/{name}/rollback", 200)
+    call("DELETE", "/v1/endpoints/{name}", 204)
     call("DELETE", "/v1/models/{name}/aliases/{alias}", 204)
     call("DELETE", "/v1/models/{name}", 204)
     call("GET", "/v1/kinds", 200)

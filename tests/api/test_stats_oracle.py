@@ -176,6 +176,33 @@ def test_beta_inc():
     assert math.isnan(call("beta_inc", -1, 2, 0.5)) and math.isnan(call("beta_inc", 1, 2, 1.5))
 
 
+def test_beta_inc_and_t_cdf_large_a_against_mpmath():
+    """Large a with x near 1 (the t CDF at df >= 1e6), where scipy's cephes incbet loses
+    digits (1e-9..1e-7 here) and stats.c switches to the asymptotic expansion: mpmath at 40
+    digits through the complement 1 - I_{1-x}(b, a), whose series it sums exactly."""
+    mp = pytest.importorskip("mpmath")
+    mp.mp.dps = 40
+    rng = np.random.default_rng(14)
+    cases = [(7781180.463865256, 5.079876376878721, 0.9999998521713602),
+             (3760543.252910262, 6.058442882319638, 0.999998090103304),
+             (874503098.5291992, 4.805249005773415, 0.9999999926408949)]
+    for _ in range(20):
+        a = float(np.exp(rng.uniform(math.log(200), math.log(1e9))))
+        b = float(np.exp(rng.uniform(math.log(0.05), math.log(15))))
+        cases.append((a, b, float(1 - b / a * rng.uniform(0.2, 6))))
+    got = call_many([("beta_inc", list(c)) for c in cases])
+    for (a, b, x), g in zip(cases, got):
+        w = 1 - mp.betainc(mp.mpf(b), mp.mpf(a), 0, 1 - mp.mpf(x), regularized=True)
+        check_close(g, float(w), 1e-11, 0, "beta_inc(%r, %r, %r)" % (a, b, x))
+    tcases = [(t, df) for df in (1e6, 1e7, 1e8, 1e10) for t in (-10, -7, -5, -3, -1.7, -1, -0.3)]
+    got = call_many([("t_cdf", [t, df]) for t, df in tcases])
+    for (t, df), g in zip(tcases, got):
+        t_, df_ = mp.mpf(t), mp.mpf(df)
+        w = (1 - mp.betainc(mp.mpf(0.5), df_ / 2, 0, t_ * t_ / (df_ + t_ * t_),
+                            regularized=True)) / 2
+        check_close(g, float(w), 1e-11, 0, "t_cdf(%r, df=%r)" % (t, df))
+
+
 # ---- tests --------------------------------------------------------------------------------
 
 def test_two_proportion_ztest():
