@@ -69,9 +69,10 @@ int bs__api_model_resolve(bs_req_t *req, const char *ref, int version, bs_model_
 /* A predict body's rows for h (arena-allocated): when *json is NULL the one-row fast path is
  * tried on the raw body first, and the body is parsed (*json set) only if it declines; a
  * body already parsed (*json given) goes to bs_serving_parse_inputs directly. 0 or the
- * error (err set: BS_EINVAL naming the field, BS_ETOOBIG, BS_EPARSE, BS_EMEDIA). */
-int bs__api_predict_rows(bs_req_t *req, const bs_model_handle_t *h, cJSON **json, double **rows,
-                         size_t *n, bs_err_t *err);
+ * error (err set: BS_EINVAL naming the field, BS_ETOOBIG, BS_EPARSE, BS_EMEDIA). skip: a field
+ * that is never an unknown feature (bs_serving_parse_inputs_ex), NULL for none. */
+int bs__api_predict_rows(bs_req_t *req, const bs_model_handle_t *h, const char *skip, cJSON **json,
+                         double **rows, size_t *n, bs_err_t *err);
 
 /* A version number as written in a path or query: the canonical decimal 1..1000000000
  * only (no sign, space, leading zero, fraction or percent-encoding, so that one version has
@@ -107,9 +108,10 @@ void bs__api_v2_infer(bs_req_t *req);
 /* An Open Inference Protocol body {"inputs": [tensors]} (j, borrowed) as rows for h
  * (arena-allocated in a), at most max_rows: one tensor per feature ([N] or [N, 1]) or one
  * [N, n_features] tensor in signature order. 0 or BS_EINVAL naming the tensor, BS_ETOOBIG,
- * BS_ENOMEM. (The endpoint path and its shadow runs read bodies with it too.) */
+ * BS_ENOMEM. A tensor named skip (NULL: none) that is no feature is left out: an endpoint's
+ * sticky field. (The endpoint path and its shadow runs read bodies with it too.) */
 int bs__api_oip_rows(bs_arena_t *a, const bs_model_handle_t *h, const cJSON *j, size_t max_rows,
-                     double **rows, size_t *n, bs_err_t *err);
+                     const char *skip, double **rows, size_t *n, bs_err_t *err);
 /* The infer response for n rows of out: model_name, model_version (h's), id (NULL: none),
  * parameters (string members {key, value, …, NULL}; NULL or empty: none), the output
  * tensors and prediction_id (ids[r], or fresh UUIDv7s when ids is NULL). */
@@ -292,6 +294,7 @@ void bs__api_shadow_close(bs_app_t *app);
 void bs__api_shadow_metrics(bs_app_t *app, bs_buf_t *b);
 
 /* ---- predictions.c: the prediction log's read routes ------------------------------------- */
+void bs__api_predictions_list(bs_req_t *req);
 
 /* ---- monitor.c: feedback, performance, experiment and shadow reports --------------------- */
 void bs__api_feedback(bs_req_t *req);

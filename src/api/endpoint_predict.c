@@ -56,13 +56,15 @@ typedef struct {
     char model[129];
     char variant[64];
     int route;
-    int version;    /* the resolved version; the route's (0 for an alias) if unresolved */
-    int log;        /* the request's records go to the prediction log */
-    int sticky;     /* the endpoint is sticky (the log's sticky_key is written) */
-    int has_key;    /* … and the request carried a key */
+    int version; /* the resolved version; the route's (0 for an alias) if unresolved */
+    int log;     /* the request's records go to the prediction log */
+    int sticky;  /* the endpoint is sticky (the log's sticky_key is written) */
+    int has_key; /* … and the request carried a key */
     char sticky_key[STICKY_MAX + 1];
     char request_id[72];
-    char oip_id[128]; /* OIP: the request's "id", echoed ("" when none) */
+    const char *oip_id;     /* OIP: the request's "id", echoed (NULL: none); borrowed from the
+                             * request's body, so only while the handler runs (OIP is inline) */
+    char sticky_field[129]; /* the spec's sticky field: never an unknown feature */
     char logger_url[512];
     char logger_mode[16];
     int n_shadows;
@@ -78,16 +80,16 @@ typedef struct {
     const double *rows;         /* encoded rows (n * n_features), NULL when not parsed */
     const double *out;          /* n * n_outputs, NULL on failure */
     size_t n;
-    const char (*ids)[37];      /* the rows' prediction ids (n of them) */
+    const char (*ids)[37]; /* the rows' prediction ids (n of them) */
     uint64_t duration_ns;
-    const bs_err_t *err;        /* NULL on success */
+    const bs_err_t *err; /* NULL on success */
 } outcome_t;
 
 /* ---- the prediction log ------------------------------------------------------------------ */
 
 /* One record of serving/predlog.h. row/out NULL: not written; err non-NULL: "error". */
-static void render_record(bs_buf_t *b, const call_t *c, const char *prediction_id, int shadow,
-                          const char *variant, int version, double latency_ms,
+static void render_record(bs_buf_t *b, const call_t *c, const char *time, const char *prediction_id,
+                          int shadow, const char *variant, int version, double latency_ms,
                           const bs_model_handle_t *h, const double *row, const double *out,
                           const bs_err_t *err)
 {
@@ -97,7 +99,7 @@ static void render_record(bs_buf_t *b, const call_t *c, const char *prediction_i
     bs_jw_key(b, "request_id");
     bs_jw_str(b, c->request_id);
     bs_jw_key(b, "time");
-    bs_jw_time(b, c->wall_ms);
+    bs_jw_str(b, time);
     bs_jw_key(b, "endpoint");
     bs_jw_str(b, c->endpoint);
     bs_jw_key(b, "model");
@@ -150,17 +152,19 @@ static void log_outcome(const call_t *c, int shadow, const char *variant, int ve
     char small[4096];
     bs_buf_t b = BS_BUF_ON(small);
     double ms = (double)o->duration_ns / 1e6;
+    char time[40];
+    bs_time_rfc3339(c->wall_ms, time, sizeof time);
     if (!shadow && o->err) {
         char id[37];
         bs_uuid7(id);
-        render_record(&b, c, id, 0, variant, version, ms, o->h, NULL, NULL, o->err);
+        render_record(&b, c, time, id, 0, variant, version, ms, o->h, NULL, NULL, o->err);
         submit_record(app, c, &b);
     } else {
         size_t nf = o->h ? (size_t)bs_model_handle_schema(o->h)->n_features : 0;
         size_t k = o->h ? (size_t)bs_model_handle_schema(o->h)->n_outputs : 0;
         for (size_t r = 0; r < o->n; r++) {
             bs_buf_reset(&b);
-            render_record(&b, c, o->ids[r], shadow, variant, version, ms, o->h,
+            render_record(&b, c, time, o->ids[r], shadow, variant, version, ms, o->h,
                           o->rows ? o->rows + r * nf : NULL, o->out ? o->out + r * k : NULL,
                           o->err);
             submit_record(app, c, &b);
@@ -197,7 +201,8 @@ static int shadow_parse(void *ud, bs_serving_t *sv, const bs_model_handle_t *h, 
     int rc;
     double *r = NULL;
     size_t got = 0;
-    if (s->c.kind == BODY_BASALT && s->n == 1 && (r = bs_arena_alloc(a, (nf + 1) * sizeof(double))) &&
+    if (s->c.kind == BODY_BASALT && s->n == 1 &&
+        (r = bs_arena_alloc(a, (nf + 1) * sizeof(double))) &&
         bs_serving_parse_fast(sv, h, s->body, s->body_len, r)) {
         got = 1;
         rc = 0;
@@ -205,9 +210,10 @@ static int shadow_parse(void *ud, bs_serving_t *sv, const bs_model_handle_t *h, 
         cJSON *j = bs_json_parse_arena(a, s->body, s->body_len, s->c.max_json_depth, err);
         if (!j)
             return err->code;
+        const char *skip = s->c.sticky_field[0] ? s->c.sticky_field : NULL;
         rc = s->c.kind == BODY_OIP
-                 ? bs__api_oip_rows(a, h, j, (size_t)s->c.max_rows, &r, &got, err)
-                 : bs_serving_parse_inputs(sv, h, j, a, &r, &got, err);
+                 ? bs__api_oip_rows(a, h, j, (size_t)s->c.max_rows, skip, &r, &got, err)
+                 : bs_serving_parse_inputs_ex(sv, h, j, skip, a, &r, &got, err);
     }
     if (!rc && got != s->n)
         rc = bs_err_set(err, BS_EINTERNAL, "the shadow version read %zu rows of a request of %zu",
@@ -243,8 +249,13 @@ static void shadow_done(void *ud, bs_model_handle_t *h, const double *rows, cons
     if (err)
         BS_LOG(BS_LOG_DEBUG, "endpoints", "shadow %s of endpoint %s (request %s) failed: %s",
                s->sh.name, s->c.endpoint, s->c.request_id, err->msg);
-    outcome_t o = {.h = h, .rows = rows, .out = out, .n = s->n, .ids = (const char (*)[37])s->ids,
-                   .duration_ns = ns, .err = err};
+    outcome_t o = {.h = h,
+                   .rows = rows,
+                   .out = out,
+                   .n = s->n,
+                   .ids = (const char(*)[37])s->ids,
+                   .duration_ns = ns,
+                   .err = err};
     log_outcome(&s->c, 1, s->sh.name, version, &o);
 }
 
@@ -257,6 +268,7 @@ static void run_shadows(const call_t *c, const char *body, size_t body_len, size
         if (!s)
             return;
         s->c = *c;
+        s->c.oip_id = NULL; /* borrowed from the request: not past it */
         s->sh = c->shadows[i];
         s->n = n;
         s->body_len = body_len;
@@ -302,8 +314,7 @@ static void after_answer(const call_t *c, const bs_endpoint_t *ep, const outcome
     int code = o->err ? o->err->code : 0;
     if (ep) {
         bs_endpoint_record(ep, 0, c->route, c->version, o->duration_ns, code);
-    } else if (app->endpoints) {
-        bs_rcu_register();
+    } else if (app->endpoints && bs_rcu_register() == 0) {
         const bs_endpoint_t *now = bs_endpoints_get(app->endpoints, c->tenant, c->endpoint);
         for (int i = 0; now && i < now->n_routes; i++)
             if (!strcmp(now->routes[i].name, c->variant)) {
@@ -413,6 +424,15 @@ static void preload_routes(bs_req_t *req, const bs_endpoint_t *ep, int skip)
     }
 }
 
+/* Copies the string src into dst (cap bytes), truncating: snprintf's result without its
+ * format parsing (this runs several times per request). */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void call_init(call_t *c, bs_req_t *req, const bs_endpoint_t *ep, body_kind_t kind,
                       int route, const char *key, size_t key_len)
 {
@@ -421,23 +441,24 @@ static void call_init(call_t *c, bs_req_t *req, const bs_endpoint_t *ep, body_ki
     memset(c, 0, sizeof *c);
     c->app = app;
     c->kind = kind;
-    snprintf(c->tenant, sizeof c->tenant, "%s", req->who.tenant);
-    snprintf(c->endpoint, sizeof c->endpoint, "%s", ep->name);
-    snprintf(c->model, sizeof c->model, "%s", ep->model);
-    snprintf(c->variant, sizeof c->variant, "%s", r->name);
+    copy_str(c->tenant, sizeof c->tenant, req->who.tenant);
+    copy_str(c->endpoint, sizeof c->endpoint, ep->name);
+    copy_str(c->model, sizeof c->model, ep->model);
+    copy_str(c->variant, sizeof c->variant, r->name);
     c->route = route;
     c->version = r->version;
     c->log = app->predlog && bs_endpoint_log_draw(ep);
     c->sticky = ep->sticky_field[0] || ep->sticky_header[0];
+    copy_str(c->sticky_field, sizeof c->sticky_field, ep->sticky_field);
     if (key) {
         size_t l = key_len < STICKY_MAX ? key_len : STICKY_MAX;
         memcpy(c->sticky_key, key, l);
         c->sticky_key[l] = '\0';
         c->has_key = 1;
     }
-    snprintf(c->request_id, sizeof c->request_id, "%s", req->request_id);
-    snprintf(c->logger_url, sizeof c->logger_url, "%s", ep->logger_url);
-    snprintf(c->logger_mode, sizeof c->logger_mode, "%s", ep->logger_mode);
+    copy_str(c->request_id, sizeof c->request_id, req->request_id);
+    copy_str(c->logger_url, sizeof c->logger_url, ep->logger_url);
+    copy_str(c->logger_mode, sizeof c->logger_mode, ep->logger_mode);
     c->n_shadows = 0;
     for (int i = 0; app->shadow && i < ep->n_shadows; i++)
         if (bs_endpoint_shadow_draw(ep, i))
@@ -463,14 +484,14 @@ static void version_headers(const call_t *c, bs_req_t *req, bs_deferred_t *d)
 }
 
 /* The successful answer's body. */
-static void render_answer(const call_t *c, const bs_model_handle_t *h, const double *out,
-                          size_t n, const char (*ids)[37], bs_buf_t *b)
+static void render_answer(const call_t *c, const bs_model_handle_t *h, const double *out, size_t n,
+                          const char (*ids)[37], bs_buf_t *b)
 {
     const char *members[] = {"endpoint", c->endpoint, "variant", c->variant, NULL};
     if (c->kind == BODY_OIP) {
         const char *params[] = {"endpoint", c->endpoint, "model", c->model,
-                                "variant", c->variant, NULL};
-        bs__api_oip_render(h, c->endpoint, c->oip_id[0] ? c->oip_id : NULL, out, n, ids, params, b);
+                                "variant",  c->variant,  NULL};
+        bs__api_oip_render(h, c->endpoint, c->oip_id, out, n, ids, params, b);
     } else {
         bs_serving_render_ex(h, out, n, ids, members, b);
     }
@@ -510,12 +531,17 @@ static void batched_done(void *ud, bs_model_handle_t *h, const double *out, size
         bs_serving_record(h, 0, 0, err->code);
         bs_deferred_respond_error(bt->d, err);
     } else {
-        render_answer(&bt->c, h, out, n, (const char (*)[37])bt->ids, &b);
+        render_answer(&bt->c, h, out, n, (const char(*)[37])bt->ids, &b);
         bs_deferred_respond_json(bt->d, 200, &b);
         bs_serving_record(h, n, ns, 0);
     }
-    outcome_t o = {.h = h, .rows = bt->rows, .out = out, .n = bt->n,
-                   .ids = (const char (*)[37])bt->ids, .duration_ns = ns, .err = out ? NULL : err};
+    outcome_t o = {.h = h,
+                   .rows = bt->rows,
+                   .out = out,
+                   .n = bt->n,
+                   .ids = (const char(*)[37])bt->ids,
+                   .duration_ns = ns,
+                   .err = out ? NULL : err};
     after_answer(&bt->c, NULL, &o, bt->body, bt->body_len, b.data, b.len);
     bs_buf_free(&b);
     batched_free(bt);
@@ -524,13 +550,14 @@ static void batched_done(void *ud, bs_model_handle_t *h, const double *out, size
 /* Queues the rows on h's batcher: 1 when the batcher answers, 0 to predict inline (could not
  * defer), -1 with err set. */
 static int submit_batched(bs_req_t *req, const bs_endpoint_t *ep, const call_t *c,
-                          bs_model_handle_t *h, const double *rows, size_t n,
-                          const char (*ids)[37], bs_err_t *err)
+                          bs_model_handle_t *h, const double *rows, size_t n, const char (*ids)[37],
+                          bs_err_t *err)
 {
     batched_t *bt = calloc(1, sizeof *bt);
     if (!bt)
         return 0;
     bt->c = *c;
+    bt->c.oip_id = NULL;
     bt->start_ns = req->start_ns;
     bt->n = n;
     size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
@@ -563,8 +590,8 @@ static int submit_batched(bs_req_t *req, const bs_endpoint_t *ep, const call_t *
     version_headers(c, NULL, d);
     bs_serving_record(h, 0, 0, err->code);
     bs_deferred_respond_error(d, err);
-    outcome_t o = {.h = h, .n = n, .ids = ids, .duration_ns = bs_time_mono_ns() - req->start_ns,
-                   .err = err};
+    outcome_t o = {
+        .h = h, .n = n, .ids = ids, .duration_ns = bs_time_mono_ns() - req->start_ns, .err = err};
     after_answer(c, ep, &o, req->body, req->body_len, b.data, b.len);
     bs_buf_free(&b);
     batched_free(bt);
@@ -616,28 +643,29 @@ static void serve(bs_req_t *req, body_kind_t kind)
     if (h)
         c.version = bs_model_handle_version(h);
     int rc = got < 0 ? err.code : 0;
+    const char *skip = ep->sticky_field[0] ? ep->sticky_field : NULL;
     double *rows = NULL, *out = NULL;
     size_t n = 0;
     if (!rc && kind == BODY_OIP) {
         if (!j && !(j = bs_req_json(req, &err)))
             rc = err.code;
         else
-            rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, &rows, &n,
-                                  &err);
+            rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, skip, &rows,
+                                  &n, &err);
         const char *id = NULL;
         bs_err_t ignore;
-        if (j && bs_json_get_str(j, "id", 0, &id, &ignore) == 0 && id)
-            snprintf(c.oip_id, sizeof c.oip_id, "%s", id);
+        if (j && bs_json_get_str(j, "id", 0, &id, &ignore) == 0)
+            c.oip_id = id;
     } else if (!rc) {
-        rc = bs__api_predict_rows(req, h, &j, &rows, &n, &err);
+        rc = bs__api_predict_rows(req, h, skip, &j, &rows, &n, &err);
     }
-    char (*ids)[37] = NULL;
+    char(*ids)[37] = NULL;
     if (!rc && !(ids = bs_arena_alloc(&req->arena, n * sizeof *ids + 1)))
         rc = bs_err_set(&err, BS_ENOMEM, "out of memory for %zu prediction ids", n);
     for (size_t i = 0; !rc && i < n; i++)
         bs_uuid7(ids[i]);
     if (!rc && kind == BODY_BASALT && bs_serving_batched(app->serving, h)) {
-        int b = submit_batched(req, ep, &c, h, rows, n, (const char (*)[37])ids, &err);
+        int b = submit_batched(req, ep, &c, h, rows, n, (const char(*)[37])ids, &err);
         if (b)
             return;
     }
@@ -651,8 +679,7 @@ static void serve(bs_req_t *req, body_kind_t kind)
     char small[2048];
     bs_buf_t b = BS_BUF_ON(small);
     version_headers(&c, req, NULL);
-    outcome_t o = {.h = h, .rows = rows, .n = n, .ids = (const char (*)[37])ids,
-                   .duration_ns = ns};
+    outcome_t o = {.h = h, .rows = rows, .n = n, .ids = (const char(*)[37])ids, .duration_ns = ns};
     if (rc) {
         if (h)
             bs_serving_record(h, 0, 0, rc);
@@ -660,7 +687,7 @@ static void serve(bs_req_t *req, body_kind_t kind)
         o.err = &err;
         o.rows = NULL;
     } else {
-        render_answer(&c, h, out, n, (const char (*)[37])ids, &b);
+        render_answer(&c, h, out, n, (const char(*)[37])ids, &b);
         bs_resp_json(req, 200, &b);
         bs_serving_record(h, n, ns, 0);
         o.out = out;
@@ -669,9 +696,15 @@ static void serve(bs_req_t *req, body_kind_t kind)
     bs_buf_free(&b);
 }
 
-void bs__api_endpoint_predict(bs_req_t *req) { serve(req, BODY_BASALT); }
+void bs__api_endpoint_predict(bs_req_t *req)
+{
+    serve(req, BODY_BASALT);
+}
 
-void bs__api_endpoint_infer(bs_req_t *req) { serve(req, BODY_OIP); }
+void bs__api_endpoint_infer(bs_req_t *req)
+{
+    serve(req, BODY_OIP);
+}
 
 int bs__api_endpoint_exists(bs_req_t *req, const char *name)
 {

@@ -344,7 +344,7 @@ static void tensor_end(bs_buf_t *b)
 }
 
 int bs__api_oip_rows(bs_arena_t *a, const bs_model_handle_t *h, const cJSON *j, size_t max_rows,
-                     double **rows_out, size_t *n_out, bs_err_t *err)
+                     const char *skip, double **rows_out, size_t *n_out, bs_err_t *err)
 {
     const bs_ml_schema_t *s = bs_model_handle_schema(h);
     size_t nf = (size_t)s->n_features;
@@ -356,11 +356,19 @@ int bs__api_oip_rows(bs_arena_t *a, const bs_model_handle_t *h, const cJSON *j, 
     tensor_t *ts = bs_arena_calloc(a, (size_t)nt, sizeof *ts);
     if (!ts)
         return bs_err_set(err, BS_ENOMEM, "out of memory");
-    int i = 0;
-    for (const cJSON *t = inputs->child; t && !rc; t = t->next, i++)
-        rc = read_tensor(a, t, i, max_rows * (nf > 0 ? nf : 1), &ts[i], err);
+    int i = 0, kept = 0;
+    for (const cJSON *t = inputs->child; t && !rc; t = t->next, i++) {
+        rc = read_tensor(a, t, i, max_rows * (nf > 0 ? nf : 1), &ts[kept], err);
+        /* An endpoint's sticky tensor that is no feature is not an input of the model. */
+        if (!rc && !(skip && !strcmp(ts[kept].name, skip) &&
+                     bs_model_handle_feature(h, skip, strlen(skip)) < 0))
+            kept++;
+    }
     if (rc)
         return rc;
+    nt = kept;
+    if (!nt)
+        return bs_err_setf(err, BS_EINVAL, "inputs", "body must be {\"inputs\": [tensors]}");
     size_t n = 0;
     double *rows = NULL;
     int positional = nt == 1 && ts[0].ndim == 2 && (size_t)ts[0].dims[1] == nf &&
@@ -483,7 +491,7 @@ static void infer(bs_req_t *req, int version)
     size_t n = 0;
     double *rows = NULL;
     if (!rc)
-        rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, &rows, &n, &err);
+        rc = bs__api_oip_rows(&req->arena, h, j, (size_t)req->cfg->max_batch_rows, NULL, &rows, &n, &err);
     size_t k = (size_t)s->n_outputs;
     double *out = NULL;
     if (!rc) {

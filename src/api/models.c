@@ -532,8 +532,8 @@ bs_model_handle_t *bs__api_model(bs_req_t *req, int version)
     return h;
 }
 
-int bs__api_predict_rows(bs_req_t *req, const bs_model_handle_t *h, cJSON **json, double **rows,
-                         size_t *n, bs_err_t *err)
+int bs__api_predict_rows(bs_req_t *req, const bs_model_handle_t *h, const char *skip, cJSON **json,
+                         double **rows, size_t *n, bs_err_t *err)
 {
     bs_app_t *app = APP(req);
     size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
@@ -547,7 +547,7 @@ int bs__api_predict_rows(bs_req_t *req, const bs_model_handle_t *h, cJSON **json
         if (!(*json = bs_req_json(req, err)))
             return err->code;
     }
-    return bs_serving_parse_inputs(app->serving, h, *json, &req->arena, rows, n, err);
+    return bs_serving_parse_inputs_ex(app->serving, h, *json, skip, &req->arena, rows, n, err);
 }
 
 typedef struct {
@@ -588,7 +588,7 @@ static void predict(bs_req_t *req, int version)
     double *rows = NULL, *out = NULL;
     size_t n = 0;
     cJSON *j = NULL;
-    int rc = bs__api_predict_rows(req, h, &j, &rows, &n, &err);
+    int rc = bs__api_predict_rows(req, h, NULL, &j, &rows, &n, &err);
     if (!rc && bs_serving_batched(app->serving, h)) {
         batched_t *bt = malloc(sizeof *bt);
         bs_deferred_t *d = bt ? bs_req_defer(req) : NULL;

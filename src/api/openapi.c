@@ -82,6 +82,8 @@ static const extra_t extras[] = {
     {"PUT", "/v1/models/{name}/aliases/{alias}", NULL, "{\"version\":1}", BODY_JSON, RESP_JSON},
     {"POST", "/v1/models/{name}/predict", NULL, "{\"inputs\":{\"amount\":12.5,\"country\":\"FR\"}}",
      BODY_JSON, RESP_JSON},
+    {"POST", "/v1/endpoints/{name}/predict", NULL,
+     "{\"inputs\":{\"amount\":12.5,\"country\":\"FR\"}}", BODY_JSON, RESP_JSON},
     {"POST", "/v1/models/{name}/versions/{version}/predict", NULL,
      "{\"inputs\":[{\"amount\":12.5,\"country\":\"FR\"},{\"amount\":3,\"country\":null}]}",
      BODY_JSON, RESP_JSON},
@@ -160,6 +162,18 @@ static const extra_t extras[] = {
     {"GET", "/v1/webhooks/deliveries",
      Q("destination", "{\"type\":\"string\"}", "only deliveries to this webhook") "," Q_LIMIT
                                                                                     "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
+    {"GET", "/v1/endpoints/{name}/predictions",
+     Q("since", "{\"type\":\"string\"}",
+       "predictions made at or after this time: RFC 3339, or a duration before now (1h)") ","
+     Q("until", "{\"type\":\"string\"}",
+       "predictions made before this time: RFC 3339, or a duration before now") ","
+     Q("version", "{\"type\":\"integer\",\"minimum\":1}", "only this model version") ","
+     Q("variant", "{\"type\":\"string\"}", "only this variant (route or shadow name)") ","
+     Q("shadow", "{\"type\":\"boolean\"}",
+       "true: shadow runs only; false: routed predictions only (default: both)") ","
+     Q("limit", "{\"type\":\"integer\",\"minimum\":1,\"maximum\":10000,\"default\":100}",
+       "page size") "," Q_CURSOR,
      NULL, BODY_JSON, RESP_JSON},
     {"PUT", "/v1/endpoints/{name}", Q_DRY_RUN,
      "{\"model\":\"churn\",\"routes\":[{\"alias\":\"champion\",\"weight\":95},{\"version\":1,"

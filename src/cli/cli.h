@@ -91,6 +91,10 @@ int bs_cli_rollout_status(int argc, char **argv);
 int bs_cli_rollout_ls(int argc, char **argv);
 int bs_cli_rollout_act(int argc, char **argv);
 
+/* `basalt predictions export` (src/cli/predictions.c): an endpoint's prediction log as
+ * JSON lines. */
+int bs_cli_predictions_export(int argc, char **argv);
+
 /* --- shared by the client commands (remote.c) --- */
 
 typedef struct {

@@ -108,6 +108,20 @@ static const bs_cli_command_t commands[] = {
      bs_cli_get, NULL},
     {NULL, "delete", "KIND NAME [--json]", "delete a resource (exit status 3 when absent)",
      CLIENT_NOTE, bs_cli_delete, NULL},
+    {"predictions", "export",
+     "ENDPOINT [--since T] [--until T] [--version N] [--variant V]\n"
+     "[--shadow true|false] [-o FILE]",
+     "write an endpoint's logged predictions as JSON lines (one record per line)",
+     "  --since T, --until T  predictions made in [since, until): RFC 3339 timestamps or\n"
+     "                        durations before now (1h, 30m)\n"
+     "  --version N           only this model version\n"
+     "  --variant V           only this variant (a route's or a shadow's name)\n"
+     "  --shadow true|false   only shadow runs / only routed predictions (default: both)\n"
+     "  -o FILE               write FILE (renamed into place when complete) and print a\n"
+     "                        summary on stderr; default: standard output\n"
+     "Records are in log order, as stored (docs/endpoints-predictions.md). Exit status 3\n"
+     "when the endpoint does not exist.\n",
+     bs_cli_predictions_export, NULL},
     {"keys", "create",
      "--role ROLE [--name N] [--tenant T] [--ttl SECONDS]\n"
      "[--data DIR | --metadata-url URL] [--json]",

@@ -112,8 +112,8 @@ int bs_serving_encode_value(const bs_model_handle_t *h, int i, const cJSON *v, d
     }
 }
 
-static int named_row(const bs_model_handle_t *h, const cJSON *obj, int reject_unknown, double *row,
-                     const char *where, bs_err_t *err)
+static int named_row(const bs_model_handle_t *h, const cJSON *obj, int reject_unknown,
+                     const char *skip, double *row, const char *where, bs_err_t *err)
 {
     int nf = h->sig.n_features;
     /* Which features the row names (the rest get defaults or NaN). */
@@ -127,7 +127,7 @@ static int named_row(const bs_model_handle_t *h, const cJSON *obj, int reject_un
     for (const cJSON *c = obj->child; c && !rc; c = c->next) {
         int i = c->string ? bs_model_handle_feature(h, c->string, strlen(c->string)) : -1;
         if (i < 0) {
-            if (reject_unknown)
+            if (reject_unknown && !(skip && c->string && !strcmp(c->string, skip)))
                 rc = bs_err_setf(err, BS_EINVAL, c->string ? c->string : "",
                                  "%s: unknown feature '%.64s' (this model takes %d features)", where,
                                  c->string ? c->string : "", nf);
@@ -168,6 +168,13 @@ static int positional_row(const bs_model_handle_t *h, const cJSON *arr, double *
 int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *body,
                             bs_arena_t *a, double **rows_out, size_t *n_rows, bs_err_t *err)
 {
+    return bs_serving_parse_inputs_ex(s, h, body, NULL, a, rows_out, n_rows, err);
+}
+
+int bs_serving_parse_inputs_ex(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *body,
+                               const char *skip, bs_arena_t *a, double **rows_out, size_t *n_rows,
+                               bs_err_t *err)
+{
     if (!cJSON_IsObject(body))
         return bs_err_set(err, BS_EINVAL, "body must be a JSON object with \"inputs\" or \"instances\"");
     const cJSON *inputs = NULL, *instances = NULL;
@@ -201,7 +208,7 @@ int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const c
         return bs_err_set(err, BS_ENOMEM, "out of memory for %zu rows", n);
     char where[48] = "inputs";
     if (single) {
-        int rc = named_row(h, src, s->o.reject_unknown, rows, where, err);
+        int rc = named_row(h, src, s->o.reject_unknown, skip, rows, where, err);
         if (rc)
             return rc;
     } else {
@@ -210,7 +217,7 @@ int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const c
             snprintf(where, sizeof where, "%s[%zu]", inputs ? "inputs" : "instances", r);
             int rc;
             if (cJSON_IsObject(row))
-                rc = named_row(h, row, s->o.reject_unknown, rows + r * nf, where, err);
+                rc = named_row(h, row, s->o.reject_unknown, skip, rows + r * nf, where, err);
             else if (cJSON_IsArray(row) && instances)
                 rc = positional_row(h, row, rows + r * nf, where, err);
             else
@@ -231,7 +238,7 @@ int bs_serving_parse_row(bs_serving_t *s, const bs_model_handle_t *h, const cJSO
 {
     if (!cJSON_IsObject(obj))
         return bs_err_setf(err, BS_EINVAL, "inputs", "\"inputs\" must be an object of feature values");
-    return named_row(h, obj, s->o.reject_unknown && !skip_unknown, row, "inputs", err);
+    return named_row(h, obj, s->o.reject_unknown && !skip_unknown, NULL, row, "inputs", err);
 }
 
 int bs_serving_predict(bs_model_handle_t *h, const double *rows, size_t n, double *out, bs_err_t *err)

@@ -806,6 +806,7 @@ static int drain_once(bs_predlog_t *p)
         return 0;
     drain_list(p, list, n, seq_end);
     /* The log copied the records: release their bytes and recycle the chunks. */
+    chunk_t *spare = NULL; /* freed after the lock: submit never waits on free() */
     pthread_mutex_lock(&p->mu);
     p->bytes -= held;
     for (chunk_t *c = list, *next; c; c = next) {
@@ -815,10 +816,15 @@ static int drain_once(bs_predlog_t *p)
             p->cache = c;
             p->n_cache++;
         } else {
-            free(c);
+            c->next = spare;
+            spare = c;
         }
     }
     pthread_mutex_unlock(&p->mu);
+    for (chunk_t *c = spare, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
     return 1;
 }
 

@@ -125,6 +125,13 @@ int bs_serving_versions(bs_serving_t *s, const char *tenant, const char *name, i
  */
 int bs_serving_parse_inputs(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *body,
                             bs_arena_t *a, double **rows, size_t *n_rows, bs_err_t *err);
+/* The same, where a field called skip (NULL: none) is never an unknown feature whatever
+ * reject_unknown says: an endpoint's sticky field travels in the rows without being one of
+ * the model's features. (It is still read as the feature when the model has one of that
+ * name.) */
+int bs_serving_parse_inputs_ex(bs_serving_t *s, const bs_model_handle_t *h, const cJSON *body,
+                               const char *skip, bs_arena_t *a, double **rows, size_t *n_rows,
+                               bs_err_t *err);
 /* One row by feature name from obj (borrowed) into row (n_features doubles), exactly as
  * {"inputs": obj} would be (errors name "inputs"); skip_unknown: fields the model has no
  * feature for are left out whatever reject_unknown says (a caller passing a whole record,

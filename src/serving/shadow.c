@@ -5,6 +5,8 @@
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,7 +41,12 @@ static void run(bs_shadow_t *s, job_t *jb)
     bs_err_t err;
     bs_err_clear(&err);
     /* Registered for the run only: an idle thread must not hold back reclamation. */
-    bs_rcu_register();
+    if (bs_rcu_register() != 0) {
+        bs_err_set(&err, BS_EUNAVAIL, "no snapshot reader slot is free for a shadow run");
+        j->done(j->ud, NULL, NULL, NULL, 0, 0, &err);
+        atomic_fetch_add_explicit(&s->runs, 1, memory_order_relaxed);
+        return;
+    }
     uint64_t t0 = bs_time_mono_ns();
     bs_model_handle_t *h = bs_serving_peek(s->serving, jb->tenant, jb->ref, j->version, NULL, &err);
     if (!h) {
@@ -68,6 +75,11 @@ static void run(bs_shadow_t *s, job_t *jb)
 static void *worker(void *arg)
 {
     bs_shadow_t *s = arg;
+    /* Below the I/O threads: when the cores are busy, a shadow (mirrored work nobody waits
+     * for) gets a small share of them (nice 10 weighs about a tenth of nice 0 in Linux's
+     * scheduler) and its queue fills and drops, rather than slow the callers. */
+    if (setpriority(PRIO_PROCESS, (id_t)gettid(), BS_SHADOW_NICE) != 0)
+        BS_LOG(BS_LOG_DEBUG, "shadow", "could not lower the shadow thread's priority");
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->head && !s->stop)
@@ -180,20 +192,21 @@ void bs_shadow_metrics(bs_shadow_t *s, bs_buf_t *b)
     pthread_mutex_lock(&s->mu);
     size_t jobs = s->n_jobs, bytes = s->n_bytes;
     pthread_mutex_unlock(&s->mu);
-    bs_buf_printf(b,
-                  "# HELP basalt_shadow_queue_jobs Shadow runs waiting for a shadow thread.\n"
-                  "# TYPE basalt_shadow_queue_jobs gauge\n"
-                  "basalt_shadow_queue_jobs %zu\n"
-                  "# HELP basalt_shadow_queue_bytes Request bytes held by the waiting shadow runs.\n"
-                  "# TYPE basalt_shadow_queue_bytes gauge\n"
-                  "basalt_shadow_queue_bytes %zu\n"
-                  "# HELP basalt_shadow_runs_total Shadow runs finished (successful or not).\n"
-                  "# TYPE basalt_shadow_runs_total counter\n"
-                  "basalt_shadow_runs_total %llu\n"
-                  "# HELP basalt_shadow_dropped_total Shadow runs dropped because the queue was "
-                  "full (the shadow versions are slower than the traffic they mirror).\n"
-                  "# TYPE basalt_shadow_dropped_total counter\n"
-                  "basalt_shadow_dropped_total %llu\n",
-                  jobs, bytes, (unsigned long long)atomic_load(&s->runs),
-                  (unsigned long long)atomic_load(&s->dropped));
+    bs_buf_printf(
+        b,
+        "# HELP basalt_shadow_queue_jobs Shadow runs waiting for a shadow thread.\n"
+        "# TYPE basalt_shadow_queue_jobs gauge\n"
+        "basalt_shadow_queue_jobs %zu\n"
+        "# HELP basalt_shadow_queue_bytes Request bytes held by the waiting shadow runs.\n"
+        "# TYPE basalt_shadow_queue_bytes gauge\n"
+        "basalt_shadow_queue_bytes %zu\n"
+        "# HELP basalt_shadow_runs_total Shadow runs finished (successful or not).\n"
+        "# TYPE basalt_shadow_runs_total counter\n"
+        "basalt_shadow_runs_total %llu\n"
+        "# HELP basalt_shadow_dropped_total Shadow runs dropped because the queue was "
+        "full (the shadow versions are slower than the traffic they mirror).\n"
+        "# TYPE basalt_shadow_dropped_total counter\n"
+        "basalt_shadow_dropped_total %llu\n",
+        jobs, bytes, (unsigned long long)atomic_load(&s->runs),
+        (unsigned long long)atomic_load(&s->dropped));
 }

@@ -8,7 +8,8 @@
  * BS_SHADOW_MAX_BYTES of their payloads) is refused and counted as dropped. So a shadow
  * version that is slow or failing costs at most the threads and the queue's memory: the
  * request that asked for the run has already been answered, and later requests only see
- * their shadow runs dropped.
+ * their shadow runs dropped. The threads run at nice BS_SHADOW_NICE, so on busy cores the
+ * shadows take a small share of the CPU instead of competing with the I/O threads.
  *
  * A run, on a shadow thread: resolves the version (bs_serving_peek; a version that is not
  * loaded is loaded there, on the shadow thread), calls parse to turn the request's body into
@@ -31,6 +32,7 @@
 #include "serving/serving.h"
 
 #define BS_SHADOW_THREADS 2
+#define BS_SHADOW_NICE 10 /* the threads' nice value: callers' threads come first */
 #define BS_SHADOW_MAX_JOBS 4096
 #define BS_SHADOW_MAX_BYTES (64u << 20)
 

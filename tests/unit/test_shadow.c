@@ -20,10 +20,10 @@ typedef struct {
     bs_serving_t *serving;
 } fx_t;
 
-static const char LINEAR[] =
-    "{\"basalt_model\":1,\"inputs\":[{\"name\":\"a\",\"type\":\"float\"}],"
-    "\"estimator\":{\"type\":\"linear\",\"link\":\"identity\",\"coef\":[[2.0]],\"intercept\":[1.0]},"
-    "\"output\":{\"task\":\"regression\",\"n_outputs\":1}}";
+static const char LINEAR[] = "{\"basalt_model\":1,\"inputs\":[{\"name\":\"a\",\"type\":\"float\"}],"
+                             "\"estimator\":{\"type\":\"linear\",\"link\":\"identity\",\"coef\":[["
+                             "2.0]],\"intercept\":[1.0]},"
+                             "\"output\":{\"task\":\"regression\",\"n_outputs\":1}}";
 
 static int setup(void **state)
 {
@@ -82,10 +82,10 @@ static int teardown(void **state)
 
 /* One job's state: what parse reads, what done saw. */
 typedef struct {
-    double x;          /* the row */
+    double x; /* the row */
     int fail_parse;
     pthread_mutex_t *gate; /* parse waits for it (a slow shadow) when non-NULL */
-    int *freed;        /* incremented by free_ud */
+    int *freed;            /* incremented by free_ud */
     /* results */
     int done;
     int had_handle;
@@ -153,8 +153,14 @@ static void wait_done(job_ud_t *j)
 
 static bs_shadow_job_t job_of(job_ud_t *j, const char *ref, int version)
 {
-    return (bs_shadow_job_t){.tenant = "default", .ref = ref, .version = version, .parse = parse,
-                             .done = done, .free_ud = free_ud, .ud = j, .bytes = 100};
+    return (bs_shadow_job_t){.tenant = "default",
+                             .ref = ref,
+                             .version = version,
+                             .parse = parse,
+                             .done = done,
+                             .free_ud = free_ud,
+                             .ud = j,
+                             .bytes = 100};
 }
 
 static void test_runs_and_failures(void **state)
