@@ -27,7 +27,10 @@ static int N = 200000, RATE = 50000, SECS = 5, THREADS = 2;
 static char REC[1024];
 static size_t REC_LEN;
 
-static double now_s(void) { return (double)bs_time_mono_ns() / 1e9; }
+static double now_s(void)
+{
+    return (double)bs_time_mono_ns() / 1e9;
+}
 
 typedef struct {
     double secs;
@@ -123,8 +126,10 @@ int main(int argc, char **argv)
     REC_LEN = (size_t)snprintf(
         REC, sizeof REC,
         "{\"prediction_id\":\"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b\",\"request_id\":\"0190a1b2-"
-        "c3d4-7e5f-8a9b-0c1d2e3f4a5c\",\"time\":\"2026-01-02T03:04:05.678Z\",\"endpoint\":\"fraud\","
-        "\"model\":\"fraud\",\"version\":3,\"variant\":\"v3\",\"shadow\":false,\"latency_ms\":0.041,"
+        "c3d4-7e5f-8a9b-0c1d2e3f4a5c\",\"time\":\"2026-01-02T03:04:05.678Z\",\"endpoint\":"
+        "\"fraud\","
+        "\"model\":\"fraud\",\"version\":3,\"variant\":\"v3\",\"shadow\":false,\"latency_ms\":0."
+        "041,"
         "\"inputs\":{\"amount\":12.5,\"country\":\"fr\",\"age\":41,\"merchant\":\"m-17\",\"hour\":"
         "13,\"device\":\"ios\",\"f7\":0.25,\"f8\":1.5,\"f9\":-3.25},\"output\":{\"label\":\"1\","
         "\"probabilities\":[0.125,0.875]}}");

@@ -82,11 +82,11 @@ next:
            pg->scanned >= SCAN_MAX_RECORDS || pg->scanned_bytes >= SCAN_MAX_BYTES;
 }
 
-/* since / until: an RFC 3339 timestamp, or a duration meaning that long before now.
+/* since / until (query parameter name, value s or NULL): an RFC 3339 timestamp, or a
+ * duration meaning that long before now.
  * 0 (and *ms; 0 when absent), or -1 after responding 400. */
-static int time_param(bs_req_t *req, const char *name, int64_t now_ms, int64_t *ms)
+static int time_param(bs_req_t *req, const char *name, const char *s, int64_t now_ms, int64_t *ms)
 {
-    const char *s = bs_req_query(req, name);
     *ms = 0;
     if (!s)
         return 0;
@@ -114,7 +114,8 @@ void bs__api_predictions_list(bs_req_t *req)
                               name ? name : "");
     page_t pg = {.endpoint = name, .endpoint_len = strlen(name), .shadow = -1};
     int64_t now = bs_time_wall_ms();
-    if (time_param(req, "since", now, &pg.since_ms) || time_param(req, "until", now, &pg.until_ms))
+    if (time_param(req, "since", bs_req_query(req, "since"), now, &pg.since_ms) ||
+        time_param(req, "until", bs_req_query(req, "until"), now, &pg.until_ms))
         return;
     if (pg.until_ms && pg.since_ms >= pg.until_ms)
         return bs_resp_errorf(req, BS_EINVAL, "until", "until must be after since");

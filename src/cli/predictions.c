@@ -51,11 +51,11 @@ int bs_cli_predictions_export(int argc, char **argv)
                *shadow = NULL, *file = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        const char **dst = !strcmp(a, "--since")     ? &since
-                           : !strcmp(a, "--until")   ? &until
-                           : !strcmp(a, "--version") ? &version
-                           : !strcmp(a, "--variant") ? &variant
-                           : !strcmp(a, "--shadow")  ? &shadow
+        const char **dst = !strcmp(a, "--since")                        ? &since
+                           : !strcmp(a, "--until")                      ? &until
+                           : !strcmp(a, "--version")                    ? &version
+                           : !strcmp(a, "--variant")                    ? &variant
+                           : !strcmp(a, "--shadow")                     ? &shadow
                            : !strcmp(a, "-o") || !strcmp(a, "--output") ? &file
                                                                         : NULL;
         if (dst) {

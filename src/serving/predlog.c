@@ -52,10 +52,10 @@
 
 #define DRAIN_PERIOD_MS 20
 #define CHUNK_BYTES (64 * 1024)
-#define CHUNK_CACHE 64         /* recycled chunks kept (4 MiB) */
-#define FREE_DRAIN_MS 2000     /* bs_predlog_free waits this long for the log's acks */
-#define MAX_SERIES 4096        /* (tenant, endpoint) pairs counted apart; more fold into one */
-#define WARN_EVERY_MS 10000    /* a drop warning at most this often */
+#define CHUNK_CACHE 64      /* recycled chunks kept (4 MiB) */
+#define FREE_DRAIN_MS 2000  /* bs_predlog_free waits this long for the log's acks */
+#define MAX_SERIES 4096     /* (tenant, endpoint) pairs counted apart; more fold into one */
+#define WARN_EVERY_MS 10000 /* a drop warning at most this often */
 #define MAX_NAME 63
 #define LOG_ID_MAX 128
 
@@ -194,7 +194,10 @@ static void abs_deadline(struct timespec *ts, int64_t ms)
     }
 }
 
-static int64_t mono_ms(void) { return (int64_t)(bs_time_mono_ns() / 1000000u); }
+static int64_t mono_ms(void)
+{
+    return (int64_t)(bs_time_mono_ns() / 1000000u);
+}
 
 static void cond_init_mono(pthread_cond_t *c)
 {
@@ -273,7 +276,10 @@ static void predlog_destroy(bs_predlog_t *p)
     free(p);
 }
 
-static void predlog_ref(bs_predlog_t *p) { atomic_fetch_add(&p->refs, 1); }
+static void predlog_ref(bs_predlog_t *p)
+{
+    atomic_fetch_add(&p->refs, 1);
+}
 
 static void predlog_unref(bs_predlog_t *p)
 {
@@ -546,7 +552,7 @@ static void rounds_advance(bs_predlog_t *p)
 
 static int reason_of(int code)
 {
-    return code == BS_EOVERLOAD ? DROP_LOG_OVERLOAD
+    return code == BS_EOVERLOAD   ? DROP_LOG_OVERLOAD
            : code == BS_ENOTFOUND ? DROP_NO_TOPIC
                                   : DROP_LOG_ERROR;
 }
@@ -646,8 +652,14 @@ typedef struct {
     int first, last;
 } group_t;
 
-static const char *entry_tenant(const entry_t *e) { return (const char *)(e + 1); }
-static const char *entry_endpoint(const entry_t *e) { return (const char *)(e + 1) + e->tenant_len; }
+static const char *entry_tenant(const entry_t *e)
+{
+    return (const char *)(e + 1);
+}
+static const char *entry_endpoint(const entry_t *e)
+{
+    return (const char *)(e + 1) + e->tenant_len;
+}
 static const char *entry_record(const entry_t *e)
 {
     return (const char *)(e + 1) + e->tenant_len + e->endpoint_len;
@@ -686,8 +698,8 @@ static int build_batch(bs_predlog_t *p, const ent_ref_t *ents, int *i, const cha
         const entry_t *e = ents[*i].e;
         const char *ep = entry_endpoint(e), *rec = entry_record(e);
         record_id(rec, e->len, p->ids[m]);
-        p->recs[m] = (bs_log_record_in_t){
-            .id = p->ids[m][0] ? p->ids[m] : NULL, .data = rec, .len = e->len};
+        p->recs[m] =
+            (bs_log_record_in_t){.id = p->ids[m][0] ? p->ids[m] : NULL, .data = rec, .len = e->len};
         run_t *last = nr ? &p->runs[nr - 1] : NULL;
         if (last && last->endpoint_len == e->endpoint_len &&
             !memcmp(last->endpoint, ep, e->endpoint_len)) {
@@ -698,7 +710,8 @@ static int build_batch(bs_predlog_t *p, const ent_ref_t *ents, int *i, const cha
     }
     pthread_mutex_lock(&p->ack_mu);
     for (int r = 0; r < nr; r++)
-        p->runs[r].s = series_get(p, tenant, tl, p->runs[r].endpoint, (size_t)p->runs[r].endpoint_len);
+        p->runs[r].s =
+            series_get(p, tenant, tl, p->runs[r].endpoint, (size_t)p->runs[r].endpoint_len);
     pthread_mutex_unlock(&p->ack_mu);
     *n_runs = nr;
     return m;
@@ -1027,8 +1040,8 @@ static int pay_enqueue(bs_predlog_t *p, const char *url, int response, const cha
         memcpy(it->body, body, len);
         it->body_len = len;
         pthread_mutex_lock(&p->pay_mu);
-        int full = p->pay_stopping || p->pay_items >= PAY_MAX_ITEMS ||
-                   p->pay_bytes + len > PAY_MAX_BYTES;
+        int full =
+            p->pay_stopping || p->pay_items >= PAY_MAX_ITEMS || p->pay_bytes + len > PAY_MAX_BYTES;
         if (!full) {
             p->pay_items++;
             p->pay_bytes += len;
@@ -1076,8 +1089,8 @@ int bs_predlog_payload(bs_predlog_t *p, const char *url, const char *mode, const
                          request_len);
     /* KServe logs a response only when there is one (its agent: status 200). */
     if (resp && response_json) {
-        int r2 = pay_enqueue(p, url, 1, tenant, endpoint, variant, request_id, time,
-                             response_json, response_len);
+        int r2 = pay_enqueue(p, url, 1, tenant, endpoint, variant, request_id, time, response_json,
+                             response_len);
         if (r2)
             rc = r2;
     }
@@ -1218,8 +1231,14 @@ static void line_pay(bs_buf_t *b, const series_t *s, const char *what, uint64_t 
     bs_buf_printf(b, "basalt_payload_logger_%s_total{tenant=\"%s\",endpoint=\"%s\"} %llu\n", what,
                   s->tenant, s->endpoint, (unsigned long long)v);
 }
-static void line_sent(bs_buf_t *b, const series_t *s) { line_pay(b, s, "sent", s->pay_sent); }
-static void line_failed(bs_buf_t *b, const series_t *s) { line_pay(b, s, "failed", s->pay_failed); }
+static void line_sent(bs_buf_t *b, const series_t *s)
+{
+    line_pay(b, s, "sent", s->pay_sent);
+}
+static void line_failed(bs_buf_t *b, const series_t *s)
+{
+    line_pay(b, s, "failed", s->pay_failed);
+}
 static void line_pdropped(bs_buf_t *b, const series_t *s)
 {
     line_pay(b, s, "dropped", s->pay_dropped);
@@ -1244,8 +1263,8 @@ void bs_predlog_metrics(bs_predlog_t *p, bs_buf_t *b)
         series_line_fn fn;
         int payload;
     } families[] = {
-        {"basalt_prediction_log_records_total",
-         "Prediction log records acknowledged by the log.", line_records, 0},
+        {"basalt_prediction_log_records_total", "Prediction log records acknowledged by the log.",
+         line_records, 0},
         {"basalt_prediction_log_dropped_total",
          "Prediction log records dropped (buffer_full: the buffer was full; log_overload: the "
          "log's queue was full; no_topic: the tenant has no predictions topic; log_error: the log "

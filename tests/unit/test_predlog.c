@@ -76,8 +76,8 @@ static int teardown(void **state)
 
 static bs_predlog_t *new_predlog(bs_log_t *l, bs_httpc_t *http, size_t buffer_bytes)
 {
-    bs_predlog_opts_t o = {.log = l, .http = http, .buffer_bytes = buffer_bytes,
-                           .source = "test-replica"};
+    bs_predlog_opts_t o = {
+        .log = l, .http = http, .buffer_bytes = buffer_bytes, .source = "test-replica"};
     bs_err_t err;
     bs_predlog_t *p = bs_predlog_new(&o, &err);
     if (!p)
@@ -100,7 +100,10 @@ static int render(char *out, size_t n, const char *pid, const char *endpoint, in
                     i);
 }
 
-static void pid_of(char out[40], int tag, int i) { snprintf(out, 40, "0190%04x-0000-7000-8000-%012x", tag, i); }
+static void pid_of(char out[40], int tag, int i)
+{
+    snprintf(out, 40, "0190%04x-0000-7000-8000-%012x", tag, i);
+}
 
 typedef struct {
     int n, cap;
@@ -214,8 +217,8 @@ static void test_fields(void **state)
     assert_int_equal(f.error, 1);
     assert_null(f.prediction_id);
     assert_int_equal(bs_predlog_fields("{}", 2, &f), 0);
-    static const char *const bad[] = {"", "[]", "{", "{\"a\"}", "{\"a\":1,", "{\"a\":\"x}",
-                                      "{\"a\":1 \"b\":2}", "12"};
+    static const char *const bad[] = {
+        "", "[]", "{", "{\"a\"}", "{\"a\":1,", "{\"a\":\"x}", "{\"a\":1 \"b\":2}", "12"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(bs_predlog_fields(bad[i], strlen(bad[i]), &f), BS_EINVAL);
 }
@@ -696,9 +699,9 @@ static void test_payload_down(void **state)
     bs_predlog_t *p = new_predlog(f->log, http, 0);
     const char *req = "{\"inputs\":{\"a\":1}}";
     for (int i = 0; i < 5; i++)
-        assert_int_equal(bs_predlog_payload(p, url, "request", T, "fraud", "v1", "r", req,
-                                            strlen(req), NULL, 0),
-                         0);
+        assert_int_equal(
+            bs_predlog_payload(p, url, "request", T, "fraud", "v1", "r", req, strlen(req), NULL, 0),
+            0);
     failed_wait_t w = {p, 5};
     wait_for(failed_reached, &w);
     assert_int_equal(pay_metric(p, "failed", T, "fraud"), 5);
@@ -723,9 +726,9 @@ static void test_payload_no_client(void **state)
 {
     fx_t *f = *state;
     bs_predlog_t *p = new_predlog(f->log, NULL, 0);
-    assert_int_equal(bs_predlog_payload(p, "http://127.0.0.1:1/", "all", T, "e", "v", "r", "{}", 2,
-                                        "{}", 2),
-                     BS_EOVERLOAD);
+    assert_int_equal(
+        bs_predlog_payload(p, "http://127.0.0.1:1/", "all", T, "e", "v", "r", "{}", 2, "{}", 2),
+        BS_EOVERLOAD);
     assert_int_equal(pay_metric(p, "dropped", T, "e"), 1);
     bs_predlog_free(p);
 }
