@@ -639,15 +639,15 @@ int bs_monitor_track(bs_monitor_t *m, const char *tenant, bs_err_t *err)
         pthread_mutex_unlock(&m->mu);
         return 0;
     }
-    t->thread_started = 1; /* claimed: the start below is this caller's */
+    /* Started under the lock: bs_monitor_free (which sets stopping under it) then either
+     * sees the thread or this call sees stopping. The thread's first step takes the lock. */
+    int rc = m->stopping ? bs_err_set(err, BS_EUNAVAIL, "the monitor is stopping")
+                         : bs__monitor_tail_start(m, t, err);
+    if (rc == 0)
+        t->thread_started = 1;
     pthread_mutex_unlock(&m->mu);
-    int rc = bs__monitor_tail_start(m, t, err);
-    if (rc) {
-        pthread_mutex_lock(&m->mu);
-        t->thread_started = 0;
-        pthread_mutex_unlock(&m->mu);
+    if (rc)
         return rc;
-    }
     BS_LOG(BS_LOG_INFO, "monitor", "tailing %s/%s and %s/%s (window %lld ms)", tenant,
            BS_PREDLOG_TOPIC, tenant, BS_MONITOR_FEEDBACK_TOPIC, (long long)m->window_ms);
     return 0;

@@ -51,9 +51,9 @@ typedef struct {
     int64_t time_ms;
     double out;       /* E_VALUE: the regression output */
     double label_num; /* joined label as a number (NaN: not numeric) */
-    float latency_ms; /* NaN when not logged */
-    float p2[2];      /* the probabilities when k <= 2 */
-    float *pk;        /* k > 2 (malloc) */
+    double latency_ms; /* NaN when not logged */
+    double p2[2];      /* the probabilities when k <= 2 */
+    double *pk;        /* k > 2 (malloc) */
     int32_t version;
     int32_t label_sid; /* joined label as an interned string (-1: none, numeric) */
     uint16_t variant;
@@ -164,7 +164,7 @@ int bs__monitor_label(table_t *tb, const char *s, int is_bool, int bool_value); 
 void bs__monitor_entry_free(entry_t *e);
 
 /* ---- monitor_tail.c ---- */
-int bs__monitor_tail_start(bs_monitor_t *m, tenant_t *t, bs_err_t *err); /* not under mu */
+int bs__monitor_tail_start(bs_monitor_t *m, tenant_t *t, bs_err_t *err); /* under mu */
 void bs__monitor_tail_stop(bs_monitor_t *m, tenant_t *t);                /* not under mu */
 /* Joins one feedback item (label: the member's cJSON) to its entry. 1 joined, 0 unknown. */
 int bs__monitor_join(bs_monitor_t *m, tenant_t *t, const char *id, const cJSON *label,

@@ -31,7 +31,7 @@
 typedef struct {
     int64_t time_ms;
     double out, label_num, p_out;
-    float lat, p_lat;
+    double lat, p_lat;
     uint32_t poff;
     int32_t version, label_sid;
     uint16_t variant, cset, p_cset;
@@ -42,7 +42,7 @@ typedef struct {
 typedef struct {
     row_t *v;
     size_t n, cap;
-    float *probs;
+    double *probs;
     size_t np, capp;
     cset_t **csets;
     int n_csets;
@@ -77,13 +77,13 @@ static int row_push(rows_t *r, const row_t *x)
     return 0;
 }
 
-static int probs_push(rows_t *r, const float *p, int k, uint32_t *off)
+static int probs_push(rows_t *r, const double *p, int k, uint32_t *off)
 {
     if (r->np + (size_t)k > r->capp) {
         size_t cap = r->capp ? r->capp : 4096;
         while (cap < r->np + (size_t)k)
             cap *= 2;
-        float *v = realloc(r->probs, cap * sizeof *v);
+        double *v = realloc(r->probs, cap * sizeof *v);
         if (!v)
             return -1;
         r->probs = v;
@@ -119,9 +119,12 @@ static int collect(bs_monitor_t *m, const char *tenant, const char *endpoint, in
         rc = bs_err_set(err, BS_ENOMEM, "out of memory");
         goto out;
     }
-    memcpy(r->csets, tb->csets, (size_t)tb->n_csets * sizeof *r->csets);
-    memcpy(r->labels, tb->labels, (size_t)tb->n_labels * sizeof *r->labels);
-    memcpy(r->variants, tb->variants, (size_t)tb->n_variants * sizeof *r->variants);
+    if (tb->n_csets)
+        memcpy(r->csets, tb->csets, (size_t)tb->n_csets * sizeof *r->csets);
+    if (tb->n_labels)
+        memcpy(r->labels, tb->labels, (size_t)tb->n_labels * sizeof *r->labels);
+    if (tb->n_variants)
+        memcpy(r->variants, tb->variants, (size_t)tb->n_variants * sizeof *r->variants);
     for (size_t i = 0; i < tb->count; i++) {
         const entry_t *e = &tb->ring[(tb->head + i) & (tb->cap - 1)];
         if (e->time_ms < since || (until && e->time_ms >= until))
@@ -815,8 +818,20 @@ int bs_monitor_performance(bs_monitor_t *m, const char *tenant, const char *endp
         }
         g[ng++] = x;
     }
-    if (!by_variant && ng > 1)
+    if (!by_variant && ng > 1) {
         qsort(g, (size_t)ng, sizeof *g, group_cmp);
+    } else if (ng > 1) { /* variants: routed first, each part in order of first appearance */
+        group_t *tmp = malloc((size_t)ng * sizeof *tmp);
+        if (tmp) {
+            int k = 0;
+            for (int pass = 0; pass < 2; pass++)
+                for (int i = 0; i < ng; i++)
+                    if (g[i].shadow == pass)
+                        tmp[k++] = g[i];
+            memcpy(g, tmp, (size_t)ng * sizeof *g);
+            free(tmp);
+        }
+    }
     report_head(out, endpoint, window_ms, now);
     bs_jw_key(out, "by");
     bs_jw_str(out, by_variant ? "variant" : "version");
@@ -1048,7 +1063,7 @@ int bs_monitor_experiment(bs_monitor_t *m, const char *tenant, const char *endpo
 
 /* ---- shadow ----------------------------------------------------------------------------- */
 
-static double quantile_copy(const float *v, size_t n, double q, double *tmp)
+static double quantile_copy(const double *v, size_t n, double q, double *tmp)
 {
     for (size_t i = 0; i < n; i++)
         tmp[i] = v[i];
@@ -1065,7 +1080,7 @@ int bs_monitor_shadow(bs_monitor_t *m, const char *tenant, const char *endpoint,
     int rc = collect(m, tenant, endpoint, now - window_ms, 0, &r, err);
     if (rc)
         return rc;
-    float *sl = malloc((r.n + 1) * sizeof *sl), *pl = malloc((r.n + 1) * sizeof *pl);
+    double *sl = malloc((r.n + 1) * sizeof *sl), *pl = malloc((r.n + 1) * sizeof *pl);
     double *tmp = malloc((r.n + 1) * sizeof *tmp);
     int *seen = calloc((size_t)(r.n_variants + 1), sizeof *seen);
     if (!sl || !pl || !tmp || !seen) {

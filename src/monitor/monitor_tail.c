@@ -100,19 +100,19 @@ static int class_output(table_t *tb, const cJSON *out, entry_t *e)
         return 0;
     }
     char **names = malloc((size_t)k * sizeof *names);
-    float *p = k > 2 ? malloc((size_t)k * sizeof *p) : NULL;
+    double *p = k > 2 ? malloc((size_t)k * sizeof *p) : NULL;
     if (!names || (k > 2 && !p)) {
         free(names);
         free(p);
         return -1;
     }
-    float *dst = k > 2 ? p : e->p2;
+    double *dst = k > 2 ? p : e->p2;
     int i = 0, ok = 1, best = 0, pred = -1;
     for (const cJSON *c = probs->child; c; c = c->next, i++) {
         names[i] = c->string ? c->string : "";
         if (!cJSON_IsNumber(c) || !isfinite(c->valuedouble))
             ok = 0;
-        dst[i] = ok ? (float)c->valuedouble : 0;
+        dst[i] = ok ? c->valuedouble : 0;
         if (dst[i] > dst[best])
             best = i;
         if (pred < 0 && ltext) {
@@ -180,7 +180,7 @@ static void add_prediction(bs_monitor_t *m, tenant_t *t, const cJSON *r, int64_t
     if (cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(r, "shadow")))
         e.flags |= E_SHADOW;
     v = cJSON_GetObjectItemCaseSensitive(r, "latency_ms");
-    e.latency_ms = cJSON_IsNumber(v) && isfinite(v->valuedouble) ? (float)v->valuedouble : NAN;
+    e.latency_ms = cJSON_IsNumber(v) && isfinite(v->valuedouble) ? v->valuedouble : NAN;
     const cJSON *out = cJSON_GetObjectItemCaseSensitive(r, "output");
     if (cJSON_GetObjectItemCaseSensitive(r, "error") && !out) {
         e.flags |= E_ERROR;
