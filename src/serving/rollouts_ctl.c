@@ -394,12 +394,14 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
     if (!check_text)
         return;
     if (failed) {
-        char reason[400];
+        char reason[400], stable[40] = "-";
+        if (isfinite(failed->stable))
+            snprintf(stable, sizeof stable, "%.6g", failed->stable);
         snprintf(reason, sizeof reason,
-                 "guard %s failed: candidate %.6g > limit %.6g (stable %.6g; %lld candidate "
+                 "guard %s failed: candidate %.6g > limit %.6g (stable %s; %lld candidate "
                  "predictions in step %d at %d%%)",
-                 failed->name, failed->value, failed->limit, failed->stable,
-                 (long long)sc.requests, step, p.steps[step]);
+                 failed->name, failed->value, failed->limit, stable, (long long)sc.requests,
+                 step, p.steps[step]);
         roll_back(r, row, &p, token, reason, failed, check_text);
     } else if (!strcmp(decision, "advance")) {
         int next = step + 1;
