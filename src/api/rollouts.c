@@ -39,8 +39,8 @@ void bs__api_rollouts_create(bs_req_t *req)
         return bs_resp_error(req, &err);
     bs_buf_t b;
     bs_buf_init(&b);
-    int rc = bs_rollouts_create(APP(req)->rollouts, &req->who, bs_req_param(req, "name"), body,
-                                &b, &err);
+    int rc = bs_rollouts_create(APP(req)->rollouts, &req->who, bs_req_param(req, "name"), body, &b,
+                                &err);
     respond(req, rc, 201, &b, &err);
 }
 
@@ -89,7 +89,19 @@ static void action(bs_req_t *req, const char *verb)
     respond(req, rc, 200, &b, &err);
 }
 
-void bs__api_rollouts_pause(bs_req_t *req) { action(req, "pause"); }
-void bs__api_rollouts_resume(bs_req_t *req) { action(req, "resume"); }
-void bs__api_rollouts_abort(bs_req_t *req) { action(req, "abort"); }
-void bs__api_rollouts_promote(bs_req_t *req) { action(req, "promote"); }
+void bs__api_rollouts_pause(bs_req_t *req)
+{
+    action(req, "pause");
+}
+void bs__api_rollouts_resume(bs_req_t *req)
+{
+    action(req, "resume");
+}
+void bs__api_rollouts_abort(bs_req_t *req)
+{
+    action(req, "abort");
+}
+void bs__api_rollouts_promote(bs_req_t *req)
+{
+    action(req, "promote");
+}

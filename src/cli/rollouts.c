@@ -95,8 +95,8 @@ static int latest_id(const bs_cli_remote_t *r, const char *endpoint, char id[64]
     cJSON *page;
     int rc = get_json(r, path.data, &raw, &page);
     if (!rc) {
-        const char *s = str_of(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "items"), 0),
-                               "id");
+        const char *s =
+            str_of(cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(page, "items"), 0), "id");
         if (s) {
             snprintf(id, 64, "%s", s);
         } else {
@@ -123,9 +123,10 @@ static void print_side(bs_buf_t *b, const char *label, const cJSON *s)
     if (!s)
         return;
     double req = num_of(s, "requests"), er = num_of(s, "error_rate");
-    bs_buf_printf(b, "  %-10s %s predictions, error rate %s, p99 %s ms, mean prediction %s", label,
-                  fmt_num(n1, req), isnan(er) ? "-" : (snprintf(n2, sizeof n2, "%.3g%%", er * 100), n2),
-                  fmt_num(n3, num_of(s, "latency_p99_ms")), fmt_num(n1, num_of(s, "mean_prediction")));
+    bs_buf_printf(
+        b, "  %-10s %s predictions, error rate %s, p99 %s ms, mean prediction %s", label,
+        fmt_num(n1, req), isnan(er) ? "-" : (snprintf(n2, sizeof n2, "%.3g%%", er * 100), n2),
+        fmt_num(n3, num_of(s, "latency_p99_ms")), fmt_num(n1, num_of(s, "mean_prediction")));
     double lab = num_of(s, "labelled");
     if (lab > 0)
         bs_buf_printf(b, ", %s labelled", fmt_num(n2, lab));
@@ -141,8 +142,9 @@ static void render_view(bs_buf_t *b, const cJSON *j)
     bs_buf_printf(b, "rollout %s of endpoint %s: %s\n", str_of(j, "id") ? str_of(j, "id") : "-",
                   str_of(j, "endpoint") ? str_of(j, "endpoint") : "-",
                   str_of(j, "state") ? str_of(j, "state") : "-");
-    bs_buf_printf(b, "candidate   version %s (route %s) at %s%%", fmt_num(n1, num_of(cand, "version")),
-                  str_of(cand, "route") ? str_of(cand, "route") : "-", fmt_num(n2, num_of(j, "weight")));
+    bs_buf_printf(
+        b, "candidate   version %s (route %s) at %s%%", fmt_num(n1, num_of(cand, "version")),
+        str_of(cand, "route") ? str_of(cand, "route") : "-", fmt_num(n2, num_of(j, "weight")));
     int n = cJSON_GetArraySize(steps);
     double step = num_of(j, "step");
     if (!finished(str_of(j, "state")) && !isnan(step))
@@ -151,7 +153,8 @@ static void render_view(bs_buf_t *b, const cJSON *j)
     int k = 0;
     cJSON_ArrayForEach(it, steps)
     {
-        bs_buf_printf(b, "%s%s", k++ ? " " : "", fmt_num(n1, cJSON_IsNumber(it) ? it->valuedouble : NAN));
+        bs_buf_printf(b, "%s%s", k++ ? " " : "",
+                      fmt_num(n1, cJSON_IsNumber(it) ? it->valuedouble : NAN));
     }
     bs_buf_puts(b, "]\n");
     const cJSON *st = cJSON_GetObjectItemCaseSensitive(j, "stable");
@@ -160,8 +163,8 @@ static void render_view(bs_buf_t *b, const cJSON *j)
     cJSON_ArrayForEach(it, st)
     {
         bs_buf_printf(b, "%s%s (version %s, base weight %s)", k++ ? ", " : "",
-                      str_of(it, "name") ? str_of(it, "name") : "-", fmt_num(n1, num_of(it, "version")),
-                      fmt_num(n2, num_of(it, "weight")));
+                      str_of(it, "name") ? str_of(it, "name") : "-",
+                      fmt_num(n1, num_of(it, "version")), fmt_num(n2, num_of(it, "weight")));
     }
     bs_buf_putc(b, '\n');
     bs_buf_printf(b, "step since  %s, interval %s, min %s predictions per step\n",
@@ -181,9 +184,12 @@ static void render_view(bs_buf_t *b, const cJSON *j)
             if (!cJSON_IsObject(g))
                 continue;
             const cJSON *ok = cJSON_GetObjectItemCaseSensitive(g, "ok");
-            const char *verdict = cJSON_IsTrue(ok) ? "ok" : cJSON_IsFalse(ok) ? "FAILED" : "pending";
-            bs_buf_printf(b, "  guard %-20s %-10s limit %-10s %s", guards[i], fmt_num(n1, num_of(g, "value")),
-                          fmt_num(n2, num_of(g, "limit")), verdict);
+            const char *verdict = cJSON_IsTrue(ok)    ? "ok"
+                                  : cJSON_IsFalse(ok) ? "FAILED"
+                                                      : "pending";
+            bs_buf_printf(b, "  guard %-20s %-10s limit %-10s %s", guards[i],
+                          fmt_num(n1, num_of(g, "value")), fmt_num(n2, num_of(g, "limit")),
+                          verdict);
             if (str_of(g, "pending"))
                 bs_buf_printf(b, ": %s", str_of(g, "pending"));
             bs_buf_putc(b, '\n');

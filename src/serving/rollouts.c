@@ -126,9 +126,9 @@ int bs__rollout_load_running(bs_rollouts_t *r, bs__rollout_row_t **out, int max,
 {
     rows_t x = {0};
     bs_val_t a[] = {BS_INT(max)};
-    int rc = bs_meta_query(r->meta,
-                           "SELECT " COLS " FROM rollouts WHERE state = 'running' ORDER BY id LIMIT ?",
-                           a, 1, rows_cb, &x, err);
+    int rc = bs_meta_query(
+        r->meta, "SELECT " COLS " FROM rollouts WHERE state = 'running' ORDER BY id LIMIT ?", a, 1,
+        rows_cb, &x, err);
     if (rc) {
         rows_free(&x);
         return rc;
@@ -142,9 +142,9 @@ static int load_one(bs_rollouts_t *r, const char *tenant, const char *endpoint, 
 {
     rows_t x = {0};
     bs_val_t a[] = {BS_TXT(tenant), BS_TXT(endpoint), BS_TXT(id)};
-    int rc = bs_meta_query(r->meta,
-                           "SELECT " COLS " FROM rollouts WHERE tenant = ? AND endpoint = ? AND id = ?",
-                           a, 3, rows_cb, &x, err);
+    int rc = bs_meta_query(
+        r->meta, "SELECT " COLS " FROM rollouts WHERE tenant = ? AND endpoint = ? AND id = ?", a, 3,
+        rows_cb, &x, err);
     if (rc) {
         rows_free(&x);
         return rc;
@@ -170,8 +170,8 @@ static int get_number(const cJSON *o, const char *key, const char *field, double
         return 1;
     if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble > hi ||
         (lo_open ? v->valuedouble <= lo : v->valuedouble < lo))
-        return bs_err_setf(err, BS_EINVAL, field, "%s must be a number %s %g and at most %g",
-                           field, lo_open ? "above" : "from", lo, hi);
+        return bs_err_setf(err, BS_EINVAL, field, "%s must be a number %s %g and at most %g", field,
+                           lo_open ? "above" : "from", lo, hi);
     *out = v->valuedouble;
     return 0;
 }
@@ -182,8 +182,9 @@ static int get_count(const cJSON *o, const char *key, const char *field, int64_t
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
     if (!v || cJSON_IsNull(v))
         return 1;
-    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) || v->valuedouble != floor(v->valuedouble) ||
-        v->valuedouble < (double)lo || v->valuedouble > (double)hi)
+    if (!cJSON_IsNumber(v) || !isfinite(v->valuedouble) ||
+        v->valuedouble != floor(v->valuedouble) || v->valuedouble < (double)lo ||
+        v->valuedouble > (double)hi)
         return bs_err_setf(err, BS_EINVAL, field, "%s must be an integer from %lld to %lld", field,
                            (long long)lo, (long long)hi);
     *out = (int64_t)v->valuedouble;
@@ -209,10 +210,10 @@ static int plan_parse(const cJSON *b, int stored, bs__rollout_plan_t *p, bs_err_
     p->max_error_rate = p->max_p99_ms = p->max_psi = p->delta = NAN;
     if (!cJSON_IsObject(b))
         return bs_err_setf(err, BS_EINVAL, NULL, "a rollout must be a JSON object");
-    static const char *const top[] = {"candidate",      "steps",  "step_interval",
-                                      "min_requests_per_step", "guards", "stable", NULL};
-    static const char *const top_req[] = {"candidate", "steps", "step_interval",
-                                          "min_requests_per_step", "guards", NULL};
+    static const char *const top[] = {
+        "candidate", "steps", "step_interval", "min_requests_per_step", "guards", "stable", NULL};
+    static const char *const top_req[] = {
+        "candidate", "steps", "step_interval", "min_requests_per_step", "guards", NULL};
     if (reject_unknown(b, stored ? top : top_req, "",
                        "a rollout has candidate, steps, step_interval, min_requests_per_step and "
                        "guards",
@@ -269,19 +270,17 @@ static int plan_parse(const cJSON *b, int stored, bs__rollout_plan_t *p, bs_err_
         snprintf(f, sizeof f, "steps[%d]", i);
         if (!cJSON_IsNumber(it) || it->valuedouble != floor(it->valuedouble) ||
             it->valuedouble < 1 || it->valuedouble > 100)
-            return bs_err_setf(err, BS_EINVAL, f, "%s must be an integer percent from 1 to 100",
-                               f);
+            return bs_err_setf(err, BS_EINVAL, f, "%s must be an integer percent from 1 to 100", f);
         p->steps[i] = (int)it->valuedouble;
         if (i && p->steps[i] <= p->steps[i - 1])
-            return bs_err_setf(err, BS_EINVAL, f,
-                               "steps must increase: %s is %d after %d", f, p->steps[i],
-                               p->steps[i - 1]);
+            return bs_err_setf(err, BS_EINVAL, f, "steps must increase: %s is %d after %d", f,
+                               p->steps[i], p->steps[i - 1]);
         i++;
     }
     p->n_steps = n;
     if (p->steps[n - 1] != 100)
-        return bs_err_setf(err, BS_EINVAL, "steps",
-                           "steps must end at 100 (the promotion), got %d", p->steps[n - 1]);
+        return bs_err_setf(err, BS_EINVAL, "steps", "steps must end at 100 (the promotion), got %d",
+                           p->steps[n - 1]);
     /* step_interval, min_requests_per_step */
     const cJSON *iv = cJSON_GetObjectItemCaseSensitive(b, "step_interval");
     const char *ivs = "5m";
@@ -346,8 +345,8 @@ static int plan_parse(const cJSON *b, int stored, bs__rollout_plan_t *p, bs_err_
                                    "guards.max_metric_drop.metric must be one of accuracy, "
                                    "precision, recall, f1, roc_auc, log_loss, mae, rmse, r2");
             snprintf(p->metric, sizeof p->metric, "%s", mn->valuestring);
-            if ((rc = get_number(md, "delta", "guards.max_metric_drop.delta", 0, 1e12, 0,
-                                 &p->delta, err)) < 0)
+            if ((rc = get_number(md, "delta", "guards.max_metric_drop.delta", 0, 1e12, 0, &p->delta,
+                                 err)) < 0)
                 return rc;
             if (rc == 1)
                 return bs_err_setf(err, BS_EINVAL, "guards.max_metric_drop.delta",
@@ -469,15 +468,16 @@ static int version_status(bs_rollouts_t *r, const char *tenant, const char *mode
 }
 
 /* The version alias points at (0 when none). */
-static int alias_version(bs_rollouts_t *r, const char *tenant, const char *model,
-                         const char *alias, int *version, bs_err_t *err)
+static int alias_version(bs_rollouts_t *r, const char *tenant, const char *model, const char *alias,
+                         int *version, bs_err_t *err)
 {
     int64_t v = 0;
     bs_val_t a[] = {BS_TXT(tenant), BS_TXT(model), BS_TXT(alias)};
-    int rc = bs_meta_query(r->meta,
-                           "SELECT a.version FROM model_aliases a JOIN models m ON m.id = a.model_id"
-                           " WHERE m.tenant = ? AND m.name = ? AND a.alias = ?",
-                           a, 3, int_row, &v, err);
+    int rc =
+        bs_meta_query(r->meta,
+                      "SELECT a.version FROM model_aliases a JOIN models m ON m.id = a.model_id"
+                      " WHERE m.tenant = ? AND m.name = ? AND a.alias = ?",
+                      a, 3, int_row, &v, err);
     *version = (int)v;
     return rc;
 }
@@ -670,12 +670,12 @@ static char *history_append(const char *history, const cJSON *ev)
 /* The fencing check: the controller's lease row is still this holding, and stays so until
  * this transaction ends (the UPDATE takes the row's lock, so a takeover waits for it). */
 #define FENCE(now)                                                                                 \
-    "UPDATE leases SET token = token WHERE name = ? AND owner = ? AND token = ? AND expires_at > " \
-    now
+    "UPDATE leases SET token = token WHERE name = ? AND owner = ? AND token = ? AND expires_at "   \
+    "> " now
 static const char *const fence_sql[] = {FENCE(BS__LEASE_NOW_SQLITE), FENCE(BS__LEASE_NOW_PG)};
 
-int bs__rollout_apply(bs_rollouts_t *r, const bs__rollout_row_t *row,
-                      const bs__rollout_plan_t *p, const bs__rollout_tr_t *t, bs_err_t *err)
+int bs__rollout_apply(bs_rollouts_t *r, const bs__rollout_row_t *row, const bs__rollout_plan_t *p,
+                      const bs__rollout_tr_t *t, bs_err_t *err)
 {
     char *history = NULL;
     if (t->event && !(history = history_append(row->history, t->event)))
@@ -714,10 +714,11 @@ int bs__rollout_apply(bs_rollouts_t *r, const bs__rollout_row_t *row,
                           " step = ? AND updated_at = ?",
                           a, 5, &changes, err);
     } else {
-        bs_val_t a[] = {BS_TXT(t->state),      BS_INT(t->step),        BS_INT(t->step_started_at),
-                        BS_TXT(t->last_check), BS_TXT(t->reason),      BS_TXT(history ? history : row->history),
-                        BS_INT(updated),       BS_TXT(row->id),        BS_TXT(row->state),
-                        BS_INT(row->step),     BS_INT(row->updated_at)};
+        bs_val_t a[] = {
+            BS_TXT(t->state),      BS_INT(t->step),        BS_INT(t->step_started_at),
+            BS_TXT(t->last_check), BS_TXT(t->reason),      BS_TXT(history ? history : row->history),
+            BS_INT(updated),       BS_TXT(row->id),        BS_TXT(row->state),
+            BS_INT(row->step),     BS_INT(row->updated_at)};
         rc = bs_meta_exec(r->meta,
                           "UPDATE rollouts SET state = ?, step = ?, step_started_at = ?,"
                           " last_check = COALESCE(CAST(? AS TEXT), last_check),"
@@ -726,8 +727,8 @@ int bs__rollout_apply(bs_rollouts_t *r, const bs__rollout_row_t *row,
                           a, 11, &changes, err);
     }
     if (!rc && changes != 1)
-        rc = bs_err_set(err, BS_ECONFLICT, "rollout '%s' changed meanwhile; read it again",
-                        row->id);
+        rc =
+            bs_err_set(err, BS_ECONFLICT, "rollout '%s' changed meanwhile; read it again", row->id);
     if (rc)
         goto fail;
     if (t->move_champion && r->registry && model[0]) {
@@ -755,8 +756,8 @@ int bs__rollout_apply(bs_rollouts_t *r, const bs__rollout_row_t *row,
     if (outcome != BS_RESOURCE_UNCHANGED && r->changes) {
         bs_err_t e;
         if (bs_changes_refresh(r->changes, BS_RESOURCES_SCOPE, &e) != 0)
-            BS_LOG(BS_LOG_WARN, "rollouts", "endpoint refresh after rollout %s failed: %s",
-                   row->id, e.msg);
+            BS_LOG(BS_LOG_WARN, "rollouts", "endpoint refresh after rollout %s failed: %s", row->id,
+                   e.msg);
     }
     if (!t->check_only)
         bs__rollouts_metrics_wake(r);
@@ -970,8 +971,8 @@ int bs_rollouts_create(bs_rollouts_t *r, const bs_principal_t *who, const char *
         if ((rc = alias_version(r, tenant, model, p.alias, &p.version, err)))
             goto done;
         if (!p.version) {
-            rc = bs_err_setf(err, BS_ENOTFOUND, "candidate.alias", "model '%.128s' has no alias '%s'",
-                             model, p.alias);
+            rc = bs_err_setf(err, BS_ENOTFOUND, "candidate.alias",
+                             "model '%.128s' has no alias '%s'", model, p.alias);
             goto done;
         }
     }
@@ -1071,10 +1072,10 @@ int bs_rollouts_create(bs_rollouts_t *r, const bs_principal_t *who, const char *
                         "promote it first",
                         endpoint, active);
     if (!rc) {
-        bs_val_t a[] = {BS_TXT(row.id),     BS_TXT(tenant), BS_TXT(endpoint),
-                        BS_TXT(plan_text),  BS_TXT(res.spec), BS_INT(res.generation),
-                        BS_INT(now),        BS_TXT(history), BS_INT(now),
-                        BS_INT(now),        BS_TXT(actor_of(who))};
+        bs_val_t a[] = {BS_TXT(row.id),    BS_TXT(tenant),       BS_TXT(endpoint),
+                        BS_TXT(plan_text), BS_TXT(res.spec),     BS_INT(res.generation),
+                        BS_INT(now),       BS_TXT(history),      BS_INT(now),
+                        BS_INT(now),       BS_TXT(actor_of(who))};
         rc = bs_meta_exec(r->meta,
                           "INSERT INTO rollouts (id, tenant, endpoint, state, spec, base_spec,"
                           " base_generation, step, step_started_at, history, created_at,"
@@ -1085,8 +1086,8 @@ int bs_rollouts_create(bs_rollouts_t *r, const bs_principal_t *who, const char *
             bs_err_set(err, BS_ECONFLICT, "endpoint '%s' already has an active rollout", endpoint);
     }
     if (!rc)
-        rc = bs_resources_put(r->meta, tenant, BS_ENDPOINT_KIND, endpoint, step_text,
-                              actor_of(who), res.generation, NULL, NULL, err);
+        rc = bs_resources_put(r->meta, tenant, BS_ENDPOINT_KIND, endpoint, step_text, actor_of(who),
+                              res.generation, NULL, NULL, err);
     if (rc == BS_ECONFLICT && !active[0] && err->field[0])
         bs_err_set(err, BS_ECONFLICT, "endpoint '%s' changed while the rollout started; retry",
                    endpoint);
@@ -1130,8 +1131,8 @@ int bs_rollouts_get(bs_rollouts_t *r, const char *tenant, const char *endpoint, 
     return rc;
 }
 
-int bs_rollouts_list(bs_rollouts_t *r, const char *tenant, const char *endpoint,
-                     const char *cursor, int limit, bs_buf_t *out, bs_err_t *err)
+int bs_rollouts_list(bs_rollouts_t *r, const char *tenant, const char *endpoint, const char *cursor,
+                     int limit, bs_buf_t *out, bs_err_t *err)
 {
     if (limit < 1)
         limit = 1;
@@ -1208,38 +1209,48 @@ int bs_rollouts_action(bs_rollouts_t *r, const bs_principal_t *who, const char *
     int weight = p.steps[row.step < p.n_steps ? row.step : 0];
     if (!strcmp(action, "pause")) {
         if (!running)
-            rc = bs_err_set(err, BS_ECONFLICT, "rollout %s is %s; only a running rollout can be "
-                            "paused", row.id, row.state);
+            rc = bs_err_set(err, BS_ECONFLICT,
+                            "rollout %s is %s; only a running rollout can be "
+                            "paused",
+                            row.id, row.state);
         t.state = "paused";
     } else if (!strcmp(action, "resume")) {
         if (!paused)
-            rc = bs_err_set(err, BS_ECONFLICT, "rollout %s is %s; only a paused rollout can be "
-                            "resumed", row.id, row.state);
+            rc = bs_err_set(err, BS_ECONFLICT,
+                            "rollout %s is %s; only a paused rollout can be "
+                            "resumed",
+                            row.id, row.state);
         t.state = "running";
         t.step_started_at = bs_time_wall_ms(); /* the step's window starts again */
         if (!rc && !(spec = bs__rollout_step_spec(r, &row, &p, (int)row.step, NULL, err)))
             rc = err->code ? err->code : BS_EINVAL;
     } else if (!strcmp(action, "abort")) {
         if (!running && !paused)
-            rc = bs_err_set(err, BS_ECONFLICT, "rollout %s is %s; only a running or paused "
-                            "rollout can be aborted", row.id, row.state);
+            rc = bs_err_set(err, BS_ECONFLICT,
+                            "rollout %s is %s; only a running or paused "
+                            "rollout can be aborted",
+                            row.id, row.state);
         t.state = "aborted";
-        snprintf(reason, sizeof reason, "aborted by %s at step %lld (%d%%); the endpoint's spec "
-                 "from before the rollout is restored", actor, (long long)row.step, weight);
+        snprintf(reason, sizeof reason,
+                 "aborted by %s at step %lld (%d%%); the endpoint's spec "
+                 "from before the rollout is restored",
+                 actor, (long long)row.step, weight);
         t.reason = reason;
         if (!(spec = strdup(row.base_spec)))
             rc = bs_err_set(err, BS_ENOMEM, "out of memory");
         weight = 0;
     } else if (!strcmp(action, "promote")) {
         if (!running && !paused)
-            rc = bs_err_set(err, BS_ECONFLICT, "rollout %s is %s; only a running or paused "
-                            "rollout can be promoted", row.id, row.state);
+            rc = bs_err_set(err, BS_ECONFLICT,
+                            "rollout %s is %s; only a running or paused "
+                            "rollout can be promoted",
+                            row.id, row.state);
         t.state = "promoted";
         snprintf(reason, sizeof reason, "promoted by %s at step %lld (%d%%)", actor,
                  (long long)row.step, weight);
         t.reason = reason;
-        if (!rc && !(spec = bs__rollout_step_spec(r, &row, &p, p.n_steps - 1, &t.move_champion,
-                                                  err)))
+        if (!rc &&
+            !(spec = bs__rollout_step_spec(r, &row, &p, p.n_steps - 1, &t.move_champion, err)))
             rc = err->code ? err->code : BS_EINVAL;
         weight = 100;
     } else {

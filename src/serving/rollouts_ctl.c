@@ -142,8 +142,7 @@ static void apply(bs_rollouts_t *r, const bs__rollout_row_t *row, const bs__roll
         BS_LOG(BS_LOG_WARN, "rollouts", "rollout %s: %s failed: %s", row->id, what, err.msg);
     } else if (!t->check_only) {
         BS_LOG(BS_LOG_INFO, "rollouts", "rollout %s of endpoint %s/%s: %s%s%s", row->id,
-               row->tenant, row->endpoint, what, t->reason ? ": " : "",
-               t->reason ? t->reason : "");
+               row->tenant, row->endpoint, what, t->reason ? ": " : "", t->reason ? t->reason : "");
     }
 }
 
@@ -185,8 +184,8 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
     if (step < 0 || step >= p.n_steps - 1)
         step = p.n_steps - 2;
     res_t res = {0};
-    int rc = bs_resources_get(r->meta, row->tenant, BS_ENDPOINT_KIND, row->endpoint, res_cb, &res,
-                              &err);
+    int rc =
+        bs_resources_get(r->meta, row->tenant, BS_ENDPOINT_KIND, row->endpoint, res_cb, &res, &err);
     if (rc == BS_ENOTFOUND) {
         cJSON *ev = bs__rollout_event("aborted", row->step, 0, r->owner);
         bs__rollout_tr_t t = {.state = "aborted",
@@ -258,16 +257,17 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
     if (bs_monitor_summary(r->monitor, row->tenant, row->endpoint, &fc, &sc, &err) != 0 ||
         bs_monitor_summary(r->monitor, row->tenant, row->endpoint, &fs, &ss, &err) != 0) {
         atomic_fetch_add(&r->tick_errors, 1);
-        BS_LOG(BS_LOG_WARN, "rollouts", "rollout %s: monitor summary failed: %s", row->id,
-               err.msg);
+        BS_LOG(BS_LOG_WARN, "rollouts", "rollout %s: monitor summary failed: %s", row->id, err.msg);
         return;
     }
     int evaluated = sc.requests >= p.guard_min_requests;
     guard_t g[4];
     int ng = 0;
     char waiting[160];
-    snprintf(waiting, sizeof waiting, "the candidate has %lld of the %lld predictions the guards "
-             "need in this step", (long long)sc.requests, (long long)p.guard_min_requests);
+    snprintf(waiting, sizeof waiting,
+             "the candidate has %lld of the %lld predictions the guards "
+             "need in this step",
+             (long long)sc.requests, (long long)p.guard_min_requests);
     if (!isnan(p.max_error_rate)) {
         guard_t *x = &g[ng++];
         *x = (guard_t){.name = "max_error_rate",
@@ -335,8 +335,7 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
                      p.metric, (long long)p.min_labelled, (long long)ss.labelled,
                      (long long)sc.labelled);
         else if (isnan(x->value))
-            snprintf(x->pending, sizeof x->pending, "%s is not defined on this feedback",
-                     p.metric);
+            snprintf(x->pending, sizeof x->pending, "%s is not defined on this feedback", p.metric);
         else
             x->state = x->value <= x->limit;
     }
@@ -349,9 +348,7 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
     if (ng && p.guard_min_requests > need)
         need = p.guard_min_requests;
     int lasted = now - row->step_started_at >= p.interval_ms;
-    const char *decision = failed                                ? "rollback"
-                           : lasted && sc.requests >= need       ? "advance"
-                                                                 : "wait";
+    const char *decision = failed ? "rollback" : lasted && sc.requests >= need ? "advance" : "wait";
     cJSON *check = cJSON_CreateObject();
     char t[40];
     bs_time_rfc3339(now, t, sizeof t);
@@ -385,8 +382,10 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
             snprintf(w, sizeof w, "the step has lasted %.1f s of %.1f s",
                      (double)(now - row->step_started_at) / 1000.0, (double)p.interval_ms / 1000.0);
         else
-            snprintf(w, sizeof w, "the candidate served %lld of the %lld predictions the step "
-                     "needs", (long long)sc.requests, (long long)need);
+            snprintf(w, sizeof w,
+                     "the candidate served %lld of the %lld predictions the step "
+                     "needs",
+                     (long long)sc.requests, (long long)need);
         cJSON_AddStringToObject(check, "waiting_for", w);
     }
     char *check_text = cJSON_PrintUnformatted(check);
@@ -400,8 +399,8 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
         snprintf(reason, sizeof reason,
                  "guard %s failed: candidate %.6g > limit %.6g (stable %s; %lld candidate "
                  "predictions in step %d at %d%%)",
-                 failed->name, failed->value, failed->limit, stable, (long long)sc.requests,
-                 step, p.steps[step]);
+                 failed->name, failed->value, failed->limit, stable, (long long)sc.requests, step,
+                 p.steps[step]);
         roll_back(r, row, &p, token, reason, failed, check_text);
     } else if (!strcmp(decision, "advance")) {
         int next = step + 1;
@@ -466,8 +465,8 @@ static void tick(void *ud, bs_lease_runner_t *run, int64_t token)
 
 /* ---- metrics --------------------------------------------------------------------------- */
 
-static const char *const states[] = {"running", "paused", "promoted", "rolled_back", "aborted",
-                                     NULL};
+static const char *const states[] = {"running",     "paused",  "promoted",
+                                     "rolled_back", "aborted", NULL};
 
 typedef struct {
     bs_buf_t step, weight, state;
@@ -490,11 +489,13 @@ static int latest_row(const bs_meta_row_t *m, void *ud)
             weight = p.steps[step];
     }
     /* names are [a-z0-9_-] (tenants: checked at creation) and ids UUIDs: nothing to escape */
-    bs_buf_printf(&x->step, "basalt_rollout_step{tenant=\"%s\",endpoint=\"%s\",rollout=\"%s\"} %lld\n",
+    bs_buf_printf(&x->step,
+                  "basalt_rollout_step{tenant=\"%s\",endpoint=\"%s\",rollout=\"%s\"} %lld\n",
                   tenant, endpoint, id, (long long)step);
-    bs_buf_printf(&x->weight,
-                  "basalt_rollout_weight_percent{tenant=\"%s\",endpoint=\"%s\",rollout=\"%s\"} %d\n",
-                  tenant, endpoint, id, weight);
+    bs_buf_printf(
+        &x->weight,
+        "basalt_rollout_weight_percent{tenant=\"%s\",endpoint=\"%s\",rollout=\"%s\"} %d\n", tenant,
+        endpoint, id, weight);
     for (int i = 0; states[i]; i++)
         bs_buf_printf(&x->state,
                       "basalt_rollout_state{tenant=\"%s\",endpoint=\"%s\",rollout=\"%s\","

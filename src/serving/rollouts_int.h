@@ -47,9 +47,9 @@ struct bs_rollouts {
 
 /* What a rollout does, parsed from its stored spec (or a request body). */
 typedef struct {
-    int version;        /* the candidate version */
-    char alias[65];     /* the alias the request named it by ("" if by version) */
-    char route[64];     /* the candidate's route (variant) name in the endpoint's spec */
+    int version;    /* the candidate version */
+    char alias[65]; /* the alias the request named it by ("" if by version) */
+    char route[64]; /* the candidate's route (variant) name in the endpoint's spec */
     int steps[BS__ROLLOUT_MAX_STEPS];
     int n_steps;
     int64_t interval_ms;
@@ -106,8 +106,8 @@ typedef struct {
 /* Applies t to row (as loaded: the update requires the row still to be in row's state,
  * step and updated_at, so a concurrent change makes it BS_ECONFLICT and writes nothing),
  * then refreshes this replica's resources snapshot. 0 or an error. */
-int bs__rollout_apply(bs_rollouts_t *r, const bs__rollout_row_t *row,
-                      const bs__rollout_plan_t *p, const bs__rollout_tr_t *t, bs_err_t *err);
+int bs__rollout_apply(bs_rollouts_t *r, const bs__rollout_row_t *row, const bs__rollout_plan_t *p,
+                      const bs__rollout_tr_t *t, bs_err_t *err);
 
 /* A history event {"at", "event", "step", "weight", "by"} (caller deletes). */
 cJSON *bs__rollout_event(const char *event, int64_t step, int weight, const char *by);

@@ -96,7 +96,8 @@ static void test_defaults(void **state)
     assert_int_equal(p.guard_min_requests, 30);
     assert_string_equal(p.alias, "challenger");
     assert_true(p.has_metric && p.delta == 0.5 && p.min_labelled == 30);
-    j = parse("{\"candidate\": {\"version\": 2}, \"steps\": [5, 100], \"min_requests_per_step\": 0}");
+    j = parse(
+        "{\"candidate\": {\"version\": 2}, \"steps\": [5, 100], \"min_requests_per_step\": 0}");
     assert_int_equal(plan_parse(j, 0, &p, &err), 0);
     cJSON_Delete(j);
     assert_int_equal(p.guard_min_requests, 1);
@@ -131,8 +132,8 @@ static void check_scale(const int *w, int n, int T)
         double exact = (double)w[i] * T / W;
         sum += out[i];
         if (fabs(out[i] - exact) >= 1.0 || (w[i] == 0 && out[i] != 0))
-            fail_msg("route %d: weight %d of %d scaled to %d: %d, exact %g", i, w[i], W, T,
-                     out[i], exact);
+            fail_msg("route %d: weight %d of %d scaled to %d: %d, exact %g", i, w[i], W, T, out[i],
+                     exact);
     }
     assert_int_equal(sum, T);
 }
@@ -264,8 +265,12 @@ static void test_stale_token_writes_nothing(void **state)
     bs_lease_t la, lb;
     assert_int_equal(bs_lease_acquire(f->meta, BS__ROLLOUT_LEASE, "a", 60000, &la, &err), 0);
     cJSON *ev = bs__rollout_event("paused", 0, 10, "a");
-    bs__rollout_tr_t t = {.state = "paused", .step = 0, .step_started_at = 1000, .event = ev,
-                          .actor = "a", .token = la.token};
+    bs__rollout_tr_t t = {.state = "paused",
+                          .step = 0,
+                          .step_started_at = 1000,
+                          .event = ev,
+                          .actor = "a",
+                          .token = la.token};
     assert_int_equal(bs__rollout_apply(f->a, &row, &p, &t, &err), 0);
     bs__rollout_row_free(&row);
     load(f, "r1", &row);
@@ -275,8 +280,12 @@ static void test_stale_token_writes_nothing(void **state)
     assert_int_equal(bs_lease_release(f->meta, BS__ROLLOUT_LEASE, "a", la.token, &err), 0);
     assert_int_equal(bs_lease_acquire(f->meta, BS__ROLLOUT_LEASE, "b", 60000, &lb, &err), 0);
     assert_true(lb.token > la.token);
-    bs__rollout_tr_t t2 = {.state = "running", .step = 1, .step_started_at = 2000, .event = ev,
-                           .actor = "a", .token = la.token};
+    bs__rollout_tr_t t2 = {.state = "running",
+                           .step = 1,
+                           .step_started_at = 2000,
+                           .event = ev,
+                           .actor = "a",
+                           .token = la.token};
     assert_int_equal(bs__rollout_apply(f->a, &row, &p, &t2, &err), BS_ECONFLICT);
     assert_non_null(strstr(err.msg, "lease"));
     bs__rollout_tr_t t3 = {.last_check = "{}", .token = la.token, .check_only = 1};
@@ -304,18 +313,18 @@ static void test_changed_row_writes_nothing(void **state)
     assert_int_equal(bs__rollout_plan_parse(row.spec, &p, &err), 0);
     cJSON *ev = bs__rollout_event("paused", 0, 10, "k");
     /* an API action (no token) pauses it */
-    bs__rollout_tr_t t = {.state = "paused", .step = 0, .step_started_at = 1000, .event = ev,
-                          .actor = "k"};
+    bs__rollout_tr_t t = {
+        .state = "paused", .step = 0, .step_started_at = 1000, .event = ev, .actor = "k"};
     assert_int_equal(bs__rollout_apply(f->a, &row, &p, &t, &err), 0);
     /* and resumes it: state and step are as before, only updated_at moved */
     bs__rollout_row_free(&row);
     load(f, "r2", &row);
-    bs__rollout_tr_t t2 = {.state = "running", .step = 0, .step_started_at = 1000, .event = ev,
-                           .actor = "k"};
+    bs__rollout_tr_t t2 = {
+        .state = "running", .step = 0, .step_started_at = 1000, .event = ev, .actor = "k"};
     assert_int_equal(bs__rollout_apply(f->a, &row, &p, &t2, &err), 0);
     /* a transition computed from the row as it was before both is refused */
-    bs__rollout_tr_t t3 = {.state = "running", .step = 1, .step_started_at = 5000, .event = ev,
-                           .actor = "k"};
+    bs__rollout_tr_t t3 = {
+        .state = "running", .step = 1, .step_started_at = 5000, .event = ev, .actor = "k"};
     assert_int_equal(bs__rollout_apply(f->a, &stale, &p, &t3, &err), BS_ECONFLICT);
     bs__rollout_row_t after;
     load(f, "r2", &after);
