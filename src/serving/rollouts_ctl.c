@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "base/log.h"
+#include "base/rcu.h"
 #include "base/time.h"
 #include "monitor/monitor.h"
 #include "serving/rollouts_int.h"
@@ -455,11 +456,16 @@ static void tick(void *ud, bs_lease_runner_t *run, int64_t token)
         BS_LOG(BS_LOG_WARN, "rollouts", "loading running rollouts failed: %s", err.msg);
         return;
     }
+    /* The step specs are normalised against the serving snapshot (QSBR-protected): a reader
+     * for the tick only, offline while the runner waits for the next. */
+    int reader = bs_rcu_register() == 0;
     for (int i = 0; i < n; i++) {
-        if (bs_lease_runner_held(run))
+        if (bs_lease_runner_held(run) && reader)
             evaluate(r, &rows[i], token);
         bs__rollout_row_free(&rows[i]);
     }
+    if (reader)
+        bs_rcu_unregister();
     free(rows);
 }
 
