@@ -459,6 +459,10 @@ static void tick(void *ud, bs_lease_runner_t *run, int64_t token)
     /* The step specs are normalised against the serving snapshot (QSBR-protected): a reader
      * for the tick only, offline while the runner waits for the next. */
     int reader = bs_rcu_register() == 0;
+    if (!reader && n) {
+        atomic_fetch_add(&r->tick_errors, 1);
+        BS_LOG(BS_LOG_WARN, "rollouts", "no QSBR reader slot for the controller: tick skipped");
+    }
     for (int i = 0; i < n; i++) {
         if (bs_lease_runner_held(run) && reader)
             evaluate(r, &rows[i], token);
