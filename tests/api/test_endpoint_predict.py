@@ -329,6 +329,11 @@ def test_sticky_by_field_is_stable_across_repeats_batches_restart_and_policy_cha
     assert assignments(server, "ab", KEYS[::7]) == {k: first[k] for k in KEYS[::7]}
     # a number is keyed by its decimal form: 17 and "17" are one key
     assert assignments(server, "ab", ["17"])["17"] == first[17]
+    assert assignments(server, "ab", [17.0])[17.0] == first[17]
+    # ... and a fraction by its shortest form (Python's repr is that too)
+    nums = [i / 4 for i in range(1, 40)] + [0.1, 1e-7, 123.456]
+    as_text = assignments(server, "ab", [str(int(x)) if x.is_integer() else repr(x) for x in nums])
+    assert list(assignments(server, "ab", nums).values()) == list(as_text.values())
     # a batch routes once, by its first row's key
     for k in KEYS[:20]:
         rows = [{"a": 1.0, "b": 2.0, "user_id": k}] + [
