@@ -921,6 +921,39 @@ def check_delete(srv, tmp_path):
     cp = cli(srv, "delete", "topic", "cli-del1")
     assert cp.returncode == 3 and cp.stderr == http_failure("DELETE", "/v1/topics/cli-del1", 404,
                                                             want)
+def check_predictions_export(srv, tmp_path):
+    if srv.get("/v1/models/cli-exp").status_code == 404:
+        create_model(srv, "cli-exp")
+        upload_ok(srv, "cli-exp", linear_bytes([2.0, -1.0], 1.0, ("a", "b")))
+        approve(srv, "cli-exp", 1)
+    assert srv.put("/v1/endpoints/cli-exp", json={
+        "model": "cli-exp", "routes": [{"version": 1, "weight": 100}]}).status_code in (200, 201)
+    r = srv.post("/v1/endpoints/cli-exp/predict",
+                 json={"inputs": [{"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 0.5}]})
+    assert r.status_code == 200, r.text
+    ids = r.json()["prediction_ids"]
+    deadline = time.monotonic() + 30
+    while True:
+        items = srv.get("/v1/endpoints/cli-exp/predictions?limit=1000").json()["items"]
+        if ids[-1] in [i["prediction_id"] for i in items]:
+            break
+        assert time.monotonic() < deadline, "the predictions were not logged"
+        time.sleep(0.05)
+    assert [json.loads(x) for x in ok(cli(srv, "predictions", "export", "cli-exp")).splitlines()] \
+        == items
+    out = tmp_path / "exp.jsonl"
+    cp = cli(srv, "predictions", "export", "cli-exp", "-o", str(out), "--since", "1h")
+    assert cp.returncode == 0 and cp.stdout == "", cp
+    assert cp.stderr == "exported %d predictions of cli-exp to %s\n" % (len(items), out)
+    assert [json.loads(x) for x in out.read_text().splitlines()] == items
+    want = api_message(srv.get("/v1/endpoints/cli-nope/predictions?limit=1000"), 404)
+    cp = cli(srv, "predictions", "export", "cli-nope")
+    assert cp.returncode == 3 and cp.stderr == http_failure(
+        "GET", "/v1/endpoints/cli-nope/predictions?limit=1000", 404, want)
+    cp = cli(srv, "predictions", "export")
+    assert cp.returncode == 2 and cp.stderr.startswith("usage: basalt predictions export")
+
+
 def job_done(srv, jid):
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -1096,6 +1129,7 @@ COMMANDS = {
     "apply": check_apply,
     "get": check_get,
     "delete": check_delete,
+    "predictions export": check_predictions_export,
     "job ls": check_job_ls,
     "job list": lambda srv, tmp_path: check_job_ls(srv, tmp_path, "list"),
     "job get": check_job_get,
