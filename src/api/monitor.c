@@ -58,10 +58,10 @@ static int path_endpoint(bs_req_t *req, ep_info_t *out)
     return 1;
 }
 
-/* ?window= as a positive duration (default def). 0, or -1 after responding 400. */
-static int query_window(bs_req_t *req, int64_t def, int64_t *ms)
+/* ?window= (w, or NULL) as a positive duration (default def). 0, or -1 after responding
+ * 400. */
+static int parse_window(bs_req_t *req, const char *w, int64_t def, int64_t *ms)
 {
-    const char *w = bs_req_query(req, "window");
     *ms = def;
     if (!w)
         return 0;
@@ -73,11 +73,11 @@ static int query_window(bs_req_t *req, int64_t def, int64_t *ms)
     return 0;
 }
 
-/* ?name= as a number in (lo, hi) (default def). 0, or -1 after responding 400. */
-static int query_number(bs_req_t *req, const char *name, double def, double lo, double hi,
-                        double *out)
+/* ?name= (s, or NULL) as a number in (lo, hi) (default def). 0, or -1 after responding
+ * 400. */
+static int parse_number(bs_req_t *req, const char *name, const char *s, double def, double lo,
+                        double hi, double *out)
 {
-    const char *s = bs_req_query(req, name);
     *out = def;
     if (!s)
         return 0;
@@ -122,7 +122,8 @@ void bs__api_endpoint_performance(bs_req_t *req)
 {
     ep_info_t ep;
     int64_t window;
-    if (!path_endpoint(req, &ep) || query_window(req, DEFAULT_WINDOW_MS, &window) != 0)
+    if (!path_endpoint(req, &ep) ||
+        parse_window(req, bs_req_query(req, "window"), DEFAULT_WINDOW_MS, &window) != 0)
         return;
     const char *by = bs_req_query(req, "by");
     bs_err_t err;
@@ -139,10 +140,11 @@ void bs__api_endpoint_experiment(bs_req_t *req)
     ep_info_t ep;
     int64_t window;
     double mde, alpha, power;
-    if (!path_endpoint(req, &ep) || query_window(req, app->cfg.monitor_window_ms, &window) != 0 ||
-        query_number(req, "mde", 0, 0, INFINITY, &mde) != 0 ||
-        query_number(req, "alpha", 0.05, 0, 1, &alpha) != 0 ||
-        query_number(req, "power", 0.8, 0, 1, &power) != 0)
+    if (!path_endpoint(req, &ep) ||
+        parse_window(req, bs_req_query(req, "window"), app->cfg.monitor_window_ms, &window) != 0 ||
+        parse_number(req, "mde", bs_req_query(req, "mde"), 0, 0, INFINITY, &mde) != 0 ||
+        parse_number(req, "alpha", bs_req_query(req, "alpha"), 0.05, 0, 1, &alpha) != 0 ||
+        parse_number(req, "power", bs_req_query(req, "power"), 0.8, 0, 1, &power) != 0)
         return;
     bs_monitor_experiment_opts_t o = {.window_ms = window,
                                       .variants = ep.variant_ptrs,
@@ -163,7 +165,8 @@ void bs__api_endpoint_shadow(bs_req_t *req)
 {
     ep_info_t ep;
     int64_t window;
-    if (!path_endpoint(req, &ep) || query_window(req, DEFAULT_WINDOW_MS, &window) != 0)
+    if (!path_endpoint(req, &ep) ||
+        parse_window(req, bs_req_query(req, "window"), DEFAULT_WINDOW_MS, &window) != 0)
         return;
     bs_err_t err;
     bs_buf_t b;

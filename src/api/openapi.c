@@ -175,6 +175,38 @@ static const extra_t extras[] = {
      Q("limit", "{\"type\":\"integer\",\"minimum\":1,\"maximum\":10000,\"default\":100}",
        "page size") "," Q_CURSOR,
      NULL, BODY_JSON, RESP_JSON},
+    /* feedback and the endpoint reports (api/monitor.c) */
+    {"POST", "/v1/feedback", NULL,
+     "{\"items\":[{\"prediction_id\":\"01900c1e-9a3b-7c41-8d2e-5f6a7b8c9d0e\",\"label\":1},"
+     "{\"prediction_id\":\"01900c1e-9a3b-7c41-8d2e-5f6a7b8c9d0f\",\"value\":12.5,"
+     "\"time\":\"2024-05-01T12:00:00Z\"}]}",
+     BODY_JSON, RESP_JSON},
+    {"GET", "/v1/endpoints/{name}/performance",
+     Q("window", "{\"type\":\"string\",\"default\":\"1h\"}",
+       "predictions made within this duration before now") ","
+     Q("by", "{\"type\":\"string\",\"enum\":[\"version\",\"variant\"],\"default\":\"version\"}",
+       "one item per model version or per variant"),
+     NULL, BODY_JSON, RESP_JSON},
+    {"GET", "/v1/endpoints/{name}/experiment",
+     Q("window", "{\"type\":\"string\"}",
+       "predictions made within this duration before now (default: monitor_window_ms)") ","
+     Q("metric", "{\"type\":\"string\",\"enum\":[\"accuracy\",\"mae\",\"value\"]}",
+       "accuracy (a rate), mae or value (means); default: accuracy for classification, mae for "
+       "regression") ","
+     Q("mde", "{\"type\":\"number\",\"exclusiveMinimum\":0}",
+       "minimum detectable effect, absolute (default: 0.05 for rates, a tenth of the control's "
+       "standard deviation for means)") ","
+     Q("alpha", "{\"type\":\"number\",\"exclusiveMinimum\":0,\"exclusiveMaximum\":1,"
+                "\"default\":0.05}",
+       "significance level of the tests and intervals") ","
+     Q("power", "{\"type\":\"number\",\"exclusiveMinimum\":0,\"exclusiveMaximum\":1,"
+                "\"default\":0.8}",
+       "power for the samples needed"),
+     NULL, BODY_JSON, RESP_JSON},
+    {"GET", "/v1/endpoints/{name}/shadow",
+     Q("window", "{\"type\":\"string\",\"default\":\"1h\"}",
+       "predictions made within this duration before now"),
+     NULL, BODY_JSON, RESP_JSON},
     {"PUT", "/v1/endpoints/{name}", Q_DRY_RUN,
      "{\"model\":\"churn\",\"routes\":[{\"alias\":\"champion\",\"weight\":95},{\"version\":1,"
      "\"weight\":5,\"name\":\"canary\"}],\"sticky\":{\"key\":\"user_id\"},\"logging\":{"

@@ -587,6 +587,15 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
         "model": "churn", "routes": [{"version": 1, "weight": 100}]}).status_code in (200, 201)
     r = call("POST", "/v1/endpoints/{name}/predict", 200)
     assert r.json()["endpoint"] == "churn" and r.headers["X-Basalt-Variant"] == "v1"
+    # feedback (the example's ids are unknown: reported per item) and the reports
+    assert call("POST", "/v1/feedback", 200).json()["rejected"] == 2
+    server.post("/v1/feedback", json={"prediction_id": r.json()["prediction_ids"][0], "label": 1})
+    call("GET", "/v1/endpoints/{name}/performance", 200,
+         path="/v1/endpoints/churn/performance?window=1h&by=variant")
+    call("GET", "/v1/endpoints/{name}/experiment", 200,
+         path="/v1/endpoints/churn/experiment?window=1d&metric=accuracy&mde=0.02&alpha=0.05"
+              "&power=0.8")
+    call("GET", "/v1/endpoints/{name}/shadow", 200, path="/v1/endpoints/churn/shadow?window=1h")
     assert server.delete("/v1/endpoints/churn").status_code == 204
     run = call("POST", "/v1/runs", 201).json()
     call("GET", "/v1/runs", 200, path="/v1/runs?experiment=churn")

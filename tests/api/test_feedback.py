@@ -385,6 +385,54 @@ def test_thompson_posteriors_count_the_reward_label(shared_server):
         close(post["mean"], (1 + s) / (2 + s + f), "posterior mean")
 
 
+def test_bandit_shifts_traffic_to_the_better_arm(shared_server):
+    """A simulated reward (v2 rewarded 90 % of the time, v1 10 %): once the arms hold the
+    feedback (the endpoints' timer reads the monitor), Thompson sampling sends most traffic
+    to v2. With Beta(1+s, 1+f) posteriors from >= 100 rewards (>= 5 on each arm), P(pick v1)
+    is about 1 % or less, so the bound asserted (v2 > 80 % of 300 requests) practically never
+    fails for a correct bandit, and fails for any split near 50/50."""
+    srv = shared_server
+    X, y, _ = binary_data(13, n=100)
+    m = LogisticRegression().fit(X, y)
+    push_versions(srv, "fb-band", [m, m], NAMES4)
+    put_endpoint(srv, "fb-band", {"model": "fb-band", "routes": [{"version": 1, "weight": 50},
+                                                                 {"version": 2, "weight": 50}],
+                                  "policy": {"type": "thompson", "reward": {"label": 1}}})
+    rng = np.random.default_rng(14)
+    counts = {"v1": [0, 0], "v2": [0, 0]}
+    # explore: rounds of feedback until each arm has some and there are 100 in all
+    for _ in range(50):
+        if min(sum(c) for c in counts.values()) >= 5 and sum(map(sum, counts.values())) >= 100:
+            break
+        preds = predict_rows(srv, "fb-band", X[:20], NAMES4, batch=1)
+        items = []
+        for p in preds:
+            win = rng.random() < (0.9 if p["variant"] == "v2" else 0.1)
+            counts[p["variant"]][0 if win else 1] += 1
+            items.append({"prediction_id": p["id"], "label": 1 if win else 0})
+        feedback_ok(srv, items)
+    assert min(sum(c) for c in counts.values()) >= 5, counts
+
+    def arms_current():
+        text = srv.get("/metrics").text
+        got = {}
+        for v in ("v1", "v2"):
+            for i, fam in enumerate(("basalt_endpoint_bandit_successes",
+                                     "basalt_endpoint_bandit_failures")):
+                line = '%s{tenant="default",endpoint="fb-band",variant="%s"} ' % (fam, v)
+                vals = [l[len(line):] for l in text.splitlines() if l.startswith(line)]
+                got.setdefault(v, [None, None])[i] = int(vals[0]) if vals else None
+        return got == counts
+    wait_for(arms_current, "the arms hold the monitor's reward counts")
+    exp = report(srv, "fb-band", "experiment")
+    for v in exp["variants"]:
+        s, f = counts[v["variant"]]
+        assert (v["posterior"]["alpha"], v["posterior"]["beta"]) == (1 + s, 1 + f)
+    preds = predict_rows(srv, "fb-band", np.repeat(X[:1], 300, axis=0), NAMES4, batch=1)
+    share = sum(p["variant"] == "v2" for p in preds) / len(preds)
+    assert share > 0.8, (share, counts)
+
+
 # ---- shadow ----------------------------------------------------------------------------------
 
 def test_shadow_report_agreement_from_the_logged_records(shared_server):
