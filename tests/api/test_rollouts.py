@@ -696,10 +696,14 @@ def test_kill9_controller_replica_another_resumes():
         assert [e["weight"] for e in done["history"]] == [10, 30, 60, 100]
         assert lease_held(b) == 1
     finally:
+        a.kill9()
+        if b.proc is not None:
+            b.stop()
+        reports = b.sanitizer_reports() + a.sanitizer_reports()
         for s in (a, b):
-            s.kill9()
             s.cleanup()
         nats.close()
+    assert not reports, reports[0]
 
 
 # ---- the CLI --------------------------------------------------------------------------------
