@@ -15,7 +15,6 @@ guard, the endpoint's spec and revisions, the champion alias), never on timing.
 import http.client
 import itertools
 import json
-import os
 import subprocess
 import threading
 import time
