@@ -310,6 +310,13 @@ void bs__api_monitor_close(bs_app_t *app);
 void bs__api_monitor_metrics(bs_app_t *app, bs_buf_t *b);
 
 /* ---- rollouts.c: the rollout routes ------------------------------------------------------ */
+void bs__api_rollouts_create(bs_req_t *req);
+void bs__api_rollouts_list(bs_req_t *req);
+void bs__api_rollouts_get(bs_req_t *req);
+void bs__api_rollouts_pause(bs_req_t *req);
+void bs__api_rollouts_resume(bs_req_t *req);
+void bs__api_rollouts_abort(bs_req_t *req);
+void bs__api_rollouts_promote(bs_req_t *req);
 
 /* Reads ?limit= (default def, 1..max). Returns 0 or responds with 400 and returns -1. */
 int bs__api_limit(bs_req_t *req, int def, int max, int *out);

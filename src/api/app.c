@@ -12,6 +12,7 @@
 #include "serving/endpoints.h"
 #include "serving/predlog.h"
 #include "serving/serving.h"
+#include "serving/rollouts.h"
 #include "base/log.h"
 #include "base/parallel.h"
 #include "base/pool.h"
@@ -249,6 +250,19 @@ int bs_api_app_open(bs_app_t *app, bs_err_t *err)
         return err->code;
 
     /* ---- issue 10: the rollout controller (serving/rollouts.h) ---- */
+    /* After the monitor and endpoints it reads; its lease runner evaluates running
+     * rollouts on whichever replica holds "rollout-controller". */
+    bs_rollouts_opts_t ro = {.meta = app->meta,
+                             .monitor = app->monitor,
+                             .endpoints = app->endpoints,
+                             .changes = app->changes,
+                             .registry = app->registry,
+                             .owner = app->replica_id,
+                             .tick_ms = app->cfg.rollout_tick_ms,
+                             .lease_ms = app->cfg.rollout_lease_ms};
+    app->rollouts = bs_rollouts_new(&ro, err);
+    if (!app->rollouts || bs_rollouts_start(app->rollouts, err) != 0)
+        return err->code;
 
     return 0;
 }
@@ -264,6 +278,8 @@ void bs_api_app_close(bs_app_t *app)
     bs_triggers_stop(app->triggers);
 
     /* ---- issue 10: stop the rollout controller, the monitor, the prediction log ---- */
+    bs_rollouts_free(app->rollouts); /* first: its ticks read the monitor and endpoints */
+    app->rollouts = NULL;
     bs__api_monitor_close(app); /* its tails read the log; it flushes the prediction log */
     bs_predlog_free(app->predlog); /* drains what it holds (bounded), before the log closes */
     app->predlog = NULL;

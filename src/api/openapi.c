@@ -217,6 +217,15 @@ static const extra_t extras[] = {
                    "next_cursor of the previous page (a revision number)"),
      NULL, BODY_JSON, RESP_JSON},
     {"POST", "/v1/endpoints/{name}/rollback", Q_DRY_RUN, "{\"revision\":1}", BODY_JSON, RESP_JSON},
+    {"POST", "/v1/endpoints/{name}/rollouts", NULL,
+     "{\"candidate\":{\"version\":4},\"steps\":[5,25,50,100],\"step_interval\":\"5m\","
+     "\"min_requests_per_step\":500,\"guards\":{\"max_error_rate\":0.01,\"max_p99_latency_ms\":20,"
+     "\"max_prediction_psi\":0.2,\"max_metric_drop\":{\"metric\":\"accuracy\",\"delta\":0.02}}}",
+     BODY_JSON, RESP_JSON},
+    {"GET", "/v1/endpoints/{name}/rollouts",
+     Q("limit", "{\"type\":\"integer\",\"minimum\":1,\"maximum\":1000,\"default\":20}",
+       "page size") "," Q_CURSOR,
+     NULL, BODY_JSON, RESP_JSON},
     {"POST", "/v2/models/{name}/infer", NULL,
      "{\"inputs\":[{\"name\":\"amount\",\"shape\":[1],\"datatype\":\"FP64\",\"data\":[12.5]},"
      "{\"name\":\"country\",\"shape\":[1],\"datatype\":\"BYTES\",\"data\":[\"FR\"]}]}",

@@ -10,6 +10,7 @@
 #include "api/api_int.h"
 #include "serving/predlog.h"
 #include "events/triggers.h"
+#include "serving/rollouts.h"
 #include "base/log.h"
 #include "base/version.h"
 #include "events/topics.h"
@@ -216,6 +217,8 @@ void bs__api_metrics(bs_req_t *req)
         bs_topics_metrics(app->topics, &b);
     if (app->triggers)
         bs_triggers_metrics(app->triggers, &b);
+    if (app->rollouts)
+        bs_rollouts_metrics(app->rollouts, &b);
     bs__api_endpoints_metrics(app, &b);
     bs_ratelimit_stats_t rs;
     if (bs_auth_limits_stats(app->auth, &rs))

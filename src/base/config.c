@@ -98,6 +98,8 @@ static const setting_t settings[] = {
       "predictions the monitor keeps in memory across every endpoint (oldest evicted first)"),
     S(rollout_tick_ms, T_INT, 50, 600000, "1000",
       "how often the rollout controller evaluates running rollouts' guards"),
+    S(rollout_lease_ms, T_I64, 300, 3600000, "15000",
+      "the rollout controller's lease: another replica takes over within it when the holder dies"),
 };
 
 #define N_SETTINGS (sizeof settings / sizeof settings[0])

@@ -57,6 +57,7 @@ typedef struct {
     int64_t monitor_window_ms;           /* how long the monitor keeps predictions */
     int64_t monitor_max_predictions;     /* predictions the monitor keeps, every endpoint */
     int rollout_tick_ms;                 /* how often the controller evaluates rollouts */
+    int64_t rollout_lease_ms;            /* the rollout controller's lease */
 } bs_config_t;
 
 void bs_config_defaults(bs_config_t *c);

@@ -84,6 +84,13 @@ int bs_cli_job_watch(int argc, char **argv);
 int bs_cli_job_act(int argc, char **argv);
 int bs_cli_job_run(int argc, char **argv);
 
+/* `basalt rollout start|status|ls|pause|resume|abort|promote` (src/cli/rollouts.c).
+ * rollout_act is pause, resume, abort and promote (argv[0] is the verb). */
+int bs_cli_rollout_start(int argc, char **argv);
+int bs_cli_rollout_status(int argc, char **argv);
+int bs_cli_rollout_ls(int argc, char **argv);
+int bs_cli_rollout_act(int argc, char **argv);
+
 /* `basalt predictions export` (src/cli/predictions.c): an endpoint's prediction log as
  * JSON lines. */
 int bs_cli_predictions_export(int argc, char **argv);

@@ -179,6 +179,42 @@ static const bs_cli_command_t commands[] = {
      "  --priority P       -1000..1000, higher runs first (default 0)\n"
      "  --watch            then follow it as basalt job watch does (and exit as it does)\n",
      bs_cli_job_run, NULL},
+    {"rollout", "start",
+     "ENDPOINT (--version N | --alias A) --steps 5,25,50,100 [--step-interval 5m]\n"
+     "[--min-requests N] [--max-error-rate X] [--max-p99-ms X] [--max-psi X]\n"
+     "[--metric M --max-drop D] [--watch] [--json]  |  ENDPOINT -f FILE",
+     "start a progressive rollout of a candidate version on an endpoint",
+     "  --version N, --alias A  the candidate (an approved version of the endpoint's model)\n"
+     "  --steps LIST       the candidate's weight at each step, in percent, ending at 100\n"
+     "  --step-interval D  how long each step lasts at least (default 5m)\n"
+     "  --min-requests N   predictions the candidate serves in a step before it advances\n"
+     "                     (default 100)\n"
+     "  --max-error-rate X, --max-p99-ms X, --max-psi X\n"
+     "                     guards: the candidate's error rate, p99 latency, prediction PSI\n"
+     "                     against the stable's, over each step\n"
+     "  --metric M --max-drop D  guard: the feedback metric M (accuracy, f1, roc_auc, mae,\n"
+     "                     ...) may not drop by more than D below the stable's\n"
+     "  -f FILE            the whole rollout as JSON (POST /v1/endpoints/{name}/rollouts)\n"
+     "  --watch            then follow it as basalt rollout status --watch does\n",
+     bs_cli_rollout_start, NULL},
+    {"rollout", "status", "ENDPOINT [ID] [--watch] [--interval MS] [--json]",
+     "show a rollout (default: the endpoint's latest): state, step, guards against limits",
+     "  --watch        follow it until it ends: exit 0 if promoted, 1 if rolled back or aborted\n"
+     "  --interval MS  poll interval with --watch (50-60000, default 1000)\n"
+     "  --json         the rollout's JSON (with --watch: only once it ended)\n",
+     bs_cli_rollout_status, NULL},
+    {"rollout", "ls", "ENDPOINT [--json]", "list an endpoint's rollouts, newest first", NULL,
+     bs_cli_rollout_ls, NULL},
+    {"rollout", "pause", "ENDPOINT [ID] [--json]",
+     "pause a running rollout (the weights stay where they are)", NULL, bs_cli_rollout_act, NULL},
+    {"rollout", "resume", "ENDPOINT [ID] [--json]",
+     "resume a paused rollout (its current step starts again)", NULL, bs_cli_rollout_act, NULL},
+    {"rollout", "abort", "ENDPOINT [ID] [--json]",
+     "abort a rollout: the endpoint's spec from before it is restored", NULL, bs_cli_rollout_act,
+     NULL},
+    {"rollout", "promote", "ENDPOINT [ID] [--json]",
+     "promote a rollout now: the candidate takes all the traffic", NULL, bs_cli_rollout_act,
+     NULL},
     {NULL, NULL, NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -19,11 +19,24 @@
  * writes the endpoint's spec through the resources mechanism (a new revision, propagated
  * to every replica like any change).
  *
+ * Decisions (docs/endpoints-rollouts.md has them all): the candidate's route is the base's
+ * route of that version if it had one (pinned to the version), else "v<version>"; the stable
+ * routes share 100 − step by the largest remainder; promotion routes everything to the
+ * candidate alone (the base's `champion` route at 100 with the alias moved, when it routed
+ * by it; the stable routes are removed, not kept at 0). Guards are judged once the
+ * candidate served guards.min_requests predictions in the step (default min(100,
+ * min_requests_per_step)); PSI needs 10 predictions a side, the metric drop
+ * max_metric_drop.min_labelled (default 30) labelled ones a side; a guard without enough data
+ * is pending (neither fails nor blocks). A change of the endpoint by anyone else while a
+ * rollout runs aborts the rollout and keeps the change.
+ *
  * The controller is a background singleton under the lease "rollout-controller"
  * (store/lease.h): one replica evaluates every running rollout each tick; when it dies
  * another takes over within the lease time and resumes from the stored state (step,
  * step start), since the guard windows are read from the monitor (monitor/monitor.h),
- * which covers every replica's traffic.
+ * which covers every replica's traffic. Every state change is one metadata transaction that
+ * checks the lease's fencing token (the controller's) and the row's state, step and
+ * updated_at, so a replica that lost the lease, or a tick racing an API action, writes nothing.
  *
  * Thread safety: any thread; the API calls wait on the store.
  */
@@ -41,6 +54,7 @@
 struct bs_monitor;
 struct bs_endpoints;
 struct bs_changes;
+struct bs_registry;
 
 typedef struct bs_rollouts bs_rollouts_t;
 
@@ -49,6 +63,8 @@ typedef struct {
     struct bs_monitor *monitor;      /* borrowed: guard windows */
     struct bs_endpoints *endpoints;  /* borrowed: spec validation */
     struct bs_changes *changes;      /* borrowed: refresh after a spec write (may be NULL) */
+    struct bs_registry *registry;    /* borrowed: moves `champion` on promotion (may be NULL:
+                                        then the alias is not moved) */
     const char *owner;               /* the replica id (lease owner); copied */
     int tick_ms;                     /* how often running rollouts are evaluated; 0: 1000 */
     int64_t lease_ms;                /* the controller's lease; 0: 15000 */
@@ -65,9 +81,11 @@ void bs_rollouts_free(bs_rollouts_t *r);
  * rollout object (as get) into out. Waits on the store. */
 int bs_rollouts_create(bs_rollouts_t *r, const bs_principal_t *who, const char *endpoint,
                        const cJSON *body, bs_buf_t *out, bs_err_t *err);
-/* {"id", "endpoint", "state", "candidate", "stable", "step", "steps", "step_started_at",
- *  "guards", "last_check": {per guard: value, limit, ok}, "reason", "history": [...],
- *  "created_at", "updated_at", "created_by"}. BS_ENOTFOUND. */
+/* {"id", "endpoint", "state", "candidate", "stable", "step", "steps", "weight",
+ *  "step_interval", "min_requests_per_step", "step_started_at", "guards",
+ *  "last_check": {candidate and stable summaries, per guard: value, limit, stable, ok},
+ *  "reason", "failed_guard", "history": [...], "base_generation", "created_at",
+ *  "updated_at", "created_by"}. BS_ENOTFOUND. */
 int bs_rollouts_get(bs_rollouts_t *r, const char *tenant, const char *endpoint, const char *id,
                     bs_buf_t *out, bs_err_t *err);
 /* {"items": [...], "next_cursor"} newest first. */

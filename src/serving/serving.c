@@ -563,7 +563,13 @@ static bs__snapshot_t *snapshot_read(bs_serving_t *s, bs_err_t *err)
                            "SELECT m.tenant, m.name, a.alias, a.version FROM model_aliases a"
                            " JOIN models m ON m.id = a.model_id",
                            NULL, 0, alias_row, &b, err);
-    bs_meta_tx_rollback(s->meta); /* read-only */
+    /* read-only: committed rather than rolled back, so that a rebuild that runs inside a
+     * caller's transaction (a rollout's promotion moves `champion`, whose change hook
+     * rebuilds here) does not doom it */
+    if (rc)
+        bs_meta_tx_rollback(s->meta);
+    else
+        rc = bs_meta_tx_commit(s->meta, err);
     free(b.by_id);
     if (!rc && b.oom)
         rc = bs_err_set(err, BS_ENOMEM, "out of memory building the routing snapshot");

@@ -125,7 +125,10 @@ int bs_resources_put(bs_meta_t *m, const char *tenant, const char *kind, const c
     bs_resource_outcome_t out = BS_RESOURCE_UNCHANGED;
     int64_t gen = cur.generation;
     if (cur.found && strcmp(cur.spec, spec) == 0) {
-        bs_meta_tx_rollback(m);
+        /* nothing written: commit, not roll back, so that a put inside a caller's bigger
+         * transaction (a rollout's step) does not doom it */
+        if ((rc = bs_meta_tx_commit(m, err)) != 0)
+            goto fail_committed;
         goto done;
     }
     int64_t now = bs_time_wall_ms();
@@ -176,6 +179,9 @@ done:
 fail:
     free(cur.spec);
     bs_meta_tx_rollback(m);
+    return rc;
+fail_committed:
+    free(cur.spec);
     return rc;
 }
 

@@ -1023,6 +1023,86 @@ def check_job_run(srv, tmp_path):
     assert srv.get("/v1/jobs/" + m.group(1)).json()["kind"] == "sleep"
 
 
+# ---- basalt rollout (src/cli/rollouts.c; the rollouts themselves: test_rollouts.py) --------
+
+_rollout_seq = iter(range(1, 1000000))
+
+
+def rollout_endpoint(srv):
+    """A fresh model with approved versions 1 and 2 and an endpoint routing all to 1."""
+    n = next(_rollout_seq)
+    m, ep = "cli-rm%d" % n, "cli-rep%d" % n
+    create_model(srv, m)
+    for v in (1, 2):
+        upload_ok(srv, m, linear_bytes([v, 1], 0.0))
+        approve(srv, m, v)
+    r = srv.put("/v1/endpoints/" + ep, json={"model": m, "routes": [{"version": 1, "weight": 100}]})
+    assert r.status_code == 201, r.text
+    return ep
+
+
+def start_rollout(srv, ep):
+    r = srv.post("/v1/endpoints/%s/rollouts" % ep,
+                 json={"candidate": {"version": 2}, "steps": [10, 100], "step_interval": "1h"})
+    assert r.status_code == 201, r.text
+    return r.json()["id"]
+
+
+def check_rollout_start(srv, tmp_path):
+    ep = rollout_endpoint(srv)
+    out = ok(cli(srv, "rollout", "start", ep, "--version", "2", "--steps", "10,100",
+                 "--step-interval", "1h", "--max-error-rate", "0.05"))
+    m = re.fullmatch(r"rollout (\S+) of endpoint %s started: version 2 at 10%%\n" % ep, out)
+    assert m, out
+    got = srv.get("/v1/endpoints/%s/rollouts/%s" % (ep, m.group(1))).json()
+    assert got["guards"]["max_error_rate"] == 0.05 and got["step_interval"] == "1h"
+    assert srv.post("/v1/endpoints/%s/rollouts/%s/abort" % (ep, m.group(1))).status_code == 200
+    spec = tmp_path / "rollout.json"
+    spec.write_text(json.dumps({"candidate": {"version": 2}, "steps": [30, 100],
+                                "step_interval": "1h"}))
+    j = json.loads(ok(cli(srv, "rollout", "start", ep, "-f", str(spec), "--json")))
+    assert j["state"] == "running" and j["weight"] == 30 and j["candidate"]["version"] == 2
+    assert srv.get("/v1/endpoints/%s/rollouts/%s" % (ep, j["id"])).json()["id"] == j["id"]
+
+
+def check_rollout_status(srv, tmp_path):
+    ep = rollout_endpoint(srv)
+    rid = start_rollout(srv, ep)
+    out, j = both(srv, "rollout", "status", ep)
+    assert out.splitlines()[0] == "rollout %s of endpoint %s: running" % (rid, ep)
+    assert "version 2 (route v2) at 10%, step 1 of 2" in out
+    assert j["id"] == rid and j["state"] == "running"
+    assert json.loads(ok(cli(srv, "rollout", "status", ep, rid, "--json")))["id"] == rid
+
+
+def check_rollout_ls(srv, tmp_path):
+    ep = rollout_endpoint(srv)
+    first = start_rollout(srv, ep)
+    assert srv.post("/v1/endpoints/%s/rollouts/%s/abort" % (ep, first)).status_code == 200
+    second = start_rollout(srv, ep)
+    out, j = both(srv, "rollout", "ls", ep)
+    rows = table(out, "ID")
+    assert [(r["ID"], r["STATE"]) for r in rows] == [(second, "running"), (first, "aborted")]
+    assert [i["id"] for i in j["items"]] == [second, first] and j["next_cursor"] is None
+
+
+def check_rollout_act(srv, tmp_path, verb):
+    state = {"pause": "paused", "resume": "running", "abort": "aborted", "promote": "promoted"}
+    weight = {"pause": 10, "resume": 10, "abort": 0, "promote": 100}
+    for as_json in (False, True):
+        ep = rollout_endpoint(srv)
+        rid = start_rollout(srv, ep)
+        if verb == "resume":
+            assert srv.post("/v1/endpoints/%s/rollouts/%s/pause" % (ep, rid)).status_code == 200
+        if as_json:
+            j = json.loads(ok(cli(srv, "rollout", verb, ep, rid, "--json")))
+            assert j["id"] == rid and j["state"] == state[verb]
+        else:
+            out = ok(cli(srv, "rollout", verb, ep))  # the latest rollout
+            assert out == "rollout %s of endpoint %s: %s (candidate at %d%%)\n" % (
+                rid, ep, state[verb], weight[verb])
+
+
 # Every command `basalt --help` lists, with the check of its default and --json output
 # (None: a command without --json; serve's behaviour is tested by test_foundation.py and
 # test_config.py). A command added to src/cli/commands.c fails test_the_command_table_is_complete
@@ -1057,6 +1137,13 @@ COMMANDS = {
     "job cancel": check_job_cancel,
     "job retry": check_job_retry,
     "job run": check_job_run,
+    "rollout start": check_rollout_start,
+    "rollout status": check_rollout_status,
+    "rollout ls": check_rollout_ls,
+    "rollout pause": lambda srv, tmp_path: check_rollout_act(srv, tmp_path, "pause"),
+    "rollout resume": lambda srv, tmp_path: check_rollout_act(srv, tmp_path, "resume"),
+    "rollout abort": lambda srv, tmp_path: check_rollout_act(srv, tmp_path, "abort"),
+    "rollout promote": lambda srv, tmp_path: check_rollout_act(srv, tmp_path, "promote"),
 }
 
 

@@ -630,6 +630,24 @@ def test_openapi_examples_work_and_responses_match(server, tmp_path):
     call("GET", "/v1/endpoints/{name}/revisions", 200,
          path="/v1/endpoints/churn/revisions?limit=1&cursor=3")
     call("POST", "/v1/endpoints/{name}/rollback", 200)
+    # rollouts (issue 10): version 4 as the example's candidate; started, read, paused,
+    # resumed and promoted (which moves champion to it), then a second one aborted
+    r = server.post("/v1/models/churn/versions?format=basalt_json", data=artifact,
+                    headers={"Content-Type": "application/octet-stream"})
+    assert r.status_code == 201 and r.json()["version"] == 4, r.text
+    assert server.post("/v1/models/churn/versions/4/approve").status_code == 200
+    ro = "/v1/endpoints/churn/rollouts/"
+    roll = call("POST", "/v1/endpoints/{name}/rollouts", 201).json()
+    call("GET", "/v1/endpoints/{name}/rollouts", 200, path="/v1/endpoints/churn/rollouts?limit=5")
+    call("GET", "/v1/endpoints/{name}/rollouts/{id}", 200, path=ro + roll["id"])
+    for verb in ("pause", "resume", "promote"):
+        call("POST", "/v1/endpoints/{name}/rollouts/{id}/" + verb, 200,
+             path=ro + roll["id"] + "/" + verb)
+    assert server.get("/v1/models/churn").json()["aliases"]["champion"] == 4
+    r = server.post("/v1/endpoints/churn/rollouts",
+                    json={"candidate": {"version": 1}, "steps": [10, 100], "step_interval": "1h"})
+    assert r.status_code == 201, r.text
+    call("POST", "/v1/endpoints/{name}/rollouts/{id}/abort", 200, path=ro + r.json()["id"] + "/abort")
     call("DELETE", "/v1/endpoints/{name}", 204)
     call("DELETE", "/v1/models/{name}/aliases/{alias}", 204)
     call("DELETE", "/v1/models/{name}", 204)
