@@ -136,6 +136,7 @@ rm -f "$OUT/model.runs" "$OUT/endpoint.runs" "$OUT/model.wrk.log" "$OUT/endpoint
 sleep 2 # the warm-up's records reach the log before the counters are read
 logged0=$(metric_sum basalt_prediction_log_records_total)
 shadow0=$(metric_sum basalt_endpoint_shadow_requests_total)
+served0=$(metric_sum basalt_endpoint_requests_total)
 r=1
 while [ $r -le "$ROUNDS" ]; do
     run_one model /v1/models/xgb/predict "$DURATION" 1 $r
@@ -146,7 +147,8 @@ sleep 3 # drain period + sync interval: every record submitted is appended by no
 logged=$(( $(metric_sum basalt_prediction_log_records_total) - logged0 ))
 shadows=$(( $(metric_sum basalt_endpoint_shadow_requests_total) - shadow0 ))
 dropped=$(metric_sum basalt_prediction_log_dropped_total)
-served=$(awk '{ s += $5 } END { printf "%.0f\n", s + 0 }' "$OUT/endpoint.runs")
+# the server's count (wrk leaves out the requests in flight when a run ends)
+served=$(( $(metric_sum basalt_endpoint_requests_total) - served0 ))
 
 # ---- report --------------------------------------------------------------------------------
 median() { # column file
