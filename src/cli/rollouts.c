@@ -119,14 +119,14 @@ static void one_path(bs_buf_t *b, const char *endpoint, const char *id)
 
 static void print_side(bs_buf_t *b, const char *label, const cJSON *s)
 {
-    char n1[32], n2[32], n3[32];
+    char n1[32], n2[32], n3[32], n4[32];
     if (!s)
         return;
     double req = num_of(s, "requests"), er = num_of(s, "error_rate");
     bs_buf_printf(
         b, "  %-10s %s predictions, error rate %s, p99 %s ms, mean prediction %s", label,
         fmt_num(n1, req), isnan(er) ? "-" : (snprintf(n2, sizeof n2, "%.3g%%", er * 100), n2),
-        fmt_num(n3, num_of(s, "latency_p99_ms")), fmt_num(n1, num_of(s, "mean_prediction")));
+        fmt_num(n3, num_of(s, "latency_p99_ms")), fmt_num(n4, num_of(s, "mean_prediction")));
     double lab = num_of(s, "labelled");
     if (lab > 0)
         bs_buf_printf(b, ", %s labelled", fmt_num(n2, lab));

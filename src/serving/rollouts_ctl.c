@@ -398,10 +398,10 @@ static void evaluate(bs_rollouts_t *r, const bs__rollout_row_t *row, int64_t tok
         if (isfinite(failed->stable))
             snprintf(stable, sizeof stable, "%.6g", failed->stable);
         snprintf(reason, sizeof reason,
-                 "guard %s failed: candidate %.6g > limit %.6g (stable %s; %lld candidate "
-                 "predictions in step %d at %d%%)",
-                 failed->name, failed->value, failed->limit, stable, (long long)sc.requests, step,
-                 p.steps[step]);
+                 "guard %s failed: %.6g > limit %.6g (the stable's figure %s; %lld candidate "
+                 "predictions in step %d of %d at %d%%)",
+                 failed->name, failed->value, failed->limit, stable, (long long)sc.requests,
+                 step + 1, p.n_steps, p.steps[step]);
         roll_back(r, row, &p, token, reason, failed, check_text);
     } else if (!strcmp(decision, "advance")) {
         int next = step + 1;
