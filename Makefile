@@ -90,8 +90,13 @@ unit: $(UNIT_BINS) $(DRIVER_BINS)
 # replica on PostgreSQL + Redis (tests/api/conftest.py: BASALT_TEST_BACKEND=postgres; tests
 # about the embedded files are marked `embedded` and deselected; the files that start their
 # own PostgreSQL and Redis ran in the first pass already).
+# Files whose subject does not touch a store (HTTP framing and limits, the model runtimes
+# against scikit-learn and XGBoost, dynamic batching, the OpenAPI document, the statistics
+# driver) ran in the first pass and are not run again on PostgreSQL.
 OWN_BACKENDS := tests/api/test_postgres.py tests/api/test_replicas.py tests/api/test_readme_replicas.py
-PG_API_ARGS  := -m "not embedded" $(addprefix --ignore=,$(OWN_BACKENDS))
+NO_STORE     := $(addprefix tests/api/,test_strictness.py test_limits.py test_ml_sklearn.py \
+    test_ml_xgboost.py test_batching.py test_conformance.py test_stats_oracle.py)
+PG_API_ARGS  := -m "not embedded" $(addprefix --ignore=,$(OWN_BACKENDS) $(NO_STORE))
 
 api: $(BUILD)/basalt $(DRIVER_BINS)
 	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api
@@ -102,14 +107,17 @@ api: $(BUILD)/basalt $(DRIVER_BINS)
 # minutes on two cores: on the embedded stores every parser (HTTP framing and limits, JSON
 # bodies, model files, CloudEvents and JSON lines, YAML apply, expressions, SSE) and every
 # subsystem (auth, registry, predict, KServe, topics, consumers, triggers, webhooks, jobs,
-# the outbound client, offload, the OpenAPI document), and on PostgreSQL + Redis + JetStream
-# the registry, auth, predict and topics suites on a replica. The suites left out (the
-# scikit-learn/XGBoost oracles, the kill -9 loops, the README runs, multi-replica set-ups)
+# the outbound client, the OpenAPI document, endpoints and their revisions, the prediction
+# log and its payload logger; the monitor, statistics and rollouts through their unit
+# tests), and on PostgreSQL + Redis + JetStream the registry, auth, predict and topics
+# suites on a replica. The suites left out (the
+# scikit-learn/XGBoost oracles, the kill -9 loops, the README runs, multi-replica set-ups,
+# offload and lifecycle, the endpoint load and rollout controller suites)
 # run without sanitizers in `make api`.
 ASAN_SUITES := $(addprefix tests/api/,test_foundation.py test_strictness.py test_limits.py \
     test_auth.py test_registry.py test_predict.py test_kserve.py test_model_loading.py \
     test_topics.py test_sse.py test_apply.py test_triggers.py test_webhooks.py test_jobs.py \
-    test_offload.py test_conformance.py test_lifecycle.py test_cli.py test_config.py)
+    test_conformance.py test_cli.py test_config.py test_endpoints.py test_predictions.py)
 PG_ASAN_SUITES := tests/api/test_registry.py tests/api/test_auth.py tests/api/test_predict.py \
     tests/api/test_topics.py
 

@@ -430,7 +430,13 @@ static int parse_target(const cJSON *o, const char *what, int i, int shadow, int
     } else if (r->version) {
         snprintf(r->name, sizeof r->name, "v%d", r->version);
     } else {
-        snprintf(r->name, sizeof r->name, "%s", r->alias);
+        size_t al_len = strlen(r->alias);
+        if (al_len >= sizeof r->name) /* a 64-character alias: a variant name is 1-63 */
+            return bs_err_setf(err, BS_EINVAL, f,
+                               "%s needs a \"name\": its alias is longer than a variant name "
+                               "may be (63 characters)",
+                               f);
+        memcpy(r->name, r->alias, al_len + 1);
     }
     if (shadow) {
         const cJSON *fr = cJSON_GetObjectItemCaseSensitive(o, "fraction");
