@@ -135,10 +135,15 @@ static void render_record(bs_buf_t *b, const call_t *c, const char *time, const 
     bs_jw_obj_end(b);
 }
 
-static void submit_record(bs_app_t *app, const call_t *c, bs_buf_t *b)
+/* Submits one rendered record; the drain is handed its log id (the prediction id, and the
+ * variant of a shadow record) and the names' lengths so it does not scan the record. */
+static void submit_record(bs_app_t *app, const call_t *c, size_t tl, size_t el, const char *id,
+                          int shadow, const char *variant, bs_buf_t *b)
 {
     if (!b->oom)
-        bs_predlog_submit(app->predlog, c->tenant, c->endpoint, b->data, b->len);
+        bs_predlog_submit_ex(app->predlog, c->tenant, tl, c->endpoint, el, id, 36,
+                             shadow ? variant : NULL, shadow ? strlen(variant) : 0, b->data,
+                             b->len);
 }
 
 /* The records of one outcome: one per row, or one error record with an id of its own when
@@ -154,11 +159,12 @@ static void log_outcome(const call_t *c, int shadow, const char *variant, int ve
     double ms = (double)o->duration_ns / 1e6;
     char time[40];
     bs_time_rfc3339(c->wall_ms, time, sizeof time);
+    size_t tl = strlen(c->tenant), el = strlen(c->endpoint);
     if (!shadow && o->err) {
         char id[37];
         bs_uuid7(id);
         render_record(&b, c, time, id, 0, variant, version, ms, o->h, NULL, NULL, o->err);
-        submit_record(app, c, &b);
+        submit_record(app, c, tl, el, id, 0, variant, &b);
     } else {
         size_t nf = o->h ? (size_t)bs_model_handle_schema(o->h)->n_features : 0;
         size_t k = o->h ? (size_t)bs_model_handle_schema(o->h)->n_outputs : 0;
@@ -167,7 +173,7 @@ static void log_outcome(const call_t *c, int shadow, const char *variant, int ve
             render_record(&b, c, time, o->ids[r], shadow, variant, version, ms, o->h,
                           o->rows ? o->rows + r * nf : NULL, o->out ? o->out + r * k : NULL,
                           o->err);
-            submit_record(app, c, &b);
+            submit_record(app, c, tl, el, o->ids[r], shadow, variant, &b);
         }
     }
     bs_buf_free(&b);
@@ -178,7 +184,7 @@ static void log_outcome(const call_t *c, int shadow, const char *variant, int ve
 typedef struct {
     call_t c;
     bs_endpoint_route_t sh; /* the shadow */
-    char *body;
+    char *body;             /* these two point into the same allocation, after the struct */
     size_t body_len;
     size_t n;
     char (*ids)[37];
@@ -186,10 +192,7 @@ typedef struct {
 
 static void shadow_free(void *ud)
 {
-    shadow_run_t *s = ud;
-    free(s->body);
-    free(s->ids);
-    free(s);
+    free(ud); /* one allocation: the run, its ids and its body */
 }
 
 /* The request's body as rows for the shadow version's schema. */
@@ -264,31 +267,29 @@ static void run_shadows(const call_t *c, const char *body, size_t body_len, size
 {
     bs_app_t *app = c->app;
     for (int i = 0; i < c->n_shadows && app->shadow; i++) {
-        shadow_run_t *s = calloc(1, sizeof *s);
+        /* One allocation: the run, then the ids (37-byte aligned is enough: chars), then
+         * the body and its NUL. */
+        size_t ids_bytes = n * sizeof(char[37]);
+        shadow_run_t *s = malloc(sizeof *s + ids_bytes + body_len + 1);
         if (!s)
             return;
-        s->c = *c;
+        memcpy(&s->c, c, sizeof *c);
         s->c.oip_id = NULL; /* borrowed from the request: not past it */
         s->sh = c->shadows[i];
         s->n = n;
         s->body_len = body_len;
-        s->body = malloc(body_len + 1);
-        s->ids = malloc(n * sizeof *s->ids + 1);
-        if (!s->body || !s->ids) {
-            shadow_free(s);
-            return;
-        }
+        s->ids = (char(*)[37])(s + 1);
+        s->body = (char *)(s + 1) + ids_bytes;
         if (body_len)
             memcpy(s->body, body, body_len);
         s->body[body_len] = '\0';
-        memcpy(s->ids, ids, n * sizeof *s->ids);
+        if (ids_bytes)
+            memcpy(s->ids, ids, ids_bytes);
         char ref[200];
-        if (s->sh.version > 0)
-            snprintf(ref, sizeof ref, "%s", c->model);
-        else
+        if (s->sh.version <= 0)
             snprintf(ref, sizeof ref, "%s@%s", c->model, s->sh.alias);
         bs_shadow_job_t job = {.tenant = c->tenant,
-                               .ref = ref,
+                               .ref = s->sh.version > 0 ? c->model : ref,
                                .version = s->sh.version,
                                .parse = shadow_parse,
                                .done = shadow_done,

@@ -213,6 +213,13 @@ int bs_fmt_json_double(double v, char *out)
         *p++ = '-';
     uint64_t n17, n15;
     int d17, d15;
+    /* The common case first: when the 15 digits read back as v, the rule below picks them
+     * (the 17-digit text is within half an ulp plus half a unit, at most 12 units of its
+     * last digit, of those digits followed by 00, so it shows more than 15 digits ending
+     * within 15 of 00, or it shows the same digits), and the 17 are not needed. */
+    if (sig_digits(a, 15, &n15, &d15) == 0 && 14 - d15 >= 0 && 14 - d15 <= 22 &&
+        (double)n15 / pow10_exact[14 - d15] == a)
+        return (int)(write_g(p, n15, d15, 15) - out);
     if (sig_digits(a, 17, &n17, &d17) != 0)
         return 0;
     /* bs_jw_double's rule: when the %.17g text shows more than 15 digits (17 - trailing

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdint.h>
 #include <time.h>
 
 #include "base/err.h"
@@ -24,13 +25,43 @@ int64_t bs_time_wall_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* The hot path (a record per prediction) formats the same second over and over: each thread
+ * keeps its last second's "YYYY-MM-DDTHH:MM:SS" and writes only the milliseconds. */
 void bs_time_rfc3339(int64_t wall_ms, char *out, size_t n)
 {
-    time_t secs = (time_t)(wall_ms / 1000);
-    struct tm tm;
-    gmtime_r(&secs, &tm);
-    snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-             tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(wall_ms % 1000));
+    static _Thread_local int64_t cached_secs = INT64_MIN;
+    static _Thread_local char cached[20]; /* 19 characters and the NUL */
+    int64_t secs = wall_ms / 1000;
+    int ms = (int)(wall_ms % 1000);
+    if (wall_ms < 0 || n < 25) { /* the general path */
+        time_t t = (time_t)secs;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        snprintf(out, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms);
+        return;
+    }
+    if (secs != cached_secs) {
+        time_t t = (time_t)secs;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        char tmp[64];
+        int w = snprintf(tmp, sizeof tmp, "%04d-%02d-%02dT%02d:%02d:%02d", tm.tm_year + 1900,
+                         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        if (w != 19) { /* a year past 9999: not cached */
+            snprintf(out, n, "%s.%03dZ", tmp, ms);
+            return;
+        }
+        memcpy(cached, tmp, 20);
+        cached_secs = secs;
+    }
+    memcpy(out, cached, 19);
+    out[19] = '.';
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+    out[24] = '\0';
 }
 
 int bs_time_parse_rfc3339(const char *s, int64_t *out_ms)

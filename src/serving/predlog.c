@@ -76,12 +76,12 @@ static const char *const drop_reason[N_DROP] = {"buffer_full", "log_overload", "
 
 /* ---- the buffer -------------------------------------------------------------------------- */
 
-/* One record in a chunk: this header, then tenant, endpoint and the record's bytes; the
- * whole padded to 8 bytes. */
+/* One record in a chunk: this header, then tenant, endpoint, the log record's id (when the
+ * submitter gave it: has_id) and the record's bytes; the whole padded to 8 bytes. */
 typedef struct {
     uint32_t size; /* of the whole entry, padding included */
     uint32_t len;  /* of the record */
-    uint8_t tenant_len, endpoint_len;
+    uint8_t tenant_len, endpoint_len, id_len, has_id;
 } entry_t;
 
 typedef struct chunk {
@@ -468,7 +468,35 @@ int bs_predlog_submit(bs_predlog_t *p, const char *tenant, const char *endpoint,
 {
     if (!p)
         return BS_EUNAVAIL;
-    size_t tl = strlen(tenant), el = strlen(endpoint);
+    return bs_predlog_submit_ex(p, tenant, strlen(tenant), endpoint, strlen(endpoint), NULL, 0,
+                                NULL, 0, json, len);
+}
+
+int bs_predlog_submit_ex(bs_predlog_t *p, const char *tenant, size_t tl, const char *endpoint,
+                         size_t el, const char *prediction_id, size_t pid_len,
+                         const char *shadow_variant, size_t sv_len, const char *json, size_t len)
+{
+    if (!p)
+        return BS_EUNAVAIL;
+    /* The log record's id, as record_id reads it from the record. */
+    char idb[LOG_ID_MAX + 1];
+    size_t il = 0;
+    int has_id = 0;
+    if (prediction_id) {
+        has_id = 1;
+        if (pid_len && pid_len <= 64 && !memchr(prediction_id, '\\', pid_len)) {
+            if (!shadow_variant) {
+                memcpy(idb, prediction_id, pid_len);
+                il = pid_len;
+            } else {
+                if (sv_len > MAX_NAME)
+                    sv_len = MAX_NAME;
+                int w = snprintf(idb, sizeof idb, "%.*s:shadow:%.*s", (int)pid_len,
+                                 prediction_id, (int)sv_len, shadow_variant);
+                il = w < 0 ? 0 : (size_t)w < sizeof idb ? (size_t)w : sizeof idb - 1;
+            }
+        }
+    }
     if (tl > MAX_NAME)
         tl = MAX_NAME;
     if (el > MAX_NAME)
@@ -477,7 +505,7 @@ int bs_predlog_submit(bs_predlog_t *p, const char *tenant, const char *endpoint,
         count_drop(p, tenant, tl, endpoint, el, DROP_BUFFER_FULL, 1);
         return BS_EOVERLOAD;
     }
-    size_t need = (sizeof(entry_t) + tl + el + len + 7) & ~(size_t)7;
+    size_t need = (sizeof(entry_t) + tl + el + il + len + 7) & ~(size_t)7;
     pthread_mutex_lock(&p->mu);
     if (p->stopping) {
         pthread_mutex_unlock(&p->mu);
@@ -517,10 +545,13 @@ int bs_predlog_submit(bs_predlog_t *p, const char *tenant, const char *endpoint,
     en->len = (uint32_t)len;
     en->tenant_len = (uint8_t)tl;
     en->endpoint_len = (uint8_t)el;
+    en->id_len = (uint8_t)il;
+    en->has_id = (uint8_t)has_id;
     char *d = (char *)(en + 1);
     memcpy(d, tenant, tl);
     memcpy(d + tl, endpoint, el);
-    memcpy(d + tl + el, json, len);
+    memcpy(d + tl + el, idb, il);
+    memcpy(d + tl + el + il, json, len);
     c->used += need;
     p->bytes += need;
     p->seq++;
@@ -660,9 +691,13 @@ static const char *entry_endpoint(const entry_t *e)
 {
     return (const char *)(e + 1) + e->tenant_len;
 }
-static const char *entry_record(const entry_t *e)
+static const char *entry_id(const entry_t *e)
 {
     return (const char *)(e + 1) + e->tenant_len + e->endpoint_len;
+}
+static const char *entry_record(const entry_t *e)
+{
+    return (const char *)(e + 1) + e->tenant_len + e->endpoint_len + e->id_len;
 }
 
 /* Under ack_mu: queues round at the FIFO's tail. */
@@ -697,7 +732,12 @@ static int build_batch(bs_predlog_t *p, const ent_ref_t *ents, int *i, const cha
     for (; *i >= 0 && m < BS_LOG_MAX_BATCH; *i = ents[*i].next, m++) {
         const entry_t *e = ents[*i].e;
         const char *ep = entry_endpoint(e), *rec = entry_record(e);
-        record_id(rec, e->len, p->ids[m]);
+        if (e->has_id) {
+            memcpy(p->ids[m], entry_id(e), e->id_len);
+            p->ids[m][e->id_len] = 0;
+        } else {
+            record_id(rec, e->len, p->ids[m]);
+        }
         p->recs[m] =
             (bs_log_record_in_t){.id = p->ids[m][0] ? p->ids[m] : NULL, .data = rec, .len = e->len};
         run_t *last = nr ? &p->runs[nr - 1] : NULL;

@@ -74,6 +74,17 @@ void bs_predlog_free(bs_predlog_t *p);
  */
 int bs_predlog_submit(bs_predlog_t *p, const char *tenant, const char *endpoint,
                       const char *json, size_t len);
+/*
+ * bs_predlog_submit with the lengths known and the record's prediction_id (pid_len bytes)
+ * and, for a shadow record, its variant given by the caller (shadow_variant NULL: not a
+ * shadow), so the drain does not scan the record for them: they must be the record's own
+ * ("prediction_id", "shadow", "variant"). prediction_id NULL: read from the record, as
+ * bs_predlog_submit does. Names longer than 64 bytes are cut as bs_predlog_submit cuts them.
+ */
+int bs_predlog_submit_ex(bs_predlog_t *p, const char *tenant, size_t tenant_len,
+                         const char *endpoint, size_t endpoint_len, const char *prediction_id,
+                         size_t pid_len, const char *shadow_variant, size_t sv_len,
+                         const char *json, size_t len);
 
 /*
  * The KServe payload logger of an endpoint (spec "logger": {"url", "mode"}): CloudEvents

@@ -1,11 +1,18 @@
 /*
  * The shadow runner; see shadow.h. One mutex guards the FIFO queue and its budget; the
- * threads wait on a condition variable, take one job, and run it with no lock held.
+ * threads take one job at a time and run it with no lock held, and go on while the queue
+ * has jobs. Wake-ups are rationed (a futex wake per job costs the submitting I/O thread
+ * more than the copy): a thread that finds the queue empty first naps SHADOW_NAP_NS, and
+ * a submit wakes it only when SHADOW_WAKE_JOBS are waiting; one that finds it empty after
+ * its nap sleeps until woken, which the next submit does (one signal at a time:
+ * wake_pending). So under load a thread wakes at most every nap and runs a batch, and an
+ * idle runner does not poll.
  * Counters are atomics read by /metrics.
  */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +21,9 @@
 #include "base/log.h"
 #include "base/rcu.h"
 #include "base/time.h"
+
+#define SHADOW_NAP_NS 1000000 /* 1 ms */
+#define SHADOW_WAKE_JOBS 32
 #include "serving/shadow.h"
 
 typedef struct job {
@@ -30,6 +40,8 @@ struct bs_shadow {
     job_t *head, *tail;
     size_t n_jobs, n_bytes;
     int stop;
+    int n_napping, n_sleeping; /* threads in a timed nap, in an untimed wait */
+    int wake_pending;          /* signalled, not yet woken */
     int n_threads;
     pthread_t threads[BS_SHADOW_THREADS];
     _Atomic uint64_t runs, dropped;
@@ -81,11 +93,33 @@ static void *worker(void *arg)
     if (setpriority(PRIO_PROCESS, (id_t)gettid(), BS_SHADOW_NICE) != 0)
         BS_LOG(BS_LOG_DEBUG, "shadow", "could not lower the shadow thread's priority");
     pthread_mutex_lock(&s->mu);
+    int napped = 0;
     for (;;) {
-        while (!s->head && !s->stop)
-            pthread_cond_wait(&s->cv, &s->mu);
         if (s->stop)
             break;
+        if (!s->head) {
+            if (!napped) {
+                struct timespec ts;
+                clock_gettime(CLOCK_MONOTONIC, &ts);
+                ts.tv_nsec += SHADOW_NAP_NS;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                s->n_napping++;
+                pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+                s->n_napping--;
+                napped = 1;
+            } else {
+                s->n_sleeping++;
+                pthread_cond_wait(&s->cv, &s->mu);
+                s->n_sleeping--;
+                napped = 0;
+            }
+            s->wake_pending = 0;
+            continue;
+        }
+        napped = 0;
         job_t *jb = s->head;
         s->head = jb->next;
         if (!s->head)
@@ -112,7 +146,11 @@ bs_shadow_t *bs_shadow_new(bs_serving_t *serving, bs_err_t *err)
     }
     s->serving = serving;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* the nap's deadline */
+    pthread_cond_init(&s->cv, &ca);
+    pthread_condattr_destroy(&ca);
     for (int i = 0; i < BS_SHADOW_THREADS; i++) {
         if (pthread_create(&s->threads[i], NULL, worker, s) != 0) {
             bs_err_set(err, BS_ENOMEM, "cannot start shadow thread %d", i);
@@ -150,6 +188,14 @@ void bs_shadow_free(bs_shadow_t *s)
     free(s);
 }
 
+/* snprintf(out, n, "%s", in) without the formatter. */
+static void copy_name(char *out, size_t n, const char *in)
+{
+    size_t l = strnlen(in, n - 1);
+    memcpy(out, in, l);
+    out[l] = 0;
+}
+
 int bs_shadow_submit(bs_shadow_t *s, const bs_shadow_job_t *job, bs_err_t *err)
 {
     job_t *jb = malloc(sizeof *jb);
@@ -159,8 +205,8 @@ int bs_shadow_submit(bs_shadow_t *s, const bs_shadow_job_t *job, bs_err_t *err)
     }
     jb->next = NULL;
     jb->j = *job;
-    snprintf(jb->tenant, sizeof jb->tenant, "%s", job->tenant);
-    snprintf(jb->ref, sizeof jb->ref, "%s", job->ref);
+    copy_name(jb->tenant, sizeof jb->tenant, job->tenant);
+    copy_name(jb->ref, sizeof jb->ref, job->ref);
     pthread_mutex_lock(&s->mu);
     if (s->stop || s->n_jobs >= BS_SHADOW_MAX_JOBS ||
         (s->n_jobs && s->n_bytes + job->bytes > BS_SHADOW_MAX_BYTES)) {
@@ -182,8 +228,13 @@ int bs_shadow_submit(bs_shadow_t *s, const bs_shadow_job_t *job, bs_err_t *err)
     s->tail = jb;
     s->n_jobs++;
     s->n_bytes += job->bytes;
-    pthread_cond_signal(&s->cv);
+    int wake = !s->wake_pending &&
+               (s->n_sleeping > 0 || (s->n_napping > 0 && s->n_jobs >= SHADOW_WAKE_JOBS));
+    if (wake)
+        s->wake_pending = 1;
     pthread_mutex_unlock(&s->mu);
+    if (wake)
+        pthread_cond_signal(&s->cv);
     return 0;
 }
 

@@ -230,13 +230,21 @@ static void test_order_and_ids(void **state)
     fx_t *f = *state;
     ensure_topic(f->log, T);
     bs_predlog_t *p = new_predlog(f->log, NULL, 0);
-    /* More than two appends' worth (BS_LOG_MAX_BATCH each), every 7th a shadow run. */
+    /* More than two appends' worth (BS_LOG_MAX_BATCH each), every 7th a shadow run; every
+     * other one through bs_predlog_submit_ex. */
     int total = 2 * BS_LOG_MAX_BATCH + 777;
     char rec[1024], pid[40];
     for (int i = 0; i < total; i++) {
         pid_of(pid, 1, i);
         int n = render(rec, sizeof rec, pid, i % 3 ? "fraud" : "churn", 3, i % 7 ? NULL : "v5", i);
-        assert_int_equal(bs_predlog_submit(p, T, i % 3 ? "fraud" : "churn", rec, (size_t)n), 0);
+        const char *ep = i % 3 ? "fraud" : "churn";
+        if (i % 2) /* half of them hand the drain the id and lengths: the same log records */
+            assert_int_equal(bs_predlog_submit_ex(p, T, strlen(T), ep, strlen(ep), pid,
+                                                  strlen(pid), i % 7 ? NULL : "v5", 2, rec,
+                                                  (size_t)n),
+                             0);
+        else
+            assert_int_equal(bs_predlog_submit(p, T, ep, rec, (size_t)n), 0);
     }
     assert_int_equal(bs_predlog_flush(p, 30000), 0);
     got_t g;
