@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/id.h"
+#include "base/numfmt.h"
 #include "serving/serving_int.h"
 
 static const double buckets[BS__SERVING_BUCKETS] = {0.00001, 0.000025, 0.00005, 0.0001, 0.00025,
@@ -323,9 +324,48 @@ void bs_serving_render(const bs_model_handle_t *h, const double *out, size_t n, 
     bs_serving_render_ex(h, out, n, NULL, NULL, b);
 }
 
+/* The usual row (float features whose names are JSON literals, see BS__FAST_NAME_LITERAL)
+ * written as one text into a stack buffer and appended at once: no per-key escape scan or
+ * strlen, one comma decision. 0 when the row needs the general writer below. */
+static int render_row_plain(const bs_model_handle_t *h, const double *row, bs_buf_t *b)
+{
+    const bs_ml_schema_t *s = &h->sig;
+    char out[4096];
+    size_t n = 0;
+    out[n++] = '{';
+    for (int i = 0; i < s->n_features; i++) {
+        if (s->features[i].type == BS_ML_CATEGORY || !(h->fast[i] & BS__FAST_NAME_LITERAL))
+            return 0;
+        size_t len = h->name_len[i];
+        if (n + len + 4 + 32 + 1 > sizeof out)
+            return 0;
+        if (i)
+            out[n++] = ',';
+        out[n++] = '"';
+        memcpy(out + n, s->features[i].name, len);
+        n += len;
+        out[n++] = '"';
+        out[n++] = ':';
+        if (!isfinite(row[i])) { /* a missing value */
+            memcpy(out + n, "null", 4);
+            n += 4;
+            continue;
+        }
+        int k = bs_fmt_json_double(row[i], out + n);
+        if (!k)
+            return 0;
+        n += (size_t)k;
+    }
+    out[n++] = '}';
+    bs_jw_raw(b, out, n);
+    return 1;
+}
+
 void bs_serving_render_row(const bs_model_handle_t *h, const double *row, bs_buf_t *b)
 {
     const bs_ml_schema_t *s = &h->sig;
+    if (h->fast && h->name_len && render_row_plain(h, row, b))
+        return;
     bs_jw_obj_begin(b);
     for (int i = 0; i < s->n_features; i++) {
         const bs_ml_feature_t *f = &s->features[i];
