@@ -590,6 +590,14 @@ bs_monitor_t *bs_monitor_new(const bs_monitor_opts_t *o, bs_err_t *err)
     m->jetstream = strcmp(bs_log_backend(o->log), "jetstream") == 0;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->progress, NULL);
+    if (bs__monitor_feed_start(m) != 0) {
+        bs__monitor_feed_free(m);
+        pthread_mutex_destroy(&m->mu);
+        pthread_cond_destroy(&m->progress);
+        free(m);
+        bs_err_set(err, BS_ENOMEM, "cannot start the monitor's feed thread");
+        return NULL;
+    }
     return m;
 }
 
@@ -603,6 +611,8 @@ void bs_monitor_free(bs_monitor_t *m)
     pthread_mutex_unlock(&m->mu);
     for (tenant_t *t = m->tenants; t; t = t->next)
         bs__monitor_tail_stop(m, t);
+    bs__monitor_feed_stop(m);
+    bs__monitor_feed_free(m);
     while (m->tenants) {
         tenant_t *t = m->tenants;
         m->tenants = t->next;

@@ -37,6 +37,7 @@
 #define E_PROBS 0x08    /* the probabilities are known */
 #define E_LABELLED 0x10 /* feedback joined: label_sid / label_num */
 #define E_VALUE 0x20    /* a regression output in out */
+#define E_LOCAL 0x40    /* from this process's local feed (its record may not be written yet) */
 
 #define MAX_CLASSES 1024     /* a class list longer than this is not kept */
 #define MAX_CSETS 1024       /* distinct class lists per endpoint */
@@ -127,6 +128,12 @@ typedef struct tenant {
     struct tenant *next;
 } tenant_t;
 
+/* The local feed's queue (monitor_feed.c): serialised rows. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} feed_buf_t;
+
 struct bs_monitor {
     struct bs_log *log;
     struct bs_predlog *predlog;
@@ -139,6 +146,15 @@ struct bs_monitor {
     int64_t entries;
     uint64_t evicted;
     uint64_t feedback_joined;
+    /* the local feed (monitor_feed.c; the queue under feed_mu, never with mu held) */
+    char run_id[40];
+    char origin_prefix[64]; /* {"origin":"<run_id>" : how this run's records begin */
+    size_t origin_len;
+    pthread_mutex_t feed_mu, feed_drain_mu;
+    feed_buf_t feed_q, feed_spare;
+    int feed_stopping, feed_started;
+    pthread_t feed_thread;
+    uint64_t feed_observed, feed_dropped;
 };
 
 /* ---- monitor.c (callers hold m->mu unless said) ---- */
@@ -162,6 +178,13 @@ int bs__monitor_variant(table_t *tb, const char *name);  /* index, or -1 */
 int bs__monitor_cset(table_t *tb, char **labels, int k); /* index, or -1; copies */
 int bs__monitor_label(table_t *tb, const char *s, int is_bool, int bool_value); /* or -1 */
 void bs__monitor_entry_free(entry_t *e);
+
+/* ---- monitor_feed.c ---- */
+int bs__monitor_feed_start(bs_monitor_t *m); /* the run id and the feed thread; 0 or -1 */
+void bs__monitor_feed_stop(bs_monitor_t *m);  /* the last drain, the thread joined */
+void bs__monitor_feed_free(bs_monitor_t *m);
+/* Applies every row observed so far to the tables (not under mu): the rows applied. */
+int bs__monitor_feed_drain(bs_monitor_t *m);
 
 /* ---- monitor_tail.c ---- */
 int bs__monitor_tail_start(bs_monitor_t *m, tenant_t *t, bs_err_t *err); /* under mu */
