@@ -79,8 +79,13 @@ typedef struct {
 typedef struct table {
     char endpoint[64];
     int ix; /* within the tenant */
-    entry_t *ring;
-    size_t cap, head, count; /* cap: a power of two (or 0) */
+    /* The ring, in chunks of RING_CHUNK entries that never move (growth allocates one chunk,
+     * or reuses the spare one the head last emptied; no copy): chunks is itself a ring of
+     * cap_chunks (a power of two, or 0) pointers, n_chunks of them in use from chunk0; the
+     * head entry is at head_off in chunks[chunk0]. bs__monitor_at addresses entry i. */
+    entry_t **chunks;
+    size_t cap_chunks, chunk0, n_chunks, head_off, count;
+    entry_t *spare;
     int64_t head_seq;
     char (*variants)[64];
     int n_variants, cap_variants;
@@ -90,6 +95,8 @@ typedef struct table {
     int n_labels, cap_labels;
     uint64_t feedback_received; /* accepted through this replica */
 } table_t;
+
+#define RING_CHUNK 4096
 
 typedef struct {
     uint32_t h;
@@ -156,6 +163,13 @@ struct bs_monitor {
     pthread_t feed_thread;
     uint64_t feed_observed, feed_dropped;
 };
+
+/* The i-th entry from the ring's head (i < count). */
+static inline entry_t *bs__monitor_at(const table_t *tb, size_t i)
+{
+    size_t x = tb->head_off + i;
+    return &tb->chunks[(tb->chunk0 + x / RING_CHUNK) & (tb->cap_chunks - 1)][x % RING_CHUNK];
+}
 
 /* ---- monitor.c (callers hold m->mu unless said) ---- */
 tenant_t *bs__monitor_tenant(bs_monitor_t *m, const char *tenant); /* NULL when unknown */
