@@ -4,6 +4,7 @@
  *                      eviction) and the metrics;
  *   monitor_tail.c     the tail thread per tenant: predictions and feedback records into
  *                      the tables;
+ *   monitor_feed.c     the local feed: this process's rows straight into the tables;
  *   monitor_feedback.c POST /v1/feedback's validation and durable append;
  *   monitor_reports.c  summaries, PSI and the performance, experiment and shadow reports.
  *

@@ -12,6 +12,13 @@
  * a small per-tenant list and is retried after each batch of predictions, for
  * PENDING_TTL_MS. On start both tails begin at bs_log_offset_at(now - window): the table
  * and its joins rebuild from the log after a restart.
+ *
+ * The rows this process predicted reach the tables through the local feed
+ * (monitor_feed.c) instead; their records begin with {"origin":"<this run's id>", and
+ * pred_cb drops those with one memcmp before any scan or parse. Reading them still costs
+ * the log read (seg_read); on the segments backend only this process writes the log, so a
+ * later step could stop reading its own run's records altogether — not done: the memcmp
+ * is simple and keeps records from any other writer of the topic.
  */
 #include <math.h>
 #include <stdio.h>
