@@ -39,6 +39,7 @@
 #include "base/id.h"
 #include "base/log.h"
 #include "base/rcu.h"
+#include "monitor/monitor.h"
 #include "serving/endpoints.h"
 #include "serving/predlog.h"
 #include "serving/shadow.h"
@@ -87,13 +88,24 @@ typedef struct {
 
 /* ---- the prediction log ------------------------------------------------------------------ */
 
+/* The record's first member "origin" when the monitor already has the row (its local feed:
+ * monitor/monitor.h); the monitor's tail skips records that begin so. */
+static void render_origin(bs_buf_t *b, const char *origin)
+{
+    if (origin) {
+        bs_jw_key(b, "origin");
+        bs_jw_str(b, origin);
+    }
+}
+
 /* One record of serving/predlog.h. row/out NULL: not written; err non-NULL: "error". */
-static void render_record(bs_buf_t *b, const call_t *c, const char *time, const char *prediction_id,
-                          int shadow, const char *variant, int version, double latency_ms,
-                          const bs_model_handle_t *h, const double *row, const double *out,
-                          const bs_err_t *err)
+static void render_record(bs_buf_t *b, const call_t *c, const char *origin, const char *time,
+                          const char *prediction_id, int shadow, const char *variant, int version,
+                          double latency_ms, const bs_model_handle_t *h, const double *row,
+                          const double *out, const bs_err_t *err)
 {
     bs_jw_obj_begin(b);
+    render_origin(b, origin);
     bs_jw_key(b, "prediction_id");
     bs_jw_strn(b, prediction_id, 36);
     bs_jw_key(b, "request_id");
@@ -146,6 +158,37 @@ static void submit_record(bs_app_t *app, const call_t *c, size_t tl, size_t el, 
                              b->len);
 }
 
+/* The row into the monitor's local feed: the record's "origin" when it took it, else NULL. */
+static const char *observe(const call_t *c, const char *prediction_id, int shadow,
+                           const char *variant, int version, double latency_ms,
+                           const bs_model_handle_t *h, const double *out, const bs_err_t *err)
+{
+    bs_monitor_t *m = c->app->monitor;
+    if (!m)
+        return NULL;
+    bs_monitor_obs_t ob = {.prediction_id = prediction_id,
+                           .endpoint = c->endpoint,
+                           .variant = variant,
+                           .time_ms = c->wall_ms,
+                           .version = version > 0 ? version : 0,
+                           .shadow = shadow,
+                           .error = err != NULL,
+                           .latency_ms = latency_ms,
+                           .kind = BS_MONITOR_OBS_NONE};
+    if (!err && h && out) {
+        const bs_ml_schema_t *s = bs_model_handle_schema(h);
+        if (s->task == BS_ML_CLASSIFICATION) {
+            ob.kind = BS_MONITOR_OBS_CLASSES;
+            ob.k = s->n_outputs;
+            ob.labels = (const char *const *)s->labels;
+        } else {
+            ob.kind = s->n_outputs == 1 ? BS_MONITOR_OBS_VALUE : BS_MONITOR_OBS_OTHER;
+        }
+        ob.out = out;
+    }
+    return bs_monitor_observe(m, c->tenant, &ob) == 0 ? bs_monitor_origin(m) : NULL;
+}
+
 /* The records of one outcome: one per row, or one error record with an id of its own when
  * the request failed before any row was predicted. */
 static void log_outcome(const call_t *c, int shadow, const char *variant, int version,
@@ -163,16 +206,19 @@ static void log_outcome(const call_t *c, int shadow, const char *variant, int ve
     if (!shadow && o->err) {
         char id[37];
         bs_uuid7(id);
-        render_record(&b, c, time, id, 0, variant, version, ms, o->h, NULL, NULL, o->err);
+        const char *origin = observe(c, id, 0, variant, version, ms, o->h, NULL, o->err);
+        render_record(&b, c, origin, time, id, 0, variant, version, ms, o->h, NULL, NULL, o->err);
         submit_record(app, c, tl, el, id, 0, variant, &b);
     } else {
         size_t nf = o->h ? (size_t)bs_model_handle_schema(o->h)->n_features : 0;
         size_t k = o->h ? (size_t)bs_model_handle_schema(o->h)->n_outputs : 0;
         for (size_t r = 0; r < o->n; r++) {
             bs_buf_reset(&b);
-            render_record(&b, c, time, o->ids[r], shadow, variant, version, ms, o->h,
-                          o->rows ? o->rows + r * nf : NULL, o->out ? o->out + r * k : NULL,
-                          o->err);
+            const double *out = o->out ? o->out + r * k : NULL;
+            const char *origin = observe(c, o->ids[r], shadow, variant, version, ms, o->h, out,
+                                         o->err);
+            render_record(&b, c, origin, time, o->ids[r], shadow, variant, version, ms, o->h,
+                          o->rows ? o->rows + r * nf : NULL, out, o->err);
             submit_record(app, c, tl, el, o->ids[r], shadow, variant, &b);
         }
     }

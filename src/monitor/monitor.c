@@ -221,8 +221,11 @@ tenant_t *bs__monitor_tenant_add(bs_monitor_t *m, const char *tenant)
 static void table_free(table_t *tb)
 {
     for (size_t i = 0; i < tb->count; i++)
-        bs__monitor_entry_free(&tb->ring[(tb->head + i) & (tb->cap - 1)]);
-    free(tb->ring);
+        bs__monitor_entry_free(bs__monitor_at(tb, i));
+    for (size_t c = 0; c < tb->n_chunks; c++)
+        free(tb->chunks[(tb->chunk0 + c) & (tb->cap_chunks - 1)]);
+    free(tb->chunks);
+    free(tb->spare);
     free(tb->variants);
     for (int i = 0; i < tb->n_csets; i++) {
         for (int j = 0; j < tb->csets[i]->k; j++)
@@ -283,7 +286,7 @@ entry_t *bs__monitor_entry(table_t *tb, int64_t seq)
 {
     if (seq < tb->head_seq || seq >= tb->head_seq + (int64_t)tb->count)
         return NULL;
-    return &tb->ring[(tb->head + (size_t)(seq - tb->head_seq)) & (tb->cap - 1)];
+    return bs__monitor_at(tb, (size_t)(seq - tb->head_seq));
 }
 
 int bs__monitor_variant(table_t *tb, const char *name)
@@ -488,30 +491,40 @@ static void index_remove(tenant_t *t, const table_t *tb, int64_t seq, const entr
 
 /* ---- insert and evict ------------------------------------------------------------------- */
 
+/* One more chunk at the ring's end: the spare, else a new one (rare: a chunk per
+ * RING_CHUNK entries, and the pointer ring doubles, copying pointers only). 0 or -1. */
 static int ring_grow(table_t *tb)
 {
-    size_t cap = tb->cap ? tb->cap * 2 : 256;
-    entry_t *r = malloc(cap * sizeof *r);
-    if (!r)
+    if (tb->n_chunks == tb->cap_chunks) {
+        size_t cap = tb->cap_chunks ? tb->cap_chunks * 2 : 8;
+        entry_t **v = malloc(cap * sizeof *v);
+        if (!v)
+            return -1;
+        for (size_t c = 0; c < tb->n_chunks; c++)
+            v[c] = tb->chunks[(tb->chunk0 + c) & (tb->cap_chunks - 1)];
+        free(tb->chunks);
+        tb->chunks = v;
+        tb->cap_chunks = cap;
+        tb->chunk0 = 0;
+    }
+    entry_t *ch = tb->spare;
+    tb->spare = NULL;
+    if (!ch && !(ch = malloc(RING_CHUNK * sizeof *ch)))
         return -1;
-    for (size_t i = 0; i < tb->count; i++)
-        r[i] = tb->ring[(tb->head + i) & (tb->cap - 1)];
-    free(tb->ring);
-    tb->ring = r;
-    tb->cap = cap;
-    tb->head = 0;
+    tb->chunks[(tb->chunk0 + tb->n_chunks) & (tb->cap_chunks - 1)] = ch;
+    tb->n_chunks++;
     return 0;
 }
 
 int bs__monitor_insert(bs_monitor_t *m, tenant_t *t, table_t *tb, entry_t *e)
 {
-    if ((tb->count == tb->cap && ring_grow(tb) != 0) ||
+    if ((tb->head_off + tb->count == tb->n_chunks * RING_CHUNK && ring_grow(tb) != 0) ||
         (!(e->flags & E_SHADOW) && (t->used + 1) * 10 > t->n_slots * 7 && index_grow(t) != 0)) {
         bs__monitor_entry_free(e);
         return -1;
     }
     int64_t seq = tb->head_seq + (int64_t)tb->count;
-    tb->ring[(tb->head + tb->count) & (tb->cap - 1)] = *e;
+    *bs__monitor_at(tb, tb->count) = *e;
     tb->count++;
     m->entries++;
     if (!(e->flags & E_SHADOW)) {
@@ -532,12 +545,21 @@ int bs__monitor_insert(bs_monitor_t *m, tenant_t *t, table_t *tb, entry_t *e)
 
 static void pop_head(bs_monitor_t *m, tenant_t *t, table_t *tb)
 {
-    entry_t *e = &tb->ring[tb->head];
+    entry_t *e = bs__monitor_at(tb, 0);
     if (!(e->flags & E_SHADOW))
         index_remove(t, tb, tb->head_seq, e);
     bs__monitor_entry_free(e);
-    tb->head = (tb->head + 1) & (tb->cap - 1);
     tb->count--;
+    if (++tb->head_off == RING_CHUNK) { /* the head's chunk is empty: keep it as the spare */
+        entry_t *ch = tb->chunks[tb->chunk0];
+        tb->chunk0 = (tb->chunk0 + 1) & (tb->cap_chunks - 1);
+        tb->n_chunks--;
+        tb->head_off = 0;
+        if (tb->spare)
+            free(ch);
+        else
+            tb->spare = ch;
+    }
     tb->head_seq++;
     m->entries--;
     m->evicted++;
@@ -549,7 +571,7 @@ void bs__monitor_evict(bs_monitor_t *m, int64_t now_ms)
     for (tenant_t *t = m->tenants; t; t = t->next)
         for (int i = 0; i < t->n_tables; i++) {
             table_t *tb = t->tables[i];
-            while (tb->count && tb->ring[tb->head].time_ms < floor)
+            while (tb->count && bs__monitor_at(tb, 0)->time_ms < floor)
                 pop_head(m, t, tb);
         }
     while (m->max_predictions > 0 && m->entries > m->max_predictions) {
@@ -559,7 +581,7 @@ void bs__monitor_evict(bs_monitor_t *m, int64_t now_ms)
             for (int i = 0; i < t->n_tables; i++) {
                 table_t *tb = t->tables[i];
                 if (tb->count &&
-                    (!best || tb->ring[tb->head].time_ms < best->ring[best->head].time_ms)) {
+                    (!best || bs__monitor_at(tb, 0)->time_ms < bs__monitor_at(best, 0)->time_ms)) {
                     best = tb;
                     bt = t;
                 }
@@ -590,6 +612,14 @@ bs_monitor_t *bs_monitor_new(const bs_monitor_opts_t *o, bs_err_t *err)
     m->jetstream = strcmp(bs_log_backend(o->log), "jetstream") == 0;
     pthread_mutex_init(&m->mu, NULL);
     pthread_cond_init(&m->progress, NULL);
+    if (bs__monitor_feed_start(m) != 0) {
+        bs__monitor_feed_free(m);
+        pthread_mutex_destroy(&m->mu);
+        pthread_cond_destroy(&m->progress);
+        free(m);
+        bs_err_set(err, BS_ENOMEM, "cannot start the monitor's feed thread");
+        return NULL;
+    }
     return m;
 }
 
@@ -603,6 +633,8 @@ void bs_monitor_free(bs_monitor_t *m)
     pthread_mutex_unlock(&m->mu);
     for (tenant_t *t = m->tenants; t; t = t->next)
         bs__monitor_tail_stop(m, t);
+    bs__monitor_feed_stop(m);
+    bs__monitor_feed_free(m);
     while (m->tenants) {
         tenant_t *t = m->tenants;
         m->tenants = t->next;

@@ -56,6 +56,32 @@ typedef struct {
 bs_monitor_t *bs_monitor_new(const bs_monitor_opts_t *o, bs_err_t *err);
 void bs_monitor_free(bs_monitor_t *m);
 
+/*
+ * The local feed: a row this process predicted (routed or shadow), straight into the
+ * monitor's tables without a round trip through the log. Never blocks on the monitor's
+ * lock: one mutex of its own and a copy into a queue the monitor drains every few
+ * milliseconds (and before bs_monitor_feedback refuses an unknown id). Everything is
+ * borrowed (copied). 0: observed — the caller must then write the row's record with
+ * "origin": bs_monitor_origin(m) as its first member (serving/predlog.h), which the
+ * monitor's tail skips so the row is not counted twice; BS_EOVERLOAD (the queue is full)
+ * or BS_EINVAL: not observed — write the record without "origin" and the tail ingests it.
+ */
+enum { BS_MONITOR_OBS_NONE, BS_MONITOR_OBS_VALUE, BS_MONITOR_OBS_CLASSES, BS_MONITOR_OBS_OTHER };
+typedef struct {
+    const char *prediction_id, *endpoint, *variant;
+    int64_t time_ms; /* when the prediction was made (the record's "time") */
+    int version;     /* 0: unknown */
+    int shadow, error;
+    double latency_ms;
+    int kind;                   /* BS_MONITOR_OBS_*: no output, one number, classes, else */
+    const double *out;          /* VALUE: out[0]; CLASSES: the k probabilities */
+    int k;                      /* CLASSES */
+    const char *const *labels;  /* CLASSES: the k class names (NULL: all "") */
+} bs_monitor_obs_t;
+int bs_monitor_observe(bs_monitor_t *m, const char *tenant, const bs_monitor_obs_t *o);
+/* This process's run id (a UUIDv7 made when the monitor was), the records' "origin". */
+const char *bs_monitor_origin(const bs_monitor_t *m);
+
 /* Starts tailing tenant's predictions and feedback topics (idempotent; the endpoint
  * rebuild calls it for every tenant that has an endpoint). The topics must exist. */
 int bs_monitor_track(bs_monitor_t *m, const char *tenant, bs_err_t *err);

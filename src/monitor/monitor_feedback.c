@@ -40,6 +40,7 @@ typedef struct {
     char field[32];
     char msg[200];
     int known;
+    int local; /* known from the local feed: its record may still be in the predlog buffer */
     table_t *table;
     int64_t offset; /* in the feedback topic, once appended */
 } item_t;
@@ -126,8 +127,10 @@ static int resolve(bs_monitor_t *m, const char *tenant, item_t *items, int n)
         if (it->code || it->known)
             continue;
         table_t *tb = NULL;
-        if (t && bs__monitor_lookup(t, it->id, &tb)) {
+        const entry_t *e = t ? bs__monitor_lookup(t, it->id, &tb) : NULL;
+        if (e) {
             it->known = 1;
+            it->local = (e->flags & E_LOCAL) != 0;
             it->table = tb;
         } else {
             unknown++;
@@ -153,6 +156,13 @@ static void second_chance(bs_monitor_t *m, const char *tenant, item_t *items, in
     /* Records still in this replica's buffer reach the log first (bounded: part of the
      * same budget). */
     uint64_t start = bs_time_mono_ns();
+    /* This process's own rows: in the tables once the local feed is drained. */
+    bs__monitor_feed_drain(m);
+    pthread_mutex_lock(&m->mu);
+    int unknown0 = resolve(m, tenant, items, n);
+    pthread_mutex_unlock(&m->mu);
+    if (!unknown0)
+        return;
     if (m->predlog)
         bs_predlog_flush(m->predlog, FLUSH_WAIT_MS);
     for (;;) {
@@ -307,6 +317,14 @@ int bs_monitor_feedback(bs_monitor_t *m, const char *tenant, const cJSON *body, 
     pthread_mutex_unlock(&m->mu);
     if (unknown)
         second_chance(m, tenant, items, n);
+    /* Feedback is acknowledged only for predictions whose records are in the log (so that it
+     * joins again after a restart): the rows the local feed gave the table may still be in
+     * this replica's prediction-log buffer. */
+    int local = 0;
+    for (int i = 0; i < n && !local; i++)
+        local = items[i].known && items[i].local;
+    if (local && m->predlog)
+        bs_predlog_flush(m->predlog, FLUSH_WAIT_MS);
 
     int64_t received = bs_time_wall_ms();
     int n_rec = 0, invalid = 0, unknown_ids = 0;

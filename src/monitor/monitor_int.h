@@ -4,6 +4,7 @@
  *                      eviction) and the metrics;
  *   monitor_tail.c     the tail thread per tenant: predictions and feedback records into
  *                      the tables;
+ *   monitor_feed.c     the local feed: this process's rows straight into the tables;
  *   monitor_feedback.c POST /v1/feedback's validation and durable append;
  *   monitor_reports.c  summaries, PSI and the performance, experiment and shadow reports.
  *
@@ -37,6 +38,7 @@
 #define E_PROBS 0x08    /* the probabilities are known */
 #define E_LABELLED 0x10 /* feedback joined: label_sid / label_num */
 #define E_VALUE 0x20    /* a regression output in out */
+#define E_LOCAL 0x40    /* from this process's local feed (its record may not be written yet) */
 
 #define MAX_CLASSES 1024     /* a class list longer than this is not kept */
 #define MAX_CSETS 1024       /* distinct class lists per endpoint */
@@ -78,8 +80,13 @@ typedef struct {
 typedef struct table {
     char endpoint[64];
     int ix; /* within the tenant */
-    entry_t *ring;
-    size_t cap, head, count; /* cap: a power of two (or 0) */
+    /* The ring, in chunks of RING_CHUNK entries that never move (growth allocates one chunk,
+     * or reuses the spare one the head last emptied; no copy): chunks is itself a ring of
+     * cap_chunks (a power of two, or 0) pointers, n_chunks of them in use from chunk0; the
+     * head entry is at head_off in chunks[chunk0]. bs__monitor_at addresses entry i. */
+    entry_t **chunks;
+    size_t cap_chunks, chunk0, n_chunks, head_off, count;
+    entry_t *spare;
     int64_t head_seq;
     char (*variants)[64];
     int n_variants, cap_variants;
@@ -89,6 +96,8 @@ typedef struct table {
     int n_labels, cap_labels;
     uint64_t feedback_received; /* accepted through this replica */
 } table_t;
+
+#define RING_CHUNK 4096
 
 typedef struct {
     uint32_t h;
@@ -127,6 +136,12 @@ typedef struct tenant {
     struct tenant *next;
 } tenant_t;
 
+/* The local feed's queue (monitor_feed.c): serialised rows. */
+typedef struct {
+    char *data;
+    size_t len, cap;
+} feed_buf_t;
+
 struct bs_monitor {
     struct bs_log *log;
     struct bs_predlog *predlog;
@@ -139,7 +154,23 @@ struct bs_monitor {
     int64_t entries;
     uint64_t evicted;
     uint64_t feedback_joined;
+    /* the local feed (monitor_feed.c; the queue under feed_mu, never with mu held) */
+    char run_id[40];
+    char origin_prefix[64]; /* {"origin":"<run_id>" : how this run's records begin */
+    size_t origin_len;
+    pthread_mutex_t feed_mu, feed_drain_mu;
+    feed_buf_t feed_q, feed_spare;
+    int feed_stopping, feed_started;
+    pthread_t feed_thread;
+    uint64_t feed_observed, feed_dropped;
 };
+
+/* The i-th entry from the ring's head (i < count). */
+static inline entry_t *bs__monitor_at(const table_t *tb, size_t i)
+{
+    size_t x = tb->head_off + i;
+    return &tb->chunks[(tb->chunk0 + x / RING_CHUNK) & (tb->cap_chunks - 1)][x % RING_CHUNK];
+}
 
 /* ---- monitor.c (callers hold m->mu unless said) ---- */
 tenant_t *bs__monitor_tenant(bs_monitor_t *m, const char *tenant); /* NULL when unknown */
@@ -162,6 +193,13 @@ int bs__monitor_variant(table_t *tb, const char *name);  /* index, or -1 */
 int bs__monitor_cset(table_t *tb, char **labels, int k); /* index, or -1; copies */
 int bs__monitor_label(table_t *tb, const char *s, int is_bool, int bool_value); /* or -1 */
 void bs__monitor_entry_free(entry_t *e);
+
+/* ---- monitor_feed.c ---- */
+int bs__monitor_feed_start(bs_monitor_t *m); /* the run id and the feed thread; 0 or -1 */
+void bs__monitor_feed_stop(bs_monitor_t *m);  /* the last drain, the thread joined */
+void bs__monitor_feed_free(bs_monitor_t *m);
+/* Applies every row observed so far to the tables (not under mu): the rows applied. */
+int bs__monitor_feed_drain(bs_monitor_t *m);
 
 /* ---- monitor_tail.c ---- */
 int bs__monitor_tail_start(bs_monitor_t *m, tenant_t *t, bs_err_t *err); /* under mu */

@@ -126,7 +126,7 @@ static int collect(bs_monitor_t *m, const char *tenant, const char *endpoint, in
     if (tb->n_variants)
         memcpy(r->variants, tb->variants, (size_t)tb->n_variants * sizeof *r->variants);
     for (size_t i = 0; i < tb->count; i++) {
-        const entry_t *e = &tb->ring[(tb->head + i) & (tb->cap - 1)];
+        const entry_t *e = bs__monitor_at(tb, i);
         if (e->time_ms < since || (until && e->time_ms >= until))
             continue;
         row_t x = {.time_ms = e->time_ms,
@@ -619,7 +619,7 @@ int bs_monitor_rewards(bs_monitor_t *m, const char *tenant, const char *endpoint
                 vi = i;
     if (tb && (!variant || vi >= 0)) {
         for (size_t i = 0; i < tb->count; i++) {
-            const entry_t *e = &tb->ring[(tb->head + i) & (tb->cap - 1)];
+            const entry_t *e = bs__monitor_at(tb, i);
             if (e->time_ms < since_ms || (e->flags & E_SHADOW) || !(e->flags & E_LABELLED) ||
                 (vi >= 0 && e->variant != vi))
                 continue;

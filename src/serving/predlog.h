@@ -20,7 +20,14 @@
  * ---- The record (the contract with src/monitor, the export and the API) ----------------
  * One JSON object per predicted row, the log record's id = prediction_id (a shadow
  * record's log id is "<prediction_id>:shadow:<variant>"):
- *   {"prediction_id": "<UUIDv7>",        the id the response returned for the row
+ *   {"origin": "<run id>",                optional, and then the FIRST member: the row is
+ *                                         already in this process's monitor (its local feed,
+ *                                         bs_monitor_observe); the value is the producer's
+ *                                         run id (bs_monitor_origin, a UUIDv7 per process).
+ *                                         The monitor's tail skips records that begin with
+ *                                         its own run's {"origin":"<run id>" (a memcmp)
+ *                                         and ingests every other record
+ *    "prediction_id": "<UUIDv7>",         the id the response returned for the row
  *    "request_id": "…",                   X-Request-Id of the request
  *    "time": "<RFC 3339 ms>",             when the prediction was made
  *    "endpoint": "fraud", "model": "fraud", "version": 3,
