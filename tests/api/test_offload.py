@@ -332,7 +332,15 @@ def test_route_table_marks_every_store_route_blocking():
         "bs__api_jobs_retry", "bs__api_job_kinds",
         # webhook secrets, tests and the delivery log
         "bs__api_webhook_secret", "bs__api_webhook_test", "bs__api_webhook_deliveries_list",
-        "bs__api_webhook_delivery_get", "bs__api_webhook_delivery_replay"}, blocking
+        "bs__api_webhook_delivery_get", "bs__api_webhook_delivery_replay",
+        # endpoints: revisions and rollback (the store), the prediction log's reads (the
+        # log), feedback (a durable append), the reports (scans of the monitor's table),
+        # rollouts (the rollouts table)
+        "bs__api_endpoint_revisions", "bs__api_endpoint_rollback", "bs__api_predictions_list",
+        "bs__api_feedback", "bs__api_endpoint_performance", "bs__api_endpoint_experiment",
+        "bs__api_endpoint_shadow", "bs__api_rollouts_create", "bs__api_rollouts_list",
+        "bs__api_rollouts_get", "bs__api_rollouts_pause", "bs__api_rollouts_resume",
+        "bs__api_rollouts_abort", "bs__api_rollouts_promote"}, blocking
     # Uploads and artifact reads keep models.c's own jobs (the upload budget is charged
     # before the body is copied): inline handlers that never touch the store themselves.
     assert marks["bs__api_versions_create"] == marks["bs__api_versions_artifact"] == "BS_ROUTE_INLINE"
@@ -340,5 +348,7 @@ def test_route_table_marks_every_store_route_blocking():
               "bs__api_readyz", "bs__api_metrics", "bs__api_info", "bs__api_openapi",
               "bs__api_docs", "bs__api_kinds_list",
               # publish and fetch defer and answer from the log's callbacks
-              "bs__api_topic_publish", "bs__api_consumer_fetch"):
+              "bs__api_topic_publish", "bs__api_consumer_fetch",
+              # endpoint predict is model predict's hot path
+              "bs__api_endpoint_predict"):
         assert marks[h] == "BS_ROUTE_INLINE", h
