@@ -149,17 +149,6 @@ static void lower(const char *s, char *out, size_t n)
     out[i] = 0;
 }
 
-/* Appends s percent-encoded (all but RFC 3986 unreserved characters). */
-static void put_encoded(bs_buf_t *b, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~')
-            bs_buf_putc(b, (char)*p);
-        else
-            bs_buf_printf(b, "%%%02X", *p);
-    }
-}
-
 /* ---- YAML in ------------------------------------------------------------------------------ */
 
 typedef struct {
@@ -736,7 +725,7 @@ static int apply_one(const remote_t *r, const kinds_t *kinds, const cJSON *w, in
     bs_buf_t path;
     bs_buf_init(&path);
     bs_buf_printf(&path, "%s/", k->path);
-    put_encoded(&path, name->valuestring);
+    bs_cli_put_encoded(&path, name->valuestring);
     size_t base_len = path.len;
     if (dry_run)
         bs_buf_puts(&path, "?dry_run=true");
@@ -903,7 +892,7 @@ int bs_cli_get(int argc, char **argv)
     cJSON *items = NULL, *one = NULL;
     if (name) {
         bs_buf_putc(&path, '/');
-        put_encoded(&path, name);
+        bs_cli_put_encoded(&path, name);
         bs_buf_t out;
         bs_buf_init(&out);
         rc = bs_cli_call(&r, "GET", path.data, NULL, NULL, 0, &out);
@@ -990,7 +979,7 @@ int bs_cli_delete(int argc, char **argv)
     bs_buf_t path;
     bs_buf_init(&path);
     bs_buf_printf(&path, "%s/", k->path);
-    put_encoded(&path, argv[2]);
+    bs_cli_put_encoded(&path, argv[2]);
     bs_buf_t out;
     bs_buf_init(&out);
     rc = bs_cli_call(&r, "DELETE", path.data, NULL, NULL, 0, &out);

@@ -106,6 +106,11 @@ typedef struct {
 
 /* Removes --url/--key/--json from argv (in place) into r; returns the new argc. */
 int bs_cli_take_globals(int argc, char **argv, bs_cli_remote_t *r);
+/* Appends s to b, percent-encoding all but RFC 3986 unreserved characters (a path segment
+ * or a query value). */
+void bs_cli_put_encoded(bs_buf_t *b, const char *s);
+/* A watch's --interval: milliseconds 50..60000 into *out; 0, or -1 after saying why. */
+int bs_cli_parse_interval(const char *s, long *out);
 /* Performs a call. On a 2xx, appends the body to out (or prints it when out is
  * NULL); otherwise reports "basalt: METHOD PATH failed with STATUS: message" on
  * stderr. Returns 0, 1 (failed call), or 3 (404). */

@@ -51,17 +51,6 @@ static const char *fmt_count(char out[32], double v)
     return out;
 }
 
-static void put_encoded(bs_buf_t *b, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '.' || *p == '_' || *p == '~')
-            bs_buf_putc(b, (char)*p);
-        else
-            bs_buf_printf(b, "%%%02X", *p);
-    }
-}
-
 static int usage(const char *name)
 {
     bs_cli_usage(stderr, "job", name);
@@ -124,7 +113,7 @@ static cJSON *get_job(const bs_cli_remote_t *r, const char *id, int *rc, bs_buf_
     bs_buf_t path;
     bs_buf_init(&path);
     bs_buf_puts(&path, "/v1/jobs/");
-    put_encoded(&path, id);
+    bs_cli_put_encoded(&path, id);
     bs_buf_reset(raw);
     *rc = bs_cli_call(r, "GET", path.data, NULL, NULL, 0, raw);
     bs_buf_free(&path);
@@ -203,11 +192,11 @@ int bs_cli_job_ls(int argc, char **argv)
     bs_buf_printf(&path, "/v1/jobs?limit=%ld", limit);
     if (state) {
         bs_buf_puts(&path, "&state=");
-        put_encoded(&path, state);
+        bs_cli_put_encoded(&path, state);
     }
     if (kind) {
         bs_buf_puts(&path, "&kind=");
-        put_encoded(&path, kind);
+        bs_cli_put_encoded(&path, kind);
     }
     int rc = bs_cli_call(&r, "GET", path.data, NULL, NULL, 0, &out);
     bs_buf_free(&path);
@@ -358,18 +347,6 @@ static int watch(const bs_cli_remote_t *r, const char *id, long interval_ms)
     return rc;
 }
 
-static int parse_interval(const char *s, long *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*end || v < 50 || v > 60000) {
-        fprintf(stderr, "basalt: --interval must be 50 to 60000 (ms)\n");
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int bs_cli_job_watch(int argc, char **argv)
 {
     bs_cli_remote_t r;
@@ -378,7 +355,7 @@ int bs_cli_job_watch(int argc, char **argv)
     long interval = 500;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--interval") && i + 1 < argc) {
-            if (parse_interval(argv[++i], &interval))
+            if (bs_cli_parse_interval(argv[++i], &interval))
                 return 2;
         } else if (argv[i][0] != '-' && !id)
             id = argv[i];
@@ -402,7 +379,7 @@ int bs_cli_job_act(int argc, char **argv)
     bs_buf_init(&path);
     bs_buf_init(&out);
     bs_buf_puts(&path, "/v1/jobs/");
-    put_encoded(&path, argv[1]);
+    bs_cli_put_encoded(&path, argv[1]);
     bs_buf_printf(&path, "/%s", verb);
     int rc = bs_cli_call(&r, "POST", path.data, NULL, NULL, 0, &out);
     bs_buf_free(&path);
@@ -464,7 +441,7 @@ int bs_cli_job_run(int argc, char **argv)
             }
             has_priority = 1;
         } else if (!strcmp(a, "--interval")) {
-            if (parse_interval(v, &interval))
+            if (bs_cli_parse_interval(v, &interval))
                 return 2;
         } else
             return usage("run");

@@ -18,17 +18,6 @@
 
 #define PAGE_LIMIT 1000
 
-static void put_encoded(bs_buf_t *b, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '.' || *p == '_' || *p == '~')
-            bs_buf_putc(b, (char)*p);
-        else
-            bs_buf_printf(b, "%%%02X", *p);
-    }
-}
-
 static int usage(void)
 {
     bs_cli_usage(stderr, "predictions", "export");
@@ -40,7 +29,7 @@ static void add_param(bs_buf_t *b, const char *name, const char *value)
     if (!value)
         return;
     bs_buf_printf(b, "&%s=", name);
-    put_encoded(b, value);
+    bs_cli_put_encoded(b, value);
 }
 
 int bs_cli_predictions_export(int argc, char **argv)
@@ -73,7 +62,7 @@ int bs_cli_predictions_export(int argc, char **argv)
     bs_buf_t base;
     bs_buf_init(&base);
     bs_buf_puts(&base, "/v1/endpoints/");
-    put_encoded(&base, endpoint);
+    bs_cli_put_encoded(&base, endpoint);
     bs_buf_printf(&base, "/predictions?limit=%d", PAGE_LIMIT);
     add_param(&base, "since", since);
     add_param(&base, "until", until);

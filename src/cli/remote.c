@@ -313,7 +313,7 @@ out:
 }
 
 /* Appends s to b, percent-encoding all but RFC 3986 unreserved characters. */
-static void put_encoded(bs_buf_t *b, const char *s)
+void bs_cli_put_encoded(bs_buf_t *b, const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
         if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
@@ -358,7 +358,7 @@ int bs__cli_list_all(const remote_t *r, const char *path, cJSON **items)
         }
         bs_buf_reset(&p);
         bs_buf_printf(&p, "%s&cursor=", path);
-        put_encoded(&p, next->valuestring);
+        bs_cli_put_encoded(&p, next->valuestring);
         cJSON_Delete(j);
     }
     bs_buf_free(&p);
@@ -735,4 +735,16 @@ int bs_cli_predict(int argc, char **argv)
     }
     bs_buf_free(&out);
     return rc;
+}
+
+int bs_cli_parse_interval(const char *s, long *out)
+{
+    char *end;
+    long v = strtol(s, &end, 10);
+    if (end == s || *end || v < 50 || v > 60000) {
+        fprintf(stderr, "basalt: --interval must be 50 to 60000 (ms)\n");
+        return -1;
+    }
+    *out = v;
+    return 0;
 }

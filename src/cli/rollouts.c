@@ -44,21 +44,10 @@ static const char *fmt_num(char out[32], double v)
     return out;
 }
 
-static void put_encoded(bs_buf_t *b, const char *s)
-{
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-        if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-            *p == '-' || *p == '.' || *p == '_' || *p == '~')
-            bs_buf_putc(b, (char)*p);
-        else
-            bs_buf_printf(b, "%%%02X", *p);
-    }
-}
-
 static void base_path(bs_buf_t *b, const char *endpoint)
 {
     bs_buf_puts(b, "/v1/endpoints/");
-    put_encoded(b, endpoint);
+    bs_cli_put_encoded(b, endpoint);
     bs_buf_puts(b, "/rollouts");
 }
 
@@ -114,7 +103,7 @@ static void one_path(bs_buf_t *b, const char *endpoint, const char *id)
 {
     base_path(b, endpoint);
     bs_buf_putc(b, '/');
-    put_encoded(b, id);
+    bs_cli_put_encoded(b, id);
 }
 
 static void print_side(bs_buf_t *b, const char *label, const cJSON *s)
@@ -249,18 +238,6 @@ static int status(const bs_cli_remote_t *r, const char *endpoint, const char *id
     return rc;
 }
 
-static int parse_interval(const char *s, long *out)
-{
-    char *end;
-    long v = strtol(s, &end, 10);
-    if (*end || v < 50 || v > 60000) {
-        fprintf(stderr, "basalt: --interval must be 50 to 60000 (ms)\n");
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
 int bs_cli_rollout_status(int argc, char **argv)
 {
     bs_cli_remote_t r;
@@ -272,7 +249,7 @@ int bs_cli_rollout_status(int argc, char **argv)
         if (!strcmp(argv[i], "--watch"))
             watch = 1;
         else if (!strcmp(argv[i], "--interval") && i + 1 < argc) {
-            if (parse_interval(argv[++i], &interval))
+            if (bs_cli_parse_interval(argv[++i], &interval))
                 return 2;
         } else if (argv[i][0] != '-' && !endpoint)
             endpoint = argv[i];
@@ -457,7 +434,7 @@ int bs_cli_rollout_start(int argc, char **argv)
             if (parse_double(a, v, &max_drop))
                 return 2;
         } else if (!strcmp(a, "--interval")) {
-            if (parse_interval(v, &interval))
+            if (bs_cli_parse_interval(v, &interval))
                 return 2;
         } else
             return usage("start");
