@@ -98,10 +98,16 @@ NO_STORE     := $(addprefix tests/api/,test_strictness.py test_limits.py test_ml
     test_ml_xgboost.py test_batching.py test_conformance.py test_stats_oracle.py)
 PG_API_ARGS  := -m "not embedded" $(addprefix --ignore=,$(OWN_BACKENDS) $(NO_STORE))
 
+# Two pytest-xdist workers, a test file each at a time (module fixtures stay in one worker):
+# most API tests wait on a server, not on the CPU, so two run in about 60 % of the time of
+# one. PYTEST_WORKERS=0 runs them in this process.
+PYTEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest -q -x -p no:cacheprovider $(if $(filter-out 0,$(PYTEST_WORKERS)),-n $(PYTEST_WORKERS) --dist loadfile)
+
 api: $(BUILD)/basalt $(DRIVER_BINS)
-	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x tests/api
+	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PYTEST) tests/api
 	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(abspath $(BUILD)/basalt) \
-	    $(PY) -m pytest -q -x $(PG_API_ARGS) tests/api
+	    $(PYTEST) $(PG_API_ARGS) tests/api
 
 # The sanitizer pass's API tests, a representative subset that keeps `make test` near 25
 # minutes on two cores: on the embedded stores every parser (HTTP framing and limits, JSON
@@ -122,9 +128,9 @@ PG_ASAN_SUITES := tests/api/test_registry.py tests/api/test_auth.py tests/api/te
     tests/api/test_topics.py
 
 api-asan: $(BUILD)/basalt
-	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PY) -m pytest -q -x $(ASAN_SUITES)
+	BASALT_BIN=$(abspath $(BUILD)/basalt) $(PYTEST) $(ASAN_SUITES)
 	BASALT_TEST_BACKEND=postgres BASALT_BIN=$(abspath $(BUILD)/basalt) \
-	    $(PY) -m pytest -q -x -m "not embedded" $(PG_ASAN_SUITES)
+	    $(PYTEST) -m "not embedded" $(PG_ASAN_SUITES)
 
 # npm tools the API tests run on /openapi.json (redocly lint, openapi-typescript, tsc),
 # pinned by tests/api/npm/package-lock.json and installed once into build/npm (shared by

@@ -18,7 +18,7 @@ libpq-dev libhiredis-dev libcurl4-openssl-dev libnats-dev
 "
 TEST_PACKAGES="
 clang libclang-rt-14-dev libcmocka-dev curl
-python3 python3-pytest python3-requests python3-numpy python3-scipy python3-pandas
+python3 python3-pytest python3-pytest-xdist python3-requests python3-numpy python3-scipy python3-pandas
 python3-sklearn python3-xgboost python3-statsmodels
 python3-prometheus-client prometheus python3-jsonschema
 postgresql redis-server nginx nats-server
