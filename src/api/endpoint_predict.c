@@ -82,6 +82,9 @@ typedef struct {
     const double *out;          /* n * n_outputs, NULL on failure */
     size_t n;
     const char (*ids)[37]; /* the rows' prediction ids (n of them) */
+    const char *inputs;    /* one row: its inputs object as the request wrote it, when that text
+                            * equals the row (bs_serving_parse_fast_ex), else NULL */
+    size_t inputs_len;
     uint64_t duration_ns;
     const bs_err_t *err; /* NULL on success */
 } outcome_t;
@@ -102,7 +105,8 @@ static void render_origin(bs_buf_t *b, const char *origin)
 static void render_record(bs_buf_t *b, const call_t *c, const char *origin, const char *time,
                           const char *prediction_id, int shadow, const char *variant, int version,
                           double latency_ms, const bs_model_handle_t *h, const double *row,
-                          const double *out, const bs_err_t *err)
+                          const char *inputs, size_t inputs_len, const double *out,
+                          const bs_err_t *err)
 {
     bs_jw_obj_begin(b);
     render_origin(b, origin);
@@ -136,7 +140,10 @@ static void render_record(bs_buf_t *b, const call_t *c, const char *origin, cons
     bs_jw_double(b, latency_ms);
     if (h && row) {
         bs_jw_key(b, "inputs");
-        bs_serving_render_row(h, row, b);
+        if (inputs)
+            bs_jw_raw(b, inputs, inputs_len); /* the same row, without formatting its numbers */
+        else
+            bs_serving_render_row(h, row, b);
     }
     if (err) {
         bs__api_render_error_obj(b, err->code, err->field, err->msg);
@@ -207,7 +214,8 @@ static void log_outcome(const call_t *c, int shadow, const char *variant, int ve
         char id[37];
         bs_uuid7(id);
         const char *origin = observe(c, id, 0, variant, version, ms, o->h, NULL, o->err);
-        render_record(&b, c, origin, time, id, 0, variant, version, ms, o->h, NULL, NULL, o->err);
+        render_record(&b, c, origin, time, id, 0, variant, version, ms, o->h, NULL, NULL, 0, NULL,
+                      o->err);
         submit_record(app, c, tl, el, id, 0, variant, &b);
     } else {
         size_t nf = o->h ? (size_t)bs_model_handle_schema(o->h)->n_features : 0;
@@ -218,7 +226,8 @@ static void log_outcome(const call_t *c, int shadow, const char *variant, int ve
             const char *origin = observe(c, o->ids[r], shadow, variant, version, ms, o->h, out,
                                          o->err);
             render_record(&b, c, origin, time, o->ids[r], shadow, variant, version, ms, o->h,
-                          o->rows ? o->rows + r * nf : NULL, out, o->err);
+                          o->rows ? o->rows + r * nf : NULL, o->n == 1 ? o->inputs : NULL,
+                          o->inputs_len, out, o->err);
             submit_record(app, c, tl, el, o->ids[r], shadow, variant, &b);
         }
     }
@@ -234,6 +243,8 @@ typedef struct {
     size_t body_len;
     size_t n;
     char (*ids)[37];
+    const char *inputs; /* in body: the one row's inputs text (bs_serving_parse_fast_ex) */
+    size_t inputs_len;
 } shadow_run_t;
 
 static void shadow_free(void *ud)
@@ -252,7 +263,7 @@ static int shadow_parse(void *ud, bs_serving_t *sv, const bs_model_handle_t *h, 
     size_t got = 0;
     if (s->c.kind == BODY_BASALT && s->n == 1 &&
         (r = bs_arena_alloc(a, (nf + 1) * sizeof(double))) &&
-        bs_serving_parse_fast(sv, h, s->body, s->body_len, r)) {
+        bs_serving_parse_fast_ex(sv, h, s->body, s->body_len, r, &s->inputs, &s->inputs_len)) {
         got = 1;
         rc = 0;
     } else {
@@ -303,6 +314,8 @@ static void shadow_done(void *ud, bs_model_handle_t *h, const double *rows, cons
                    .out = out,
                    .n = s->n,
                    .ids = (const char(*)[37])s->ids,
+                   .inputs = s->inputs,
+                   .inputs_len = s->inputs_len,
                    .duration_ns = ns,
                    .err = err};
     log_outcome(&s->c, 1, s->sh.name, version, &o);
@@ -326,6 +339,8 @@ static void run_shadows(const call_t *c, const char *body, size_t body_len, size
         s->body_len = body_len;
         s->ids = (char(*)[37])(s + 1);
         s->body = (char *)(s + 1) + ids_bytes;
+        s->inputs = NULL;
+        s->inputs_len = 0;
         if (body_len)
             memcpy(s->body, body, body_len);
         s->body[body_len] = '\0';
@@ -692,7 +707,8 @@ static void serve(bs_req_t *req, body_kind_t kind)
     int rc = got < 0 ? err.code : 0;
     const char *skip = ep->sticky_field[0] ? ep->sticky_field : NULL;
     double *rows = NULL, *out = NULL;
-    size_t n = 0;
+    size_t n = 0, inputs_len = 0;
+    const char *inputs = NULL;
     if (!rc && kind == BODY_OIP) {
         if (!j && !(j = bs_req_json(req, &err)))
             rc = err.code;
@@ -704,7 +720,19 @@ static void serve(bs_req_t *req, body_kind_t kind)
         if (j && bs_json_get_str(j, "id", 0, &id, &ignore) == 0)
             c.oip_id = id;
     } else if (!rc) {
-        rc = bs__api_predict_rows(req, h, skip, &j, &rows, &n, &err);
+        /* The fast one-row path first, keeping the inputs' text for the log; else the
+         * general path (which would try the fast one again without a parsed body). */
+        size_t nf = (size_t)bs_model_handle_schema(h)->n_features;
+        double *row = !j ? bs_arena_alloc(&req->arena, (nf + 1) * sizeof(double)) : NULL;
+        if (row && bs_serving_parse_fast_ex(app->serving, h, req->body, req->body_len, row,
+                                            &inputs, &inputs_len)) {
+            rows = row;
+            n = 1;
+        } else if (!j && !(j = bs_req_json(req, &err))) {
+            rc = err.code;
+        } else {
+            rc = bs__api_predict_rows(req, h, skip, &j, &rows, &n, &err);
+        }
     }
     char(*ids)[37] = NULL;
     if (!rc && !(ids = bs_arena_alloc(&req->arena, n * sizeof *ids + 1)))
@@ -726,7 +754,13 @@ static void serve(bs_req_t *req, body_kind_t kind)
     char small[2048];
     bs_buf_t b = BS_BUF_ON(small);
     version_headers(&c, req, NULL);
-    outcome_t o = {.h = h, .rows = rows, .n = n, .ids = (const char(*)[37])ids, .duration_ns = ns};
+    outcome_t o = {.h = h,
+                   .rows = rows,
+                   .n = n,
+                   .ids = (const char(*)[37])ids,
+                   .inputs = inputs,
+                   .inputs_len = inputs_len,
+                   .duration_ns = ns};
     if (rc) {
         if (h)
             bs_serving_record(h, 0, 0, rc);

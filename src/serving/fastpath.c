@@ -52,8 +52,8 @@ static inline __attribute__((always_inline)) const char *plain_string(const char
     return q + 1;
 }
 
-int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, const char *body,
-                          size_t len, double *row)
+int bs_serving_parse_fast_ex(const bs_serving_t *s, const bs_model_handle_t *h, const char *body,
+                             size_t len, double *row, const char **text, size_t *text_len)
 {
     const char *p = body, *end = body + len, *k;
     size_t kn;
@@ -72,8 +72,10 @@ int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, con
     if (p >= end || *p++ != ':')
         return 0;
     p = ws(p, end);
-    if (p >= end || *p++ != '{')
+    if (p >= end || *p != '{')
         return 0;
+    const char *obj = p++; /* the inputs object's text starts here */
+    int plain = 1;         /* every value a plain number (no bool spelled true/false) */
     p = ws(p, end);
     int count = 0;
     int next = 0; /* clients usually send features in schema order: try that one first */
@@ -117,6 +119,7 @@ int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, con
             }
             p = ws(p, end);
             double v;
+            plain &= (h->fast[i] & BS__FAST_PLAIN_NUMBER) != 0;
             if (h->fast[i] & BS__FAST_PLAIN_NUMBER) {
                 size_t used = bs_parse_json_number(p, (size_t)(end - p), &v);
                 if (!used || !isfinite(v))
@@ -158,6 +161,7 @@ int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, con
             return 0;
         }
     }
+    size_t obj_len = (size_t)(p - obj);
     p = ws(p, end);
     if (p >= end || *p++ != '}')
         return 0;
@@ -178,6 +182,20 @@ int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, con
                 return 0;
         }
     }
+    if (text) {
+        /* The text stands for the row when it gave every feature as a number and fits on
+         * one line (a log record is one line of JSON). */
+        int usable = plain && count == nf && !memchr(obj, '\n', obj_len) &&
+                     !memchr(obj, '\r', obj_len);
+        *text = usable ? obj : NULL;
+        *text_len = usable ? obj_len : 0;
+    }
     (void)s;
     return 1;
+}
+
+int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, const char *body,
+                          size_t len, double *row)
+{
+    return bs_serving_parse_fast_ex(s, h, body, len, row, NULL, NULL);
 }

@@ -145,6 +145,11 @@ int bs_serving_parse_row(bs_serving_t *s, const bs_model_handle_t *h, const cJSO
  */
 int bs_serving_parse_fast(const bs_serving_t *s, const bs_model_handle_t *h, const char *body,
                           size_t len, double *row);
+/* The same, and when it handled the body: *text is the inputs object's text (in body,
+ * text_len bytes) when that object gave every feature as a number and holds no line break —
+ * a JSON text equal to the row (the client's key order and number spelling) — else NULL. */
+int bs_serving_parse_fast_ex(const bs_serving_t *s, const bs_model_handle_t *h, const char *body,
+                             size_t len, double *row, const char **text, size_t *text_len);
 
 /* Converts one JSON value for feature i into its slot value (shared with the KServe path). */
 int bs_serving_encode_value(const bs_model_handle_t *h, int i, const cJSON *v, double *out,

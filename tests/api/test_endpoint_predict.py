@@ -185,6 +185,40 @@ def test_answer_is_model_predict_plus_endpoint_and_variant_and_is_logged(server)
                  variant="v2", version="2") == 4
 
 
+def test_log_inputs_of_one_row_bodies_spelled_any_way(server):
+    """A one-row body of plain numbers may be logged with its inputs object as the client
+    wrote it: whatever the spelling, order, whitespace or line breaks, the record is one
+    line of JSON whose inputs read back as the values the model used (also in the
+    shadow's record)."""
+    versions(server, "m", 2)
+    put_endpoint(server, "spell", {"model": "m", "routes": [{"version": 1, "weight": 100}],
+                                   "shadow": [{"version": 2, "fraction": 1.0}]})
+    bodies = ['{"inputs":{"a":0.10,"b":-2E2}}',
+              '{"inputs": {\t"b" : 2.50e0 , "a":-0.0 } }',
+              '{"inputs":{"a":1,\n"b":\r\n3}}',
+              '{"inputs":{"b":1e-5,"a":123456789.125}}']
+    want = [{"a": 0.1, "b": -200.0}, {"a": 0.0, "b": 2.5}, {"a": 1.0, "b": 3.0},
+            {"a": 123456789.125, "b": 1e-5}]
+    ids = []
+    for b in bodies:
+        r = server.post("/v1/endpoints/spell/predict", data=b,
+                        headers={"Content-Type": "application/json"})
+        assert r.status_code == 200, (b, r.text)
+        ids.append(r.json()["prediction_ids"][0])
+    recs = log_records(server, 2 * len(bodies), "spell")
+    assert len(recs) == 2 * len(bodies)
+    for pid, w in zip(ids, want):
+        mine = [e for e in recs if e["prediction_id"] == pid]
+        assert sorted(e["shadow"] for e in mine) == [False, True]
+        for e in mine:
+            assert e["inputs"] == w, (e, w)
+    # the read route serves the same records
+    r = server.get("/v1/endpoints/spell/predictions?limit=100")
+    assert r.status_code == 200, r.text
+    assert sorted(json.dumps(e["inputs"], sort_keys=True) for e in r.json()["items"]) == \
+        sorted(json.dumps(e["inputs"], sort_keys=True) for e in recs)
+
+
 def test_log_inputs_as_encoded_categories_defaults_and_missing(server):
     doc = {"basalt_model": 1,
            "inputs": [{"name": "x", "type": "float", "default": 7.5},

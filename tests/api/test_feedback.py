@@ -95,8 +95,8 @@ def wait_for(fn, what, timeout=60):
     raise AssertionError("%s: not within %d s (last: %r)" % (what, timeout, last))
 
 
-def logged(srv, ep):
-    """Every record of the tenant's predictions topic for endpoint ep."""
+def logged_now(srv, ep):
+    """Every record of the tenant's predictions topic for endpoint ep, as the log has them."""
     out, off = [], 0
     while True:
         r = srv.get("/v1/topics/predictions/events", params={"from_offset": off, "limit": 1000})
@@ -106,6 +106,13 @@ def logged(srv, ep):
         if not j["items"]:
             return out
         off = j["next_offset"]
+
+
+def logged(srv, ep, want):
+    """The records of endpoint ep once the log holds `want` of them: a record reaches the
+    log about 20 ms after its prediction, and the monitor's reports may count it sooner."""
+    return wait_for(lambda: (lambda o: o if len(o) >= want else None)(logged_now(srv, ep)),
+                    "%d records of %s in the log" % (want, ep))
 
 
 def close(got, want, what):
@@ -178,7 +185,7 @@ def test_binary_metrics_equal_sklearns(shared_server):
     # mean_prediction: P(second class) over every row; latencies: numpy over the log
     all_p1 = [p["output"]["probabilities"]["1"] for p in preds]
     close(row["mean_prediction"], float(np.mean(all_p1)), "mean_prediction")
-    recs = [r for r in logged(srv, "fb-bin") if not r["shadow"]]
+    recs = [r for r in logged(srv, "fb-bin", len(preds)) if not r["shadow"]]
     assert len(recs) == len(preds)
     lat = np.array([r["latency_ms"] for r in recs])
     close(row["latency_p50_ms"], float(np.quantile(lat, 0.5)), "p50")
@@ -281,7 +288,8 @@ def test_experiment_accuracy_equals_statsmodels(shared_server):
         close(v["metric"]["ci_high"], hi, "ci high")
         close(v["mean_prediction"],
               float(np.mean([p["output"]["probabilities"]["1"] for p, _ in rows])), "mean pred")
-        lat = [r["latency_ms"] for r in logged(srv, "fb-ab") if r["variant"] == v["variant"]]
+        lat = [r["latency_ms"] for r in logged(srv, "fb-ab", len(preds))
+               if r["variant"] == v["variant"]]
         close(v["latency_p50_ms"], float(np.quantile(lat, 0.5)), "p50")
         close(v["latency_p99_ms"], float(np.quantile(lat, 0.99)), "p99")
     assert va["difference"] is None
@@ -451,7 +459,7 @@ def test_shadow_report_agreement_from_the_logged_records(shared_server):
     rep = wait_for(done, "every shadow run reported")
     (it,) = rep["items"]
     assert it["variant"] == "v2" and it["version"] == 2 and it["task"] == "classification"
-    recs = logged(srv, "fb-sh")
+    recs = logged(srv, "fb-sh", 2 * len(preds))
     prim = {r["prediction_id"]: r for r in recs if not r["shadow"]}
     shad = [r for r in recs if r["shadow"]]
     assert len(shad) == len(preds) and set(prim) == {p["id"] for p in preds}
@@ -489,7 +497,7 @@ def test_shadow_report_regression_differences(shared_server):
         j = report(srv, "fb-shr", "shadow", window="10m")
         return j if j["items"] and j["items"][0]["paired"] == len(preds) else None
     (it,) = wait_for(done, "every shadow run paired")["items"]
-    recs = logged(srv, "fb-shr")
+    recs = logged(srv, "fb-shr", 2 * len(preds))
     prim = {r["prediction_id"]: r["output"] for r in recs if not r["shadow"]}
     diffs = [abs(r["output"] - prim[r["prediction_id"]]) for r in recs if r["shadow"]]
     assert it["variant"] == "next" and it["task"] == "regression"

@@ -87,7 +87,14 @@ static const char *ESCAPED_NAMES =
     " \"estimator\":{\"type\":\"linear\",\"link\":\"identity\",\"coef\":[[1,2]],\"intercept\":[0]},"
     " \"output\":{\"task\":\"regression\"}}";
 
-enum { M_LIN, M_CAT, M_CATDEF, M_TREES, M_RAW, M_ESC, M_COUNT };
+/* Two plain floats: the row a log record can show as the request's own text. */
+static const char *PLAIN =
+    "{\"basalt_model\":1,"
+    " \"inputs\":[{\"name\":\"a\",\"type\":\"float\"},{\"name\":\"b\",\"type\":\"float\"}],"
+    " \"estimator\":{\"type\":\"linear\",\"link\":\"identity\",\"coef\":[[1,2]],\"intercept\":[0]},"
+    " \"output\":{\"task\":\"regression\"}}";
+
+enum { M_LIN, M_CAT, M_CATDEF, M_TREES, M_RAW, M_ESC, M_PLAIN, M_COUNT };
 
 static bs_model_handle_t *handles[M_COUNT];
 static bs_serving_t strict = {.o = {.max_rows = 16, .reject_unknown = 1}};
@@ -119,6 +126,7 @@ static int setup(void **state)
     handles[M_TREES] = make_handle(TREES, NULL);
     handles[M_RAW] = make_handle(RAW_NAME, NULL);
     handles[M_ESC] = make_handle(ESCAPED_NAMES, NULL);
+    handles[M_PLAIN] = make_handle(PLAIN, NULL);
     return 0;
 }
 
@@ -494,6 +502,51 @@ static void test_values(void **state)
     assert_int_equal(bs_serving_parse_fast(&strict, handles[M_LIN], NULL, 0, row), 0);
 }
 
+/* bs_serving_parse_fast_ex's text: the inputs object's bytes when they equal the row (every
+ * feature a plain number, on one line), NULL otherwise; the row is parsed either way. */
+static void expect_text(int model, const char *body, const char *want)
+{
+    double row[8];
+    const char *text = "unset";
+    size_t len = 99;
+    assert_int_equal(
+        bs_serving_parse_fast_ex(&strict, handles[model], body, strlen(body), row, &text, &len), 1);
+    if (!want) {
+        assert_null(text);
+        assert_int_equal(len, 0);
+        return;
+    }
+    assert_non_null(text);
+    assert_int_equal(len, strlen(want));
+    assert_memory_equal(text, want, len);
+    /* The text read back is the row: a parser of its own (cJSON) agrees on every value. */
+    cJSON *j = cJSON_ParseWithLength(text, len);
+    assert_non_null(j);
+    const bs_ml_schema_t *sc = bs_model_handle_schema(handles[model]);
+    assert_int_equal(cJSON_GetArraySize(j), sc->n_features);
+    for (int i = 0; i < sc->n_features; i++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, sc->features[i].name);
+        assert_true(cJSON_IsNumber(v));
+        assert_true(v->valuedouble == row[i]);
+    }
+    cJSON_Delete(j);
+}
+
+static void test_inputs_text(void **state)
+{
+    (void)state;
+    expect_text(M_PLAIN, "{\"inputs\":{\"a\":0.10,\"b\":-2E2}}", "{\"a\":0.10,\"b\":-2E2}");
+    expect_text(M_PLAIN, "{\"inputs\": {\t\"b\" : 1 , \"a\":3.5e-1 } }",
+                "{\t\"b\" : 1 , \"a\":3.5e-1 }"); /* the client's order, tabs are fine */
+    expect_text(M_PLAIN, "{\"inputs\":{\"a\":1,\n\"b\":2}}", NULL); /* a record is one line */
+    expect_text(M_PLAIN, "{\"inputs\":{\"a\":1,\r\"b\":2}}", NULL);
+    expect_text(M_TREES, "{\"inputs\":{\"f0\":1,\"f1\":2}}", NULL); /* a feature omitted */
+    expect_text(M_TREES, "{\"inputs\":{\"f0\":1,\"f1\":2,\"" GROSSE "\":true}}", NULL); /* bool */
+    expect_text(M_LIN, "{\"inputs\":{\"x\":1,\"n\":2,\"b\":1,\"d\":0,\"flag\":0,\"r\":1}}",
+                NULL); /* an int and bools: not plain numbers */
+    expect_text(M_CATDEF, "{\"inputs\":{\"amount\":3}}", NULL); /* a default filled in */
+}
+
 /* Every strict prefix of every table body: truncated requests. */
 static void test_prefixes(void **state)
 {
@@ -823,7 +876,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_table),        cmocka_unit_test(test_fast_bits),
-        cmocka_unit_test(test_values),
+        cmocka_unit_test(test_values),       cmocka_unit_test(test_inputs_text),
         cmocka_unit_test(test_prefixes),     cmocka_unit_test(test_edits),
         cmocka_unit_test(test_number_edges), cmocka_unit_test(test_number_random),
     };
